@@ -1,0 +1,523 @@
+"""Backups you can trust: everything a duplicate contact owns, on disk and verified.
+
+Nothing changes in DevRev for a contact until `write_backup` has saved, and
+`verify_backup` has checked, a folder holding both contacts, every ticket and
+conversation the duplicate is on (with their original reporters and members, enough
+to undo the merge), every timeline entry of those, and every attachment's bytes:
+
+    backups/<email>_<YYYYMMDD_HHMMSS>_<duplicate display id>/
+      metadata.json  tickets.json  conversations.json
+      conversations/<TKT-n | CONV-n>/messages.json
+      conversations/<TKT-n | CONV-n>/attachments/<artifact id>_<file name>
+      verification.json   (written last: path, size, sha256 of every file; counts)
+
+The folder is built as `<name>.partial` and renamed when complete, so a crash never
+leaves a folder that looks whole. Folders are 0700 and files 0600.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import devrev_assumptions as facts
+from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
+from fileutil import fsync_dir, json_bytes, make_private_dir, open_private, safe_name
+
+FORMAT_VERSION = 1
+MANIFEST = "verification.json"
+PARTIAL_SUFFIX = ".partial"
+JSON_FILES = ("metadata.json", "tickets.json", "conversations.json")
+DISK_MARGIN_BYTES = 16 << 20
+
+
+class BackupError(Exception):
+    """The backup could not be completed; nothing may change for this contact."""
+
+
+# --------------------------------------------------------------------------- reading DevRev
+@dataclass
+class Attachment:
+    object_display_id: str
+    artifact_id: str
+    display_id: str
+    name: str
+    size: int | None
+    mime_type: str | None
+
+    @property
+    def file_name(self) -> str:
+        return f"{safe_name(self.display_id, max_bytes=40, fallback='artifact')}_{safe_name(self.name)}"
+
+    @property
+    def relpath(self) -> str:
+        return f"conversations/{object_folder(self.object_display_id)}/attachments/{self.file_name}"
+
+
+@dataclass
+class Snapshot:
+    """Everything a duplicate owns right now, as DevRev returned it."""
+    tickets: list[dict]
+    conversations: list[dict]
+    entries: dict[str, list[dict]]           # object display id -> its timeline entries
+    attachments: list[Attachment]
+
+    @property
+    def objects(self) -> list[dict]:
+        return self.tickets + self.conversations
+
+    @property
+    def message_count(self) -> int:
+        return sum(1 for es in self.entries.values() for e in es if e.get("type") == facts.MESSAGE_ENTRY_TYPE)
+
+    @property
+    def attachment_bytes(self) -> int:
+        return sum(a.size or 0 for a in self.attachments)
+
+
+def object_folder(display_id: str) -> str:
+    return safe_name(display_id, max_bytes=60, fallback="object")
+
+
+def display_of(obj: dict) -> str:
+    return obj.get("display_id") or obj["id"]
+
+
+def _referenced_artifacts(obj: dict, entries: Iterable[dict]) -> list[dict]:
+    """Artifact summaries referenced by an object and its entries, each once."""
+    seen: dict[str, dict] = {}
+    for holder in [obj, *entries]:
+        for art in holder.get("artifacts") or []:
+            if isinstance(art, dict) and art.get("id") and art["id"] not in seen:
+                seen[art["id"]] = art
+    return list(seen.values())
+
+
+def collect(client: DevRevClient, duplicate_id: str) -> Snapshot:
+    """List, live, the tickets and conversations of a duplicate and all they hold."""
+    tickets = list(client.list_tickets(duplicate_id))
+    conversations = list(client.list_conversations(duplicate_id))
+    entries: dict[str, list[dict]] = {}
+    attachments: list[Attachment] = []
+    for obj in tickets + conversations:
+        display_id = display_of(obj)
+        entries[display_id] = list(client.list_timeline_entries(obj["id"]))
+        for art in _referenced_artifacts(obj, entries[display_id]):
+            info = art.get("file") or {}
+            if not info.get("name") or info.get("size") is None:
+                # summaries may be bare {id, display_id}: ask for the artifact itself
+                info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
+            attachments.append(Attachment(display_id, art["id"], art.get("display_id") or art["id"],
+                                          str(info.get("name") or "attachment"), info.get("size"),
+                                          info.get("type")))
+    return Snapshot(tickets, conversations, entries, attachments)
+
+
+def ids_of(users: Iterable[dict] | None) -> list[str]:
+    return [u["id"] for u in users or [] if isinstance(u, dict) and u.get("id")]
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass
+class BackupResult:
+    folder: str
+    counts: dict
+    total_bytes: int
+    snapshot: Snapshot
+
+
+def _utc(ts: float | None = None) -> datetime:
+    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def folder_prefix(email: str) -> str:
+    return safe_name(email.strip().casefold(), max_bytes=80, fallback="contact")
+
+
+def backup_folder_name(email: str, duplicate_display_id: str, moment: datetime) -> str:
+    return (f"{folder_prefix(email)}_{moment.strftime('%Y%m%d_%H%M%S')}_"
+            f"{safe_name(duplicate_display_id, max_bytes=40, fallback='duplicate')}")
+
+
+def _digest_json(obj: Any) -> tuple[bytes, str]:
+    data = json_bytes(obj)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class _Writer:
+    """Writes files into the .partial folder, remembering size and sha256 of each."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.files: list[dict] = []
+        self.dirs: set[str] = {root}
+
+    def _path(self, relpath: str) -> str:
+        path = os.path.join(self.root, *relpath.split("/"))
+        folder = os.path.dirname(path)
+        if folder not in self.dirs:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            for d in _parents(folder, self.root):
+                os.chmod(d, 0o700)
+                self.dirs.add(d)
+        return path
+
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        path = self._path(relpath)
+        with open_private(path) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.files.append({"path": relpath, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+
+    def write_json(self, relpath: str, obj: Any) -> None:
+        self.write_bytes(relpath, json_bytes(obj))
+
+    def download(self, client: DevRevClient, att: Attachment) -> None:
+        path = self._path(att.relpath)
+        for attempt in (1, 2):
+            located = client.locate_artifact(att.artifact_id)
+            with open_private(path, "wb") as fh:
+                try:
+                    result = client.download(located["url"], fh, expected_size=att.size)
+                except DownloadError as exc:
+                    if exc.expired and attempt == 1:
+                        continue  # the presigned URL expired between locate and fetch: locate again
+                    raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
+                                      f"could not be downloaded: {exc}") from None
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.files.append({"path": att.relpath, "size": result.size, "sha256": result.sha256})
+            return
+
+    def sync_dirs(self) -> None:
+        for folder in sorted(self.dirs, key=len, reverse=True):
+            fsync_dir(folder)
+
+
+def _parents(folder: str, root: str) -> list[str]:
+    out = []
+    while os.path.abspath(folder) != os.path.abspath(root):
+        out.append(folder)
+        folder = os.path.dirname(folder)
+    return out
+
+
+def _reserve_folder(backup_root: str, name: str) -> tuple[str, str]:
+    """A final name not yet taken (a `-2` suffix if the same second is reused)."""
+    for n in range(1, 1000):
+        candidate = name if n == 1 else f"{name}-{n}"
+        final = os.path.join(backup_root, candidate)
+        partial = final + PARTIAL_SUFFIX
+        if not os.path.exists(final) and not os.path.exists(partial):
+            os.mkdir(partial, 0o700)
+            os.chmod(partial, 0o700)
+            return final, partial
+    raise BackupError(f"could not find a free backup folder name for {name}")
+
+
+def check_free_space(folder: str, needed: int) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed + DISK_MARGIN_BYTES:
+        raise BackupError(f"not enough free disk space in {folder}: the backup needs about "
+                          f"{_mib(needed)} MiB (+{_mib(DISK_MARGIN_BYTES)} MiB margin), {_mib(free)} MiB are free")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}"
+
+
+def estimate_size(snapshot: Snapshot, json_overhead: int = 4096) -> int:
+    json_size = sum(len(json.dumps(o)) for o in snapshot.objects)
+    json_size += sum(len(json.dumps(es)) for es in snapshot.entries.values())
+    return 2 * json_size + snapshot.attachment_bytes + json_overhead * (1 + len(snapshot.objects))
+
+
+def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict],
+                 primary: dict, duplicate: dict, run_id: str, snapshot: Snapshot | None = None) -> BackupResult:
+    """Back up everything `duplicate` owns (plus both contacts) and return the folder.
+
+    Raises BackupError (with the .partial folder removed) on any failure: a download
+    that breaks off, a full disk, a write error.
+    """
+    make_private_dir(backup_root)
+    started = _utc()
+    if snapshot is None:
+        snapshot = collect(client, duplicate["id"])
+    check_free_space(backup_root, estimate_size(snapshot))
+    final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
+    writer = _Writer(partial)
+    try:
+        for att in snapshot.attachments:
+            writer.download(client, att)
+        attachment_files = {f["path"]: f for f in writer.files}
+        for obj in snapshot.objects:
+            writer.write_json(f"conversations/{object_folder(display_of(obj))}/messages.json",
+                              snapshot.entries[display_of(obj)])
+        writer.write_json("tickets.json", snapshot.tickets)
+        writer.write_json("conversations.json", snapshot.conversations)
+        metadata = {
+            "format": FORMAT_VERSION,
+            "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
+            "run_id": run_id,
+            "started_at": _timestamp(started),
+            "finished_at": _timestamp(_utc()),
+            "merge_set": {"email": email, "csv_rows": csv_rows},
+            "primary": primary,
+            "duplicate": duplicate,
+            "original_external_refs": {"primary": primary.get("external_ref"),
+                                       "duplicate": duplicate.get("external_ref")},
+            "moves": {
+                "tickets": [{"id": t["id"], "display_id": display_of(t), "reported_by": ids_of(t.get("reported_by"))}
+                            for t in snapshot.tickets],
+                "conversations": [{"id": c["id"], "display_id": display_of(c), "members": ids_of(c.get("members"))}
+                                  for c in snapshot.conversations],
+            },
+            "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
+                             "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
+                             "path": a.relpath, "sha256": attachment_files[a.relpath]["sha256"]}
+                            for a in snapshot.attachments],
+            "undo": ("To undo: for each entry of moves.tickets call works.update with reported_by "
+                     "{\"set\": <reported_by>}, for each of moves.conversations conversations.update with "
+                     "members {\"set\": <members>}, and set the primary's external_ref back to "
+                     "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
+                     "through the API; recreate it from `duplicate` if needed."),
+        }
+        writer.write_json("metadata.json", metadata)
+        counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
+                  "entries": {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects},
+                  "messages": snapshot.message_count, "attachments": len(snapshot.attachments)}
+        manifest = {"format": FORMAT_VERSION, "created_at": _timestamp(_utc()),
+                    "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+        with open_private(os.path.join(partial, MANIFEST)) as fh:
+            fh.write(json_bytes(manifest))
+            fh.flush()
+            os.fsync(fh.fileno())
+        writer.sync_dirs()
+        os.rename(partial, final)
+        fsync_dir(backup_root)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        raise BackupError(f"could not write the backup for {email} in {backup_root}: {reason}") from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    total = sum(f["size"] for f in writer.files)
+    return BackupResult(final, counts, total, snapshot)
+
+
+def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> list[str]:
+    """Remove the .partial folders a crashed backup of this duplicate left behind."""
+    if not os.path.isdir(backup_root):
+        return []
+    prefix = folder_prefix(email) + "_"
+    suffix = "_" + safe_name(duplicate_display_id, max_bytes=40, fallback="duplicate")
+    removed = []
+    for name in os.listdir(backup_root):
+        if not name.endswith(PARTIAL_SUFFIX) or not name.startswith(prefix):
+            continue
+        stem = name[: -len(PARTIAL_SUFFIX)]
+        if stem.endswith(suffix) or stem.rpartition("-")[0].endswith(suffix):
+            shutil.rmtree(os.path.join(backup_root, name), ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+# --------------------------------------------------------------------------- verifying
+@dataclass
+class Verification:
+    folder: str
+    problems: list[tuple[str, str]] = field(default_factory=list)   # (path relative to folder, reason)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, path: str, reason: str) -> None:
+        self.problems.append((path, reason))
+
+    def to_json(self) -> dict:
+        return {"folder": self.folder, "ok": self.ok, "counts": self.counts,
+                "problems": [{"path": p, "reason": r} for p, r in self.problems]}
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_json(folder: str, relpath: str, result: Verification):
+    try:
+        with open(os.path.join(folder, *relpath.split("/")), "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None  # reported by the file checks
+    except (ValueError, UnicodeDecodeError):
+        result.add(relpath, "not valid JSON")
+    except OSError as exc:
+        result.add(relpath, f"cannot be read ({exc.strerror})")
+    return None
+
+
+def verify_backup(folder: str, *, quick: bool = False) -> Verification:
+    """Check a backup folder completely; every problem is listed, each naming its file.
+
+    quick: compare sizes only, not sha256 (the rest of the checks still run).
+    """
+    folder = folder.rstrip(os.sep)
+    result = Verification(folder)
+    if folder.endswith(PARTIAL_SUFFIX):
+        result.add(".", "incomplete backup: interrupted before it was finished (.partial)")
+        return result
+    if not os.path.isdir(folder):
+        result.add(".", "backup folder not found")
+        return result
+    manifest = _load_json(folder, MANIFEST, result)
+    if manifest is None:
+        if not result.problems:
+            result.add(MANIFEST, "missing: the backup was never completed")
+        return result
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or \
+            not isinstance(manifest.get("counts"), dict):
+        result.add(MANIFEST, "not a backup manifest (files or counts missing)")
+        return result
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        result.add(MANIFEST, "manifest was edited: its own sha256 does not match")
+    counts = result.counts = manifest["counts"]
+    _check_private(folder, ".", result, directory=True)
+
+    listed: dict[str, dict] = {}
+    for item in manifest["files"]:
+        path = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or path == MANIFEST:
+            result.add(str(path), "manifest lists an unsafe or invalid path")
+            continue
+        listed[path] = item
+        full = os.path.join(folder, *path.split("/"))
+        if os.path.islink(full) or (os.path.exists(full) and not os.path.isfile(full)):
+            result.add(path, "not a regular file")
+            continue
+        if not os.path.exists(full):
+            result.add(path, "missing")
+            continue
+        size = os.path.getsize(full)
+        if size != item.get("size"):
+            result.add(path, f"size is {size} bytes, the manifest says {item.get('size')}"
+                       + (" (truncated)" if isinstance(item.get("size"), int) and size < item["size"] else ""))
+            continue
+        if not quick and _sha256_file(full) != item.get("sha256"):
+            result.add(path, "content changed: sha256 does not match the manifest")
+        _check_private(folder, path, result)
+
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
+            if rel != MANIFEST and rel not in listed:
+                result.add(rel, "not listed in the manifest (added after the backup)")
+        for name in dirnames:
+            _check_private(folder, os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/"),
+                           result, directory=True)
+
+    for name in JSON_FILES:
+        if name not in listed:
+            result.add(name, "missing from the manifest")
+    tickets = _load_json(folder, "tickets.json", result) if "tickets.json" in listed else None
+    conversations = _load_json(folder, "conversations.json", result) if "conversations.json" in listed else None
+    if "metadata.json" in listed:
+        _load_json(folder, "metadata.json", result)
+    _check_counts(folder, listed, counts, tickets, conversations, result)
+    return result
+
+
+def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversations, result: Verification) -> None:
+    objects: list[dict] = []
+    for name, data, key in (("tickets.json", tickets, "tickets"), ("conversations.json", conversations,
+                                                                    "conversations")):
+        if data is None:
+            continue
+        if not isinstance(data, list):
+            result.add(name, "should hold a list")
+            continue
+        if len(data) != counts.get(key):
+            result.add(name, f"holds {len(data)} {key}, the manifest counts {counts.get(key)}")
+        objects += [o for o in data if isinstance(o, dict)]
+    entries_counts = counts.get("entries") if isinstance(counts.get("entries"), dict) else {}
+    expected_attachments: set[str] = set()
+    for obj in objects:
+        display_id = display_of(obj)
+        relpath = f"conversations/{object_folder(display_id)}/messages.json"
+        if relpath not in listed:
+            result.add(relpath, f"missing: no messages for {display_id}")
+            continue
+        entries = _load_json(folder, relpath, result)
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            result.add(relpath, "should hold a list")
+            continue
+        if len(entries) != entries_counts.get(display_id):
+            result.add(relpath, f"holds {len(entries)} entries, the manifest counts {entries_counts.get(display_id)}")
+        for art in _referenced_artifacts(obj, [e for e in entries if isinstance(e, dict)]):
+            name = (art.get("file") or {}).get("name")
+            prefix = f"conversations/{object_folder(display_id)}/attachments/" \
+                     f"{safe_name(art.get('display_id') or art['id'], max_bytes=40, fallback='artifact')}_"
+            if name is not None:
+                path = prefix + safe_name(str(name))
+                expected_attachments.add(path)
+                if path not in listed:
+                    result.add(path, f"missing: attachment {art.get('display_id')} referenced by {display_id}")
+            else:  # a bare summary: any saved file of that artifact will do
+                matches = [p for p in listed if p.startswith(prefix)]
+                expected_attachments.update(matches)
+                if not matches:
+                    result.add(prefix + "*", f"missing: attachment {art.get('display_id')} referenced by {display_id}")
+    saved = {p for p in listed if "/attachments/" in p}
+    for path in sorted(saved - expected_attachments):
+        result.add(path, "attachment not referenced by any message of the backup")
+    if len(saved) != counts.get("attachments"):
+        result.add(MANIFEST, f"counts {counts.get('attachments')} attachments, {len(saved)} are listed")
+
+
+def _check_private(folder: str, relpath: str, result: Verification, directory: bool = False) -> None:
+    try:
+        mode = os.stat(os.path.join(folder, *relpath.split("/"))).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        kind = "folder" if directory else "file"
+        result.add(relpath, f"{kind} is readable by other users (mode {stat.S_IMODE(mode):o}); expected "
+                            f"{'700' if directory else '600'}")
+
+
+def find_backups(backup_root: str) -> list[str]:
+    """Every backup folder (complete or .partial) directly under `backup_root`."""
+    return sorted(os.path.join(backup_root, name) for name in os.listdir(backup_root)
+                  if not name.startswith(".") and os.path.isdir(os.path.join(backup_root, name)))
+
+
+def load_metadata(folder: str) -> dict:
+    with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
+        return json.load(fh)

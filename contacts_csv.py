@@ -1,0 +1,286 @@
+"""The admins' contacts CSV: strict reading and grouping into merge sets.
+
+Shared by merge_contacts.py and create_test_sample.py, so a rehearsal sample is grouped
+exactly as the real run will group it. Bad input raises CsvInputError with one line
+that names the problem (and the line number); nothing here touches the network.
+Each row keeps its raw text so a sample can copy rows byte for byte.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass, field
+
+REQUIRED_COLUMNS = ("REV_USER_ID", "EMAIL", "EXTERNAL_REF")
+OPTIONAL_COLUMNS = ("DISPLAY_NAME", "FULL_NAME", "TICKET_COUNT", "CREATED_AT", "UPDATED_AT")
+PRIMARY_PREFIX = "REVU-"      # DevRev-native contacts: external_ref is their own display id
+DUPLICATE_PREFIX = "user_"    # copies made by an import, widget or integration
+
+# Stable reason codes for groups that are not merge sets (the report uses them).
+SKIP_SINGLE_CONTACT = "single_contact"
+SKIP_NO_PRIMARY = "no_primary"
+SKIP_SEVERAL_PRIMARIES = "several_primaries"
+SKIP_UNKNOWN_REFERENCE = "unknown_reference_format"
+CSV_SKIP_REASONS = {
+    SKIP_SINGLE_CONTACT: "only one contact has this email",
+    SKIP_NO_PRIMARY: f"no contact with a {PRIMARY_PREFIX} external reference",
+    SKIP_SEVERAL_PRIMARIES: f"more than one contact with a {PRIMARY_PREFIX} external reference",
+    SKIP_UNKNOWN_REFERENCE: f"an external reference is neither {PRIMARY_PREFIX}... nor {DUPLICATE_PREFIX}...",
+}
+
+_DISPLAY_ID = re.compile(r"REVU-[A-Za-z0-9]{1,64}")
+_DON = re.compile(r"don:identity:[a-z0-9-]{1,32}:devo/[A-Za-z0-9]{1,64}(?::revo/[A-Za-z0-9]{1,64})?"
+                  r":revu/([A-Za-z0-9]{1,64})")
+_EMAIL = re.compile(r"[^@\s/\\<>\"'`,;:()\[\]]{1,64}@[^@\s/\\<>\"'`,;:()\[\]]+\.[^@\s/\\<>\"'`,;:()\[\].]{2,}")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_MAX_VALUE = 256
+_MAX_EMAIL = 254
+
+
+class CsvInputError(Exception):
+    """The contacts CSV cannot be used; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    line: int
+    rev_user_id: str
+    email: str
+    external_ref: str
+    display_name: str = ""
+    full_name: str = ""
+    ticket_count: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    raw: str = ""
+
+    @property
+    def email_key(self) -> str:
+        return email_key(self.email)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.external_ref.startswith(PRIMARY_PREFIX)
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.external_ref.startswith(DUPLICATE_PREFIX)
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "REV_USER_ID": self.rev_user_id, "EMAIL": self.email,
+                "EXTERNAL_REF": self.external_ref, "DISPLAY_NAME": self.display_name,
+                "FULL_NAME": self.full_name, "TICKET_COUNT": self.ticket_count,
+                "CREATED_AT": self.created_at, "UPDATED_AT": self.updated_at}
+
+
+@dataclass
+class MergeSet:
+    email: str
+    primary: ContactRow
+    duplicates: list[ContactRow]
+
+    @property
+    def key(self) -> str:
+        return email_key(self.email)
+
+    @property
+    def rows(self) -> list[ContactRow]:
+        return [self.primary, *self.duplicates]
+
+
+@dataclass
+class SkippedGroup:
+    email: str
+    rows: list[ContactRow]
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return email_key(self.email)
+
+    @property
+    def detail(self) -> str:
+        return CSV_SKIP_REASONS[self.reason]
+
+
+@dataclass
+class ContactsFile:
+    path: str
+    sha256: str
+    bom: bool
+    header_raw: str
+    columns: list[str]
+    rows: list[ContactRow] = field(default_factory=list)
+    newline: str = "\r\n"
+
+
+def email_key(email: str) -> str:
+    """How rows are grouped and how DevRev's email is compared: trimmed, case-folded."""
+    return email.strip().casefold()
+
+
+def user_id_key(rev_user_id: str) -> str:
+    """The same contact whether written as a DON or as its REVU- display id."""
+    match = _DON.fullmatch(rev_user_id)
+    return match.group(1) if match else rev_user_id[len(PRIMARY_PREFIX):]
+
+
+def is_valid_rev_user_id(value: str) -> bool:
+    return bool(_DISPLAY_ID.fullmatch(value) or _DON.fullmatch(value))
+
+
+class _LineTap:
+    """Feeds csv.reader line by line and remembers the raw text of each record."""
+
+    def __init__(self, text: str):
+        self._lines = iter(io.StringIO(text, newline=""))
+        self._taken: list[str] = []
+        self.line = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.line += 1
+        self._taken.append(line)
+        return line
+
+    def take(self) -> str:
+        raw, self._taken = "".join(self._taken), []
+        return raw
+
+
+def _decode(path: str, data: bytes) -> tuple[str, bool]:
+    if not data.strip(b" \t\r\n" + codecs.BOM_UTF8):
+        raise CsvInputError(f"the contacts CSV is empty: {path}")
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise CsvInputError(f"{path} is UTF-32 text: save it as UTF-8 (CSV UTF-8 in Excel)")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CsvInputError(f"{path} is UTF-16 text: save it as UTF-8 (CSV UTF-8 in Excel)")
+    if b"\x00" in data:
+        raise CsvInputError(f"{path} looks like a binary file, not a CSV (it contains NUL bytes)")
+    bom = data.startswith(codecs.BOM_UTF8)
+    try:
+        text = data[len(codecs.BOM_UTF8) if bom else 0:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CsvInputError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}): "
+                            f"export it as UTF-8") from None
+    controls = [ch for ch in text if ord(ch) < 32 and ch not in "\r\n\t"]
+    if len(controls) > 0:
+        raise CsvInputError(f"{path} contains control characters (e.g. {controls[0]!r}): not a text CSV")
+    return text, bom
+
+
+def _check_value(value: str, column: str, line: int, max_len: int = _MAX_VALUE) -> str:
+    if not value:
+        raise CsvInputError(f"line {line}: {column} is empty")
+    if len(value) > max_len:
+        raise CsvInputError(f"line {line}: {column} is {len(value)} characters long (at most {max_len})")
+    if value.startswith(_FORMULA_START):
+        raise CsvInputError(f"line {line}: {column} {value[:40]!r} looks like a spreadsheet formula, not a value")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise CsvInputError(f"line {line}: {column} {value[:40]!r} contains spaces or control characters")
+    return value
+
+
+def read_contacts(path: str) -> ContactsFile:
+    """Read and validate the contacts CSV; raise CsvInputError on anything unusable."""
+    if not os.path.exists(path):
+        raise CsvInputError(f"contacts CSV not found: {path}")
+    if os.path.isdir(path):
+        raise CsvInputError(f"{path} is a folder, not a contacts CSV file")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise CsvInputError(f"cannot read {path}: {exc.strerror}") from None
+    text, bom = _decode(path, data)
+    tap = _LineTap(text)
+    reader = csv.reader(tap, strict=True)
+    try:
+        header = next(reader, None)
+        header_raw = tap.take()
+        columns = [c.strip().lstrip("\ufeff").strip().upper() for c in header or []]
+        if not any(columns):
+            raise CsvInputError(f"{path} has no header line (expected {', '.join(REQUIRED_COLUMNS)})")
+        for name in columns:
+            if name and columns.count(name) > 1:
+                raise CsvInputError(f"column {name} appears twice in the header of {path}")
+        for name in REQUIRED_COLUMNS:
+            if name not in columns:
+                hint = ""
+                if len(columns) == 1:
+                    for sep in (";", "\t", "|"):
+                        if sep in header[0]:
+                            hint = f" (the header looks separated by {sep!r}: the file must be comma-separated)"
+                            break
+                raise CsvInputError(f"the contacts CSV has no {name} column{hint}; "
+                                    f"required: {', '.join(REQUIRED_COLUMNS)}")
+        index = {name: i for i, name in enumerate(columns) if name}
+        result = ContactsFile(path, hashlib.sha256(data).hexdigest(), bom, header_raw, columns,
+                              newline="\r\n" if header_raw.endswith("\r\n") else "\n")
+        seen_ids: dict[str, int] = {}
+        while True:
+            start_line = tap.line + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            raw = tap.take()
+            if not any(cell.strip() for cell in record):
+                continue  # a blank line
+            if len(record) != len(columns):
+                raise CsvInputError(f"line {start_line}: {len(record)} fields where the header has {len(columns)}")
+            cell = {name: record[i].strip() for name, i in index.items()}
+            rev_user_id = _check_value(cell["REV_USER_ID"], "REV_USER_ID", start_line)
+            if not is_valid_rev_user_id(rev_user_id):
+                raise CsvInputError(f"line {start_line}: REV_USER_ID {rev_user_id[:60]!r} is neither a contact DON "
+                                    f"(don:identity:...:revu/...) nor a REVU- display id")
+            email = _check_value(cell["EMAIL"], "EMAIL", start_line, _MAX_EMAIL)
+            if not _EMAIL.fullmatch(email):
+                raise CsvInputError(f"line {start_line}: EMAIL {email[:60]!r} is not an email address")
+            external_ref = _check_value(cell["EXTERNAL_REF"], "EXTERNAL_REF", start_line)
+            key = user_id_key(rev_user_id)
+            if key in seen_ids:
+                raise CsvInputError(f"line {start_line}: REV_USER_ID {rev_user_id} already appears on line "
+                                    f"{seen_ids[key]}")
+            seen_ids[key] = start_line
+            count = cell.get("TICKET_COUNT", "")
+            result.rows.append(ContactRow(
+                line=start_line, rev_user_id=rev_user_id, email=email, external_ref=external_ref,
+                display_name=cell.get("DISPLAY_NAME", ""), full_name=cell.get("FULL_NAME", ""),
+                ticket_count=int(count) if count.isdigit() else None,
+                created_at=cell.get("CREATED_AT", ""), updated_at=cell.get("UPDATED_AT", ""), raw=raw))
+    except csv.Error as exc:
+        raise CsvInputError(f"line {tap.line}: malformed CSV ({exc})") from None
+    if not result.rows:
+        raise CsvInputError(f"the contacts CSV has a header but no contacts: {path}")
+    return result
+
+
+def group_contacts(rows: list[ContactRow]) -> tuple[list[MergeSet], list[SkippedGroup]]:
+    """Group rows by email; return the merge sets and the skipped groups, in file order."""
+    groups: dict[str, list[ContactRow]] = {}
+    for row in rows:
+        groups.setdefault(row.email_key, []).append(row)
+    merge_sets, skipped = [], []
+    for members in groups.values():
+        email = members[0].email.strip()
+        primaries = [r for r in members if r.is_primary]
+        duplicates = [r for r in members if r.is_duplicate]
+        if len(members) == 1:
+            skipped.append(SkippedGroup(email, members, SKIP_SINGLE_CONTACT))
+        elif len(primaries) + len(duplicates) < len(members):
+            skipped.append(SkippedGroup(email, members, SKIP_UNKNOWN_REFERENCE))
+        elif not primaries:
+            skipped.append(SkippedGroup(email, members, SKIP_NO_PRIMARY))
+        elif len(primaries) > 1:
+            skipped.append(SkippedGroup(email, members, SKIP_SEVERAL_PRIMARIES))
+        else:
+            merge_sets.append(MergeSet(email, primaries[0], duplicates))
+    return merge_sets, skipped

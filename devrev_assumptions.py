@@ -1,0 +1,60 @@
+"""Every inferred ([I]) DevRev behaviour the tool relies on, in one place.
+
+`shared/devrev-api.md` marks what public sources confirm ([C]) and what we had to
+guess ([I]). The client, the emulator and the merge logic read the guesses from here
+instead of hard-coding them, so when production proves one wrong, a single edit
+changes the tool and the emulator together (and the tests show what that breaks).
+"""
+
+# --- transport -----------------------------------------------------------------
+DEFAULT_BASE_URL = "https://api.devrev.ai"  # [C] spec servers
+# [I] which version the server defaults to is unknown; we pin the spec's own version
+# so the shapes we validate against are the shapes we get.
+API_VERSION = "2024-01-24"
+API_VERSION_HEADER = "X-Devrev-Version"
+# [C] docs say "Bearer <token>"; [I] the server also accepts the bare token (DevRev's
+# own code sends both). The client sends Bearer; the emulator accepts both.
+AUTH_SCHEME = "Bearer"
+ACCEPTED_API_VERSIONS = ("2022-10-20", "2024-01-24")  # [I] emulator: others are 400 invalid_api_version
+
+# --- pagination ----------------------------------------------------------------
+PAGE_LIMIT = 50          # [C] the documented default; the client asks for it explicitly
+SANDBOX_PAGE_CAP = 100   # [I] the maximum `limit` is undocumented; the emulator clamps to this
+
+# --- rate limits ---------------------------------------------------------------
+RATE_LIMIT_WINDOW_SECONDS = 300  # [C] the window resets every 5 minutes
+# [I] the default quota is unpublished; the docs' example is 1000 per 5 minutes, i.e.
+# 200 per minute. This is the client-side cap when DEVREV_RATE_LIMIT is not set.
+DEFAULT_CALLS_PER_MINUTE = 200
+
+# --- identifiers ---------------------------------------------------------------
+# [I] whether display ids (REVU-...) are accepted in filters, `set` lists and merge
+# fields is unknown. The client resolves each contact to its DON once and sends DONs
+# everywhere; the emulator accepts display ids only in the `id` of *.get / *.update
+# requests, so a client that forgets to resolve fails in tests, not in production.
+DISPLAY_IDS_ACCEPTED_IN_REFERENCES = False
+
+# --- contacts and merging ------------------------------------------------------
+# [I] how a merged (retired) duplicate looks once DevRev has processed rev-users.merge:
+# rev-users.get answers 404, or the user's state is one of these, or it carries
+# `primary_identity`. The merge step polls until one of the three holds.
+RETIRED_STATES = frozenset({"deleted", "deactivated", "locked", "shadow"})
+# [I] rev-users.merge moves no ticket or conversation by itself (undocumented); the tool
+# moves them explicitly first. The emulator's default merge therefore moves nothing.
+MERGE_MOVES_REFERENCES = False
+# [I] what the emulator does to a merged secondary by default: "404" (gone),
+# "primary_identity" (readable, pointing at the primary) or "deactivated".
+MERGE_RETIRE_OUTCOME = "404"
+# [I] external_ref is unique among contacts that are not retired, and a clash on update
+# is refused with this status (409 conflict; the real code may be 400).
+EXTERNAL_REF_CONFLICT_STATUS = 409
+
+# --- timeline entries ------------------------------------------------------------
+# [I] real responses may hold entry types other than comments; "messages" are the
+# entries of this type, and backups keep every entry raw whatever its type.
+MESSAGE_ENTRY_TYPE = "timeline_comment"
+
+# --- redirects -----------------------------------------------------------------
+# [I] a 301 means the object's id changed (new id in Location). The client never
+# follows it (a library would turn the POST into a GET); it raises MovedError.
+MOVED_STATUSES = frozenset({301, 302, 303, 307, 308})

@@ -1,0 +1,628 @@
+"""DevRev REST client: the one way the tool talks to DevRev.
+
+A thin layer over one `requests.Session`: rate-limited POST calls with JSON bodies,
+page iterators, bounded retries that never repeat a call that is not safe to repeat,
+typed errors whose messages tell the user what to do, and attachment downloads that
+never carry the token. Inferred API behaviour lives in `devrev_assumptions`.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterator
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from ratelimit import limits, sleep_and_retry
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.retry import Retry
+
+import devrev_assumptions as facts
+
+TOOL_NAME = "devrev-contact-merge"
+TOOL_VERSION = "1.0.0"
+USER_AGENT = f"{TOOL_NAME}/{TOOL_VERSION} (+python-requests/{requests.__version__})"
+
+log = logging.getLogger("devrev.client")
+
+
+# --------------------------------------------------------------------------- errors
+class ConfigError(Exception):
+    """Bad configuration the user can fix (missing token, plain-http URL, ...)."""
+
+
+class RunInterrupted(Exception):
+    """The user asked to stop (Ctrl-C); raised before the next call is sent."""
+
+
+class DevRevError(Exception):
+    """Any failed DevRev call: HTTP status, DevRev error `type`, message, endpoint."""
+
+    hint = ""
+
+    def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None,
+                 endpoint: str | None = None, field_name: str | None = None,
+                 retry_after: float | None = None, location: str | None = None):
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.endpoint = endpoint
+        self.field_name = field_name
+        self.retry_after = retry_after
+        self.location = location
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = f"{self.endpoint}: " if self.endpoint else ""
+        code = " ".join(str(p) for p in (self.status, self.error_type) if p)
+        field = f", field {self.field_name}" if self.field_name else ""
+        text = f"{where}{self.message}"
+        if code:
+            text += f" ({code}{field})"
+        if self.hint:
+            text += f": {self.hint}"
+        return text
+
+
+class AuthError(DevRevError):
+    hint = "check DEVREV_API_TOKEN (a valid personal access token of a DevRev admin)"
+
+
+class PermissionDeniedError(AuthError):
+    hint = "the token's user lacks permission for this call; use an admin's token"
+
+
+class NotFoundError(DevRevError):
+    pass
+
+
+class BadRequestError(DevRevError):
+    pass
+
+
+class ConflictError(DevRevError):
+    pass
+
+
+class RateLimitError(DevRevError):
+    hint = "DevRev kept throttling; lower --rate-limit or DEVREV_RATE_LIMIT and re-run"
+
+
+class ServerError(DevRevError):
+    hint = "DevRev is failing; re-run later to resume"
+
+
+class TransportError(DevRevError):
+    hint = "check the network and DEVREV_BASE_URL; re-run to resume"
+
+
+class ResponseError(DevRevError):
+    """DevRev answered 2xx with a body that is not the JSON the spec promises."""
+
+
+class MovedError(DevRevError):
+    hint = "the object's id changed in DevRev; re-export the contacts CSV"
+
+
+class DownloadError(DevRevError):
+    """An attachment could not be fetched in full from its located URL."""
+
+    def __init__(self, message: str, *, expired: bool = False, **kw):
+        self.expired = expired
+        super().__init__(message, **kw)
+
+
+_STATUS_ERRORS = {400: BadRequestError, 401: AuthError, 403: PermissionDeniedError,
+                  404: NotFoundError, 409: ConflictError}
+
+
+# --------------------------------------------------------------------------- helpers
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url_scheme(url: str, what: str) -> None:
+    """https anywhere; plain http only on a loopback host (the emulator)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return
+    raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{parts.hostname or ''}")
+
+
+def _clean_text(text: Any, limit: int = 300) -> str:
+    text = "" if text is None else str(text)
+    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def _parse_seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 and seconds == seconds else None
+
+
+def _never_sent(exc: Exception) -> bool:
+    """True when the request cannot have reached DevRev (connection never opened)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Strips any Authorization header (and stops requests from adding .netrc auth)."""
+
+    def __call__(self, request):
+        request.headers.pop("Authorization", None)
+        return request
+
+
+@dataclass
+class DownloadResult:
+    size: int
+    sha256: str
+
+
+# --------------------------------------------------------------------------- pacing
+class ServerPacer:
+    """Holds calls back when DevRev's own window is nearly spent.
+
+    Reads X-Ratelimit-Remaining / X-Ratelimit-Reset from every response. While more
+    than `margin` calls are left (after subtracting calls still in flight), calls go at
+    once; when the budget is down to the margin, callers wait for the window's reset
+    instead of meeting a 429.
+    """
+
+    def __init__(self, *, margin: int = 2, clock: Callable[[], float] = time.time):
+        self.margin = margin
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._remaining: int | None = None
+        self._reset_at: float | None = None
+        self._in_flight = 0
+
+    def reserve(self) -> float:
+        """Count a call as in flight; return how long it must wait first (0 = go)."""
+        with self._lock:
+            self._in_flight += 1
+            if self._remaining is None or self._reset_at is None:
+                return 0.0
+            now = self.clock()
+            if now >= self._reset_at:
+                self._remaining = None  # a new window: the next answer tells us more
+                return 0.0
+            if self._remaining - (self._in_flight - 1) > self.margin:
+                return 0.0
+            wait = min(self._reset_at - now, facts.RATE_LIMIT_WINDOW_SECONDS)
+            return max(0.0, wait) + 0.05
+
+    def release(self, headers: Any = None) -> None:
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            if headers is None:
+                return
+            remaining = headers.get("X-Ratelimit-Remaining")
+            reset = headers.get("X-Ratelimit-Reset")
+            try:
+                self._remaining = int(remaining)
+                self._reset_at = float(reset)
+            except (TypeError, ValueError):
+                return
+
+
+# --------------------------------------------------------------------------- client
+class DevRevClient:
+    """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
+
+    def __init__(self, token: str, base_url: str = facts.DEFAULT_BASE_URL, *,
+                 calls_per_minute: float | None = None,
+                 timeout: tuple[float, float] = (5.0, 30.0),
+                 max_retries: int = 5, max_throttle_retries: int = 8,
+                 backoff_base: float = 0.5, backoff_cap: float = 8.0,
+                 page_limit: int = facts.PAGE_LIMIT,
+                 stop_event: threading.Event | None = None,
+                 sleep: Callable[[float], None] | None = None,
+                 pacer: ServerPacer | None = None,
+                 pool_size: int = 16):
+        token = (token or "").strip()
+        if token.lower().startswith("bearer "):
+            token = token[7:].strip()
+        if not token:
+            raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
+        if any(ch.isspace() or not ch.isprintable() for ch in token):
+            raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
+        base_url = (base_url or facts.DEFAULT_BASE_URL).strip().rstrip("/")
+        check_url_scheme(base_url, "DEVREV_BASE_URL")
+        self._token = token
+        self.base_url = base_url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_throttle_retries = max_throttle_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.page_limit = page_limit
+        self.stop_event = stop_event or threading.Event()
+        self._sleep = sleep
+        self.pacer = pacer or ServerPacer()
+        self.calls_per_minute = calls_per_minute or facts.DEFAULT_CALLS_PER_MINUTE
+        # The client-side cap: one call per 60/N seconds, shared by every thread.
+        self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / self.calls_per_minute)(lambda: None))
+        self.stats: Counter = Counter()
+        self._stats_lock = threading.Lock()
+
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        # Connection failures happen before anything is sent, so urllib3 may retry them
+        # for any call; everything after the request left is decided by _call below.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size,
+                              max_retries=Retry(total=3, connect=3, read=0, status=0, other=0,
+                                                redirect=0, backoff_factor=0.2,
+                                                allowed_methods=None, raise_on_status=False,
+                                                respect_retry_after_header=False))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None, **overrides) -> "DevRevClient":
+        """Build from DEVREV_API_TOKEN, DEVREV_BASE_URL and DEVREV_RATE_LIMIT."""
+        env = os.environ if env is None else env
+        if overrides.get("calls_per_minute") is None:
+            raw = (env.get("DEVREV_RATE_LIMIT") or "").strip()
+            if raw:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = 0
+                if value <= 0:
+                    raise ConfigError(f"DEVREV_RATE_LIMIT must be a positive number of calls per minute, not {raw!r}")
+                overrides["calls_per_minute"] = value
+            else:
+                overrides.pop("calls_per_minute", None)
+        return cls(env.get("DEVREV_API_TOKEN", ""), env.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL, **overrides)
+
+    def __repr__(self) -> str:
+        return f"DevRevClient(base_url={self.base_url!r}, token=***)"
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------- low level
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token and text else text
+
+    def wait(self, seconds: float) -> None:
+        """Sleep that Ctrl-C (the stop event) cuts short."""
+        if seconds <= 0:
+            return
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif self.stop_event.wait(seconds):
+            raise RunInterrupted()
+
+    def _check_stop(self) -> None:
+        if self.stop_event.is_set():
+            raise RunInterrupted()
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: ~0.5 s, 1 s, 2 s ... capped."""
+        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def call(self, endpoint: str, body: dict, *, retry_transient: bool) -> dict:
+        """POST one DevRev call; retry what is safe to retry; return the JSON object.
+
+        retry_transient: the call may be repeated after a 5xx, a dropped connection or a
+        read timeout (reads, and `set`-style updates re-checked by the caller).
+        429 is retried on every call: DevRev refused it without processing it.
+        """
+        url = f"{self.base_url}/{endpoint}"
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = {"Authorization": f"{facts.AUTH_SCHEME} {self._token}",
+                   "Content-Type": "application/json",
+                   facts.API_VERSION_HEADER: facts.API_VERSION}
+        transient_failures = 0
+        throttled = 0
+        while True:
+            self._check_stop()
+            delay = self.pacer.reserve()
+            try:
+                self.wait(delay)
+                self._throttle()
+                self._check_stop()
+            except BaseException:
+                self.pacer.release()
+                raise
+            self._count("calls")
+            self._count(f"calls:{endpoint}")
+            try:
+                response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
+                                             allow_redirects=False)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self.pacer.release()
+                reason = _clean_text(type(exc).__name__)
+                if not (retry_transient or _never_sent(exc)) or transient_failures >= self.max_retries:
+                    raise TransportError(f"could not reach DevRev at {urlsplit(url).hostname} ({reason})",
+                                         endpoint=endpoint) from None
+                delay = self.backoff(transient_failures)
+                transient_failures += 1
+                self._count("retries")
+                log.warning("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, reason, delay,
+                            transient_failures, self.max_retries)
+                self.wait(delay)
+                continue
+            self.pacer.release(response.headers)
+            status = response.status_code
+            if status == 429:
+                self._count("throttled")
+                retry_after = self._retry_after(response)
+                if throttled >= self.max_throttle_retries:
+                    raise RateLimitError(f"still throttled after {throttled} retries", status=429,
+                                         error_type="too_many_requests", endpoint=endpoint,
+                                         retry_after=retry_after)
+                delay = retry_after if retry_after is not None else self.backoff(throttled)
+                throttled += 1
+                log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
+                            throttled, self.max_throttle_retries)
+                self.wait(delay)
+                continue
+            if status >= 500:
+                if retry_transient and transient_failures < self.max_retries:
+                    delay = self.backoff(transient_failures)
+                    transient_failures += 1
+                    self._count("retries")
+                    log.warning("retrying %s after HTTP %d: waiting %.2fs (attempt %d/%d)", endpoint, status,
+                                delay, transient_failures, self.max_retries)
+                    self.wait(delay)
+                    continue
+                raise self._error(response, endpoint, ServerError)
+            if status in facts.MOVED_STATUSES:
+                location = self._redact(_clean_text(response.headers.get("Location"), 200))
+                raise MovedError(f"DevRev answered {status} (moved) to {location or 'an unknown place'}",
+                                 status=status, endpoint=endpoint, location=location or None)
+            if status >= 400:
+                raise self._error(response, endpoint, _STATUS_ERRORS.get(status, DevRevError))
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                if retry_transient and transient_failures < self.max_retries:
+                    delay = self.backoff(transient_failures)
+                    transient_failures += 1
+                    self._count("retries")
+                    log.warning("retrying %s after an unreadable %d answer: waiting %.2fs", endpoint, status, delay)
+                    self.wait(delay)
+                    continue
+                raise ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
+                                    status=status, endpoint=endpoint)
+            return data
+
+    def _retry_after(self, response) -> float | None:
+        seconds = _parse_seconds(response.headers.get("Retry-After"))
+        if seconds is None:
+            try:
+                seconds = _parse_seconds(response.json().get("retry_after"))
+            except (ValueError, AttributeError):
+                seconds = None
+        return None if seconds is None else min(seconds, facts.RATE_LIMIT_WINDOW_SECONDS)
+
+    def _error(self, response, endpoint: str, cls: type[DevRevError]) -> DevRevError:
+        status = response.status_code
+        error_type = field_name = None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            error_type = _clean_text(body.get("type"), 60) or None
+            field_name = _clean_text(body.get("field_name"), 80) or None
+            message = _clean_text(body.get("message") or body.get("detail")) or "no message"
+        else:
+            ctype = _clean_text(response.headers.get("Content-Type", "unknown type"), 60)
+            message = f"HTTP {status} with a non-JSON body ({ctype})"
+        if cls is AuthError and status == 401:
+            message = f"DevRev rejected the token ({message})"
+        return cls(self._redact(message), status=status, error_type=error_type, endpoint=endpoint,
+                   field_name=field_name)
+
+    def paginate(self, endpoint: str, body: dict, items_key: str) -> Iterator[dict]:
+        """Every item of a list endpoint, following next_cursor to the end.
+
+        Stops on a missing next_cursor, and on an empty page whose cursor repeats (the
+        facts file's guard). A non-empty page that repeats a cursor would loop forever:
+        that raises, because a silently truncated listing could leave a ticket behind.
+        """
+        seen_cursors: set[str] = set()
+        seen_ids: set[str] = set()
+        cursor = None
+        while True:
+            request = dict(body, limit=self.page_limit)
+            if cursor:
+                request.update(cursor=cursor, mode="after")
+            data = self.call(endpoint, request, retry_transient=True)
+            items = data.get(items_key)
+            if not isinstance(items, list):
+                raise ResponseError(f"the answer has no '{items_key}' list", endpoint=endpoint)
+            for item in items:
+                item_id = item.get("id") if isinstance(item, dict) else None
+                if item_id in seen_ids:
+                    continue
+                if item_id:
+                    seen_ids.add(item_id)
+                yield item
+            cursor = data.get("next_cursor")
+            if not cursor:
+                return
+            if cursor in seen_cursors:
+                if not items:
+                    log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
+                    return
+                raise ResponseError("DevRev returned the same page cursor twice; the listing cannot be trusted",
+                                    endpoint=endpoint)
+            seen_cursors.add(cursor)
+
+    # ----------------------------------------------------------------- rev users
+    def get_rev_user(self, user_id: str) -> dict:
+        return self.call("rev-users.get", {"id": user_id}, retry_transient=True)["rev_user"]
+
+    def list_rev_users(self, *, email: str | None = None, external_ref: str | None = None) -> Iterator[dict]:
+        body: dict = {}
+        if email is not None:
+            body["email"] = [email]
+        if external_ref is not None:
+            body["external_ref"] = [external_ref]
+        return self.paginate("rev-users.list", body, "rev_users")
+
+    def update_rev_user_external_ref(self, user_id: str, external_ref: str) -> dict:
+        """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
+        return self.call("rev-users.update", {"id": user_id, "external_ref": external_ref},
+                         retry_transient=True)["rev_user"]
+
+    def merge_rev_users(self, primary_user: str, secondary_user: str) -> dict:
+        """Ask DevRev to merge `secondary_user` into `primary_user` (asynchronous)."""
+        return self.call("rev-users.merge", {"primary_user": primary_user, "secondary_user": secondary_user},
+                         retry_transient=False)
+
+    def delete_rev_user(self, user_id: str) -> dict:
+        return self.call("rev-users.delete", {"id": user_id}, retry_transient=False)
+
+    # ----------------------------------------------------------------- tickets
+    def list_tickets(self, reported_by: str) -> Iterator[dict]:
+        return self.paginate("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")
+
+    def get_work(self, work_id: str) -> dict:
+        return self.call("works.get", {"id": work_id}, retry_transient=True)["work"]
+
+    def set_ticket_reporters(self, ticket_id: str, reporter_ids: list[str]) -> dict:
+        return self.call("works.update", {"id": ticket_id, "type": "ticket",
+                                          "reported_by": {"set": list(reporter_ids)}},
+                         retry_transient=True)["work"]
+
+    # ----------------------------------------------------------------- conversations
+    def list_conversations(self, member: str) -> Iterator[dict]:
+        return self.paginate("conversations.list", {"members": [member]}, "conversations")
+
+    def get_conversation(self, conversation_id: str) -> dict:
+        return self.call("conversations.get", {"id": conversation_id}, retry_transient=True)["conversation"]
+
+    def set_conversation_members(self, conversation_id: str, member_ids: list[str]) -> dict:
+        return self.call("conversations.update", {"id": conversation_id, "members": {"set": list(member_ids)}},
+                         retry_transient=True)["conversation"]
+
+    # ----------------------------------------------------------------- timeline
+    def list_timeline_entries(self, object_id: str) -> Iterator[dict]:
+        return self.paginate("timeline-entries.list", {"object": object_id}, "timeline_entries")
+
+    # ----------------------------------------------------------------- artifacts
+    def get_artifact(self, artifact_id: str) -> dict:
+        """{"artifact": {...}, "version": {...}} as DevRev returns it."""
+        return self.call("artifacts.get", {"id": artifact_id}, retry_transient=True)
+
+    def locate_artifact(self, artifact_id: str) -> dict:
+        """{"url": ..., "expires_at"?: ...}: a presigned URL to fetch without the token."""
+        data = self.call("artifacts.locate", {"id": artifact_id}, retry_transient=True)
+        if not isinstance(data.get("url"), str):
+            raise ResponseError("artifacts.locate gave no url", endpoint="artifacts.locate")
+        return data
+
+    def download(self, url: str, out: BinaryIO, *, expected_size: int | None = None,
+                 chunk_size: int = 1 << 20, max_redirects: int = 3) -> DownloadResult:
+        """Stream a located URL into `out`, hashing as it goes; never sends the token.
+
+        The URL is presigned and may live on another host: the request carries no
+        Authorization header (and no .netrc credentials). Redirects are followed by hand,
+        to https (or loopback http) only. A short or long body raises DownloadError.
+        """
+        for _ in range(max_redirects + 1):
+            self._check_stop()
+            try:
+                check_url_scheme(url, "attachment URL")
+            except ConfigError as exc:
+                raise DownloadError(str(exc), endpoint="download") from None
+            host = urlsplit(url).hostname
+            try:
+                response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False,
+                                            auth=_NoAuth(), headers={"Accept": "*/*"})
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise DownloadError(f"could not fetch the attachment from {host} ({type(exc).__name__})",
+                                    endpoint="download") from None
+            with response:
+                if response.status_code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+                    url = urljoin(url, response.headers["Location"])
+                    continue
+                if response.status_code in (401, 403, 410):
+                    raise DownloadError(f"the attachment URL was refused (HTTP {response.status_code}; expired?)",
+                                        status=response.status_code, endpoint="download", expired=True)
+                if response.status_code != 200:
+                    raise DownloadError(f"the attachment host answered HTTP {response.status_code}",
+                                        status=response.status_code, endpoint="download")
+                digest = hashlib.sha256()
+                size = 0
+                try:
+                    for chunk in response.iter_content(chunk_size):
+                        if not chunk:
+                            continue
+                        size += len(chunk)
+                        if expected_size is not None and size > expected_size:
+                            raise DownloadError(f"the attachment is larger than its declared {expected_size} bytes",
+                                                endpoint="download")
+                        digest.update(chunk)
+                        out.write(chunk)
+                        self._check_stop()
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as exc:
+                    raise DownloadError(f"the attachment download broke off after {size} bytes "
+                                        f"({type(exc).__name__})", endpoint="download") from None
+                if expected_size is not None and size != expected_size:
+                    raise DownloadError(f"the attachment is {size} bytes, shorter than its declared "
+                                        f"{expected_size}", endpoint="download")
+                self._count("downloads")
+                return DownloadResult(size=size, sha256=digest.hexdigest())
+        raise DownloadError(f"too many redirects fetching the attachment", endpoint="download")
+
+
+def install_secret_filter(secret: str, logger: logging.Logger | None = None) -> None:
+    """Mask `secret` in every record the handlers of `logger` (default root) emit."""
+    if not secret:
+        return
+
+    class _Mask(logging.Filter):
+        def filter(self, record):
+            message = record.getMessage()
+            if secret in message:
+                record.msg, record.args = message.replace(secret, "***"), ()
+            return True
+
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        handler.addFilter(_Mask())

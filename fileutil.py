@@ -1,0 +1,98 @@
+"""Crash-safe, private file writing shared by backups, reports, savepoints and samples.
+
+Every file the tool writes holds customer data or decides what happens on resume, so
+each is written to a temporary file, flushed, fsynced and renamed into place (a crash
+leaves the old file or the new one, never half of one), and is readable by its owner
+only. Names that come from the CSV or the API go through `safe_name` first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import unicodedata
+from typing import Any
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: str) -> str:
+    """Create `path` (and parents) if needed; a folder we create is owner-only."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(path, PRIVATE_DIR_MODE)
+    return path
+
+
+def open_private(path: str, mode: str = "xb"):
+    """Open a new file that only its owner can read (fails if it exists, for "x")."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_EXCL if "x" in mode else os.O_TRUNC
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file, flush, fsync, rename), mode 0600."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, PRIVATE_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(folder)
+
+
+def json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def safe_name(text: str, *, max_bytes: int = 120, fallback: str = "file") -> str:
+    """A file-name component that cannot escape its folder or upset a terminal.
+
+    Keeps letters and digits of any script and `._-+@`; everything else (separators,
+    `..`, control and format characters, spaces) becomes `_`. Never starts with a
+    dot, and fits in `max_bytes` of UTF-8 while keeping the extension when it can.
+    """
+    text = unicodedata.normalize("NFC", str(text))
+    out = "".join(ch if (ch.isalnum() or ch in "._-+@") and unicodedata.category(ch)[0] in "LNP" else "_"
+                  for ch in text)
+    while ".." in out:
+        out = out.replace("..", "_")
+    out = out.lstrip(".") or fallback
+    if len(out.encode("utf-8")) > max_bytes:
+        stem, dot, ext = out.rpartition(".")
+        ext = f".{ext}" if dot and stem and len(ext.encode()) <= 16 else ""
+        stem = out[: len(out) - len(ext)]
+        budget = max_bytes - len(ext.encode("utf-8"))
+        while len(stem.encode("utf-8")) > budget:
+            stem = stem[:-1]
+        out = stem + ext
+    return out

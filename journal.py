@@ -1,0 +1,185 @@
+"""The savepoint journal: what the tool meant to do and what DevRev confirmed.
+
+An sqlite3 database in WAL mode with synchronous=FULL, so each committed line survives
+a crash or a power cut. Before every write to DevRev the tool records an intent; after
+DevRev confirms, it records the step done. A re-run reads the journal: finished sets
+are skipped, and a pending intent is re-checked against a fresh read before anything
+is sent again. Every change is also appended to `events`, an audit trail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from fileutil import PRIVATE_FILE_MODE, make_private_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sets (
+    set_key    TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    reason     TEXT,
+    error      TEXT,
+    context    TEXT,
+    updated_at TEXT NOT NULL,
+    run_id     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    set_key    TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('intent', 'done')),
+    data       TEXT,
+    updated_at TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    PRIMARY KEY (set_key, step)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    run_id  TEXT NOT NULL,
+    set_key TEXT NOT NULL,
+    step    TEXT,
+    status  TEXT NOT NULL,
+    data    TEXT
+);
+"""
+
+FINISHED = ("merged", "moved_only")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class JournalError(Exception):
+    """The savepoint file cannot be used (corrupt, locked, unwritable)."""
+
+
+class Journal:
+    """Thread-safe access to one savepoint file; every method commits durably."""
+
+    def __init__(self, path: str, run_id: str):
+        self.path = path
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        make_private_dir(os.path.dirname(os.path.abspath(path)))
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"the savepoint file {path} cannot be used ({exc}): move it aside only if "
+                               f"you know no merge is half done") from None
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, PRIVATE_FILE_MODE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ writes
+    def _event(self, set_key: str, step: str | None, status: str, data: Any) -> None:
+        self._db.execute("INSERT INTO events (at, run_id, set_key, step, status, data) VALUES (?, ?, ?, ?, ?, ?)",
+                         (_now(), self.run_id, set_key, step, status, _dump(data)))
+
+    def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
+                   error: str | None = None, context: dict | None = None) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT context FROM sets WHERE set_key = ?", (set_key,)).fetchone()
+            keep = context if context is not None else (json.loads(row[0]) if row and row[0] else None)
+            self._db.execute(
+                "INSERT INTO sets (set_key, email, status, reason, error, context, updated_at, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(set_key) DO UPDATE SET email = excluded.email, "
+                "status = excluded.status, reason = excluded.reason, error = excluded.error, "
+                "context = excluded.context, updated_at = excluded.updated_at, run_id = excluded.run_id",
+                (set_key, email, status, reason, error, _dump(keep), _now(), self.run_id))
+            self._event(set_key, None, status, {"reason": reason, "error": error})
+
+    def _step(self, set_key: str, step: str, status: str, data: Any) -> None:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO steps (set_key, step, status, data, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(set_key, step) DO UPDATE SET status = excluded.status, data = excluded.data, "
+                "updated_at = excluded.updated_at, run_id = excluded.run_id",
+                (set_key, step, status, _dump(data), _now(), self.run_id))
+            self._event(set_key, step, status, data)
+
+    def intent(self, set_key: str, step: str, data: Any = None) -> None:
+        """Record what is about to be sent, before it is sent."""
+        self._step(set_key, step, "intent", data)
+
+    def done(self, set_key: str, step: str, data: Any = None) -> None:
+        """Record that DevRev confirmed the step (or a fresh read showed it already true)."""
+        self._step(set_key, step, "done", data)
+
+    # ------------------------------------------------------------------ reads
+    def step(self, set_key: str, step: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT status, data FROM steps WHERE set_key = ? AND step = ?",
+                                   (set_key, step)).fetchone()
+        return None if row is None else {"status": row[0], "data": _load(row[1])}
+
+    def is_done(self, set_key: str, step: str) -> bool:
+        record = self.step(set_key, step)
+        return bool(record and record["status"] == "done")
+
+    def steps(self, set_key: str) -> dict[str, dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT step, status, data FROM steps WHERE set_key = ?", (set_key,)).fetchall()
+        return {r[0]: {"status": r[1], "data": _load(r[2])} for r in rows}
+
+    def set_record(self, set_key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT email, status, reason, error, context, updated_at, run_id FROM sets "
+                                   "WHERE set_key = ?", (set_key,)).fetchone()
+        if row is None:
+            return None
+        return {"set_key": set_key, "email": row[0], "status": row[1], "reason": row[2], "error": row[3],
+                "context": _load(row[4]), "updated_at": row[5], "run_id": row[6]}
+
+    def all_sets(self) -> list[dict]:
+        with self._lock:
+            keys = [r[0] for r in self._db.execute("SELECT set_key FROM sets ORDER BY rowid")]
+        return [self.set_record(k) for k in keys]
+
+    def step_counts(self) -> dict[str, dict[str, int]]:
+        """Per set: how many steps are done and how many are still intents."""
+        with self._lock:
+            rows = self._db.execute("SELECT set_key, status, COUNT(*) FROM steps GROUP BY set_key, status").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for set_key, status, count in rows:
+            out.setdefault(set_key, {"intent": 0, "done": 0})[status] = count
+        return out
+
+    def check(self) -> list[str]:
+        """Consistency problems (for tests and --status): sqlite's own check plus ours."""
+        with self._lock:
+            problems = [r[0] for r in self._db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            orphan = self._db.execute("SELECT COUNT(*) FROM steps WHERE set_key NOT IN (SELECT set_key FROM sets)"
+                                      ).fetchone()[0]
+            finished_with_intents = self._db.execute(
+                "SELECT COUNT(*) FROM steps s JOIN sets t ON s.set_key = t.set_key "
+                "WHERE s.status = 'intent' AND t.status IN ('merged', 'moved_only')").fetchone()[0]
+        if orphan:
+            problems.append(f"{orphan} steps belong to no set")
+        if finished_with_intents:
+            problems.append(f"{finished_with_intents} intents left open in finished sets")
+        return problems
+
+
+def _dump(data: Any) -> str | None:
+    return None if data is None else json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

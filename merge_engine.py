@@ -1,0 +1,482 @@
+"""One merge set, end to end: live checks, preview, and the journaled real merge.
+
+For each duplicate of a set, in rounds: back up what it owns and verify the backup,
+move each ticket (`reported_by`) and conversation (`members`) to the primary after a
+fresh read, then verify that the duplicate owns nothing and that every moved item
+lists the primary. Items that appear under the duplicate meanwhile start another
+round with their own backup. Then `rev-users.merge`, a poll until the duplicate is
+retired, and finally the primary takes the newest duplicate's `user_...` reference.
+Every write is journaled (intent before, done after), so a re-run resumes exactly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import devrev_assumptions as facts
+from backup import (BackupError, Snapshot, collect, display_of, estimate_size, ids_of, load_metadata,
+                    remove_partials, verify_backup, write_backup)
+from contacts_csv import MergeSet, email_key, user_id_key
+from devrev_client import DevRevClient, DevRevError, NotFoundError, ConflictError, ResponseError, \
+    ServerError, TransportError
+from journal import FINISHED, Journal
+
+log = logging.getLogger("merge")
+
+# Stable reason codes for sets the live checks skip (they are not failures).
+LIVE_SKIP_REASONS = {
+    "contact_not_found": "a contact of the set does not exist in DevRev (or was already merged)",
+    "email_mismatch": "DevRev's email for a contact differs from the CSV's",
+    "external_ref_mismatch": "DevRev's external_ref for a contact differs from the CSV's",
+    "contact_inactive": "a contact is not active in DevRev",
+    "same_contact": "the primary and a duplicate are the same DevRev contact",
+    "cross_workspace": "the contacts belong to different workspaces (allow with --allow-cross-org)",
+}
+
+
+class SetSkipped(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class SetFailed(Exception):
+    """This set cannot go on now; the journal keeps where it stopped."""
+
+
+class RunAborted(Exception):
+    """Stop the whole run (a backup that does not verify)."""
+
+
+@dataclass
+class MergeOptions:
+    backup_dir: str
+    run_id: str
+    keep_duplicate: bool = False
+    allow_cross_org: bool = False
+    merge_timeout: float = 120.0
+    poll_start: float = 0.25
+    poll_cap: float = 4.0
+    max_rounds: int = 3
+
+
+def set_key(ms: MergeSet) -> str:
+    """Identifies a set across runs: its email and the contacts it holds."""
+    dups = ",".join(sorted(user_id_key(d.rev_user_id) for d in ms.duplicates))
+    return f"{ms.key}|{user_id_key(ms.primary.rev_user_id)}|{dups}"
+
+
+def swap_user(ids: list[str], old: str, new: str) -> list[str]:
+    """Replace `old` by `new`, keeping order and dropping repeats."""
+    return list(dict.fromkeys(new if i == old else i for i in ids))
+
+
+def is_retired(user: dict | None) -> bool:
+    """How a merged duplicate looks once DevRev has processed the merge ([I])."""
+    return user is None or user.get("state") in facts.RETIRED_STATES or bool(user.get("primary_identity"))
+
+
+def _org(user: dict) -> str | None:
+    return (user.get("rev_org") or {}).get("id")
+
+
+# --------------------------------------------------------------------------- live checks
+def resolve_contacts(client: DevRevClient, ms: MergeSet, *, allow_cross_org: bool) -> tuple[dict, list[dict]]:
+    """Read both sides live and check they are still what the CSV says; SetSkipped if not."""
+    live = []
+    for row in ms.rows:
+        try:
+            user = client.get_rev_user(row.rev_user_id)
+        except NotFoundError:
+            raise SetSkipped("contact_not_found", f"{row.rev_user_id} (line {row.line}) is not in DevRev") from None
+        if email_key(user.get("email") or "") != ms.key:
+            raise SetSkipped("email_mismatch", f"{row.rev_user_id} has email {user.get('email')!r} in DevRev")
+        if user.get("external_ref") != row.external_ref:
+            raise SetSkipped("external_ref_mismatch", f"{row.rev_user_id} has external_ref "
+                                                      f"{user.get('external_ref')!r} in DevRev")
+        if user.get("state", "active") != "active" or user.get("primary_identity"):
+            raise SetSkipped("contact_inactive", f"{row.rev_user_id} is {user.get('state')!r} in DevRev")
+        live.append(user)
+    primary, duplicates = live[0], live[1:]
+    if len({u["id"] for u in live}) != len(live):
+        raise SetSkipped("same_contact", "two rows of the set are the same DevRev contact")
+    if not allow_cross_org and any(_org(d) != _org(primary) for d in duplicates):
+        raise SetSkipped("cross_workspace", "a duplicate is in another workspace than the primary")
+    return primary, duplicates
+
+
+def _pages(n: int, page_limit: int) -> int:
+    return max(1, math.ceil(n / page_limit))
+
+
+def estimate_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT) -> int:
+    """API calls a real run needs for one duplicate (backup reads, moves, checks, merge)."""
+    reads = _pages(len(snapshot.tickets), page_limit) + _pages(len(snapshot.conversations), page_limit)
+    reads += sum(_pages(len(es), page_limit) for es in snapshot.entries.values())
+    reads += len(snapshot.attachments)                       # artifacts.locate
+    moves = 2 * len(snapshot.objects)                        # fresh read + update
+    verify = 4                                               # by duplicate and by primary
+    finish = 1 + 2                                           # merge + polls
+    return reads + moves + verify + finish
+
+
+def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
+    """What a real run would do to this set, read live; changes nothing."""
+    record = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
+              "csv_rows": [r.as_dict() for r in ms.rows]}
+    try:
+        primary, duplicates = resolve_contacts(client, ms, allow_cross_org=options.allow_cross_org)
+    except SetSkipped as exc:
+        record.update(status="skipped", reason=exc.reason, detail=exc.detail)
+        return record
+    record["primary"] = {"id": primary["id"], "display_id": primary.get("display_id"),
+                         "external_ref": primary.get("external_ref")}
+    record["duplicates"] = []
+    calls = 1 + len(duplicates) + 2                          # live gets + external_ref read and write
+    size = 0
+    for dup in duplicates:
+        snap = collect(client, dup["id"])
+        calls += estimate_calls(snap, client.page_limit)
+        size += estimate_size(snap)
+        record["duplicates"].append({
+            "id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
+            "modified_date": dup.get("modified_date"),
+            "tickets": [display_of(t) for t in snap.tickets],
+            "ticket_ids": [t["id"] for t in snap.tickets],
+            "conversations": [display_of(c) for c in snap.conversations],
+            "conversation_ids": [c["id"] for c in snap.conversations],
+            "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
+            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes})
+    if options.keep_duplicate:
+        calls -= 2 + 3 * len(duplicates)
+    record.update(status="would_merge" if not options.keep_duplicate else "would_move",
+                  estimated_calls=calls, estimated_backup_bytes=size,
+                  new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
+    return record
+
+
+def _newest(duplicates: list[dict]) -> dict:
+    """The duplicate modified most recently: the primary takes its `user_` reference."""
+    return max(duplicates, key=lambda d: d.get("modified_date") or "")
+
+
+# --------------------------------------------------------------------------- the real run
+@dataclass
+class DuplicateOutcome:
+    id: str
+    display_id: str
+    external_ref: str
+    tickets_moved: int = 0
+    conversations_moved: int = 0
+    messages: int = 0
+    attachments: int = 0
+    backups: list[str] = field(default_factory=list)
+    backups_verified: bool = False
+    drift_appeared: list[str] = field(default_factory=list)
+    drift_vanished: list[str] = field(default_factory=list)
+    retired: bool = False
+
+
+class SetMerger:
+    """Runs (or resumes) the merge of one set against DevRev, journaling every step."""
+
+    def __init__(self, client: DevRevClient, journal: Journal, options: MergeOptions,
+                 previews: dict[str, dict] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.journal = journal
+        self.options = options
+        self.previews = previews or {}
+        self.clock = clock
+
+    def merge(self, ms: MergeSet) -> dict:
+        key = set_key(ms)
+        started = self.clock()
+        outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
+                   "primary": ms.primary.rev_user_id, "duplicates": []}
+        record = self.journal.set_record(key)
+        if record and record["status"] in FINISHED:
+            ctx = record["context"] or {}
+            outcome.update(status=record["status"], resumed=True, primary=ctx.get("primary", {}).get("display_id"),
+                           note="already finished in an earlier run", external_ref_set=ctx.get("external_ref_set"))
+            outcome["duration_s"] = 0.0
+            return outcome
+        try:
+            ctx = record["context"] if record and record.get("context") else None
+            outcome["resumed"] = ctx is not None
+            if ctx is None:
+                primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
+                ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
+                       "csv_rows": [r.as_dict() for r in ms.rows]}
+                self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+            outcome["primary"] = ctx["primary"]["display_id"]
+            for dup in ctx["duplicates"]:
+                result = DuplicateOutcome(dup["id"], dup["display_id"], dup["external_ref"])
+                outcome["duplicates"].append(result)
+                self._merge_duplicate(key, ms, ctx, dup, result)
+            if self.options.keep_duplicate:
+                status = "moved_only"
+            else:
+                outcome["external_ref_set"] = self._take_reference(key, ctx)
+                outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
+                                                   if d["external_ref"] != outcome["external_ref_set"]]
+                status = "merged"
+            ctx["external_ref_set"] = outcome.get("external_ref_set")
+            self.journal.set_status(key, ms.email, status, context=ctx)
+            outcome["status"] = status
+        except SetSkipped as exc:
+            self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
+            outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
+        except (SetFailed, BackupError, DevRevError) as exc:
+            if isinstance(exc, DevRevError) and exc.status in (401, 403):
+                raise
+            self.journal.set_status(key, ms.email, "failed", error=str(exc))
+            outcome.update(status="failed", error=str(exc))
+            log.error("%s: failed: %s", ms.email, exc)
+        finally:
+            outcome["duration_s"] = round(self.clock() - started, 3)
+            outcome["duplicates"] = [d.__dict__ if isinstance(d, DuplicateOutcome) else d
+                                     for d in outcome["duplicates"]]
+        return outcome
+
+    # ------------------------------------------------------------------ one duplicate
+    def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict, out: DuplicateOutcome) -> None:
+        d = dup["id"]
+        primary_id = ctx["primary"]["id"]
+        steps = self.journal.steps(key)
+        if steps.get(f"{d}|retired", {}).get("status") == "done":
+            self._fill_from_journal(steps, d, out)
+            out.retired = True
+            out.backups_verified = True
+            return
+        verified_here = False
+        round_no = max([int(s.split("|")[2]) for s in steps if s.startswith(f"{d}|backup|")] or [1])
+        while True:
+            if self.journal.is_done(key, f"{d}|verify|{round_no}") and (
+                    verified_here or self.journal.is_done(key, f"{d}|merge") or self._owns_nothing(d)):
+                break
+            if self.journal.is_done(key, f"{d}|verify|{round_no}"):
+                round_no += 1  # something appeared under the duplicate since: another round
+            if round_no > self.options.max_rounds:
+                raise SetFailed(f"new tickets or conversations keep appearing under {dup['display_id']} after "
+                                f"{self.options.max_rounds} rounds; stop the integration and re-run")
+            folder = self._backup(key, ms, ctx, dup, round_no, out)
+            self._move_all(key, folder, dup, primary_id, round_no)
+            leftovers = self._verify(key, dup, primary_id, round_no)
+            if not leftovers:
+                verified_here = True
+                break
+            log.warning("%s: %s appeared under %s during the merge: backing them up in round %d", ms.email,
+                        ", ".join(leftovers), dup["display_id"], round_no + 1)
+            round_no += 1
+        self._fill_from_journal(self.journal.steps(key), d, out)
+        out.backups_verified = True
+        if self.options.keep_duplicate:
+            return
+        self._merge_and_retire(key, dup, primary_id)
+        out.retired = True
+
+    def _fill_from_journal(self, steps: dict, d: str, out: DuplicateOutcome) -> None:
+        for name, step in steps.items():
+            parts = name.split("|")
+            if parts[0] != d or step["status"] != "done":
+                continue
+            data = step["data"] or {}
+            if parts[1] == "backup":
+                if data.get("folder") not in out.backups:
+                    out.backups.append(data["folder"])
+                out.messages += data.get("messages", 0)
+                out.attachments += data.get("attachments", 0)
+                if parts[2] == "1":
+                    out.drift_appeared = data.get("drift_appeared", [])
+                    out.drift_vanished = data.get("drift_vanished", [])
+            elif parts[1] == "ticket" and data.get("after") is not None:
+                out.tickets_moved += 1
+            elif parts[1] == "conversation" and data.get("after") is not None:
+                out.conversations_moved += 1
+
+    def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int, out: DuplicateOutcome) -> str:
+        step = f"{dup['id']}|backup|{round_no}"
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            folder = record["data"]["folder"]
+            check = verify_backup(folder)
+            if not check.ok:
+                raise RunAborted(f"the backup {folder} of {ms.email} no longer verifies "
+                                 f"({check.problems[0][0]}: {check.problems[0][1]}); nothing more was changed")
+            return folder
+        if record:  # a backup was started and interrupted: its .partial folder goes first
+            for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
+                log.info("%s: removed the interrupted backup %s", ms.email, name)
+        self.journal.intent(key, step, {"round": round_no})
+        snapshot = collect(self.client, dup["id"])
+        # Both contacts as the live checks read them: the tool never writes the duplicate,
+        # and the primary's external_ref changes only after every duplicate is retired.
+        result = write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
+                              primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
+                              snapshot=snapshot)
+        check = verify_backup(result.folder)
+        if not check.ok:
+            raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
+                             f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
+        data = {"folder": result.folder, "round": round_no, "messages": snapshot.message_count,
+                "attachments": len(snapshot.attachments), "bytes": result.total_bytes}
+        if round_no == 1:
+            data.update(self._drift(ms, dup, snapshot))
+        self.journal.done(key, step, data)
+        log.info("%s: backed up %s: %d tickets, %d conversations, %d messages, %d attachments -> %s", ms.email,
+                 dup["display_id"], len(snapshot.tickets), len(snapshot.conversations), snapshot.message_count,
+                 len(snapshot.attachments), result.folder)
+        return result.folder
+
+    def _drift(self, ms: MergeSet, dup: dict, snapshot: Snapshot) -> dict:
+        """Tickets and conversations that appeared or vanished since the preview."""
+        preview = self.previews.get(ms.key)
+        seen = next((p for p in (preview or {}).get("duplicates", []) if p.get("id") == dup["id"]), None)
+        if seen is None:
+            return {}
+        before = set(seen.get("tickets", [])) | set(seen.get("conversations", []))
+        now = {display_of(o) for o in snapshot.objects}
+        return {"drift_appeared": sorted(now - before), "drift_vanished": sorted(before - now)}
+
+    def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
+        moves = load_metadata(folder)["moves"]
+        for item in moves["tickets"]:
+            self._move(key, f"{dup['id']}|ticket|{round_no}|{item['id']}", item, "reported_by", dup["id"],
+                       primary_id, self.client.get_work, self.client.set_ticket_reporters)
+        for item in moves["conversations"]:
+            self._move(key, f"{dup['id']}|conversation|{round_no}|{item['id']}", item, "members", dup["id"],
+                       primary_id, self.client.get_conversation, self.client.set_conversation_members)
+
+    def _move(self, key, step, item, field_name, dup_id, primary_id, read, write) -> None:
+        previous = self.journal.step(key, step)
+        if previous and previous["status"] == "done":
+            return
+        try:
+            current = ids_of(read(item["id"]).get(field_name))
+        except NotFoundError:
+            self.journal.done(key, step, {"vanished": True})
+            log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
+            return
+        if dup_id not in current:
+            if previous and primary_id in current:
+                # sent before an interruption and applied by DevRev: confirm, do not resend
+                self.journal.done(key, step, {"before": previous["data"]["before"], "after": current,
+                                              "confirmed_by": "fresh read"})
+            else:
+                self.journal.done(key, step, {"already": True, "now": current})
+            return
+        wanted = swap_user(current, dup_id, primary_id)
+        self.journal.intent(key, step, {"before": current, "after": wanted})
+        updated = ids_of(write(item["id"], wanted).get(field_name))
+        if dup_id in updated or primary_id not in updated:
+            raise SetFailed(f"{item['display_id']}: DevRev did not apply the new {field_name} ({updated})")
+        self.journal.done(key, step, {"before": current, "after": updated})
+        log.debug("moved %s: %s %s -> %s", item["display_id"], field_name, current, updated)
+
+    def _owns_nothing(self, dup_id: str) -> bool:
+        return not next(iter(self.client.list_tickets(dup_id)), None) and \
+            not next(iter(self.client.list_conversations(dup_id)), None)
+
+    def _verify(self, key: str, dup: dict, primary_id: str, round_no: int) -> list[str]:
+        """[] when the duplicate owns nothing and every moved item lists the primary."""
+        left = [display_of(o) for o in self.client.list_tickets(dup["id"])]
+        left += [display_of(o) for o in self.client.list_conversations(dup["id"])]
+        if left:
+            return left
+        steps = self.journal.steps(key)
+        moved = {"ticket": set(), "conversation": set()}
+        for name, step in steps.items():
+            parts = name.split("|")
+            if parts[0] == dup["id"] and parts[1] in moved and step["status"] == "done" \
+                    and not (step["data"] or {}).get("vanished"):
+                moved[parts[1]].add(parts[3])
+        if moved["ticket"]:
+            missing = moved["ticket"] - {t["id"] for t in self.client.list_tickets(primary_id)}
+            if missing:
+                raise SetFailed(f"tickets moved from {dup['display_id']} do not list the primary: {sorted(missing)}")
+        if moved["conversation"]:
+            missing = moved["conversation"] - {c["id"] for c in self.client.list_conversations(primary_id)}
+            if missing:
+                raise SetFailed(f"conversations moved from {dup['display_id']} do not list the primary: "
+                                f"{sorted(missing)}")
+        self.journal.done(key, f"{dup['id']}|verify|{round_no}",
+                          {"tickets": len(moved["ticket"]), "conversations": len(moved["conversation"])})
+        return []
+
+    # ------------------------------------------------------------------ retiring
+    def _read_duplicate(self, dup_id: str) -> dict | None:
+        try:
+            return self.client.get_rev_user(dup_id)
+        except NotFoundError:
+            return None
+
+    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> None:
+        merge_step, retired_step = f"{dup['id']}|merge", f"{dup['id']}|retired"
+        if not self.journal.is_done(key, merge_step):
+            previous = self.journal.step(key, merge_step)
+            if previous and is_retired(self._read_duplicate(dup["id"])):
+                self.journal.done(key, merge_step, {"confirmed_by": "fresh read"})
+            else:
+                self.journal.intent(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
+                try:
+                    self.client.merge_rev_users(primary_id, dup["id"])
+                except NotFoundError:
+                    if not is_retired(self._read_duplicate(dup["id"])):
+                        raise
+                except (TransportError, ServerError, ResponseError) as exc:
+                    # The answer was lost: the merge may or may not have been accepted.
+                    log.warning("rev-users.merge for %s: %s; checking before asking again", dup["display_id"], exc)
+                    if not is_retired(self._read_duplicate(dup["id"])):
+                        self.client.merge_rev_users(primary_id, dup["id"])
+                self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
+                log.info("asked DevRev to merge %s into the primary", dup["display_id"])
+        if self.journal.is_done(key, retired_step):
+            return
+        deadline = self.clock() + self.options.merge_timeout
+        delay = self.options.poll_start
+        while True:
+            user = self._read_duplicate(dup["id"])
+            if is_retired(user):
+                break
+            if self.clock() >= deadline:
+                raise SetFailed(f"{dup['display_id']} was not retired within {self.options.merge_timeout:.0f} s "
+                                f"of rev-users.merge; re-run later to continue")
+            self.client.wait(min(delay, max(0.0, deadline - self.clock())))
+            delay = min(self.options.poll_cap, delay * 2)
+        self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
+        log.info("%s is retired", dup["display_id"])
+
+    def _take_reference(self, key: str, ctx: dict) -> str:
+        """Give the primary the newest duplicate's `user_...` reference."""
+        target = _newest(ctx["duplicates"])["external_ref"]
+        step = "external_ref"
+        if self.journal.is_done(key, step):
+            return target
+        primary_id = ctx["primary"]["id"]
+        current = self.client.get_rev_user(primary_id).get("external_ref")
+        if current != target:
+            self.journal.intent(key, step, {"before": current, "after": target})
+            deadline = self.clock() + self.options.merge_timeout
+            delay = self.options.poll_start
+            while True:
+                try:
+                    self.client.update_rev_user_external_ref(primary_id, target)
+                    break
+                except ConflictError:
+                    # the retired duplicate still holds the reference for a moment
+                    if self.clock() >= deadline:
+                        raise SetFailed(f"DevRev still refuses external_ref {target!r} for the primary "
+                                        f"(taken); re-run later to finish") from None
+                    self.client.wait(delay)
+                    delay = min(self.options.poll_cap, delay * 2)
+        self.journal.done(key, step, {"before": current, "after": target})
+        log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
+        return target
+
+
+def _ident(user: dict) -> dict:
+    return {"id": user["id"], "display_id": user.get("display_id") or user["id"],
+            "external_ref": user.get("external_ref"), "modified_date": user.get("modified_date"), "live": user}

@@ -1,0 +1,171 @@
+"""Preview and merge reports (JSON and CSV), and the tables printed for admins.
+
+Reports are what admins read and keep, and the CSV ones get opened in spreadsheets:
+every cell that could be taken for a formula is escaped. Both are written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+
+from fileutil import atomic_write_bytes, atomic_write_json, make_private_dir
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value) -> str:
+    """A CSV cell a spreadsheet will show as text, never run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        value = " ".join(str(v) for v in value)
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
+    atomic_write_bytes(path, out.getvalue().encode("utf-8"))
+
+
+def write_report(report_dir: str, name: str, data: dict, columns: list[str], rows: list[dict]) -> tuple[str, str]:
+    make_private_dir(report_dir)
+    json_path = os.path.join(report_dir, f"{name}.json")
+    csv_path = os.path.join(report_dir, f"{name}.csv")
+    atomic_write_json(json_path, data)
+    write_csv(csv_path, columns, rows)
+    return json_path, csv_path
+
+
+# --------------------------------------------------------------------------- preview
+PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "tickets", "conversations", "messages",
+                   "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
+                   "new_external_ref", "ticket_ids", "conversation_ids", "detail"]
+
+
+def preview_rows(preview: dict) -> list[dict]:
+    rows = []
+    for record in preview["sets"]:
+        dups = record.get("duplicates") or []
+        primary = record.get("primary")
+        rows.append({
+            "email": record["email"], "status": record["status"], "reason": record.get("reason"),
+            "detail": record.get("detail"),
+            "primary": primary.get("display_id") if isinstance(primary, dict) else primary,
+            "duplicates": [d.get("display_id") for d in dups],
+            "tickets": sum(len(d["tickets"]) for d in dups) if dups else None,
+            "conversations": sum(len(d["conversations"]) for d in dups) if dups else None,
+            "messages": sum(d["messages"] for d in dups) if dups else None,
+            "attachments": sum(d["attachments"] for d in dups) if dups else None,
+            "attachment_bytes": sum(d["attachment_bytes"] for d in dups) if dups else None,
+            "estimated_calls": record.get("estimated_calls"),
+            "estimated_backup_bytes": record.get("estimated_backup_bytes"),
+            "new_external_ref": record.get("new_external_ref"),
+            "ticket_ids": [t for d in dups for t in d["tickets"]],
+            "conversation_ids": [c for d in dups for c in d["conversations"]]})
+    for group in preview["skipped"]:
+        rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
+                     "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]]})
+    return rows
+
+
+def find_preview(report_dir: str, csv_sha256: str) -> str | None:
+    """The newest preview in `report_dir` made from a CSV with these exact bytes."""
+    best = None
+    for path in glob.glob(os.path.join(report_dir, "preview_*.json")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and (data.get("csv") or {}).get("sha256") == csv_sha256:
+            if best is None or data.get("created_at", "") > best[0]:
+                best = (data.get("created_at", ""), path)
+    return best[1] if best else None
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [min(48, max(len(r[i]) for r in cells)) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c[:w].ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_preview(preview: dict) -> str:
+    rows = []
+    for row in preview_rows(preview):
+        rows.append([row["email"], row["status"] + (f" ({row['reason']})" if row.get("reason") else ""),
+                     row.get("primary") or "", " ".join(row.get("duplicates") or []), row.get("tickets"),
+                     row.get("conversations"), row.get("messages"),
+                     f"{row['attachments']} ({_size(row['attachment_bytes'])})" if row.get("attachments") is not None
+                     else "", row.get("estimated_calls"), _size(row.get("estimated_backup_bytes"))])
+    table = format_table(["email", "would", "primary", "duplicates", "tickets", "convs", "messages", "attachments",
+                          "calls", "backup"], rows)
+    t = preview["totals"]
+    return (f"{table}\n\n{t['merge_sets']} merge sets would move {t['tickets']} tickets and "
+            f"{t['conversations']} conversations ({t['messages']} messages, {t['attachments']} attachments, "
+            f"{_size(t['attachment_bytes'])}); {t['skipped']} groups skipped. About {t['estimated_calls']} API "
+            f"calls and {_size(t['estimated_backup_bytes'])} of backups.")
+
+
+# --------------------------------------------------------------------------- merge report
+MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "tickets_moved",
+                 "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
+                 "drift_vanished", "external_ref_set", "other_duplicate_refs", "resumed", "duration_s"]
+
+
+def merge_rows(report: dict) -> list[dict]:
+    rows = []
+    for outcome in report["sets"]:
+        dups = outcome.get("duplicates") or []
+        rows.append({
+            "email": outcome["email"], "status": outcome["status"], "reason": outcome.get("reason"),
+            "error": outcome.get("error") or outcome.get("note"), "primary": outcome.get("primary"),
+            "duplicates": [d["display_id"] for d in dups],
+            "tickets_moved": sum(d["tickets_moved"] for d in dups),
+            "conversations_moved": sum(d["conversations_moved"] for d in dups),
+            "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
+            "backups": [b for d in dups for b in d["backups"]],
+            "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
+            "drift_appeared": [x for d in dups for x in d["drift_appeared"]],
+            "drift_vanished": [x for d in dups for x in d["drift_vanished"]],
+            "external_ref_set": outcome.get("external_ref_set"),
+            "other_duplicate_refs": outcome.get("other_duplicate_refs"),
+            "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
+    for group in report["skipped"]:
+        rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
+                     "error": group["detail"]})
+    return rows

@@ -1,0 +1,230 @@
+"""Builds emulator datasets with their contacts CSV: the demo, the tests and the benches.
+
+One generator, so the demo under examples/, the end-to-end tests and bench/ all
+exercise the same shapes: merge sets with tickets over several pages, tickets
+reported by both contacts, conversations with dev users, comments with attachments,
+sets with two duplicates, and a group for every reason the tool skips one.
+
+    python sandbox_dataset.py --sets 12 --seed 7 --out-dir examples
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+
+from devrev_sandbox import REGION, iso, stable_suffix
+
+CSV_COLUMNS = ["REV_USER_ID", "EMAIL", "EXTERNAL_REF", "DISPLAY_NAME", "FULL_NAME", "TICKET_COUNT",
+               "CREATED_AT", "UPDATED_AT"]
+BASE_TIME = 1704067200.0  # 2024-01-01T00:00:00Z
+FIRST_NAMES = ["ana", "ben", "chen", "dara", "emil", "fatou", "gus", "hana", "ivo", "jun", "kai", "lea",
+               "mo", "nia", "omar", "pia", "quin", "rae", "sami", "tove", "uma", "vik", "wen", "xia", "yara", "zed"]
+
+
+@dataclass
+class Dataset:
+    seed: dict
+    rows: list[dict]
+    merge_sets: list[dict] = field(default_factory=list)     # {"email", "primary", "duplicates": [keys]}
+    skipped: dict[str, str] = field(default_factory=dict)     # email -> expected reason code
+
+    def csv_text(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+    def write(self, seed_path: str, csv_path: str) -> None:
+        with open(seed_path, "w", encoding="utf-8") as fh:
+            json.dump(self.seed, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+        with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(self.csv_text())
+
+
+class _Builder:
+    def __init__(self, seed: int, devo: str):
+        self.rng = random.Random(seed)
+        self.devo = devo
+        self.seed = {"devo": devo, "workspaces": [], "dev_users": [], "rev_users": [], "tickets": [],
+                     "conversations": []}
+        self.rows: list[dict] = []
+        self.clock = BASE_TIME
+        self.artifact_number = 5000
+
+    def stamp(self) -> str:
+        self.clock += self.rng.randint(60, 86400) + self.rng.random()
+        return iso(self.clock)
+
+    def workspace(self, key: str, name: str) -> str:
+        self.seed["workspaces"].append({"key": key, "display_name": name})
+        return key
+
+    def dev_user(self, key: str) -> str:
+        self.seed["dev_users"].append({"key": key, "display_name": key, "email": f"{key}@support.example"})
+        return key
+
+    def contact(self, key: str, email: str, workspace: str, *, duplicate: bool, **extra) -> dict:
+        suffix = stable_suffix("revu:" + key)
+        user = {"key": key, "suffix": suffix, "email": email, "workspace": workspace,
+                "display_name": email if duplicate else key.split("-")[0].title(),
+                "created_date": self.stamp(), "modified_date": self.stamp()}
+        user["external_ref"] = f"user_{stable_suffix('ref:' + key, 22)}" if duplicate else f"REVU-{suffix}"
+        if not duplicate:
+            user["full_name"] = key.split("-")[0].title() + " Example"
+        user.update(extra)
+        self.seed["rev_users"].append(user)
+        return user
+
+    def don(self, user: dict) -> str:
+        return f"don:identity:{REGION}:devo/{self.devo}:revu/{user['suffix']}"
+
+    def row(self, user: dict, *, email: str | None = None, external_ref: str | None = None,
+            ticket_count: int | str = "", use_don: bool = False, rev_user_id: str | None = None) -> None:
+        self.rows.append({
+            "REV_USER_ID": rev_user_id or (self.don(user) if use_don else f"REVU-{user['suffix']}"),
+            "EMAIL": email or user["email"],
+            "EXTERNAL_REF": external_ref or user["external_ref"],
+            "DISPLAY_NAME": user.get("display_name", ""), "FULL_NAME": user.get("full_name", ""),
+            "TICKET_COUNT": ticket_count, "CREATED_AT": user["created_date"], "UPDATED_AT": user["modified_date"]})
+
+    def attachments(self, rate: float, sizes: tuple[int, int]) -> list[dict]:
+        out = []
+        while self.rng.random() < rate and len(out) < 3:
+            self.artifact_number += 1
+            kind = self.rng.choice([("screenshot.png", "image/png"), ("invoice.pdf", "application/pdf"),
+                                    ("log.txt", "text/plain")])
+            out.append({"number": self.artifact_number, "name": f"{self.artifact_number % 97}-{kind[0]}",
+                        "type": kind[1], "size": self.rng.randint(*sizes)})
+        return out
+
+    def comments(self, authors: list[str], count: int, rate: float, sizes: tuple[int, int]) -> list[dict]:
+        return [{"by": self.rng.choice(authors), "body": f"Message {i + 1}: {self.rng.choice(['help', 'thanks', 'update', 'details'])}",
+                 "created_date": self.stamp(), "artifacts": self.attachments(rate, sizes),
+                 "visibility": self.rng.choice(["external", "external", "internal"])}
+                for i in range(count)]
+
+
+def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (0, 5),
+                  conversations: tuple[int, int] = (0, 3), comments: tuple[int, int] = (0, 3),
+                  attachment_rate: float = 0.3, attachment_size: tuple[int, int] = (200, 40_000),
+                  big_set_tickets: int = 0, two_duplicate_sets: int = 1, skipped: bool = True,
+                  devo: str = "DEVO1x") -> Dataset:
+    """A dataset of `sets` merge sets (plus, if `skipped`, one group per skip reason).
+
+    big_set_tickets: give the first set that many tickets (several pages).
+    two_duplicate_sets: how many sets have two `user_` duplicates.
+    """
+    b = _Builder(seed, devo)
+    acme, globex = b.workspace("acme", "Acme Inc"), b.workspace("globex", "Globex Corp")
+    agents = [b.dev_user(f"agent{i}") for i in range(1, 4)]
+    merge_sets, skipped_reasons = [], {}
+
+    for n in range(sets):
+        name = f"{FIRST_NAMES[n % len(FIRST_NAMES)]}{n // len(FIRST_NAMES) or ''}"
+        email = f"{name}@customer{n % 7}.example"
+        workspace = acme if n % 3 else globex
+        primary = b.contact(f"{name}-primary", email, workspace, duplicate=False)
+        dups = [b.contact(f"{name}-dup{d}", email, workspace, duplicate=True)
+                for d in range(1 + (n < two_duplicate_sets))]
+        b.row(primary, use_don=(n % 4 == 1))
+        merge_sets.append({"email": email, "primary": primary["key"], "duplicates": [d["key"] for d in dups]})
+        for d_index, dup in enumerate(dups):
+            count = big_set_tickets if (n == 0 and d_index == 0 and big_set_tickets) else b.rng.randint(*tickets)
+            for t in range(count):
+                reporters = [dup["key"]]
+                if b.rng.random() < 0.25:
+                    reporters = b.rng.sample([dup["key"], primary["key"]], 2)  # both contacts report it
+                b.seed["tickets"].append({
+                    "key": f"{dup['key']}-t{t}", "title": f"{name} issue {t + 1}", "reported_by": reporters,
+                    "owned_by": [b.rng.choice(agents)], "workspace": workspace, "created_by": dup["key"],
+                    "created_date": b.stamp(),
+                    "comments": b.comments([dup["key"], b.rng.choice(agents)], b.rng.randint(*comments),
+                                           attachment_rate, attachment_size),
+                    "artifacts": b.attachments(attachment_rate / 3, attachment_size)})
+            for c in range(b.rng.randint(*conversations)):
+                members = [dup["key"]] + b.rng.sample(agents, b.rng.randint(1, 2))
+                b.seed["conversations"].append({
+                    "key": f"{dup['key']}-c{c}", "title": f"Chat with {name}", "members": members,
+                    "owned_by": [members[1]], "created_by": dup["key"], "created_date": b.stamp(),
+                    "comments": b.comments([dup["key"], members[1]], b.rng.randint(*comments),
+                                           attachment_rate, attachment_size)})
+            # the CSV's TICKET_COUNT is a warehouse figure: sometimes stale on purpose
+            b.row(dup, ticket_count=count + (1 if n % 5 == 4 else 0), use_don=(n % 4 == 2))
+        # the primary's own ticket, which must not change
+        b.seed["tickets"].append({"key": f"{primary['key']}-own", "title": f"{name} own ticket",
+                                  "reported_by": [primary["key"]], "owned_by": [agents[0]],
+                                  "workspace": workspace, "created_by": primary["key"], "created_date": b.stamp()})
+
+    if skipped:
+        def group(reason: str, name: str) -> str:
+            skipped_reasons[f"{name}@skipped.example"] = reason
+            return f"{name}@skipped.example"
+
+        email = group("single_contact", "solo")
+        b.row(b.contact("solo-primary", email, acme, duplicate=False))
+        email = group("no_primary", "orphans")
+        b.row(b.contact("orphans-dup0", email, acme, duplicate=True))
+        b.row(b.contact("orphans-dup1", email, acme, duplicate=True))
+        email = group("several_primaries", "twins")
+        b.row(b.contact("twins-primary", email, acme, duplicate=False))
+        b.row(b.contact("twins-primary2", email, acme, duplicate=False))
+        email = group("unknown_reference_format", "oddref")
+        b.row(b.contact("oddref-primary", email, acme, duplicate=False))
+        b.row(b.contact("oddref-other", email, acme, duplicate=True, external_ref=email))
+        # groups the CSV calls merge sets, but live DevRev disagrees
+        email = group("email_mismatch", "moved")
+        b.row(b.contact("moved-primary", email, acme, duplicate=False))
+        dup = b.contact("moved-dup0", "moved-elsewhere@skipped.example", acme, duplicate=True)
+        b.row(dup, email=email)
+        email = group("contact_inactive", "sleepy")
+        b.row(b.contact("sleepy-primary", email, acme, duplicate=False))
+        b.row(b.contact("sleepy-dup0", email, acme, duplicate=True, state="deactivated"))
+        email = group("contact_not_found", "ghost")
+        b.row(b.contact("ghost-primary", email, acme, duplicate=False))
+        b.rows.append({"REV_USER_ID": f"REVU-{stable_suffix('never-created')}", "EMAIL": email,
+                       "EXTERNAL_REF": f"user_{stable_suffix('ghost', 22)}", "DISPLAY_NAME": email,
+                       "FULL_NAME": "", "TICKET_COUNT": "2", "CREATED_AT": "", "UPDATED_AT": ""})
+        email = group("cross_workspace", "split")
+        b.row(b.contact("split-primary", email, acme, duplicate=False))
+        b.row(b.contact("split-dup0", email, globex, duplicate=True))
+        email = group("external_ref_mismatch", "renamed")
+        b.row(b.contact("renamed-primary", email, acme, duplicate=False))
+        dup = b.contact("renamed-dup0", email, acme, duplicate=True)
+        b.row(dup, external_ref=f"user_{stable_suffix('renamed-old', 22)}")
+        for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
+            b.seed["tickets"].append({"key": f"{key}-t0", "title": "must stay", "reported_by": [key],
+                                      "owned_by": [agents[0]], "workspace": acme, "created_by": key,
+                                      "created_date": b.stamp()})
+    return Dataset(b.seed, b.rows, merge_sets, skipped_reasons)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write an emulator seed and its contacts CSV.")
+    parser.add_argument("--sets", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--big-set-tickets", type=int, default=0)
+    parser.add_argument("--out-dir", default="examples")
+    parser.add_argument("--name", default="demo", help="file prefix: <name>_seed.json, <name>_contacts.csv")
+    args = parser.parse_args(argv)
+    if args.sets < 0:
+        parser.error("--sets must be 0 or more")
+    os.makedirs(args.out_dir, exist_ok=True)
+    dataset = build_dataset(args.sets, seed=args.seed, big_set_tickets=args.big_set_tickets)
+    seed_path = os.path.join(args.out_dir, f"{args.name}_seed.json")
+    csv_path = os.path.join(args.out_dir, f"{args.name}_contacts.csv")
+    dataset.write(seed_path, csv_path)
+    print(f"wrote {seed_path} and {csv_path}: {len(dataset.merge_sets)} merge sets, "
+          f"{len(dataset.skipped)} skipped groups, {len(dataset.rows)} contacts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

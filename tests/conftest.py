@@ -1,0 +1,97 @@
+"""Shared fixtures: emulators checked against DevRev's own spec, clients, datasets.
+
+Every emulator a test starts through `make_sandbox` validates each request it receives
+and each answer it gives against tests/fixtures/devrev_spec_schemas.json (extracted
+from DevRev's OpenAPI spec); a mismatch fails the test that caused it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from devrev_client import DevRevClient  # noqa: E402
+from devrev_sandbox import DEFAULT_TOKEN, DevRevSandbox  # noqa: E402
+from spec_validator import SpecValidator  # noqa: E402
+
+TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"
+_VALIDATOR = SpecValidator()
+SPEC_STATS = {"requests": 0, "responses": 0, "mismatches": 0}
+_stats_lock = threading.Lock()
+
+
+class SpecRecorder:
+    """The emulator's validator hook: collects every spec mismatch it sees."""
+
+    def __init__(self, check_requests: bool = True):
+        self.check_requests = check_requests
+        self.problems: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, endpoint, request_body, status, response_body):
+        problems = []
+        if self.check_requests and request_body is not None and status != 401:
+            problems += _VALIDATOR.validate_request(endpoint, request_body)
+        problems += _VALIDATOR.validate_response(endpoint, status, response_body)
+        with _stats_lock:
+            SPEC_STATS["requests"] += int(self.check_requests and request_body is not None)
+            SPEC_STATS["responses"] += 1
+            SPEC_STATS["mismatches"] += len(problems)
+        with self._lock:
+            self.problems += problems
+
+
+@pytest.fixture
+def make_sandbox():
+    """make_sandbox(seed, spec_requests=True, **DevRevSandbox kwargs) -> started sandbox.
+
+    spec_requests=False is for tests that send malformed requests on purpose; the
+    emulator's answers are still checked against the spec.
+    """
+    started = []
+
+    def factory(seed=None, *, spec_requests: bool = True, **kwargs):
+        recorder = SpecRecorder(check_requests=spec_requests)
+        kwargs.setdefault("token", TEST_TOKEN)
+        sandbox = DevRevSandbox(seed, validator=recorder, **kwargs).start()
+        started.append((sandbox, recorder))
+        return sandbox
+
+    yield factory
+    problems = []
+    for sandbox, recorder in started:
+        sandbox.stop()
+        problems += recorder.problems
+    assert not problems, "DevRev spec mismatches:\n" + "\n".join(sorted(set(problems))[:30])
+
+
+@pytest.fixture
+def make_client():
+    clients = []
+
+    def factory(sandbox, **kwargs):
+        kwargs.setdefault("calls_per_minute", 1_000_000)
+        kwargs.setdefault("backoff_base", 0.01)
+        kwargs.setdefault("backoff_cap", 0.05)
+        client = DevRevClient(kwargs.pop("token", TEST_TOKEN), sandbox.base_url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(
+        f"DevRev spec validation: {SPEC_STATS['requests']} requests and {SPEC_STATS['responses']} responses "
+        f"checked, {SPEC_STATS['mismatches']} mismatches")
+
+
+__all__ = ["TEST_TOKEN", "DEFAULT_TOKEN"]
