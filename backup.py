@@ -114,10 +114,18 @@ def collect(client: DevRevClient, duplicate_id: str) -> Snapshot:
             if not info.get("name") or info.get("size") is None:
                 # summaries may be bare {id, display_id}: ask for the artifact itself
                 info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
-            attachments.append(Attachment(display_id, art["id"], art.get("display_id") or art["id"],
+            attachments.append(Attachment(display_id, art["id"], artifact_label(art),
                                           str(info.get("name") or "attachment"), info.get("size"),
                                           info.get("type")))
     return Snapshot(tickets, conversations, entries, attachments)
+
+
+def artifact_label(art: dict) -> str:
+    """The artifact's display id, or (when a summary lacks it) one made from its DON's
+    last segment, so two artifacts never share a file name."""
+    if art.get("display_id"):
+        return art["display_id"]
+    return "artifact-" + str(art["id"]).rstrip("/").rsplit("/", 1)[-1]
 
 
 def ids_of(users: Iterable[dict] | None) -> list[str]:
@@ -240,6 +248,10 @@ def check_free_space(folder: str, needed: int) -> None:
                           f"{_mib(needed)} MiB (+{_mib(DISK_MARGIN_BYTES)} MiB margin), {_mib(free)} MiB are free")
 
 
+def _os_reason(exc: OSError) -> str:
+    return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+
+
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f}"
 
@@ -257,12 +269,18 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     Raises BackupError (with the .partial folder removed) on any failure: a download
     that breaks off, a full disk, a write error.
     """
-    make_private_dir(backup_root)
+    try:
+        make_private_dir(backup_root)
+    except OSError as exc:
+        raise BackupError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
     started = _utc()
     if snapshot is None:
         snapshot = collect(client, duplicate["id"])
-    check_free_space(backup_root, estimate_size(snapshot))
-    final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
+    try:
+        check_free_space(backup_root, estimate_size(snapshot))
+        final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
+    except OSError as exc:
+        raise BackupError(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
     writer = _Writer(partial)
     try:
         for att in snapshot.attachments:
@@ -316,8 +334,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         fsync_dir(backup_root)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
-        raise BackupError(f"could not write the backup for {email} in {backup_root}: {reason}") from None
+        raise BackupError(f"could not write the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -410,6 +427,7 @@ def verify_backup(folder: str, *, quick: bool = False) -> Verification:
     _check_private(folder, ".", result, directory=True)
 
     listed: dict[str, dict] = {}
+    inside = os.path.realpath(folder) + os.sep
     for item in manifest["files"]:
         path = item.get("path") if isinstance(item, dict) else None
         if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or path == MANIFEST:
@@ -423,13 +441,20 @@ def verify_backup(folder: str, *, quick: bool = False) -> Verification:
         if not os.path.exists(full):
             result.add(path, "missing")
             continue
-        size = os.path.getsize(full)
-        if size != item.get("size"):
-            result.add(path, f"size is {size} bytes, the manifest says {item.get('size')}"
-                       + (" (truncated)" if isinstance(item.get("size"), int) and size < item["size"] else ""))
+        if not os.path.realpath(full).startswith(inside):
+            result.add(path, "lies outside the backup folder (a linked folder)")
             continue
-        if not quick and _sha256_file(full) != item.get("sha256"):
-            result.add(path, "content changed: sha256 does not match the manifest")
+        try:
+            size = os.path.getsize(full)
+            if size != item.get("size"):
+                result.add(path, f"size is {size} bytes, the manifest says {item.get('size')}"
+                           + (" (truncated)" if isinstance(item.get("size"), int) and size < item["size"] else ""))
+                continue
+            if not quick and _sha256_file(full) != item.get("sha256"):
+                result.add(path, "content changed: sha256 does not match the manifest")
+        except OSError as exc:
+            result.add(path, f"cannot be read ({exc.strerror or exc})")
+            continue
         _check_private(folder, path, result)
 
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -463,28 +488,36 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
             continue
         if len(data) != counts.get(key):
             result.add(name, f"holds {len(data)} {key}, the manifest counts {counts.get(key)}")
-        objects += [o for o in data if isinstance(o, dict)]
+        kept = [o for o in data if isinstance(o, dict) and isinstance(o.get("display_id") or o.get("id"), str)]
+        if len(kept) != len(data):
+            result.add(name, f"holds {len(data) - len(kept)} entries that are not {key} (no id)")
+        objects += kept
     entries_counts = counts.get("entries") if isinstance(counts.get("entries"), dict) else {}
     expected_attachments: set[str] = set()
+    messages, all_entries_read = 0, True
     for obj in objects:
         display_id = display_of(obj)
         relpath = f"conversations/{object_folder(display_id)}/messages.json"
         if relpath not in listed:
             result.add(relpath, f"missing: no messages for {display_id}")
+            all_entries_read = False
             continue
         entries = _load_json(folder, relpath, result)
         if entries is None:
+            all_entries_read = False
             continue
         if not isinstance(entries, list):
             result.add(relpath, "should hold a list")
+            all_entries_read = False
             continue
         if len(entries) != entries_counts.get(display_id):
             result.add(relpath, f"holds {len(entries)} entries, the manifest counts {entries_counts.get(display_id)}")
+        messages += sum(1 for e in entries if isinstance(e, dict) and e.get("type") == facts.MESSAGE_ENTRY_TYPE)
         for art in _referenced_artifacts(obj, [e for e in entries if isinstance(e, dict)]):
             name = (art.get("file") or {}).get("name")
             prefix = f"conversations/{object_folder(display_id)}/attachments/" \
-                     f"{safe_name(art.get('display_id') or art['id'], max_bytes=40, fallback='artifact')}_"
-            if name is not None:
+                     f"{safe_name(artifact_label(art), max_bytes=40, fallback='artifact')}_"
+            if name:  # (an empty name was saved as "attachment", as collect() names it)
                 path = prefix + safe_name(str(name))
                 expected_attachments.add(path)
                 if path not in listed:
@@ -494,6 +527,9 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
                 expected_attachments.update(matches)
                 if not matches:
                     result.add(prefix + "*", f"missing: attachment {art.get('display_id')} referenced by {display_id}")
+    if all_entries_read and isinstance(tickets, list) and isinstance(conversations, list) \
+            and messages != counts.get("messages"):
+        result.add(MANIFEST, f"counts {counts.get('messages')} messages, the messages.json files hold {messages}")
     saved = {p for p in listed if "/attachments/" in p}
     for path in sorted(saved - expected_attachments):
         result.add(path, "attachment not referenced by any message of the backup")

@@ -156,7 +156,8 @@ class _LineTap:
 
 
 def _decode(path: str, data: bytes) -> tuple[str, bool]:
-    if not data.strip(b" \t\r\n" + codecs.BOM_UTF8):
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    if not body.strip(b" \t\r\n"):
         raise CsvInputError(f"the contacts CSV is empty: {path}")
     if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         raise CsvInputError(f"{path} is UTF-32 text: save it as UTF-8 (CSV UTF-8 in Excel)")
@@ -188,6 +189,13 @@ def _check_value(value: str, column: str, line: int, max_len: int = _MAX_VALUE) 
     return value
 
 
+def _line_end(raw: str) -> str:
+    for ending in ("\r\n", "\n", "\r"):
+        if raw.endswith(ending):
+            return ending
+    return "\r\n"
+
+
 def read_contacts(path: str) -> ContactsFile:
     """Read and validate the contacts CSV; raise CsvInputError on anything unusable."""
     if not os.path.exists(path):
@@ -204,6 +212,9 @@ def read_contacts(path: str) -> ContactsFile:
     reader = csv.reader(tap, strict=True)
     try:
         header = next(reader, None)
+        while header is not None and not any(cell.strip() for cell in header):
+            tap.take()  # blank lines before the header
+            header = next(reader, None)
         header_raw = tap.take()
         columns = [c.strip().lstrip("\ufeff").strip().upper() for c in header or []]
         if not any(columns):
@@ -223,7 +234,7 @@ def read_contacts(path: str) -> ContactsFile:
                                     f"required: {', '.join(REQUIRED_COLUMNS)}")
         index = {name: i for i, name in enumerate(columns) if name}
         result = ContactsFile(path, hashlib.sha256(data).hexdigest(), bom, header_raw, columns,
-                              newline="\r\n" if header_raw.endswith("\r\n") else "\n")
+                              newline=_line_end(header_raw))
         seen_ids: dict[str, int] = {}
         while True:
             start_line = tap.line + 1
@@ -254,7 +265,7 @@ def read_contacts(path: str) -> ContactsFile:
             result.rows.append(ContactRow(
                 line=start_line, rev_user_id=rev_user_id, email=email, external_ref=external_ref,
                 display_name=cell.get("DISPLAY_NAME", ""), full_name=cell.get("FULL_NAME", ""),
-                ticket_count=int(count) if count.isdigit() else None,
+                ticket_count=int(count) if count.isascii() and count.isdigit() else None,
                 created_at=cell.get("CREATED_AT", ""), updated_at=cell.get("UPDATED_AT", ""), raw=raw))
     except csv.Error as exc:
         raise CsvInputError(f"line {tap.line}: malformed CSV ({exc})") from None

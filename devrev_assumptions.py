@@ -18,8 +18,10 @@ AUTH_SCHEME = "Bearer"
 ACCEPTED_API_VERSIONS = ("2022-10-20", "2024-01-24")  # [I] emulator: others are 400 invalid_api_version
 
 # --- pagination ----------------------------------------------------------------
-PAGE_LIMIT = 50          # [C] the documented default; the client asks for it explicitly
-SANDBOX_PAGE_CAP = 100   # [I] the maximum `limit` is undocumented; the emulator clamps to this
+# [C] the default page is 50; [I] the maximum is undocumented (a third-party SDK clamps to
+# 100). The client asks for 100 and follows next_cursor whatever size the server sends.
+PAGE_LIMIT = 100
+SANDBOX_PAGE_CAP = 100   # [I] the emulator clamps `limit` to this (configurable per emulator)
 
 # --- rate limits ---------------------------------------------------------------
 RATE_LIMIT_WINDOW_SECONDS = 300  # [C] the window resets every 5 minutes

@@ -161,6 +161,14 @@ def _parse_seconds(value: Any) -> float | None:
     return seconds if seconds >= 0 and seconds == seconds else None
 
 
+def _take(data: dict, key: str, endpoint: str) -> dict:
+    """The object a 2xx answer promises under `key`; ResponseError (not KeyError) when absent."""
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise ResponseError(f"the answer has no '{key}' object", endpoint=endpoint)
+    return value
+
+
 def _never_sent(exc: Exception) -> bool:
     """True when the request cannot have reached DevRev (connection never opened)."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -234,6 +242,8 @@ class ServerPacer:
 class DevRevClient:
     """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
 
+    MAX_EMPTY_PAGES = 5  # a listing that only ever answers "no items, but more" is broken
+
     def __init__(self, token: str, base_url: str = facts.DEFAULT_BASE_URL, *,
                  calls_per_minute: float | None = None,
                  timeout: tuple[float, float] = (5.0, 30.0),
@@ -245,7 +255,7 @@ class DevRevClient:
                  pacer: ServerPacer | None = None,
                  pool_size: int = 16):
         token = (token or "").strip()
-        if token.lower().startswith("bearer "):
+        if token.lower() == "bearer" or token.lower().startswith("bearer "):
             token = token[7:].strip()
         if not token:
             raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
@@ -293,7 +303,7 @@ class DevRevClient:
                     value = float(raw)
                 except ValueError:
                     value = 0
-                if value <= 0:
+                if not value > 0:  # also refuses nan
                     raise ConfigError(f"DEVREV_RATE_LIMIT must be a positive number of calls per minute, not {raw!r}")
                 overrides["calls_per_minute"] = value
             else:
@@ -367,12 +377,18 @@ class DevRevClient:
             try:
                 response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
                                              allow_redirects=False)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
                 self.pacer.release()
                 reason = _clean_text(type(exc).__name__)
-                if not (retry_transient or _never_sent(exc)) or transient_failures >= self.max_retries:
+                give_up = not (retry_transient or _never_sent(exc)) or transient_failures >= self.max_retries
+                exc = None  # the requests error holds the prepared request, token included: drop it
+            else:
+                reason, give_up = None, False
+            if reason is not None:
+                if give_up:
                     raise TransportError(f"could not reach DevRev at {urlsplit(url).hostname} ({reason})",
-                                         endpoint=endpoint) from None
+                                         endpoint=endpoint)
                 delay = self.backoff(transient_failures)
                 transient_failures += 1
                 self._count("retries")
@@ -444,9 +460,11 @@ class DevRevClient:
         except ValueError:
             body = None
         if isinstance(body, dict):
-            error_type = _clean_text(body.get("type"), 60) or None
-            field_name = _clean_text(body.get("field_name"), 80) or None
+            error_type = self._redact(_clean_text(body.get("type"), 60)) or None
+            field_name = self._redact(_clean_text(body.get("field_name"), 80)) or None
             message = _clean_text(body.get("message") or body.get("detail")) or "no message"
+        elif body is not None:
+            message = f"HTTP {status} with a JSON {type(body).__name__} instead of an error object"
         else:
             ctype = _clean_text(response.headers.get("Content-Type", "unknown type"), 60)
             message = f"HTTP {status} with a non-JSON body ({ctype})"
@@ -465,6 +483,7 @@ class DevRevClient:
         seen_cursors: set[str] = set()
         seen_ids: set[str] = set()
         cursor = None
+        empty_pages = 0
         while True:
             request = dict(body, limit=self.page_limit)
             if cursor:
@@ -483,6 +502,10 @@ class DevRevClient:
             cursor = data.get("next_cursor")
             if not cursor:
                 return
+            empty_pages = 0 if items else empty_pages + 1
+            if empty_pages >= self.MAX_EMPTY_PAGES:
+                raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
+                                    f"the listing cannot be trusted", endpoint=endpoint)
             if cursor in seen_cursors:
                 if not items:
                     log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
@@ -493,7 +516,7 @@ class DevRevClient:
 
     # ----------------------------------------------------------------- rev users
     def get_rev_user(self, user_id: str) -> dict:
-        return self.call("rev-users.get", {"id": user_id}, retry_transient=True)["rev_user"]
+        return _take(self.call("rev-users.get", {"id": user_id}, retry_transient=True), "rev_user", "rev-users.get")
 
     def list_rev_users(self, *, email: str | None = None, external_ref: str | None = None) -> Iterator[dict]:
         body: dict = {}
@@ -505,8 +528,8 @@ class DevRevClient:
 
     def update_rev_user_external_ref(self, user_id: str, external_ref: str) -> dict:
         """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
-        return self.call("rev-users.update", {"id": user_id, "external_ref": external_ref},
-                         retry_transient=True)["rev_user"]
+        return _take(self.call("rev-users.update", {"id": user_id, "external_ref": external_ref},
+                               retry_transient=True), "rev_user", "rev-users.update")
 
     def merge_rev_users(self, primary_user: str, secondary_user: str) -> dict:
         """Ask DevRev to merge `secondary_user` into `primary_user` (asynchronous)."""
@@ -521,23 +544,24 @@ class DevRevClient:
         return self.paginate("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")
 
     def get_work(self, work_id: str) -> dict:
-        return self.call("works.get", {"id": work_id}, retry_transient=True)["work"]
+        return _take(self.call("works.get", {"id": work_id}, retry_transient=True), "work", "works.get")
 
     def set_ticket_reporters(self, ticket_id: str, reporter_ids: list[str]) -> dict:
-        return self.call("works.update", {"id": ticket_id, "type": "ticket",
-                                          "reported_by": {"set": list(reporter_ids)}},
-                         retry_transient=True)["work"]
+        return _take(self.call("works.update", {"id": ticket_id, "type": "ticket",
+                                                "reported_by": {"set": list(reporter_ids)}},
+                               retry_transient=True), "work", "works.update")
 
     # ----------------------------------------------------------------- conversations
     def list_conversations(self, member: str) -> Iterator[dict]:
         return self.paginate("conversations.list", {"members": [member]}, "conversations")
 
     def get_conversation(self, conversation_id: str) -> dict:
-        return self.call("conversations.get", {"id": conversation_id}, retry_transient=True)["conversation"]
+        return _take(self.call("conversations.get", {"id": conversation_id}, retry_transient=True),
+                     "conversation", "conversations.get")
 
     def set_conversation_members(self, conversation_id: str, member_ids: list[str]) -> dict:
-        return self.call("conversations.update", {"id": conversation_id, "members": {"set": list(member_ids)}},
-                         retry_transient=True)["conversation"]
+        return _take(self.call("conversations.update", {"id": conversation_id, "members": {"set": list(member_ids)}},
+                               retry_transient=True), "conversation", "conversations.update")
 
     # ----------------------------------------------------------------- timeline
     def list_timeline_entries(self, object_id: str) -> Iterator[dict]:

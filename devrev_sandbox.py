@@ -214,7 +214,7 @@ class SandboxState:
             work["body"] = spec["body"]
         if spec.get("workspace"):
             work["rev_org"] = self._ref(spec["workspace"])
-        work["artifacts"] = [self._seed_artifact(a, work["created_by"]) for a in spec.get("artifacts", [])]
+        work["artifacts"] = [self._seed_artifact(a, work["created_by"], created) for a in spec.get("artifacts", [])]
         self.works[don] = work
         self.by_display[work["display_id"]] = don
         if spec.get("key"):
@@ -248,13 +248,12 @@ class SandboxState:
                             "body": spec.get("body", ""), "body_type": "text",
                             "visibility": spec.get("visibility", "external"), "created_by": author,
                             "created_date": created, "modified_date": created, "modified_by": author,
-                            "artifacts": [self._seed_artifact(a, author) for a in spec.get("artifacts", [])],
+                            "artifacts": [self._seed_artifact(a, author, created) for a in spec.get("artifacts", [])],
                             "_seq": number})
 
-    def _seed_artifact(self, spec: dict, author: str) -> str:
+    def _seed_artifact(self, spec: dict, author: str, created: str) -> str:
         number = spec.get("number") or (10000 + len(self.artifacts) + 1)
         don = self.don("artifact", str(number))
-        created = self.now()
         content_b64 = spec.get("content_b64")
         size = len(base64.b64decode(content_b64)) if content_b64 is not None else int(spec.get("size", 0))
         self.artifacts[don] = {"id": don, "display_id": f"artifact-{number}", "created_by": author,
@@ -398,7 +397,8 @@ class DevRevSandbox:
                  url_ttl: float = 300.0, faults: Faults | None = None,
                  validator: Callable[[str, Any, int, Any], None] | None = None,
                  state_file: str | None = None, port: int = 0, files_port: int = 0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 on_request: Callable[["DevRevSandbox", dict], None] | None = None):
         self.token = token
         self.page_cap = page_cap
         self.rate_limit = rate_limit
@@ -410,6 +410,7 @@ class DevRevSandbox:
         self.url_ttl = url_ttl
         self.faults = faults or Faults()
         self.validator = validator
+        self.on_request = on_request
         self.state_file = state_file
         self.clock = clock
         self.state = SandboxState(clock=clock)
@@ -458,8 +459,13 @@ class DevRevSandbox:
         return self
 
     def stop(self) -> None:
+        # shut both servers down at once: each shutdown() waits up to a poll interval
+        stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for server in self._servers:
-            server.shutdown()
             server.server_close()
         self._servers.clear()
 
@@ -493,6 +499,14 @@ class DevRevSandbox:
     def clear_log(self) -> None:
         with self._log_lock:
             self.request_log.clear()
+
+    def add_ticket(self, spec: dict) -> str:
+        """Create a ticket now (as an integration would), from a seed-format spec; its DON."""
+        with self.state.lock:
+            number = 1 + max((int(w["display_id"].split("-")[1]) for w in self.state.works.values()), default=0)
+            self.state._seed_work(spec, number)
+            self._persist()
+            return self.state.don("ticket", str(number))
 
     def script(self, endpoint: str, *answers: Scripted) -> None:
         """Answer the next calls of `endpoint` with these canned answers, in order."""
@@ -548,8 +562,9 @@ class DevRevSandbox:
         route = ROUTES.get(endpoint)
         if route is None:
             return self._answer(handler, entry, endpoint, body, ApiError(404, None, "route not found"))
-        if method == "GET" and not route.readonly:
-            return self._answer(handler, entry, endpoint, body, ApiError(404, None, "route not found"))
+        if method == "GET" and not route.readonly:  # no such route: not this operation's answer to validate
+            return self._answer(handler, entry, endpoint, body, ApiError(404, None, "route not found"),
+                                validate=False)
         drop_after = (endpoint in WRITE_ENDPOINTS and self.faults.drop_after_write_rate
                       and self._chance(self.faults.drop_after_write_rate))
         try:
@@ -560,6 +575,8 @@ class DevRevSandbox:
                     self._persist()
         except ApiError as exc:
             result = exc
+        if self.on_request is not None:
+            self.on_request(self, entry)
         if drop_after and entry.get("applied"):
             entry["fault"] = "drop_after_write"
             entry["status"] = None
@@ -774,6 +791,9 @@ def _safe_text(raw: bytes) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle plus the
+    # client's delayed ACK add ~40 ms to every answer
+    disable_nagle_algorithm = True
 
     def do_POST(self):
         self.handle_request("POST")
@@ -905,7 +925,7 @@ def _set_field(sb, body: dict, name: str, *, allow_empty: bool) -> list[str] | N
     resolved = []
     for value in ids:
         user = _resolve(sb, value, name, sb.state.users, reference=True)
-        if user.get("_retired"):
+        if _is_retired(sb, user):
             raise ApiError(404, "not_found", f"user {value} not found")
         resolved.append(user["id"])
     return resolved

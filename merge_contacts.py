@@ -254,7 +254,7 @@ def _client(args, stop: threading.Event):
             sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json"),
                                     merge_retire_after_gets=1).start()
             log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
-            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 6000,
+            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
                                   stop_event=stop, pool_size=max(16, args.workers * 2))
         else:
             try:
@@ -381,7 +381,9 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
     aborted = False
     if args.max_merges:
         unfinished = [m for m in merge_sets if (journal.set_record(set_key(m)) or {}).get("status") not in FINISHED]
-        todo = unfinished[: args.max_merges]
+        chosen = {m.key for m in unfinished[: args.max_merges]}
+        # finished sets cost no call and keep their place in the report
+        todo = [m for m in merge_sets if m.key in chosen or m not in unfinished]
     try:
         for ms, result in _run_sets(todo, merger.merge, args.workers, stop, "merge"):
             if isinstance(result, RunInterrupted):
@@ -399,7 +401,10 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
                 aborted = True
                 exit_code = _worse(exit_code, EXIT_FAILED)
                 continue
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                stop.set()
+                raise result
+            if isinstance(result, Exception):
                 log.debug("unexpected error", exc_info=result)
                 result = {"email": ms.email, "set_key": set_key(ms), "status": "failed",
                           "error": f"unexpected error: {type(result).__name__}: {result}", "duplicates": []}

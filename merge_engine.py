@@ -58,7 +58,7 @@ class MergeOptions:
     keep_duplicate: bool = False
     allow_cross_org: bool = False
     merge_timeout: float = 120.0
-    poll_start: float = 0.25
+    poll_start: float = 0.2
     poll_cap: float = 4.0
     max_rounds: int = 3
 
@@ -112,15 +112,31 @@ def _pages(n: int, page_limit: int) -> int:
     return max(1, math.ceil(n / page_limit))
 
 
-def estimate_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT) -> int:
-    """API calls a real run needs for one duplicate (backup reads, moves, checks, merge)."""
-    reads = _pages(len(snapshot.tickets), page_limit) + _pages(len(snapshot.conversations), page_limit)
-    reads += sum(_pages(len(es), page_limit) for es in snapshot.entries.values())
-    reads += len(snapshot.attachments)                       # artifacts.locate
-    moves = 2 * len(snapshot.objects)                        # fresh read + update
-    verify = 4                                               # by duplicate and by primary
-    finish = 1 + 2                                           # merge + polls
-    return reads + moves + verify + finish
+def backup_read_calls(snapshot: Snapshot, page_limit: int) -> int:
+    """Reads that list and back up what one duplicate owns (as `backup.collect` makes them)."""
+    calls = _pages(len(snapshot.tickets), page_limit) + _pages(len(snapshot.conversations), page_limit)
+    calls += sum(_pages(len(es), page_limit) for es in snapshot.entries.values())
+    return calls + len(snapshot.attachments)                 # one artifacts.locate each
+
+
+def minimum_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, merge: bool = True) -> int:
+    """The least any careful merge of one duplicate costs: the backup's reads, one update per
+    moved item, the listings that show it owns nothing, then rev-users.merge and one poll."""
+    return backup_read_calls(snapshot, page_limit) + len(snapshot.objects) + 2 + (2 if merge else 0)
+
+
+def estimate_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, merge: bool = True) -> int:
+    """What this tool spends on one duplicate: the minimum plus the fresh paged re-read of the
+    tickets and conversations taken right before they are moved."""
+    fresh = (_pages(len(snapshot.tickets), page_limit) if snapshot.tickets else 0) + \
+        (_pages(len(snapshot.conversations), page_limit) if snapshot.conversations else 0)
+    return minimum_calls(snapshot, page_limit, merge=merge) + fresh
+
+
+def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
+    """Calls per set besides its duplicates: the live reads of each contact and the
+    external_ref update of the primary."""
+    return 1 + duplicates + (1 if merge else 0)
 
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
@@ -135,11 +151,12 @@ def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> di
     record["primary"] = {"id": primary["id"], "display_id": primary.get("display_id"),
                          "external_ref": primary.get("external_ref")}
     record["duplicates"] = []
-    calls = 1 + len(duplicates) + 2                          # live gets + external_ref read and write
+    merging = not options.keep_duplicate
+    calls = set_overhead_calls(len(duplicates), merge=merging)
     size = 0
     for dup in duplicates:
         snap = collect(client, dup["id"])
-        calls += estimate_calls(snap, client.page_limit)
+        calls += estimate_calls(snap, client.page_limit, merge=merging)
         size += estimate_size(snap)
         record["duplicates"].append({
             "id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
@@ -150,8 +167,6 @@ def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> di
             "conversation_ids": [c["id"] for c in snap.conversations],
             "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
             "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes})
-    if options.keep_duplicate:
-        calls -= 2 + 3 * len(duplicates)
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
@@ -264,7 +279,7 @@ class SetMerger:
                                 f"{self.options.max_rounds} rounds; stop the integration and re-run")
             folder = self._backup(key, ms, ctx, dup, round_no, out)
             self._move_all(key, folder, dup, primary_id, round_no)
-            leftovers = self._verify(key, dup, primary_id, round_no)
+            leftovers = self._verify(key, dup, round_no)
             if not leftovers:
                 verified_here = True
                 break
@@ -342,35 +357,54 @@ class SetMerger:
         return {"drift_appeared": sorted(now - before), "drift_vanished": sorted(before - now)}
 
     def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
+        """Move what the backup lists, from one fresh paged read taken right before the writes."""
         moves = load_metadata(folder)["moves"]
-        for item in moves["tickets"]:
-            self._move(key, f"{dup['id']}|ticket|{round_no}|{item['id']}", item, "reported_by", dup["id"],
-                       primary_id, self.client.get_work, self.client.set_ticket_reporters)
-        for item in moves["conversations"]:
-            self._move(key, f"{dup['id']}|conversation|{round_no}|{item['id']}", item, "members", dup["id"],
-                       primary_id, self.client.get_conversation, self.client.set_conversation_members)
+        plan = (("ticket", "reported_by", moves["tickets"], self.client.list_tickets, self.client.get_work,
+                 self.client.set_ticket_reporters),
+                ("conversation", "members", moves["conversations"], self.client.list_conversations,
+                 self.client.get_conversation, self.client.set_conversation_members))
+        for kind, field_name, items, listing, read, write in plan:
+            steps = {item["id"]: f"{dup['id']}|{kind}|{round_no}|{item['id']}" for item in items}
+            pending = [item for item in items if not self.journal.is_done(key, steps[item["id"]])]
+            if not pending:
+                continue
+            fresh = {obj["id"]: obj for obj in listing(dup["id"])}
+            for item in pending:
+                self._move(key, steps[item["id"]], item, field_name, dup["id"], primary_id, fresh.get(item["id"]),
+                           read, write)
 
-    def _move(self, key, step, item, field_name, dup_id, primary_id, read, write) -> None:
+    def _move(self, key, step, item, field_name, dup_id, primary_id, fresh: dict | None, read, write) -> None:
+        """Swap the duplicate for the primary on one item, journaled; never twice."""
         previous = self.journal.step(key, step)
-        if previous and previous["status"] == "done":
-            return
+        if fresh is None:
+            # The duplicate is no longer on it. If we sent the change before an interruption,
+            # confirm with a read that DevRev applied it; otherwise someone else changed it.
+            if previous is None:
+                self.journal.done(key, step, {"already": True})
+                return
+            try:
+                current = ids_of(read(item["id"]).get(field_name))
+            except NotFoundError:
+                self.journal.done(key, step, {"vanished": True})
+                log.warning("%s vanished from DevRev", item["display_id"])
+                return
+            if dup_id in current:  # listing lag: treat as still to move
+                fresh = {field_name: [{"id": i} for i in current]}
+            else:
+                data = {"before": previous["data"]["before"], "after": current, "confirmed_by": "fresh read"} \
+                    if primary_id in current else {"already": True, "now": current}
+                self.journal.done(key, step, data)
+                return
+        current = ids_of(fresh.get(field_name))
+        wanted = swap_user(current, dup_id, primary_id)
+        self.journal.intent(key, step, {"before": current, "after": wanted})
         try:
-            current = ids_of(read(item["id"]).get(field_name))
+            updated = ids_of(write(item["id"], wanted).get(field_name))
         except NotFoundError:
             self.journal.done(key, step, {"vanished": True})
             log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
             return
-        if dup_id not in current:
-            if previous and primary_id in current:
-                # sent before an interruption and applied by DevRev: confirm, do not resend
-                self.journal.done(key, step, {"before": previous["data"]["before"], "after": current,
-                                              "confirmed_by": "fresh read"})
-            else:
-                self.journal.done(key, step, {"already": True, "now": current})
-            return
-        wanted = swap_user(current, dup_id, primary_id)
-        self.journal.intent(key, step, {"before": current, "after": wanted})
-        updated = ids_of(write(item["id"], wanted).get(field_name))
+        # DevRev's answer is the item as it now stands: it must list the primary, not the duplicate.
         if dup_id in updated or primary_id not in updated:
             raise SetFailed(f"{item['display_id']}: DevRev did not apply the new {field_name} ({updated})")
         self.journal.done(key, step, {"before": current, "after": updated})
@@ -380,30 +414,13 @@ class SetMerger:
         return not next(iter(self.client.list_tickets(dup_id)), None) and \
             not next(iter(self.client.list_conversations(dup_id)), None)
 
-    def _verify(self, key: str, dup: dict, primary_id: str, round_no: int) -> list[str]:
-        """[] when the duplicate owns nothing and every moved item lists the primary."""
+    def _verify(self, key: str, dup: dict, round_no: int) -> list[str]:
+        """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
         left = [display_of(o) for o in self.client.list_tickets(dup["id"])]
         left += [display_of(o) for o in self.client.list_conversations(dup["id"])]
         if left:
             return left
-        steps = self.journal.steps(key)
-        moved = {"ticket": set(), "conversation": set()}
-        for name, step in steps.items():
-            parts = name.split("|")
-            if parts[0] == dup["id"] and parts[1] in moved and step["status"] == "done" \
-                    and not (step["data"] or {}).get("vanished"):
-                moved[parts[1]].add(parts[3])
-        if moved["ticket"]:
-            missing = moved["ticket"] - {t["id"] for t in self.client.list_tickets(primary_id)}
-            if missing:
-                raise SetFailed(f"tickets moved from {dup['display_id']} do not list the primary: {sorted(missing)}")
-        if moved["conversation"]:
-            missing = moved["conversation"] - {c["id"] for c in self.client.list_conversations(primary_id)}
-            if missing:
-                raise SetFailed(f"conversations moved from {dup['display_id']} do not list the primary: "
-                                f"{sorted(missing)}")
-        self.journal.done(key, f"{dup['id']}|verify|{round_no}",
-                          {"tickets": len(moved["ticket"]), "conversations": len(moved["conversation"])})
+        self.journal.done(key, f"{dup['id']}|verify|{round_no}", {"owns_nothing": True})
         return []
 
     # ------------------------------------------------------------------ retiring
@@ -456,7 +473,9 @@ class SetMerger:
         if self.journal.is_done(key, step):
             return target
         primary_id = ctx["primary"]["id"]
-        current = self.client.get_rev_user(primary_id).get("external_ref")
+        current = ctx["primary"]["external_ref"]  # as the live check read it; only this step changes it
+        if self.journal.step(key, step):  # interrupted after the intent: read what DevRev holds now
+            current = self.client.get_rev_user(primary_id).get("external_ref")
         if current != target:
             self.journal.intent(key, step, {"before": current, "after": target})
             deadline = self.clock() + self.options.merge_timeout

@@ -6,6 +6,7 @@ from DevRev's OpenAPI spec); a mismatch fails the test that caused it.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -56,18 +57,23 @@ def make_sandbox():
     """
     started = []
 
-    def factory(seed=None, *, spec_requests: bool = True, **kwargs):
+    def factory(seed=None, *, spec_requests: bool = True, file_auth_expected: bool = False, **kwargs):
         recorder = SpecRecorder(check_requests=spec_requests)
         kwargs.setdefault("token", TEST_TOKEN)
         sandbox = DevRevSandbox(seed, validator=recorder, **kwargs).start()
-        started.append((sandbox, recorder))
+        started.append((sandbox, recorder, file_auth_expected))
         return sandbox
 
     yield factory
     problems = []
-    for sandbox, recorder in started:
+    for sandbox, recorder, file_auth_expected in started:
         sandbox.stop()
         problems += recorder.problems
+        if not file_auth_expected:
+            leaked = [e["path"] for e in sandbox.request_log if e["server"] == "files" and e["auth"]]
+            problems += [f"the attachment host received an Authorization header: {p}" for p in leaked]
+        if TEST_TOKEN in json.dumps(sandbox.request_log, default=str):
+            problems.append("the token appears in the emulator's request log")
     assert not problems, "DevRev spec mismatches:\n" + "\n".join(sorted(set(problems))[:30])
 
 
@@ -88,7 +94,41 @@ def make_client():
         client.close()
 
 
+def _files_holding(root: str, secret: bytes) -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as fh:
+                    if secret in fh.read():
+                        found.append(path)
+            except OSError:
+                pass
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """After the whole suite: the test token is in no file any test wrote (logs, reports,
+    backups, savepoints, samples). Tests that write the token on purpose (a .env file)
+    name that file `.env`."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    try:
+        root = str(factory.getbasetemp())
+    except (OSError, ValueError):
+        return
+    leaks = [p for p in _files_holding(root, TEST_TOKEN.encode()) if os.path.basename(p) != ".env"]
+    if leaks:
+        session.config._token_leaks = leaks
+        session.exitstatus = 1
+
+
 def pytest_terminal_summary(terminalreporter):
+    leaks = getattr(terminalreporter.config, "_token_leaks", None)
+    if leaks:
+        terminalreporter.write_line("THE TEST TOKEN WAS WRITTEN TO: " + ", ".join(leaks[:10]), red=True)
     terminalreporter.write_line(
         f"DevRev spec validation: {SPEC_STATS['requests']} requests and {SPEC_STATS['responses']} responses "
         f"checked, {SPEC_STATS['mismatches']} mismatches")

@@ -1,0 +1,106 @@
+"""Helpers for end-to-end merge tests: run the CLI in-process, compare emulator states."""
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import os
+
+import merge_contacts
+from conftest import TEST_TOKEN
+from sandbox_dataset import Dataset
+
+
+class MergeRun:
+    """A tmp working directory wired to one emulator and one contacts CSV."""
+
+    def __init__(self, tmp_path, sandbox, dataset: Dataset | None = None, monkeypatch=None, csv_text: str | None = None):
+        self.dir = tmp_path
+        self.sandbox = sandbox
+        self.csv = str(tmp_path / "contacts.csv")
+        with open(self.csv, "w", encoding="utf-8", newline="") as fh:
+            fh.write(csv_text if csv_text is not None else dataset.csv_text())
+        if monkeypatch is not None:
+            monkeypatch.chdir(tmp_path)
+            monkeypatch.setenv("DEVREV_API_TOKEN", TEST_TOKEN)
+            monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url)
+            monkeypatch.setenv("DEVREV_RATE_LIMIT", "1000000")
+
+    def paths(self) -> list[str]:
+        return ["--csv", self.csv, "--report-dir", str(self.dir / "reports"), "--log-dir", str(self.dir / "logs"),
+                "--backup-dir", str(self.dir / "backups"), "--savepoint", str(self.dir / "savepoints" / "j.sqlite3")]
+
+    def run(self, *args: str) -> int:
+        return merge_contacts.main(self.paths() + list(args))
+
+    def preview(self, *args: str) -> int:
+        return self.run("--preview", *args)
+
+    def latest_report(self, kind: str = "merge_report") -> dict:
+        paths = sorted(glob.glob(str(self.dir / "reports" / f"{kind}_*.json")), key=os.path.getmtime)
+        with open(paths[-1], encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def backups(self) -> list[str]:
+        root = self.dir / "backups"
+        return sorted(str(root / n) for n in os.listdir(root)) if root.exists() else []
+
+
+def _ids(users) -> list[str]:
+    return [u["id"] for u in users or []]
+
+
+_USER_TYPES = {"rev_user", "dev_user", "sys_user", "service_account"}
+
+
+def _summaries_to_ids(value):
+    """User summaries embed the user's current external_ref and state: compare ids only."""
+    if isinstance(value, dict):
+        if value.get("type") in _USER_TYPES and "id" in value:
+            return value["id"]
+        return {k: _summaries_to_ids(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_summaries_to_ids(v) for v in value]
+    return value
+
+
+def normalized(dump: dict) -> dict:
+    """An emulator state with references as ids and edit stamps dropped, for comparing runs."""
+    out = {"rev_users": {}, "works": {}, "conversations": {},
+           "timeline_entries": _summaries_to_ids(dump["timeline_entries"]),
+           "artifacts": _summaries_to_ids(dump["artifacts"])}
+    for uid, user in dump["rev_users"].items():
+        out["rev_users"][uid] = {"email": user.get("email"), "external_ref": user.get("external_ref"),
+                                 "retired": user["_retired"], "state": user["_state"],
+                                 "display_name": user.get("display_name")}
+    for kind, field in (("works", "reported_by"), ("conversations", "members")):
+        for oid, obj in dump[kind].items():
+            item = _summaries_to_ids({k: v for k, v in obj.items() if k not in (
+                "modified_date", "modified_by", "reported_by", "owned_by", "members", "created_by")})
+            item[field] = _ids(obj.get(field))
+            item["owned_by"] = _ids(obj.get("owned_by"))
+            item["created_by"] = obj["created_by"]["id"]
+            out[kind][oid] = item
+    return json.loads(json.dumps(out, sort_keys=True))
+
+
+def expected_after_merge(before: dict, sandbox, dataset: Dataset, merged_emails: set[str]) -> dict:
+    """What a correct run does to `before`: nothing but the moves, retirements and refs."""
+    state = copy.deepcopy(before)
+    for ms in dataset.merge_sets:
+        if ms["email"] not in merged_emails:
+            continue
+        primary = sandbox.key_id(ms["primary"])
+        dups = [sandbox.key_id(k) for k in ms["duplicates"]]
+        for kind, field in (("works", "reported_by"), ("conversations", "members")):
+            for obj in state[kind].values():
+                for dup in dups:
+                    if dup in obj[field]:
+                        obj[field] = list(dict.fromkeys(primary if u == dup else u for u in obj[field]))
+        for dup in dups:
+            state["rev_users"][dup]["retired"] = True
+            state["rev_users"][dup]["state"] = "deleted"
+        newest = max(dups, key=lambda d: [u for u in dataset.seed["rev_users"]
+                                          if sandbox.key_id(u["key"]) == d][0]["modified_date"])
+        state["rev_users"][primary]["external_ref"] = before["rev_users"][newest]["external_ref"]
+    return state

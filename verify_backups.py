@@ -1,0 +1,169 @@
+"""Check every backup folder before you rely on it: the integrity audit of backups/.
+
+A merge is only undoable while its backup is whole. Disks fill, files get copied
+half-way, someone "tidies" a folder, a crash leaves a `.partial` behind: none of that
+shows until the day the backup is needed. This command re-checks every backup under
+a folder against the manifest written with it (`verification.json`: path, size and
+sha256 of every file, and the counts of tickets, conversations, entries, messages and
+attachments) and says, per backup, OK or exactly which file is wrong and why.
+
+    python verify_backups.py --backup-dir backups/ [--json] [--quick] [--report-dir reports]
+
+Each run also writes an integrity report, `<report-dir>/integrity_<UTC time>.json`,
+with every backup's result, so an audit leaves a trace.
+
+Exit codes: 0 every backup verified; 1 at least one failed (or the report could not
+be written); 2 bad usage (the folder is missing, not a folder, or holds no backups).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+import backup
+from fileutil import atomic_write_json, make_private_dir
+
+REPORT_FORMAT = 1
+
+
+class UsageError(Exception):
+    """Bad usage: reported as one `error: ...` line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line instead of usage + traceback-like noise
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="verify_backups.py",
+                description="Verify every backup folder (complete and .partial) under --backup-dir.")
+    p.add_argument("--backup-dir", required=True, help="the folder holding the backup folders (e.g. backups/)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
+    p.add_argument("--quick", action="store_true",
+                   help="compare file sizes only, not sha256 (catches truncation, not a same-size change)")
+    p.add_argument("--report-dir", default="reports",
+                   help="where the integrity report JSON goes (default: reports/)")
+    return p
+
+
+def printable(text: str) -> str:
+    """Escape control and format characters so a hostile name cannot drive the terminal."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+
+
+def backup_folders(backup_dir: str, report_dir: str | None = None) -> list[str]:
+    """backup.find_backups(), less the report folder if it was put inside the backup folder."""
+    skip = os.path.realpath(report_dir) if report_dir else None
+    return [f for f in backup.find_backups(backup_dir) if os.path.realpath(f) != skip]
+
+
+def check_all(folders: list[str], *, quick: bool = False) -> list[backup.Verification]:
+    """verify_backup() for each folder; never raises on a bad backup."""
+    results = []
+    for folder in folders:
+        try:
+            results.append(backup.verify_backup(folder, quick=quick))
+        except OSError as exc:  # e.g. the folder vanished or became unreadable mid-check
+            failed = backup.Verification(folder)
+            failed.add(".", f"cannot be checked ({exc.strerror or exc})")
+            results.append(failed)
+    return results
+
+
+def build_report(backup_dir: str, results: list[backup.Verification], *, quick: bool,
+                 checked_at: datetime) -> dict:
+    ok = sum(1 for r in results if r.ok)
+    return {"format": REPORT_FORMAT,
+            "checked_at": checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "backup_dir": os.path.abspath(backup_dir),
+            "mode": "quick (sizes only)" if quick else "full (sizes and sha256)",
+            "totals": {"backups": len(results), "ok": ok, "failed": len(results) - ok},
+            "backups": [r.to_json() for r in results]}
+
+
+def report_path(report_dir: str, checked_at: datetime) -> str:
+    """`integrity_<UTC timestamp>.json`, with -2, -3 ... if that second is taken."""
+    stem = f"integrity_{checked_at.strftime('%Y%m%dT%H%M%SZ')}"
+    path = os.path.join(report_dir, f"{stem}.json")
+    n = 1
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(report_dir, f"{stem}-{n}.json")
+    return path
+
+
+def format_lines(results: list[backup.Verification]) -> list[str]:
+    """`OK <folder>`, or one `FAILED <folder>: <path>: <reason>` per problem; then the summary."""
+    lines = []
+    for r in results:
+        if r.ok:
+            lines.append(f"OK {printable(r.folder)}")
+        for path, reason in r.problems:
+            lines.append(f"FAILED {printable(r.folder)}: {printable(path)}: {printable(reason)}")
+    ok = sum(1 for r in results if r.ok)
+    lines.append(f"{len(results)} backups checked: {ok} OK, {len(results) - ok} FAILED")
+    return lines
+
+
+def _check_usage(args) -> list[str]:
+    if not os.path.exists(args.backup_dir):
+        raise UsageError(f"backup folder not found: {args.backup_dir}")
+    if not os.path.isdir(args.backup_dir):
+        raise UsageError(f"not a folder: {args.backup_dir}")
+    if os.path.exists(args.report_dir) and not os.path.isdir(args.report_dir):
+        raise UsageError(f"--report-dir is not a folder: {args.report_dir}")
+    try:
+        found = backup_folders(args.backup_dir, args.report_dir)
+    except OSError as exc:
+        raise UsageError(f"cannot list {args.backup_dir}: {exc.strerror or exc}") from None
+    if not found:
+        raise UsageError(f"no backups in {args.backup_dir}")
+    return found
+
+
+def main(argv=None) -> int:
+    """Verify every backup under --backup-dir; 0 all OK, 1 any FAILED, 2 bad usage."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        folders = _check_usage(args)
+    except UsageError as exc:
+        print(f"error: {printable(exc)}", file=sys.stderr)
+        return 2
+
+    checked_at = datetime.now(timezone.utc)
+    started = time.monotonic()
+    results = check_all(folders, quick=args.quick)
+    report = build_report(args.backup_dir, results, quick=args.quick, checked_at=checked_at)
+    report["seconds"] = round(time.monotonic() - started, 3)
+    all_ok = all(r.ok for r in results)
+
+    path = None
+    try:
+        make_private_dir(args.report_dir)
+        path = report_path(args.report_dir, checked_at)
+        atomic_write_json(path, report)
+    except OSError as exc:
+        print(f"error: could not write the integrity report in {printable(args.report_dir)}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        path = None
+
+    if args.json:
+        print(json.dumps(dict(report, report=path), indent=2, sort_keys=True))
+        if path:
+            print(f"integrity report: {printable(path)}", file=sys.stderr)
+    else:
+        for line in format_lines(results):
+            print(line)
+        if path:
+            print(f"integrity report: {printable(path)}")
+    return 0 if all_ok and path else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
