@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 REQUIRED_COLUMNS = ("REV_USER_ID", "EMAIL", "EXTERNAL_REF")
@@ -35,7 +36,7 @@ CSV_SKIP_REASONS = {
 _DISPLAY_ID = re.compile(r"REVU-[A-Za-z0-9]{1,64}")
 _DON = re.compile(r"don:identity:[a-z0-9-]{1,32}:devo/[A-Za-z0-9]{1,64}(?::revo/[A-Za-z0-9]{1,64})?"
                   r":revu/([A-Za-z0-9]{1,64})")
-_EMAIL = re.compile(r"[^@\s/\\<>\"'`,;:()\[\]]{1,64}@[^@\s/\\<>\"'`,;:()\[\]]+\.[^@\s/\\<>\"'`,;:()\[\].]{2,}")
+_EMAIL = re.compile(r"[^@\s/\\<>\"`,;:()\[\]]{1,64}@[^@\s/\\<>\"'`,;:()\[\]]+\.[^@\s/\\<>\"'`,;:()\[\].]{2,}")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MAX_VALUE = 256
 _MAX_EMAIL = 254
@@ -118,9 +119,15 @@ class ContactsFile:
     newline: str = "\r\n"
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def email_key(email: str) -> str:
-    """How rows are grouped and how DevRev's email is compared: trimmed, case-folded."""
-    return email.strip().casefold()
+    """How rows are grouped and how DevRev's email is compared: trimmed, ASCII letters
+    lower-cased. Only ASCII case is folded: Unicode case folding would make different
+    mailboxes one (`straße@` and `strasse@`; a Kelvin sign U+212A and `k`), so
+    a look-alike contact could be merged into someone else's and take over their reference."""
+    return email.strip().translate(_ASCII_LOWER)
 
 
 def user_id_key(rev_user_id: str) -> str:
@@ -171,7 +178,9 @@ def _decode(path: str, data: bytes) -> tuple[str, bool]:
     except UnicodeDecodeError as exc:
         raise CsvInputError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}): "
                             f"export it as UTF-8") from None
-    controls = [ch for ch in text if ord(ch) < 32 and ch not in "\r\n\t"]
+    # C0 (ESC...), DEL and C1 (the 8-bit CSI...): none belongs in a contacts export, and
+    # each can drive a terminal or a log viewer that shows the value
+    controls = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\r\n\t"]
     if len(controls) > 0:
         raise CsvInputError(f"{path} contains control characters (e.g. {controls[0]!r}): not a text CSV")
     return text, bom
@@ -210,6 +219,8 @@ def read_contacts(path: str) -> ContactsFile:
     text, bom = _decode(path, data)
     tap = _LineTap(text)
     reader = csv.reader(tap, strict=True)
+    result = None
+    start_line = 1
     try:
         header = next(reader, None)
         while header is not None and not any(cell.strip() for cell in header):
@@ -219,9 +230,6 @@ def read_contacts(path: str) -> ContactsFile:
         columns = [c.strip().lstrip("\ufeff").strip().upper() for c in header or []]
         if not any(columns):
             raise CsvInputError(f"{path} has no header line (expected {', '.join(REQUIRED_COLUMNS)})")
-        for name in columns:
-            if name and columns.count(name) > 1:
-                raise CsvInputError(f"column {name} appears twice in the header of {path}")
         for name in REQUIRED_COLUMNS:
             if name not in columns:
                 hint = ""
@@ -230,8 +238,13 @@ def read_contacts(path: str) -> ContactsFile:
                         if sep in header[0]:
                             hint = f" (the header looks separated by {sep!r}: the file must be comma-separated)"
                             break
+                if any(is_valid_rev_user_id(cell.strip()) for cell in header):
+                    hint = " (the first line holds a contact, not the header line)"
                 raise CsvInputError(f"the contacts CSV has no {name} column{hint}; "
                                     f"required: {', '.join(REQUIRED_COLUMNS)}")
+        for name in columns:
+            if name and columns.count(name) > 1:
+                raise CsvInputError(f"column {name} appears twice in the header of {path}")
         index = {name: i for i, name in enumerate(columns) if name}
         result = ContactsFile(path, hashlib.sha256(data).hexdigest(), bom, header_raw, columns,
                               newline=_line_end(header_raw))
@@ -268,7 +281,10 @@ def read_contacts(path: str) -> ContactsFile:
                 ticket_count=int(count) if count.isascii() and count.isdigit() else None,
                 created_at=cell.get("CREATED_AT", ""), updated_at=cell.get("UPDATED_AT", ""), raw=raw))
     except csv.Error as exc:
-        raise CsvInputError(f"line {tap.line}: malformed CSV ({exc})") from None
+        # the line the broken record starts on (an unclosed quote swallows the rest of the file)
+        line = start_line if result is not None else tap.line
+        hint = "; a quoted field is never closed" if "unexpected end of data" in str(exc) else ""
+        raise CsvInputError(f"line {line}: malformed CSV ({exc}{hint})") from None
     if not result.rows:
         raise CsvInputError(f"the contacts CSV has a header but no contacts: {path}")
     return result

@@ -261,6 +261,8 @@ class DevRevClient:
             raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
         if any(ch.isspace() or not ch.isprintable() for ch in token):
             raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
+        if not token.isascii():
+            raise ConfigError("DEVREV_API_TOKEN contains non-ASCII characters (smart quotes?): paste the token alone")
         base_url = (base_url or facts.DEFAULT_BASE_URL).strip().rstrip("/")
         check_url_scheme(base_url, "DEVREV_BASE_URL")
         self._token = token
@@ -398,6 +400,7 @@ class DevRevClient:
                 continue
             self.pacer.release(response.headers)
             status = response.status_code
+            log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
             if status == 429:
                 self._count("throttled")
                 retry_after = self._retry_after(response)
@@ -473,12 +476,14 @@ class DevRevClient:
         return cls(self._redact(message), status=status, error_type=error_type, endpoint=endpoint,
                    field_name=field_name)
 
-    def paginate(self, endpoint: str, body: dict, items_key: str) -> Iterator[dict]:
+    def paginate(self, endpoint: str, body: dict, items_key: str, *, strict: bool = False) -> Iterator[dict]:
         """Every item of a list endpoint, following next_cursor to the end.
 
         Stops on a missing next_cursor, and on an empty page whose cursor repeats (the
         facts file's guard). A non-empty page that repeats a cursor would loop forever:
         that raises, because a silently truncated listing could leave a ticket behind.
+        strict: the listing must prove an absence (a contact owns nothing before it is
+        merged), so an empty page repeating its cursor raises instead of ending it.
         """
         seen_cursors: set[str] = set()
         seen_ids: set[str] = set()
@@ -507,7 +512,7 @@ class DevRevClient:
                 raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
                                     f"the listing cannot be trusted", endpoint=endpoint)
             if cursor in seen_cursors:
-                if not items:
+                if not items and not strict:
                     log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
                     return
                 raise ResponseError("DevRev returned the same page cursor twice; the listing cannot be trusted",
@@ -543,6 +548,10 @@ class DevRevClient:
     def list_tickets(self, reported_by: str) -> Iterator[dict]:
         return self.paginate("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")
 
+    def list_reported_works(self, reported_by: str) -> Iterator[dict]:
+        """Every work item (tickets, issues) a user reports: to prove a contact owns nothing."""
+        return self.paginate("works.list", {"reported_by": [reported_by]}, "works", strict=True)
+
     def get_work(self, work_id: str) -> dict:
         return _take(self.call("works.get", {"id": work_id}, retry_transient=True), "work", "works.get")
 
@@ -552,8 +561,8 @@ class DevRevClient:
                                retry_transient=True), "work", "works.update")
 
     # ----------------------------------------------------------------- conversations
-    def list_conversations(self, member: str) -> Iterator[dict]:
-        return self.paginate("conversations.list", {"members": [member]}, "conversations")
+    def list_conversations(self, member: str, *, strict: bool = False) -> Iterator[dict]:
+        return self.paginate("conversations.list", {"members": [member]}, "conversations", strict=strict)
 
     def get_conversation(self, conversation_id: str) -> dict:
         return _take(self.call("conversations.get", {"id": conversation_id}, retry_transient=True),
@@ -635,18 +644,16 @@ class DevRevClient:
         raise DownloadError(f"too many redirects fetching the attachment", endpoint="download")
 
 
-def install_secret_filter(secret: str, logger: logging.Logger | None = None) -> None:
-    """Mask `secret` in every record the handlers of `logger` (default root) emit."""
-    if not secret:
-        return
+class SecretMask(logging.Filter):
+    """Masks a secret (the token) in every record a handler emits: a last line of defence."""
 
-    class _Mask(logging.Filter):
-        def filter(self, record):
+    def __init__(self, secret: str):
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record):
+        if self.secret:
             message = record.getMessage()
-            if secret in message:
-                record.msg, record.args = message.replace(secret, "***"), ()
-            return True
-
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        handler.addFilter(_Mask())
+            if self.secret in message:
+                record.msg, record.args = message.replace(self.secret, "***"), ()
+        return True

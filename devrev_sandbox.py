@@ -200,9 +200,11 @@ class SandboxState:
         return self.keys.get(key) or self.by_display.get(key) or key
 
     def _seed_work(self, spec: dict, number: int) -> None:
-        don = self.don("ticket", str(number))
+        kind = spec.get("type", "ticket")  # "ticket" or "issue"
+        don = self.don(kind, str(number))
         created = spec.get("created_date") or self.now()
-        work = {"type": "ticket", "id": don, "display_id": f"TKT-{number}", "title": spec.get("title", f"Ticket {number}"),
+        prefix = "TKT" if kind == "ticket" else "ISS"
+        work = {"type": kind, "id": don, "display_id": f"{prefix}-{number}", "title": spec.get("title", f"Work {number}"),
                 "reported_by": [self._ref(k) for k in spec.get("reported_by", [])],
                 "owned_by": [self._ref(k) for k in spec.get("owned_by", [])] or [self.admin_id],
                 "created_by": self._ref(spec.get("created_by", spec.get("reported_by", ["SYSU-1"])[0] if spec.get("reported_by") else "SYSU-1")),
@@ -212,8 +214,11 @@ class SandboxState:
         work["modified_by"] = work["created_by"]
         if spec.get("body"):
             work["body"] = spec["body"]
-        if spec.get("workspace"):
+        if spec.get("workspace") and kind == "ticket":
             work["rev_org"] = self._ref(spec["workspace"])
+        if kind != "ticket":  # ticket-only fields
+            for name in ("severity", "source_channel"):
+                del work[name]
         work["artifacts"] = [self._seed_artifact(a, work["created_by"], created) for a in spec.get("artifacts", [])]
         self.works[don] = work
         self.by_display[work["display_id"]] = don
@@ -501,12 +506,13 @@ class DevRevSandbox:
             self.request_log.clear()
 
     def add_ticket(self, spec: dict) -> str:
-        """Create a ticket now (as an integration would), from a seed-format spec; its DON."""
+        """Create a ticket (or, with "type": "issue", an issue) now, as an integration would,
+        from a seed-format spec; returns its DON."""
         with self.state.lock:
             number = 1 + max((int(w["display_id"].split("-")[1]) for w in self.state.works.values()), default=0)
             self.state._seed_work(spec, number)
             self._persist()
-            return self.state.don("ticket", str(number))
+            return self.state.don(spec.get("type", "ticket"), str(number))
 
     def script(self, endpoint: str, *answers: Scripted) -> None:
         """Answer the next calls of `endpoint` with these canned answers, in order."""

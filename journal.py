@@ -8,6 +8,7 @@ is sent again. Every change is also appended to `events`, an audit trail.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -51,6 +52,12 @@ CREATE TABLE IF NOT EXISTS events (
 FINISHED = ("merged", "moved_only")
 
 
+def is_finished(status: str | None, keep_duplicate: bool) -> bool:
+    """Nothing left to do for a set: merged, or moved when the duplicates are to be kept
+    (a set moved with --keep-duplicate is merged by a later run without it)."""
+    return status == "merged" or (keep_duplicate and status == "moved_only")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -62,11 +69,22 @@ class JournalError(Exception):
 class Journal:
     """Thread-safe access to one savepoint file; every method commits durably."""
 
-    def __init__(self, path: str, run_id: str):
+    def __init__(self, path: str, run_id: str, *, exclusive: bool = False):
+        """exclusive: hold an advisory lock on `<path>.lock` for the life of this object, so two
+        runs (a cron job and a manual run) can never work from the same savepoint at once."""
         self.path = path
         self.run_id = run_id
         self._lock = threading.Lock()
         make_private_dir(os.path.dirname(os.path.abspath(path)))
+        self._lock_fd = None
+        if exclusive:
+            self._lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self._lock_fd)
+                raise JournalError(f"another run is using the savepoint {path}: wait for it to finish "
+                                   f"(or stop it with Ctrl-C), then re-run") from None
         if not os.path.exists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
         try:
@@ -75,6 +93,8 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             raise JournalError(f"the savepoint file {path} cannot be used ({exc}): move it aside only if "
                                f"you know no merge is half done") from None
         for suffix in ("", "-wal", "-shm"):
@@ -84,6 +104,9 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the run lock
+            self._lock_fd = None
 
     # ------------------------------------------------------------------ writes
     def _event(self, set_key: str, step: str | None, status: str, data: Any) -> None:

@@ -25,11 +25,12 @@ from datetime import datetime, timezone
 
 from dotenv import load_dotenv
 
+import devrev_assumptions as facts
 import reports
 from contacts_csv import CsvInputError, MergeSet, email_key, group_contacts, read_contacts
 from devrev_client import (TOOL_VERSION, AuthError, ConfigError, DevRevClient, DevRevError, RunInterrupted,
-                           install_secret_filter)
-from journal import FINISHED, Journal, JournalError
+                           SecretMask)
+from journal import Journal, JournalError, is_finished
 from merge_engine import MergeOptions, RunAborted, SetMerger, preview_set, set_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -138,11 +139,15 @@ def run_logging(log_dir: str | None, run_id: str, secret: str | None):
             "%(asctime)s [%(run_id)s] %(levelname)s %(threadName)s %(name)s: %(message)s"))
         handlers.append(file_handler)
     for handler in handlers:
+        handler.addFilter(SecretMask(secret or ""))
         handler.addFilter(_RunIdFilter(run_id))
         root.addHandler(handler)
     root.setLevel(logging.DEBUG)
-    if secret:
-        install_secret_filter(secret, root)
+    # urllib3's DEBUG lines carry whole URLs, presigned download signatures included; the
+    # client logs each call itself (endpoint, status, time)
+    urllib3_logger = logging.getLogger("urllib3")
+    old_urllib3_level = urllib3_logger.level
+    urllib3_logger.setLevel(logging.INFO)
     try:
         yield log_path
     finally:
@@ -150,6 +155,7 @@ def run_logging(log_dir: str | None, run_id: str, secret: str | None):
             root.removeHandler(handler)
             handler.close()
         root.setLevel(old_level)
+        urllib3_logger.setLevel(old_urllib3_level)
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -201,6 +207,10 @@ def main(argv=None) -> int:
         except UsageError as exc:
             log.error("%s", exc)
             return EXIT_USAGE
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+            print("Stopped at once. The savepoint is consistent: re-run the same command to resume.",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
@@ -218,18 +228,18 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
             raise UsageError(f"no contact with email {args.only!r} in {csv_path}")
     preview_path = None
     if not args.preview and not args.skip_preview_check:
-        preview_path = reports.find_preview(args.report_dir, contacts.sha256)
+        preview_path = reports.find_preview(args.report_dir, contacts.sha256, _target(args))
         if preview_path is None:
-            raise UsageError(f"no preview of this CSV in {args.report_dir}/: run with --preview first and read it "
-                             f"(or pass --skip-preview-check)")
+            raise UsageError(f"no complete preview of this CSV against {_target(args)} in {args.report_dir}/: run "
+                             f"with --preview first and read it (or pass --skip-preview-check)")
     log.info("run %s (%s %s): %d merge sets and %d skipped groups in %s; log %s", run_id,
              "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
              len(merge_sets), len(skipped), csv_path, log_path or "off")
     stop = threading.Event()
     with _client(args, stop) as client, graceful_stop(stop):
-        options = MergeOptions(backup_dir=args.backup_dir, run_id=run_id, keep_duplicate=args.keep_duplicate,
+        options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id, keep_duplicate=args.keep_duplicate,
                                allow_cross_org=args.allow_cross_org, merge_timeout=args.merge_timeout)
-        common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(),
+        common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(), "target": _target(args, client),
                   "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
                   "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
                   "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
@@ -239,6 +249,15 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
         if args.preview:
             return _preview(args, client, merge_sets, options, common, stop, savepoint)
         return _merge(args, client, merge_sets, options, common, stop, savepoint, preview_path)
+
+
+def _target(args, client=None) -> str:
+    """Where the run goes: the sandbox, or DevRev's base URL (a preview must match it)."""
+    if args.sandbox:
+        return "sandbox"
+    if client is not None:
+        return client.base_url
+    return (os.environ.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL).strip().rstrip("/")
 
 
 @contextlib.contextmanager
@@ -309,7 +328,7 @@ def _preview(args, client, merge_sets, options, common, stop, savepoint) -> int:
 
     def work(ms: MergeSet):
         record = journal.set_record(set_key(ms)) if journal else None
-        if record and record["status"] in FINISHED:
+        if record and is_finished(record["status"], args.keep_duplicate):
             return {"email": ms.email, "set_key": set_key(ms), "status": "already_" + record["status"],
                     "detail": f"finished in run {record['run_id']} (savepoint)"}
         return preview_set(client, ms, options)
@@ -335,6 +354,8 @@ def _preview(args, client, merge_sets, options, common, stop, savepoint) -> int:
     finally:
         if journal:
             journal.close()
+    if stop.is_set() and exit_code != EXIT_USAGE:
+        exit_code = EXIT_INTERRUPTED
     ordered = [records[m.key] for m in merge_sets if m.key in records]
     preview = dict(common, kind="preview", created_at=_now(), sets=ordered, complete=exit_code == EXIT_OK)
     preview["totals"] = _preview_totals(preview)
@@ -370,35 +391,52 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
         with open(preview_path, encoding="utf-8") as fh:
             previews = {email_key(s["email"]): s for s in json.load(fh).get("sets", [])}
     try:
-        journal = Journal(savepoint, options.run_id)
+        journal = Journal(savepoint, options.run_id, exclusive=True)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
+    log.info("savepoint %s", os.path.abspath(savepoint))
     started = time.monotonic()
     merger = SetMerger(client, journal, options, previews)
     outcomes: dict[str, dict] = {}
     exit_code = EXIT_OK
     todo = merge_sets
-    aborted = False
+    stopped_by = None  # "auth" or "abort" when the tool itself stopped the run
     if args.max_merges:
-        unfinished = [m for m in merge_sets if (journal.set_record(set_key(m)) or {}).get("status") not in FINISHED]
+        unfinished = [m for m in merge_sets
+                      if not is_finished((journal.set_record(set_key(m)) or {}).get("status"), args.keep_duplicate)]
         chosen = {m.key for m in unfinished[: args.max_merges]}
         # finished sets cost no call and keep their place in the report
         todo = [m for m in merge_sets if m.key in chosen or m not in unfinished]
+    if preview_path:
+        # a preview made with --only or --max-merges does not show what the other sets would move
+        unseen = [m.email for m in todo if m.key not in previews and not is_finished(
+            (journal.set_record(set_key(m)) or {}).get("status"), args.keep_duplicate)]
+        if unseen:
+            journal.close()
+            raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "
+                             f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
     try:
         for ms, result in _run_sets(todo, merger.merge, args.workers, stop, "merge"):
             if isinstance(result, RunInterrupted):
-                exit_code = _worse(exit_code, EXIT_INTERRUPTED)
+                if stopped_by is None:
+                    exit_code = _worse(exit_code, EXIT_INTERRUPTED)
+                    outcomes[ms.key] = _unfinished(ms, "interrupted", "stopped by Ctrl-C; re-run to resume")
+                else:
+                    outcomes[ms.key] = _unfinished(ms, "pending", "stopped with the run; re-run to resume")
                 continue
             if isinstance(result, AuthError):
-                if exit_code != EXIT_USAGE:
+                outcomes[ms.key] = _unfinished(ms, "pending", str(result))
+                if stopped_by != "auth":
                     log.error("%s; stopping the run (no further set is started)", result)
+                stopped_by = "auth"
                 stop.set()
                 exit_code = EXIT_USAGE
                 continue
             if isinstance(result, RunAborted):
+                outcomes[ms.key] = _unfinished(ms, "failed", str(result))
                 log.error("%s; stopping the run", result)
+                stopped_by = stopped_by or "abort"
                 stop.set()
-                aborted = True
                 exit_code = _worse(exit_code, EXIT_FAILED)
                 continue
             if isinstance(result, BaseException) and not isinstance(result, Exception):
@@ -417,13 +455,9 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
     finally:
         problems = journal.check()
         journal.close()
-    if stop.is_set() and not aborted:
+    if stop.is_set() and stopped_by is None:
         exit_code = _worse(exit_code, EXIT_INTERRUPTED)
-    sets = []
-    for ms in merge_sets:
-        sets.append(outcomes.get(ms.key) or {"email": ms.email, "set_key": set_key(ms), "status": "pending",
-                                             "primary": ms.primary.rev_user_id, "duplicates": [],
-                                             "note": "not processed in this run"})
+    sets = [outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run") for ms in merge_sets]
     report = dict(common, kind="merge_report", finished_at=_now(),
                   preview=preview_path, sets=sets, interrupted=exit_code == EXIT_INTERRUPTED,
                   journal_problems=problems, exit_code=exit_code,
@@ -441,6 +475,12 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
     return exit_code
 
 
+def _unfinished(ms: MergeSet, status: str, note: str) -> dict:
+    """The report line of a set this run did not finish (resumable from the savepoint)."""
+    return {"email": ms.email, "set_key": set_key(ms), "status": status, "primary": ms.primary.rev_user_id,
+            "duplicates": [], "error" if status == "failed" else "note": note}
+
+
 def _worse(current: int, new: int) -> int:
     """The exit code that tells more: bad usage > interrupted > failed > ok."""
     rank = {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_INTERRUPTED: 2, EXIT_USAGE: 3}
@@ -451,7 +491,7 @@ def _merge_totals(report: dict) -> dict:
     rows = reports.merge_rows(report)
     count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
     return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
-            "failed": count("failed"), "pending": count("pending"),
+            "failed": count("failed"), "pending": count("pending") + count("interrupted"),
             "skipped": count("skipped") + len(report["skipped"]),
             "tickets_moved": sum(r["tickets_moved"] or 0 for r in rows if r.get("tickets_moved") is not None),
             "conversations_moved": sum(r["conversations_moved"] or 0 for r in rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,9 +21,9 @@ import devrev_assumptions as facts
 from backup import (BackupError, Snapshot, collect, display_of, estimate_size, ids_of, load_metadata,
                     remove_partials, verify_backup, write_backup)
 from contacts_csv import MergeSet, email_key, user_id_key
-from devrev_client import DevRevClient, DevRevError, NotFoundError, ConflictError, ResponseError, \
-    ServerError, TransportError
-from journal import FINISHED, Journal
+from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
+                           ResponseError, ServerError, TransportError)
+from journal import Journal, is_finished
 
 log = logging.getLogger("merge")
 
@@ -121,8 +122,9 @@ def backup_read_calls(snapshot: Snapshot, page_limit: int) -> int:
 
 def minimum_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, merge: bool = True) -> int:
     """The least any careful merge of one duplicate costs: the backup's reads, one update per
-    moved item, the listings that show it owns nothing, then rev-users.merge and one poll."""
-    return backup_read_calls(snapshot, page_limit) + len(snapshot.objects) + 2 + (2 if merge else 0)
+    moved item, the two listings that show it owns nothing; then rev-users.merge, one poll,
+    and the two listings that show nothing was filed under it while DevRev merged."""
+    return backup_read_calls(snapshot, page_limit) + len(snapshot.objects) + 2 + (4 if merge else 0)
 
 
 def estimate_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, merge: bool = True) -> int:
@@ -205,6 +207,15 @@ class SetMerger:
         self.options = options
         self.previews = previews or {}
         self.clock = clock
+        # Two sets can share a ticket (both duplicates reported it). Workers take the item's
+        # lock from read to write, and re-read an item another worker wrote since they listed it.
+        self._locks_guard = threading.Lock()
+        self._item_locks: dict[str, threading.Lock] = {}
+        self._written_at: dict[str, float] = {}
+
+    def _item_lock(self, item_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._item_locks.setdefault(item_id, threading.Lock())
 
     def merge(self, ms: MergeSet) -> dict:
         key = set_key(ms)
@@ -212,7 +223,7 @@ class SetMerger:
         outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
                    "primary": ms.primary.rev_user_id, "duplicates": []}
         record = self.journal.set_record(key)
-        if record and record["status"] in FINISHED:
+        if record and is_finished(record["status"], self.options.keep_duplicate):
             ctx = record["context"] or {}
             outcome.update(status=record["status"], resumed=True, primary=ctx.get("primary", {}).get("display_id"),
                            note="already finished in an earlier run", external_ref_set=ctx.get("external_ref_set"))
@@ -223,9 +234,14 @@ class SetMerger:
             outcome["resumed"] = ctx is not None
             if ctx is None:
                 primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
+                # the duplicate whose reference the primary will take goes last, so that
+                # reference stays held until the very end
+                duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
                 ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
                        "csv_rows": [r.as_dict() for r in ms.rows]}
                 self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+            else:
+                self._check_primary_still_active(ctx)
             outcome["primary"] = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
                 result = DuplicateOutcome(dup["id"], dup["display_id"], dup["external_ref"])
@@ -256,42 +272,62 @@ class SetMerger:
                                      for d in outcome["duplicates"]]
         return outcome
 
+    def _check_primary_still_active(self, ctx: dict) -> None:
+        """On resume: the primary read when the set started must still be there and active."""
+        primary = ctx["primary"]
+        try:
+            user = self.client.get_rev_user(primary["id"])
+        except NotFoundError:
+            raise SetFailed(f"the primary {primary['display_id']} is no longer in DevRev; nothing more was "
+                            f"changed for this set (its backups hold what was moved)") from None
+        if user.get("state", "active") != "active" or user.get("primary_identity"):
+            raise SetFailed(f"the primary {primary['display_id']} is {user.get('state')!r} in DevRev now; "
+                            f"nothing more was changed for this set")
+
     # ------------------------------------------------------------------ one duplicate
     def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict, out: DuplicateOutcome) -> None:
+        """Clear the duplicate (backup, move, verify), retire it, then look once more."""
         d = dup["id"]
-        primary_id = ctx["primary"]["id"]
-        steps = self.journal.steps(key)
-        if steps.get(f"{d}|retired", {}).get("status") == "done":
-            self._fill_from_journal(steps, d, out)
-            out.retired = True
-            out.backups_verified = True
-            return
-        verified_here = False
-        round_no = max([int(s.split("|")[2]) for s in steps if s.startswith(f"{d}|backup|")] or [1])
-        while True:
-            if self.journal.is_done(key, f"{d}|verify|{round_no}") and (
-                    verified_here or self.journal.is_done(key, f"{d}|merge") or self._owns_nothing(d)):
-                break
-            if self.journal.is_done(key, f"{d}|verify|{round_no}"):
-                round_no += 1  # something appeared under the duplicate since: another round
-            if round_no > self.options.max_rounds:
-                raise SetFailed(f"new tickets or conversations keep appearing under {dup['display_id']} after "
-                                f"{self.options.max_rounds} rounds; stop the integration and re-run")
-            folder = self._backup(key, ms, ctx, dup, round_no, out)
-            self._move_all(key, folder, dup, primary_id, round_no)
+        if not self.journal.is_done(key, f"{d}|retired"):
+            self._clear(key, ms, ctx, dup)
+            if self.options.keep_duplicate:
+                self._fill_from_journal(self.journal.steps(key), d, out)
+                out.backups_verified = True
+                return
+            self._merge_and_retire(key, dup, ctx["primary"]["id"])
+        if not self.journal.is_done(key, f"{d}|swept"):
+            # Anything filed under the duplicate while DevRev processed the merge would be left
+            # on a retired contact: one more look, and the same backup-and-move if needed.
+            self._clear(key, ms, ctx, dup)
+            self.journal.done(key, f"{d}|swept")
+        self._fill_from_journal(self.journal.steps(key), d, out)
+        out.retired = True
+        out.backups_verified = True
+
+    def _clear(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
+        """Back up and move what the duplicate owns, round after round, until a listing
+        taken after the moves shows it owns nothing."""
+        d = dup["id"]
+        rounds = [int(name.split("|")[2]) for name in self.journal.steps(key) if name.startswith(f"{d}|backup|")]
+        round_no = max(rounds, default=0)
+        if round_no == 0:
+            round_no = 1
+        elif self.journal.is_done(key, f"{d}|verify|{round_no}"):
+            # the last round ended clean, but earlier: look again before relying on it
+            if not self._leftovers(key, dup):
+                return
+            round_no += 1
+        for _ in range(self.options.max_rounds):
+            folder = self._backup(key, ms, ctx, dup, round_no)
+            self._move_all(key, folder, dup, ctx["primary"]["id"], round_no)
             leftovers = self._verify(key, dup, round_no)
             if not leftovers:
-                verified_here = True
-                break
-            log.warning("%s: %s appeared under %s during the merge: backing them up in round %d", ms.email,
-                        ", ".join(leftovers), dup["display_id"], round_no + 1)
+                return
+            log.warning("%s: %s appeared under %s meanwhile: backing them up and moving them too", ms.email,
+                        ", ".join(leftovers), dup["display_id"])
             round_no += 1
-        self._fill_from_journal(self.journal.steps(key), d, out)
-        out.backups_verified = True
-        if self.options.keep_duplicate:
-            return
-        self._merge_and_retire(key, dup, primary_id)
-        out.retired = True
+        raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
+                        f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
 
     def _fill_from_journal(self, steps: dict, d: str, out: DuplicateOutcome) -> None:
         for name, step in steps.items():
@@ -312,7 +348,7 @@ class SetMerger:
             elif parts[1] == "conversation" and data.get("after") is not None:
                 out.conversations_moved += 1
 
-    def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int, out: DuplicateOutcome) -> str:
+    def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
         step = f"{dup['id']}|backup|{round_no}"
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
@@ -368,10 +404,22 @@ class SetMerger:
             pending = [item for item in items if not self.journal.is_done(key, steps[item["id"]])]
             if not pending:
                 continue
+            listed_at = self.clock()
             fresh = {obj["id"]: obj for obj in listing(dup["id"])}
             for item in pending:
-                self._move(key, steps[item["id"]], item, field_name, dup["id"], primary_id, fresh.get(item["id"]),
-                           read, write)
+                with self._item_lock(item["id"]):
+                    current = fresh.get(item["id"])
+                    if self._written_at.get(item["id"], float("-inf")) >= listed_at:
+                        current = self._read_item(read, item)  # another set moved it since: read it again
+                        if current is not None and dup["id"] not in ids_of(current.get(field_name)):
+                            current = None
+                    self._move(key, steps[item["id"]], item, field_name, dup["id"], primary_id, current, read, write)
+
+    def _read_item(self, read, item: dict) -> dict | None:
+        try:
+            return read(item["id"])
+        except NotFoundError:
+            return None
 
     def _move(self, key, step, item, field_name, dup_id, primary_id, fresh: dict | None, read, write) -> None:
         """Swap the duplicate for the primary on one item, journaled; never twice."""
@@ -382,14 +430,14 @@ class SetMerger:
             if previous is None:
                 self.journal.done(key, step, {"already": True})
                 return
-            try:
-                current = ids_of(read(item["id"]).get(field_name))
-            except NotFoundError:
+            obj = self._read_item(read, item)
+            if obj is None:
                 self.journal.done(key, step, {"vanished": True})
                 log.warning("%s vanished from DevRev", item["display_id"])
                 return
+            current = ids_of(obj.get(field_name))
             if dup_id in current:  # listing lag: treat as still to move
-                fresh = {field_name: [{"id": i} for i in current]}
+                fresh = obj
             else:
                 data = {"before": previous["data"]["before"], "after": current, "confirmed_by": "fresh read"} \
                     if primary_id in current else {"already": True, "now": current}
@@ -400,28 +448,39 @@ class SetMerger:
         self.journal.intent(key, step, {"before": current, "after": wanted})
         try:
             updated = ids_of(write(item["id"], wanted).get(field_name))
-        except NotFoundError:
-            self.journal.done(key, step, {"vanished": True})
-            log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
-            return
+        except NotFoundError as exc:
+            # 404 may name the item or a user in the new list: tell the two apart
+            if self._read_item(read, item) is None:
+                self.journal.done(key, step, {"vanished": True})
+                log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
+                return
+            raise SetFailed(f"{item['display_id']}: DevRev refused the new {field_name} ({exc}); a contact in "
+                            f"it may have been deleted") from None
+        finally:
+            self._written_at[item["id"]] = self.clock()
         # DevRev's answer is the item as it now stands: it must list the primary, not the duplicate.
         if dup_id in updated or primary_id not in updated:
             raise SetFailed(f"{item['display_id']}: DevRev did not apply the new {field_name} ({updated})")
         self.journal.done(key, step, {"before": current, "after": updated})
         log.debug("moved %s: %s %s -> %s", item["display_id"], field_name, current, updated)
 
-    def _owns_nothing(self, dup_id: str) -> bool:
-        return not next(iter(self.client.list_tickets(dup_id)), None) and \
-            not next(iter(self.client.list_conversations(dup_id)), None)
+    def _leftovers(self, key: str, dup: dict) -> list[str]:
+        """What the duplicate still owns: tickets and conversations to move. Work items of
+        other types (issues) are not the tool's to move: they stop the set instead."""
+        works = list(self.client.list_reported_works(dup["id"]))
+        others = [display_of(w) for w in works if w.get("type") != "ticket"]
+        if others:
+            raise SetFailed(f"{dup['display_id']} still reports {', '.join(others)} (not tickets, which the tool "
+                            f"does not move): move them to the primary by hand, then re-run")
+        return [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
+                                                                                                      strict=True)]
 
     def _verify(self, key: str, dup: dict, round_no: int) -> list[str]:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
-        left = [display_of(o) for o in self.client.list_tickets(dup["id"])]
-        left += [display_of(o) for o in self.client.list_conversations(dup["id"])]
-        if left:
-            return left
-        self.journal.done(key, f"{dup['id']}|verify|{round_no}", {"owns_nothing": True})
-        return []
+        left = self._leftovers(key, dup)
+        if not left:
+            self.journal.done(key, f"{dup['id']}|verify|{round_no}", {"owns_nothing": True})
+        return left
 
     # ------------------------------------------------------------------ retiring
     def _read_duplicate(self, dup_id: str) -> dict | None:
@@ -429,6 +488,36 @@ class SetMerger:
             return self.client.get_rev_user(dup_id)
         except NotFoundError:
             return None
+
+    def _ask_merge(self, dup: dict, primary_id: str, *, asked_before: bool) -> None:
+        """rev-users.merge, which the client never repeats by itself: when the answer is lost
+        or DevRev fails, ask again (a bounded number of times, backing off) only after a fresh
+        read shows the duplicate is not retired yet. asked_before: an earlier run recorded the
+        intent but not DevRev's answer; if DevRev now refuses the repeat, polling decides."""
+        attempt = 0
+        while True:
+            try:
+                self.client.merge_rev_users(primary_id, dup["id"])
+                return
+            except NotFoundError:
+                if is_retired(self._read_duplicate(dup["id"])):
+                    return
+                raise
+            except (BadRequestError, ConflictError) as exc:
+                if not asked_before:
+                    raise
+                log.warning("rev-users.merge for %s asked again: %s; waiting for the first request instead",
+                            dup["display_id"], exc)
+                return
+            except (TransportError, ServerError, ResponseError) as exc:
+                # The answer was lost: the merge may or may not have been accepted.
+                if attempt >= self.client.max_retries:
+                    raise
+                log.warning("rev-users.merge for %s: %s; checking before asking again", dup["display_id"], exc)
+                self.client.wait(self.client.backoff(attempt))
+                attempt += 1
+                if is_retired(self._read_duplicate(dup["id"])):
+                    return
 
     def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> None:
         merge_step, retired_step = f"{dup['id']}|merge", f"{dup['id']}|retired"
@@ -438,16 +527,7 @@ class SetMerger:
                 self.journal.done(key, merge_step, {"confirmed_by": "fresh read"})
             else:
                 self.journal.intent(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
-                try:
-                    self.client.merge_rev_users(primary_id, dup["id"])
-                except NotFoundError:
-                    if not is_retired(self._read_duplicate(dup["id"])):
-                        raise
-                except (TransportError, ServerError, ResponseError) as exc:
-                    # The answer was lost: the merge may or may not have been accepted.
-                    log.warning("rev-users.merge for %s: %s; checking before asking again", dup["display_id"], exc)
-                    if not is_retired(self._read_duplicate(dup["id"])):
-                        self.client.merge_rev_users(primary_id, dup["id"])
+                self._ask_merge(dup, primary_id, asked_before=previous is not None)
                 self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
                 log.info("asked DevRev to merge %s into the primary", dup["display_id"])
         if self.journal.is_done(key, retired_step):
@@ -484,16 +564,28 @@ class SetMerger:
                 try:
                     self.client.update_rev_user_external_ref(primary_id, target)
                     break
-                except ConflictError:
-                    # the retired duplicate still holds the reference for a moment
+                except DevRevError as exc:
+                    if exc.status != facts.EXTERNAL_REF_CONFLICT_STATUS:
+                        raise
+                    # the retired duplicate may hold the reference for a moment longer
                     if self.clock() >= deadline:
-                        raise SetFailed(f"DevRev still refuses external_ref {target!r} for the primary "
-                                        f"(taken); re-run later to finish") from None
+                        raise SetFailed(f"DevRev still refuses external_ref {target!r} for the primary: it is "
+                                        f"held by {self._holder_of(target)}; re-run to finish once it is free"
+                                        ) from None
                     self.client.wait(delay)
                     delay = min(self.options.poll_cap, delay * 2)
         self.journal.done(key, step, {"before": current, "after": target})
         log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
         return target
+
+
+    def _holder_of(self, external_ref: str) -> str:
+        """Who holds a reference, for the error message (best effort)."""
+        try:
+            holders = [u.get("display_id") or u["id"] for u in self.client.list_rev_users(external_ref=external_ref)]
+        except DevRevError:
+            holders = []
+        return ", ".join(holders) if holders else "a contact DevRev does not list (being retired?)"
 
 
 def _ident(user: dict) -> dict:

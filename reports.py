@@ -88,8 +88,9 @@ def preview_rows(preview: dict) -> list[dict]:
     return rows
 
 
-def find_preview(report_dir: str, csv_sha256: str) -> str | None:
-    """The newest preview in `report_dir` made from a CSV with these exact bytes."""
+def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
+    """The newest complete preview in `report_dir` made from a CSV with these exact bytes,
+    against the same DevRev (a sandbox preview does not unlock a production run)."""
     best = None
     for path in glob.glob(os.path.join(report_dir, "preview_*.json")):
         try:
@@ -97,7 +98,8 @@ def find_preview(report_dir: str, csv_sha256: str) -> str | None:
                 data = json.load(fh)
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and (data.get("csv") or {}).get("sha256") == csv_sha256:
+        if isinstance(data, dict) and (data.get("csv") or {}).get("sha256") == csv_sha256 \
+                and data.get("target") == target and data.get("complete") is True:
             if best is None or data.get("created_at", "") > best[0]:
                 best = (data.get("created_at", ""), path)
     return best[1] if best else None

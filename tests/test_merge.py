@@ -186,7 +186,8 @@ def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path
         sandbox.stop()
 
 
-def test_write_discipline(tmp_path, monkeypatch, make_sandbox, big_dataset):
+def test_write_discipline(tmp_path, monkeypatch, make_sandbox, small_dataset):
+    """Three sets, one with two duplicates: every kind of write the tool makes."""
     violations = []
 
     def owns_nothing_at_merge(sandbox, entry):
@@ -197,11 +198,11 @@ def test_write_discipline(tmp_path, monkeypatch, make_sandbox, big_dataset):
             if owned:
                 violations.append((dup, owned))
 
-    sandbox = make_sandbox(big_dataset.seed, on_request=owns_nothing_at_merge)
-    run = MergeRun(tmp_path, sandbox, big_dataset, monkeypatch)
+    sandbox = make_sandbox(small_dataset.seed, on_request=owns_nothing_at_merge)
+    run = MergeRun(tmp_path, sandbox, small_dataset, monkeypatch)
     assert run.preview() == 0 and run.run() == 0
-    primaries = {sandbox.key_id(ms["primary"]) for ms in big_dataset.merge_sets}
-    duplicates = {sandbox.key_id(d) for ms in big_dataset.merge_sets for d in ms["duplicates"]}
+    primaries = {sandbox.key_id(ms["primary"]) for ms in small_dataset.merge_sets}
+    duplicates = {sandbox.key_id(d) for ms in small_dataset.merge_sets for d in ms["duplicates"]}
     moved_objects = set()
     for entry in sandbox.write_attempts():
         body = entry["body"]
@@ -219,10 +220,10 @@ def test_write_discipline(tmp_path, monkeypatch, make_sandbox, big_dataset):
             pytest.fail(f"unexpected write {entry['endpoint']}")
     assert violations == []
     # only objects a duplicate was on were written
-    before = normalized(build_sandbox_state(big_dataset))
+    before = normalized(build_sandbox_state(small_dataset))
     owned_before = {oid for kind, field in (("works", "reported_by"), ("conversations", "members"))
                     for oid, obj in before[kind].items()
-                    if set(obj[field]) & {sandbox_key(big_dataset, d) for d in duplicates_keys(big_dataset)}}
+                    if set(obj[field]) & {sandbox_key(small_dataset, d) for d in duplicates_keys(small_dataset)}}
     assert moved_objects == owned_before
 
 

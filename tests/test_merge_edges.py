@@ -1,0 +1,244 @@
+"""Edge cases of a real merge: shared tickets between sets, tickets filed mid-merge, refused
+writes, issues, concurrent runs, previews that prove nothing, stop reasons and exit codes."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import backup
+import journal as journal_module
+import merge_engine
+from conftest import TEST_TOKEN
+from merge_helpers import MergeRun
+from sandbox_dataset import build_dataset
+
+
+def _ids(users):
+    return [u["id"] for u in users]
+
+
+def test_ticket_shared_by_two_sets_keeps_both_customers(tmp_path, monkeypatch, make_sandbox):
+    """Worker B lists a ticket, worker A moves it, then B writes: B must not undo A's move."""
+    dataset = build_dataset(2, seed=31, tickets=(1, 1), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
+    (set_a, set_b) = dataset.merge_sets
+    dup_a, dup_b = set_a["duplicates"][0], set_b["duplicates"][0]
+    dataset.seed["tickets"].append({"key": "shared", "title": "both", "reported_by": [dup_a, dup_b],
+                                    "owned_by": ["agent1"]})
+    a_moved, b_listed = threading.Event(), threading.Event()
+    seen = {dup_a: 0, dup_b: 0}
+
+    def interleave(sandbox, entry):
+        # Runs after the emulator computed each answer, before sending it. Order forced:
+        # B re-reads the shared ticket, then A moves it, then B (holding the old read) writes.
+        body = entry.get("body") or {}
+        shared = sandbox.key_id("shared")
+        if entry["endpoint"] == "works.update" and body.get("id") == shared and entry.get("applied") \
+                and sandbox.key_id(set_a["primary"]) in body["reported_by"]["set"]:
+            a_moved.set()
+        for dup in (dup_a, dup_b):
+            if entry["endpoint"] == "works.list" and body.get("reported_by") == [sandbox.key_id(dup)] \
+                    and body.get("type") == ["ticket"]:
+                seen[dup] += 1
+                if seen[dup] == 2 and dup == dup_a:   # A's re-read before moving: wait until B has read
+                    b_listed.wait(10)
+                if seen[dup] == 2 and dup == dup_b:   # B's re-read: answer only after A moved the ticket
+                    b_listed.set()
+                    a_moved.wait(10)
+
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    sandbox.on_request = interleave
+    assert run.run("--workers", "2") == 0
+    assert a_moved.is_set()
+    # no write ever took A's primary off the ticket once A had put it there
+    primary_a = sandbox.key_id(set_a["primary"])
+    writes = [e["body"]["reported_by"]["set"] for e in sandbox.write_attempts()
+              if e["endpoint"] == "works.update" and e["body"]["id"] == sandbox.key_id("shared")]
+    first_a = next(i for i, w in enumerate(writes) if primary_a in w)
+    assert all(primary_a in w for w in writes[first_a:]), writes
+    reporters = _ids(sandbox.dump()["works"][sandbox.key_id("shared")]["reported_by"])
+    assert sorted(reporters) == sorted([sandbox.key_id(set_a["primary"]), sandbox.key_id(set_b["primary"])])
+
+
+def test_ticket_filed_while_devrev_merges_is_backed_up_and_moved(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(1, seed=32, tickets=(2, 2), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
+    ms = dataset.merge_sets[0]
+    dup = ms["duplicates"][0]
+    filed = {}
+
+    def integration(sandbox, entry):
+        if entry["endpoint"] == "rev-users.merge" and entry.get("applied") and not filed:
+            filed["id"] = sandbox.add_ticket({"title": "filed during the merge", "reported_by": [dup],
+                                              "owned_by": ["agent1"]})
+
+    sandbox = make_sandbox(dataset.seed, on_request=integration, merge_retire_after_gets=2)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0 and run.run() == 0
+    dump = sandbox.dump()
+    assert _ids(dump["works"][filed["id"]]["reported_by"]) == [sandbox.key_id(ms["primary"])]
+    outcome = run.latest_report()["sets"][0]
+    assert outcome["status"] == "merged"
+    assert len(outcome["duplicates"][0]["backups"]) == 2
+    assert all(backup.verify_backup(f).ok for f in run.backups())
+    tickets_json = [backup.load_metadata(f)["moves"]["tickets"] for f in outcome["duplicates"][0]["backups"]]
+    assert [t["id"] for t in tickets_json[1]] == [filed["id"]]
+
+
+def test_refused_update_is_not_taken_for_a_vanished_ticket(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(1, seed=33, tickets=(0, 0), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
+    ms = dataset.merge_sets[0]
+    dataset.seed["rev_users"].append({"key": "gone-co-reporter", "email": "co@x.example", "workspace": "acme"})
+    dataset.seed["tickets"].append({"key": "t", "title": "co-reported", "owned_by": ["agent1"],
+                                    "reported_by": [ms["duplicates"][0], "gone-co-reporter"]})
+    sandbox = make_sandbox(dataset.seed)
+    user = sandbox.state.users[sandbox.key_id("gone-co-reporter")]
+    user.update(_retired=True, _gone=True, state="deleted")  # deleted in DevRev after it reported the ticket
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    assert run.run() == 1
+    outcome = run.latest_report()["sets"][0]
+    assert outcome["status"] == "failed"
+    assert "refused the new reported_by" in outcome["error"]
+    assert not any(e["endpoint"] == "rev-users.merge" for e in sandbox.write_attempts())
+    assert len(run.backups()) == 1  # no extra rounds pretending new tickets appeared
+
+
+def test_issue_reported_by_the_duplicate_stops_the_merge(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(1, seed=34, tickets=(1, 1), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
+    dup = dataset.merge_sets[0]["duplicates"][0]
+    dataset.seed["tickets"].append({"key": "iss", "type": "issue", "title": "a bug", "reported_by": [dup],
+                                    "owned_by": ["agent1"]})
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    assert run.run() == 1
+    outcome = run.latest_report()["sets"][0]
+    assert "ISS-" in outcome["error"] and "by hand" in outcome["error"]
+    assert not any(e["endpoint"] == "rev-users.merge" for e in sandbox.write_attempts())
+    assert _ids(sandbox.dump()["works"][sandbox.key_id("iss")]["reported_by"]) == [sandbox.key_id(dup)]
+
+
+def test_rounds_are_counted_per_run(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(1, seed=35, tickets=(1, 1), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
+    dup = dataset.merge_sets[0]["duplicates"][0]
+    busy = {"on": True, "n": 0}
+
+    def integration(sandbox, entry):
+        if busy["on"] and entry["endpoint"] == "works.update" and entry.get("applied"):
+            busy["n"] += 1
+            sandbox.add_ticket({"title": f"busy {busy['n']}", "reported_by": [dup], "owned_by": ["agent1"]})
+
+    sandbox = make_sandbox(dataset.seed, on_request=integration)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    assert run.run() == 1
+    assert "kept appearing" in run.latest_report()["sets"][0]["error"]
+    busy["on"] = False  # the admin paused the integration
+    assert run.run() == 0
+    dump = sandbox.dump()
+    assert not any(sandbox.key_id(dup) in _ids(w["reported_by"]) for w in dump["works"].values())
+    assert all(backup.verify_backup(f).ok for f in run.backups())
+
+
+def test_two_runs_cannot_share_a_savepoint(tmp_path, monkeypatch, make_sandbox, capsys):
+    dataset = build_dataset(1, seed=36, skipped=False, two_duplicate_sets=0)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    sandbox.clear_log()
+    holder = journal_module.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "other", exclusive=True)
+    try:
+        assert run.run() == 2
+        assert "another run is using the savepoint" in capsys.readouterr().err
+        assert sandbox.api_calls() == []
+    finally:
+        holder.close()
+    assert run.run() == 0
+
+
+def test_a_preview_of_another_target_or_an_incomplete_one_does_not_count(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(2, seed=37, skipped=False, two_duplicate_sets=0)
+    sandbox = make_sandbox(dataset.seed)
+    other = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    monkeypatch.setenv("DEVREV_BASE_URL", other.base_url)
+    assert run.preview() == 0                   # previewed against another DevRev
+    monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url)
+    assert run.run() == 2
+    assert sandbox.api_calls() == []
+    # an interrupted preview (Ctrl-C) exits 130 and writes no report
+    stopper = {}
+    import merge_contacts
+    real_init = merge_contacts.DevRevClient.__init__
+
+    def capture(self, *a, **kw):
+        real_init(self, *a, **kw)
+        stopper["event"] = self.stop_event
+
+    monkeypatch.setattr(merge_contacts.DevRevClient, "__init__", capture)
+    sandbox.on_request = lambda sb, entry: stopper["event"].set()
+    assert run.preview("--workers", "1") == 130
+    sandbox.on_request = None
+    assert run.run() == 2
+
+
+def test_failed_backup_verification_exits_1_not_130_with_workers(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(4, seed=38, tickets=(1, 2), comments=(1, 1), attachment_rate=1.0,
+                            two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    real_write = merge_engine.write_backup
+    first = dataset.merge_sets[0]["email"]
+
+    def corrupting(client, root, **kw):
+        result = real_write(client, root, **kw)
+        if kw["email"] == first:
+            with open(f"{result.folder}/tickets.json", "ab") as fh:
+                fh.write(b" ")
+        return result
+
+    monkeypatch.setattr(merge_engine, "write_backup", corrupting)
+    assert run.run("--workers", "2") == 1
+    report = run.latest_report()
+    assert report["interrupted"] is False
+    statuses = {s["email"]: s["status"] for s in report["sets"]}
+    assert statuses[first] == "failed"
+    touched = {e["body"].get("id") for e in sandbox.write_attempts()}
+    first_dup = sandbox.key_id(dataset.merge_sets[0]["duplicates"][0])
+    first_items = {w["id"] for w in sandbox.dump()["works"].values() if first_dup in _ids(w["reported_by"])}
+    assert not (touched & first_items)
+
+
+def test_non_ascii_token_is_one_line_exit_2(tmp_path, monkeypatch, make_sandbox, capsys):
+    dataset = build_dataset(1, seed=39, skipped=False, two_duplicate_sets=0)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    monkeypatch.setenv("DEVREV_API_TOKEN", "\u201c" + TEST_TOKEN + "\u201d")
+    assert run.preview() == 2
+    err = capsys.readouterr().err
+    assert "non-ASCII" in err and "Traceback" not in err and TEST_TOKEN not in err
+    assert sandbox.api_calls() == []
+
+
+def test_logs_hold_no_presigned_download_signature(tmp_path, monkeypatch, make_sandbox):
+    dataset = build_dataset(2, seed=40, tickets=(1, 2), comments=(1, 2), attachment_rate=1.0, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0 and run.run() == 0
+    assert any(e["server"] == "files" for e in sandbox.request_log)
+    for log_file in (tmp_path / "logs").glob("*.log"):
+        text = log_file.read_text()
+        assert "sig=" not in text and "expires=" not in text
+        assert "works.update -> 200" in text or "works.list -> 200" in text
+
+
+def test_apostrophe_email_is_a_valid_contact(tmp_path, monkeypatch, make_sandbox):
+    from contacts_csv import read_contacts
+    path = tmp_path / "c.csv"
+    path.write_text("REV_USER_ID,EMAIL,EXTERNAL_REF\nREVU-a1,o'brien@x.example,REVU-a1\n"
+                    "REVU-b2,O'Brien@X.example,user_b2\n")
+    rows = read_contacts(str(path)).rows
+    assert {r.email_key for r in rows} == {"o'brien@x.example"}

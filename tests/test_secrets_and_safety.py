@@ -1,0 +1,257 @@
+"""Secrets, privacy and the safety rules the code enforces (not just the README).
+
+Secrets: after a preview, a merge, verify_backups and runs whose token DevRev rejects
+(even when the server echoes it back), the token is in no file the tool wrote and in
+nothing it printed; everything it wrote is readable by its owner only; the attachment
+host never saw an Authorization header.
+
+Safety rules: no real run without a preview of the same CSV (covering the sets it will
+merge) unless --skip-preview-check; a backup that does not verify stops the run before
+anything changes for its contact, and no option skips that check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+
+import pytest
+
+import backup
+import merge_contacts
+import merge_engine
+import verify_backups
+from conftest import TEST_TOKEN
+from devrev_sandbox import Scripted
+from merge_helpers import MergeRun, expected_after_merge, normalized
+from sandbox_dataset import build_dataset
+from test_gauntlet_faults import assert_private_tree, journal_problems, owners_of
+
+# the token whole, and pieces of it long enough to identify it
+TOKEN_PIECES = [TEST_TOKEN, TEST_TOKEN[4:], "SECRET-7f3a9c"]
+
+
+def _files_holding_token(root) -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                data = fh.read()
+            if any(piece.encode() in data for piece in TOKEN_PIECES):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+@pytest.fixture
+def small():
+    return build_dataset(3, seed=52, tickets=(1, 3), conversations=(1, 2), comments=(1, 2), attachment_rate=0.8,
+                         two_duplicate_sets=1, skipped=True)
+
+
+# --------------------------------------------------------------------------- secrets and privacy
+def test_token_never_written_or_printed_and_everything_is_private(tmp_path, monkeypatch, make_sandbox, small,
+                                                                  capfd):
+    sandbox = make_sandbox(small.seed)
+    run = MergeRun(tmp_path, sandbox, small, monkeypatch)
+    outputs = []
+
+    def step(code, expected):
+        out, err = capfd.readouterr()
+        outputs.append(out + err)
+        assert code == expected, (out, err)
+
+    step(run.preview(), 0)
+    # a token DevRev rejects mid-run, with the server echoing it back in its error
+    sandbox.script("works.update", Scripted(401, {"type": "unauthenticated",
+                                                  "message": f"token {TEST_TOKEN} expired",
+                                                  "detail": f"Bearer {TEST_TOKEN}"}))
+    step(run.run("--workers", "1"), 2)
+    assert "DevRev rejected the token" in outputs[-1]
+    step(run.run(), 0)
+    step(merge_contacts.main(["--status", "--savepoint", str(tmp_path / "savepoints" / "j.sqlite3")]), 0)
+    step(verify_backups.main(["--backup-dir", str(tmp_path / "backups"), "--report-dir",
+                              str(tmp_path / "reports")]), 0)
+    # and a DevRev that refuses the token outright, with the token in its 401 answer
+    refusing = make_sandbox(small.seed, token="some-other-token")
+    refusing.script("rev-users.get", Scripted(401, {"type": "unauthenticated", "message": f"bad token {TEST_TOKEN}"}))
+    monkeypatch.setenv("DEVREV_BASE_URL", refusing.base_url)
+    step(run.run("--skip-preview-check"), 2)
+    assert "DevRev rejected the token" in outputs[-1]
+    step(run.preview(), 2)
+
+    # the token is in no log, report, backup, savepoint file or output
+    assert [p for p in outputs if any(piece in p for piece in TOKEN_PIECES)] == []
+    for folder in ("logs", "reports", "backups", "savepoints"):
+        assert (tmp_path / folder).is_dir()
+        assert _files_holding_token(tmp_path / folder) == [], folder
+    assert len(list((tmp_path / "logs").iterdir())) == 5   # one per run (--status writes none)
+
+    # owner-only: every folder 0700, every file 0600 (backups, savepoints, and the rest too)
+    for folder in ("backups", "savepoints", "logs", "reports"):
+        assert_private_tree(tmp_path / folder)
+    journal = tmp_path / "savepoints" / "j.sqlite3"
+    assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(journal.parent).st_mode) == 0o700
+    assert all(backup.verify_backup(f).ok for f in run.backups())
+
+    # the attachment host was used, and never with an Authorization header
+    downloads = [e for e in sandbox.request_log if e["server"] == "files"]
+    assert downloads and not [e for e in downloads if e["auth"]]
+    # while every API call did carry one
+    assert all(e["auth"] for e in sandbox.request_log if e["server"] == "api")
+
+
+def test_private_modes_hold_under_a_permissive_umask(tmp_path, monkeypatch, make_sandbox, small):
+    """A shell with umask 000 still gets owner-only backups, savepoints, logs and reports."""
+    old = os.umask(0)
+    try:
+        sandbox = make_sandbox(small.seed)
+        run = MergeRun(tmp_path, sandbox, small, monkeypatch)
+        assert run.preview() == 0 and run.run() == 0
+    finally:
+        os.umask(old)
+    for folder in ("backups", "savepoints", "logs", "reports"):
+        assert_private_tree(tmp_path / folder)
+
+
+# --------------------------------------------------------------------------- the preview rule
+def test_real_run_needs_a_preview_of_the_same_csv(tmp_path, monkeypatch, make_sandbox, small, capsys):
+    sandbox = make_sandbox(small.seed)
+    run = MergeRun(tmp_path, sandbox, small, monkeypatch)
+    before = normalized(sandbox.dump())
+
+    assert run.run() == 2                                        # no preview at all
+    assert "run with --preview first" in capsys.readouterr().err
+    # a preview kept elsewhere does not count
+    assert merge_contacts.main(run.paths()[:2] + ["--preview", "--report-dir", str(tmp_path / "elsewhere"),
+                                                  "--log-dir", str(tmp_path / "logs")]) == 0
+    assert run.run() == 2
+    # a preview of only one set does not cover the others
+    first = small.merge_sets[0]["email"]
+    assert run.preview("--only", first) == 0
+    capsys.readouterr()
+    assert run.run() == 2
+    assert "does not cover" in capsys.readouterr().err
+    assert run.preview("--max-merges", "1") == 0
+    assert run.run() == 2
+    assert sandbox.write_attempts() == []
+    # ... but it covers that set
+    assert run.run("--only", first) == 0
+    # a preview of other bytes does not count
+    assert run.preview() == 0
+    with open(run.csv, "ab") as fh:
+        fh.write(b"\r\n")
+    sandbox.clear_log()
+    assert run.run() == 2
+    assert sandbox.api_calls() == []
+    # --skip-preview-check is the one way around it
+    assert run.run("--skip-preview-check") == 0
+    merged = {ms["email"] for ms in small.merge_sets}
+    assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, small, merged)
+
+
+# --------------------------------------------------------------------------- backups must verify
+def _flip_a_byte(folder: str) -> str:
+    """Change one byte of one saved attachment (or of tickets.json when there is none)."""
+    attachments = sorted(os.path.join(d, n) for d, _, files in os.walk(folder) if d.endswith("attachments")
+                         for n in files)
+    target = attachments[0] if attachments else os.path.join(folder, "tickets.json")
+    with open(target, "r+b") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([first[0] ^ 0x01]))
+    return target
+
+
+def test_backup_that_does_not_verify_stops_the_run_before_any_write(tmp_path, monkeypatch, make_sandbox, capsys):
+    dataset = build_dataset(3, seed=61, tickets=(2, 3), conversations=(1, 1), comments=(1, 2), attachment_rate=1.0,
+                            two_duplicate_sets=0, skipped=False)
+    victim = dataset.merge_sets[0]
+    sandbox = make_sandbox(dataset.seed)
+    owners = owners_of(sandbox, dataset)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    before = sandbox.dump()
+    assert run.preview() == 0
+    real_write = merge_engine.write_backup
+    corrupted = []
+
+    def write_then_corrupt(client, root, **kw):
+        result = real_write(client, root, **kw)
+        if kw["email"] == victim["email"] and not corrupted:
+            corrupted.append(_flip_a_byte(result.folder))
+        return result
+
+    monkeypatch.setattr(merge_engine, "write_backup", write_then_corrupt)
+    capsys.readouterr()
+    assert run.run("--workers", "1") == 1
+    assert "/attachments/" in corrupted[0]
+    err = capsys.readouterr().err
+    assert "does not verify" in err and "Traceback" not in err
+    # nothing was written to DevRev for that contact (the run stopped: nothing at all was)
+    contacts = {sandbox.key_id(victim["primary"])} | {sandbox.key_id(d) for d in victim["duplicates"]}
+    objects = {oid for oid, c in owners.items() if c & contacts}
+    for entry in sandbox.write_attempts():
+        body = entry["body"]
+        assert not {body.get("id"), body.get("primary_user"), body.get("secondary_user")} & (contacts | objects)
+    assert sandbox.write_attempts() == []
+    assert sandbox.dump() == before
+    report = run.latest_report()
+    outcome = next(s for s in report["sets"] if s["email"] == victim["email"])
+    assert outcome["status"] == "failed" and "does not verify" in outcome["error"]
+    assert report["exit_code"] == 1
+    # the bad folder stays, as evidence, and verify_backups names the changed file
+    assert verify_backups.main(["--backup-dir", str(tmp_path / "backups"), "--report-dir",
+                                str(tmp_path / "reports")]) == 1
+    assert "sha256 does not match" in capsys.readouterr().out
+
+    # a re-run writes a fresh backup, verifies it, and finishes the job
+    monkeypatch.setattr(merge_engine, "write_backup", real_write)
+    assert run.run() == 0
+    merged = {ms["email"] for ms in dataset.merge_sets}
+    assert normalized(sandbox.dump()) == expected_after_merge(normalized(before), sandbox, dataset, merged)
+    assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
+
+
+class Crash(BaseException):
+    """A crash (not an Exception: nothing in the tool handles it)."""
+
+
+def test_backup_damaged_before_a_resume_stops_the_run(tmp_path, monkeypatch, make_sandbox, capsys):
+    """The journal says the backup was verified; it was changed since: the resume refuses to
+    touch the contact rather than trust an old check."""
+    dataset = build_dataset(1, seed=62, tickets=(2, 2), conversations=(0, 1), comments=(1, 1), attachment_rate=1.0,
+                            two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    before = sandbox.dump()
+    assert run.preview() == 0
+
+    def crash(*a, **kw):
+        raise Crash("killed right after the backup was verified")
+
+    monkeypatch.setattr(merge_engine.SetMerger, "_move_all", crash)
+    with pytest.raises(Crash):
+        run.run()
+    monkeypatch.undo()
+    run = MergeRun(tmp_path, sandbox, None, monkeypatch, csv_text=open(run.csv, encoding="utf-8", newline="").read())
+    [folder] = run.backups()
+    _flip_a_byte(folder)
+    capsys.readouterr()
+    assert run.run() == 1
+    assert "no longer verifies" in capsys.readouterr().err
+    assert sandbox.write_attempts() == []
+    assert sandbox.dump() == before
+
+
+def test_no_option_skips_backup_verification():
+    parser = merge_contacts.build_parser()
+    options = {o for action in parser._actions for o in action.option_strings}
+    assert "--skip-preview-check" in options
+    risky = [o for o in options if any(word in o for word in ("verif", "backup", "skip", "force", "unsafe", "yes",
+                                                              "no-", "trust", "check"))]
+    assert sorted(risky) == ["--backup-dir", "--skip-preview-check"]
+    for attempt in (["--skip-verify"], ["--no-verify"], ["--skip-backup"], ["--force"], ["--no-backup"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--csv", "x.csv", *attempt])
+    fields = {f.name for f in dataclasses.fields(merge_engine.MergeOptions)}
+    assert not [f for f in fields if "verif" in f or ("backup" in f and f != "backup_dir")]
