@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -237,9 +238,11 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
              len(merge_sets), len(skipped), csv_path, log_path or "off")
     stop = threading.Event()
     with _client(args, stop) as client, graceful_stop(stop):
-        options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id, keep_duplicate=args.keep_duplicate,
-                               allow_cross_org=args.allow_cross_org, merge_timeout=args.merge_timeout)
-        common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(), "target": _target(args, client),
+        options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
+                               keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
+                               merge_timeout=args.merge_timeout)
+        common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(),
+                  "target": _target(args, client),
                   "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
                   "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
                   "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
@@ -316,9 +319,10 @@ def _run_sets(items, work, workers: int, stop: threading.Event, desc: str):
                 if bar is not None:
                     bar.update(1)
                 try:
-                    yield item, future.result()
+                    result = future.result()
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    yield item, exc
+                    result = exc
+                yield item, result
 
 
 def _preview(args, client, merge_sets, options, common, stop, savepoint) -> int:
@@ -344,12 +348,15 @@ def _preview(args, client, merge_sets, options, common, stop, savepoint) -> int:
                 stop.set()
                 exit_code = EXIT_USAGE
                 continue
-            if isinstance(result, DevRevError):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                stop.set()
+                raise result
+            if isinstance(result, Exception):
+                if not isinstance(result, DevRevError):
+                    log.debug("unexpected error", exc_info=result)
                 log.error("%s: preview failed: %s", ms.email, result)
                 result = {"email": ms.email, "set_key": set_key(ms), "status": "failed", "error": str(result)}
                 exit_code = _worse(exit_code, EXIT_FAILED)
-            elif isinstance(result, BaseException):
-                raise result
             records[ms.key] = result
     finally:
         if journal:
@@ -385,7 +392,6 @@ def _preview_totals(preview: dict) -> dict:
 
 
 def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_path) -> int:
-    import json
     previews = {}
     if preview_path:
         with open(preview_path, encoding="utf-8") as fh:

@@ -104,3 +104,18 @@ def expected_after_merge(before: dict, sandbox, dataset: Dataset, merged_emails:
                                           if sandbox.key_id(u["key"]) == d][0]["modified_date"])
         state["rev_users"][primary]["external_ref"] = before["rev_users"][newest]["external_ref"]
     return state
+
+
+def capture_stop_event(monkeypatch) -> dict:
+    """Patch the client so a test can press "Ctrl-C": returns {"event": the run's stop event}
+    (as the signal handler sets it), filled in when the run builds its client."""
+    import devrev_client
+    holder: dict = {}
+    real_init = devrev_client.DevRevClient.__init__
+
+    def capture(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        holder["event"] = self.stop_event
+
+    monkeypatch.setattr(devrev_client.DevRevClient, "__init__", capture)
+    return holder

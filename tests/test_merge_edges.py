@@ -10,7 +10,7 @@ import backup
 import journal as journal_module
 import merge_engine
 from conftest import TEST_TOKEN
-from merge_helpers import MergeRun
+from merge_helpers import MergeRun, capture_stop_event
 from sandbox_dataset import build_dataset
 
 
@@ -169,15 +169,7 @@ def test_a_preview_of_another_target_or_an_incomplete_one_does_not_count(tmp_pat
     assert run.run() == 2
     assert sandbox.api_calls() == []
     # an interrupted preview (Ctrl-C) exits 130 and writes no report
-    stopper = {}
-    import merge_contacts
-    real_init = merge_contacts.DevRevClient.__init__
-
-    def capture(self, *a, **kw):
-        real_init(self, *a, **kw)
-        stopper["event"] = self.stop_event
-
-    monkeypatch.setattr(merge_contacts.DevRevClient, "__init__", capture)
+    stopper = capture_stop_event(monkeypatch)
     sandbox.on_request = lambda sb, entry: stopper["event"].set()
     assert run.preview("--workers", "1") == 130
     sandbox.on_request = None
