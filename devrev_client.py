@@ -161,14 +161,6 @@ def _parse_seconds(value: Any) -> float | None:
     return seconds if seconds >= 0 and seconds == seconds else None
 
 
-def _take(data: dict, key: str, endpoint: str) -> dict:
-    """The object a 2xx answer promises under `key`; ResponseError (not KeyError) when absent."""
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise ResponseError(f"the answer has no '{key}' object", endpoint=endpoint)
-    return value
-
-
 def _never_sent(exc: Exception) -> bool:
     """True when the request cannot have reached DevRev (connection never opened)."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -382,69 +374,64 @@ class DevRevClient:
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
                 self.pacer.release()
-                reason = _clean_text(type(exc).__name__)
-                give_up = not (retry_transient or _never_sent(exc)) or transient_failures >= self.max_retries
-                exc = None  # the requests error holds the prepared request, token included: drop it
+                failure = _clean_text(type(exc).__name__)
+                retryable = retry_transient or _never_sent(exc)
+                # raised below, outside this block, so it does not chain the requests error
+                # (which holds the prepared request, token included)
+                error: DevRevError = TransportError(
+                    f"could not reach DevRev at {urlsplit(url).hostname} ({failure})", endpoint=endpoint)
             else:
-                reason, give_up = None, False
-            if reason is not None:
-                if give_up:
-                    raise TransportError(f"could not reach DevRev at {urlsplit(url).hostname} ({reason})",
-                                         endpoint=endpoint)
-                delay = self.backoff(transient_failures)
-                transient_failures += 1
-                self._count("retries")
-                log.warning("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, reason, delay,
-                            transient_failures, self.max_retries)
-                self.wait(delay)
-                continue
-            self.pacer.release(response.headers)
-            status = response.status_code
-            log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
-            if status == 429:
-                self._count("throttled")
-                retry_after = self._retry_after(response)
-                if throttled >= self.max_throttle_retries:
-                    raise RateLimitError(f"still throttled after {throttled} retries", status=429,
-                                         error_type="too_many_requests", endpoint=endpoint,
-                                         retry_after=retry_after)
-                delay = retry_after if retry_after is not None else self.backoff(throttled)
-                throttled += 1
-                log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
-                            throttled, self.max_throttle_retries)
-                self.wait(delay)
-                continue
-            if status >= 500:
-                if retry_transient and transient_failures < self.max_retries:
-                    delay = self.backoff(transient_failures)
-                    transient_failures += 1
-                    self._count("retries")
-                    log.warning("retrying %s after HTTP %d: waiting %.2fs (attempt %d/%d)", endpoint, status,
-                                delay, transient_failures, self.max_retries)
+                self.pacer.release(response.headers)
+                status = response.status_code
+                log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
+                if status == 429:
+                    self._count("throttled")
+                    retry_after = self._retry_after(response)
+                    if throttled >= self.max_throttle_retries:
+                        raise RateLimitError(f"still throttled after {throttled} retries", status=429,
+                                             error_type="too_many_requests", endpoint=endpoint,
+                                             retry_after=retry_after)
+                    delay = retry_after if retry_after is not None else self.backoff(throttled)
+                    throttled += 1
+                    log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
+                                throttled, self.max_throttle_retries)
                     self.wait(delay)
                     continue
-                raise self._error(response, endpoint, ServerError)
-            if status in facts.MOVED_STATUSES:
-                location = self._redact(_clean_text(response.headers.get("Location"), 200))
-                raise MovedError(f"DevRev answered {status} (moved) to {location or 'an unknown place'}",
-                                 status=status, endpoint=endpoint, location=location or None)
-            if status >= 400:
-                raise self._error(response, endpoint, _STATUS_ERRORS.get(status, DevRevError))
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
-            if not isinstance(data, dict):
-                if retry_transient and transient_failures < self.max_retries:
-                    delay = self.backoff(transient_failures)
-                    transient_failures += 1
-                    self._count("retries")
-                    log.warning("retrying %s after an unreadable %d answer: waiting %.2fs", endpoint, status, delay)
-                    self.wait(delay)
-                    continue
-                raise ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
-                                    status=status, endpoint=endpoint)
-            return data
+                if status in facts.MOVED_STATUSES:
+                    location = self._redact(_clean_text(response.headers.get("Location"), 200))
+                    raise MovedError(f"DevRev answered {status} (moved) to {location or 'an unknown place'}",
+                                     status=status, endpoint=endpoint, location=location or None)
+                if 400 <= status < 500:
+                    raise self._error(response, endpoint, _STATUS_ERRORS.get(status, DevRevError))
+                retryable = retry_transient
+                if status >= 500:
+                    failure, error = f"HTTP {status}", self._error(response, endpoint, ServerError)
+                else:
+                    try:
+                        data = response.json()
+                    except ValueError:
+                        data = None
+                    if isinstance(data, dict):
+                        return data
+                    failure = f"an unreadable HTTP {status} answer"
+                    error = ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
+                                          status=status, endpoint=endpoint)
+            if not retryable or transient_failures >= self.max_retries:
+                raise error
+            delay = self.backoff(transient_failures)
+            transient_failures += 1
+            self._count("retries")
+            log.warning("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, failure, delay,
+                        transient_failures, self.max_retries)
+            self.wait(delay)
+
+    def _call_for(self, endpoint: str, body: dict, key: str) -> dict:
+        """A call whose answer holds one object under `key` (reads and `set` updates: safe to
+        repeat); ResponseError, not KeyError, when DevRev's answer lacks it."""
+        value = self.call(endpoint, body, retry_transient=True).get(key)
+        if not isinstance(value, dict):
+            raise ResponseError(f"the answer has no '{key}' object", endpoint=endpoint)
+        return value
 
     def _retry_after(self, response) -> float | None:
         seconds = _parse_seconds(response.headers.get("Retry-After"))
@@ -521,7 +508,7 @@ class DevRevClient:
 
     # ----------------------------------------------------------------- rev users
     def get_rev_user(self, user_id: str) -> dict:
-        return _take(self.call("rev-users.get", {"id": user_id}, retry_transient=True), "rev_user", "rev-users.get")
+        return self._call_for("rev-users.get", {"id": user_id}, "rev_user")
 
     def list_rev_users(self, *, email: str | None = None, external_ref: str | None = None) -> Iterator[dict]:
         body: dict = {}
@@ -533,8 +520,7 @@ class DevRevClient:
 
     def update_rev_user_external_ref(self, user_id: str, external_ref: str) -> dict:
         """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
-        return _take(self.call("rev-users.update", {"id": user_id, "external_ref": external_ref},
-                               retry_transient=True), "rev_user", "rev-users.update")
+        return self._call_for("rev-users.update", {"id": user_id, "external_ref": external_ref}, "rev_user")
 
     def merge_rev_users(self, primary_user: str, secondary_user: str) -> dict:
         """Ask DevRev to merge `secondary_user` into `primary_user` (asynchronous)."""
@@ -553,24 +539,22 @@ class DevRevClient:
         return self.paginate("works.list", {"reported_by": [reported_by]}, "works", strict=True)
 
     def get_work(self, work_id: str) -> dict:
-        return _take(self.call("works.get", {"id": work_id}, retry_transient=True), "work", "works.get")
+        return self._call_for("works.get", {"id": work_id}, "work")
 
     def set_ticket_reporters(self, ticket_id: str, reporter_ids: list[str]) -> dict:
-        return _take(self.call("works.update", {"id": ticket_id, "type": "ticket",
-                                                "reported_by": {"set": list(reporter_ids)}},
-                               retry_transient=True), "work", "works.update")
+        return self._call_for("works.update", {"id": ticket_id, "type": "ticket",
+                                               "reported_by": {"set": list(reporter_ids)}}, "work")
 
     # ----------------------------------------------------------------- conversations
     def list_conversations(self, member: str, *, strict: bool = False) -> Iterator[dict]:
         return self.paginate("conversations.list", {"members": [member]}, "conversations", strict=strict)
 
     def get_conversation(self, conversation_id: str) -> dict:
-        return _take(self.call("conversations.get", {"id": conversation_id}, retry_transient=True),
-                     "conversation", "conversations.get")
+        return self._call_for("conversations.get", {"id": conversation_id}, "conversation")
 
     def set_conversation_members(self, conversation_id: str, member_ids: list[str]) -> dict:
-        return _take(self.call("conversations.update", {"id": conversation_id, "members": {"set": list(member_ids)}},
-                               retry_transient=True), "conversation", "conversations.update")
+        return self._call_for("conversations.update", {"id": conversation_id, "members": {"set": list(member_ids)}},
+                              "conversation")
 
     # ----------------------------------------------------------------- timeline
     def list_timeline_entries(self, object_id: str) -> Iterator[dict]:

@@ -49,9 +49,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
-FINISHED = ("merged", "moved_only")
-
-
 def is_finished(status: str | None, keep_duplicate: bool) -> bool:
     """Nothing left to do for a set: merged, or moved when the duplicates are to be kept
     (a set moved with --keep-duplicate is merged by a later run without it)."""

@@ -407,16 +407,15 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
     exit_code = EXIT_OK
     todo = merge_sets
     stopped_by = None  # "auth" or "abort" when the tool itself stopped the run
+    finished = {m.key for m in merge_sets
+                if is_finished((journal.set_record(set_key(m)) or {}).get("status"), args.keep_duplicate)}
     if args.max_merges:
-        unfinished = [m for m in merge_sets
-                      if not is_finished((journal.set_record(set_key(m)) or {}).get("status"), args.keep_duplicate)]
-        chosen = {m.key for m in unfinished[: args.max_merges]}
+        chosen = {m.key for m in [m for m in merge_sets if m.key not in finished][: args.max_merges]}
         # finished sets cost no call and keep their place in the report
-        todo = [m for m in merge_sets if m.key in chosen or m not in unfinished]
+        todo = [m for m in merge_sets if m.key in chosen or m.key in finished]
     if preview_path:
         # a preview made with --only or --max-merges does not show what the other sets would move
-        unseen = [m.email for m in todo if m.key not in previews and not is_finished(
-            (journal.set_record(set_key(m)) or {}).get("status"), args.keep_duplicate)]
+        unseen = [m.email for m in todo if m.key not in previews and m.key not in finished]
         if unseen:
             journal.close()
             raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import devrev_assumptions as facts
 from backup import (BackupError, Snapshot, collect, display_of, estimate_size, ids_of, load_metadata,
@@ -314,7 +314,7 @@ class SetMerger:
             round_no = 1
         elif self.journal.is_done(key, f"{d}|verify|{round_no}"):
             # the last round ended clean, but earlier: look again before relying on it
-            if not self._leftovers(key, dup):
+            if not self._leftovers(dup):
                 return
             round_no += 1
         for _ in range(self.options.max_rounds):
@@ -410,14 +410,16 @@ class SetMerger:
                 with self._item_lock(item["id"]):
                     current = fresh.get(item["id"])
                     if self._written_at.get(item["id"], float("-inf")) >= listed_at:
-                        current = self._read_item(read, item)  # another set moved it since: read it again
+                        current = self._read_or_none(read, item["id"])  # another set moved it since: read it again
                         if current is not None and dup["id"] not in ids_of(current.get(field_name)):
                             current = None
                     self._move(key, steps[item["id"]], item, field_name, dup["id"], primary_id, current, read, write)
 
-    def _read_item(self, read, item: dict) -> dict | None:
+    @staticmethod
+    def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:
+        """A fresh read; None when DevRev says the object is gone (404)."""
         try:
-            return read(item["id"])
+            return read(object_id)
         except NotFoundError:
             return None
 
@@ -430,7 +432,7 @@ class SetMerger:
             if previous is None:
                 self.journal.done(key, step, {"already": True})
                 return
-            obj = self._read_item(read, item)
+            obj = self._read_or_none(read, item["id"])
             if obj is None:
                 self.journal.done(key, step, {"vanished": True})
                 log.warning("%s vanished from DevRev", item["display_id"])
@@ -450,7 +452,7 @@ class SetMerger:
             updated = ids_of(write(item["id"], wanted).get(field_name))
         except NotFoundError as exc:
             # 404 may name the item or a user in the new list: tell the two apart
-            if self._read_item(read, item) is None:
+            if self._read_or_none(read, item["id"]) is None:
                 self.journal.done(key, step, {"vanished": True})
                 log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
                 return
@@ -464,7 +466,7 @@ class SetMerger:
         self.journal.done(key, step, {"before": current, "after": updated})
         log.debug("moved %s: %s %s -> %s", item["display_id"], field_name, current, updated)
 
-    def _leftovers(self, key: str, dup: dict) -> list[str]:
+    def _leftovers(self, dup: dict) -> list[str]:
         """What the duplicate still owns: tickets and conversations to move. Work items of
         other types (issues) are not the tool's to move: they stop the set instead."""
         works = list(self.client.list_reported_works(dup["id"]))
@@ -477,17 +479,14 @@ class SetMerger:
 
     def _verify(self, key: str, dup: dict, round_no: int) -> list[str]:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
-        left = self._leftovers(key, dup)
+        left = self._leftovers(dup)
         if not left:
             self.journal.done(key, f"{dup['id']}|verify|{round_no}", {"owns_nothing": True})
         return left
 
     # ------------------------------------------------------------------ retiring
     def _read_duplicate(self, dup_id: str) -> dict | None:
-        try:
-            return self.client.get_rev_user(dup_id)
-        except NotFoundError:
-            return None
+        return self._read_or_none(self.client.get_rev_user, dup_id)
 
     def _ask_merge(self, dup: dict, primary_id: str, *, asked_before: bool) -> None:
         """rev-users.merge, which the client never repeats by itself: when the answer is lost
@@ -532,17 +531,11 @@ class SetMerger:
                 log.info("asked DevRev to merge %s into the primary", dup["display_id"])
         if self.journal.is_done(key, retired_step):
             return
-        deadline = self.clock() + self.options.merge_timeout
-        delay = self.options.poll_start
-        while True:
-            user = self._read_duplicate(dup["id"])
-            if is_retired(user):
-                break
-            if self.clock() >= deadline:
+        waits = self._poll_waits()
+        while not is_retired(user := self._read_duplicate(dup["id"])):
+            if next(waits, _TIME_UP) is _TIME_UP:
                 raise SetFailed(f"{dup['display_id']} was not retired within {self.options.merge_timeout:.0f} s "
                                 f"of rev-users.merge; re-run later to continue")
-            self.client.wait(min(delay, max(0.0, deadline - self.clock())))
-            delay = min(self.options.poll_cap, delay * 2)
         self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
         log.info("%s is retired", dup["display_id"])
 
@@ -558,8 +551,7 @@ class SetMerger:
             current = self.client.get_rev_user(primary_id).get("external_ref")
         if current != target:
             self.journal.intent(key, step, {"before": current, "after": target})
-            deadline = self.clock() + self.options.merge_timeout
-            delay = self.options.poll_start
+            waits = self._poll_waits()
             while True:
                 try:
                     self.client.update_rev_user_external_ref(primary_id, target)
@@ -567,17 +559,23 @@ class SetMerger:
                 except DevRevError as exc:
                     if exc.status != facts.EXTERNAL_REF_CONFLICT_STATUS:
                         raise
-                    # the retired duplicate may hold the reference for a moment longer
-                    if self.clock() >= deadline:
-                        raise SetFailed(f"DevRev still refuses external_ref {target!r} for the primary: it is "
-                                        f"held by {self._holder_of(target)}; re-run to finish once it is free"
-                                        ) from None
-                    self.client.wait(delay)
-                    delay = min(self.options.poll_cap, delay * 2)
+                # the retired duplicate may hold the reference for a moment longer
+                if next(waits, _TIME_UP) is _TIME_UP:
+                    raise SetFailed(f"DevRev still refuses external_ref {target!r} for the primary: it is "
+                                    f"held by {self._holder_of(target)}; re-run to finish once it is free")
         self.journal.done(key, step, {"before": current, "after": target})
         log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
         return target
 
+    def _poll_waits(self) -> Iterator[None]:
+        """Backing-off waits (poll_start, doubling to poll_cap) until --merge-timeout runs out:
+        each next() waits once; the generator ends when the time is up."""
+        deadline = self.clock() + self.options.merge_timeout
+        delay = self.options.poll_start
+        while self.clock() < deadline:
+            self.client.wait(min(delay, deadline - self.clock()))
+            delay = min(self.options.poll_cap, delay * 2)
+            yield
 
     def _holder_of(self, external_ref: str) -> str:
         """Who holds a reference, for the error message (best effort)."""
@@ -586,6 +584,9 @@ class SetMerger:
         except DevRevError:
             holders = []
         return ", ".join(holders) if holders else "a contact DevRev does not list (being retired?)"
+
+
+_TIME_UP = object()
 
 
 def _ident(user: dict) -> dict:

@@ -119,3 +119,15 @@ def capture_stop_event(monkeypatch) -> dict:
 
     monkeypatch.setattr(devrev_client.DevRevClient, "__init__", capture)
     return holder
+
+
+def files_a_ticket(dup_key: str, after_endpoint: str, title: str):
+    """An emulator hook: the integration files one ticket under `dup_key` right after the first
+    applied `after_endpoint` call. Returns (hook, filed); filed["id"] is the new ticket's DON."""
+    filed: dict = {}
+
+    def hook(sandbox, entry):
+        if entry["endpoint"] == after_endpoint and entry.get("applied") and not filed:
+            filed["id"] = sandbox.add_ticket({"title": title, "reported_by": [dup_key], "owned_by": ["agent1"]})
+
+    return hook, filed

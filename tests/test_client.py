@@ -8,6 +8,7 @@ emulator saw (request_log, state) as well as what the client returned or raised.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -697,17 +698,16 @@ def test_download_refuses_plain_http_off_loopback(env, url):
     assert out.getvalue() == b""
 
 
-def test_download_follows_redirect_to_another_loopback_host_without_auth(env):
-    sb, client, dons = env
-    art = _artifact(sb, 7001)
-    target = client.locate_artifact(art["id"])["url"]
-    seen = []
+@contextlib.contextmanager
+def redirect_server(location: str, seen: list | None = None):
+    """A loopback host answering every GET with a 302 to `location`; yields its port."""
 
     class Redirect(BaseHTTPRequestHandler):
         def do_GET(self):
-            seen.append(dict(self.headers))
+            if seen is not None:
+                seen.append(dict(self.headers))
             self.send_response(302)
-            self.send_header("Location", target)
+            self.send_header("Location", location)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -717,13 +717,19 @@ def test_download_follows_redirect_to_another_loopback_host_without_auth(env):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
     try:
-        out = io.BytesIO()
-        result = client.download(f"http://localhost:{server.server_address[1]}/start", out,
-                                 expected_size=len(HELLO))
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
 
+
+def test_download_follows_redirect_to_another_loopback_host_without_auth(env):
+    sb, client, dons = env
+    art = _artifact(sb, 7001)
+    seen = []
+    with redirect_server(client.locate_artifact(art["id"])["url"], seen) as port:
+        out = io.BytesIO()
+        result = client.download(f"http://localhost:{port}/start", out, expected_size=len(HELLO))
     assert out.getvalue() == HELLO and result.sha256 == hashlib.sha256(HELLO).hexdigest()
     assert len(seen) == 1 and not any(k.lower() == "authorization" for k in seen[0])
     assert [e["auth"] for e in sb.request_log if e["server"] == "files"] == [False]
@@ -731,25 +737,9 @@ def test_download_follows_redirect_to_another_loopback_host_without_auth(env):
 
 def test_download_redirect_off_https_is_refused(env):
     sb, client, dons = env
-
-    class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", "http://evil.example.com/steal")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-    try:
+    with redirect_server("http://evil.example.com/steal") as port:
         with pytest.raises(DownloadError, match="https"):
-            client.download(f"http://127.0.0.1:{server.server_address[1]}/start", io.BytesIO())
-    finally:
-        server.shutdown()
-        server.server_close()
+            client.download(f"http://127.0.0.1:{port}/start", io.BytesIO())
 
 
 # ----------------------------------------------------------------------------- configuration

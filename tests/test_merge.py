@@ -13,7 +13,7 @@ import journal as journal_module
 import merge_engine
 from conftest import TEST_TOKEN
 from devrev_sandbox import WRITE_ENDPOINTS, Scripted
-from merge_helpers import MergeRun, capture_stop_event, expected_after_merge, normalized
+from merge_helpers import MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
 from sandbox_dataset import build_dataset
 
 LIVE_SKIPS = {"email_mismatch", "contact_inactive", "contact_not_found", "cross_workspace", "external_ref_mismatch"}
@@ -449,14 +449,8 @@ def test_drift_since_preview_and_new_ticket_during_the_run(tmp_path, monkeypatch
     dataset = build_dataset(1, seed=6, tickets=(3, 3), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
     ms = dataset.merge_sets[0]
     dup_key = ms["duplicates"][0]
-    filed = {}
-
-    def integration_files_a_ticket(sandbox, entry):
-        # the integration files a new ticket under the duplicate right after the first move
-        if entry["endpoint"] == "works.update" and entry.get("applied") and not filed:
-            filed["id"] = sandbox.add_ticket({"title": "filed mid-run", "reported_by": [dup_key],
-                                              "owned_by": ["agent1"]})
-
+    # the integration files a new ticket under the duplicate right after the first move
+    integration_files_a_ticket, filed = files_a_ticket(dup_key, "works.update", "filed mid-run")
     sandbox = make_sandbox(dataset.seed, on_request=integration_files_a_ticket)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0

@@ -10,7 +10,7 @@ import backup
 import journal as journal_module
 import merge_engine
 from conftest import TEST_TOKEN
-from merge_helpers import MergeRun, capture_stop_event
+from merge_helpers import MergeRun, capture_stop_event, files_a_ticket
 from sandbox_dataset import build_dataset
 
 
@@ -66,13 +66,7 @@ def test_ticket_filed_while_devrev_merges_is_backed_up_and_moved(tmp_path, monke
     dataset = build_dataset(1, seed=32, tickets=(2, 2), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
     ms = dataset.merge_sets[0]
     dup = ms["duplicates"][0]
-    filed = {}
-
-    def integration(sandbox, entry):
-        if entry["endpoint"] == "rev-users.merge" and entry.get("applied") and not filed:
-            filed["id"] = sandbox.add_ticket({"title": "filed during the merge", "reported_by": [dup],
-                                              "owned_by": ["agent1"]})
-
+    integration, filed = files_a_ticket(dup, "rev-users.merge", "filed during the merge")
     sandbox = make_sandbox(dataset.seed, on_request=integration, merge_retire_after_gets=2)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0 and run.run() == 0
