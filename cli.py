@@ -1,0 +1,345 @@
+"""The command-line contract every script of the suite follows.
+
+One place owns what an admin sees when a script starts, fails or is stopped:
+
+- `ExitCode`: 0 every piece of work done, 1 some work failed, 2 bad usage or input
+  (nothing was changed), 130 stopped by Ctrl-C or SIGTERM (re-run to resume).
+- `UserError` and its kinds (`UsageError`, and the input errors of other modules that
+  subclass it): an error the user can act on, printed as one `error: ...` line.
+- `ArgumentParser`: argparse that reports a bad option as one line, and option types
+  that refuse `nan`, `inf` and out-of-range numbers.
+- `run_logging`: DEBUG to `<log_dir>/<prefix>_<run id>.log`, INFO to the console around
+  the progress bar, the run id on every line; every line redacted (the token, whole
+  occurrences only, and the query string of any URL, where presigned signatures live);
+  third-party library lines go to the log file only.
+- `graceful_stop`: the first Ctrl-C or SIGTERM asks the work to stop after the call in
+  flight and records which signal it was; the second stops at once.
+- `run_main`: the wrapper every `main(argv)` runs through, which turns every error a
+  user can cause into one line and the right exit code, never a traceback.
+
+Modelled on pypa/twine (one exception base, one place that maps errors to exit codes)
+and httpie (exit codes as an enum).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import errno
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+from typing import Callable, Iterator, Sequence
+
+OWN_LOGGERS = ("merge", "restore", "find", "devrev", "backup", "journal", "verify", "sample", "cli")
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, the same for every script."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+    def worse(self, other: "ExitCode | int") -> "ExitCode":
+        """The code that tells more: bad usage > interrupted > failed > ok."""
+        rank = {ExitCode.OK: 0, ExitCode.FAILED: 1, ExitCode.INTERRUPTED: 2, ExitCode.USAGE: 3}
+        other = ExitCode(other)
+        return other if rank[other] > rank[self] else self
+
+
+class UserError(Exception):
+    """An error the user can act on (bad option, bad file, bad folder, bad config).
+
+    Printed as one `error: <message>` line; the script exits with `exit_code`. Other
+    modules' input errors (CSV, savepoint, configuration) subclass it, so this module
+    needs to know none of them.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
+class UsageError(UserError):
+    """Bad usage or input: one line for the user, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (a `UsageError`), not a usage dump and exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _number(text: str, kind: type, what: str) -> float | int:
+    try:
+        value = kind(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (`nan`, `inf`, 0 and negatives refused)."""
+    value = _number(text, float, "a number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
+    return value
+
+
+def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number in [low, high] (high None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        value = _number(text, int, "a whole number")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def new_run_id() -> str:
+    """`<UTC yyyymmddThhmmssZ>-<6 hex>`: sortable, and unique across parallel runs."""
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+# --------------------------------------------------------------------------- redaction
+_URL_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+
+
+class Redactor:
+    """Removes secrets from text: the token (whole occurrences) and URL query strings.
+
+    A presigned download URL carries its signature in the query string, so no URL's
+    query string is ever written; the path stays, for diagnosis. The token is masked
+    only where it stands alone (not inside a longer word), so a short value cannot
+    garble unrelated text.
+    """
+
+    def __init__(self, secret: str | None = None):
+        self.secret = secret or ""
+        self._token = (re.compile(r"(?<![A-Za-z0-9._~+/=-])" + re.escape(self.secret) + r"(?![A-Za-z0-9._~+/=-])")
+                       if self.secret else None)
+
+    def __call__(self, text: str) -> str:
+        text = _URL_QUERY.sub(r"\1?<redacted>", text)
+        if self._token is not None and self.secret in text:
+            text = self._token.sub("***", text)
+        return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """A Formatter whose whole output (message, arguments, traceback) is redacted."""
+
+    def __init__(self, fmt: str, redactor: Redactor):
+        super().__init__(fmt)
+        self.redact = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+class _RunIdFilter(logging.Filter):
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record):
+        record.run_id = self.run_id
+        return True
+
+
+def is_own_record(record: logging.LogRecord) -> bool:
+    """True for this suite's loggers; third-party lines (urllib3's retry warnings) are not."""
+    return record.name.split(".")[0] in OWN_LOGGERS
+
+
+class _ConsoleHandler(logging.Handler):
+    """INFO and up of our own loggers to stderr, written around the progress bar."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | None = None) -> Iterator[str | None]:
+    """Set up the run's logging; yields the log file's path (None when `log_dir` is None).
+
+    The file (`<log_dir>/<prefix>_<run_id>.log`, mode 0600, folder 0700) gets DEBUG from
+    every logger; the console gets INFO from this suite's loggers only. Raises
+    `UsageError` if the log folder cannot be made or written.
+    """
+    redactor = Redactor(secret)
+    root = logging.getLogger()
+    old_level = root.level
+    console = _ConsoleHandler()
+    console.setLevel(logging.INFO)
+    console.addFilter(is_own_record)
+    console.setFormatter(RedactingFormatter("%(levelname)s [%(run_id)s] %(message)s", redactor))
+    handlers: list[logging.Handler] = [console]
+    log_path = None
+    if log_dir:
+        log_path = os.path.join(log_dir, f"{prefix}_{run_id}.log")
+        file_handler = _open_log_file(log_dir, log_path)
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(RedactingFormatter(
+            "%(asctime)s [%(run_id)s] %(levelname)s %(threadName)s %(name)s: %(message)s", redactor))
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler.addFilter(_RunIdFilter(run_id))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield log_path
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(old_level)
+
+
+def _open_log_file(log_dir: str, log_path: str) -> logging.FileHandler:
+    from fileutil import make_private_dir, open_private
+    try:
+        make_private_dir(log_dir)
+        open_private(log_path, "xb").close()
+        return logging.FileHandler(log_path, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--log-dir {log_dir}: {describe_os_error(exc)}") from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`cannot write here (permission denied)`-style text for an OSError, without the traceback."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not writable ({reason})"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"not a usable folder ({reason})"
+    if exc.errno == errno.ENOSPC:
+        return f"disk full ({reason})"
+    return reason
+
+
+def check_writable_dir(path: str, option: str) -> str:
+    """Create `path` (0700) if needed and prove a file can be written in it.
+
+    Returns the path. Raises `UsageError` naming the option (e.g. `--backup-dir`) when
+    the folder cannot be made or written, so a run fails before its first API call.
+    """
+    from fileutil import make_private_dir
+    try:
+        make_private_dir(path)
+        probe = os.path.join(path, f".write-test-{os.getpid()}-{secrets.token_hex(3)}")
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {describe_os_error(exc)}") from None
+    return path
+
+
+# --------------------------------------------------------------------------- stopping
+class StopSignal:
+    """Set by the first Ctrl-C or SIGTERM; remembers which one, for the log and report."""
+
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event or threading.Event()
+        self.signal_name: str | None = None
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def reason(self) -> str:
+        """`Ctrl-C`, `SIGTERM`, or `the run itself` when the tool stopped on its own."""
+        if self.signal_name == "SIGINT":
+            return "Ctrl-C"
+        return self.signal_name or "the run itself"
+
+
+@contextlib.contextmanager
+def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in flight; "
+                  "re-run the same command to resume.") -> Iterator[StopSignal]:
+    """First Ctrl-C or SIGTERM: `stop.event` is set and `message` printed. Second: stop now.
+
+    Off the main thread (tests calling main() from a worker) the handlers are not
+    installed, since Python only allows them on the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.event.is_set():
+            raise KeyboardInterrupt
+        stop.signal_name = signal.Signals(signum).name
+        stop.event.set()
+        print(f"\n{stop.reason} received. {message}", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --------------------------------------------------------------------------- the wrapper
+def error_line(message: str) -> None:
+    """Print one `error: ...` line on stderr (control characters escaped)."""
+    text = " ".join(str(message).split("\n"))
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def run_main(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's body and map every error a user can cause to one line and a code.
+
+    - `UserError` (bad option, CSV, savepoint, config, folder): `error: ...`, its exit code (2).
+    - `OSError` that escaped (a folder that cannot be used): one line, exit 2.
+    - `KeyboardInterrupt` (a second Ctrl-C): one line, exit 130.
+    - `BrokenPipeError` (output piped to `head`): silent, exit 0 for what was printed.
+    - `SystemExit` from argparse's --help / --version: its code.
+    Anything else is a bug: it propagates with its traceback.
+    """
+    try:
+        return int(body(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.USAGE
+    except UserError as exc:
+        error_line(str(exc))
+        return int(exc.exit_code)
+    except BrokenPipeError:
+        _silence_broken_pipe()
+        return ExitCode.OK
+    except KeyboardInterrupt:
+        print("Stopped at once. The savepoint is consistent: re-run the same command to resume.",
+              file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        error_line(f"cannot use{where}: {describe_os_error(exc)}")
+        return ExitCode.USAGE
+
+
+def _silence_broken_pipe() -> None:
+    """After the reader of stdout went away, keep Python's final flush from complaining."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
