@@ -115,22 +115,29 @@ def new_run_id() -> str:
 
 
 # --------------------------------------------------------------------------- redaction
-_URL_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+# A URL (scheme://...) or a bare path starting a word ("GET /blobs/1?sig=... HTTP/1.1", as
+# urllib3 logs requests), then its query string.
+_URL_QUERY = re.compile(r"((?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|(?<![^\s\"'(<=])/)[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
 
 
 class Redactor:
     """Removes secrets from text: the token (whole occurrences) and URL query strings.
 
     A presigned download URL carries its signature in the query string, so no URL's
-    query string is ever written; the path stays, for diagnosis. The token is masked
-    only where it stands alone (not inside a longer word), so a short value cannot
-    garble unrelated text.
+    query string is ever written; the path stays, for diagnosis. A secret of
+    `ANYWHERE_LEN` characters or more (a real token) is masked wherever it appears, even
+    glued to other text; a shorter one only where it stands alone as a word (not between
+    letters or digits), so a short value cannot garble unrelated text.
     """
+
+    ANYWHERE_LEN = 12
 
     def __init__(self, secret: str | None = None):
         self.secret = secret or ""
-        self._token = (re.compile(r"(?<![A-Za-z0-9._~+/=-])" + re.escape(self.secret) + r"(?![A-Za-z0-9._~+/=-])")
-                       if self.secret else None)
+        pattern = re.escape(self.secret)
+        if len(self.secret) < self.ANYWHERE_LEN:
+            pattern = r"(?<![A-Za-z0-9])" + pattern + r"(?![A-Za-z0-9])"
+        self._token = re.compile(pattern) if self.secret else None
 
     def __call__(self, text: str) -> str:
         text = _URL_QUERY.sub(r"\1?<redacted>", text)
@@ -206,6 +213,9 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
     root.setLevel(logging.DEBUG)
     try:
         yield log_path
+    except UserError as exc:  # run_main prints it; the log file keeps it too
+        logging.getLogger("cli").debug("stopped: %s", exc)
+        raise
     finally:
         for handler in handlers:
             root.removeHandler(handler)
@@ -264,12 +274,16 @@ class StopSignal:
     def is_set(self) -> bool:
         return self.event.is_set()
 
+    def set(self) -> None:
+        """Ask the work to stop (without a signal: the tool itself, or a test)."""
+        self.event.set()
+
     @property
     def reason(self) -> str:
-        """`Ctrl-C`, `SIGTERM`, or `the run itself` when the tool stopped on its own."""
+        """`Ctrl-C`, `SIGTERM`, or `a stop request` when the event was set without a signal."""
         if self.signal_name == "SIGINT":
             return "Ctrl-C"
-        return self.signal_name or "the run itself"
+        return self.signal_name or "a stop request"
 
 
 @contextlib.contextmanager
@@ -301,8 +315,10 @@ def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in f
 
 # --------------------------------------------------------------------------- the wrapper
 def error_line(message: str) -> None:
-    """Print one `error: ...` line on stderr (control characters escaped)."""
-    text = " ".join(str(message).split("\n"))
+    """Print one `error: ...` line on stderr (line breaks folded, control characters escaped,
+    so a hostile file name cannot drive the terminal)."""
+    text = " ".join(str(message).splitlines())
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
     print(f"error: {text}", file=sys.stderr, flush=True)
 
 
@@ -317,7 +333,9 @@ def run_main(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     Anything else is a bug: it propagates with its traceback.
     """
     try:
-        return int(body(argv))
+        code = int(body(argv))
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, not at exit
+        return code
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.USAGE
     except UserError as exc:

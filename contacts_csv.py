@@ -16,6 +16,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from cli import UserError
+
 REQUIRED_COLUMNS = ("REV_USER_ID", "EMAIL", "EXTERNAL_REF")
 OPTIONAL_COLUMNS = ("DISPLAY_NAME", "FULL_NAME", "TICKET_COUNT", "CREATED_AT", "UPDATED_AT")
 PRIMARY_PREFIX = "REVU-"      # DevRev-native contacts: external_ref is their own display id
@@ -42,8 +44,8 @@ _MAX_VALUE = 256
 _MAX_EMAIL = 254
 
 
-class CsvInputError(Exception):
-    """The contacts CSV cannot be used; the message is one line a user can act on."""
+class CsvInputError(UserError):
+    """The contacts CSV cannot be used; the message is one line a user can act on (exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -26,45 +26,19 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from contacts_csv import ContactsFile, ContactRow, CsvInputError, MergeSet, SkippedGroup, group_contacts, read_contacts
+import cli
+from cli import ExitCode, UsageError
+from contacts_csv import ContactsFile, ContactRow, MergeSet, SkippedGroup, group_contacts, read_contacts
 from fileutil import atomic_write_bytes
-
-EXIT_OK, EXIT_USAGE = 0, 2
-
-
-class UsageError(Exception):
-    """Bad usage or input: one line for the user, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(message)
-
-
-def _size(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of contacts, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="create_test_sample.py", description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(prog="create_test_sample.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, metavar="CSV", help="the full contacts CSV")
     p.add_argument("--output", required=True, metavar="CSV", help="the sample CSV to write")
-    p.add_argument("--size", required=True, type=_size, metavar="N", help="how many contacts (rows) the sample holds")
-    p.add_argument("--seed", type=_seed, metavar="S", help="pick the same sample again (default: a random seed, printed)")
+    p.add_argument("--size", required=True, type=cli.int_between(1), metavar="N", help="how many contacts (rows) the sample holds")
+    p.add_argument("--seed", type=cli.int_between(-2 ** 63, 2 ** 63 - 1), metavar="S", help="pick the same sample again (default: a random seed, printed)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     p.add_argument("--include-skipped", action="store_true",
                    help="also include one group the CSV skips (e.g. a single contact), counted in --size")
@@ -211,32 +185,33 @@ def _tickets(ms: MergeSet) -> str:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        _check_paths(args)
-        seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
-        try:
-            contacts = read_contacts(args.input)
-        except CsvInputError as exc:
-            raise UsageError(str(exc)) from None
-        except ValueError as exc:  # a value the reader did not expect (e.g. a TICKET_COUNT of '²')
-            raise UsageError(f"{args.input}: unusable value in the CSV ({exc})") from None
-        merge_sets, skipped = group_contacts(contacts.rows)
-        picked = select(merge_sets, skipped, args.size, random.Random(seed), args.include_skipped)
-        rows = [r for ms in picked.merge_sets for r in ms.rows] + (picked.skipped.rows if picked.skipped else [])
-        data = sample_bytes(contacts, rows)
-        if _same_file(args.input, args.output):  # re-check right before writing
-            raise UsageError(f"--output {args.output} is the input file: choose another name for the sample")
-        try:
-            atomic_write_bytes(args.output, data)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    """Write the sample; 0 written, 2 bad usage or input (one `error:` line on stderr)."""
+    return cli.run_main(_main, argv)
 
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    _check_paths(args)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2 ** 31)
+    try:
+        contacts = read_contacts(args.input)
+    except ValueError as exc:  # a value the reader did not expect (e.g. a TICKET_COUNT of '²')
+        raise UsageError(f"{args.input}: unusable value in the CSV ({exc})") from None
+    merge_sets, skipped = group_contacts(contacts.rows)
+    picked = select(merge_sets, skipped, args.size, random.Random(seed), args.include_skipped)
+    rows = [r for ms in picked.merge_sets for r in ms.rows] + (picked.skipped.rows if picked.skipped else [])
+    data = sample_bytes(contacts, rows)
+    if _same_file(args.input, args.output):  # re-check right before writing
+        raise UsageError(f"--output {args.output} is the input file: choose another name for the sample")
+    try:
+        atomic_write_bytes(args.output, data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {cli.describe_os_error(exc)}") from None
+    _print_summary(args, seed, picked, len(merge_sets))
+    return ExitCode.OK
+
+
+def _print_summary(args, seed: int, picked: Selection, merge_set_count: int) -> None:
     print(f"seed: {seed}" + ("" if args.seed is not None else f" (pass --seed {seed} to pick this sample again)"))
     print(f"picked {len(picked.merge_sets)} merge set{'s' * (len(picked.merge_sets) != 1)}:")
     for ms in picked.merge_sets:
@@ -245,7 +220,7 @@ def main(argv=None) -> int:
         g = picked.skipped
         print(f"plus 1 skipped group: {g.email} ({len(g.rows)} contact{'s' * (len(g.rows) != 1)}, {g.reason})")
     if picked.total != args.size:
-        if len(picked.merge_sets) == len(merge_sets):
+        if len(picked.merge_sets) == merge_set_count:
             print(f"note: the CSV's merge sets do not add up to {args.size} contacts; took every one of them "
                   f"({picked.total} contacts{' with the skipped group' if picked.skipped else ''})")
         else:
@@ -255,7 +230,6 @@ def main(argv=None) -> int:
     if picked.skipped:
         groups += " and 1 skipped group"
     print(f"sample: {picked.total} contacts in {groups} -> {args.output}")
-    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
 import devrev_assumptions as facts
+from cli import UserError
 
 TOOL_NAME = "devrev-contact-merge"
 TOOL_VERSION = "1.0.0"
@@ -36,8 +37,8 @@ log = logging.getLogger("devrev.client")
 
 
 # --------------------------------------------------------------------------- errors
-class ConfigError(Exception):
-    """Bad configuration the user can fix (missing token, plain-http URL, ...)."""
+class ConfigError(UserError):
+    """Bad configuration the user can fix (missing token, plain-http URL, ...): one line, exit 2."""
 
 
 class RunInterrupted(Exception):
@@ -626,18 +627,3 @@ class DevRevClient:
                 self._count("downloads")
                 return DownloadResult(size=size, sha256=digest.hexdigest())
         raise DownloadError(f"too many redirects fetching the attachment", endpoint="download")
-
-
-class SecretMask(logging.Filter):
-    """Masks a secret (the token) in every record a handler emits: a last line of defence."""
-
-    def __init__(self, secret: str):
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record):
-        if self.secret:
-            message = record.getMessage()
-            if self.secret in message:
-                record.msg, record.args = message.replace(self.secret, "***"), ()
-        return True

@@ -16,6 +16,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
+from cli import UserError
 from fileutil import PRIVATE_FILE_MODE, make_private_dir
 
 SCHEMA = """
@@ -59,8 +60,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class JournalError(Exception):
-    """The savepoint file cannot be used (corrupt, locked, unwritable)."""
+class JournalError(UserError):
+    """The savepoint file cannot be used (corrupt, locked, unwritable): one line, exit 2."""
 
 
 class Journal:

@@ -12,8 +12,9 @@ attachments) and says, per backup, OK or exactly which file is wrong and why.
 Each run also writes an integrity report, `<report-dir>/integrity_<UTC time>.json`,
 with every backup's result, so an audit leaves a trace.
 
-Exit codes: 0 every backup verified; 1 at least one failed (or the report could not
-be written); 2 bad usage (the folder is missing, not a folder, or holds no backups).
+Exit codes (cli.ExitCode): 0 every backup verified; 1 at least one failed (or the
+report could not be written); 2 bad usage (the folder is missing, not a folder, or holds
+no backups; --report-dir cannot be written).
 """
 from __future__ import annotations
 
@@ -25,22 +26,15 @@ import time
 from datetime import datetime, timezone
 
 import backup
-from fileutil import atomic_write_json, make_private_dir
+import cli
+from cli import ExitCode, UsageError
+from fileutil import atomic_write_json
 
 REPORT_FORMAT = 1
 
 
-class UsageError(Exception):
-    """Bad usage: reported as one `error: ...` line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clear line instead of usage + traceback-like noise
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="verify_backups.py",
+    p = cli.ArgumentParser(prog="verify_backups.py",
                 description="Verify every backup folder (complete and .partial) under --backup-dir.")
     p.add_argument("--backup-dir", required=True, help="the folder holding the backup folders (e.g. backups/)")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
@@ -123,36 +117,24 @@ def _check_usage(args) -> list[str]:
         raise UsageError(f"cannot list {args.backup_dir}: {exc.strerror or exc}") from None
     if not found:
         raise UsageError(f"no backups in {args.backup_dir}")
+    cli.check_writable_dir(args.report_dir, "--report-dir")
     return found
 
 
 def main(argv=None) -> int:
     """Verify every backup under --backup-dir; 0 all OK, 1 any FAILED, 2 bad usage."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        folders = _check_usage(args)
-    except UsageError as exc:
-        print(f"error: {printable(exc)}", file=sys.stderr)
-        return 2
+    return cli.run_main(_main, argv)
 
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    folders = _check_usage(args)
     checked_at = datetime.now(timezone.utc)
     started = time.monotonic()
     results = check_all(folders, quick=args.quick)
     report = build_report(args.backup_dir, results, quick=args.quick, checked_at=checked_at)
     report["seconds"] = round(time.monotonic() - started, 3)
-    all_ok = all(r.ok for r in results)
-
-    path = None
-    try:
-        make_private_dir(args.report_dir)
-        path = report_path(args.report_dir, checked_at)
-        atomic_write_json(path, report)
-    except OSError as exc:
-        print(f"error: could not write the integrity report in {printable(args.report_dir)}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        path = None
-
+    path = _write_report(args.report_dir, report, checked_at)
     if args.json:
         print(json.dumps(dict(report, report=path), indent=2, sort_keys=True))
         if path:
@@ -162,7 +144,19 @@ def main(argv=None) -> int:
             print(line)
         if path:
             print(f"integrity report: {printable(path)}")
-    return 0 if all_ok and path else 1
+    return ExitCode.OK if all(r.ok for r in results) and path else ExitCode.FAILED
+
+
+def _write_report(report_dir: str, report: dict, checked_at: datetime) -> str | None:
+    """Write the integrity report; its path, or None (said on stderr) if it could not be written."""
+    try:
+        path = report_path(report_dir, checked_at)
+        atomic_write_json(path, report)
+        return path
+    except OSError as exc:
+        print(f"error: could not write the integrity report in {printable(report_dir)}: "
+              f"{cli.describe_os_error(exc)}", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Hostile input: a corpus of broken and malicious contacts CSVs (tests/hostile_csv/).
 
 Every file must be refused before any call to DevRev, in preview and in real-run mode:
-exit code 2, exactly one `ERROR` line on stderr that names the problem, no traceback,
+exit code 2, exactly one `error:` line on stderr that names the problem, no traceback,
 nothing on stdout, and an emulator that received no call at all.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def test_hostile_csv_is_refused_before_any_call(name, tmp_path, monkeypatch, mak
         assert code == 2, (mode, code, err)
         lines = [line for line in err.splitlines() if line.strip()]
         assert len(lines) == 1, (mode, err)
-        assert lines[0].startswith("ERROR "), (mode, err)
+        assert lines[0].startswith("error: "), (mode, err)
         assert EXPECTED[name] in lines[0], (mode, lines[0])
         assert "Traceback" not in err and out == "", (mode, out, err)
         assert len(lines[0]) < 400, (mode, lines[0])          # one readable line, not a dump of the cell

@@ -18,6 +18,7 @@ import stat
 import pytest
 
 import backup
+import cli
 import merge_contacts
 import merge_engine
 import verify_backups
@@ -251,7 +252,7 @@ def test_no_option_skips_backup_verification():
                                                               "no-", "trust", "check"))]
     assert sorted(risky) == ["--backup-dir", "--skip-preview-check"]
     for attempt in (["--skip-verify"], ["--no-verify"], ["--skip-backup"], ["--force"], ["--no-backup"]):
-        with pytest.raises(SystemExit):
+        with pytest.raises(cli.UsageError, match="unrecognized arguments"):
             parser.parse_args(["--csv", "x.csv", *attempt])
     fields = {f.name for f in dataclasses.fields(merge_engine.MergeOptions)}
     assert not [f for f in fields if "verif" in f or ("backup" in f and f != "backup_dir")]
