@@ -30,8 +30,9 @@ import reports
 from cli import ExitCode, UsageError
 from contacts_csv import MergeSet, email_key, group_contacts, read_contacts
 from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted
-from journal import Journal, is_finished
-from merge_engine import MergeOptions, RunAborted, SetMerger, preview_set, set_key
+from journal import Journal
+from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
+                          preview_set, set_key)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
@@ -119,8 +120,40 @@ def _open_journal(args, savepoint: str, run_id: str) -> Journal | None:
 
 
 def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
+    """Check everything the run needs (input, preview, folders, savepoint), then run it."""
     csv_path = args.csv or DEMO_CSV
     contacts = read_contacts(csv_path)
+    merge_sets, skipped = _chosen_groups(args, contacts, csv_path)
+    preview_path = _required_preview(args, contacts)
+    if args.sandbox_reset and os.path.isdir(SANDBOX_DIR):
+        shutil.rmtree(SANDBOX_DIR)
+    _check_folders(args, savepoint)
+    journal = _open_journal(args, savepoint, run_id)
+    try:
+        plan = plan_run(journal, merge_sets, max_merges=args.max_merges, keep_duplicate=args.keep_duplicate)
+        previews = _previews_covering(preview_path, plan)
+        log.info("run %s (%s %s): %d merge sets and %d skipped groups in %s; log %s", run_id,
+                 "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
+                 len(merge_sets), len(skipped), csv_path, log_path or "off")
+        if journal is not None:
+            log.info("savepoint %s", os.path.abspath(savepoint))
+        stop = cli.StopSignal()
+        with _client(args, stop) as client, cli.graceful_stop(stop):
+            options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
+                                   keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
+                                   merge_timeout=args.merge_timeout)
+            common = _report_header(args, run_id, client, csv_path, contacts, skipped)
+            if args.preview:
+                return _preview(args, client, plan, options, common, stop)
+            merger = SetMerger(client, journal, options, previews)
+            return _merge(args, merger, merge_sets, plan, common, stop, preview_path)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def _chosen_groups(args, contacts, csv_path: str) -> tuple[list[MergeSet], list]:
+    """The CSV's merge sets and skipped groups, narrowed to --only's email."""
     merge_sets, skipped = group_contacts(contacts.rows)
     if args.only:
         wanted = email_key(args.only)
@@ -128,42 +161,42 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
         skipped = [g for g in skipped if g.key == wanted]
         if not merge_sets and not skipped:
             raise UsageError(f"no contact with email {args.only!r} in {csv_path}")
-    preview_path = None
-    if not args.preview and not args.skip_preview_check:
-        preview_path = reports.find_preview(args.report_dir, contacts.sha256, _target(args))
-        if preview_path is None:
-            raise UsageError(f"no complete preview of this CSV against {_target(args)} in {args.report_dir}/: run "
-                             f"with --preview first and read it (or pass --skip-preview-check)")
-    if args.sandbox_reset and os.path.isdir(SANDBOX_DIR):
-        shutil.rmtree(SANDBOX_DIR)
-    _check_folders(args, savepoint)
-    journal = _open_journal(args, savepoint, run_id)
-    log.info("run %s (%s %s): %d merge sets and %d skipped groups in %s; log %s", run_id,
-             "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
-             len(merge_sets), len(skipped), csv_path, log_path or "off")
-    if journal is not None:
-        log.info("savepoint %s", os.path.abspath(savepoint))
-    stop = cli.StopSignal()
-    try:
-        with _client(args, stop) as client, cli.graceful_stop(stop):
-            options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
-                                   keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
-                                   merge_timeout=args.merge_timeout)
-            common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(),
-                      "target": _target(args, client),
-                      "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256,
-                              "rows": len(contacts.rows)},
-                      "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
-                      "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
-                                   "rows": [r.as_dict() for r in g.rows]} for g in skipped]}
-            if args.max_merges:
-                merge_sets = merge_sets[: args.max_merges] if args.preview else merge_sets
-            if args.preview:
-                return _preview(args, client, merge_sets, options, common, stop, journal)
-            return _merge(args, client, merge_sets, options, common, stop, journal, preview_path)
-    finally:
-        if journal is not None:
-            journal.close()
+    return merge_sets, skipped
+
+
+def _required_preview(args, contacts) -> str | None:
+    """The complete preview a real run needs (None for a preview or --skip-preview-check)."""
+    if args.preview or args.skip_preview_check:
+        return None
+    preview_path = reports.find_preview(args.report_dir, contacts.sha256, _target(args))
+    if preview_path is None:
+        raise UsageError(f"no complete preview of this CSV against {_target(args)} in {args.report_dir}/: run "
+                         f"with --preview first and read it (or pass --skip-preview-check)")
+    return preview_path
+
+
+def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dict]:
+    """The preview's sets by email key; UsageError if it misses a set this run would start."""
+    if not preview_path:
+        return {}
+    with open(preview_path, encoding="utf-8") as fh:
+        previews = {email_key(s["email"]): s for s in json.load(fh).get("sets", [])}
+    # a preview made with --only or --max-merges does not show what the other sets would move
+    unseen = [m.email for m in plan.todo if m.key not in previews]
+    if unseen:
+        raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "
+                         f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
+    return previews
+
+
+def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) -> dict:
+    """What the preview and the merge report share: the run, the target, the CSV, the skipped groups."""
+    return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(),
+            "target": _target(args, client),
+            "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
+            "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
+            "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
+                         "rows": [r.as_dict() for r in g.rows]} for g in skipped]}
 
 
 def _target(args, client=None) -> str:
@@ -232,18 +265,21 @@ def _run_sets(items, work, workers: int, stop: cli.StopSignal, desc: str):
                 yield item, result
 
 
-def _preview(args, client, merge_sets, options, common, stop, journal) -> int:
-    records: dict[str, dict] = {}
+def _reraise_fatal(result, stop: cli.StopSignal) -> None:
+    """A worker's KeyboardInterrupt (or other BaseException) stops the run, as in the main thread."""
+    if isinstance(result, BaseException) and not isinstance(result, Exception):
+        stop.set()
+        raise result
+
+
+def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal) -> int:
+    """Preview the plan's sets (read only) and write the preview report; returns the exit code."""
+    records = {key: finished_preview(ms, plan.finished[key]) for ms in plan.order
+               for key in [ms.key] if key in plan.finished}
     exit_code = ExitCode.OK
-
-    def work(ms: MergeSet):
-        record = journal.set_record(set_key(ms)) if journal else None
-        if record and is_finished(record["status"], args.keep_duplicate):
-            return {"email": ms.email, "set_key": set_key(ms), "status": "already_" + record["status"],
-                    "detail": f"finished in run {record['run_id']} (savepoint)"}
-        return preview_set(client, ms, options)
-
-    for ms, result in _run_sets(merge_sets, work, args.workers, stop, "preview"):
+    for ms, result in _run_sets(plan.todo, lambda ms: preview_set(client, ms, options), args.workers, stop,
+                                "preview"):
+        _reraise_fatal(result, stop)
         if isinstance(result, RunInterrupted):
             exit_code = exit_code.worse(ExitCode.INTERRUPTED)
             continue
@@ -253,9 +289,6 @@ def _preview(args, client, merge_sets, options, common, stop, journal) -> int:
             stop.set()
             exit_code = ExitCode.USAGE
             continue
-        if isinstance(result, BaseException) and not isinstance(result, Exception):
-            stop.set()
-            raise result
         if isinstance(result, Exception):
             if not isinstance(result, DevRevError):
                 log.debug("unexpected error", exc_info=result)
@@ -265,113 +298,102 @@ def _preview(args, client, merge_sets, options, common, stop, journal) -> int:
         records[ms.key] = result
     if stop.is_set() and exit_code != ExitCode.USAGE:
         exit_code = ExitCode.INTERRUPTED
-    ordered = [records[m.key] for m in merge_sets if m.key in records]
-    preview = dict(common, kind="preview", created_at=_now(), sets=ordered, complete=exit_code == ExitCode.OK)
-    preview["totals"] = _preview_totals(preview)
     if exit_code in (ExitCode.USAGE, ExitCode.INTERRUPTED):
         log.error("preview %s; no preview report written", f"interrupted by {stop.reason}"
                   if exit_code == ExitCode.INTERRUPTED else "stopped")
         return exit_code
-    json_path, csv_path = reports.write_report(args.report_dir, f"preview_{options.run_id}", preview,
-                                               reports.PREVIEW_COLUMNS, reports.preview_rows(preview))
+    preview = dict(common, kind="preview", created_at=_now(), complete=exit_code == ExitCode.OK,
+                   sets=[records[m.key] for m in plan.order if m.key in records])
+    json_path, csv_path = reports.write_preview(args.report_dir, f"preview_{common['run_id']}", preview)
     print(reports.format_preview(preview))
     print(f"\nPreview written to {json_path} and {csv_path}. Nothing was changed in DevRev.")
     return exit_code
 
 
-def _preview_totals(preview: dict) -> dict:
-    dups = [d for s in preview["sets"] for d in s.get("duplicates") or []]
-    return {"merge_sets": sum(1 for s in preview["sets"] if s["status"].startswith("would")),
-            "skipped": len(preview["skipped"]) + sum(1 for s in preview["sets"] if s["status"] == "skipped"),
-            "failed": sum(1 for s in preview["sets"] if s["status"] == "failed"),
-            "already_done": sum(1 for s in preview["sets"] if s["status"].startswith("already")),
-            "tickets": sum(len(d["tickets"]) for d in dups),
-            "conversations": sum(len(d["conversations"]) for d in dups),
-            "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
-            "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
-            "estimated_calls": sum(s.get("estimated_calls") or 0 for s in preview["sets"]),
-            "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in preview["sets"])}
+class _MergeTally:
+    """Each set's report line as the workers hand results back, and the run's exit code."""
+
+    def __init__(self, stop: cli.StopSignal):
+        self.stop = stop
+        self.outcomes: dict[str, dict] = {}
+        self.code = ExitCode.OK
+        self.stopped_by: str | None = None  # "auth" or "abort" when the tool itself stopped the run
+
+    def add(self, ms: MergeSet, result) -> None:
+        """Record one set's result: its outcome dict, or the exception its merge raised."""
+        _reraise_fatal(result, self.stop)
+        if isinstance(result, RunInterrupted):
+            if self.stopped_by is None:
+                self.code = self.code.worse(ExitCode.INTERRUPTED)
+                self.outcomes[ms.key] = _unfinished(ms, "interrupted", f"stopped by {self.stop.reason}; "
+                                                                       f"re-run to resume")
+            else:
+                self.outcomes[ms.key] = _unfinished(ms, "pending", "stopped with the run; re-run to resume")
+            return
+        if isinstance(result, (AuthError, RunAborted)):
+            self._stop_run(ms, result)
+            return
+        if isinstance(result, Exception):
+            log.debug("unexpected error", exc_info=result)
+            result = {"email": ms.email, "set_key": set_key(ms), "status": "failed",
+                      "error": f"unexpected error: {type(result).__name__}: {result}", "duplicates": []}
+        self.outcomes[ms.key] = result
+        if result["status"] == "failed":
+            self.code = self.code.worse(ExitCode.FAILED)
+        log.info("%s: %s%s", ms.email, result["status"],
+                 f" ({result.get('reason') or result.get('error')})" if result["status"] in ("skipped", "failed")
+                 else "")
+
+    def _stop_run(self, ms: MergeSet, error: Exception) -> None:
+        """A rejected token (exit 2) or an unverifiable backup (exit 1): no further set starts."""
+        if isinstance(error, AuthError):
+            self.outcomes[ms.key] = _unfinished(ms, "pending", str(error))
+            if self.stopped_by != "auth":
+                log.error("%s; stopping the run (no further set is started)", error)
+            self.stopped_by = "auth"
+            self.code = ExitCode.USAGE
+        else:
+            self.outcomes[ms.key] = _unfinished(ms, "failed", str(error))
+            log.error("%s; stopping the run", error)
+            self.stopped_by = self.stopped_by or "abort"
+            self.code = self.code.worse(ExitCode.FAILED)
+        self.stop.set()
+
+    def exit_code(self) -> ExitCode:
+        if self.stop.is_set() and self.stopped_by is None:
+            return self.code.worse(ExitCode.INTERRUPTED)
+        return self.code
 
 
-def _merge(args, client, merge_sets, options, common, stop, journal, preview_path) -> int:
-    previews = {}
-    if preview_path:
-        with open(preview_path, encoding="utf-8") as fh:
-            previews = {email_key(s["email"]): s for s in json.load(fh).get("sets", [])}
+def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, common: dict,
+           stop: cli.StopSignal, preview_path: str | None) -> int:
+    """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
     started = time.monotonic()
-    merger = SetMerger(client, journal, options, previews)
-    outcomes: dict[str, dict] = {}
-    exit_code = ExitCode.OK
-    todo = merge_sets
-    stopped_by = None  # "auth" or "abort" when the tool itself stopped the run
-    finished = {m.key for m in merge_sets
-                if is_finished((journal.set_record(set_key(m)) or {}).get("status"), args.keep_duplicate)}
-    if args.max_merges:
-        chosen = {m.key for m in [m for m in merge_sets if m.key not in finished][: args.max_merges]}
-        # finished sets cost no call and keep their place in the report
-        todo = [m for m in merge_sets if m.key in chosen or m.key in finished]
-    if preview_path:
-        # a preview made with --only or --max-merges does not show what the other sets would move
-        unseen = [m.email for m in todo if m.key not in previews and m.key not in finished]
-        if unseen:
-            raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "
-                             f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
+    tally = _MergeTally(stop)
+    tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key]) for ms in plan.order
+                           if ms.key in plan.finished})
+    if plan.finished:
+        log.info("%d merge sets already finished in earlier runs (savepoint)", len(plan.finished))
     try:
-        for ms, result in _run_sets(todo, merger.merge, args.workers, stop, "merge"):
-            if isinstance(result, RunInterrupted):
-                if stopped_by is None:
-                    exit_code = exit_code.worse(ExitCode.INTERRUPTED)
-                    outcomes[ms.key] = _unfinished(ms, "interrupted", f"stopped by {stop.reason}; re-run to resume")
-                else:
-                    outcomes[ms.key] = _unfinished(ms, "pending", "stopped with the run; re-run to resume")
-                continue
-            if isinstance(result, AuthError):
-                outcomes[ms.key] = _unfinished(ms, "pending", str(result))
-                if stopped_by != "auth":
-                    log.error("%s; stopping the run (no further set is started)", result)
-                stopped_by = "auth"
-                stop.set()
-                exit_code = ExitCode.USAGE
-                continue
-            if isinstance(result, RunAborted):
-                outcomes[ms.key] = _unfinished(ms, "failed", str(result))
-                log.error("%s; stopping the run", result)
-                stopped_by = stopped_by or "abort"
-                stop.set()
-                exit_code = exit_code.worse(ExitCode.FAILED)
-                continue
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                stop.set()
-                raise result
-            if isinstance(result, Exception):
-                log.debug("unexpected error", exc_info=result)
-                result = {"email": ms.email, "set_key": set_key(ms), "status": "failed",
-                          "error": f"unexpected error: {type(result).__name__}: {result}", "duplicates": []}
-            outcomes[ms.key] = result
-            if result["status"] == "failed":
-                exit_code = exit_code.worse(ExitCode.FAILED)
-            log.info("%s: %s%s", ms.email, result["status"],
-                     f" ({result.get('reason') or result.get('error')})" if result["status"] in ("skipped", "failed")
-                     else "")
+        for ms, result in _run_sets(plan.todo, merger.merge, args.workers, stop, "merge"):
+            tally.add(ms, result)
     finally:
-        problems = journal.check()
-    if stop.is_set() and stopped_by is None:
-        exit_code = exit_code.worse(ExitCode.INTERRUPTED)
-    sets = [outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run") for ms in merge_sets]
-    report = dict(common, kind="merge_report", finished_at=_now(),
-                  preview=preview_path, sets=sets, interrupted=exit_code == ExitCode.INTERRUPTED,
-                  interrupted_by=stop.reason if exit_code == ExitCode.INTERRUPTED else None,
+        problems = merger.journal.check()
+    exit_code = tally.exit_code()
+    interrupted = exit_code == ExitCode.INTERRUPTED
+    sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run")
+            for ms in merge_sets]
+    report = dict(common, kind="merge_report", finished_at=_now(), preview=preview_path, sets=sets,
+                  interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=exit_code,
-                  api={k: v for k, v in client.stats.items() if ":" not in k},
+                  api={k: v for k, v in merger.client.stats.items() if ":" not in k},
                   duration_s=round(time.monotonic() - started, 3))
-    report["totals"] = _merge_totals(report)
-    json_path, csv_path = reports.write_report(args.report_dir, f"merge_report_{options.run_id}", report,
-                                               reports.MERGE_COLUMNS, reports.merge_rows(report))
+    json_path, csv_path = reports.write_merge_report(args.report_dir, f"merge_report_{common['run_id']}", report)
     t = report["totals"]
     print(f"{t['merged']} merged, {t['moved_only']} moved only, {t['skipped']} skipped, {t['failed']} failed, "
           f"{t['pending']} not processed; {t['tickets_moved']} tickets and {t['conversations_moved']} conversations "
           f"moved. Report: {json_path} and {csv_path}")
-    if exit_code == ExitCode.INTERRUPTED:
+    if interrupted:
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     return exit_code
@@ -381,17 +403,6 @@ def _unfinished(ms: MergeSet, status: str, note: str) -> dict:
     """The report line of a set this run did not finish (resumable from the savepoint)."""
     return {"email": ms.email, "set_key": set_key(ms), "status": status, "primary": ms.primary.rev_user_id,
             "duplicates": [], "error" if status == "failed" else "note": note}
-
-
-def _merge_totals(report: dict) -> dict:
-    rows = reports.merge_rows(report)
-    count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
-    return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
-            "failed": count("failed"), "pending": count("pending") + count("interrupted"),
-            "skipped": count("skipped") + len(report["skipped"]),
-            "tickets_moved": sum(r["tickets_moved"] or 0 for r in rows if r.get("tickets_moved") is not None),
-            "conversations_moved": sum(r["conversations_moved"] or 0 for r in rows
-                                       if r.get("conversations_moved") is not None)}
 
 
 def print_status(savepoint: str) -> int:

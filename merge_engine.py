@@ -70,6 +70,45 @@ def set_key(ms: MergeSet) -> str:
     return f"{ms.key}|{user_id_key(ms.primary.rev_user_id)}|{dups}"
 
 
+@dataclass
+class RunPlan:
+    """What one run does with the CSV's merge sets, decided once from the savepoint journal.
+
+    todo: the unfinished sets this run processes, in CSV order (the first `max_merges`).
+    finished: MergeSet.key -> the journal's set record, for each set an earlier run finished;
+        they cost no API call and keep their place in the report.
+    order: todo and finished together, in CSV order (the sets a preview reports on).
+    """
+    todo: list[MergeSet]
+    finished: dict[str, dict]
+    order: list[MergeSet]
+
+
+def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges: int | None,
+             keep_duplicate: bool) -> RunPlan:
+    """Split `merge_sets` into finished (per the journal; None: nothing ran yet) and to do."""
+    records = {ms.key: (journal.set_record(set_key(ms)) if journal else None) for ms in merge_sets}
+    finished = {key: r for key, r in records.items() if r and is_finished(r["status"], keep_duplicate)}
+    todo = [ms for ms in merge_sets if ms.key not in finished][: max_merges or None]
+    chosen = {ms.key for ms in todo} | set(finished)
+    return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
+
+
+def finished_outcome(ms: MergeSet, record: dict) -> dict:
+    """The merge report line of a set an earlier run finished (from its journal record)."""
+    ctx = record["context"] or {}
+    return {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
+            "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
+            "note": "already finished in an earlier run", "external_ref_set": ctx.get("external_ref_set"),
+            "duration_s": 0.0}
+
+
+def finished_preview(ms: MergeSet, record: dict) -> dict:
+    """The preview line of a set an earlier run finished: nothing would move."""
+    return {"email": ms.email, "set_key": set_key(ms), "status": "already_" + record["status"],
+            "detail": f"finished in run {record['run_id']} (savepoint)"}
+
+
 def swap_user(ids: list[str], old: str, new: str) -> list[str]:
     """Replace `old` by `new`, keeping order and dropping repeats."""
     return list(dict.fromkeys(new if i == old else i for i in ids))
@@ -220,15 +259,11 @@ class SetMerger:
     def merge(self, ms: MergeSet) -> dict:
         key = set_key(ms)
         started = self.clock()
-        outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
-                   "primary": ms.primary.rev_user_id, "duplicates": []}
         record = self.journal.set_record(key)
         if record and is_finished(record["status"], self.options.keep_duplicate):
-            ctx = record["context"] or {}
-            outcome.update(status=record["status"], resumed=True, primary=ctx.get("primary", {}).get("display_id"),
-                           note="already finished in an earlier run", external_ref_set=ctx.get("external_ref_set"))
-            outcome["duration_s"] = 0.0
-            return outcome
+            return finished_outcome(ms, record)
+        outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
+                   "primary": ms.primary.rev_user_id, "duplicates": []}
         try:
             ctx = record["context"] if record and record.get("context") else None
             outcome["resumed"] = ctx is not None

@@ -88,6 +88,28 @@ def preview_rows(preview: dict) -> list[dict]:
     return rows
 
 
+def preview_totals(preview: dict) -> dict:
+    """The preview's totals: sets by outcome, what would move (counts, bytes), estimated calls."""
+    sets = preview["sets"]
+    dups = [d for s in sets for d in s.get("duplicates") or []]
+    return {"merge_sets": sum(1 for s in sets if s["status"].startswith("would")),
+            "skipped": len(preview["skipped"]) + sum(1 for s in sets if s["status"] == "skipped"),
+            "failed": sum(1 for s in sets if s["status"] == "failed"),
+            "already_done": sum(1 for s in sets if s["status"].startswith("already")),
+            "tickets": sum(len(d["tickets"]) for d in dups),
+            "conversations": sum(len(d["conversations"]) for d in dups),
+            "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
+            "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
+            "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
+            "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
+
+
+def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
+    """Add the totals to `preview` and write `<name>.json` and `.csv`; returns both paths."""
+    preview["totals"] = preview_totals(preview)
+    return write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview))
+
+
 def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
     """The newest complete preview in `report_dir` made from a CSV with these exact bytes,
     against the same DevRev (a sandbox preview does not unlock a production run)."""
@@ -171,3 +193,22 @@ def merge_rows(report: dict) -> list[dict]:
         rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
                      "error": group["detail"]})
     return rows
+
+
+def merge_totals(report: dict, rows: list[dict]) -> dict:
+    """The merge report's totals: sets by status, tickets and conversations moved (`rows`:
+    merge_rows(report))."""
+    count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
+    return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
+            "failed": count("failed"), "pending": count("pending") + count("interrupted"),
+            "skipped": count("skipped") + len(report["skipped"]),
+            "tickets_moved": sum(r["tickets_moved"] or 0 for r in rows if r.get("tickets_moved") is not None),
+            "conversations_moved": sum(r["conversations_moved"] or 0 for r in rows
+                                       if r.get("conversations_moved") is not None)}
+
+
+def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:
+    """Add the totals to `report` and write `<name>.json` and `.csv` (rows built once)."""
+    rows = merge_rows(report)
+    report["totals"] = merge_totals(report, rows)
+    return write_report(report_dir, name, report, MERGE_COLUMNS, rows)

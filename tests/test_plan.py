@@ -1,0 +1,47 @@
+"""merge_engine.plan_run: the one resume decision, and reports' totals built once."""
+from __future__ import annotations
+
+import reports
+from contacts_csv import group_contacts, read_contacts
+from journal import Journal
+from merge_engine import finished_outcome, finished_preview, plan_run, set_key
+
+
+def _sets(tmp_path, n=4):
+    text = "REV_USER_ID,EMAIL,EXTERNAL_REF\r\n" + "".join(
+        f"REVU-p{i},c{i}@x.example,REVU-p{i}\r\nREVU-d{i},c{i}@x.example,user_d{i}\r\n" for i in range(n))
+    (tmp_path / "c.csv").write_text(text)
+    return group_contacts(read_contacts(str(tmp_path / "c.csv")).rows)[0]
+
+
+def test_plan_skips_finished_sets_and_caps_only_the_unfinished(tmp_path):
+    sets = _sets(tmp_path)
+    journal = Journal(str(tmp_path / "j.sqlite3"), "run0")
+    journal.set_status(set_key(sets[1]), sets[1].email, "merged", context={"primary": {"display_id": "REVU-p1"}})
+    journal.set_status(set_key(sets[2]), sets[2].email, "moved_only")
+    plan = plan_run(journal, sets, max_merges=2, keep_duplicate=False)
+    assert [ms.email for ms in plan.todo] == ["c0@x.example", "c2@x.example"]   # moved_only: merge it now
+    assert list(plan.finished) == [sets[1].key]
+    assert [ms.email for ms in plan.order] == ["c0@x.example", "c1@x.example", "c2@x.example"]
+    kept = plan_run(journal, sets, max_merges=None, keep_duplicate=True)
+    assert set(kept.finished) == {sets[1].key, sets[2].key} and [m.email for m in kept.todo] == \
+        ["c0@x.example", "c3@x.example"]
+    outcome = finished_outcome(sets[1], plan.finished[sets[1].key])
+    assert outcome["status"] == "merged" and outcome["primary"] == "REVU-p1" and outcome["resumed"] is True
+    assert finished_preview(sets[1], plan.finished[sets[1].key])["status"] == "already_merged"
+    journal.close()
+    fresh = plan_run(None, sets, max_merges=None, keep_duplicate=False)
+    assert fresh.todo == sets == fresh.order and fresh.finished == {}
+
+
+def test_merge_report_totals_and_csv_come_from_one_set_of_rows(tmp_path):
+    dup = {"display_id": "REVU-d0", "tickets_moved": 3, "conversations_moved": 2, "messages": 1, "attachments": 0,
+           "backups": ["b"], "backups_verified": True, "drift_appeared": [], "drift_vanished": []}
+    report = {"sets": [{"email": "a@x", "status": "merged", "duplicates": [dup]},
+                       {"email": "b@x", "status": "interrupted", "duplicates": []}],
+              "skipped": [{"email": "c@x", "reason": "single_contact", "detail": "one contact"}]}
+    json_path, csv_path = reports.write_merge_report(str(tmp_path), "merge_report_x", report)
+    assert report["totals"] == {"sets": 2, "merged": 1, "moved_only": 0, "failed": 0, "pending": 1, "skipped": 1,
+                                "tickets_moved": 3, "conversations_moved": 2}
+    lines = open(csv_path, encoding="utf-8").read().splitlines()
+    assert lines[0].startswith("email,status") and len(lines) == 4
