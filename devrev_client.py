@@ -528,9 +528,6 @@ class DevRevClient:
         return self.call("rev-users.merge", {"primary_user": primary_user, "secondary_user": secondary_user},
                          retry_transient=False)
 
-    def delete_rev_user(self, user_id: str) -> dict:
-        return self.call("rev-users.delete", {"id": user_id}, retry_transient=False)
-
     # ----------------------------------------------------------------- tickets
     def list_tickets(self, reported_by: str) -> Iterator[dict]:
         return self.paginate("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")

@@ -27,18 +27,12 @@ from journal import Journal, is_finished
 
 log = logging.getLogger("merge")
 
-# Stable reason codes for sets the live checks skip (they are not failures).
-LIVE_SKIP_REASONS = {
-    "contact_not_found": "a contact of the set does not exist in DevRev (or was already merged)",
-    "email_mismatch": "DevRev's email for a contact differs from the CSV's",
-    "external_ref_mismatch": "DevRev's external_ref for a contact differs from the CSV's",
-    "contact_inactive": "a contact is not active in DevRev",
-    "same_contact": "the primary and a duplicate are the same DevRev contact",
-    "cross_workspace": "the contacts belong to different workspaces (allow with --allow-cross-org)",
-}
-
 
 class SetSkipped(Exception):
+    """The live checks skip this set, untouched (not a failure). `reason` is a stable code
+    listed in README.md: contact_not_found, email_mismatch, external_ref_mismatch,
+    contact_inactive, same_contact, cross_workspace."""
+
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail

@@ -329,3 +329,11 @@ def test_every_script_refuses_bad_folders_and_input_with_one_line_and_exit_2(
     assert "Traceback" not in err and out == ""
     assert clients == [] and sandbox.request_log == []
     assert not (tmp_path / ".sandbox").exists()
+
+
+def test_env_example_names_exactly_the_scripts_that_read_env():
+    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py")
+                     if "load_dotenv(" in open(os.path.join(ROOT, name), encoding="utf-8").read())
+    assert readers == ["merge_contacts.py"]
+    header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
+    assert "Only merge_contacts.py reads .env" in header
