@@ -35,8 +35,7 @@ import devrev_assumptions as facts
 
 DEFAULT_TOKEN = "sandbox-token"
 REGION = "dvrv-us-1"
-WRITE_ENDPOINTS = frozenset({"rev-users.update", "rev-users.merge", "rev-users.delete",
-                             "works.update", "conversations.update"})
+WRITE_ENDPOINTS = frozenset({"rev-users.update", "rev-users.merge", "works.update", "conversations.update"})
 _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -1085,15 +1084,6 @@ def _rev_users_merge(sb: DevRevSandbox, body: dict) -> dict:
     secondary["_merge"] = {"primary": primary["id"],
                            "gets_left": sb.merge_retire_after_gets,
                            "at": None if sb.merge_retire_delay is None else sb.clock() + sb.merge_retire_delay}
-    return {}
-
-
-@route("rev-users.delete", fields={"id"}, readonly=False)
-def _rev_users_delete(sb: DevRevSandbox, body: dict) -> dict:
-    user = _resolve(sb, _require(body, "id"), "id", sb.state.users)
-    if user["type"] != "rev_user" or _is_retired(sb, user):
-        raise ApiError(404, "not_found", f"rev user {body['id']} not found")
-    user.update(_retired=True, _gone=True, state="deleted")
     return {}
 
 
