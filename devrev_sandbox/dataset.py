@@ -5,7 +5,7 @@ exercise the same shapes: merge sets with tickets over several pages, tickets
 reported by both contacts, conversations with dev users, comments with attachments,
 sets with two duplicates, and a group for every reason the tool skips one.
 
-    python sandbox_dataset.py --sets 12 --seed 7 --out-dir examples
+    python -m devrev_sandbox.dataset --sets 12 --seed 7 --out-dir examples
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from contacts_csv import (DUPLICATE_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, SKIP_NO_PRIMARY,
                           SKIP_SEVERAL_PRIMARIES, SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE)
-from devrev_sandbox import REGION, iso, stable_suffix
+from .state import REGION, iso, stable_suffix
 
 CSV_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
 BASE_TIME = 1704067200.0  # 2024-01-01T00:00:00Z
