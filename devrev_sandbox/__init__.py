@@ -11,13 +11,15 @@ presigned, expiring URLs. `merge_contacts.py --sandbox` starts it in-process; al
 
 Modules: server (HTTP, auth, request log, file host), state (DevRev's objects),
 endpoints (routes and handlers), validation (request checks, paging), faults (fault
-injection, rate limit), errors, dataset (seed and CSV builder).
+injection, rate limit), modes (switches where DevRev's behaviour is unknown), errors,
+dataset (seed and CSV builder).
 """
 from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError
 from .faults import Faults, Scripted
+from .modes import BehaviourModes
 from .server import DEFAULT_TOKEN, DevRevSandbox
 from .state import REGION, SandboxState, iso, stable_suffix
 
-__all__ = ["ApiError", "DEFAULT_TOKEN", "DevRevSandbox", "Faults", "REGION", "ROUTES", "SandboxState", "Scripted",
+__all__ = ["ApiError", "BehaviourModes", "DEFAULT_TOKEN", "DevRevSandbox", "Faults", "REGION", "ROUTES", "SandboxState", "Scripted",
            "Settings", "WRITE_ENDPOINTS", "iso", "stable_suffix"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import ApiError
+from .modes import BehaviourModes
 from .state import SandboxState, iso
 from .validation import PAGING, check_fields, enum_list, id_list, page, require, resolve, set_ids, string_list
 
@@ -18,19 +19,12 @@ from .validation import PAGING, check_fields, enum_list, id_list, page, require,
 class Settings:
     """The emulator's knobs the handlers read.
 
-    page_cap: the largest page served. merge_retire_after_gets / merge_retire_delay: when
-    a merged secondary retires (whichever comes first; None: never by that rule).
-    merge_outcome: "404" | "primary_identity" | "deactivated". merge_moves_references:
-    whether rev-users.merge moves the secondary's tickets and conversations itself.
-    external_ref_conflict_status: the status of an external_ref clash (409 or 400).
-    locate_url(artifact) -> (presigned url, expiry epoch seconds): the file host's signer.
+    page_cap: the largest page served. modes: how to play DevRev where its behaviour is
+    unknown. locate_url(artifact) -> (presigned url, expiry epoch seconds): the file
+    host's signer.
     """
     page_cap: int
-    merge_retire_after_gets: int | None
-    merge_retire_delay: float | None
-    merge_outcome: str
-    merge_moves_references: bool
-    external_ref_conflict_status: int
+    modes: BehaviourModes
     locate_url: Callable[[dict], tuple[str, float]]
 
 
@@ -69,8 +63,7 @@ def _listing(key: str, items: list[dict], next_cursor: str | None) -> dict:
 
 
 def _retired(state: SandboxState, settings: Settings, user: dict) -> bool:
-    return state.retire_if_due(user, outcome=settings.merge_outcome,
-                               moves_references=settings.merge_moves_references)
+    return state.retire_if_due(user, settings.modes)
 
 
 def _gone(state: SandboxState, settings: Settings, user: dict) -> bool:
@@ -135,7 +128,7 @@ def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> di
         for other in state.users.values():
             if other is not user and other["type"] == "rev_user" and other.get("external_ref") == ref \
                     and not _retired(state, settings, other):
-                status = settings.external_ref_conflict_status
+                status = settings.modes.external_ref_conflict_status
                 raise ApiError(status, "conflict" if status == 409 else "bad_request",
                                f"external_ref {ref!r} is already used by another contact")
         user["external_ref"] = ref
@@ -164,8 +157,8 @@ def _rev_users_merge(state: SandboxState, settings: Settings, body: dict) -> dic
         if pending["primary"] != primary["id"]:
             raise ApiError(400, "bad_request", "the secondary user is already being merged into another user")
         return {}
-    state.begin_merge(secondary, primary["id"], after_gets=settings.merge_retire_after_gets,
-                      delay=settings.merge_retire_delay)
+    state.begin_merge(secondary, primary["id"], after_gets=settings.modes.merge_retire_after_gets,
+                      delay=settings.modes.merge_retire_delay)
     return {}
 
 

@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +24,7 @@ import devrev_assumptions as facts
 from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError, json_bytes
 from .faults import JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted
+from .modes import MODE_NAMES, BehaviourModes
 from .state import SandboxState
 from .validation import parse_request
 
@@ -33,32 +35,30 @@ class DevRevSandbox:
     """The emulator: start() it, point a client at base_url, stop() it.
 
     token: the one valid token. page_cap: the largest page served. rate_limit:
-    (calls, window_seconds) per token, or None. merge_retire_after_gets /
-    merge_retire_delay: when a merged secondary retires (whichever comes first).
-    merge_outcome: "404" | "primary_identity" | "deactivated". validator: called as
+    (calls, window_seconds) per token, or None. modes: how to play DevRev where its
+    behaviour is unknown (BehaviourModes); each mode may also be given as a keyword of
+    its name (merge_retire_after_gets=1, merge_outcome="deactivated", ...), which wins
+    over `modes`, and read or set as an attribute of that name. validator: called as
     validator(endpoint, request_body, status, response_body) for every answer the
     API produced itself (not for injected faults); tests use it for spec conformance.
     on_request(sandbox, log_entry) is called after each routed call, holding no lock.
+    Raises TypeError for an unknown keyword, ValueError for a bad mode value.
     """
 
     def __init__(self, seed: dict | str | None = None, *, token: str = DEFAULT_TOKEN,
                  page_cap: int = facts.SANDBOX_PAGE_CAP, rate_limit: tuple[int, float] | None = None,
-                 merge_retire_after_gets: int | None = 2, merge_retire_delay: float | None = None,
-                 merge_outcome: str = facts.MERGE_RETIRE_OUTCOME,
-                 merge_moves_references: bool = facts.MERGE_MOVES_REFERENCES,
-                 external_ref_conflict_status: int = facts.EXTERNAL_REF_CONFLICT_STATUS,
+                 modes: BehaviourModes | None = None,
                  url_ttl: float = 300.0, faults: Faults | None = None,
                  validator: Callable[[str, Any, int, Any], None] | None = None,
                  state_file: str | None = None, port: int = 0, files_port: int = 0,
                  clock: Callable[[], float] = time.time,
-                 on_request: Callable[["DevRevSandbox", dict], None] | None = None):
+                 on_request: Callable[["DevRevSandbox", dict], None] | None = None, **mode_values):
+        unknown = sorted(set(mode_values) - set(MODE_NAMES))
+        if unknown:
+            raise TypeError(f"DevRevSandbox() got an unexpected keyword argument {unknown[0]!r}")
         self.token = token
         self.page_cap = page_cap
-        self.merge_retire_after_gets = merge_retire_after_gets
-        self.merge_retire_delay = merge_retire_delay
-        self.merge_outcome = merge_outcome
-        self.merge_moves_references = merge_moves_references
-        self.external_ref_conflict_status = external_ref_conflict_status
+        self.modes = replace(modes or BehaviourModes(), **mode_values)
         self.url_ttl = url_ttl
         self.validator = validator
         self.on_request = on_request
@@ -126,11 +126,7 @@ class DevRevSandbox:
 
     def settings(self) -> Settings:
         """The knobs the endpoint handlers read, as configured now."""
-        return Settings(page_cap=self.page_cap, merge_retire_after_gets=self.merge_retire_after_gets,
-                        merge_retire_delay=self.merge_retire_delay, merge_outcome=self.merge_outcome,
-                        merge_moves_references=self.merge_moves_references,
-                        external_ref_conflict_status=self.external_ref_conflict_status,
-                        locate_url=self.locate_url)
+        return Settings(page_cap=self.page_cap, modes=self.modes, locate_url=self.locate_url)
 
     # inspection --------------------------------------------------------------
     def dump(self) -> dict:
@@ -306,6 +302,17 @@ class DevRevSandbox:
         entry["status"] = 200
         handler.send_stream(200, art["_size"], lambda start, n: self.state.artifact_bytes(art, start, n),
                             {"Content-Type": art["file"]["type"]}, self.faults.download_bytes_per_second)
+
+
+def _mode_attribute(name: str) -> property:
+    """DevRevSandbox.<mode>: read modes.<mode>; setting it replaces the (frozen) modes."""
+    return property(lambda sandbox: getattr(sandbox.modes, name),
+                    lambda sandbox, value: setattr(sandbox, "modes", replace(sandbox.modes, **{name: value})),
+                    doc=f"modes.{name}, settable")
+
+
+for _name in MODE_NAMES:
+    setattr(DevRevSandbox, _name, _mode_attribute(_name))
 
 
 def _version_refusal(handler: "_Handler") -> ApiError | None:

@@ -14,6 +14,8 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
+from .modes import BehaviourModes
+
 REGION = "dvrv-us-1"
 _ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -236,24 +238,23 @@ class SandboxState:
         if pending and pending.get("gets_left") is not None:
             pending["gets_left"] -= 1
 
-    def retire_if_due(self, user: dict, *, outcome: str, moves_references: bool) -> bool:
+    def retire_if_due(self, user: dict, modes: BehaviourModes) -> bool:
         """True if `user` is retired, retiring a merged secondary once its delay or read
-        count is reached. outcome: "404" (gone, state deleted), "deactivated" or
-        "primary_identity" (readable, pointing at the primary)."""
+        count is reached, as modes.merge_outcome and modes.merge_moves_references say."""
         pending = user.get("_merge")
         if pending and not user.get("_retired"):
             due = pending.get("gets_left") is not None and pending["gets_left"] <= 0
             due = due or (pending.get("at") is not None and self.clock() >= pending["at"])
             if due:
                 user["_retired"] = True
-                if outcome == "404":
+                if modes.merge_outcome == "404":
                     user["_gone"] = True
                     user["state"] = "deleted"
-                elif outcome == "deactivated":
+                elif modes.merge_outcome == "deactivated":
                     user["state"] = "deactivated"
                 else:
                     user["primary_identity"] = pending["primary"]
-                if moves_references:
+                if modes.merge_moves_references:
                     self.move_references(user["id"], pending["primary"])
                 self.changed = True
         return bool(user.get("_retired"))
