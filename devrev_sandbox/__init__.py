@@ -21,5 +21,5 @@ from .modes import BehaviourModes
 from .server import DEFAULT_TOKEN, DevRevSandbox
 from .state import REGION, SandboxState, iso, stable_suffix
 
-__all__ = ["ApiError", "BehaviourModes", "DEFAULT_TOKEN", "DevRevSandbox", "Faults", "REGION", "ROUTES", "SandboxState", "Scripted",
-           "Settings", "WRITE_ENDPOINTS", "iso", "stable_suffix"]
+__all__ = ["ApiError", "BehaviourModes", "DEFAULT_TOKEN", "DevRevSandbox", "Faults", "REGION", "ROUTES",
+           "SandboxState", "Scripted", "Settings", "WRITE_ENDPOINTS", "iso", "stable_suffix"]

@@ -116,6 +116,51 @@ class _Builder:
                 for i in range(count)]
 
 
+def _add_skipped_groups(b: _Builder, acme: str, globex: str, agents: list[str]) -> dict[str, str]:
+    """One group per reason the tool skips one (CSV and live checks); email -> reason code."""
+    skipped_reasons = {}
+
+    def group(reason: str, name: str) -> str:
+        skipped_reasons[f"{name}@skipped.example"] = reason
+        return f"{name}@skipped.example"
+
+    email = group(SKIP_SINGLE_CONTACT, "solo")
+    b.row(b.contact("solo-primary", email, acme, duplicate=False))
+    email = group(SKIP_NO_PRIMARY, "orphans")
+    b.row(b.contact("orphans-dup0", email, acme, duplicate=True))
+    b.row(b.contact("orphans-dup1", email, acme, duplicate=True))
+    email = group(SKIP_SEVERAL_PRIMARIES, "twins")
+    b.row(b.contact("twins-primary", email, acme, duplicate=False))
+    b.row(b.contact("twins-primary2", email, acme, duplicate=False))
+    email = group(SKIP_UNKNOWN_REFERENCE, "oddref")
+    b.row(b.contact("oddref-primary", email, acme, duplicate=False))
+    b.row(b.contact("oddref-other", email, acme, duplicate=True, external_ref=email))
+    # groups the CSV calls merge sets, but live DevRev disagrees
+    email = group("email_mismatch", "moved")
+    b.row(b.contact("moved-primary", email, acme, duplicate=False))
+    dup = b.contact("moved-dup0", "moved-elsewhere@skipped.example", acme, duplicate=True)
+    b.row(dup, email=email)
+    email = group("contact_inactive", "sleepy")
+    b.row(b.contact("sleepy-primary", email, acme, duplicate=False))
+    b.row(b.contact("sleepy-dup0", email, acme, duplicate=True, state="deactivated"))
+    email = group("contact_not_found", "ghost")
+    b.row(b.contact("ghost-primary", email, acme, duplicate=False))
+    b.rows.append(csv_row(f"REVU-{stable_suffix('never-created')}", email,
+                          DUPLICATE_PREFIX + stable_suffix('ghost', 22), email, "", "2", "", ""))
+    email = group("cross_workspace", "split")
+    b.row(b.contact("split-primary", email, acme, duplicate=False))
+    b.row(b.contact("split-dup0", email, globex, duplicate=True))
+    email = group("external_ref_mismatch", "renamed")
+    b.row(b.contact("renamed-primary", email, acme, duplicate=False))
+    dup = b.contact("renamed-dup0", email, acme, duplicate=True)
+    b.row(dup, external_ref=DUPLICATE_PREFIX + stable_suffix('renamed-old', 22))
+    for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
+        b.seed["tickets"].append({"key": f"{key}-t0", "title": "must stay", "reported_by": [key],
+                                  "owned_by": [agents[0]], "workspace": acme, "created_by": key,
+                                  "created_date": b.stamp()})
+    return skipped_reasons
+
+
 def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (0, 5),
                   conversations: tuple[int, int] = (0, 3), comments: tuple[int, int] = (0, 3),
                   attachment_rate: float = 0.3, attachment_size: tuple[int, int] = (200, 40_000),
@@ -129,7 +174,7 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
     b = _Builder(seed, devo)
     acme, globex = b.workspace("acme", "Acme Inc"), b.workspace("globex", "Globex Corp")
     agents = [b.dev_user(f"agent{i}") for i in range(1, 4)]
-    merge_sets, skipped_reasons = [], {}
+    merge_sets = []
 
     for n in range(sets):
         name = f"{FIRST_NAMES[n % len(FIRST_NAMES)]}{n // len(FIRST_NAMES) or ''}"
@@ -167,45 +212,7 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
                                   "reported_by": [primary["key"]], "owned_by": [agents[0]],
                                   "workspace": workspace, "created_by": primary["key"], "created_date": b.stamp()})
 
-    if skipped:
-        def group(reason: str, name: str) -> str:
-            skipped_reasons[f"{name}@skipped.example"] = reason
-            return f"{name}@skipped.example"
-
-        email = group(SKIP_SINGLE_CONTACT, "solo")
-        b.row(b.contact("solo-primary", email, acme, duplicate=False))
-        email = group(SKIP_NO_PRIMARY, "orphans")
-        b.row(b.contact("orphans-dup0", email, acme, duplicate=True))
-        b.row(b.contact("orphans-dup1", email, acme, duplicate=True))
-        email = group(SKIP_SEVERAL_PRIMARIES, "twins")
-        b.row(b.contact("twins-primary", email, acme, duplicate=False))
-        b.row(b.contact("twins-primary2", email, acme, duplicate=False))
-        email = group(SKIP_UNKNOWN_REFERENCE, "oddref")
-        b.row(b.contact("oddref-primary", email, acme, duplicate=False))
-        b.row(b.contact("oddref-other", email, acme, duplicate=True, external_ref=email))
-        # groups the CSV calls merge sets, but live DevRev disagrees
-        email = group("email_mismatch", "moved")
-        b.row(b.contact("moved-primary", email, acme, duplicate=False))
-        dup = b.contact("moved-dup0", "moved-elsewhere@skipped.example", acme, duplicate=True)
-        b.row(dup, email=email)
-        email = group("contact_inactive", "sleepy")
-        b.row(b.contact("sleepy-primary", email, acme, duplicate=False))
-        b.row(b.contact("sleepy-dup0", email, acme, duplicate=True, state="deactivated"))
-        email = group("contact_not_found", "ghost")
-        b.row(b.contact("ghost-primary", email, acme, duplicate=False))
-        b.rows.append(csv_row(f"REVU-{stable_suffix('never-created')}", email,
-                              DUPLICATE_PREFIX + stable_suffix('ghost', 22), email, "", "2", "", ""))
-        email = group("cross_workspace", "split")
-        b.row(b.contact("split-primary", email, acme, duplicate=False))
-        b.row(b.contact("split-dup0", email, globex, duplicate=True))
-        email = group("external_ref_mismatch", "renamed")
-        b.row(b.contact("renamed-primary", email, acme, duplicate=False))
-        dup = b.contact("renamed-dup0", email, acme, duplicate=True)
-        b.row(dup, external_ref=DUPLICATE_PREFIX + stable_suffix('renamed-old', 22))
-        for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
-            b.seed["tickets"].append({"key": f"{key}-t0", "title": "must stay", "reported_by": [key],
-                                      "owned_by": [agents[0]], "workspace": acme, "created_by": key,
-                                      "created_date": b.stamp()})
+    skipped_reasons = _add_skipped_groups(b, acme, globex, agents) if skipped else {}
     return Dataset(b.seed, b.rows, merge_sets, skipped_reasons)
 
 

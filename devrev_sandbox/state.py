@@ -314,46 +314,40 @@ class SandboxState:
             out["primary_identity"] = self.user_summary(user["primary_identity"])
         return out
 
+    def _render(self, obj: dict, *, users: tuple = ("created_by", "modified_by"), user_lists: tuple = (),
+                omit_empty: tuple = ("artifacts",)) -> dict:
+        """obj's public fields (deep copies) with its user references and artifacts rendered
+        as summaries; the lists named in omit_empty are left out when empty, as DevRev does."""
+        out = {k: copy.deepcopy(v) for k, v in obj.items() if not k.startswith("_")}
+        for key in users:
+            out[key] = self.user_summary(obj[key])
+        for key in user_lists:
+            out[key] = [self.user_summary(u) for u in obj[key]]
+        if "artifacts" in obj:
+            out["artifacts"] = [self.artifact_summary(a) for a in obj["artifacts"]]
+        for key in omit_empty:
+            if key in out and not out[key]:
+                del out[key]
+        return out
+
     def render_work(self, work: dict) -> dict:
-        out = {k: copy.deepcopy(v) for k, v in work.items() if not k.startswith("_")}
-        out["reported_by"] = [self.user_summary(u) for u in work["reported_by"]]
-        out["owned_by"] = [self.user_summary(u) for u in work["owned_by"]]
-        out["created_by"] = self.user_summary(work["created_by"])
-        out["modified_by"] = self.user_summary(work["modified_by"])
-        out["artifacts"] = [self.artifact_summary(a) for a in work.get("artifacts", [])]
-        if not out["artifacts"]:
-            del out["artifacts"]
+        out = self._render(work, user_lists=("reported_by", "owned_by"))
         if work.get("rev_org"):
             out["rev_org"] = self.org_summary(work["rev_org"])
         return out
 
     def render_conversation(self, conv: dict) -> dict:
-        out = {k: copy.deepcopy(v) for k, v in conv.items() if not k.startswith("_")}
-        out["members"] = [self.user_summary(u) for u in conv["members"]]
-        out["owned_by"] = [self.user_summary(u) for u in conv["owned_by"]]
-        if not out["owned_by"]:
-            del out["owned_by"]
-        out["created_by"] = self.user_summary(conv["created_by"])
-        out["modified_by"] = self.user_summary(conv["modified_by"])
-        return out
+        return self._render(conv, user_lists=("members", "owned_by"), omit_empty=("owned_by",))
 
     def render_entry(self, entry: dict) -> dict:
-        parent = self.works.get(entry["object"]) or self.conversations.get(entry["object"])
-        out = {k: copy.deepcopy(v) for k, v in entry.items() if not k.startswith("_")}
+        parent = self.works.get(entry["object"]) or self.conversations[entry["object"]]
+        out = self._render(entry)
         out["object_display_id"] = parent["display_id"]
         out["object_type"] = "ticket" if entry["object"] in self.works else "conversation"
-        out["created_by"] = self.user_summary(entry["created_by"])
-        out["modified_by"] = self.user_summary(entry["modified_by"])
-        out["artifacts"] = [self.artifact_summary(a) for a in entry["artifacts"]]
-        if not out["artifacts"]:
-            del out["artifacts"]
         return out
 
     def render_artifact(self, art: dict) -> dict:
-        out = {k: copy.deepcopy(v) for k, v in art.items() if not k.startswith("_")}
-        for key in ("created_by",):
-            out[key] = self.user_summary(art[key])
-        return out
+        return self._render(art, users=("created_by",))
 
     # persistence and inspection ---------------------------------------------
     def to_json(self) -> dict:
