@@ -28,7 +28,7 @@ from backup import collect  # noqa: E402
 from devrev_client import DevRevClient  # noqa: E402
 from devrev_sandbox import DevRevSandbox, Faults  # noqa: E402
 from merge_engine import minimum_calls, set_overhead_calls  # noqa: E402
-from sandbox_dataset import build_dataset  # noqa: E402
+from devrev_sandbox.dataset import build_dataset  # noqa: E402
 
 TOKEN = "bench-token"
 

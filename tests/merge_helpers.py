@@ -8,7 +8,7 @@ import os
 
 import merge_contacts
 from conftest import TEST_TOKEN
-from sandbox_dataset import Dataset
+from devrev_sandbox.dataset import Dataset
 
 
 class MergeRun:

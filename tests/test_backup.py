@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
-import sandbox_dataset
+from devrev_sandbox import dataset as sandbox_dataset
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
 from fileutil import safe_name

@@ -18,7 +18,7 @@ import conftest
 import create_test_sample
 import merge_contacts
 from contacts_csv import group_contacts, read_contacts
-from sandbox_dataset import build_dataset
+from devrev_sandbox.dataset import build_dataset
 
 HEADER = "REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,TICKET_COUNT"
 _ids = itertools.count(1)

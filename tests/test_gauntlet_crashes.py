@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import backup
 from conftest import TEST_TOKEN
 from merge_helpers import MergeRun, normalized
-from sandbox_dataset import build_dataset
+from devrev_sandbox.dataset import build_dataset
 from test_gauntlet_faults import MergeGuard, journal_problems, owners_of, ownership_violations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -24,7 +24,7 @@ import devrev_client
 import journal as journal_module
 from devrev_sandbox import Faults
 from merge_helpers import MergeRun, expected_after_merge, normalized
-from sandbox_dataset import build_dataset
+from devrev_sandbox.dataset import build_dataset
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -11,7 +11,7 @@ import journal as journal_module
 import merge_engine
 from conftest import TEST_TOKEN
 from merge_helpers import MergeRun, capture_stop_event, files_a_ticket
-from sandbox_dataset import build_dataset
+from devrev_sandbox.dataset import build_dataset
 
 
 def _ids(users):

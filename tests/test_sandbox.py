@@ -19,7 +19,7 @@ import requests
 from conftest import TEST_TOKEN
 from devrev_client import TransportError
 from devrev_sandbox import DEFAULT_TOKEN, Faults, Scripted
-from sandbox_dataset import build_dataset
+from devrev_sandbox.dataset import build_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DUP_REF = "user_" + "Zy9xW8vU7tS6rQ5pO4nM3l"
@@ -537,7 +537,7 @@ def test_command_line_starts_serves_and_stops(tmp_path):
     data = build_dataset(2, seed=4, skipped=False)
     seed_path = tmp_path / "seed.json"
     data.write(str(seed_path), str(tmp_path / "contacts.csv"))
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "devrev_sandbox.py"), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "devrev_sandbox", "--port", "0",
                              "--seed", str(seed_path)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -565,6 +565,6 @@ def test_command_line_starts_serves_and_stops(tmp_path):
 
 
 def test_command_line_rejects_a_missing_seed(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "devrev_sandbox.py"), "--port", "0",
-                             "--seed", str(tmp_path / "nope.json")], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "-m", "devrev_sandbox", "--port", "0",
+                             "--seed", str(tmp_path / "nope.json")], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "seed file not found" in result.stderr

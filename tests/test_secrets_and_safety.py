@@ -25,7 +25,7 @@ import verify_backups
 from conftest import TEST_TOKEN
 from devrev_sandbox import Scripted
 from merge_helpers import MergeRun, expected_after_merge, normalized
-from sandbox_dataset import build_dataset
+from devrev_sandbox.dataset import build_dataset
 from test_gauntlet_faults import assert_private_tree, journal_problems, owners_of
 
 # the token whole, and pieces of it long enough to identify it

@@ -5,7 +5,7 @@ exercise the same shapes: merge sets with tickets over several pages, tickets
 reported by both contacts, conversations with dev users, comments with attachments,
 sets with two duplicates, and a group for every reason the tool skips one.
 
-    python sandbox_dataset.py --sets 12 --seed 7 --out-dir examples
+    python -m devrev_sandbox.dataset --sets 12 --seed 7 --out-dir examples
 """
 from __future__ import annotations
 
@@ -18,13 +18,19 @@ import random
 import sys
 from dataclasses import dataclass, field
 
-from devrev_sandbox import REGION, iso, stable_suffix
+from contacts_csv import (DUPLICATE_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, SKIP_NO_PRIMARY,
+                          SKIP_SEVERAL_PRIMARIES, SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE)
+from .state import REGION, iso, stable_suffix
 
-CSV_COLUMNS = ["REV_USER_ID", "EMAIL", "EXTERNAL_REF", "DISPLAY_NAME", "FULL_NAME", "TICKET_COUNT",
-               "CREATED_AT", "UPDATED_AT"]
+CSV_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
 BASE_TIME = 1704067200.0  # 2024-01-01T00:00:00Z
 FIRST_NAMES = ["ana", "ben", "chen", "dara", "emil", "fatou", "gus", "hana", "ivo", "jun", "kai", "lea",
                "mo", "nia", "omar", "pia", "quin", "rae", "sami", "tove", "uma", "vik", "wen", "xia", "yara", "zed"]
+
+
+def csv_row(*values) -> dict:
+    """A contacts CSV row from its cells, in CSV_COLUMNS order."""
+    return dict(zip(CSV_COLUMNS, values, strict=True))
 
 
 @dataclass
@@ -76,7 +82,7 @@ class _Builder:
         user = {"key": key, "suffix": suffix, "email": email, "workspace": workspace,
                 "display_name": email if duplicate else key.split("-")[0].title(),
                 "created_date": self.stamp(), "modified_date": self.stamp()}
-        user["external_ref"] = f"user_{stable_suffix('ref:' + key, 22)}" if duplicate else f"REVU-{suffix}"
+        user["external_ref"] = DUPLICATE_PREFIX + stable_suffix('ref:' + key, 22) if duplicate else f"REVU-{suffix}"
         if not duplicate:
             user["full_name"] = key.split("-")[0].title() + " Example"
         user.update(extra)
@@ -88,12 +94,10 @@ class _Builder:
 
     def row(self, user: dict, *, email: str | None = None, external_ref: str | None = None,
             ticket_count: int | str = "", use_don: bool = False, rev_user_id: str | None = None) -> None:
-        self.rows.append({
-            "REV_USER_ID": rev_user_id or (self.don(user) if use_don else f"REVU-{user['suffix']}"),
-            "EMAIL": email or user["email"],
-            "EXTERNAL_REF": external_ref or user["external_ref"],
-            "DISPLAY_NAME": user.get("display_name", ""), "FULL_NAME": user.get("full_name", ""),
-            "TICKET_COUNT": ticket_count, "CREATED_AT": user["created_date"], "UPDATED_AT": user["modified_date"]})
+        self.rows.append(csv_row(
+            rev_user_id or (self.don(user) if use_don else f"REVU-{user['suffix']}"), email or user["email"],
+            external_ref or user["external_ref"], user.get("display_name", ""), user.get("full_name", ""),
+            ticket_count, user["created_date"], user["modified_date"]))
 
     def attachments(self, rate: float, sizes: tuple[int, int]) -> list[dict]:
         out = []
@@ -112,6 +116,51 @@ class _Builder:
                 for i in range(count)]
 
 
+def _add_skipped_groups(b: _Builder, acme: str, globex: str, agents: list[str]) -> dict[str, str]:
+    """One group per reason the tool skips one (CSV and live checks); email -> reason code."""
+    skipped_reasons = {}
+
+    def group(reason: str, name: str) -> str:
+        skipped_reasons[f"{name}@skipped.example"] = reason
+        return f"{name}@skipped.example"
+
+    email = group(SKIP_SINGLE_CONTACT, "solo")
+    b.row(b.contact("solo-primary", email, acme, duplicate=False))
+    email = group(SKIP_NO_PRIMARY, "orphans")
+    b.row(b.contact("orphans-dup0", email, acme, duplicate=True))
+    b.row(b.contact("orphans-dup1", email, acme, duplicate=True))
+    email = group(SKIP_SEVERAL_PRIMARIES, "twins")
+    b.row(b.contact("twins-primary", email, acme, duplicate=False))
+    b.row(b.contact("twins-primary2", email, acme, duplicate=False))
+    email = group(SKIP_UNKNOWN_REFERENCE, "oddref")
+    b.row(b.contact("oddref-primary", email, acme, duplicate=False))
+    b.row(b.contact("oddref-other", email, acme, duplicate=True, external_ref=email))
+    # groups the CSV calls merge sets, but live DevRev disagrees
+    email = group("email_mismatch", "moved")
+    b.row(b.contact("moved-primary", email, acme, duplicate=False))
+    dup = b.contact("moved-dup0", "moved-elsewhere@skipped.example", acme, duplicate=True)
+    b.row(dup, email=email)
+    email = group("contact_inactive", "sleepy")
+    b.row(b.contact("sleepy-primary", email, acme, duplicate=False))
+    b.row(b.contact("sleepy-dup0", email, acme, duplicate=True, state="deactivated"))
+    email = group("contact_not_found", "ghost")
+    b.row(b.contact("ghost-primary", email, acme, duplicate=False))
+    b.rows.append(csv_row(f"REVU-{stable_suffix('never-created')}", email,
+                          DUPLICATE_PREFIX + stable_suffix('ghost', 22), email, "", "2", "", ""))
+    email = group("cross_workspace", "split")
+    b.row(b.contact("split-primary", email, acme, duplicate=False))
+    b.row(b.contact("split-dup0", email, globex, duplicate=True))
+    email = group("external_ref_mismatch", "renamed")
+    b.row(b.contact("renamed-primary", email, acme, duplicate=False))
+    dup = b.contact("renamed-dup0", email, acme, duplicate=True)
+    b.row(dup, external_ref=DUPLICATE_PREFIX + stable_suffix('renamed-old', 22))
+    for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
+        b.seed["tickets"].append({"key": f"{key}-t0", "title": "must stay", "reported_by": [key],
+                                  "owned_by": [agents[0]], "workspace": acme, "created_by": key,
+                                  "created_date": b.stamp()})
+    return skipped_reasons
+
+
 def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (0, 5),
                   conversations: tuple[int, int] = (0, 3), comments: tuple[int, int] = (0, 3),
                   attachment_rate: float = 0.3, attachment_size: tuple[int, int] = (200, 40_000),
@@ -125,7 +174,7 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
     b = _Builder(seed, devo)
     acme, globex = b.workspace("acme", "Acme Inc"), b.workspace("globex", "Globex Corp")
     agents = [b.dev_user(f"agent{i}") for i in range(1, 4)]
-    merge_sets, skipped_reasons = [], {}
+    merge_sets = []
 
     for n in range(sets):
         name = f"{FIRST_NAMES[n % len(FIRST_NAMES)]}{n // len(FIRST_NAMES) or ''}"
@@ -163,46 +212,7 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
                                   "reported_by": [primary["key"]], "owned_by": [agents[0]],
                                   "workspace": workspace, "created_by": primary["key"], "created_date": b.stamp()})
 
-    if skipped:
-        def group(reason: str, name: str) -> str:
-            skipped_reasons[f"{name}@skipped.example"] = reason
-            return f"{name}@skipped.example"
-
-        email = group("single_contact", "solo")
-        b.row(b.contact("solo-primary", email, acme, duplicate=False))
-        email = group("no_primary", "orphans")
-        b.row(b.contact("orphans-dup0", email, acme, duplicate=True))
-        b.row(b.contact("orphans-dup1", email, acme, duplicate=True))
-        email = group("several_primaries", "twins")
-        b.row(b.contact("twins-primary", email, acme, duplicate=False))
-        b.row(b.contact("twins-primary2", email, acme, duplicate=False))
-        email = group("unknown_reference_format", "oddref")
-        b.row(b.contact("oddref-primary", email, acme, duplicate=False))
-        b.row(b.contact("oddref-other", email, acme, duplicate=True, external_ref=email))
-        # groups the CSV calls merge sets, but live DevRev disagrees
-        email = group("email_mismatch", "moved")
-        b.row(b.contact("moved-primary", email, acme, duplicate=False))
-        dup = b.contact("moved-dup0", "moved-elsewhere@skipped.example", acme, duplicate=True)
-        b.row(dup, email=email)
-        email = group("contact_inactive", "sleepy")
-        b.row(b.contact("sleepy-primary", email, acme, duplicate=False))
-        b.row(b.contact("sleepy-dup0", email, acme, duplicate=True, state="deactivated"))
-        email = group("contact_not_found", "ghost")
-        b.row(b.contact("ghost-primary", email, acme, duplicate=False))
-        b.rows.append({"REV_USER_ID": f"REVU-{stable_suffix('never-created')}", "EMAIL": email,
-                       "EXTERNAL_REF": f"user_{stable_suffix('ghost', 22)}", "DISPLAY_NAME": email,
-                       "FULL_NAME": "", "TICKET_COUNT": "2", "CREATED_AT": "", "UPDATED_AT": ""})
-        email = group("cross_workspace", "split")
-        b.row(b.contact("split-primary", email, acme, duplicate=False))
-        b.row(b.contact("split-dup0", email, globex, duplicate=True))
-        email = group("external_ref_mismatch", "renamed")
-        b.row(b.contact("renamed-primary", email, acme, duplicate=False))
-        dup = b.contact("renamed-dup0", email, acme, duplicate=True)
-        b.row(dup, external_ref=f"user_{stable_suffix('renamed-old', 22)}")
-        for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
-            b.seed["tickets"].append({"key": f"{key}-t0", "title": "must stay", "reported_by": [key],
-                                      "owned_by": [agents[0]], "workspace": acme, "created_by": key,
-                                      "created_date": b.stamp()})
+    skipped_reasons = _add_skipped_groups(b, acme, globex, agents) if skipped else {}
     return Dataset(b.seed, b.rows, merge_sets, skipped_reasons)
 
 

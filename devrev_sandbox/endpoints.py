@@ -1,0 +1,267 @@
+"""The DevRev operations the emulator serves: the route table and one handler each.
+
+A handler takes the state, the Settings of the emulator and the request body (already
+checked for unknown fields), and returns the answer's JSON or raises ApiError. The
+server calls it holding the state's lock, and persists the state after a write.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import ApiError
+from .modes import BehaviourModes
+from .state import SandboxState, iso
+from .validation import PAGING, check_fields, enum_list, id_list, page, require, resolve, set_ids, string_list
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The emulator's knobs the handlers read.
+
+    page_cap: the largest page served. modes: how to play DevRev where its behaviour is
+    unknown. locate_url(artifact) -> (presigned url, expiry epoch seconds): the file
+    host's signer.
+    """
+    page_cap: int
+    modes: BehaviourModes
+    locate_url: Callable[[dict], tuple[str, float]]
+
+
+Handler = Callable[[SandboxState, Settings, dict], dict]
+
+
+@dataclass(frozen=True)
+class Route:
+    func: Handler
+    readonly: bool
+    fields: frozenset          # accepted top-level request fields
+    array_fields: frozenset = frozenset()
+
+
+ROUTES: dict[str, Route] = {}
+
+
+def route(endpoint: str, *, fields: set, readonly: bool, arrays: set = frozenset()):
+    """Register a handler for `endpoint`, refusing request fields not in `fields`."""
+    fields = frozenset(fields)
+
+    def register(func: Handler) -> Handler:
+        def checked(state: SandboxState, settings: Settings, body: dict) -> dict:
+            check_fields(endpoint, body, fields)
+            return func(state, settings, body)
+        ROUTES[endpoint] = Route(checked, readonly, fields, frozenset(arrays))
+        return func
+    return register
+
+
+def _listing(key: str, items: list[dict], next_cursor: str | None) -> dict:
+    out = {key: items}
+    if next_cursor:
+        out["next_cursor"] = next_cursor
+    return out
+
+
+def _retired(state: SandboxState, settings: Settings, user: dict) -> bool:
+    return state.retire_if_due(user, settings.modes)
+
+
+def _gone(state: SandboxState, settings: Settings, user: dict) -> bool:
+    """A retired contact that DevRev no longer serves at all."""
+    return _retired(state, settings, user) and bool(user.get("_gone"))
+
+
+def _rev_user(state: SandboxState, body: dict) -> dict:
+    """The rev user that body["id"] names (404 for another kind of user)."""
+    user = resolve(state, require(body, "id"), "id", state.users)
+    if user["type"] != "rev_user":
+        raise ApiError(404, "not_found", f"rev user {body['id']} not found")
+    return user
+
+
+def _set_users(state: SandboxState, settings: Settings, body: dict, name: str, *,
+               allow_empty: bool) -> list[str] | None:
+    """The DONs of a {"set": [...]} of users, each existing and not retired."""
+    ids = set_ids(body, name, allow_empty=allow_empty)
+    if ids is None:
+        return None
+    resolved = []
+    for value in ids:
+        user = resolve(state, value, name, state.users, reference=True)
+        if _retired(state, settings, user):
+            raise ApiError(404, "not_found", f"user {value} not found")
+        resolved.append(user["id"])
+    return resolved
+
+
+@route("rev-users.get", fields={"id"}, readonly=True)
+def _rev_users_get(state: SandboxState, settings: Settings, body: dict) -> dict:
+    user = _rev_user(state, body)
+    state.count_get(user)
+    if _gone(state, settings, user):
+        raise ApiError(404, "not_found", f"rev user {body['id']} not found")
+    return {"rev_user": state.render_user(user)}
+
+
+@route("rev-users.list", fields={"email", "external_ref", "rev_org"} | PAGING, readonly=True,
+       arrays={"email", "external_ref", "rev_org"})
+def _rev_users_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    emails, refs = string_list(body, "email"), string_list(body, "external_ref")
+    orgs = id_list(state, body, "rev_org")
+    items = [u for u in state.users.values() if u["type"] == "rev_user" and not _gone(state, settings, u)
+             and (emails is None or u.get("email") in emails)
+             and (refs is None or u.get("external_ref") in refs)
+             and (orgs is None or u.get("rev_org") in orgs)]
+    first, cursor = page(body, items, "rev-users.list", settings.page_cap)
+    return _listing("rev_users", [state.render_user(u) for u in first], cursor)
+
+
+@route("rev-users.update", fields={"id", "external_ref", "display_name", "description"}, readonly=False)
+def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> dict:
+    user = _rev_user(state, body)
+    if _gone(state, settings, user):
+        raise ApiError(404, "not_found", f"rev user {body['id']} not found")
+    if "external_ref" in body:
+        ref = require(body, "external_ref")
+        if not ref.strip():
+            raise ApiError(400, "invalid_field", "external_ref must not be empty", field_name="external_ref")
+        for other in state.users.values():
+            if other is not user and other["type"] == "rev_user" and other.get("external_ref") == ref \
+                    and not _retired(state, settings, other):
+                status = settings.modes.external_ref_conflict_status
+                raise ApiError(status, "conflict" if status == 409 else "bad_request",
+                               f"external_ref {ref!r} is already used by another contact")
+        user["external_ref"] = ref
+    for name in ("display_name", "description"):
+        if name in body:
+            user[name] = require(body, name)
+    state.touch(user)
+    return {"rev_user": state.render_user(user)}
+
+
+@route("rev-users.merge", fields={"primary_user", "secondary_user"}, readonly=False)
+def _rev_users_merge(state: SandboxState, settings: Settings, body: dict) -> dict:
+    require(body, "primary_user")
+    require(body, "secondary_user")
+    primary = resolve(state, body["primary_user"], "primary_user", state.users, reference=True)
+    secondary = resolve(state, body["secondary_user"], "secondary_user", state.users, reference=True)
+    for user, name in ((primary, "primary_user"), (secondary, "secondary_user")):
+        if user["type"] != "rev_user" or _retired(state, settings, user):
+            raise ApiError(404, "not_found", f"rev user {body[name]} not found")
+    if primary is secondary:
+        raise ApiError(400, "bad_request", "primary_user and secondary_user are the same user")
+    if primary.get("_merge"):
+        raise ApiError(400, "bad_request", "the primary user is itself being merged")
+    pending = secondary.get("_merge")
+    if pending:
+        if pending["primary"] != primary["id"]:
+            raise ApiError(400, "bad_request", "the secondary user is already being merged into another user")
+        return {}
+    state.begin_merge(secondary, primary["id"], after_gets=settings.modes.merge_retire_after_gets,
+                      delay=settings.modes.merge_retire_delay)
+    return {}
+
+
+@route("works.get", fields={"id"}, readonly=True)
+def _works_get(state: SandboxState, settings: Settings, body: dict) -> dict:
+    work = resolve(state, require(body, "id"), "id", state.works)
+    return {"work": state.render_work(work)}
+
+
+@route("works.list", fields={"type", "reported_by", "owned_by"} | PAGING, readonly=True,
+       arrays={"type", "reported_by", "owned_by"})
+def _works_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    types = enum_list(body, "type", ["issue", "ticket"])
+    reporters = id_list(state, body, "reported_by")
+    owners = id_list(state, body, "owned_by")
+    items = [w for w in state.works.values()
+             if (types is None or w["type"] in types)
+             and (reporters is None or set(reporters) & set(w["reported_by"]))
+             and (owners is None or set(owners) & set(w["owned_by"]))]
+    first, cursor = page(body, items, "works.list", settings.page_cap)
+    return _listing("works", [state.render_work(w) for w in first], cursor)
+
+
+@route("works.update", fields={"id", "type", "reported_by", "owned_by"}, readonly=False)
+def _works_update(state: SandboxState, settings: Settings, body: dict) -> dict:
+    work = resolve(state, require(body, "id"), "id", state.works)
+    if "type" in body and body["type"] != work["type"]:
+        raise ApiError(400, "bad_request", f"type {body['type']!r} does not match the work's type")
+    reporters = _set_users(state, settings, body, "reported_by", allow_empty=True)
+    owners = _set_users(state, settings, body, "owned_by", allow_empty=False)
+    if reporters is not None:
+        work["reported_by"] = reporters
+    if owners is not None:
+        work["owned_by"] = owners
+    state.touch(work)
+    return {"work": state.render_work(work)}
+
+
+@route("conversations.get", fields={"id"}, readonly=True)
+def _conversations_get(state: SandboxState, settings: Settings, body: dict) -> dict:
+    conv = resolve(state, require(body, "id"), "id", state.conversations)
+    return {"conversation": state.render_conversation(conv)}
+
+
+@route("conversations.list", fields={"members", "owned_by"} | PAGING, readonly=True, arrays={"members", "owned_by"})
+def _conversations_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    members = id_list(state, body, "members")
+    owners = id_list(state, body, "owned_by")
+    items = [c for c in state.conversations.values()
+             if (members is None or set(members) & set(c["members"]))
+             and (owners is None or set(owners) & set(c["owned_by"]))]
+    first, cursor = page(body, items, "conversations.list", settings.page_cap)
+    return _listing("conversations", [state.render_conversation(c) for c in first], cursor)
+
+
+@route("conversations.update", fields={"id", "members"}, readonly=False)
+def _conversations_update(state: SandboxState, settings: Settings, body: dict) -> dict:
+    conv = resolve(state, require(body, "id"), "id", state.conversations)
+    members = _set_users(state, settings, body, "members", allow_empty=False)
+    if members is not None:
+        conv["members"] = members
+    state.touch(conv)
+    return {"conversation": state.render_conversation(conv)}
+
+
+def _visible(state: SandboxState, entry: dict) -> bool:
+    """Private entries are seen by their author only (the token's user is the admin)."""
+    return entry["visibility"] != "private" or entry["created_by"] == state.admin_id
+
+
+@route("timeline-entries.list", fields={"object", "visibility"} | PAGING, readonly=True, arrays={"visibility"})
+def _timeline_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    object_id = require(body, "object")
+    parent = resolve(state, object_id, "object", {**state.works, **state.conversations})
+    visibility = enum_list(body, "visibility", ["external", "internal", "private", "public"])
+    items = [e for e in state.entries.get(parent["id"], [])
+             if (visibility is None or e["visibility"] in visibility) and _visible(state, e)]
+    first, cursor = page(body, items, "timeline-entries.list", settings.page_cap)
+    return _listing("timeline_entries", [state.render_entry(e) for e in first], cursor)
+
+
+@route("timeline-entries.get", fields={"id"}, readonly=True)
+def _timeline_get(state: SandboxState, settings: Settings, body: dict) -> dict:
+    entry_id = require(body, "id")
+    for entries in state.entries.values():
+        for entry in entries:
+            if entry["id"] == entry_id and _visible(state, entry):
+                return {"timeline_entry": state.render_entry(entry)}
+    raise ApiError(404, "not_found", f"timeline entry {entry_id} not found")
+
+
+@route("artifacts.get", fields={"id", "version"}, readonly=True)
+def _artifacts_get(state: SandboxState, settings: Settings, body: dict) -> dict:
+    art = resolve(state, require(body, "id"), "id", state.artifacts)
+    return {"artifact": state.render_artifact(art),
+            "version": {"version": "1", "timestamp": art["created_date"]}}
+
+
+@route("artifacts.locate", fields={"id", "version"}, readonly=True)
+def _artifacts_locate(state: SandboxState, settings: Settings, body: dict) -> dict:
+    art = resolve(state, require(body, "id"), "id", state.artifacts)
+    url, expires = settings.locate_url(art)
+    return {"url": url, "expires_at": iso(expires)}
+
+
+WRITE_ENDPOINTS = frozenset(name for name, r in ROUTES.items() if not r.readonly)

@@ -1,0 +1,390 @@
+"""The emulator's two HTTP servers on 127.0.0.1: the DevRev API and the attachment host.
+
+The API server checks the token, injects the configured faults, applies the server-side
+rate limit, parses the request and hands it to its route; every call is logged (without
+the token) for tests to inspect. The attachment host serves artifact bytes from
+presigned, expiring URLs, without auth, like an object store.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import devrev_assumptions as facts
+
+from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
+from .errors import ApiError, json_bytes
+from .faults import JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted
+from .modes import MODE_NAMES, BehaviourModes
+from .state import SandboxState
+from .validation import parse_request
+
+DEFAULT_TOKEN = "sandbox-token"
+
+
+class DevRevSandbox:
+    """The emulator: start() it, point a client at base_url, stop() it.
+
+    token: the one valid token. page_cap: the largest page served. rate_limit:
+    (calls, window_seconds) per token, or None. modes: how to play DevRev where its
+    behaviour is unknown (BehaviourModes); each mode may also be given as a keyword of
+    its name (merge_retire_after_gets=1, merge_outcome="deactivated", ...), which wins
+    over `modes`, and read or set as an attribute of that name. validator: called as
+    validator(endpoint, request_body, status, response_body) for every answer the
+    API produced itself (not for injected faults); tests use it for spec conformance.
+    on_request(sandbox, log_entry) is called after each routed call, holding no lock.
+    Raises TypeError for an unknown keyword, ValueError for a bad mode value.
+    """
+
+    def __init__(self, seed: dict | str | None = None, *, token: str = DEFAULT_TOKEN,
+                 page_cap: int = facts.SANDBOX_PAGE_CAP, rate_limit: tuple[int, float] | None = None,
+                 modes: BehaviourModes | None = None,
+                 url_ttl: float = 300.0, faults: Faults | None = None,
+                 validator: Callable[[str, Any, int, Any], None] | None = None,
+                 state_file: str | None = None, port: int = 0, files_port: int = 0,
+                 clock: Callable[[], float] = time.time,
+                 on_request: Callable[["DevRevSandbox", dict], None] | None = None, **mode_values):
+        unknown = sorted(set(mode_values) - set(MODE_NAMES))
+        if unknown:
+            raise TypeError(f"DevRevSandbox() got an unexpected keyword argument {unknown[0]!r}")
+        self.token = token
+        self.page_cap = page_cap
+        self.modes = replace(modes or BehaviourModes(), **mode_values)
+        self.url_ttl = url_ttl
+        self.validator = validator
+        self.on_request = on_request
+        self.state_file = state_file
+        self.clock = clock
+        self.state = SandboxState(clock=clock)
+        if state_file and os.path.exists(state_file):
+            self.state.load_json(_read_json(state_file))
+        elif seed is not None:
+            self.state.load_seed(_read_json(seed) if isinstance(seed, str) else seed)
+        self.request_log: list[dict] = []
+        self._log_lock = threading.Lock()
+        self._injector = FaultInjector(faults or Faults())
+        self._scripted = self._injector.scripted   # endpoint -> queue of canned answers (tests inspect it)
+        self._limiter = RateLimiter(rate_limit, clock)
+        self._secret = os.urandom(16)
+        self._ports = (port, files_port)
+        self._servers: list[ThreadingHTTPServer] = []
+        self.base_url = self.files_base_url = ""
+
+    # lifecycle ---------------------------------------------------------------
+    def start(self) -> "DevRevSandbox":
+        for port, serve in zip(self._ports, (self._handle_api, self._handle_file)):
+            handler = type("Handler", (_Handler,), {"serve": staticmethod(serve)})
+            server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+            self._servers.append(server)
+        self.base_url = f"http://127.0.0.1:{self._servers[0].server_address[1]}"
+        self.files_base_url = f"http://127.0.0.1:{self._servers[1].server_address[1]}"
+        return self
+
+    def stop(self) -> None:
+        # shut both servers down at once: each shutdown() waits up to a poll interval
+        stoppers = [threading.Thread(target=server.shutdown) for server in self._servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
+        for server in self._servers:
+            server.server_close()
+        self._servers.clear()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # configuration -----------------------------------------------------------
+    @property
+    def rate_limit(self) -> tuple[int, float] | None:
+        return self._limiter.limit
+
+    @property
+    def faults(self) -> Faults:
+        return self._injector.faults
+
+    def set_faults(self, faults: Faults) -> None:
+        self._injector.set_faults(faults)
+
+    def script(self, endpoint: str, *answers: Scripted) -> None:
+        """Answer the next calls of `endpoint` with these canned answers, in order."""
+        self._injector.script(endpoint, answers)
+
+    def settings(self) -> Settings:
+        """The knobs the endpoint handlers read, as configured now."""
+        return Settings(page_cap=self.page_cap, modes=self.modes, locate_url=self.locate_url)
+
+    # inspection --------------------------------------------------------------
+    def dump(self) -> dict:
+        return self.state.dump()
+
+    def key_id(self, key: str) -> str:
+        """The DON of a seed key (or display id)."""
+        return self.state.ref(key)
+
+    def _log_where(self, keep: Callable[[dict], bool]) -> list[dict]:
+        with self._log_lock:
+            return [e for e in self.request_log if keep(e)]
+
+    def api_calls(self) -> list[dict]:
+        return self._log_where(lambda e: e["server"] == "api")
+
+    def writes(self) -> list[dict]:
+        """Every write call that changed state (answered or not)."""
+        return self._log_where(lambda e: bool(e.get("applied")))
+
+    def write_attempts(self) -> list[dict]:
+        return self._log_where(lambda e: e.get("endpoint") in WRITE_ENDPOINTS)
+
+    def clear_log(self) -> None:
+        with self._log_lock:
+            self.request_log.clear()
+
+    def add_ticket(self, spec: dict) -> str:
+        """Create a ticket (or, with "type": "issue", an issue) now, as an integration would,
+        from a seed-format spec; returns its DON."""
+        with self.state.lock:
+            don = self.state.add_work(spec)
+            self._persist()
+            return don
+
+    def _log(self, entry: dict) -> dict:
+        with self._log_lock:
+            entry["seq"] = len(self.request_log) + 1
+            self.request_log.append(entry)
+        return entry
+
+    # the API server ------------------------------------------------------------
+    def _handle_api(self, handler: "_Handler", method: str) -> None:
+        parts = urlsplit(handler.path)
+        endpoint = parts.path.lstrip("/")
+        raw = handler.read_body()
+        auth_header = handler.headers.get("Authorization")
+        entry = self._log({"server": "api", "method": method, "path": parts.path, "endpoint": endpoint,
+                           "auth": auth_header is not None, "t": time.time(), "thread": threading.get_ident()})
+        route = ROUTES.get(endpoint)
+        body, parse_error = None, None
+        try:
+            body = parse_request(method, raw, parts.query, route.array_fields if route else frozenset())
+            entry["body"] = body
+        except ApiError as exc:
+            entry["body"], parse_error = raw[:2000].decode("utf-8", "replace"), exc
+
+        if not self._authorized(auth_header):
+            return self._answer(handler, entry, body,
+                                ApiError(401, "unauthenticated", "missing or invalid authorization token"))
+        fault = self._injector.pick(endpoint, entry["seq"])
+        if fault is not None:
+            return self._answer_fault(handler, entry, fault)
+        limited = self._limiter.check()
+        if limited is not None:
+            entry["fault"] = "rate_limit"
+            return self._answer(handler, entry, body, limited)
+        self._injector.sleep_latency()
+        refusal = parse_error or _version_refusal(handler)
+        if refusal is not None:
+            return self._answer(handler, entry, body, refusal)
+        if route is None or (method == "GET" and not route.readonly):
+            # no such route: not an answer of that operation to validate
+            return self._answer(handler, entry, body, ApiError(404, None, "route not found"), validate=False)
+        drop_after = (endpoint in WRITE_ENDPOINTS and self.faults.drop_after_write_rate
+                      and self._injector.chance(self.faults.drop_after_write_rate))
+        result = self._run(route, endpoint, body, entry)
+        if self.on_request is not None:
+            self.on_request(self, entry)
+        if drop_after and entry.get("applied"):
+            entry["fault"] = "drop_after_write"
+            entry["status"] = None
+            return handler.drop()
+        self._answer(handler, entry, body, result)
+
+    def _run(self, route, endpoint: str, body: dict, entry: dict):
+        """Apply the route under the state lock; persist what changed."""
+        with self.state.lock:
+            try:
+                result = route.func(self.state, self.settings(), body)
+                if endpoint in WRITE_ENDPOINTS:
+                    entry["applied"] = True
+                    self.state.changed = True
+                return result
+            except ApiError as exc:
+                return exc
+            finally:
+                if self.state.changed:
+                    self._persist()
+
+    def _authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        token = header[7:].strip() if header.lower().startswith("bearer ") else header.strip()
+        return hmac.compare_digest(token.encode(), self.token.encode())
+
+    def _answer_fault(self, handler: "_Handler", entry: dict, fault: FaultAnswer) -> None:
+        entry["fault"], entry["status"] = fault.kind, fault.status
+        if fault.status is None:
+            return handler.drop()
+        handler.send(fault.status, fault.data, fault.headers)
+
+    def _answer(self, handler: "_Handler", entry: dict, body, result, validate: bool = True) -> None:
+        if isinstance(result, ApiError):
+            status, payload = result.status, result.body()
+        else:
+            status, payload = 200, result
+        entry["status"] = status
+        if self.validator is not None and validate and entry["endpoint"] in ROUTES:
+            self.validator(entry["endpoint"], body, status, payload)
+        headers = {"Content-Type": JSON}
+        headers.update(self._limiter.headers())
+        if status == 429:
+            headers["Retry-After"] = str(payload.get("retry_after", 1))
+        handler.send(status, json_bytes(payload), headers)
+
+    def _persist(self) -> None:
+        self.state.changed = False
+        if not self.state_file:
+            return
+        tmp = f"{self.state_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.state.to_json(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_file)
+
+    # the files server ---------------------------------------------------------
+    def _signature(self, number: str, expires: str) -> str:
+        return hmac.new(self._secret, f"{number}:{expires}".encode(), "sha256").hexdigest()[:32]
+
+    def locate_url(self, art: dict) -> tuple[str, float]:
+        """A presigned URL of the artifact's bytes on the file host, and its expiry (epoch s)."""
+        expires = self.clock() + self.url_ttl
+        number = art["display_id"].split("-", 1)[1]
+        sig = self._signature(number, str(int(expires)))
+        return f"{self.files_base_url}/blobs/{number}?expires={int(expires)}&sig={sig}", expires
+
+    def _handle_file(self, handler: "_Handler", method: str) -> None:
+        parts = urlsplit(handler.path)
+        entry = self._log({"server": "files", "method": method, "path": parts.path,
+                           "auth": handler.headers.get("Authorization") is not None, "t": time.time()})
+        match = re.fullmatch(r"/blobs/(\d+)", parts.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if method != "GET" or not match:
+            return _send_error(handler, entry, 404, b"not found")
+        if entry["auth"]:
+            # Like a presigned object store: a second credential is an error.
+            return _send_error(handler, entry, 400, b"<Error><Code>InvalidArgument</Code><Message>Only one auth "
+                                                    b"mechanism allowed</Message></Error>")
+        number = match.group(1)
+        expected = self._signature(number, query.get("expires", ""))
+        try:
+            expired = self.clock() > float(query.get("expires", "0"))
+        except ValueError:
+            expired = True
+        if not hmac.compare_digest(expected, query.get("sig", "")) or expired:
+            return _send_error(handler, entry, 403, b"<Error><Code>AccessDenied</Code><Message>Request has expired"
+                                                    b"</Message></Error>")
+        art = self.state.artifact_copy(number)
+        if art is None:
+            return _send_error(handler, entry, 404, b"no such object")
+        entry["status"] = 200
+        handler.send_stream(200, art["_size"], lambda start, n: self.state.artifact_bytes(art, start, n),
+                            {"Content-Type": art["file"]["type"]}, self.faults.download_bytes_per_second)
+
+
+def _mode_attribute(name: str) -> property:
+    """DevRevSandbox.<mode>: read modes.<mode>; setting it replaces the (frozen) modes."""
+    return property(lambda sandbox: getattr(sandbox.modes, name),
+                    lambda sandbox, value: setattr(sandbox, "modes", replace(sandbox.modes, **{name: value})),
+                    doc=f"modes.{name}, settable")
+
+
+for _name in MODE_NAMES:
+    setattr(DevRevSandbox, _name, _mode_attribute(_name))
+
+
+def _version_refusal(handler: "_Handler") -> ApiError | None:
+    """The 400 for an API version DevRev does not serve, or None."""
+    version = handler.headers.get(facts.API_VERSION_HEADER)
+    if version is not None and version not in facts.ACCEPTED_API_VERSIONS:
+        return ApiError(400, "invalid_api_version", f"unsupported API version {version!r}", value=version)
+    return None
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _send_error(handler: "_Handler", entry: dict, status: int, data: bytes) -> None:
+    """The file host's error answers: plain text, or XML like an object store's."""
+    entry["status"] = status
+    handler.send(status, data, {"Content-Type": "application/xml" if data.startswith(b"<") else "text/plain"})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle plus the
+    # client's delayed ACK add ~40 ms to every answer
+    disable_nagle_algorithm = True
+
+    serve: Callable[["_Handler", str], None]   # set per server: the API's or the file host's
+
+    def do_POST(self):
+        self.serve(self, "POST")
+
+    def do_GET(self):
+        self.serve(self, "GET")
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _head(self, status: int, length: int, headers: dict) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def send(self, status: int, data: bytes, headers: dict) -> None:
+        self._head(status, len(data), headers)
+        self.wfile.write(data)
+
+    def send_stream(self, status, size, read, headers, bytes_per_second=None) -> None:
+        """Send `size` bytes from read(start, n), throttled to bytes_per_second if given."""
+        self._head(status, size, headers)
+        chunk = 256 * 1024 if not bytes_per_second else max(1024, int(bytes_per_second / 20))
+        sent = 0
+        try:
+            while sent < size:
+                n = min(chunk, size - sent)
+                self.wfile.write(read(sent, n))
+                sent += n
+                if bytes_per_second:
+                    time.sleep(n / bytes_per_second)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -1,0 +1,165 @@
+"""Reading and checking requests the way DevRev does: JSON bodies (or GET query strings),
+required fields and their JSON types, ids (DONs; display ids only where DevRev is known
+to take them), `{"set": [...]}` updates, enum lists, and keyset pagination.
+
+Every check raises ApiError with DevRev's error type and field_name.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+import devrev_assumptions as facts
+
+from .errors import ApiError
+from .state import SandboxState
+
+PAGING = frozenset({"cursor", "limit", "mode"})
+
+
+def parse_request(method: str, raw: bytes, query: str, array_fields: frozenset = frozenset()) -> dict:
+    """The request as a dict: a POST's JSON object body, or a GET's query string
+    (`a.b=v` nests, `limit` is an int, `array_fields` are comma-separated lists)."""
+    if method == "GET":
+        return _parse_query(query, array_fields)
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "parse_error", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "request body must be a JSON object")
+    return body
+
+
+def _parse_query(query: str, array_fields: frozenset) -> dict:
+    body: dict = {}
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        value = values[-1]
+        if name in array_fields:
+            value = [v for v in value.split(",") if v]
+        elif name == "limit":
+            try:
+                value = int(value)
+            except ValueError:
+                raise ApiError(400, "bad_request", "limit must be an integer") from None
+        target = body
+        *outer, last = name.split(".")
+        for part in outer:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return body
+
+
+def check_fields(endpoint: str, body: dict, fields: frozenset) -> None:
+    """Refuse fields the emulator does not implement, rather than ignore them."""
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise ApiError(400, "bad_request", f"the sandbox does not support field {unknown[0]!r} on {endpoint}")
+
+
+def require(body: dict, name: str, kind=str):
+    """body[name], present and of JSON type `kind`."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, "missing_required_field", f"field {name} is required", field_name=name)
+    if not isinstance(value, kind):
+        raise ApiError(400, "invalid_field", f"field {name} has the wrong JSON type", field_name=name)
+    return value
+
+
+def resolve(state: SandboxState, value: Any, field_name: str, table: dict, *, reference: bool = False) -> dict:
+    """Find an object of `table` by DON (or display id where DevRev is known to take one:
+    not in references). Raises 400 invalid_id, or 404 for unknown or gone objects."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "invalid_id", f"invalid id in {field_name}", field_name=field_name)
+    if not value.startswith("don:"):
+        if reference and not facts.DISPLAY_IDS_ACCEPTED_IN_REFERENCES:
+            raise ApiError(400, "invalid_id", f"{field_name} must be an object id (DON), got {value!r}",
+                           field_name=field_name)
+        value = state.by_display.get(value, value)
+    obj = table.get(value)
+    if obj is None or obj.get("_gone"):
+        raise ApiError(404, "not_found", f"object {value} not found")
+    return obj
+
+
+def string_list(body: dict, name: str, what: str = "strings") -> list[str] | None:
+    """body[name] as an array of strings, or None when absent."""
+    if name not in body:
+        return None
+    values = body[name]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ApiError(400, "invalid_field", f"{name} must be an array of {what}", field_name=name)
+    return values
+
+
+def id_list(state: SandboxState, body: dict, name: str) -> list[str] | None:
+    """A filter's list of object ids (DONs), or None when absent."""
+    values = string_list(body, name, "ids")
+    if values is None:
+        return None
+    for value in values:
+        if not value.startswith("don:") and not facts.DISPLAY_IDS_ACCEPTED_IN_REFERENCES:
+            raise ApiError(400, "invalid_id", f"{name} must hold object ids (DONs), got {value!r}", field_name=name)
+    return [state.by_display.get(v, v) for v in values]
+
+
+def enum_list(body: dict, name: str, allowed: list[str]) -> list[str] | None:
+    """A filter's list of enum values, or None when absent."""
+    values = body.get(name)
+    if values is not None and (not isinstance(values, list) or not set(values) <= set(allowed)):
+        raise ApiError(400, "invalid_enum_value", f"{name} must be a list of {'|'.join(allowed)}",
+                       field_name=name, value=json.dumps(values), allowed_values=allowed)
+    return values
+
+
+def set_ids(body: dict, name: str, *, allow_empty: bool) -> list[str] | None:
+    """`reported_by` / `members` / `owned_by` updates take {"set": [ids]} and nothing else;
+    the ids, unresolved, or None when the field is absent."""
+    if name not in body:
+        return None
+    value = body[name]
+    if not isinstance(value, dict) or set(value) != {"set"} or not isinstance(value["set"], list):
+        raise ApiError(400, "invalid_field", f"{name} must be given as {{\"set\": [ids]}}", field_name=name)
+    ids = value["set"]
+    if not all(isinstance(v, str) for v in ids):
+        raise ApiError(400, "invalid_field", f"{name}.set must hold ids", field_name=name)
+    if len(set(ids)) != len(ids):
+        raise ApiError(400, "invalid_field", f"{name}.set holds the same id twice", field_name=name)
+    if not ids and not allow_empty:
+        raise ApiError(400, "invalid_field", f"{name}.set must not be empty", field_name=name)
+    return ids
+
+
+def page(body: dict, items: list[dict], endpoint: str, page_cap: int) -> tuple[list[dict], str | None]:
+    """Keyset pagination, newest first: (page, next_cursor or None). The opaque cursor is
+    bound to the endpoint and filters; `limit` is clamped to page_cap."""
+    limit = body.get("limit", facts.PAGE_LIMIT)
+    if not isinstance(limit, int) or limit < 1:
+        raise ApiError(400, "invalid_field", "limit must be a positive integer", field_name="limit")
+    limit = min(limit, page_cap)
+    mode = body.get("mode", "after")
+    if mode not in ("after", "before"):
+        raise ApiError(400, "invalid_enum_value", "mode must be after or before", field_name="mode",
+                       value=str(mode), allowed_values=["after", "before"])
+    filters = json.dumps({k: v for k, v in body.items() if k not in PAGING}, sort_keys=True)
+    digest = hashlib.sha256((endpoint + filters).encode()).hexdigest()[:12]
+    items = sorted(items, key=lambda o: o["_seq"], reverse=True)
+    cursor = body.get("cursor")
+    if cursor:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+            after, bound = int(data["k"]), data["f"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_field", "invalid cursor", field_name="cursor") from None
+        if bound != digest:
+            raise ApiError(400, "invalid_field", "cursor does not match the filters", field_name="cursor")
+        items = [o for o in items if o["_seq"] < after]
+    first = items[:limit]
+    next_cursor = None
+    if len(items) > limit:
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"k": first[-1]["_seq"], "f": digest}).encode()).decode()
+    return first, next_cursor
