@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from cli import UserError
 
 REQUIRED_COLUMNS = ("REV_USER_ID", "EMAIL", "EXTERNAL_REF")
+OPTIONAL_COLUMNS = ("DISPLAY_NAME", "FULL_NAME", "TICKET_COUNT", "CREATED_AT", "UPDATED_AT")
 PRIMARY_PREFIX = "REVU-"      # DevRev-native contacts: external_ref is their own display id
 DUPLICATE_PREFIX = "user_"    # copies made by an import, widget or integration
 

@@ -224,7 +224,7 @@ def test_status_piped_to_head_does_not_raise_broken_pipe(sets, tmp_path):
 
 
 def test_sigterm_is_reported_as_sigterm_in_the_log_and_the_report(tmp_path, make_sandbox):
-    from sandbox_dataset import build_dataset
+    from devrev_sandbox.dataset import build_dataset
     from devrev_sandbox import Faults
     from merge_helpers import MergeRun
     import time
