@@ -5,6 +5,15 @@ a crash or a power cut. Before every write to DevRev the tool records an intent;
 DevRev confirms, it records the step done. A re-run reads the journal: finished sets
 are skipped, and a pending intent is re-checked against a fresh read before anything
 is sent again. Every change is also appended to `events`, an audit trail.
+
+Step names are stored as text and must never change (old savepoints resume by them);
+`step_name` builds them and `parse_step` reads them. The grammar:
+
+    step       := "external_ref"                       the primary takes the newest user_ ref
+                | dup "|" ("merge" | "retired" | "swept")
+                | dup "|" ("backup" | "verify") "|" round
+                | dup "|" ("ticket" | "conversation") "|" round "|" item
+    dup, item  := a DevRev id (DON) without "|";  round := 1, 2, ... (decimal)
 """
 from __future__ import annotations
 
@@ -14,7 +23,7 @@ import os
 import sqlite3
 import threading
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from fileutil import PRIVATE_FILE_MODE, make_private_dir
 
@@ -48,6 +57,54 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT
 );
 """
+
+# Step kinds, by the parts that follow the duplicate's id in a step name.
+SET_KINDS = ("external_ref",)
+DUPLICATE_KINDS = ("merge", "retired", "swept")
+ROUND_KINDS = ("backup", "verify")
+ITEM_KINDS = ("ticket", "conversation")
+
+
+class Step(NamedTuple):
+    """One parsed step name: kind, and the duplicate, round and item it is about (or None)."""
+    kind: str
+    duplicate: str | None = None
+    round: int | None = None
+    item: str | None = None
+
+
+def step_name(kind: str, duplicate: str | None = None, round_no: int | None = None, item: str | None = None) -> str:
+    """The stored name of a step (the module docstring gives the grammar).
+
+    Raises ValueError for an unknown kind, missing or extra parts, or a part holding "|".
+    """
+    parts = {SET_KINDS: (), DUPLICATE_KINDS: (duplicate,), ROUND_KINDS: (duplicate, round_no),
+             ITEM_KINDS: (duplicate, round_no, item)}
+    wanted = next((v for kinds, v in parts.items() if kind in kinds), None)
+    given = tuple(p for p in (duplicate, round_no, item) if p is not None)
+    if wanted is None or given != wanted or None in wanted or any("|" in str(p) or str(p) == "" for p in given):
+        raise ValueError(f"not a valid journal step: kind={kind!r}, parts={given!r}")
+    if round_no is not None and (not isinstance(round_no, int) or round_no < 1):
+        raise ValueError(f"a step round is a positive integer, not {round_no!r}")
+    head = [] if duplicate is None else [duplicate]
+    return "|".join(head + [kind] + [str(p) for p in given[1:]])
+
+
+def parse_step(name: str) -> Step:
+    """The parts of a stored step name; ValueError if it does not follow the grammar."""
+    if name in SET_KINDS:
+        return Step(name)
+    duplicate, _, rest = name.partition("|")
+    kind, _, rest = rest.partition("|")
+    round_text, _, item = rest.partition("|")
+    try:
+        step = Step(kind, duplicate, int(round_text) if round_text else None, item or None)
+        if step_name(*step) == name:
+            return step
+    except ValueError:
+        pass
+    raise ValueError(f"not a valid journal step name: {name!r}")
+
 
 def is_finished(status: str | None, keep_duplicate: bool) -> bool:
     """Nothing left to do for a set: merged, or moved when the duplicates are to be kept

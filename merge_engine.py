@@ -23,7 +23,7 @@ from backup import (BackupError, Snapshot, collect, display_of, estimate_size, i
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, ServerError, TransportError)
-from journal import Journal, is_finished
+from journal import Journal, is_finished, parse_step, step_name
 
 log = logging.getLogger("merge")
 
@@ -288,18 +288,18 @@ class SetMerger:
     def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict, out: DuplicateOutcome) -> None:
         """Clear the duplicate (backup, move, verify), retire it, then look once more."""
         d = dup["id"]
-        if not self.journal.is_done(key, f"{d}|retired"):
+        if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
             if self.options.keep_duplicate:
                 self._fill_from_journal(self.journal.steps(key), d, out)
                 out.backups_verified = True
                 return
             self._merge_and_retire(key, dup, ctx["primary"]["id"])
-        if not self.journal.is_done(key, f"{d}|swept"):
+        if not self.journal.is_done(key, step_name("swept", d)):
             # Anything filed under the duplicate while DevRev processed the merge would be left
             # on a retired contact: one more look, and the same backup-and-move if needed.
             self._clear(key, ms, ctx, dup)
-            self.journal.done(key, f"{d}|swept")
+            self.journal.done(key, step_name("swept", d))
         self._fill_from_journal(self.journal.steps(key), d, out)
         out.retired = True
         out.backups_verified = True
@@ -308,11 +308,11 @@ class SetMerger:
         """Back up and move what the duplicate owns, round after round, until a listing
         taken after the moves shows it owns nothing."""
         d = dup["id"]
-        rounds = [int(name.split("|")[2]) for name in self.journal.steps(key) if name.startswith(f"{d}|backup|")]
-        round_no = max(rounds, default=0)
+        steps = [parse_step(name) for name in self.journal.steps(key)]
+        round_no = max((s.round for s in steps if s.kind == "backup" and s.duplicate == d), default=0)
         if round_no == 0:
             round_no = 1
-        elif self.journal.is_done(key, f"{d}|verify|{round_no}"):
+        elif self.journal.is_done(key, step_name("verify", d, round_no)):
             # the last round ended clean, but earlier: look again before relying on it
             if not self._leftovers(dup):
                 return
@@ -330,26 +330,26 @@ class SetMerger:
                         f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
 
     def _fill_from_journal(self, steps: dict, d: str, out: DuplicateOutcome) -> None:
-        for name, step in steps.items():
-            parts = name.split("|")
-            if parts[0] != d or step["status"] != "done":
+        for name, record in steps.items():
+            step = parse_step(name)
+            if step.duplicate != d or record["status"] != "done":
                 continue
-            data = step["data"] or {}
-            if parts[1] == "backup":
+            data = record["data"] or {}
+            if step.kind == "backup":
                 if data.get("folder") not in out.backups:
                     out.backups.append(data["folder"])
                 out.messages += data.get("messages", 0)
                 out.attachments += data.get("attachments", 0)
-                if parts[2] == "1":
+                if step.round == 1:
                     out.drift_appeared = data.get("drift_appeared", [])
                     out.drift_vanished = data.get("drift_vanished", [])
-            elif parts[1] == "ticket" and data.get("after") is not None:
+            elif step.kind == "ticket" and data.get("after") is not None:
                 out.tickets_moved += 1
-            elif parts[1] == "conversation" and data.get("after") is not None:
+            elif step.kind == "conversation" and data.get("after") is not None:
                 out.conversations_moved += 1
 
     def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
-        step = f"{dup['id']}|backup|{round_no}"
+        step = step_name("backup", dup["id"], round_no)
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
             folder = record["data"]["folder"]
@@ -400,7 +400,7 @@ class SetMerger:
                 ("conversation", "members", moves["conversations"], self.client.list_conversations,
                  self.client.get_conversation, self.client.set_conversation_members))
         for kind, field_name, items, listing, read, write in plan:
-            steps = {item["id"]: f"{dup['id']}|{kind}|{round_no}|{item['id']}" for item in items}
+            steps = {item["id"]: step_name(kind, dup["id"], round_no, item["id"]) for item in items}
             pending = [item for item in items if not self.journal.is_done(key, steps[item["id"]])]
             if not pending:
                 continue
@@ -481,7 +481,7 @@ class SetMerger:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
         left = self._leftovers(dup)
         if not left:
-            self.journal.done(key, f"{dup['id']}|verify|{round_no}", {"owns_nothing": True})
+            self.journal.done(key, step_name("verify", dup["id"], round_no), {"owns_nothing": True})
         return left
 
     # ------------------------------------------------------------------ retiring
@@ -519,7 +519,7 @@ class SetMerger:
                     return
 
     def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> None:
-        merge_step, retired_step = f"{dup['id']}|merge", f"{dup['id']}|retired"
+        merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
         if not self.journal.is_done(key, merge_step):
             previous = self.journal.step(key, merge_step)
             if previous and is_retired(self._read_duplicate(dup["id"])):
@@ -542,7 +542,7 @@ class SetMerger:
     def _take_reference(self, key: str, ctx: dict) -> str:
         """Give the primary the newest duplicate's `user_...` reference."""
         target = _newest(ctx["duplicates"])["external_ref"]
-        step = "external_ref"
+        step = step_name("external_ref")
         if self.journal.is_done(key, step):
             return target
         primary_id = ctx["primary"]["id"]
