@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, Snapshot, collect, display_of, estimate_size, ids_of, load_metadata,
+from backup import (BackupError, Move, Snapshot, collect, display_of, estimate_size, ids_of, load_moves,
                     remove_partials, verify_backup, write_backup)
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
@@ -394,26 +394,26 @@ class SetMerger:
 
     def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
         """Move what the backup lists, from one fresh paged read taken right before the writes."""
-        moves = load_metadata(folder)["moves"]
-        plan = (("ticket", "reported_by", moves["tickets"], self.client.list_tickets, self.client.get_work,
-                 self.client.set_ticket_reporters),
-                ("conversation", "members", moves["conversations"], self.client.list_conversations,
-                 self.client.get_conversation, self.client.set_conversation_members))
-        for kind, field_name, items, listing, read, write in plan:
-            steps = {item["id"]: step_name(kind, dup["id"], round_no, item["id"]) for item in items}
-            pending = [item for item in items if not self.journal.is_done(key, steps[item["id"]])]
+        moves = load_moves(folder)
+        plan = (("ticket", self.client.list_tickets, self.client.get_work, self.client.set_ticket_reporters),
+                ("conversation", self.client.list_conversations, self.client.get_conversation,
+                 self.client.set_conversation_members))
+        for kind, listing, read, write in plan:
+            items = [m for m in moves if m.kind == kind]
+            steps = {item.id: step_name(kind, dup["id"], round_no, item.id) for item in items}
+            pending = [item for item in items if not self.journal.is_done(key, steps[item.id])]
             if not pending:
                 continue
             listed_at = self.clock()
             fresh = {obj["id"]: obj for obj in listing(dup["id"])}
             for item in pending:
-                with self._item_lock(item["id"]):
-                    current = fresh.get(item["id"])
-                    if self._written_at.get(item["id"], float("-inf")) >= listed_at:
-                        current = self._read_or_none(read, item["id"])  # another set moved it since: read it again
-                        if current is not None and dup["id"] not in ids_of(current.get(field_name)):
+                with self._item_lock(item.id):
+                    current = fresh.get(item.id)
+                    if self._written_at.get(item.id, float("-inf")) >= listed_at:
+                        current = self._read_or_none(read, item.id)  # another set moved it since: read it again
+                        if current is not None and dup["id"] not in ids_of(current.get(item.field_name)):
                             current = None
-                    self._move(key, steps[item["id"]], item, field_name, dup["id"], primary_id, current, read, write)
+                    self._move(key, steps[item.id], item, dup["id"], primary_id, current, read, write)
 
     @staticmethod
     def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:
@@ -423,8 +423,10 @@ class SetMerger:
         except NotFoundError:
             return None
 
-    def _move(self, key, step, item, field_name, dup_id, primary_id, fresh: dict | None, read, write) -> None:
+    def _move(self, key: str, step: str, item: Move, dup_id: str, primary_id: str, fresh: dict | None,
+              read, write) -> None:
         """Swap the duplicate for the primary on one item, journaled; never twice."""
+        field_name = item.field_name
         previous = self.journal.step(key, step)
         if fresh is None:
             # The duplicate is no longer on it. If we sent the change before an interruption,
@@ -432,10 +434,10 @@ class SetMerger:
             if previous is None:
                 self.journal.done(key, step, {"already": True})
                 return
-            obj = self._read_or_none(read, item["id"])
+            obj = self._read_or_none(read, item.id)
             if obj is None:
                 self.journal.done(key, step, {"vanished": True})
-                log.warning("%s vanished from DevRev", item["display_id"])
+                log.warning("%s vanished from DevRev", item.display_id)
                 return
             current = ids_of(obj.get(field_name))
             if dup_id in current:  # listing lag: treat as still to move
@@ -449,22 +451,22 @@ class SetMerger:
         wanted = swap_user(current, dup_id, primary_id)
         self.journal.intent(key, step, {"before": current, "after": wanted})
         try:
-            updated = ids_of(write(item["id"], wanted).get(field_name))
+            updated = ids_of(write(item.id, wanted).get(field_name))
         except NotFoundError as exc:
             # 404 may name the item or a user in the new list: tell the two apart
-            if self._read_or_none(read, item["id"]) is None:
+            if self._read_or_none(read, item.id) is None:
                 self.journal.done(key, step, {"vanished": True})
-                log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
+                log.warning("%s vanished from DevRev before it could be moved", item.display_id)
                 return
-            raise SetFailed(f"{item['display_id']}: DevRev refused the new {field_name} ({exc}); a contact in "
+            raise SetFailed(f"{item.display_id}: DevRev refused the new {field_name} ({exc}); a contact in "
                             f"it may have been deleted") from None
         finally:
-            self._written_at[item["id"]] = self.clock()
+            self._written_at[item.id] = self.clock()
         # DevRev's answer is the item as it now stands: it must list the primary, not the duplicate.
         if dup_id in updated or primary_id not in updated:
-            raise SetFailed(f"{item['display_id']}: DevRev did not apply the new {field_name} ({updated})")
+            raise SetFailed(f"{item.display_id}: DevRev did not apply the new {field_name} ({updated})")
         self.journal.done(key, step, {"before": current, "after": updated})
-        log.debug("moved %s: %s %s -> %s", item["display_id"], field_name, current, updated)
+        log.debug("moved %s: %s %s -> %s", item.display_id, field_name, current, updated)
 
     def _leftovers(self, dup: dict) -> list[str]:
         """What the duplicate still owns: tickets and conversations to move. Work items of
