@@ -24,14 +24,14 @@ import json
 import os
 import shutil
 import stat
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable
 
 import devrev_assumptions as facts
 from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
 from fileutil import fsync_dir, json_bytes, make_private_dir, open_private, safe_name
+from timeutil import iso_utc, utc_now
 
 FORMAT_VERSION = 1
 DISK_MARGIN_BYTES = 16 << 20
@@ -234,14 +234,6 @@ class BackupResult:
     snapshot: Snapshot
 
 
-def _utc(ts: float | None = None) -> datetime:
-    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _digest_json(obj: Any) -> tuple[bytes, str]:
     data = json_bytes(obj)
     return data, hashlib.sha256(data).hexdigest()
@@ -357,7 +349,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         make_private_dir(backup_root)
     except OSError as exc:
         raise BackupError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
-    started = _utc()
+    started = utc_now()
     if snapshot is None:
         snapshot = collect(client, duplicate["id"])
     try:
@@ -378,8 +370,8 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
             "format": FORMAT_VERSION,
             "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
             "run_id": run_id,
-            "started_at": _timestamp(started),
-            "finished_at": _timestamp(_utc()),
+            "started_at": iso_utc(started),
+            "finished_at": iso_utc(),
             "merge_set": {"email": email, "csv_rows": csv_rows},
             "primary": primary,
             "duplicate": duplicate,
@@ -401,7 +393,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
                   "entries": {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects},
                   "messages": snapshot.message_count, "attachments": len(snapshot.attachments)}
-        manifest = {"format": FORMAT_VERSION, "created_at": _timestamp(_utc()),
+        manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
                     "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
         manifest["manifest_sha256"] = manifest_digest(manifest)
         with open_private(file_path(partial, MANIFEST)) as fh:

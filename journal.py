@@ -22,10 +22,10 @@ import json
 import os
 import sqlite3
 import threading
-from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from fileutil import PRIVATE_FILE_MODE, make_private_dir
+from timeutil import iso_utc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
@@ -112,10 +112,6 @@ def is_finished(status: str | None, keep_duplicate: bool) -> bool:
     return status == "merged" or (keep_duplicate and status == "moved_only")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class JournalError(Exception):
     """The savepoint file cannot be used (corrupt, locked, unwritable)."""
 
@@ -165,7 +161,7 @@ class Journal:
     # ------------------------------------------------------------------ writes
     def _event(self, set_key: str, step: str | None, status: str, data: Any) -> None:
         self._db.execute("INSERT INTO events (at, run_id, set_key, step, status, data) VALUES (?, ?, ?, ?, ?, ?)",
-                         (_now(), self.run_id, set_key, step, status, _dump(data)))
+                         (iso_utc(digits=6), self.run_id, set_key, step, status, _dump(data)))
 
     def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
                    error: str | None = None, context: dict | None = None) -> None:
@@ -178,7 +174,7 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(set_key) DO UPDATE SET email = excluded.email, "
                 "status = excluded.status, reason = excluded.reason, error = excluded.error, "
                 "context = excluded.context, updated_at = excluded.updated_at, run_id = excluded.run_id",
-                (set_key, email, status, reason, error, _dump(keep), _now(), self.run_id))
+                (set_key, email, status, reason, error, _dump(keep), iso_utc(digits=6), self.run_id))
             self._event(set_key, None, status, {"reason": reason, "error": error})
 
     def _step(self, set_key: str, step: str, status: str, data: Any) -> None:
@@ -188,7 +184,7 @@ class Journal:
                 "INSERT INTO steps (set_key, step, status, data, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(set_key, step) DO UPDATE SET status = excluded.status, data = excluded.data, "
                 "updated_at = excluded.updated_at, run_id = excluded.run_id",
-                (set_key, step, status, _dump(data), _now(), self.run_id))
+                (set_key, step, status, _dump(data), iso_utc(digits=6), self.run_id))
             self._event(set_key, step, status, data)
 
     def intent(self, set_key: str, step: str, data: Any = None) -> None:

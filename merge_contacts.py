@@ -15,14 +15,12 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 
 from dotenv import load_dotenv
 
@@ -33,6 +31,7 @@ from devrev_client import (TOOL_VERSION, AuthError, ConfigError, DevRevClient, D
                            SecretMask)
 from journal import Journal, JournalError, is_finished
 from merge_engine import MergeOptions, RunAborted, SetMerger, preview_set, set_key
+from timeutil import iso_utc, new_run_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
@@ -194,7 +193,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    run_id = new_run_id()
     if not args.sandbox:
         load_dotenv(os.path.join(os.getcwd(), ".env"))
     savepoint = args.savepoint or (os.path.join(SANDBOX_DIR, "savepoints.sqlite3") if args.sandbox
@@ -241,7 +240,7 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
         options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
                                keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
                                merge_timeout=args.merge_timeout)
-        common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(),
+        common = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
                   "target": _target(args, client),
                   "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
                   "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
@@ -364,7 +363,7 @@ def _preview(args, client, merge_sets, options, common, stop, savepoint) -> int:
     if stop.is_set() and exit_code != EXIT_USAGE:
         exit_code = EXIT_INTERRUPTED
     ordered = [records[m.key] for m in merge_sets if m.key in records]
-    preview = dict(common, kind="preview", created_at=_now(), sets=ordered, complete=exit_code == EXIT_OK)
+    preview = dict(common, kind="preview", created_at=iso_utc(), sets=ordered, complete=exit_code == EXIT_OK)
     preview["totals"] = _preview_totals(preview)
     if exit_code in (EXIT_USAGE, EXIT_INTERRUPTED):
         log.error("preview %s; no preview report written", "interrupted" if exit_code == EXIT_INTERRUPTED
@@ -463,7 +462,7 @@ def _merge(args, client, merge_sets, options, common, stop, savepoint, preview_p
     if stop.is_set() and stopped_by is None:
         exit_code = _worse(exit_code, EXIT_INTERRUPTED)
     sets = [outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run") for ms in merge_sets]
-    report = dict(common, kind="merge_report", finished_at=_now(),
+    report = dict(common, kind="merge_report", finished_at=iso_utc(),
                   preview=preview_path, sets=sets, interrupted=exit_code == EXIT_INTERRUPTED,
                   journal_problems=problems, exit_code=exit_code,
                   api={k: v for k, v in client.stats.items() if ":" not in k},
@@ -533,10 +532,6 @@ def print_status(savepoint: str) -> int:
         print("Journal problems: " + "; ".join(problems))
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 if __name__ == "__main__":

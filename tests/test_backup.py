@@ -24,6 +24,7 @@ import pytest
 
 import backup
 import sandbox_dataset
+import timeutil
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
 from fileutil import safe_name
@@ -543,7 +544,7 @@ def test_remove_partials_clears_a_crashed_backup_then_a_new_one_verifies(make_sa
     primary, duplicate = contacts(client, sandbox, merge_set)
     # a crash mid-backup (a kill -9) leaves its .partial folder behind
     _, partial = backup._reserve_folder(root, backup.backup_folder_name(merge_set["email"], duplicate["display_id"],
-                                                                        backup._utc()))
+                                                                        timeutil.utc_now()))
     assert backup.verify_backup(partial).problems[0][1].startswith("incomplete backup")
     assert backup.remove_partials(root, merge_set["email"], duplicate["display_id"]) == [os.path.basename(partial)]
     folder = run_backup(client, sandbox, root, merge_set).folder
