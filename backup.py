@@ -30,7 +30,7 @@ from typing import Any, Iterable
 
 import devrev_assumptions as facts
 from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
-from fileutil import fsync_dir, json_bytes, make_private_dir, open_private, safe_name
+from fileutil import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name
 from timeutil import iso_utc, utc_now
 
 FORMAT_VERSION = 1
@@ -264,11 +264,8 @@ class _Writer:
         return path
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
-        path = self._path(relpath)
-        with open_private(path) as fh:
+        with durable_file(self._path(relpath), sync_dir=False) as fh:  # sync_dirs() syncs the folders
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         self.files.append({"path": relpath, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
 
     def write_json(self, relpath: str, obj: Any) -> None:
@@ -278,16 +275,14 @@ class _Writer:
         path = self._path(att.relpath)
         for attempt in (1, 2):
             located = client.locate_artifact(att.artifact_id)
-            with open_private(path, "wb") as fh:
-                try:
+            try:
+                with durable_file(path, sync_dir=False) as fh:  # a broken-off download leaves no file
                     result = client.download(located["url"], fh, expected_size=att.size)
-                except DownloadError as exc:
-                    if exc.expired and attempt == 1:
-                        continue  # the presigned URL expired between locate and fetch: locate again
-                    raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
-                                      f"could not be downloaded: {exc}") from None
-                fh.flush()
-                os.fsync(fh.fileno())
+            except DownloadError as exc:
+                if exc.expired and attempt == 1:
+                    continue  # the presigned URL expired between locate and fetch: locate again
+                raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
+                                  f"could not be downloaded: {exc}") from None
             self.files.append({"path": att.relpath, "size": result.size, "sha256": result.sha256})
             return
 
@@ -396,10 +391,8 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
                     "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
         manifest["manifest_sha256"] = manifest_digest(manifest)
-        with open_private(file_path(partial, MANIFEST)) as fh:
+        with durable_file(file_path(partial, MANIFEST), sync_dir=False) as fh:
             fh.write(json_bytes(manifest))
-            fh.flush()
-            os.fsync(fh.fileno())
         writer.sync_dirs()
         os.rename(partial, final)
         fsync_dir(backup_root)

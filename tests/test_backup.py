@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
+import fileutil
 import sandbox_dataset
 import timeutil
 import verify_backups
@@ -493,7 +494,7 @@ def test_a_full_disk_is_a_backup_error_and_leaves_no_folder(make_sandbox, make_c
     if target == "open_private":
         def refuse(*args, **kwargs):
             raise full
-        monkeypatch.setattr(backup, "open_private", refuse)
+        monkeypatch.setattr(fileutil, "open_private", refuse)
     elif target == "fsync_after_some_files":
         real_fsync, calls = os.fsync, []
 
