@@ -495,7 +495,7 @@ class SetMerger:
         or DevRev fails, ask again (a bounded number of times, backing off) only after a fresh
         read shows the duplicate is not retired yet. asked_before: an earlier run recorded the
         intent but not DevRev's answer; if DevRev now refuses the repeat, polling decides."""
-        attempt = 0
+        retries = self.client.retry.start()
         while True:
             try:
                 self.client.merge_rev_users(primary_id, dup["id"])
@@ -512,11 +512,11 @@ class SetMerger:
                 return
             except (TransportError, ServerError, ResponseError) as exc:
                 # The answer was lost: the merge may or may not have been accepted.
-                if attempt >= self.client.max_retries:
+                delay = retries.next_delay()
+                if delay is None:
                     raise
                 log.warning("rev-users.merge for %s: %s; checking before asking again", dup["display_id"], exc)
-                self.client.wait(self.client.backoff(attempt))
-                attempt += 1
+                self.client.wait(delay)
                 if is_retired(self._read_duplicate(dup["id"])):
                     return
 
@@ -569,15 +569,13 @@ class SetMerger:
         log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
         return target
 
-    def _poll_waits(self) -> Iterator[None]:
-        """Backing-off waits (poll_start, doubling to poll_cap) until --merge-timeout runs out:
-        each next() waits once; the generator ends when the time is up."""
-        deadline = self.clock() + self.options.merge_timeout
-        delay = self.options.poll_start
-        while self.clock() < deadline:
-            self.client.wait(min(delay, deadline - self.clock()))
-            delay = min(self.options.poll_cap, delay * 2)
-            yield
+    def _poll_waits(self) -> Iterator[float]:
+        """Backing-off waits (poll_start, doubling to poll_cap, no jitter) through the client's
+        wait until --merge-timeout runs out: each next() waits once; the generator ends when
+        the time is up."""
+        policy = self.client.retry.with_(attempts=None, base=self.options.poll_start, cap=self.options.poll_cap,
+                                         jitter=False, clock=self.clock)
+        return policy.waits(self.options.merge_timeout)
 
     def _holder_of(self, external_ref: str) -> str:
         """Who holds a reference, for the error message (best effort)."""

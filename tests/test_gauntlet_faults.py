@@ -126,7 +126,13 @@ def fast_backoff(monkeypatch):
     of a faulty run into minutes of sleeping. What is under test is *whether and what* the
     client retries, not how long it sleeps, so in-process runs wait 1 ms instead. The
     production defaults are untouched (the subprocess tests use them)."""
-    monkeypatch.setattr(devrev_client.DevRevClient, "backoff", lambda self, attempt: 0.001)
+    real_init = devrev_client.DevRevClient.__init__
+
+    def fast(self, *args, **kwargs):
+        kwargs.setdefault("backoff_base", 0.001)
+        kwargs.setdefault("backoff_cap", 0.001)
+        real_init(self, *args, **kwargs)
+    monkeypatch.setattr(devrev_client.DevRevClient, "__init__", fast)
 
 
 # --------------------------------------------------------------------------- the faulty full merge
