@@ -12,7 +12,9 @@ to undo the merge), every timeline entry of those, and every attachment's bytes:
       verification.json   (written last: path, size, sha256 of every file; counts)
 
 The folder is built as `<name>.partial` and renamed when complete, so a crash never
-leaves a folder that looks whole. Folders are 0700 and files 0600.
+leaves a folder that looks whole. Folders are 0700 and files 0600. The names above are
+spelled once, in the "layout" section below; the writer, the checker, the engine and
+verify_backups.py all go through it.
 """
 from __future__ import annotations
 
@@ -22,24 +24,89 @@ import json
 import os
 import shutil
 import stat
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable
 
 import devrev_assumptions as facts
 from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
-from fileutil import fsync_dir, json_bytes, make_private_dir, open_private, safe_name
+from fileutil import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name
+from timeutil import iso_utc, utc_now
 
 FORMAT_VERSION = 1
-MANIFEST = "verification.json"
-PARTIAL_SUFFIX = ".partial"
-JSON_FILES = ("metadata.json", "tickets.json", "conversations.json")
 DISK_MARGIN_BYTES = 16 << 20
 
 
 class BackupError(Exception):
     """The backup could not be completed; nothing may change for this contact."""
+
+
+# --------------------------------------------------------------------------- layout
+# Relative paths inside a backup folder use "/" (they are stored in the manifest).
+METADATA = "metadata.json"
+TICKETS = "tickets.json"
+CONVERSATIONS = "conversations.json"
+MANIFEST = "verification.json"
+JSON_FILES = (METADATA, TICKETS, CONVERSATIONS)
+PARTIAL_SUFFIX = ".partial"
+FOLDER_TIME_FORMAT = "%Y%m%d_%H%M%S"
+
+
+def folder_prefix(email: str) -> str:
+    """How every backup folder of a merge set's email starts (before `_<time>_...`)."""
+    return safe_name(email.strip().casefold(), max_bytes=80, fallback="contact")
+
+
+def _duplicate_part(duplicate_display_id: str) -> str:
+    return safe_name(duplicate_display_id, max_bytes=40, fallback="duplicate")
+
+
+def backup_folder_name(email: str, duplicate_display_id: str, moment: datetime) -> str:
+    """`<email>_<YYYYMMDD_HHMMSS>_<duplicate display id>` (UTC), each part made file-safe."""
+    return f"{folder_prefix(email)}_{moment.strftime(FOLDER_TIME_FORMAT)}_{_duplicate_part(duplicate_display_id)}"
+
+
+def partial_path(final: str) -> str:
+    """The folder a backup is built in before it is renamed to `final`."""
+    return final + PARTIAL_SUFFIX
+
+
+def is_partial_of(name: str, email: str, duplicate_display_id: str) -> bool:
+    """Whether folder `name` is an unfinished backup of this email's duplicate (any time,
+    with or without a `-N` suffix)."""
+    if not name.endswith(PARTIAL_SUFFIX) or not name.startswith(folder_prefix(email) + "_"):
+        return False
+    stem, suffix = name[: -len(PARTIAL_SUFFIX)], "_" + _duplicate_part(duplicate_display_id)
+    return stem.endswith(suffix) or stem.rpartition("-")[0].endswith(suffix)
+
+
+def object_folder(display_id: str) -> str:
+    return safe_name(display_id, max_bytes=60, fallback="object")
+
+
+def messages_path(object_display_id: str) -> str:
+    """`conversations/<object>/messages.json`: the timeline entries of a ticket or conversation."""
+    return f"conversations/{object_folder(object_display_id)}/messages.json"
+
+
+def attachment_prefix(object_display_id: str, artifact_label: str) -> str:
+    """`conversations/<object>/attachments/<artifact>_`: every file of that artifact starts so."""
+    return (f"conversations/{object_folder(object_display_id)}/attachments/"
+            f"{safe_name(artifact_label, max_bytes=40, fallback='artifact')}_")
+
+
+def attachment_path(object_display_id: str, artifact_label: str, file_name: str) -> str:
+    """Where an attachment's bytes are saved (`file_name` as DevRev gives it)."""
+    return attachment_prefix(object_display_id, artifact_label) + safe_name(file_name)
+
+
+def is_attachment(relpath: str) -> bool:
+    return "/attachments/" in relpath
+
+
+def file_path(folder: str, relpath: str) -> str:
+    """The OS path of a file named by its relative path inside a backup folder."""
+    return os.path.join(folder, *relpath.split("/"))
 
 
 # --------------------------------------------------------------------------- reading DevRev
@@ -53,12 +120,8 @@ class Attachment:
     mime_type: str | None
 
     @property
-    def file_name(self) -> str:
-        return f"{safe_name(self.display_id, max_bytes=40, fallback='artifact')}_{safe_name(self.name)}"
-
-    @property
     def relpath(self) -> str:
-        return f"conversations/{object_folder(self.object_display_id)}/attachments/{self.file_name}"
+        return attachment_path(self.object_display_id, self.display_id, self.name)
 
 
 @dataclass
@@ -80,10 +143,6 @@ class Snapshot:
     @property
     def attachment_bytes(self) -> int:
         return sum(a.size or 0 for a in self.attachments)
-
-
-def object_folder(display_id: str) -> str:
-    return safe_name(display_id, max_bytes=60, fallback="object")
 
 
 def display_of(obj: dict) -> str:
@@ -132,6 +191,40 @@ def ids_of(users: Iterable[dict] | None) -> list[str]:
     return [u["id"] for u in users or [] if isinstance(u, dict) and u.get("id")]
 
 
+@dataclass(frozen=True)
+class Move:
+    """One ticket or conversation a backup holds, with the users it had before the merge
+    (its `reported_by` or `members`): what the engine moves, and what an undo restores."""
+    kind: str                 # "ticket" or "conversation"
+    id: str
+    display_id: str
+    users: tuple[str, ...]
+
+    FIELDS = {"ticket": "reported_by", "conversation": "members"}
+
+    @property
+    def field_name(self) -> str:
+        """The DevRev field that lists the contact: reported_by or members."""
+        return self.FIELDS[self.kind]
+
+    @classmethod
+    def of(cls, kind: str, obj: dict) -> "Move":
+        """The move of a ticket or conversation as DevRev returned it."""
+        return cls(kind, obj["id"], display_of(obj), tuple(ids_of(obj.get(cls.FIELDS[kind]))))
+
+    @classmethod
+    def from_json(cls, kind: str, entry: dict) -> "Move":
+        """From one entry of metadata.json's moves; ValueError if it lacks a part."""
+        users = entry[cls.FIELDS[kind]]
+        if not isinstance(entry["id"], str) or not isinstance(users, list) \
+                or not all(isinstance(u, str) for u in users):
+            raise ValueError(f"not a {kind} move: {entry!r}")
+        return cls(kind, entry["id"], str(entry.get("display_id") or entry["id"]), tuple(users))
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "display_id": self.display_id, self.field_name: list(self.users)}
+
+
 # --------------------------------------------------------------------------- writing
 @dataclass
 class BackupResult:
@@ -139,23 +232,6 @@ class BackupResult:
     counts: dict
     total_bytes: int
     snapshot: Snapshot
-
-
-def _utc(ts: float | None = None) -> datetime:
-    return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc)
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def folder_prefix(email: str) -> str:
-    return safe_name(email.strip().casefold(), max_bytes=80, fallback="contact")
-
-
-def backup_folder_name(email: str, duplicate_display_id: str, moment: datetime) -> str:
-    return (f"{folder_prefix(email)}_{moment.strftime('%Y%m%d_%H%M%S')}_"
-            f"{safe_name(duplicate_display_id, max_bytes=40, fallback='duplicate')}")
 
 
 def _digest_json(obj: Any) -> tuple[bytes, str]:
@@ -178,7 +254,7 @@ class _Writer:
         self.dirs: set[str] = {root}
 
     def _path(self, relpath: str) -> str:
-        path = os.path.join(self.root, *relpath.split("/"))
+        path = file_path(self.root, relpath)
         folder = os.path.dirname(path)
         if folder not in self.dirs:
             os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -188,11 +264,8 @@ class _Writer:
         return path
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
-        path = self._path(relpath)
-        with open_private(path) as fh:
+        with durable_file(self._path(relpath), sync_dir=False) as fh:  # sync_dirs() syncs the folders
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         self.files.append({"path": relpath, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
 
     def write_json(self, relpath: str, obj: Any) -> None:
@@ -202,16 +275,14 @@ class _Writer:
         path = self._path(att.relpath)
         for attempt in (1, 2):
             located = client.locate_artifact(att.artifact_id)
-            with open_private(path, "wb") as fh:
-                try:
+            try:
+                with durable_file(path, sync_dir=False) as fh:  # a broken-off download leaves no file
                     result = client.download(located["url"], fh, expected_size=att.size)
-                except DownloadError as exc:
-                    if exc.expired and attempt == 1:
-                        continue  # the presigned URL expired between locate and fetch: locate again
-                    raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
-                                      f"could not be downloaded: {exc}") from None
-                fh.flush()
-                os.fsync(fh.fileno())
+            except DownloadError as exc:
+                if exc.expired and attempt == 1:
+                    continue  # the presigned URL expired between locate and fetch: locate again
+                raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
+                                  f"could not be downloaded: {exc}") from None
             self.files.append({"path": att.relpath, "size": result.size, "sha256": result.sha256})
             return
 
@@ -233,7 +304,7 @@ def _reserve_folder(backup_root: str, name: str) -> tuple[str, str]:
     for n in range(1, 1000):
         candidate = name if n == 1 else f"{name}-{n}"
         final = os.path.join(backup_root, candidate)
-        partial = final + PARTIAL_SUFFIX
+        partial = partial_path(final)
         if not os.path.exists(final) and not os.path.exists(partial):
             os.mkdir(partial, 0o700)
             os.chmod(partial, 0o700)
@@ -273,7 +344,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         make_private_dir(backup_root)
     except OSError as exc:
         raise BackupError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
-    started = _utc()
+    started = utc_now()
     if snapshot is None:
         snapshot = collect(client, duplicate["id"])
     try:
@@ -287,27 +358,22 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
             writer.download(client, att)
         attachment_files = {f["path"]: f for f in writer.files}
         for obj in snapshot.objects:
-            writer.write_json(f"conversations/{object_folder(display_of(obj))}/messages.json",
-                              snapshot.entries[display_of(obj)])
-        writer.write_json("tickets.json", snapshot.tickets)
-        writer.write_json("conversations.json", snapshot.conversations)
+            writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
+        writer.write_json(TICKETS, snapshot.tickets)
+        writer.write_json(CONVERSATIONS, snapshot.conversations)
         metadata = {
             "format": FORMAT_VERSION,
             "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
             "run_id": run_id,
-            "started_at": _timestamp(started),
-            "finished_at": _timestamp(_utc()),
+            "started_at": iso_utc(started),
+            "finished_at": iso_utc(),
             "merge_set": {"email": email, "csv_rows": csv_rows},
             "primary": primary,
             "duplicate": duplicate,
             "original_external_refs": {"primary": primary.get("external_ref"),
                                        "duplicate": duplicate.get("external_ref")},
-            "moves": {
-                "tickets": [{"id": t["id"], "display_id": display_of(t), "reported_by": ids_of(t.get("reported_by"))}
-                            for t in snapshot.tickets],
-                "conversations": [{"id": c["id"], "display_id": display_of(c), "members": ids_of(c.get("members"))}
-                                  for c in snapshot.conversations],
-            },
+            "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
+                      "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
             "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
                              "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
                              "path": a.relpath, "sha256": attachment_files[a.relpath]["sha256"]}
@@ -318,17 +384,15 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
                      "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
                      "through the API; recreate it from `duplicate` if needed."),
         }
-        writer.write_json("metadata.json", metadata)
+        writer.write_json(METADATA, metadata)
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
                   "entries": {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects},
                   "messages": snapshot.message_count, "attachments": len(snapshot.attachments)}
-        manifest = {"format": FORMAT_VERSION, "created_at": _timestamp(_utc()),
+        manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
                     "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
         manifest["manifest_sha256"] = manifest_digest(manifest)
-        with open_private(os.path.join(partial, MANIFEST)) as fh:
+        with durable_file(file_path(partial, MANIFEST), sync_dir=False) as fh:
             fh.write(json_bytes(manifest))
-            fh.flush()
-            os.fsync(fh.fileno())
         writer.sync_dirs()
         os.rename(partial, final)
         fsync_dir(backup_root)
@@ -346,14 +410,9 @@ def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> 
     """Remove the .partial folders a crashed backup of this duplicate left behind."""
     if not os.path.isdir(backup_root):
         return []
-    prefix = folder_prefix(email) + "_"
-    suffix = "_" + safe_name(duplicate_display_id, max_bytes=40, fallback="duplicate")
     removed = []
     for name in os.listdir(backup_root):
-        if not name.endswith(PARTIAL_SUFFIX) or not name.startswith(prefix):
-            continue
-        stem = name[: -len(PARTIAL_SUFFIX)]
-        if stem.endswith(suffix) or stem.rpartition("-")[0].endswith(suffix):
+        if is_partial_of(name, email, duplicate_display_id):
             shutil.rmtree(os.path.join(backup_root, name), ignore_errors=True)
             removed.append(name)
     return removed
@@ -388,7 +447,7 @@ def _sha256_file(path: str) -> str:
 
 def _load_json(folder: str, relpath: str, result: Verification):
     try:
-        with open(os.path.join(folder, *relpath.split("/")), "rb") as fh:
+        with open(file_path(folder, relpath), "rb") as fh:
             return json.loads(fh.read().decode("utf-8"))
     except FileNotFoundError:
         return None  # reported by the file checks
@@ -434,7 +493,7 @@ def verify_backup(folder: str, *, quick: bool = False) -> Verification:
             result.add(str(path), "manifest lists an unsafe or invalid path")
             continue
         listed[path] = item
-        full = os.path.join(folder, *path.split("/"))
+        full = file_path(folder, path)
         if os.path.islink(full) or (os.path.exists(full) and not os.path.isfile(full)):
             result.add(path, "not a regular file")
             continue
@@ -469,18 +528,17 @@ def verify_backup(folder: str, *, quick: bool = False) -> Verification:
     for name in JSON_FILES:
         if name not in listed:
             result.add(name, "missing from the manifest")
-    tickets = _load_json(folder, "tickets.json", result) if "tickets.json" in listed else None
-    conversations = _load_json(folder, "conversations.json", result) if "conversations.json" in listed else None
-    if "metadata.json" in listed:
-        _load_json(folder, "metadata.json", result)
+    tickets = _load_json(folder, TICKETS, result) if TICKETS in listed else None
+    conversations = _load_json(folder, CONVERSATIONS, result) if CONVERSATIONS in listed else None
+    if METADATA in listed:
+        _load_json(folder, METADATA, result)
     _check_counts(folder, listed, counts, tickets, conversations, result)
     return result
 
 
 def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversations, result: Verification) -> None:
     objects: list[dict] = []
-    for name, data, key in (("tickets.json", tickets, "tickets"), ("conversations.json", conversations,
-                                                                    "conversations")):
+    for name, data, key in ((TICKETS, tickets, "tickets"), (CONVERSATIONS, conversations, "conversations")):
         if data is None:
             continue
         if not isinstance(data, list):
@@ -497,7 +555,7 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
     messages, all_entries_read = 0, True
     for obj in objects:
         display_id = display_of(obj)
-        relpath = f"conversations/{object_folder(display_id)}/messages.json"
+        relpath = messages_path(display_id)
         if relpath not in listed:
             result.add(relpath, f"missing: no messages for {display_id}")
             all_entries_read = False
@@ -515,10 +573,9 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
         messages += sum(1 for e in entries if isinstance(e, dict) and e.get("type") == facts.MESSAGE_ENTRY_TYPE)
         for art in _referenced_artifacts(obj, [e for e in entries if isinstance(e, dict)]):
             name = (art.get("file") or {}).get("name")
-            prefix = f"conversations/{object_folder(display_id)}/attachments/" \
-                     f"{safe_name(artifact_label(art), max_bytes=40, fallback='artifact')}_"
+            prefix = attachment_prefix(display_id, artifact_label(art))
             if name:  # (an empty name was saved as "attachment", as collect() names it)
-                path = prefix + safe_name(str(name))
+                path = attachment_path(display_id, artifact_label(art), str(name))
                 expected_attachments.add(path)
                 if path not in listed:
                     result.add(path, f"missing: attachment {art.get('display_id')} referenced by {display_id}")
@@ -530,7 +587,7 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
     if all_entries_read and isinstance(tickets, list) and isinstance(conversations, list) \
             and messages != counts.get("messages"):
         result.add(MANIFEST, f"counts {counts.get('messages')} messages, the messages.json files hold {messages}")
-    saved = {p for p in listed if "/attachments/" in p}
+    saved = {p for p in listed if is_attachment(p)}
     for path in sorted(saved - expected_attachments):
         result.add(path, "attachment not referenced by any message of the backup")
     if len(saved) != counts.get("attachments"):
@@ -539,7 +596,7 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
 
 def _check_private(folder: str, relpath: str, result: Verification, directory: bool = False) -> None:
     try:
-        mode = os.stat(os.path.join(folder, *relpath.split("/"))).st_mode
+        mode = os.stat(file_path(folder, relpath)).st_mode
     except OSError:
         return
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -555,5 +612,25 @@ def find_backups(backup_root: str) -> list[str]:
 
 
 def load_metadata(folder: str) -> dict:
-    with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as fh:
+    """metadata.json of a backup, as written. Raises OSError or ValueError if unreadable."""
+    with open(file_path(folder, METADATA), encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def load_moves(folder: str) -> list[Move]:
+    """What a backup says to move, tickets first: `metadata.json["moves"]`, whose shape is
+
+        {"tickets":       [{"id": DON, "display_id": "TKT-1", "reported_by": [DON, ...]}, ...],
+         "conversations": [{"id": DON, "display_id": "CONV-1", "members": [DON, ...]}, ...]}
+
+    Raises BackupError (naming the folder) when metadata.json cannot be read or `moves`
+    does not have that shape.
+    """
+    try:
+        moves = load_metadata(folder).get("moves")
+        return [Move.from_json(kind, entry) for kind, key in (("ticket", "tickets"), ("conversation", "conversations"))
+                for entry in moves[key]]
+    except OSError as exc:
+        raise BackupError(f"cannot read {METADATA} of the backup {folder}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BackupError(f"{METADATA} of the backup {folder} has no readable list of moves") from None

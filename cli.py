@@ -108,12 +108,6 @@ def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def new_run_id() -> str:
-    """`<UTC yyyymmddThhmmssZ>-<6 hex>`: sortable, and unique across parallel runs."""
-    from datetime import datetime, timezone
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
 # --------------------------------------------------------------------------- redaction
 # A URL (scheme://...) or a bare path starting a word ("GET /blobs/1?sig=... HTTP/1.1", as
 # urllib3 logs requests), then its query string.

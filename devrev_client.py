@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
@@ -184,6 +184,75 @@ class DownloadResult:
     sha256: str
 
 
+# --------------------------------------------------------------------------- retrying
+@dataclass(frozen=True)
+class Backoff:
+    """The one retry policy: how long to wait before each retry, and how many there are.
+
+    Modelled on python-gitlab's `Retry` (gitlab/utils.py). Retry n (from 0) waits
+    min(cap, base * 2**n) seconds, drawn from [half of that, all of it] when `jitter` is
+    on, so parallel workers do not retry in step; a server's Retry-After (seconds) wins
+    over the formula. attempts: the retries allowed (None: unbounded, for waits that a
+    deadline ends instead). sleep and clock are injectable: tests never really sleep.
+    """
+    attempts: int | None = 5
+    base: float = 0.5
+    cap: float = 8.0
+    jitter: bool = True
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry `attempt` (0-based); `retry_after` (a server's hint, >= 0) wins."""
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        ceiling = min(self.cap, self.base * (2 ** attempt))
+        return random.uniform(ceiling / 2, ceiling) if self.jitter else ceiling
+
+    def delays(self) -> Iterator[float]:
+        """The delay before each allowed retry, in order (endless when attempts is None)."""
+        attempt = 0
+        while self.attempts is None or attempt < self.attempts:
+            yield self.delay(attempt)
+            attempt += 1
+
+    def start(self) -> "Retries":
+        """A counter for the retries of one operation."""
+        return Retries(self)
+
+    def waits(self, timeout: float) -> Iterator[float]:
+        """Backing-off sleeps until `timeout` seconds (by `clock`) have passed: each next()
+        sleeps once (the last sleep is cut at the deadline) and yields what it slept;
+        the generator ends when the time is up, or when the attempts run out."""
+        deadline = self.clock() + timeout
+        for delay in self.delays():
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            self.sleep(min(delay, left))
+            yield min(delay, left)
+
+    def with_(self, **changes) -> "Backoff":
+        """A copy with some fields changed (e.g. another sleep, or no jitter)."""
+        return replace(self, **changes)
+
+
+class Retries:
+    """One operation's retries under a Backoff: `next_delay()` until they run out."""
+
+    def __init__(self, policy: Backoff):
+        self.policy = policy
+        self.used = 0
+
+    def next_delay(self, retry_after: float | None = None) -> float | None:
+        """The wait before the next retry, counting it; None when no retry is left."""
+        if self.policy.attempts is not None and self.used >= self.policy.attempts:
+            return None
+        delay = self.policy.delay(self.used, retry_after)
+        self.used += 1
+        return delay
+
+
 # --------------------------------------------------------------------------- pacing
 class ServerPacer:
     """Holds calls back when DevRev's own window is nearly spent.
@@ -261,13 +330,13 @@ class DevRevClient:
         self._token = token
         self.base_url = base_url
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.max_throttle_retries = max_throttle_retries
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
         self.page_limit = page_limit
         self.stop_event = stop_event or threading.Event()
         self._sleep = sleep
+        # Transient failures (5xx, lost answers) of calls safe to repeat; throttling (429).
+        # Both sleep through wait(), which Ctrl-C cuts short.
+        self.retry = Backoff(max_retries, backoff_base, backoff_cap, sleep=self.wait)
+        self.throttle_retry = self.retry.with_(attempts=max_throttle_retries)
         self.pacer = pacer or ServerPacer()
         self.calls_per_minute = calls_per_minute or facts.DEFAULT_CALLS_PER_MINUTE
         # The client-side cap: one call per 60/N seconds, shared by every thread.
@@ -338,11 +407,6 @@ class DevRevClient:
         if self.stop_event.is_set():
             raise RunInterrupted()
 
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: ~0.5 s, 1 s, 2 s ... capped."""
-        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** attempt))
-        return random.uniform(ceiling / 2, ceiling)
-
     def call(self, endpoint: str, body: dict, *, retry_transient: bool) -> dict:
         """POST one DevRev call; retry what is safe to retry; return the JSON object.
 
@@ -355,8 +419,7 @@ class DevRevClient:
         headers = {"Authorization": f"{facts.AUTH_SCHEME} {self._token}",
                    "Content-Type": "application/json",
                    facts.API_VERSION_HEADER: facts.API_VERSION}
-        transient_failures = 0
-        throttled = 0
+        transient, throttled = self.retry.start(), self.throttle_retry.start()
         while True:
             self._check_stop()
             delay = self.pacer.reserve()
@@ -388,14 +451,13 @@ class DevRevClient:
                 if status == 429:
                     self._count("throttled")
                     retry_after = self._retry_after(response)
-                    if throttled >= self.max_throttle_retries:
-                        raise RateLimitError(f"still throttled after {throttled} retries", status=429,
+                    delay = throttled.next_delay(retry_after)
+                    if delay is None:
+                        raise RateLimitError(f"still throttled after {throttled.used} retries", status=429,
                                              error_type="too_many_requests", endpoint=endpoint,
                                              retry_after=retry_after)
-                    delay = retry_after if retry_after is not None else self.backoff(throttled)
-                    throttled += 1
                     log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
-                                throttled, self.max_throttle_retries)
+                                throttled.used, self.throttle_retry.attempts)
                     self.wait(delay)
                     continue
                 if status in facts.MOVED_STATUSES:
@@ -417,13 +479,12 @@ class DevRevClient:
                     failure = f"an unreadable HTTP {status} answer"
                     error = ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
                                           status=status, endpoint=endpoint)
-            if not retryable or transient_failures >= self.max_retries:
+            delay = transient.next_delay() if retryable else None
+            if delay is None:
                 raise error
-            delay = self.backoff(transient_failures)
-            transient_failures += 1
             self._count("retries")
             log.warning("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, failure, delay,
-                        transient_failures, self.max_retries)
+                        transient.used, self.retry.attempts)
             self.wait(delay)
 
     def _call_for(self, endpoint: str, body: dict, key: str) -> dict:

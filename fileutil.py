@@ -7,11 +7,12 @@ only. Names that come from the CSV or the API go through `safe_name` first.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
 import unicodedata
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -42,24 +43,36 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file, flush, fsync, rename), mode 0600."""
+@contextlib.contextmanager
+def durable_file(path: str, *, sync_dir: bool = True) -> Iterator[BinaryIO]:
+    """Write `path` whole or not at all: the one write-flush-fsync-rename of the tool.
+
+    Yields a new private (0600) binary file beside `path` (`.<name>.<random>.tmp`). When
+    the block ends normally it is flushed, fsynced and renamed over `path`, then the
+    folder is fsynced so the rename survives a power cut (sync_dir=False leaves that to
+    a caller that syncs its folders once, like a backup). If the block raises, the
+    temporary file is removed and `path` is left as it was. Raises OSError.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)[:100]}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with open_private(tmp) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, PRIVATE_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
-    fsync_dir(folder)
+    if sync_dir:
+        fsync_dir(folder)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically and durably, mode 0600 (see durable_file)."""
+    with durable_file(path) as fh:
+        fh.write(data)
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -68,10 +81,6 @@ def json_bytes(obj: Any) -> bytes:
 
 def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_bytes(path, json_bytes(obj))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def safe_name(text: str, *, max_bytes: int = 120, fallback: str = "file") -> str:

@@ -5,6 +5,15 @@ a crash or a power cut. Before every write to DevRev the tool records an intent;
 DevRev confirms, it records the step done. A re-run reads the journal: finished sets
 are skipped, and a pending intent is re-checked against a fresh read before anything
 is sent again. Every change is also appended to `events`, an audit trail.
+
+Step names are stored as text and must never change (old savepoints resume by them);
+`step_name` builds them and `parse_step` reads them. The grammar:
+
+    step       := "external_ref"                       the primary takes the newest user_ ref
+                | dup "|" ("merge" | "retired" | "swept")
+                | dup "|" ("backup" | "verify") "|" round
+                | dup "|" ("ticket" | "conversation") "|" round "|" item
+    dup, item  := a DevRev id (DON) without "|";  round := 1, 2, ... (decimal)
 """
 from __future__ import annotations
 
@@ -13,11 +22,11 @@ import json
 import os
 import sqlite3
 import threading
-from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from cli import UserError
 from fileutil import PRIVATE_FILE_MODE, make_private_dir
+from timeutil import iso_utc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sets (
@@ -50,14 +59,58 @@ CREATE TABLE IF NOT EXISTS events (
 );
 """
 
+# Step kinds, by the parts that follow the duplicate's id in a step name.
+SET_KINDS = ("external_ref",)
+DUPLICATE_KINDS = ("merge", "retired", "swept")
+ROUND_KINDS = ("backup", "verify")
+ITEM_KINDS = ("ticket", "conversation")
+
+
+class Step(NamedTuple):
+    """One parsed step name: kind, and the duplicate, round and item it is about (or None)."""
+    kind: str
+    duplicate: str | None = None
+    round: int | None = None
+    item: str | None = None
+
+
+def step_name(kind: str, duplicate: str | None = None, round_no: int | None = None, item: str | None = None) -> str:
+    """The stored name of a step (the module docstring gives the grammar).
+
+    Raises ValueError for an unknown kind, missing or extra parts, or a part holding "|".
+    """
+    parts = {SET_KINDS: (), DUPLICATE_KINDS: (duplicate,), ROUND_KINDS: (duplicate, round_no),
+             ITEM_KINDS: (duplicate, round_no, item)}
+    wanted = next((v for kinds, v in parts.items() if kind in kinds), None)
+    given = tuple(p for p in (duplicate, round_no, item) if p is not None)
+    if wanted is None or given != wanted or None in wanted or any("|" in str(p) or str(p) == "" for p in given):
+        raise ValueError(f"not a valid journal step: kind={kind!r}, parts={given!r}")
+    if round_no is not None and (not isinstance(round_no, int) or round_no < 1):
+        raise ValueError(f"a step round is a positive integer, not {round_no!r}")
+    head = [] if duplicate is None else [duplicate]
+    return "|".join(head + [kind] + [str(p) for p in given[1:]])
+
+
+def parse_step(name: str) -> Step:
+    """The parts of a stored step name; ValueError if it does not follow the grammar."""
+    if name in SET_KINDS:
+        return Step(name)
+    duplicate, _, rest = name.partition("|")
+    kind, _, rest = rest.partition("|")
+    round_text, _, item = rest.partition("|")
+    try:
+        step = Step(kind, duplicate, int(round_text) if round_text else None, item or None)
+        if step_name(*step) == name:
+            return step
+    except ValueError:
+        pass
+    raise ValueError(f"not a valid journal step name: {name!r}")
+
+
 def is_finished(status: str | None, keep_duplicate: bool) -> bool:
     """Nothing left to do for a set: merged, or moved when the duplicates are to be kept
     (a set moved with --keep-duplicate is merged by a later run without it)."""
     return status == "merged" or (keep_duplicate and status == "moved_only")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class JournalError(UserError):
@@ -109,7 +162,7 @@ class Journal:
     # ------------------------------------------------------------------ writes
     def _event(self, set_key: str, step: str | None, status: str, data: Any) -> None:
         self._db.execute("INSERT INTO events (at, run_id, set_key, step, status, data) VALUES (?, ?, ?, ?, ?, ?)",
-                         (_now(), self.run_id, set_key, step, status, _dump(data)))
+                         (iso_utc(digits=6), self.run_id, set_key, step, status, _dump(data)))
 
     def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
                    error: str | None = None, context: dict | None = None) -> None:
@@ -122,7 +175,7 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(set_key) DO UPDATE SET email = excluded.email, "
                 "status = excluded.status, reason = excluded.reason, error = excluded.error, "
                 "context = excluded.context, updated_at = excluded.updated_at, run_id = excluded.run_id",
-                (set_key, email, status, reason, error, _dump(keep), _now(), self.run_id))
+                (set_key, email, status, reason, error, _dump(keep), iso_utc(digits=6), self.run_id))
             self._event(set_key, None, status, {"reason": reason, "error": error})
 
     def _step(self, set_key: str, step: str, status: str, data: Any) -> None:
@@ -132,7 +185,7 @@ class Journal:
                 "INSERT INTO steps (set_key, step, status, data, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(set_key, step) DO UPDATE SET status = excluded.status, data = excluded.data, "
                 "updated_at = excluded.updated_at, run_id = excluded.run_id",
-                (set_key, step, status, _dump(data), _now(), self.run_id))
+                (set_key, step, status, _dump(data), iso_utc(digits=6), self.run_id))
             self._event(set_key, step, status, data)
 
     def intent(self, set_key: str, step: str, data: Any = None) -> None:

@@ -20,7 +20,6 @@ import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
 
 from dotenv import load_dotenv
 
@@ -33,6 +32,7 @@ from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, Ru
 from journal import Journal
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
+from timeutil import iso_utc, new_run_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
@@ -98,7 +98,7 @@ def _main(argv) -> int:
                                    else DEFAULT_SAVEPOINT)
     if args.status:
         return print_status(savepoint)
-    run_id = cli.new_run_id()
+    run_id = new_run_id()
     secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
         return _run(args, run_id, savepoint, log_path)
@@ -191,7 +191,7 @@ def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dic
 
 def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) -> dict:
     """What the preview and the merge report share: the run, the target, the CSV, the skipped groups."""
-    return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": _now(),
+    return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
             "target": _target(args, client),
             "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
             "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
@@ -302,7 +302,7 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         log.error("preview %s; no preview report written", f"interrupted by {stop.reason}"
                   if exit_code == ExitCode.INTERRUPTED else "stopped")
         return exit_code
-    preview = dict(common, kind="preview", created_at=_now(), complete=exit_code == ExitCode.OK,
+    preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    sets=[records[m.key] for m in plan.order if m.key in records])
     json_path, csv_path = reports.write_preview(args.report_dir, f"preview_{common['run_id']}", preview)
     print(reports.format_preview(preview))
@@ -383,7 +383,7 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     interrupted = exit_code == ExitCode.INTERRUPTED
     sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run")
             for ms in merge_sets]
-    report = dict(common, kind="merge_report", finished_at=_now(), preview=preview_path, sets=sets,
+    report = dict(common, kind="merge_report", finished_at=iso_utc(), preview=preview_path, sets=sets,
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=exit_code,
                   api={k: v for k, v in merger.client.stats.items() if ":" not in k},
@@ -431,10 +431,6 @@ def print_status(savepoint: str) -> int:
         print("Journal problems: " + "; ".join(problems))
         return ExitCode.FAILED
     return ExitCode.OK
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 if __name__ == "__main__":

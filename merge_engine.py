@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, Snapshot, collect, display_of, estimate_size, ids_of, load_metadata,
+from backup import (BackupError, Move, Snapshot, collect, display_of, estimate_size, ids_of, load_moves,
                     remove_partials, verify_backup, write_backup)
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, ServerError, TransportError)
-from journal import Journal, is_finished
+from journal import Journal, is_finished, parse_step, step_name
 
 log = logging.getLogger("merge")
 
@@ -317,18 +317,18 @@ class SetMerger:
     def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict, out: DuplicateOutcome) -> None:
         """Clear the duplicate (backup, move, verify), retire it, then look once more."""
         d = dup["id"]
-        if not self.journal.is_done(key, f"{d}|retired"):
+        if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
             if self.options.keep_duplicate:
                 self._fill_from_journal(self.journal.steps(key), d, out)
                 out.backups_verified = True
                 return
             self._merge_and_retire(key, dup, ctx["primary"]["id"])
-        if not self.journal.is_done(key, f"{d}|swept"):
+        if not self.journal.is_done(key, step_name("swept", d)):
             # Anything filed under the duplicate while DevRev processed the merge would be left
             # on a retired contact: one more look, and the same backup-and-move if needed.
             self._clear(key, ms, ctx, dup)
-            self.journal.done(key, f"{d}|swept")
+            self.journal.done(key, step_name("swept", d))
         self._fill_from_journal(self.journal.steps(key), d, out)
         out.retired = True
         out.backups_verified = True
@@ -337,11 +337,11 @@ class SetMerger:
         """Back up and move what the duplicate owns, round after round, until a listing
         taken after the moves shows it owns nothing."""
         d = dup["id"]
-        rounds = [int(name.split("|")[2]) for name in self.journal.steps(key) if name.startswith(f"{d}|backup|")]
-        round_no = max(rounds, default=0)
+        steps = [parse_step(name) for name in self.journal.steps(key)]
+        round_no = max((s.round for s in steps if s.kind == "backup" and s.duplicate == d), default=0)
         if round_no == 0:
             round_no = 1
-        elif self.journal.is_done(key, f"{d}|verify|{round_no}"):
+        elif self.journal.is_done(key, step_name("verify", d, round_no)):
             # the last round ended clean, but earlier: look again before relying on it
             if not self._leftovers(dup):
                 return
@@ -359,26 +359,26 @@ class SetMerger:
                         f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
 
     def _fill_from_journal(self, steps: dict, d: str, out: DuplicateOutcome) -> None:
-        for name, step in steps.items():
-            parts = name.split("|")
-            if parts[0] != d or step["status"] != "done":
+        for name, record in steps.items():
+            step = parse_step(name)
+            if step.duplicate != d or record["status"] != "done":
                 continue
-            data = step["data"] or {}
-            if parts[1] == "backup":
+            data = record["data"] or {}
+            if step.kind == "backup":
                 if data.get("folder") not in out.backups:
                     out.backups.append(data["folder"])
                 out.messages += data.get("messages", 0)
                 out.attachments += data.get("attachments", 0)
-                if parts[2] == "1":
+                if step.round == 1:
                     out.drift_appeared = data.get("drift_appeared", [])
                     out.drift_vanished = data.get("drift_vanished", [])
-            elif parts[1] == "ticket" and data.get("after") is not None:
+            elif step.kind == "ticket" and data.get("after") is not None:
                 out.tickets_moved += 1
-            elif parts[1] == "conversation" and data.get("after") is not None:
+            elif step.kind == "conversation" and data.get("after") is not None:
                 out.conversations_moved += 1
 
     def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
-        step = f"{dup['id']}|backup|{round_no}"
+        step = step_name("backup", dup["id"], round_no)
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
             folder = record["data"]["folder"]
@@ -423,26 +423,26 @@ class SetMerger:
 
     def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
         """Move what the backup lists, from one fresh paged read taken right before the writes."""
-        moves = load_metadata(folder)["moves"]
-        plan = (("ticket", "reported_by", moves["tickets"], self.client.list_tickets, self.client.get_work,
-                 self.client.set_ticket_reporters),
-                ("conversation", "members", moves["conversations"], self.client.list_conversations,
-                 self.client.get_conversation, self.client.set_conversation_members))
-        for kind, field_name, items, listing, read, write in plan:
-            steps = {item["id"]: f"{dup['id']}|{kind}|{round_no}|{item['id']}" for item in items}
-            pending = [item for item in items if not self.journal.is_done(key, steps[item["id"]])]
+        moves = load_moves(folder)
+        plan = (("ticket", self.client.list_tickets, self.client.get_work, self.client.set_ticket_reporters),
+                ("conversation", self.client.list_conversations, self.client.get_conversation,
+                 self.client.set_conversation_members))
+        for kind, listing, read, write in plan:
+            items = [m for m in moves if m.kind == kind]
+            steps = {item.id: step_name(kind, dup["id"], round_no, item.id) for item in items}
+            pending = [item for item in items if not self.journal.is_done(key, steps[item.id])]
             if not pending:
                 continue
             listed_at = self.clock()
             fresh = {obj["id"]: obj for obj in listing(dup["id"])}
             for item in pending:
-                with self._item_lock(item["id"]):
-                    current = fresh.get(item["id"])
-                    if self._written_at.get(item["id"], float("-inf")) >= listed_at:
-                        current = self._read_or_none(read, item["id"])  # another set moved it since: read it again
-                        if current is not None and dup["id"] not in ids_of(current.get(field_name)):
+                with self._item_lock(item.id):
+                    current = fresh.get(item.id)
+                    if self._written_at.get(item.id, float("-inf")) >= listed_at:
+                        current = self._read_or_none(read, item.id)  # another set moved it since: read it again
+                        if current is not None and dup["id"] not in ids_of(current.get(item.field_name)):
                             current = None
-                    self._move(key, steps[item["id"]], item, field_name, dup["id"], primary_id, current, read, write)
+                    self._move(key, steps[item.id], item, dup["id"], primary_id, current, read, write)
 
     @staticmethod
     def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:
@@ -452,8 +452,10 @@ class SetMerger:
         except NotFoundError:
             return None
 
-    def _move(self, key, step, item, field_name, dup_id, primary_id, fresh: dict | None, read, write) -> None:
+    def _move(self, key: str, step: str, item: Move, dup_id: str, primary_id: str, fresh: dict | None,
+              read, write) -> None:
         """Swap the duplicate for the primary on one item, journaled; never twice."""
+        field_name = item.field_name
         previous = self.journal.step(key, step)
         if fresh is None:
             # The duplicate is no longer on it. If we sent the change before an interruption,
@@ -461,10 +463,10 @@ class SetMerger:
             if previous is None:
                 self.journal.done(key, step, {"already": True})
                 return
-            obj = self._read_or_none(read, item["id"])
+            obj = self._read_or_none(read, item.id)
             if obj is None:
                 self.journal.done(key, step, {"vanished": True})
-                log.warning("%s vanished from DevRev", item["display_id"])
+                log.warning("%s vanished from DevRev", item.display_id)
                 return
             current = ids_of(obj.get(field_name))
             if dup_id in current:  # listing lag: treat as still to move
@@ -478,22 +480,22 @@ class SetMerger:
         wanted = swap_user(current, dup_id, primary_id)
         self.journal.intent(key, step, {"before": current, "after": wanted})
         try:
-            updated = ids_of(write(item["id"], wanted).get(field_name))
+            updated = ids_of(write(item.id, wanted).get(field_name))
         except NotFoundError as exc:
             # 404 may name the item or a user in the new list: tell the two apart
-            if self._read_or_none(read, item["id"]) is None:
+            if self._read_or_none(read, item.id) is None:
                 self.journal.done(key, step, {"vanished": True})
-                log.warning("%s vanished from DevRev before it could be moved", item["display_id"])
+                log.warning("%s vanished from DevRev before it could be moved", item.display_id)
                 return
-            raise SetFailed(f"{item['display_id']}: DevRev refused the new {field_name} ({exc}); a contact in "
+            raise SetFailed(f"{item.display_id}: DevRev refused the new {field_name} ({exc}); a contact in "
                             f"it may have been deleted") from None
         finally:
-            self._written_at[item["id"]] = self.clock()
+            self._written_at[item.id] = self.clock()
         # DevRev's answer is the item as it now stands: it must list the primary, not the duplicate.
         if dup_id in updated or primary_id not in updated:
-            raise SetFailed(f"{item['display_id']}: DevRev did not apply the new {field_name} ({updated})")
+            raise SetFailed(f"{item.display_id}: DevRev did not apply the new {field_name} ({updated})")
         self.journal.done(key, step, {"before": current, "after": updated})
-        log.debug("moved %s: %s %s -> %s", item["display_id"], field_name, current, updated)
+        log.debug("moved %s: %s %s -> %s", item.display_id, field_name, current, updated)
 
     def _leftovers(self, dup: dict) -> list[str]:
         """What the duplicate still owns: tickets and conversations to move. Work items of
@@ -510,7 +512,7 @@ class SetMerger:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
         left = self._leftovers(dup)
         if not left:
-            self.journal.done(key, f"{dup['id']}|verify|{round_no}", {"owns_nothing": True})
+            self.journal.done(key, step_name("verify", dup["id"], round_no), {"owns_nothing": True})
         return left
 
     # ------------------------------------------------------------------ retiring
@@ -522,7 +524,7 @@ class SetMerger:
         or DevRev fails, ask again (a bounded number of times, backing off) only after a fresh
         read shows the duplicate is not retired yet. asked_before: an earlier run recorded the
         intent but not DevRev's answer; if DevRev now refuses the repeat, polling decides."""
-        attempt = 0
+        retries = self.client.retry.start()
         while True:
             try:
                 self.client.merge_rev_users(primary_id, dup["id"])
@@ -539,16 +541,16 @@ class SetMerger:
                 return
             except (TransportError, ServerError, ResponseError) as exc:
                 # The answer was lost: the merge may or may not have been accepted.
-                if attempt >= self.client.max_retries:
+                delay = retries.next_delay()
+                if delay is None:
                     raise
                 log.warning("rev-users.merge for %s: %s; checking before asking again", dup["display_id"], exc)
-                self.client.wait(self.client.backoff(attempt))
-                attempt += 1
+                self.client.wait(delay)
                 if is_retired(self._read_duplicate(dup["id"])):
                     return
 
     def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> None:
-        merge_step, retired_step = f"{dup['id']}|merge", f"{dup['id']}|retired"
+        merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
         if not self.journal.is_done(key, merge_step):
             previous = self.journal.step(key, merge_step)
             if previous and is_retired(self._read_duplicate(dup["id"])):
@@ -571,7 +573,7 @@ class SetMerger:
     def _take_reference(self, key: str, ctx: dict) -> str:
         """Give the primary the newest duplicate's `user_...` reference."""
         target = _newest(ctx["duplicates"])["external_ref"]
-        step = "external_ref"
+        step = step_name("external_ref")
         if self.journal.is_done(key, step):
             return target
         primary_id = ctx["primary"]["id"]
@@ -596,15 +598,13 @@ class SetMerger:
         log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
         return target
 
-    def _poll_waits(self) -> Iterator[None]:
-        """Backing-off waits (poll_start, doubling to poll_cap) until --merge-timeout runs out:
-        each next() waits once; the generator ends when the time is up."""
-        deadline = self.clock() + self.options.merge_timeout
-        delay = self.options.poll_start
-        while self.clock() < deadline:
-            self.client.wait(min(delay, deadline - self.clock()))
-            delay = min(self.options.poll_cap, delay * 2)
-            yield
+    def _poll_waits(self) -> Iterator[float]:
+        """Backing-off waits (poll_start, doubling to poll_cap, no jitter) through the client's
+        wait until --merge-timeout runs out: each next() waits once; the generator ends when
+        the time is up."""
+        policy = self.client.retry.with_(attempts=None, base=self.options.poll_start, cap=self.options.poll_cap,
+                                         jitter=False, clock=self.clock)
+        return policy.waits(self.options.merge_timeout)
 
     def _holder_of(self, external_ref: str) -> str:
         """Who holds a reference, for the error message (best effort)."""

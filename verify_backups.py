@@ -23,11 +23,12 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import backup
 import cli
 from cli import ExitCode, UsageError
+from timeutil import compact_utc, iso_utc, utc_now
 from fileutil import atomic_write_json
 
 REPORT_FORMAT = 1
@@ -73,7 +74,7 @@ def build_report(backup_dir: str, results: list[backup.Verification], *, quick: 
                  checked_at: datetime) -> dict:
     ok = sum(1 for r in results if r.ok)
     return {"format": REPORT_FORMAT,
-            "checked_at": checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "checked_at": iso_utc(checked_at, digits=0),
             "backup_dir": os.path.abspath(backup_dir),
             "mode": "quick (sizes only)" if quick else "full (sizes and sha256)",
             "totals": {"backups": len(results), "ok": ok, "failed": len(results) - ok},
@@ -82,7 +83,7 @@ def build_report(backup_dir: str, results: list[backup.Verification], *, quick: 
 
 def report_path(report_dir: str, checked_at: datetime) -> str:
     """`integrity_<UTC timestamp>.json`, with -2, -3 ... if that second is taken."""
-    stem = f"integrity_{checked_at.strftime('%Y%m%dT%H%M%SZ')}"
+    stem = f"integrity_{compact_utc(checked_at)}"
     path = os.path.join(report_dir, f"{stem}.json")
     n = 1
     while os.path.exists(path):
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     folders = _check_usage(args)
-    checked_at = datetime.now(timezone.utc)
+    checked_at = utc_now()
     started = time.monotonic()
     results = check_all(folders, quick=args.quick)
     report = build_report(args.backup_dir, results, quick=args.quick, checked_at=checked_at)

@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
+import fileutil
+import timeutil
 from devrev_sandbox import dataset as sandbox_dataset
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
@@ -492,7 +494,7 @@ def test_a_full_disk_is_a_backup_error_and_leaves_no_folder(make_sandbox, make_c
     if target == "open_private":
         def refuse(*args, **kwargs):
             raise full
-        monkeypatch.setattr(backup, "open_private", refuse)
+        monkeypatch.setattr(fileutil, "open_private", refuse)
     elif target == "fsync_after_some_files":
         real_fsync, calls = os.fsync, []
 
@@ -543,7 +545,7 @@ def test_remove_partials_clears_a_crashed_backup_then_a_new_one_verifies(make_sa
     primary, duplicate = contacts(client, sandbox, merge_set)
     # a crash mid-backup (a kill -9) leaves its .partial folder behind
     _, partial = backup._reserve_folder(root, backup.backup_folder_name(merge_set["email"], duplicate["display_id"],
-                                                                        backup._utc()))
+                                                                        timeutil.utc_now()))
     assert backup.verify_backup(partial).problems[0][1].startswith("incomplete backup")
     assert backup.remove_partials(root, merge_set["email"], duplicate["display_id"]) == [os.path.basename(partial)]
     folder = run_backup(client, sandbox, root, merge_set).folder
@@ -687,3 +689,48 @@ def test_cli_as_a_command(backups_dir, tmp_path):
                            timeout=60)
     assert usage.returncode == 2 and usage.stdout == ""
     assert usage.stderr == f"error: backup folder not found: {tmp_path / 'nope'}\n"
+
+
+# --------------------------------------------------------------------------- layout and moves
+def test_load_moves_reads_back_what_the_backup_wrote(small_backup):
+    metadata = load(small_backup, backup.METADATA)
+    moves = backup.load_moves(small_backup)
+    assert [m.to_json() for m in moves if m.kind == "ticket"] == metadata["moves"]["tickets"]
+    assert [m.to_json() for m in moves if m.kind == "conversation"] == metadata["moves"]["conversations"]
+    assert [m.kind for m in moves] == sorted((m.kind for m in moves), key=["ticket", "conversation"].index)
+    assert moves and all(m.users for m in moves)
+    assert {m.field_name for m in moves} == {"reported_by", "members"}
+
+
+@pytest.mark.parametrize("moves", [None, {"tickets": []}, {"tickets": [{"id": "x"}], "conversations": []},
+                                   {"tickets": [{"id": "x", "reported_by": "y"}], "conversations": []},
+                                   {"tickets": [], "conversations": [{"id": 3, "members": []}]}])
+def test_load_moves_refuses_a_metadata_file_without_the_moves_shape(tmp_path, moves):
+    (tmp_path / backup.METADATA).write_text(json.dumps({"format": 1, "moves": moves}))
+    with pytest.raises(BackupError, match="no readable list of moves"):
+        backup.load_moves(str(tmp_path))
+
+
+def test_load_moves_of_a_missing_or_broken_metadata_file_is_a_backup_error(tmp_path):
+    with pytest.raises(BackupError, match="cannot read metadata.json"):
+        backup.load_moves(str(tmp_path))
+    (tmp_path / backup.METADATA).write_text("{not json")
+    with pytest.raises(BackupError, match="no readable list of moves"):
+        backup.load_moves(str(tmp_path))
+
+
+def test_layout_paths_are_the_ones_the_writer_uses(small_backup):
+    files = all_files(small_backup)
+    assert set(backup.JSON_FILES) | {backup.MANIFEST} <= set(files)
+    for obj in load(small_backup, backup.TICKETS) + load(small_backup, backup.CONVERSATIONS):
+        assert backup.messages_path(obj["display_id"]) in files
+    for item in load(small_backup, backup.METADATA)["attachments"]:
+        assert item["path"] == backup.attachment_path(item["object"], item["display_id"], item["file_name"])
+        assert backup.is_attachment(item["path"]) and item["path"] in files
+    metadata = load(small_backup, backup.METADATA)
+    email, duplicate = metadata["merge_set"]["email"], metadata["duplicate"]["display_id"]
+    name = os.path.basename(small_backup)
+    assert name.startswith(backup.folder_prefix(email) + "_")
+    assert backup.is_partial_of(backup.partial_path(name), email, duplicate)
+    assert not backup.is_partial_of(name, email, duplicate)                       # complete: not a partial
+    assert not backup.is_partial_of(backup.partial_path(name), "other@x.example", duplicate)

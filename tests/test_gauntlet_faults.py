@@ -21,6 +21,7 @@ import pytest
 
 import backup
 import devrev_client
+import fileutil
 import journal as journal_module
 from devrev_sandbox import Faults
 from merge_helpers import MergeRun, expected_after_merge, normalized
@@ -125,7 +126,13 @@ def fast_backoff(monkeypatch):
     of a faulty run into minutes of sleeping. What is under test is *whether and what* the
     client retries, not how long it sleeps, so in-process runs wait 1 ms instead. The
     production defaults are untouched (the subprocess tests use them)."""
-    monkeypatch.setattr(devrev_client.DevRevClient, "backoff", lambda self, attempt: 0.001)
+    real_init = devrev_client.DevRevClient.__init__
+
+    def fast(self, *args, **kwargs):
+        kwargs.setdefault("backoff_base", 0.001)
+        kwargs.setdefault("backoff_cap", 0.001)
+        real_init(self, *args, **kwargs)
+    monkeypatch.setattr(devrev_client.DevRevClient, "__init__", fast)
 
 
 # --------------------------------------------------------------------------- the faulty full merge
@@ -223,7 +230,7 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
     before = sandbox.dump()
     assert run.preview() == 0
     victim_prefix = backup.folder_prefix(victim["email"])
-    real_open = backup.open_private
+    real_open = fileutil.open_private
     filled = []
 
     class FullDisk:
@@ -253,7 +260,7 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
         rel = os.path.relpath(path, tmp_path / "backups")
         return FullDisk(fh) if rel.startswith(victim_prefix + "_") else fh
 
-    monkeypatch.setattr(backup, "open_private", open_on_full_disk)
+    monkeypatch.setattr(fileutil, "open_private", open_on_full_disk)
     capsys.readouterr()
     assert run.run("--workers", "2") == 1
     assert filled, "the full disk was never hit"
@@ -283,7 +290,7 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
     assert not [n for n in os.listdir(tmp_path / "backups") if n.startswith(victim_prefix + "_")]
 
     # space freed: the re-run finishes the job exactly like a clean run
-    monkeypatch.setattr(backup, "open_private", real_open)
+    monkeypatch.setattr(fileutil, "open_private", real_open)
     assert run.run() == 0
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(normalized(before), sandbox, dataset, merged)
