@@ -210,7 +210,7 @@ class DevRevSandbox:
             entry["fault"] = "drop_after_write"
             entry["status"] = None
             return handler.drop()
-        self._answer(handler, entry, body, result)
+        self._answer(handler, entry, body, result, ok_status=route.status)
 
     def _run(self, route, endpoint: str, body: dict, entry: dict):
         """Apply the route under the state lock; persist what changed."""
@@ -239,11 +239,12 @@ class DevRevSandbox:
             return handler.drop()
         handler.send(fault.status, fault.data, fault.headers)
 
-    def _answer(self, handler: "_Handler", entry: dict, body, result, validate: bool = True) -> None:
+    def _answer(self, handler: "_Handler", entry: dict, body, result, validate: bool = True,
+                ok_status: int = 200) -> None:
         if isinstance(result, ApiError):
             status, payload = result.status, result.body()
         else:
-            status, payload = 200, result
+            status, payload = ok_status, result
         entry["status"] = status
         if self.validator is not None and validate and entry["endpoint"] in ROUTES:
             self.validator(entry["endpoint"], body, status, payload)
