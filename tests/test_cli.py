@@ -20,6 +20,7 @@ import cli
 import create_test_sample
 import devrev_client
 import merge_contacts
+import restore_contacts
 import verify_backups
 from cli import ExitCode
 from conftest import TEST_TOKEN
@@ -291,6 +292,23 @@ def _verify(tmp, case):
     return ["--backup-dir", str(tmp / "good.csv"), "--report-dir", str(tmp / "reports")]
 
 
+def _restore_preview(tmp, case):
+    common = ["--preview", "--sandbox", "--report-dir", str(tmp / "reports")]
+    if case == "unwritable folder":
+        (tmp / "backups" / "b1").mkdir(parents=True, exist_ok=True)
+        return [*common, "--backup-dir", str(tmp / "backups"), "--log-dir", str(tmp / "a-file" / "logs")]
+    return [*common, "--backup-dir", str(tmp / "good.csv"), "--log-dir", str(tmp / "logs")]
+
+
+def _restore_real(tmp, case):
+    (tmp / "backups" / "b1").mkdir(parents=True, exist_ok=True)   # a folder that does not verify
+    common = ["--backup-dir", str(tmp / "backups"), "--log-dir", str(tmp / "logs"), "--skip-preview-check"]
+    if case == "unwritable folder":
+        return [*common, "--report-dir", str(tmp / "a-file" / "reports"), "--savepoint", str(tmp / "sp" / "r.sqlite3")]
+    (tmp / "corrupt.sqlite3").write_bytes(b"this is not a database" * 100)
+    return [*common, "--report-dir", str(tmp / "reports"), "--savepoint", str(tmp / "corrupt.sqlite3")]
+
+
 # Every script of the suite; a new script joins this list.
 SCRIPTS = {
     "merge_contacts --sandbox --preview": (merge_contacts.main, _merge_sandbox),
@@ -298,6 +316,8 @@ SCRIPTS = {
     "merge_contacts --preview": (merge_contacts.main, _merge_preview_savepoint),
     "create_test_sample": (create_test_sample.main, _sample),
     "verify_backups": (verify_backups.main, _verify),
+    "restore_contacts --sandbox --preview": (restore_contacts.main, _restore_preview),
+    "restore_contacts real run": (restore_contacts.main, _restore_real),
 }
 
 
@@ -333,8 +353,9 @@ def test_every_script_refuses_bad_folders_and_input_with_one_line_and_exit_2(
 
 
 def test_env_example_names_exactly_the_scripts_that_read_env():
-    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py")
+    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py",
+                                       "restore_contacts.py")
                      if "load_dotenv(" in open(os.path.join(ROOT, name), encoding="utf-8").read())
-    assert readers == ["merge_contacts.py"]
+    assert readers == ["merge_contacts.py", "restore_contacts.py"]
     header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
-    assert "Only merge_contacts.py reads .env" in header
+    assert "Only merge_contacts.py and restore_contacts.py read .env" in header
