@@ -49,6 +49,14 @@ class DuplicateBackup:
     primary_original_ref: str | None   # the primary's external_ref before the merge
     folders: list[str] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
+    # item id -> the contact that was on it before the merge, when an earlier merge of the
+    # same contact (same external_ref, an older id) moved it; see _supersede
+    earlier: dict[str, str] = field(default_factory=dict)
+    replaces: list[str] = field(default_factory=list)   # those older ids
+
+    def old_id(self, move: Move) -> str:
+        """The duplicate's id on this item before the merge that moved it."""
+        return self.earlier.get(move.id, self.id)
 
 
 @dataclass
@@ -161,7 +169,28 @@ def load_backup_sets(backup_dir: str) -> tuple[list[BackupSet], list[FailedFolde
         for bset in sets.values():
             if _belongs(bad, bset):
                 bset.failed.append(bad)
+    for bset in sets.values():
+        _supersede(bset)
     return list(sets.values()), failed
+
+
+def _supersede(bset: BackupSet) -> None:
+    """Two duplicates of one set with the same external_ref are one contact merged twice (a
+    restore, or the integration, created it again in between): the latest stands for both,
+    and gets back what either merge moved."""
+    latest: dict[str, DuplicateBackup] = {}
+    for dup in reversed(bset.duplicates):
+        keep = latest.setdefault(dup.external_ref or dup.id, dup)
+        if keep is dup:
+            continue
+        keep.folders[:0] = dup.folders
+        seen = {(m.kind, m.id) for m in keep.moves}
+        for move in dup.moves:
+            if (move.kind, move.id) not in seen:
+                keep.moves.append(move)
+                keep.earlier[move.id] = dup.old_id(move)
+        keep.replaces.append(dup.id)
+    bset.duplicates = [d for d in bset.duplicates if latest.get(d.external_ref or d.id) is d]
 
 
 def _add_folder(bset: BackupSet, folder: _Folder) -> None:

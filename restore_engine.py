@@ -109,7 +109,7 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
         holder = _holder_of(client, dup.external_ref)
         if holder is not None:
             record["blocked_by"] = holder.get("display_id") or holder["id"]
-    set_dups = {d.id for d in bset.duplicates}
+    set_dups = {i for d in bset.duplicates for i in [d.id, *d.replaces]}
     for move in dup.moves:
         read, _ = _readers(client, move.kind)
         obj = _read_or_none(read, move.id)
@@ -121,7 +121,7 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
             item["changed_since"] = _changes(current, after_merge(list(move.users), set_dups, primary["id"]))
             if not retired and dup.id in current:
                 item["action"] = "already_back"
-            elif restored_users(current, list(move.users), dup.id, dup.id, primary["id"]) is None:
+            elif restored_users(current, list(move.users), dup.old_id(move), dup.id, primary["id"]) is None:
                 item["action"] = "left_alone"   # the primary was taken off it since
             else:
                 item["action"] = "move_back"
@@ -336,7 +336,7 @@ class SetRestorer:
                 outcome = "moved_back" if record else "already_back"
                 self.journal.done(key, step, {"outcome": outcome, "after": current, "confirmed_by": "fresh read"})
                 return outcome
-            wanted = restored_users(current, list(move.users), dup.id, new_id, primary_id)
+            wanted = restored_users(current, list(move.users), dup.old_id(move), new_id, primary_id)
             if wanted is None:
                 self.journal.done(key, step, {"outcome": "left_alone", "now": current})
                 log.warning("%s: the primary was taken off it since the merge: left as it is", move.display_id)

@@ -256,6 +256,41 @@ def test_help_states_what_a_restore_cannot_give_back(capsys):
         assert words in text
 
 
+def test_a_contact_merged_again_after_a_restore_is_restored_from_both_merges(tmp_path, monkeypatch, make_sandbox,
+                                                                            small_dataset):
+    sandbox = make_sandbox(small_dataset.seed)
+    before = normalized(sandbox.dump())
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 0 and restore.run() == 0
+    first = recreated(restore.report())
+    chosen = small_dataset.merge_sets[2]
+    primary, (dup,) = chosen["primary"], chosen["duplicates"]
+    users = sandbox.dump()["rev_users"]
+    again = users[first[sandbox.key_id(dup)]]
+    rows = [r for r in small_dataset.csv_text().splitlines()[1:] if chosen["email"] in r and "REVU-" in r.split(",")[2]]
+    header = small_dataset.csv_text().splitlines()[0]
+    columns = header.split(",")
+    extra = dict.fromkeys(columns, "")
+    extra.update(REV_USER_ID=again["display_id"], EMAIL=chosen["email"], EXTERNAL_REF=again["external_ref"])
+    csv_text = "\r\n".join([header, *rows, ",".join(extra[c] for c in columns)]) + "\r\n"
+    second = MergeRun(tmp_path, sandbox, None, monkeypatch, csv_text=csv_text)
+    assert second.preview() == 0 and second.run() == 0                    # the re-created contact merged again
+    assert [s["status"] for s in second.latest_report()["sets"]] == ["merged"]
+    assert restore.run("--only", chosen["email"], "--preview") == 0
+    preview = restore.report("restore_preview")
+    (dups,) = [s["duplicates"] for s in preview["sets"]]
+    assert [d["id"] for d in dups] == [again["id"]]                       # one contact, two merges
+    assert restore.run("--only", chosen["email"]) == 0
+    final = recreated(restore.report())[again["id"]]
+    mapping = dict(first, **{sandbox.key_id(dup): final})
+    after = normalized(sandbox.dump())
+    expected = expected_after_restore(before, after, mapping)
+    expected["rev_users"][again["id"]] = after["rev_users"][again["id"]]
+    assert after["rev_users"][again["id"]]["retired"] is True
+    assert after == expected, sandbox.key_id(primary)
+
+
 def test_restored_users_keeps_order_and_the_primary_where_it_was():
     f = restore_engine.restored_users
     assert f(["a", "P", "b"], ["a", "D", "b"], "D", "N", "P") == ["a", "N", "b"]
