@@ -97,7 +97,15 @@ def _holder_of(client: DevRevClient, external_ref: str, *, but: str | None = Non
 
 
 def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, primary: dict) -> dict:
-    """What restoring one duplicate would do, read live; changes nothing."""
+    """What restoring one duplicate would do, read live; changes nothing.
+
+    Returns {"id", "display_id", "external_ref", "state": "retired" | "kept", "recreate": bool,
+    "primary_ref_back": the primary's original ref when it must give the duplicate's back (else
+    None), "blocked_by"?: display id of a contact holding the duplicate's ref, "backups": [folder],
+    "items": [{"kind", "id", "display_id", "action": "move_back" | "already_back" | "left_alone" |
+    "deleted_since", "changed_since"?: {"added": [id], "removed": [id]} ({} when unchanged)}]}.
+    Raises DevRevError on a failed read.
+    """
     live = _read_or_none(client.get_rev_user, dup.id)
     retired = is_retired(live)
     gives_back = retired and primary.get("external_ref") == dup.external_ref
@@ -130,7 +138,12 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
 
 
 def preview_set(client: DevRevClient, bset: BackupSet) -> dict:
-    """What a restore of this set would do, read live; changes nothing."""
+    """What a restore of this set would do, read live; changes nothing.
+
+    Returns {"email", "set_key", "fingerprint", "primary": {...}, "backups": [folder],
+    "status": "would_restore" | "failed", "reason"?: backup_failed | primary_unusable |
+    external_ref_taken, "error"?, "duplicates": [plan_duplicate(...), latest merged first]}.
+    """
     record = _set_header(bset)
     if bset.failed:
         record.update(status="failed", reason="backup_failed", error=_failed_text(bset))
@@ -188,7 +201,11 @@ class SetRestorer:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
     def restore(self, bset: BackupSet) -> dict:
-        """Restore one set; returns its report line. Raises AuthError and RunInterrupted."""
+        """Restore one set; returns its report line: the preview's header plus "status"
+        ("restored" or "failed"), "error"?, "resumed", "duration_s" and per duplicate "new_id",
+        "new_display_id", "recreated", "primary_ref_back" and the display ids it "moved_back",
+        found "already_back", found "deleted_since" or "left_alone". Raises AuthError (401/403)
+        and RunInterrupted; every other failure is the set's, journaled."""
         key, started = bset.key, self.clock()
         record = self.journal.set_record(key)
         if record and record["status"] == FINISHED:

@@ -24,7 +24,7 @@ from conftest import TEST_TOKEN
 from devrev_sandbox import Faults
 from devrev_sandbox.dataset import build_dataset
 from journal import Journal
-from merge_helpers import MergeRun, normalized
+from merge_helpers import MergeRun, capture_stop_event, normalized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_SEED = os.path.join(ROOT, "examples", "demo_seed.json")
@@ -245,6 +245,33 @@ def test_a_network_cut_after_writes_resumes_without_doing_anything_twice(tmp_pat
     after = normalized(sandbox.dump())
     assert after == expected_after_restore(before, after, mapping)
     assert len([e for e in sandbox.writes() if e["endpoint"] == "rev-users.create"]) == len(mapping) == 4
+
+
+def test_ctrl_c_stops_after_the_call_in_flight_and_a_rerun_finishes(tmp_path, monkeypatch, make_sandbox,
+                                                                    small_dataset):
+    pressed = {"on": True}
+
+    def press_after_third_write(sandbox, entry):
+        if entry.get("applied") and len(sandbox.writes()) == 3 and pressed["on"]:
+            pressed["client"]["event"].set()      # as the Ctrl-C handler does
+
+    sandbox = make_sandbox(small_dataset.seed)
+    before = normalized(sandbox.dump())
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 0
+    sandbox.clear_log()
+    sandbox.on_request = press_after_third_write
+    pressed["client"] = capture_stop_event(monkeypatch)
+    assert restore.run("--workers", "1") == 130
+    report = restore.report()
+    assert report["interrupted"] is True and report["interrupted_by"] == "a stop request"
+    assert {s["status"] for s in report["sets"]} >= {"pending"}
+    assert len(sandbox.writes()) == 3
+    pressed["on"] = False
+    assert restore.run() == 0
+    after = normalized(sandbox.dump())
+    assert after == expected_after_restore(before, after, recreated(restore.report()))
 
 
 def test_help_states_what_a_restore_cannot_give_back(capsys):
