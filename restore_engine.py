@@ -322,8 +322,10 @@ class SetRestorer:
                 if (found := self._adopt(dup)) is not None and asked_before:
                     return found
                 holder = _holder_of(self.client, dup.external_ref, but=dup.id)
+                who = holder.get("display_id") or holder["id"] if holder else \
+                    "a contact DevRev does not list (the retired one may keep it for a while: re-run later)"
                 raise SetFailed(f"cannot create {dup.display_id} again: its external_ref {dup.external_ref} is "
-                                f"held by {(holder or {}).get('display_id', 'another contact')} now") from None
+                                f"held by {who}") from None
             except (TransportError, ServerError, ResponseError) as exc:
                 delay = retries.next_delay()
                 if delay is None:
