@@ -21,11 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import TEST_TOKEN
 from devrev_client import (AuthError, BadRequestError, ConfigError, ConflictError, DevRevClient, DevRevError,
                            DownloadError, MovedError, NotFoundError, PermissionDeniedError, RateLimitError,
                            ResponseError, ServerError, ServerPacer, TransportError)
 from devrev_sandbox import Faults, Scripted
+from helpers import TEST_TOKEN
 
 DUP_REF = "user_" + "Ab3dE6gH9jK2mN5pQ8sT1v"
 HELLO = b"hello attachment \x00\x01\x02 bytes"

@@ -21,10 +21,8 @@ import time
 from datetime import datetime, timezone
 
 import backup
-from conftest import TEST_TOKEN
-from merge_helpers import MergeRun, normalized
+from helpers import TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of, ownership_violations
 from sandbox_dataset import build_dataset
-from test_gauntlet_faults import MergeGuard, journal_problems, owners_of, ownership_violations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "merge_contacts.py")

@@ -12,9 +12,8 @@ import os
 import pytest
 
 import merge_contacts
-from conftest import TEST_TOKEN
 from contacts_csv import email_key, group_contacts, read_contacts
-from merge_helpers import MergeRun
+from helpers import TEST_TOKEN, MergeRun
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_csv")
 

@@ -11,9 +11,8 @@ import pytest
 import backup
 import journal as journal_module
 import merge_engine
-from conftest import TEST_TOKEN
 from devrev_sandbox import WRITE_ENDPOINTS, Scripted
-from merge_helpers import MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
+from helpers import TEST_TOKEN, MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
 from sandbox_dataset import build_dataset
 
 LIVE_SKIPS = {"email_mismatch", "contact_inactive", "contact_not_found", "cross_workspace", "external_ref_mismatch"}

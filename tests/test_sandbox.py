@@ -16,9 +16,9 @@ import time
 import pytest
 import requests
 
-from conftest import TEST_TOKEN
 from devrev_client import TransportError
 from devrev_sandbox import DEFAULT_TOKEN, Faults, Scripted
+from helpers import TEST_TOKEN
 from sandbox_dataset import build_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

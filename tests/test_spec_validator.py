@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec_validator import DEFAULT_FIXTURE, SpecValidator  # noqa: E402
+from spec_validator import DEFAULT_FIXTURE, SpecValidator
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "don:identity:dvrv-us-1:devo/0:revu/1"

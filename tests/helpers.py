@@ -1,14 +1,26 @@
-"""Helpers for end-to-end merge tests: run the CLI in-process, compare emulator states."""
+"""Helpers shared by the test files (fixtures and hooks live in conftest.py).
+
+Import them as `from helpers import ...`: the token the emulators accept, a tmp working
+directory wired to one emulator (`MergeRun`), emulator states made comparable
+(`normalized`, `expected_after_merge`), and the invariants the merge tests check
+(`owners_of`, `ownership_violations`, `MergeGuard`, `journal_problems`, `assert_private_tree`).
+"""
 from __future__ import annotations
 
 import copy
 import glob
 import json
 import os
+import sqlite3
+import stat
 
+import devrev_client
+import journal as journal_module
 import merge_contacts
-from conftest import TEST_TOKEN
 from sandbox_dataset import Dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"  # what every test emulator accepts; must never be written
 
 
 class MergeRun:
@@ -46,7 +58,8 @@ class MergeRun:
         return sorted(str(root / n) for n in os.listdir(root)) if root.exists() else []
 
 
-def _ids(users) -> list[str]:
+def ids(users) -> list[str]:
+    """The ids of a list of user summaries (None -> [])."""
     return [u["id"] for u in users or []]
 
 
@@ -77,8 +90,8 @@ def normalized(dump: dict) -> dict:
         for oid, obj in dump[kind].items():
             item = _summaries_to_ids({k: v for k, v in obj.items() if k not in (
                 "modified_date", "modified_by", "reported_by", "owned_by", "members", "created_by")})
-            item[field] = _ids(obj.get(field))
-            item["owned_by"] = _ids(obj.get("owned_by"))
+            item[field] = ids(obj.get(field))
+            item["owned_by"] = ids(obj.get("owned_by"))
             item["created_by"] = obj["created_by"]["id"]
             out[kind][oid] = item
     return json.loads(json.dumps(out, sort_keys=True))
@@ -109,7 +122,6 @@ def expected_after_merge(before: dict, sandbox, dataset: Dataset, merged_emails:
 def capture_stop_event(monkeypatch) -> dict:
     """Patch the client so a test can press "Ctrl-C": returns {"event": the run's stop event}
     (as the signal handler sets it), filled in when the run builds its client."""
-    import devrev_client
     holder: dict = {}
     real_init = devrev_client.DevRevClient.__init__
 
@@ -131,3 +143,94 @@ def files_a_ticket(dup_key: str, after_endpoint: str, title: str):
             filed["id"] = sandbox.add_ticket({"title": title, "reported_by": [dup_key], "owned_by": ["agent1"]})
 
     return hook, filed
+
+
+# --------------------------------------------------------------------------- merge invariants
+def owners_of(sandbox, dataset) -> dict[str, set[str]]:
+    """Each ticket / conversation a duplicate is on -> the contacts of its merge set."""
+    dump = sandbox.dump()
+    owners: dict[str, set[str]] = {}
+    for ms in dataset.merge_sets:
+        contacts = {sandbox.key_id(ms["primary"])} | {sandbox.key_id(d) for d in ms["duplicates"]}
+        dups = contacts - {sandbox.key_id(ms["primary"])}
+        for kind, field in (("works", "reported_by"), ("conversations", "members")):
+            for oid, obj in dump[kind].items():
+                if dups & {u["id"] for u in obj[field]}:
+                    owners.setdefault(oid, set()).update(contacts)
+    return owners
+
+
+def ownership_violations(sandbox, owners: dict[str, set[str]]) -> list[str]:
+    """Every works.update / conversations.update the emulator received (applied or not) must
+    target an object a merge set owns, and its `set` must be non-empty and still name one
+    of that set's contacts: at no moment may a ticket lose its reporter or a conversation
+    its customer."""
+    problems = []
+    for entry in list(sandbox.request_log):
+        field = {"works.update": "reported_by", "conversations.update": "members"}.get(entry.get("endpoint"))
+        if field is None:
+            continue
+        body = entry.get("body")
+        if not isinstance(body, dict):
+            # a request cut off by a kill mid-send: refused as unparseable, nothing applied
+            if entry.get("applied"):
+                problems.append(f"call {entry['seq']}: {entry['endpoint']} applied an unreadable body {body!r:.80}")
+            continue
+        oid = body.get("id")
+        if oid not in owners:
+            problems.append(f"call {entry['seq']}: {entry['endpoint']} on {oid}, which no merge set owns")
+            continue
+        new = (body.get(field) or {}).get("set") if isinstance(body.get(field), dict) else None
+        if not new:
+            problems.append(f"call {entry['seq']}: {oid} {field} set to {new!r}")
+        elif not set(new) & owners[oid]:
+            problems.append(f"call {entry['seq']}: {oid} {field} set to {new} (none of its merge set)")
+    return problems
+
+
+class MergeGuard:
+    """An emulator hook: each rev-users.merge DevRev applies must find the duplicate owning
+    nothing (else a ticket or conversation would keep a retired contact as its customer)."""
+
+    def __init__(self):
+        self.merges = 0
+        self.violations: list[tuple[str, list[str]]] = []
+
+    def __call__(self, sandbox, entry):
+        if entry.get("endpoint") != "rev-users.merge" or not entry.get("applied"):
+            return
+        dup = entry["body"]["secondary_user"]
+        with sandbox.state.lock:
+            owned = [w["display_id"] for w in sandbox.state.works.values() if dup in w["reported_by"]]
+            owned += [c["display_id"] for c in sandbox.state.conversations.values() if dup in c["members"]]
+        self.merges += 1
+        if owned:
+            self.violations.append((dup, owned))
+
+
+def journal_problems(path) -> list[str]:
+    """journal.check() plus: no intent left open anywhere."""
+    db = journal_module.Journal(str(path), "check")
+    try:
+        problems = db.check()
+    finally:
+        db.close()
+    con = sqlite3.connect(str(path))
+    try:
+        open_intents = con.execute("SELECT set_key, step FROM steps WHERE status = 'intent'").fetchall()
+    finally:
+        con.close()
+    return problems + [f"open intent {s} of {k}" for k, s in open_intents]
+
+
+def assert_private_tree(root) -> None:
+    """Every folder under `root` (itself included) is 0700 and every file 0600."""
+    bad = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if stat.S_IMODE(os.stat(dirpath).st_mode) != 0o700:
+            bad.append(f"{dirpath}: {oct(stat.S_IMODE(os.stat(dirpath).st_mode))}")
+        for name in filenames:
+            mode = stat.S_IMODE(os.stat(os.path.join(dirpath, name)).st_mode)
+            if mode != 0o600:
+                bad.append(f"{os.path.join(dirpath, name)}: {oct(mode)}")
+    assert not bad, "not private: " + ", ".join(bad[:10])
