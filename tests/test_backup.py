@@ -27,8 +27,7 @@ import sandbox_dataset
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
 from fileutil import safe_name
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 
 # --------------------------------------------------------------------------- helpers

@@ -861,6 +861,7 @@ def test_without_pacing_the_same_run_meets_429(make_sandbox, make_client):
     assert statuses(sb, "rev-users.get").count(429) >= 1
 
 
+@pytest.mark.slow
 def test_pacing_avoids_429_in_real_time(make_sandbox, make_client):
     sb = make_sandbox(small_seed(), rate_limit=(6, 1.0))
     client = make_client(sb)  # real sleeping: about two window resets, 2-4 s

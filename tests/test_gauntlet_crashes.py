@@ -20,12 +20,15 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 import backup
-from helpers import TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of, ownership_violations
+from helpers import ROOT, TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of, ownership_violations
 from sandbox_dataset import build_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "merge_contacts.py")
+pytestmark = pytest.mark.slow
+
 KILL_SEED = 424242
 KILLS = 24
 

@@ -24,6 +24,9 @@ from helpers import MergeGuard, MergeRun, expected_after_merge, journal_problems
 from sandbox_dataset import build_dataset
 
 
+pytestmark = pytest.mark.slow
+
+
 # --------------------------------------------------------------------------- the faulty full merge
 FAULTS = Faults(error_rate=0.10, drop_rate=0.02, drop_after_write_rate=0.02, burst_429_rate=0.01,
                 burst_429_length=3, burst_retry_after=0, latency=0.0005, latency_jitter=0.002, seed=20240611)

@@ -18,10 +18,9 @@ import requests
 
 from devrev_client import TransportError
 from devrev_sandbox import DEFAULT_TOKEN, Faults, Scripted
-from helpers import TEST_TOKEN
+from helpers import ROOT, TEST_TOKEN
 from sandbox_dataset import build_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DUP_REF = "user_" + "Zy9xW8vU7tS6rQ5pO4nM3l"
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
