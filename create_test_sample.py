@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, metavar="CSV", help="the full contacts CSV")
     p.add_argument("--output", required=True, metavar="CSV", help="the sample CSV to write")
     p.add_argument("--size", required=True, type=_size, metavar="N", help="how many contacts (rows) the sample holds")
-    p.add_argument("--seed", type=_seed, metavar="S", help="pick the same sample again (default: a random seed, printed)")
+    p.add_argument("--seed", type=_seed, metavar="S",
+                   help="pick the same sample again (default: a random seed, printed)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     p.add_argument("--include-skipped", action="store_true",
                    help="also include one group the CSV skips (e.g. a single contact), counted in --size")

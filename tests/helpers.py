@@ -26,7 +26,8 @@ TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"  # what every test emulator accepts;
 class MergeRun:
     """A tmp working directory wired to one emulator and one contacts CSV."""
 
-    def __init__(self, tmp_path, sandbox, dataset: Dataset | None = None, monkeypatch=None, csv_text: str | None = None):
+    def __init__(self, tmp_path, sandbox, dataset: Dataset | None = None, monkeypatch=None,
+                 csv_text: str | None = None):
         self.dir = tmp_path
         self.sandbox = sandbox
         self.csv = str(tmp_path / "contacts.csv")
@@ -226,7 +227,7 @@ def journal_problems(path) -> list[str]:
 def assert_private_tree(root) -> None:
     """Every folder under `root` (itself included) is 0700 and every file 0600."""
     bad = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         if stat.S_IMODE(os.stat(dirpath).st_mode) != 0o700:
             bad.append(f"{dirpath}: {oct(stat.S_IMODE(os.stat(dirpath).st_mode))}")
         for name in filenames:

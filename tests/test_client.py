@@ -756,7 +756,8 @@ def test_https_and_loopback_http_accepted(url):
     client.close()
 
 
-@pytest.mark.parametrize("url", ["http://localhost.example.com", "http://127.0.0.1.nip.io", "https://", "api.devrev.ai"])
+@pytest.mark.parametrize("url", ["http://localhost.example.com", "http://127.0.0.1.nip.io", "https://",
+                                 "api.devrev.ai"])
 def test_look_alike_loopback_and_hostless_urls_refused(url):
     with pytest.raises(ConfigError):
         DevRevClient(TEST_TOKEN, url)

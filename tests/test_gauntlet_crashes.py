@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
-from helpers import ROOT, TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of, ownership_violations
+from helpers import (ROOT, TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of,
+                     ownership_violations)
 from sandbox_dataset import build_dataset
 
 SCRIPT = os.path.join(ROOT, "merge_contacts.py")

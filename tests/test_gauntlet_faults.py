@@ -20,7 +20,8 @@ import pytest
 
 import backup
 from devrev_sandbox import Faults
-from helpers import MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of, ownership_violations
+from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
+                     ownership_violations)
 from sandbox_dataset import build_dataset
 
 

@@ -18,7 +18,8 @@ import pytest
 
 import backup
 from devrev_sandbox import Faults, Scripted
-from helpers import MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of, ownership_violations
+from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
+                     ownership_violations)
 from sandbox_dataset import build_dataset
 
 DEADLINE_S = 60

@@ -1,7 +1,6 @@
 """End-to-end tests of merge_contacts.py against the emulator (issues: merge, merge details)."""
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -11,7 +10,7 @@ import pytest
 import backup
 import journal as journal_module
 import merge_engine
-from devrev_sandbox import WRITE_ENDPOINTS, Scripted
+from devrev_sandbox import Scripted
 from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
 from sandbox_dataset import build_dataset
 
@@ -160,7 +159,7 @@ def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path
     for boundary in range(1, total + 1):
         calls = {"n": 0}
 
-        def crashing(real):
+        def crashing(real, calls=calls, boundary=boundary):
             def wrapper(self, *a, **kw):
                 calls["n"] += 1
                 if calls["n"] == boundary:
@@ -236,7 +235,7 @@ def build_sandbox_state(dataset):
 
 
 def sandbox_key(dataset, key):
-    from devrev_sandbox import REGION, stable_suffix
+    from devrev_sandbox import REGION
     user = [u for u in dataset.seed["rev_users"] if u["key"] == key][0]
     return f"don:identity:{REGION}:devo/{dataset.seed['devo']}:revu/{user['suffix']}"
 

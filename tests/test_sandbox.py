@@ -11,7 +11,6 @@ import re
 import select
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -140,7 +139,8 @@ def test_set_form_is_accepted_and_applied(sb):
 def test_set_with_repeated_or_display_ids_refused(lax):
     jane = lax.key_id("jane")
     twice = call(lax, "works.update", {"id": lax.key_id("t1"), "reported_by": {"set": [jane, jane]}})
-    display = call(lax, "works.update", {"id": lax.key_id("t1"), "reported_by": {"set": ["REVU-" + jane.split("/")[-1]]}})
+    display = call(lax, "works.update", {"id": lax.key_id("t1"),
+                                         "reported_by": {"set": ["REVU-" + jane.split("/")[-1]]}})
     assert (twice.status_code, twice.json()["field_name"]) == (400, "reported_by")
     assert (display.status_code, display.json()["type"]) == (400, "invalid_id")
     assert reporters(lax, "t1") == [lax.key_id("jane-dup")]
@@ -256,7 +256,8 @@ def test_merge_acknowledges_then_retires_after_n_gets_and_moves_nothing(make_san
 
 def test_merge_refuses_display_ids_and_self_merge(lax):
     jane = lax.key_id("jane")
-    display = call(lax, "rev-users.merge", {"primary_user": jane, "secondary_user": "REVU-" + lax.key_id("jane-dup").split("/")[-1]})
+    display = call(lax, "rev-users.merge", {"primary_user": jane,
+                                            "secondary_user": "REVU-" + lax.key_id("jane-dup").split("/")[-1]})
     assert display.status_code == 400 and display.json() == dict(display.json(), type="invalid_id",
                                                                 field_name="secondary_user")
     itself = call(lax, "rev-users.merge", {"primary_user": jane, "secondary_user": jane})

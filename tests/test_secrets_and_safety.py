@@ -22,7 +22,8 @@ import merge_contacts
 import merge_engine
 import verify_backups
 from devrev_sandbox import Scripted
-from helpers import TEST_TOKEN, MergeRun, assert_private_tree, expected_after_merge, journal_problems, normalized, owners_of
+from helpers import (TEST_TOKEN, MergeRun, assert_private_tree, expected_after_merge, journal_problems, normalized,
+                     owners_of)
 from sandbox_dataset import build_dataset
 
 # the token whole, and pieces of it long enough to identify it

@@ -90,7 +90,8 @@ def test_works_update_discriminator(spec):
 
 def test_unknown_request_field_and_operation(spec):
     problems = spec.validate_request("rev-users.merge", {"primary_user": USER, "secondary_user": OTHER, "force": True})
-    assert problems == ["rev-users.merge request: force: unknown field (the spec does not declare it for rev-users.merge)"]
+    assert problems == ["rev-users.merge request: force: unknown field "
+                        "(the spec does not declare it for rev-users.merge)"]
     assert spec.validate_request("rev-users.merge", {"primary_user": USER, "secondary_user": OTHER}) == []
     assert spec.validate_request("rev-users.frobnicate", {}) and spec.validate_response("nope", 200, {})
 
