@@ -20,11 +20,10 @@ import pytest
 import backup
 import restore_contacts
 import restore_engine
-from conftest import TEST_TOKEN
 from devrev_sandbox import Faults
 from devrev_sandbox.dataset import build_dataset
+from helpers import TEST_TOKEN, MergeRun, capture_stop_event, normalized
 from journal import Journal
-from merge_helpers import MergeRun, capture_stop_event, normalized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_SEED = os.path.join(ROOT, "examples", "demo_seed.json")
