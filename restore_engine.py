@@ -189,10 +189,13 @@ def finished_record(bset: BackupSet, record: dict, *, preview: bool) -> dict:
 class SetRestorer:
     """Runs (or resumes) the restore of one merge set, journaling every write."""
 
-    def __init__(self, client: DevRevClient, journal: Journal, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, client: DevRevClient, journal: Journal, clock: Callable[[], float] = time.monotonic,
+                 listing_wait: float = 10.0):
+        """listing_wait: seconds a listing by the duplicate may take to show what it got back."""
         self.client = client
         self.journal = journal
         self.clock = clock
+        self.listing_wait = listing_wait
         self._locks_guard = threading.Lock()
         self._item_locks: dict[str, threading.Lock] = {}   # two sets can share a ticket
 
@@ -382,11 +385,16 @@ class SetRestorer:
         given = {m.id: m.display_id for m in dup.moves
                  if ((steps.get(step_name(f"{m.kind}_back", dup.id, item=m.id)) or {}).get("data") or {})
                  .get("outcome") in ("moved_back", "already_back")}
-        if given:
+        # DevRev's listings may lag its updates for a moment: look again, backing off, for a while
+        waits = self.client.retry.with_(attempts=None, base=0.2, cap=2.0, jitter=False,
+                                        clock=self.clock).waits(self.listing_wait)
+        while given:
             listed = {t["id"] for t in self.client.list_tickets(new_id)}
             listed |= {c["id"] for c in self.client.list_conversations(new_id)}
             missing = sorted(name for item_id, name in given.items() if item_id not in listed)
-            if missing:
-                raise SetFailed(f"a listing by {dup.display_id} does not return {', '.join(missing)} yet; "
-                                f"re-run to check again")
+            if not missing:
+                break
+            if next(waits, None) is None:
+                raise SetFailed(f"a listing by {dup.display_id} does not return {', '.join(missing)} after "
+                                f"{self.listing_wait:.0f} s; re-run to check again")
         self.journal.done(key, step, {"listed": sorted(given.values())})

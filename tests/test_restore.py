@@ -18,6 +18,7 @@ import sys
 import pytest
 
 import backup
+import restore_backups
 import restore_contacts
 import restore_engine
 from devrev_sandbox import Faults
@@ -271,6 +272,39 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_a_rerun_finishes(tmp_path, mo
     assert restore.run() == 0
     after = normalized(sandbox.dump())
     assert after == expected_after_restore(before, after, recreated(restore.report()))
+
+
+@pytest.mark.parametrize("lag, status", [(2, "restored"), (1000, "failed")])
+def test_a_listing_that_lags_is_looked_at_again_for_a_while(tmp_path, monkeypatch, make_sandbox, make_client,
+                                                             small_dataset, lag, status):
+    sandbox = make_sandbox(small_dataset.seed)
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    now, slept = [0.0], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    client = make_client(sandbox, sleep=sleep)
+    real_list, calls = client.list_tickets, []
+
+    def lagging(reporter):
+        calls.append(reporter)
+        return iter([]) if len(calls) <= lag else real_list(reporter)
+
+    client.list_tickets = lagging
+    sets, _ = restore_backups.load_backup_sets(str(run.dir / "backups"))
+    (bset,) = [s for s in sets if s.email == small_dataset.merge_sets[2]["email"]]
+    journal = Journal(str(tmp_path / "r.sqlite3"), "run", exclusive=True)
+    try:
+        out = restore_engine.SetRestorer(client, journal, clock=lambda: now[0]).restore(bset)
+    finally:
+        journal.close()
+    assert out["status"] == status
+    if status == "restored":
+        assert slept == [0.2, 0.4]
+    else:
+        assert "does not return" in out["error"] and sum(slept) == pytest.approx(10.0) and max(slept) == 2.0
 
 
 def test_help_states_what_a_restore_cannot_give_back(capsys):
