@@ -19,6 +19,7 @@ import pytest
 import cli
 import create_test_sample
 import devrev_client
+import find_duplicates
 import merge_contacts
 import verify_backups
 from cli import ExitCode
@@ -291,6 +292,12 @@ def _verify(tmp, case):
     return ["--backup-dir", str(tmp / "good.csv"), "--report-dir", str(tmp / "reports")]
 
 
+def _find(tmp, case):
+    if case == "unwritable folder":
+        return ["--output", str(tmp / "a-file" / "found.csv"), "--log-dir", str(tmp / "logs")]
+    return ["--output", str(tmp / "good.csv"), "--log-dir", str(tmp / "logs")]  # exists, and no --force
+
+
 # Every script of the suite; a new script joins this list.
 SCRIPTS = {
     "merge_contacts --sandbox --preview": (merge_contacts.main, _merge_sandbox),
@@ -298,6 +305,7 @@ SCRIPTS = {
     "merge_contacts --preview": (merge_contacts.main, _merge_preview_savepoint),
     "create_test_sample": (create_test_sample.main, _sample),
     "verify_backups": (verify_backups.main, _verify),
+    "find_duplicates": (find_duplicates.main, _find),
 }
 
 
@@ -333,8 +341,9 @@ def test_every_script_refuses_bad_folders_and_input_with_one_line_and_exit_2(
 
 
 def test_env_example_names_exactly_the_scripts_that_read_env():
-    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py")
+    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py",
+                                       "find_duplicates.py")
                      if "load_dotenv(" in open(os.path.join(ROOT, name), encoding="utf-8").read())
-    assert readers == ["merge_contacts.py"]
+    assert readers == ["find_duplicates.py", "merge_contacts.py"]
     header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
-    assert "Only merge_contacts.py reads .env" in header
+    assert "Only merge_contacts.py and find_duplicates.py read .env" in header
