@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 
 import devrev_assumptions as facts
 from contacts_csv import (OPTIONAL_COLUMNS, PRIMARY_PREFIX, REQUIRED_COLUMNS, ContactRow, MergeSet, SkippedGroup,
-                          email_key, group_contacts, row_problem)
+                          email_key, group_contacts, is_valid_rev_user_id, row_problem)
 from reports import csv_cell
 
 log = logging.getLogger("find")
@@ -147,6 +147,8 @@ class ContactIndex:
             return
         self.seq += 1
         don, ref = str(user.get("id") or ""), str(user.get("external_ref") or "").strip()
+        if not is_valid_rev_user_id(don) and is_valid_rev_user_id(str(user.get("display_id") or "")):
+            don = user["display_id"]   # a DON the CSV's pattern does not know: its REVU- id then
         problem = row_problem(don, email, ref)
         key = email_key(email) if problem is None else None
         local, _, domain = (key or email).rpartition("@")
@@ -337,7 +339,7 @@ def summary_lines(findings: Findings, endpoint: str) -> list[str]:
     unusable = sum(c.unusable.values())
     skipped = findings.skipped_by_reason()
     clusters = len({r["REVIEW_GROUP"] for r in findings.review})
-    lines = [f"contacts scanned: {c.scanned} in {c.pages} pages of {endpoint}",
+    lines = [f"contacts scanned: {c.scanned} in {c.pages} page{'s' if c.pages != 1 else ''} of {endpoint}",
              f"contacts without email: {c.without_email}",
              f"contacts already merged away (not grouped): {c.already_merged}",
              f"contacts a CSV cannot hold (listed for review): {unusable}"

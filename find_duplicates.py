@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
 import sys
 
 from dotenv import load_dotenv
@@ -128,7 +129,7 @@ def _write(args, findings: Findings) -> None:
           f"{sum(len(g.rows) for g in findings.skipped)} in skipped groups) and {review_path(args.output)}.")
     if findings.merge_sets:
         sandbox = " --sandbox" if args.sandbox else ""
-        print(f"Next: python3 merge_contacts.py{sandbox} --csv {args.output} --preview")
+        print(f"Next: python3 merge_contacts.py{sandbox} --csv {shlex.quote(args.output)} --preview")
     else:
         print("No merge set found: nothing to merge.")
 

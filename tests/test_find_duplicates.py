@@ -171,6 +171,41 @@ def test_review_file_lists_look_alikes_and_unusable_contacts_never_in_the_csv(ma
     assert not emails & {"not-an-email", "=cmd@evil.example", "sam@globex.example", "plee@initech.example"}
 
 
+def test_domain_spellings_and_odd_ids_group_exactly_as_the_csv_grouping(make_sandbox, make_client, tmp_path):
+    """Whatever the email rule of contacts_csv makes of an IDNA domain and its punycode
+    spelling, the finder makes the same (it calls the same code); a DON the CSV's pattern
+    does not know is written as the contact's REVU- display id."""
+    sandbox = make_sandbox({"workspaces": [{"key": "acme"}], "rev_users": [
+        {"key": "ida", "email": "ida@bücher.example", "workspace": "acme"},
+        {"key": "ida-dup", "email": "ida@xn--bcher-kva.example", "workspace": "acme", "external_ref": "user_ida0"},
+        {"key": "ida-dup2", "email": "IDA@BÜCHER.example", "workspace": "acme", "external_ref": "user_ida1"},
+        {"key": "zoe", "email": "zoe@acme.example", "workspace": "acme"},
+        {"key": "zoe-dup", "email": "zoe@acme.example", "workspace": "acme", "external_ref": "user_zoe0"}]})
+    client = make_client(sandbox)
+    zoe_dup = sandbox.key_id("zoe-dup")
+    real_walk = client.walk_pages
+
+    def odd_ids(*args, **kwargs):   # DevRev answering with a DON of a shape the CSV reader refuses
+        for page in real_walk(*args, **kwargs):
+            yield [dict(u, id=u["id"].replace("devo/", "devo/x_")) if u["id"] == zoe_dup else u for u in page]
+    client.walk_pages = odd_ids
+    found = duplicate_finder.find_duplicates(client, str(tmp_path))
+    want_sets, want_skipped = expected_groups(sandbox)
+    assert set_ids(found.merge_sets) == want_sets
+    assert {g.key: g.reason for g in found.skipped} == want_skipped
+    zoe = [m for m in found.merge_sets if m.email == "zoe@acme.example"][0]
+    assert zoe.duplicates[0].rev_user_id == sandbox.dump()["rev_users"][zoe_dup]["display_id"]
+
+
+def test_a_repeated_page_cursor_stops_the_scan_with_exit_1(make_sandbox, env, tmp_path):
+    sandbox = env(make_sandbox(tricky_seed()))
+    bob = {k: v for k, v in sandbox.dump()["rev_users"][sandbox.key_id("bob")].items() if not k.startswith("_")}
+    sandbox.script("rev-users.list", Scripted(200, {"rev_users": [bob], "next_cursor": "c1"}),
+                   Scripted(200, {"rev_users": [bob], "next_cursor": "c1"}))
+    assert find_duplicates.main(["--output", "found.csv"]) == 1
+    assert leftovers(tmp_path) == []
+
+
 def test_ticket_counts_are_one_paged_count_per_contact_of_a_merge_set(make_sandbox, env):
     dataset = build_dataset(4, seed=3, tickets=(1, 4))
     sandbox = env(make_sandbox(dataset.seed, page_cap=2))
