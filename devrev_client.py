@@ -145,7 +145,8 @@ def check_url_scheme(url: str, what: str) -> None:
         return
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return
-    raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{parts.hostname or ''}")
+    raise ConfigError(f"{what} must use https (plain http only on a loopback host): "
+                      f"{parts.scheme}://{parts.hostname or ''}")
 
 
 def _clean_text(text: Any, limit: int = 300) -> str:
@@ -723,4 +724,4 @@ class DevRevClient:
                                         f"{expected_size}", endpoint="download")
                 self._count("downloads")
                 return DownloadResult(size=size, sha256=digest.hexdigest())
-        raise DownloadError(f"too many redirects fetching the attachment", endpoint="download")
+        raise DownloadError("too many redirects fetching the attachment", endpoint="download")

@@ -6,7 +6,6 @@ folder and a corrupt input: exactly one `error:` line, exit 2, and no call to De
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ import find_duplicates
 import merge_contacts
 import verify_backups
 from cli import ExitCode
-from conftest import TEST_TOKEN
+from helpers import TEST_TOKEN
 from contacts_csv import CsvInputError
 from devrev_client import ConfigError
 from journal import Journal, JournalError
@@ -227,7 +226,7 @@ def test_status_piped_to_head_does_not_raise_broken_pipe(sets, tmp_path):
 def test_sigterm_is_reported_as_sigterm_in_the_log_and_the_report(tmp_path, make_sandbox):
     from devrev_sandbox.dataset import build_dataset
     from devrev_sandbox import Faults
-    from merge_helpers import MergeRun
+    from helpers import MergeRun
     import time
     dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
     sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))

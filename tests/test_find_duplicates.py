@@ -22,7 +22,7 @@ import create_test_sample
 import duplicate_finder
 import find_duplicates
 import merge_contacts
-from conftest import TEST_TOKEN
+from helpers import TEST_TOKEN
 from contacts_csv import ContactRow, group_contacts, read_contacts, row_problem, user_id_key
 from devrev_sandbox import DevRevSandbox, Scripted
 from devrev_sandbox.dataset import build_dataset

@@ -9,7 +9,7 @@ import pytest
 
 from devrev_sandbox import DevRevSandbox
 from devrev_sandbox.dataset import build_contact_tenant
-from test_sandbox import call, ok
+from helpers import call, ok
 
 
 def seed(n: int = 7) -> dict:
