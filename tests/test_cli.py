@@ -18,6 +18,7 @@ import pytest
 import cli
 import create_test_sample
 import devrev_client
+import find_duplicates
 import merge_contacts
 import restore_contacts
 import verify_backups
@@ -308,6 +309,12 @@ def _restore_real(tmp, case):
     return [*common, "--report-dir", str(tmp / "reports"), "--savepoint", str(tmp / "corrupt.sqlite3")]
 
 
+def _find(tmp, case):
+    if case == "unwritable folder":
+        return ["--output", str(tmp / "a-file" / "found.csv"), "--log-dir", str(tmp / "logs")]
+    return ["--output", str(tmp / "good.csv"), "--log-dir", str(tmp / "logs")]  # exists, and no --force
+
+
 # Every script of the suite; a new script joins this list.
 SCRIPTS = {
     "merge_contacts --sandbox --preview": (merge_contacts.main, _merge_sandbox),
@@ -317,6 +324,7 @@ SCRIPTS = {
     "verify_backups": (verify_backups.main, _verify),
     "restore_contacts --sandbox --preview": (restore_contacts.main, _restore_preview),
     "restore_contacts real run": (restore_contacts.main, _restore_real),
+    "find_duplicates": (find_duplicates.main, _find),
 }
 
 
@@ -353,8 +361,9 @@ def test_every_script_refuses_bad_folders_and_input_with_one_line_and_exit_2(
 
 def test_env_example_names_exactly_the_scripts_that_read_env():
     readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py",
-                                       "restore_contacts.py")
+                                       "find_duplicates.py", "restore_contacts.py")
                      if "load_dotenv(" in open(os.path.join(ROOT, name), encoding="utf-8").read())
-    assert readers == ["merge_contacts.py", "restore_contacts.py"]
+    assert readers == ["find_duplicates.py", "merge_contacts.py", "restore_contacts.py"]
     header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
-    assert "Only merge_contacts.py and restore_contacts.py read .env" in header
+    assert "Only merge_contacts.py, find_duplicates.py and restore_contacts.py read .env" in " ".join(
+        header.replace("#", " ").split())
