@@ -18,7 +18,7 @@ import jinja2
 import markupsafe
 
 from fileutil import atomic_write_bytes
-from summary import plural
+from summary import plural, size
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
@@ -73,7 +73,8 @@ def render(report: dict, *, rows: list[dict] | None = None, columns: list[str] |
     page = {"title": title or TITLES.get(kind, kind.replace("_", " ").capitalize()),
             "run_id": report.get("run_id"), "header": _header(report), "totals": _totals(report.get("totals")),
             "columns": shown, "headings": [label(c) for c in shown], "rows": [_row(r, shown) for r in rows],
-            "folders": _folders(rows, columns), "problems": _problems(rows),
+            "folders": _folders(rows, columns), "drift_known": any(c in DRIFT_COLUMNS for c in columns),
+            "problems": _problems(rows),
             "drift": _drift(rows), "chart": _chart(report.get("calls_per_minute") or [], report.get("rate_limit")),
             "api": {k: v for k, v in (report.get("api") or {}).items() if ":" not in k},
             "journal_problems": report.get("journal_problems") or []}
@@ -119,7 +120,7 @@ def _totals(totals: dict | None) -> list[tuple[str, list[tuple[str, Any]]]]:
     """[(block title, [(label, number)])]: the totals so far, then each nested block."""
     if not totals:
         return []
-    flat = [(label(k), v) for k, v in totals.items() if not isinstance(v, dict)]
+    flat = [(label(k), size(v) if k.endswith("_bytes") else v) for k, v in totals.items() if not isinstance(v, dict)]
     blocks = [("so far" if "this_run" in totals else "totals", flat)]
     blocks += [(label(k), [(label(kk), vv) for kk, vv in v.items()]) for k, v in totals.items()
                if isinstance(v, dict)]

@@ -380,9 +380,10 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         missing = len(plan.order) - len(preview["sets"])
         _say(f"Preview interrupted by {stop.reason} before {plural(missing, 'merge set')}: it is incomplete and "
              f"cannot unlock a real run. Nothing was changed in DevRev; run the preview again.", stream=sys.stderr)
-    else:
-        print(screens.format_preview(preview, more_in=csv_path))
-    _say(summary.describe_preview(preview["totals"]), printed=not interrupted)
+        _say(_written("Incomplete preview written:", json_path, csv_path))
+        return exit_code
+    print(screens.format_preview(preview, more_in=csv_path))
+    _say(summary.describe_preview(preview["totals"]), printed=True)
     _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
     return exit_code
 

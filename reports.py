@@ -76,7 +76,7 @@ PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplic
 
 # what the HTML page shows of each row (the CSV keeps every column)
 PREVIEW_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets", "conversations",
-                        "messages", "attachments", "estimated_calls", "new_external_ref", "detail"]
+                        "messages", "attachments", "estimated_calls", "detail"]
 
 
 def preview_rows(preview: dict) -> list[dict]:

@@ -36,13 +36,13 @@ def format_table(headers: list[str], rows: list[list], *, width: int = WIDTH, ri
     cells = [[cell(h) for h in headers]] + [[cell(c) for c in row] for row in rows]
     widths = [min(caps.get(i, width), max(len(r[i]) for r in cells)) for i in range(len(headers))]
     room = width - sum(widths[:-1]) - 2 * (len(widths) - 1)
-    widths[-1] = max(len(headers[-1]), min(widths[-1], room))
+    widths[-1] = max(8, min(widths[-1], room))
     indent = " " * (sum(widths[:-1]) + 2 * (len(widths) - 1))
     lines = []
     for n, row in enumerate(cells):
         parts = [cell(c, w).rjust(w) if i in right else cell(c, w).ljust(w)
                  for i, (c, w) in enumerate(zip(row[:-1], widths))]
-        last = _wrap(row[-1], widths[-1], last_lines)
+        last = _wrap(row[-1], widths[-1], last_lines if n else 1)
         lines.append("  ".join(parts + [last[0]]).rstrip())
         lines += [indent + more for more in last[1:]]
         if n - 1 in notes and n > 0:
@@ -62,8 +62,10 @@ def _wrap(text: str, width: int, most: int) -> list[str]:
 
 
 def wrap_text(text: str, width: int = WIDTH) -> str:
-    """Running text (a summary) wrapped to `width`, keeping its own line breaks."""
-    return "\n".join(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or ""
+    """Running text (a summary) wrapped to `width`, keeping its own line breaks; a line with
+    no space to break at (a long path) is kept whole."""
+    return "\n".join(line if len(line) <= width or " " not in line.strip() else
+                     textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
                      for line in text.splitlines())
 
 
@@ -103,7 +105,7 @@ def format_preview(preview: dict, *, width: int = WIDTH, more_in: str | None = N
     per reason) and its summary, no line wider than `width`. `preview` is the preview report
     with its totals; `more_in` names the file listing every group. A set skipped by a live
     check shows its reason, and its detail on the line below."""
-    headers = ["email", "would", "tickets", "convs", "calls", "duplicates (user refs), or why not"]
+    headers = ["email", "would", "tickets", "convs", "calls", "duplicate refs / why not"]
     rows = [_set_row(record) for record in preview["sets"]]
     notes = {n: record.get("detail") for n, record in enumerate(preview["sets"])
              if record["status"] == "skipped" and record.get("detail")}
