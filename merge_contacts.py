@@ -253,7 +253,7 @@ def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dic
     # a preview made with --only or --max-merges does not show what the other sets would move
     unseen = [m.email for m in plan.todo if m.key not in previews]
     if unseen:
-        raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "
+        raise UsageError(f"the preview {preview_path} does not cover {plural(len(unseen), 'merge set')} of this run "
                          f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
     return previews
 
