@@ -10,7 +10,7 @@ import pytest
 import html_report
 import reports
 from devrev_sandbox.dataset import build_dataset
-from merge_helpers import MergeRun
+from helpers import MergeRun
 
 SVG_NS = "http://www.w3.org/2000/svg"
 SCRIPT = "<script>alert(1)</script>"

@@ -15,11 +15,10 @@ import pytest
 import merge_contacts
 import screens
 import summary
-from conftest import ROOT, TEST_TOKEN
 from devrev_sandbox import Faults
 from devrev_sandbox.dataset import build_dataset
+from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event
 from journal import Journal, step_name
-from merge_helpers import MergeRun, capture_stop_event
 from progress import resume_point
 
 # a log file line: time [run] LEVEL thread logger: message
