@@ -179,6 +179,7 @@ def test_ctrl_c_during_a_preview_says_nothing_of_resuming_and_the_log_still_ends
     assert [os.path.splitext(line.strip())[1] for line in tail[2:5]] == [".html", ".json", ".csv"]
 
 
+@pytest.mark.slow  # a real subprocess stopped by a signal
 def test_sigterm_log_ends_with_the_summary_the_report_paths_and_exit_code_130(tmp_path, make_sandbox):
     dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
     sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
@@ -234,6 +235,7 @@ def test_resume_point_says_where_each_duplicate_stood(tmp_path):
     journal.close()
 
 
+@pytest.mark.slow  # the whole demo rehearsal, preview and merge
 def test_status_after_a_sandbox_rehearsal_points_to_the_sandbox(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert merge_contacts.main(["--sandbox", "--preview"]) == 0
