@@ -33,11 +33,12 @@ from dotenv import load_dotenv
 
 import cli
 import reports
+import screens
 from cli import ExitCode, UsageError
 from contacts_csv import email_key
 from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
 from journal import Journal
-from merge_contacts import SANDBOX_DIR, _client, _reraise_fatal, _run_sets, _target
+from merge_contacts import SANDBOX_DIR, _client, _reraise_fatal, _run_sets, _sandbox_held, _target
 from restore_backups import BackupSet, FailedFolder, load_backup_sets
 from restore_engine import FINISHED, SetRestorer, finished_record, preview_set
 from timeutil import iso_utc, new_run_id
@@ -123,7 +124,9 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
                  "the sandbox" if args.sandbox else "DevRev", len(sets), args.backup_dir, len(finished), len(failed),
                  log_path or "off")
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop):
+        # a --sandbox run holds the emulator's lock, as merge_contacts.py's do
+        with _sandbox_held(argparse.Namespace(sandbox=args.sandbox, sandbox_reset=False)), \
+                _client(args, stop) as client, cli.graceful_stop(stop):
             header = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
                       "target": _target(args, client), "backup_dir": os.path.abspath(args.backup_dir),
                       "options": vars(args), "failed_folders": [f.__dict__ for f in failed]}
@@ -175,7 +178,8 @@ def _preview(args, client, sets: list[BackupSet], finished: dict, header: dict, 
             result = {"email": bset.email, "set_key": bset.key, "fingerprint": bset.fingerprint, "status": "failed",
                       "error": str(result), "duplicates": []}
         if result["status"] == "failed":
-            log.error("%s: %s", bset.email, result.get("error"))
+            with cli.log_subject(bset.email):
+                log.error("%s", result.get("error"))
             code = code.worse(ExitCode.FAILED)
         records[bset.key] = result
     if code == ExitCode.USAGE or stop.is_set():
@@ -186,10 +190,10 @@ def _preview(args, client, sets: list[BackupSet], finished: dict, header: dict, 
                    sets=[records[s.key] for s in sets if s.key in records])
     paths = reports.write_report(args.report_dir, f"restore_preview_{header['run_id']}", preview,
                                  PREVIEW_COLUMNS, preview_rows(preview))
-    print(reports.format_table(["email", "status", "duplicate", "action", "tickets", "conversations", "note"],
+    print(screens.format_table(["email", "status", "duplicate", "action", "tickets", "convs", "note"],
                                [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
-                                 " ".join(r.get("tickets") or []), " ".join(r.get("conversations") or []),
-                                 r["detail"]] for r in preview_rows(preview)]))
+                                 len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
+                                for r in preview_rows(preview)], right=(4, 5), caps={0: 30, 2: 16}))
     print(f"\nPreview written to {paths[0]} and {paths[1]}. Nothing was changed in DevRev.")
     return code
 
@@ -213,8 +217,9 @@ def _restore(args, restorer: SetRestorer, sets: list[BackupSet], finished: dict,
                 log.debug("unexpected error", exc_info=result)
                 result = {"status": "failed", "error": f"unexpected error: {type(result).__name__}: {result}"}
             else:
-                log.info("%s: %s%s", bset.email, result["status"],
-                         f" ({result.get('error')})" if result["status"] == "failed" else "")
+                with cli.log_subject(bset.email):
+                    log.info("%s%s", result["status"], f" ({result.get('error')})" if result["status"] == "failed"
+                             else "")
             if result["status"] == "failed":
                 code = code.worse(ExitCode.FAILED)
             outcomes[bset.key] = result if "set_key" in result else dict(

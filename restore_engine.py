@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from backup import Move, ids_of
+from cli import log_subject
 from devrev_client import ConflictError, DevRevClient, DevRevError, NotFoundError, ResponseError, ServerError, \
     TransportError
 from journal import Journal, step_name
@@ -138,6 +139,12 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
 
 
 def preview_set(client: DevRevClient, bset: BackupSet) -> dict:
+    """_preview_set, every line it logs naming the set's email (cli.log_subject)."""
+    with log_subject(bset.email):
+        return _preview_set(client, bset)
+
+
+def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
     """What a restore of this set would do, read live; changes nothing.
 
     Returns {"email", "set_key", "fingerprint", "primary": {...}, "backups": [folder],
@@ -204,6 +211,11 @@ class SetRestorer:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
     def restore(self, bset: BackupSet) -> dict:
+        """_restore, every line it logs naming the set's email (cli.log_subject)."""
+        with log_subject(bset.email):
+            return self._restore(bset)
+
+    def _restore(self, bset: BackupSet) -> dict:
         """Restore one set; returns its report line: the preview's header plus "status"
         ("restored" or "failed"), "error"?, "resumed", "duration_s" and per duplicate "new_id",
         "new_display_id", "recreated", "primary_ref_back" and the display ids it "moved_back",
@@ -233,7 +245,7 @@ class SetRestorer:
                 raise
             self.journal.set_status(key, bset.email, "failed", error=str(exc))
             out.update(status="failed", error=str(exc))
-            log.error("%s: restore failed: %s", bset.email, exc)
+            log.error("restore failed: %s", exc)
         out["duration_s"] = round(self.clock() - started, 3)
         return out
 
@@ -245,8 +257,8 @@ class SetRestorer:
             outcome = self._give_back(key, dup, move, new["id"], primary_id)
             result.setdefault(outcome, []).append(move.display_id)
         self._verify_back(key, dup, new["id"])
-        log.info("%s: %s restored as %s (%d items given back)", bset.email, dup.display_id,
-                 new.get("display_id"), len(result.get("moved_back", [])))
+        log.info("%s restored as %s (%d items given back)", dup.display_id, new.get("display_id"),
+                 len(result.get("moved_back", [])))
 
     # ------------------------------------------------------------------ the contact
     def _contact_for(self, key: str, dup: DuplicateBackup, primary_id: str, result: dict) -> dict:
