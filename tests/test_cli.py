@@ -156,7 +156,7 @@ def test_check_writable_dir_creates_a_private_folder_or_names_the_option(tmp_pat
     folder = cli.check_writable_dir(str(tmp_path / "new" / "reports"), "--report-dir")
     assert os.path.isdir(folder) and os.listdir(folder) == []
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(cli.UsageError, match=r"^--backup-dir .*a-file/b: a file is in the way where a folder should be"):
+    with pytest.raises(cli.UsageError, match=r"^--backup-dir .*a-file/b: a file is in the way"):
         cli.check_writable_dir(str(tmp_path / "a-file" / "b"), "--backup-dir")
 
 
