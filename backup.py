@@ -30,6 +30,7 @@ from typing import Any, Iterable
 
 import devrev_assumptions as facts
 from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
+from fanout import Fanout, fan_map
 from fileutil import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name
 from timeutil import iso_utc, utc_now
 
@@ -159,24 +160,34 @@ def _referenced_artifacts(obj: dict, entries: Iterable[dict]) -> list[dict]:
     return list(seen.values())
 
 
-def collect(client: DevRevClient, duplicate_id: str) -> Snapshot:
-    """List, live, the tickets and conversations of a duplicate and all they hold."""
+def collect(client: DevRevClient, duplicate_id: str, pool: Fanout | None = None) -> Snapshot:
+    """List, live, the tickets and conversations of a duplicate and all they hold. With a
+    pool, the timelines of different objects are read in parallel (fanout.Fanout)."""
     tickets = list(client.list_tickets(duplicate_id))
     conversations = list(client.list_conversations(duplicate_id))
     entries: dict[str, list[dict]] = {}
     attachments: list[Attachment] = []
-    for obj in tickets + conversations:
-        display_id = display_of(obj)
-        entries[display_id] = list(client.list_timeline_entries(obj["id"]))
-        for art in _referenced_artifacts(obj, entries[display_id]):
-            info = art.get("file") or {}
-            if not info.get("name") or info.get("size") is None:
-                # summaries may be bare {id, display_id}: ask for the artifact itself
-                info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
-            attachments.append(Attachment(display_id, art["id"], artifact_label(art),
-                                          str(info.get("name") or "attachment"), info.get("size"),
-                                          info.get("type")))
+    for display_id, object_entries, object_attachments in fan_map(
+            pool, lambda obj: _collect_object(client, obj), tickets + conversations):
+        entries[display_id] = object_entries
+        attachments += object_attachments
     return Snapshot(tickets, conversations, entries, attachments)
+
+
+def _collect_object(client: DevRevClient, obj: dict) -> tuple[str, list[dict], list[Attachment]]:
+    """One ticket's or conversation's timeline entries and the attachments they reference."""
+    display_id = display_of(obj)
+    entries = list(client.list_timeline_entries(obj["id"]))
+    attachments = []
+    for art in _referenced_artifacts(obj, entries):
+        info = art.get("file") or {}
+        if not info.get("name") or info.get("size") is None:
+            # summaries may be bare {id, display_id}: ask for the artifact itself
+            info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
+        attachments.append(Attachment(display_id, art["id"], artifact_label(art),
+                                      str(info.get("name") or "attachment"), info.get("size"),
+                                      info.get("type")))
+    return display_id, entries, attachments
 
 
 def artifact_label(art: dict) -> str:
@@ -334,11 +345,12 @@ def estimate_size(snapshot: Snapshot, json_overhead: int = 4096) -> int:
 
 
 def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict],
-                 primary: dict, duplicate: dict, run_id: str, snapshot: Snapshot | None = None) -> BackupResult:
+                 primary: dict, duplicate: dict, run_id: str, snapshot: Snapshot | None = None,
+                 pool: Fanout | None = None) -> BackupResult:
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
     Raises BackupError (with the .partial folder removed) on any failure: a download
-    that breaks off, a full disk, a write error.
+    that breaks off, a full disk, a write error. With a pool, attachments download in parallel.
     """
     try:
         make_private_dir(backup_root)
@@ -346,7 +358,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         raise BackupError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
     started = utc_now()
     if snapshot is None:
-        snapshot = collect(client, duplicate["id"])
+        snapshot = collect(client, duplicate["id"], pool)
     try:
         check_free_space(backup_root, estimate_size(snapshot))
         final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
@@ -354,8 +366,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         raise BackupError(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
     writer = _Writer(partial)
     try:
-        for att in snapshot.attachments:
-            writer.download(client, att)
+        fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
         attachment_files = {f["path"]: f for f in writer.files}
         for obj in snapshot.objects:
             writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])

@@ -27,8 +27,10 @@ import cli
 import devrev_assumptions as facts
 import reports
 from cli import ExitCode, UsageError
-from contacts_csv import MergeSet, email_key, group_contacts, read_contacts
+from contacts_csv import MergeSet, email_key
+from contacts_index import ContactsIndex, index_contacts
 from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted
+from fanout import Fanout
 from journal import Journal
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--preview", action="store_true", help="change nothing; report what would move")
     mode.add_argument("--status", action="store_true", help="print progress from the savepoint file and exit")
+    p.add_argument("--full", action="store_true",
+                   help="with --preview: count every message and attachment (reads every timeline entry) "
+                        "instead of estimating them from the first pages")
     p.add_argument("--sandbox", action="store_true",
                    help="run against the local DevRev emulator seeded with examples/ (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
@@ -62,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SANDBOX_DIR}/savepoints.sqlite3)")
     p.add_argument("--rate-limit", type=cli.positive_float, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
-    p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets processed at once (default: 4)")
+    p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
+                   help="API calls made at once: merge sets, or the independent calls of one (default: 4)")
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N", help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
     p.add_argument("--keep-duplicate", action="store_true",
@@ -79,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> None:
     if args.sandbox_reset and not args.sandbox:
         raise UsageError("--sandbox-reset only goes with --sandbox")
+    if args.full and not args.preview:
+        raise UsageError("--full only goes with --preview")
     if not args.csv and not args.sandbox and not args.status:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
 
@@ -122,8 +130,8 @@ def _open_journal(args, savepoint: str, run_id: str) -> Journal | None:
 def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     """Check everything the run needs (input, preview, folders, savepoint), then run it."""
     csv_path = args.csv or DEMO_CSV
-    contacts = read_contacts(csv_path)
-    merge_sets, skipped = _chosen_groups(args, contacts, csv_path)
+    index = _chosen_groups(args, index_contacts(csv_path), csv_path)
+    contacts, merge_sets = index.file, index.merge_sets
     preview_path = _required_preview(args, contacts)
     if args.sandbox_reset and os.path.isdir(SANDBOX_DIR):
         shutil.rmtree(SANDBOX_DIR)
@@ -134,34 +142,32 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
         previews = _previews_covering(preview_path, plan)
         log.info("run %s (%s %s): %d merge sets and %d skipped groups in %s; log %s", run_id,
                  "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
-                 len(merge_sets), len(skipped), csv_path, log_path or "off")
+                 len(merge_sets), index.skipped_total, csv_path, log_path or "off")
         if journal is not None:
             log.info("savepoint %s", os.path.abspath(savepoint))
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop):
+        with _client(args, stop) as client, cli.graceful_stop(stop), contextlib.ExitStack() as stack:
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
                                    keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
-                                   merge_timeout=args.merge_timeout)
-            common = _report_header(args, run_id, client, csv_path, contacts, skipped)
+                                   merge_timeout=args.merge_timeout, preview_full=args.full,
+                                   fanout=stack.enter_context(contextlib.closing(Fanout(args.workers))))
+            common = _report_header(args, run_id, client, csv_path, index)
             if args.preview:
-                return _preview(args, client, plan, options, common, stop)
+                return _preview(args, client, plan, options, common, stop, index)
             merger = SetMerger(client, journal, options, previews)
-            return _merge(args, merger, merge_sets, plan, common, stop, preview_path)
+            return _merge(args, merger, merge_sets, plan, common, stop, preview_path, index)
     finally:
         if journal is not None:
             journal.close()
 
 
-def _chosen_groups(args, contacts, csv_path: str) -> tuple[list[MergeSet], list]:
+def _chosen_groups(args, index: ContactsIndex, csv_path: str) -> ContactsIndex:
     """The CSV's merge sets and skipped groups, narrowed to --only's email."""
-    merge_sets, skipped = group_contacts(contacts.rows)
     if args.only:
-        wanted = email_key(args.only)
-        merge_sets = [m for m in merge_sets if m.key == wanted]
-        skipped = [g for g in skipped if g.key == wanted]
-        if not merge_sets and not skipped:
+        index = index.narrowed(args.only)
+        if not index.merge_sets and not index.skipped_total:
             raise UsageError(f"no contact with email {args.only!r} in {csv_path}")
-    return merge_sets, skipped
+    return index
 
 
 def _required_preview(args, contacts) -> str | None:
@@ -189,14 +195,22 @@ def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dic
     return previews
 
 
-def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) -> dict:
-    """What the preview and the merge report share: the run, the target, the CSV, the skipped groups."""
+def _report_header(args, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
+    """What the preview and the merge report share: the run, the target, the CSV, the skipped
+    groups (counted by reason; the first few of each listed with their rows)."""
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
             "target": _target(args, client),
-            "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
+            "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count},
             "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
+            "skipped_counts": index.skipped_counts,
             "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
-                         "rows": [r.as_dict() for r in g.rows]} for g in skipped]}
+                         "rows": [r.as_dict() for r in g.rows]} for g in index.skipped_examples]}
+
+
+def _write_skipped(args, name: str, common: dict, index: ContactsIndex) -> None:
+    """Every row of the skipped groups to `<name>_skipped.csv`, streamed from the CSV."""
+    if index.skipped_total:
+        common["skipped_file"] = reports.write_skipped_rows(args.report_dir, name, index.skipped_rows())
 
 
 def _target(args, client=None) -> str:
@@ -272,7 +286,8 @@ def _reraise_fatal(result, stop: cli.StopSignal) -> None:
         raise result
 
 
-def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal) -> int:
+def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal,
+             index: ContactsIndex) -> int:
     """Preview the plan's sets (read only) and write the preview report; returns the exit code."""
     records = {key: finished_preview(ms, plan.finished[key]) for ms in plan.order
                for key in [ms.key] if key in plan.finished}
@@ -302,6 +317,7 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         log.error("preview %s; no preview report written", f"interrupted by {stop.reason}"
                   if exit_code == ExitCode.INTERRUPTED else "stopped")
         return exit_code
+    _write_skipped(args, f"preview_{common['run_id']}", common, index)
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    sets=[records[m.key] for m in plan.order if m.key in records])
     json_path, csv_path = reports.write_preview(args.report_dir, f"preview_{common['run_id']}", preview)
@@ -366,7 +382,7 @@ class _MergeTally:
 
 
 def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, common: dict,
-           stop: cli.StopSignal, preview_path: str | None) -> int:
+           stop: cli.StopSignal, preview_path: str | None, index: ContactsIndex) -> int:
     """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
     started = time.monotonic()
     tally = _MergeTally(stop)
@@ -383,6 +399,7 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     interrupted = exit_code == ExitCode.INTERRUPTED
     sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run")
             for ms in merge_sets]
+    _write_skipped(args, f"merge_report_{common['run_id']}", common, index)
     report = dict(common, kind="merge_report", finished_at=iso_utc(), preview=preview_path, sets=sets,
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=exit_code,

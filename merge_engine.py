@@ -24,6 +24,8 @@ from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
+from fanout import Fanout, fan_map, slot_of
+from preview_estimate import sampled_duplicate
 
 log = logging.getLogger("merge")
 
@@ -53,6 +55,8 @@ class MergeOptions:
     keep_duplicate: bool = False
     allow_cross_org: bool = False
     merge_timeout: float = 120.0
+    preview_full: bool = False     # --preview --full: read every timeline entry, not a sample
+    fanout: Fanout | None = None   # --workers slots, shared by sets and the parallel calls inside one
     poll_start: float = 0.2
     poll_cap: float = 4.0
     max_rounds: int = 3
@@ -176,6 +180,11 @@ def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
     """What a real run would do to this set, read live; changes nothing."""
+    with slot_of(options.fanout):
+        return _preview_set(client, ms, options)
+
+
+def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
     record = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
               "csv_rows": [r.as_dict() for r in ms.rows]}
     try:
@@ -190,18 +199,23 @@ def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> di
     calls = set_overhead_calls(len(duplicates), merge=merging)
     size = 0
     for dup in duplicates:
-        snap = collect(client, dup["id"])
+        ident = {"id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
+                 "modified_date": dup.get("modified_date")}
+        if not options.preview_full:
+            fields, dup_calls, dup_size = sampled_duplicate(client, dup["id"], merge=merging, pool=options.fanout)
+            calls, size = calls + dup_calls, size + dup_size
+            record["duplicates"].append({**ident, **fields})
+            continue
+        snap = collect(client, dup["id"], options.fanout)
         calls += estimate_calls(snap, client.page_limit, merge=merging)
         size += estimate_size(snap)
         record["duplicates"].append({
-            "id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
-            "modified_date": dup.get("modified_date"),
-            "tickets": [display_of(t) for t in snap.tickets],
+            **ident, "tickets": [display_of(t) for t in snap.tickets],
             "ticket_ids": [t["id"] for t in snap.tickets],
             "conversations": [display_of(c) for c in snap.conversations],
             "conversation_ids": [c["id"] for c in snap.conversations],
             "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
-            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes})
+            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False})
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
@@ -251,6 +265,11 @@ class SetMerger:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
     def merge(self, ms: MergeSet) -> dict:
+        """Merge (or resume) one set; returns its report line. Holds one --workers slot."""
+        with slot_of(self.options.fanout):
+            return self._merge_set(ms)
+
+    def _merge_set(self, ms: MergeSet) -> dict:
         key = set_key(ms)
         started = self.clock()
         record = self.journal.set_record(key)
@@ -391,12 +410,12 @@ class SetMerger:
             for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
                 log.info("%s: removed the interrupted backup %s", ms.email, name)
         self.journal.intent(key, step, {"round": round_no})
-        snapshot = collect(self.client, dup["id"])
+        snapshot = collect(self.client, dup["id"], self.options.fanout)
         # Both contacts as the live checks read them: the tool never writes the duplicate,
         # and the primary's external_ref changes only after every duplicate is retired.
         result = write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
                               primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
-                              snapshot=snapshot)
+                              snapshot=snapshot, pool=self.options.fanout)
         check = verify_backup(result.folder)
         if not check.ok:
             raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
@@ -435,7 +454,7 @@ class SetMerger:
                 continue
             listed_at = self.clock()
             fresh = {obj["id"]: obj for obj in listing(dup["id"])}
-            for item in pending:
+            def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps) -> None:
                 with self._item_lock(item.id):
                     current = fresh.get(item.id)
                     if self._written_at.get(item.id, float("-inf")) >= listed_at:
@@ -443,6 +462,9 @@ class SetMerger:
                         if current is not None and dup["id"] not in ids_of(current.get(item.field_name)):
                             current = None
                     self._move(key, steps[item.id], item, dup["id"], primary_id, current, read, write)
+
+            # the items are independent (each journaled and locked on its own): in parallel
+            fan_map(self.options.fanout, move_one, pending)
 
     @staticmethod
     def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:

@@ -11,7 +11,7 @@ import io
 import json
 import os
 
-from fileutil import atomic_write_bytes, atomic_write_json, make_private_dir
+from fileutil import atomic_write_bytes, atomic_write_json, durable_file, make_private_dir
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
@@ -56,6 +56,47 @@ def write_report(report_dir: str, name: str, data: dict, columns: list[str], row
     return json_path, csv_path
 
 
+# --------------------------------------------------------------------------- skipped groups
+SKIPPED_COLUMNS = ["email", "reason", "line", "REV_USER_ID", "EMAIL", "EXTERNAL_REF", "DISPLAY_NAME", "FULL_NAME",
+                   "TICKET_COUNT", "CREATED_AT", "UPDATED_AT"]
+
+
+def write_skipped_rows(report_dir: str, name: str, rows) -> str:
+    """Stream every row of the CSV's skipped groups to `<name>_skipped.csv` (one line per
+    contact, its group's reason code first), in flat memory however many there are.
+    rows: iterable of (reason code, contacts_csv.ContactRow). Returns the path."""
+    make_private_dir(report_dir)
+    path = os.path.join(report_dir, f"{name}_skipped.csv")
+    with durable_file(path) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow(SKIPPED_COLUMNS)
+        for reason, row in rows:
+            cells = row.as_dict()
+            writer.writerow([csv_cell(row.email_key), reason] + [csv_cell(cells[c]) for c in SKIPPED_COLUMNS[2:]])
+        text.flush()
+        text.detach()
+    return path
+
+
+def skipped_group_count(report: dict) -> int:
+    """How many CSV groups were skipped: all of them (`skipped_counts`), not only the few listed."""
+    counts = report.get("skipped_counts")
+    return sum(counts.values()) if isinstance(counts, dict) else len(report["skipped"])
+
+
+def skipped_note(report: dict) -> str:
+    """One line: the CSV's skipped groups by reason and where all their rows are."""
+    counts = {k: v for k, v in (report.get("skipped_counts") or {}).items() if v}
+    if not counts:
+        return ""
+    listed = len(report["skipped"])
+    by_reason = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+    where = f"; every row in {report['skipped_file']}" if report.get("skipped_file") else ""
+    shown = f" ({listed} listed above)" if listed < sum(counts.values()) else ""
+    return f"CSV groups skipped: {by_reason}{shown}{where}"
+
+
 # --------------------------------------------------------------------------- preview
 PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "tickets", "conversations", "messages",
                    "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
@@ -93,7 +134,7 @@ def preview_totals(preview: dict) -> dict:
     sets = preview["sets"]
     dups = [d for s in sets for d in s.get("duplicates") or []]
     return {"merge_sets": sum(1 for s in sets if s["status"].startswith("would")),
-            "skipped": len(preview["skipped"]) + sum(1 for s in sets if s["status"] == "skipped"),
+            "skipped": skipped_group_count(preview) + sum(1 for s in sets if s["status"] == "skipped"),
             "failed": sum(1 for s in sets if s["status"] == "failed"),
             "already_done": sum(1 for s in sets if s["status"].startswith("already")),
             "tickets": sum(len(d["tickets"]) for d in dups),
@@ -101,6 +142,7 @@ def preview_totals(preview: dict) -> dict:
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
+            "estimated_contents": any(d.get("estimated") for d in dups),
             "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
 
 
@@ -159,10 +201,14 @@ def format_preview(preview: dict) -> str:
     table = format_table(["email", "would", "primary", "duplicates", "tickets", "convs", "messages", "attachments",
                           "calls", "backup"], rows)
     t = preview["totals"]
+    estimate = ("\nMessages, attachments, calls and backup sizes are estimates from the first timeline page of a "
+                "few tickets and conversations per duplicate; `--preview --full` counts them all."
+                if t.get("estimated_contents") else "")
     return (f"{table}\n\n{t['merge_sets']} merge sets would move {t['tickets']} tickets and "
             f"{t['conversations']} conversations ({t['messages']} messages, {t['attachments']} attachments, "
             f"{_size(t['attachment_bytes'])}); {t['skipped']} groups skipped. About {t['estimated_calls']} API "
-            f"calls and {_size(t['estimated_backup_bytes'])} of backups.")
+            f"calls and {_size(t['estimated_backup_bytes'])} of backups.{estimate}"
+            + (f"\n{note}" if (note := skipped_note(preview)) else ""))
 
 
 # --------------------------------------------------------------------------- merge report
@@ -201,7 +247,7 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
     return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
             "failed": count("failed"), "pending": count("pending") + count("interrupted"),
-            "skipped": count("skipped") + len(report["skipped"]),
+            "skipped": count("skipped") + skipped_group_count(report),
             "tickets_moved": sum(r["tickets_moved"] or 0 for r in rows if r.get("tickets_moved") is not None),
             "conversations_moved": sum(r["conversations_moved"] or 0 for r in rows
                                        if r.get("conversations_moved") is not None)}
