@@ -410,34 +410,34 @@ class SetMerger:
             for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
                 log.info("%s: removed the interrupted backup %s", ms.email, name)
         self.journal.intent(key, step, {"round": round_no})
-        snapshot = collect(self.client, dup["id"], self.options.fanout)
         # Both contacts as the live checks read them: the tool never writes the duplicate,
         # and the primary's external_ref changes only after every duplicate is retired.
+        # Streamed: each timeline goes to disk as it is read (memory flat in the duplicate's size).
         result = write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
                               primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
-                              snapshot=snapshot, pool=self.options.fanout)
+                              pool=self.options.fanout)
+        counts = result.counts
         check = verify_backup(result.folder)
         if not check.ok:
             raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
                              f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
-        data = {"folder": result.folder, "round": round_no, "messages": snapshot.message_count,
-                "attachments": len(snapshot.attachments), "bytes": result.total_bytes}
+        data = {"folder": result.folder, "round": round_no, "messages": counts["messages"],
+                "attachments": counts["attachments"], "bytes": result.total_bytes}
         if round_no == 1:
-            data.update(self._drift(ms, dup, snapshot))
+            data.update(self._drift(ms, dup, set(counts["entries"])))
         self.journal.done(key, step, data)
         log.info("%s: backed up %s: %d tickets, %d conversations, %d messages, %d attachments -> %s", ms.email,
-                 dup["display_id"], len(snapshot.tickets), len(snapshot.conversations), snapshot.message_count,
-                 len(snapshot.attachments), result.folder)
+                 dup["display_id"], counts["tickets"], counts["conversations"], counts["messages"],
+                 counts["attachments"], result.folder)
         return result.folder
 
-    def _drift(self, ms: MergeSet, dup: dict, snapshot: Snapshot) -> dict:
+    def _drift(self, ms: MergeSet, dup: dict, now: set[str]) -> dict:
         """Tickets and conversations that appeared or vanished since the preview."""
         preview = self.previews.get(ms.key)
         seen = next((p for p in (preview or {}).get("duplicates", []) if p.get("id") == dup["id"]), None)
         if seen is None:
             return {}
         before = set(seen.get("tickets", [])) | set(seen.get("conversations", []))
-        now = {display_of(o) for o in snapshot.objects}
         return {"drift_appeared": sorted(now - before), "drift_vanished": sorted(before - now)}
 
     def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
@@ -453,7 +453,8 @@ class SetMerger:
             if not pending:
                 continue
             listed_at = self.clock()
-            fresh = {obj["id"]: obj for obj in listing(dup["id"])}
+            # only the field that moves is kept: a huge duplicate's listing stays small
+            fresh = {obj["id"]: {Move.FIELDS[kind]: obj.get(Move.FIELDS[kind])} for obj in listing(dup["id"])}
             def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps) -> None:
                 with self._item_lock(item.id):
                     current = fresh.get(item.id)

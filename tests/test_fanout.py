@@ -1,6 +1,7 @@
 """fanout.Fanout: --workers slots shared by sets and by the independent calls inside one set."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -101,3 +102,40 @@ def test_one_big_set_moves_in_parallel_and_ends_like_one_worker(tmp_path, monkey
         items = [c["body"]["id"] for c in _updates(sandbox)]
         assert len(items) == len(set(items))      # each item written once
     assert ends["1"] == ends["4"]
+
+
+def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp_path, make_sandbox):
+    import json
+
+    import backup
+    from conftest import TEST_TOKEN
+    from devrev_client import DevRevClient
+
+    dataset = build_dataset(1, seed=12, big_set_tickets=45, conversations=(4, 4), comments=(1, 3),
+                            attachment_rate=0.4, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    client, pool = DevRevClient(TEST_TOKEN, sandbox.base_url, calls_per_minute=1e9), Fanout(4)
+    ms = dataset.merge_sets[0]
+    primary = client.get_rev_user(sandbox.key_id(ms["primary"]))
+    duplicate = client.get_rev_user(sandbox.key_id(ms["duplicates"][0]))
+    try:
+        results = []
+        for name, snapshot, fan in (("memory", backup.collect(client, duplicate["id"]), None),
+                                    ("streamed", None, pool)):
+            results.append(backup.write_backup(client, str(tmp_path / name), email=ms["email"], csv_rows=[],
+                                               primary=primary, duplicate=duplicate, run_id="r", snapshot=snapshot,
+                                               pool=fan))
+    finally:
+        pool.close()
+        client.close()
+    memory, streamed = results
+    assert streamed.snapshot.entries == {} and memory.counts == streamed.counts
+    assert memory.counts["attachments"] > 3 and memory.counts["tickets"] == 45
+    manifests = [json.loads(open(os.path.join(r.folder, backup.MANIFEST), "rb").read()) for r in results]
+    assert [(f["path"], f["sha256"]) for f in manifests[0]["files"] if f["path"] != backup.METADATA] == \
+        [(f["path"], f["sha256"]) for f in manifests[1]["files"] if f["path"] != backup.METADATA]
+    metadata = [backup.load_metadata(r.folder) for r in results]
+    for m in metadata:
+        del m["started_at"], m["finished_at"]
+    assert metadata[0] == metadata[1]
+    assert all(backup.verify_backup(r.folder).ok for r in results)
