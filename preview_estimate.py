@@ -21,8 +21,8 @@ JSON_OVERHEAD = 4096   # as backup.estimate_size counts each file's framing
 
 
 def sample_size(objects: int) -> int:
-    """How many objects get their first timeline page read: 2, and one more per 50."""
-    return min(objects, 2 + objects // 50)
+    """How many objects get their first timeline page read: 1, and one more per 20."""
+    return min(objects, 1 + objects // 20)
 
 
 def _pages(n: float, page_limit: int) -> int:

@@ -63,4 +63,4 @@ def test_calls_from_counts_is_the_engines_estimate(make_sandbox):
 
 
 def test_sample_size_grows_slowly():
-    assert [preview_estimate.sample_size(n) for n in (0, 1, 2, 5, 100, 500, 7000)] == [0, 1, 2, 2, 4, 12, 142]
+    assert [preview_estimate.sample_size(n) for n in (0, 1, 2, 5, 100, 500, 7000)] == [0, 1, 1, 1, 6, 26, 351]
