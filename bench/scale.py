@@ -3,7 +3,7 @@
 One command prints, side by side:
   1. the share of the rate limit R one big duplicate (--objects tickets and conversations)
      reaches with 1, 4 and 8 workers at --latency per call, and its calls against the
-     minimum (merge_engine.minimum_calls);
+     minimum (merge_engine.minimum_calls), and the calls per set of --sets ordinary sets;
   2. peak RSS and time of the merge of a huge duplicate (--big objects) at 1x, 2x and 4x
      a quarter of its size (the tool in a child process, os.wait4; the emulator here);
   3. peak RSS and time to the first API call of a preview of a --rows-row CSV;
@@ -117,11 +117,12 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=float, default=10.0, help="server window in seconds (default 10: R=1200/min)")
     p.add_argument("--latency", type=float, default=0.15)
     p.add_argument("--big", type=int, default=7000, help="objects of the huge duplicate at 4x (default 7000)")
+    p.add_argument("--sets", type=int, default=40, help="ordinary merge sets for the calls-per-set line")
     p.add_argument("--rows", type=int, default=500_000)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
     if args.quick:
-        args.objects, args.big, args.rows, args.repeat = 120, 700, 50_000, 1
+        args.objects, args.big, args.rows, args.repeat, args.sets = 120, 700, 50_000, 1, 10
     argv_text = " ".join(argv if argv is not None else sys.argv[1:])
     print(f"command: python bench/scale.py {argv_text}".rstrip())
     per_minute = args.rate * 60 / args.window
@@ -134,6 +135,14 @@ def main(argv=None) -> int:
     for r in runs:
         print(f"{r['workers']:>7} {r['exit']:>4} {r['calls']:>6} {r['calls'] - minimum:>8} {r['per_minute']:>9.0f} "
               f"{100 * r['per_minute'] / per_minute:>5.0f}% {r['throttled']:>5} {r['wall']:>7.1f}")
+
+    many = throughput.dataset_for(SimpleNamespace(sets=args.sets, seed=1))
+    many_min = throughput.minimum_for(many)
+    r = throughput.run_once(SimpleNamespace(rate=args.rate, window=args.window, latency=args.latency), many, 4,
+                            client_cap=per_minute, pacing=True)
+    print(f"   and {args.sets} ordinary sets (bench/throughput.py's dataset), 4 workers: exit {r['exit']}, "
+          f"{r['calls']} calls, minimum {many_min}: {(r['calls'] - many_min) / args.sets:.2f} over the minimum "
+          f"per set, {100 * r['per_minute'] / per_minute:.0f}% of R, {r['throttled']} 429s")
 
     print("\n2. merge of one huge duplicate, 4 workers, no latency (the tool in a child process)")
     print(f"{'size':>5} {'objects':>7} {'exit':>4} {'calls':>6} {'peak RSS MiB':>12} {'wall s':>7}")
