@@ -145,7 +145,8 @@ def check_url_scheme(url: str, what: str) -> None:
         return
     if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return
-    raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{parts.hostname or ''}")
+    raise ConfigError(f"{what} must use https (plain http only on a loopback host): "
+                      f"{parts.scheme}://{parts.hostname or ''}")
 
 
 def _clean_text(text: Any, limit: int = 300) -> str:
@@ -342,6 +343,7 @@ class DevRevClient:
         # The client-side cap: one call per 60/N seconds, shared by every thread.
         self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / self.calls_per_minute)(lambda: None))
         self.stats: Counter = Counter()
+        self.calls_by_minute: Counter = Counter()  # UTC minute (epoch seconds // 60) -> calls sent
         self._stats_lock = threading.Lock()
 
         self.session = requests.Session()
@@ -391,6 +393,16 @@ class DevRevClient:
         with self._stats_lock:
             self.stats[key] += n
 
+    def calls_per_minute_series(self) -> list[dict]:
+        """Calls sent per UTC minute, from the first to the last, gaps as 0:
+        [{"minute": "2026-01-02T03:04Z", "calls": n}, ...] (for the report's chart)."""
+        with self._stats_lock:
+            counts = dict(self.calls_by_minute)
+        if not counts:
+            return []
+        return [{"minute": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(m * 60)), "calls": counts.get(m, 0)}
+                for m in range(min(counts), max(counts) + 1)]
+
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token and text else text
 
@@ -432,6 +444,8 @@ class DevRevClient:
                 raise
             self._count("calls")
             self._count(f"calls:{endpoint}")
+            with self._stats_lock:
+                self.calls_by_minute[int(time.time() // 60)] += 1
             try:
                 response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
                                              allow_redirects=False)
@@ -568,6 +582,45 @@ class DevRevClient:
                                     endpoint=endpoint)
             seen_cursors.add(cursor)
 
+    def walk_pages(self, endpoint: str, body: dict, items_key: str, *, paged: bool = True) -> Iterator[list[dict]]:
+        """Each page of a listing as DevRev sent it, following next_cursor to the end.
+
+        For walks over a whole tenant: unlike `paginate` it keeps no per-item state, so
+        memory stays flat however many items there are (a caller that must not see an
+        item twice removes repeats itself). paged=False is for `*.scan` operations, which
+        take no `limit` or `mode` (the server sizes the page). The cursor guards are
+        `paginate`'s: a repeated cursor raises ResponseError (after an empty page it ends
+        the walk), and so do MAX_EMPTY_PAGES empty pages in a row.
+        """
+        seen_cursors: set[str] = set()
+        cursor = None
+        empty_pages = 0
+        while True:
+            request = dict(body, limit=self.page_limit) if paged else dict(body)
+            if cursor:
+                request["cursor"] = cursor
+                if paged:
+                    request["mode"] = "after"
+            data = self.call(endpoint, request, retry_transient=True)
+            items = data.get(items_key)
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise ResponseError(f"the answer has no '{items_key}' list of objects", endpoint=endpoint)
+            yield items
+            cursor = data.get("next_cursor")
+            if not cursor:
+                return
+            empty_pages = 0 if items else empty_pages + 1
+            if empty_pages >= self.MAX_EMPTY_PAGES:
+                raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
+                                    f"the listing cannot be trusted", endpoint=endpoint)
+            if cursor in seen_cursors:
+                if not items:
+                    log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
+                    return
+                raise ResponseError("DevRev returned the same page cursor twice; the listing cannot be trusted",
+                                    endpoint=endpoint)
+            seen_cursors.add(cursor)
+
     # ----------------------------------------------------------------- rev users
     def get_rev_user(self, user_id: str) -> dict:
         return self._call_for("rev-users.get", {"id": user_id}, "rev_user")
@@ -684,4 +737,4 @@ class DevRevClient:
                                         f"{expected_size}", endpoint="download")
                 self._count("downloads")
                 return DownloadResult(size=size, sha256=digest.hexdigest())
-        raise DownloadError(f"too many redirects fetching the attachment", endpoint="download")
+        raise DownloadError("too many redirects fetching the attachment", endpoint="download")

@@ -17,6 +17,7 @@ calling thread always works on its own items too, so a set never waits for a slo
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +82,8 @@ class Fanout:
             finally:
                 self._slots.release()
 
-        futures = [self._executor.submit(helper) for _ in range(helpers)]
+        # each helper runs in a copy of the caller's context (the log line's subject, cli.log_subject)
+        futures = [self._executor.submit(contextvars.copy_context().run, helper) for _ in range(helpers)]
         work()
         for future in futures:
             future.result()

@@ -20,12 +20,14 @@ from typing import Callable, Iterator
 import devrev_assumptions as facts
 from backup import (BackupError, Move, Snapshot, collect, display_of, estimate_size, ids_of, load_moves,
                     remove_partials, verify_backup, write_backup)
+from cli import log_subject
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
 from fanout import Fanout, fan_map, slot_of
 from preview_estimate import sampled_duplicate
+from summary import plural
 
 log = logging.getLogger("merge")
 
@@ -97,6 +99,7 @@ def finished_outcome(ms: MergeSet, record: dict) -> dict:
     ctx = record["context"] or {}
     return {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
             "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
+            "finished_earlier": True,
             "note": "already finished in an earlier run", "external_ref_set": ctx.get("external_ref_set"),
             "duration_s": 0.0}
 
@@ -179,8 +182,9 @@ def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
 
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
-    """What a real run would do to this set, read live; changes nothing."""
-    with slot_of(options.fanout):
+    """What a real run would do to this set, read live; changes nothing. Every line logged
+    meanwhile names the set's email. Holds one --workers slot."""
+    with log_subject(ms.email), slot_of(options.fanout):
         return _preview_set(client, ms, options)
 
 
@@ -265,8 +269,9 @@ class SetMerger:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
     def merge(self, ms: MergeSet) -> dict:
-        """Merge (or resume) one set; returns its report line. Holds one --workers slot."""
-        with slot_of(self.options.fanout):
+        """Merge (or resume) one set; returns its report line. Every line logged meanwhile,
+        by any module, names the set's email (cli.log_subject). Holds one --workers slot."""
+        with log_subject(ms.email), slot_of(self.options.fanout):
             return self._merge_set(ms)
 
     def _merge_set(self, ms: MergeSet) -> dict:
@@ -313,7 +318,7 @@ class SetMerger:
                 raise
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.update(status="failed", error=str(exc))
-            log.error("%s: failed: %s", ms.email, exc)
+            log.error("failed: %s", exc)
         finally:
             outcome["duration_s"] = round(self.clock() - started, 3)
             outcome["duplicates"] = [d.__dict__ if isinstance(d, DuplicateOutcome) else d
@@ -371,7 +376,7 @@ class SetMerger:
             leftovers = self._verify(key, dup, round_no)
             if not leftovers:
                 return
-            log.warning("%s: %s appeared under %s meanwhile: backing them up and moving them too", ms.email,
+            log.warning("%s appeared under %s meanwhile: backing them up and moving them too",
                         ", ".join(leftovers), dup["display_id"])
             round_no += 1
         raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
@@ -408,7 +413,7 @@ class SetMerger:
             return folder
         if record:  # a backup was started and interrupted: its .partial folder goes first
             for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
-                log.info("%s: removed the interrupted backup %s", ms.email, name)
+                log.info("removed the interrupted backup %s", name)
         self.journal.intent(key, step, {"round": round_no})
         # Both contacts as the live checks read them: the tool never writes the duplicate,
         # and the primary's external_ref changes only after every duplicate is retired.
@@ -426,9 +431,9 @@ class SetMerger:
         if round_no == 1:
             data.update(self._drift(ms, dup, set(counts["entries"])))
         self.journal.done(key, step, data)
-        log.info("%s: backed up %s: %d tickets, %d conversations, %d messages, %d attachments -> %s", ms.email,
-                 dup["display_id"], counts["tickets"], counts["conversations"], counts["messages"],
-                 counts["attachments"], result.folder)
+        log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(counts["tickets"], "ticket"),
+                 plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
+                 plural(counts["attachments"], "attachment"), result.folder)
         return result.folder
 
     def _drift(self, ms: MergeSet, dup: dict, now: set[str]) -> dict:

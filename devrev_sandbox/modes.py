@@ -38,11 +38,17 @@ class BehaviourModes:
     """The status of rev-users.update giving an external_ref another live contact holds:
     409 (conflict) or 400 (bad_request)."""
 
+    scan_page_size: int = facts.SCAN_PAGE_SIZE
+    """How many contacts one rev-users.scan page holds: the scan request has no `limit`,
+    so the server alone decides (undocumented)."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
         if self.external_ref_conflict_status not in (400, 409):
             raise ValueError("external_ref_conflict_status must be 400 or 409")
+        if self.scan_page_size < 1:
+            raise ValueError("scan_page_size must be 1 or more")
 
     def with_pairs(self, pairs: list[str]) -> "BehaviourModes":
         """These modes with `name=value` pairs applied (command line values: `none` for
@@ -70,5 +76,6 @@ def _boolean(text: str) -> bool:
 
 
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
-            "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int}
+            "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
+            "scan_page_size": int}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -10,7 +10,7 @@ import pytest
 from devrev_sandbox import Faults
 from devrev_sandbox.dataset import build_dataset
 from fanout import Fanout, fan_map
-from merge_helpers import MergeRun, normalized
+from helpers import MergeRun, normalized
 
 
 class Gauge:
@@ -108,7 +108,7 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
     import json
 
     import backup
-    from conftest import TEST_TOKEN
+    from helpers import TEST_TOKEN
     from devrev_client import DevRevClient
 
     dataset = build_dataset(1, seed=12, big_set_tickets=45, conversations=(4, 4), comments=(1, 3),

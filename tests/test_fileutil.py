@@ -71,7 +71,8 @@ def test_write_json_list_writes_exactly_json_bytes_of_the_list():
     import io
 
     from fileutil import json_bytes, write_json_list
-    for items in ([], [{}], [{"b": [1, {"x": "é\n"}], "a": None}], [{"k": i, "v": [i] * 3} for i in range(5)], [1, "s"]):
+    for items in ([], [{}], [{"b": [1, {"x": "é\n"}], "a": None}], [{"k": i, "v": [i] * 3} for i in range(5)],
+                  [1, "s"]):
         out = io.BytesIO()
         size, sha = write_json_list(out, iter(items))
         assert out.getvalue() == json_bytes(items)

@@ -7,9 +7,7 @@ import merge_engine
 import preview_estimate
 from devrev_client import DevRevClient
 from devrev_sandbox.dataset import build_dataset
-from merge_helpers import MergeRun
-
-from conftest import TEST_TOKEN
+from helpers import TEST_TOKEN, MergeRun
 
 
 def _reads(sandbox, endpoint: str) -> int:
