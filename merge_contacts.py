@@ -32,6 +32,7 @@ from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, Ru
 from journal import Journal
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
+from preview_scope import Scope, choose_preview
 from timeutil import iso_utc, new_run_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -124,14 +125,15 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     csv_path = args.csv or DEMO_CSV
     contacts = read_contacts(csv_path)
     merge_sets, skipped = _chosen_groups(args, contacts, csv_path)
-    preview_path = _required_preview(args, contacts)
+    scope = _scope(args, contacts)
+    candidates = _candidate_previews(args, scope)
     if args.sandbox_reset and os.path.isdir(SANDBOX_DIR):
         shutil.rmtree(SANDBOX_DIR)
     _check_folders(args, savepoint)
     journal = _open_journal(args, savepoint, run_id)
     try:
         plan = plan_run(journal, merge_sets, max_merges=args.max_merges, keep_duplicate=args.keep_duplicate)
-        previews = _previews_covering(preview_path, plan)
+        preview_path, previews = _preview_showing(candidates, scope, plan)
         log.info("run %s (%s %s): %d merge sets and %d skipped groups in %s; log %s", run_id,
                  "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
                  len(merge_sets), len(skipped), csv_path, log_path or "off")
@@ -164,35 +166,41 @@ def _chosen_groups(args, contacts, csv_path: str) -> tuple[list[MergeSet], list]
     return merge_sets, skipped
 
 
-def _required_preview(args, contacts) -> str | None:
-    """The complete preview a real run needs (None for a preview or --skip-preview-check)."""
+def _scope(args, contacts) -> Scope:
+    """Every option of this run that changes what it does (a preview records its own)."""
+    return Scope(csv_sha256=contacts.sha256, target=_target(args), keep_duplicate=args.keep_duplicate,
+                 allow_cross_org=args.allow_cross_org, only=email_key(args.only) if args.only else None,
+                 max_merges=args.max_merges)
+
+
+def _candidate_previews(args, scope: Scope) -> list[tuple[str, dict]] | None:
+    """The previews of these CSV bytes against this DevRev, newest first (None when the run
+    needs none: a preview, or --skip-preview-check); UsageError when there is none."""
     if args.preview or args.skip_preview_check:
         return None
-    preview_path = reports.find_preview(args.report_dir, contacts.sha256, _target(args))
-    if preview_path is None:
-        raise UsageError(f"no complete preview of this CSV against {_target(args)} in {args.report_dir}/: run "
+    found = reports.load_previews(args.report_dir, scope.csv_sha256, scope.target)
+    if not any(data.get("complete") is True for _, data in found):
+        raise UsageError(f"no complete preview of this CSV against {scope.target} in {args.report_dir}/: run "
                          f"with --preview first and read it (or pass --skip-preview-check)")
-    return preview_path
+    return found
 
 
-def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dict]:
-    """The preview's sets by email key; UsageError if it misses a set this run would start."""
-    if not preview_path:
-        return {}
-    with open(preview_path, encoding="utf-8") as fh:
-        previews = {email_key(s["email"]): s for s in json.load(fh).get("sets", [])}
-    # a preview made with --only or --max-merges does not show what the other sets would move
-    unseen = [m.email for m in plan.todo if m.key not in previews]
-    if unseen:
-        raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "
-                         f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
-    return previews
+def _preview_showing(candidates: list[tuple[str, dict]] | None, scope: Scope,
+                     plan: RunPlan) -> tuple[str | None, dict[str, dict]]:
+    """The newest preview that shows everything this run would do, and its sets by email
+    key; UsageError naming the difference when none does."""
+    if candidates is None:
+        return None, {}
+    path, preview, difference = choose_preview(candidates, scope, [(m.key, m.email) for m in plan.todo])
+    if path is None:
+        raise UsageError(f"this run would do what no preview showed: {difference}")
+    return path, {email_key(s["email"]): s for s in preview.get("sets", [])}
 
 
 def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) -> dict:
     """What the preview and the merge report share: the run, the target, the CSV, the skipped groups."""
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
-            "target": _target(args, client),
+            "target": _target(args, client), "scope": _scope(args, contacts).to_json(),
             "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
             "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
             "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,

@@ -261,6 +261,12 @@ class SetMerger:
         try:
             ctx = record["context"] if record and record.get("context") else None
             outcome["resumed"] = ctx is not None
+            shown = self.previews.get(ms.key) or {}
+            if ctx is None and shown.get("status") == "skipped":
+                # never merge a set the preview showed as skipped, even if it would pass now
+                outcome.update(status="skipped", reason=shown.get("reason"),
+                               error=f"skipped as in the preview: {shown.get('detail')}")
+                return outcome
             if ctx is None:
                 primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
                 # the duplicate whose reference the primary will take goes last, so that

@@ -110,10 +110,10 @@ def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
     return write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview))
 
 
-def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
-    """The newest complete preview in `report_dir` made from a CSV with these exact bytes,
-    against the same DevRev (a sandbox preview does not unlock a production run)."""
-    best = None
+def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[str, dict]]:
+    """Every preview in `report_dir` made from a CSV with these exact bytes against the same
+    DevRev (a sandbox preview does not unlock a production run), as (path, data), newest first."""
+    found = []
     for path in glob.glob(os.path.join(report_dir, "preview_*.json")):
         try:
             with open(path, encoding="utf-8") as fh:
@@ -121,10 +121,16 @@ def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and (data.get("csv") or {}).get("sha256") == csv_sha256 \
-                and data.get("target") == target and data.get("complete") is True:
-            if best is None or data.get("created_at", "") > best[0]:
-                best = (data.get("created_at", ""), path)
-    return best[1] if best else None
+                and data.get("target") == target:
+            found.append((str(data.get("created_at", "")), path, data))
+    found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+    return [(path, data) for _, path, data in found]
+
+
+def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
+    """The newest complete preview of these CSV bytes against this DevRev (see load_previews)."""
+    return next((path for path, data in load_previews(report_dir, csv_sha256, target)
+                 if data.get("complete") is True), None)
 
 
 def _size(n: int | None) -> str:
