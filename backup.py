@@ -179,6 +179,20 @@ def collect(client: DevRevClient, duplicate_id: str) -> Snapshot:
     return Snapshot(tickets, conversations, entries, attachments)
 
 
+def custom_field_refs(objects: Iterable[dict], contact_id: str) -> list[dict]:
+    """The objects whose custom_fields name the contact, as [{"object": display id, "id":
+    DON, "fields": [field names]}]. The public works.update cannot set custom fields, so
+    the tool lists these references and never moves them ([C] S10: an email
+    integration's members field holds contact ids)."""
+    found = []
+    for obj in objects:
+        names = sorted(name for name, value in (obj.get("custom_fields") or {}).items()
+                       if value == contact_id or (isinstance(value, list) and contact_id in value))
+        if names:
+            found.append({"object": display_of(obj), "id": obj.get("id"), "fields": names})
+    return found
+
+
 def artifact_label(art: dict) -> str:
     """The artifact's display id, or (when a summary lacks it) one made from its DON's
     last segment, so two artifacts never share a file name."""
@@ -374,6 +388,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
                                        "duplicate": duplicate.get("external_ref")},
             "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
                       "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
+            "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
             "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
                              "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
                              "path": a.relpath, "sha256": attachment_files[a.relpath]["sha256"]}

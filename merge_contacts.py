@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from dotenv import load_dotenv
 
+import canary
 import cli
 import devrev_assumptions as facts
 import reports
@@ -32,6 +32,7 @@ from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, Ru
 from journal import Journal
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
+from preflight import run_checks
 from preview_scope import Scope, choose_preview
 from timeutil import iso_utc, new_run_id
 
@@ -51,10 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--preview", action="store_true", help="change nothing; report what would move")
     mode.add_argument("--status", action="store_true", help="print progress from the savepoint file and exit")
+    mode.add_argument("--check", action="store_true",
+                      help="read-only preflight: the token, the announced rate limit and, on the CSV's first set, "
+                           "the list filters the merge relies on; exit 0 or 1")
     p.add_argument("--sandbox", action="store_true",
                    help="run against the local DevRev emulator seeded with examples/ (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
                    help="with --sandbox: start the emulator and its savepoints afresh")
+    p.add_argument("--sandbox-mode", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --sandbox: play an unknown DevRev behaviour another way (repeatable; "
+                        "the names are in devrev_sandbox/modes.py)")
     p.add_argument("--backup-dir", default="backups", help="where backup folders go (default: backups/)")
     p.add_argument("--report-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
@@ -62,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the savepoint journal (default: {DEFAULT_SAVEPOINT}; with --sandbox: "
                         f"{SANDBOX_DIR}/savepoints.sqlite3)")
     p.add_argument("--rate-limit", type=cli.positive_float, metavar="CALLS_PER_MINUTE",
-                   help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
+                   help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT, else the pace "
+                        "DevRev announces in X-Ratelimit-Limit, else 200)")
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets processed at once (default: 4)")
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N", help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge even when the contacts are in different workspaces")
     p.add_argument("--skip-preview-check", action="store_true",
                    help="run without a preview of this CSV in --report-dir (not recommended)")
+    p.add_argument("--no-canary", action="store_true",
+                   help="do not re-read and compare the first merged set's objects before the others start")
     p.add_argument("--merge-timeout", type=cli.positive_float, default=120.0, metavar="SECONDS",
                    help="how long to wait for DevRev to retire a merged duplicate (default: 120)")
     return p
@@ -80,8 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> None:
     if args.sandbox_reset and not args.sandbox:
         raise UsageError("--sandbox-reset only goes with --sandbox")
-    if not args.csv and not args.sandbox and not args.status:
+    if args.sandbox_mode and not args.sandbox:
+        raise UsageError("--sandbox-mode only goes with --sandbox")
+    if not args.csv and not args.sandbox and not args.status and not args.check:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
+    args.sandbox_modes = _sandbox_modes(args.sandbox_mode)
+
+
+def _sandbox_modes(pairs: list[str]):
+    """The emulator's behaviour modes for --sandbox: merges retire at the first read
+    (a quick rehearsal), then the --sandbox-mode pairs (UsageError for a bad one)."""
+    from devrev_sandbox.modes import BehaviourModes
+    try:
+        return BehaviourModes(merge_retire_after_gets=1).with_pairs(pairs)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("--mode", "--sandbox-mode")) from None
 
 
 # --------------------------------------------------------------------------- main
@@ -102,7 +125,44 @@ def _main(argv) -> int:
     run_id = new_run_id()
     secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
+        if args.check:
+            return _run_check(args)
         return _run(args, run_id, savepoint, log_path)
+
+
+def _run_check(args) -> int:
+    """--check: the preflight alone, one line per check on stdout; 0 if all pass, else 1."""
+    merge_set = None
+    if args.csv or args.sandbox:
+        merge_sets, _ = _chosen_groups(args, read_contacts(args.csv or DEMO_CSV), args.csv or DEMO_CSV)
+        merge_set = merge_sets[0] if merge_sets else None
+    stop = cli.StopSignal()
+    with _client(args, stop) as client, cli.graceful_stop(stop):
+        checks = run_checks(client, merge_set)
+    for check in checks:
+        print(check.line())
+    if merge_set is None:
+        print("note   filters: not checked (give --csv to check them on its first merge set)")
+    return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
+
+
+def _preflight(client, merge_set: MergeSet | None) -> int | None:
+    """The preflight at the start of a preview or real run: None when it passes; a
+    rejected token raises (exit 2); any other failure is logged and exits 1."""
+    try:
+        checks = run_checks(client, merge_set)
+    except RunInterrupted:
+        log.error("stopped during the preflight; nothing was started")
+        return ExitCode.INTERRUPTED
+    for check in checks:
+        if not check.ok and isinstance(check.error, AuthError):
+            log.error("%s; stopping the run (no set is started)", check.error)
+            return ExitCode.USAGE
+        (log.info if check.ok else log.error)("preflight %s", check.line())
+    if all(c.ok for c in checks):
+        return None
+    log.error("the preflight failed: nothing was started (run with --check to see it alone)")
+    return ExitCode.FAILED
 
 
 def _check_folders(args, savepoint: str) -> None:
@@ -141,6 +201,10 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
             log.info("savepoint %s", os.path.abspath(savepoint))
         stop = cli.StopSignal()
         with _client(args, stop) as client, cli.graceful_stop(stop):
+            # a run with nothing left to do calls nothing, and needs no preflight
+            failed = _preflight(client, plan.todo[0]) if plan.todo else None
+            if failed is not None:
+                return failed
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
                                    keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
                                    merge_timeout=args.merge_timeout)
@@ -202,7 +266,7 @@ def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) 
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
             "target": _target(args, client), "scope": _scope(args, contacts).to_json(),
             "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
-            "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
+            "options": {k: v for k, v in vars(args).items() if k not in ("status", "sandbox_modes")},
             "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
                          "rows": [r.as_dict() for r in g.rows]} for g in skipped]}
 
@@ -225,7 +289,7 @@ def _client(args, stop: cli.StopSignal):
             from fileutil import make_private_dir
             make_private_dir(SANDBOX_DIR)
             sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json"),
-                                    merge_retire_after_gets=1).start()
+                                    modes=args.sandbox_modes).start()
             log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
             client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
                                   stop_event=stop.event, pool_size=max(16, args.workers * 2))
@@ -367,6 +431,12 @@ class _MergeTally:
             self.code = self.code.worse(ExitCode.FAILED)
         self.stop.set()
 
+    def stop_for_canary(self) -> None:
+        """The canary saw changes the tool did not make: exit 1, no further set starts."""
+        self.stopped_by = self.stopped_by or "canary"
+        self.code = self.code.worse(ExitCode.FAILED)
+        self.stop.set()
+
     def exit_code(self) -> ExitCode:
         if self.stop.is_set() and self.stopped_by is None:
             return self.code.worse(ExitCode.INTERRUPTED)
@@ -382,16 +452,21 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
                            if ms.key in plan.finished})
     if plan.finished:
         log.info("%d merge sets already finished in earlier runs (savepoint)", len(plan.finished))
+    canary_result = None
     try:
-        for ms, result in _run_sets(plan.todo, merger.merge, args.workers, stop, "merge"):
+        rest, canary_result = _first_set_alone(args, merger, plan.todo, tally, stop)
+        for ms, result in _run_sets(rest, merger.merge, args.workers, stop, "merge"):
             tally.add(ms, result)
     finally:
         problems = merger.journal.check()
     exit_code = tally.exit_code()
+    if merger.merge_denied:  # sets left moved_only that were to be merged: a later run must finish them
+        exit_code = exit_code.worse(ExitCode.FAILED)
     interrupted = exit_code == ExitCode.INTERRUPTED
     sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run")
             for ms in merge_sets]
     report = dict(common, kind="merge_report", finished_at=iso_utc(), preview=preview_path, sets=sets,
+                  canary=canary_result,
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=exit_code,
                   api={k: v for k, v in merger.client.stats.items() if ":" not in k},
@@ -405,6 +480,41 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     return exit_code
+
+
+def _first_set_alone(args, merger: SetMerger, todo: list[MergeSet], tally: "_MergeTally",
+                     stop: cli.StopSignal) -> tuple[list[MergeSet], dict | None]:
+    """Run sets one at a time until one is merged (or moved) in this run: a token that
+    may not write stops the run before a second set starts, and, unless --no-canary, the
+    objects that set touched are re-read and compared with its backups (canary.py). Any
+    change the tool did not make stops the run (exit 1). Returns the sets left to run on
+    the workers, and the canary's result (None when none ran)."""
+    todo = list(todo)
+    while todo and not stop.is_set():
+        ms = todo.pop(0)
+        for _, result in _run_sets([ms], merger.merge, 1, stop, "first set"):
+            tally.add(ms, result)
+        outcome = tally.outcomes.get(ms.key) or {}
+        if outcome.get("status") not in ("merged", "moved_only") or not outcome.get("duplicates"):
+            continue
+        if args.no_canary:
+            return todo, None
+        try:
+            result = canary.check_set(merger.client, outcome)
+        except DevRevError as exc:
+            result = {"set": ms.email, "checked": 0, "differences": [], "error": str(exc)}
+            log.error("canary %s: could not re-read: %s; the run stopped before the next set", ms.email, exc)
+            tally.stop_for_canary()
+            return todo, result
+        line = canary.summary(result)
+        if result["differences"]:
+            log.error("%s", line)
+            print(line, file=sys.stderr)
+            tally.stop_for_canary()
+        else:
+            log.info("%s", line)
+        return todo, result
+    return todo, None
 
 
 def _unfinished(ms: MergeSet, status: str, note: str) -> dict:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, Move, Snapshot, collect, display_of, estimate_size, ids_of, load_moves,
-                    remove_partials, verify_backup, write_backup)
+from backup import (BackupError, Move, Snapshot, collect, custom_field_refs, display_of, estimate_size, ids_of,
+                    load_moves, remove_partials, verify_backup, write_backup)
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
-                           ResponseError, ServerError, TransportError)
+                           PermissionDeniedError, ResponseError, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
 
 log = logging.getLogger("merge")
@@ -201,7 +201,8 @@ def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> di
             "conversations": [display_of(c) for c in snap.conversations],
             "conversation_ids": [c["id"] for c in snap.conversations],
             "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
-            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes})
+            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes,
+            "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])]})
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
@@ -227,6 +228,7 @@ class DuplicateOutcome:
     backups_verified: bool = False
     drift_appeared: list[str] = field(default_factory=list)
     drift_vanished: list[str] = field(default_factory=list)
+    custom_field_refs: list[str] = field(default_factory=list)   # objects naming it in custom fields
     retired: bool = False
 
 
@@ -245,6 +247,7 @@ class SetMerger:
         self._locks_guard = threading.Lock()
         self._item_locks: dict[str, threading.Lock] = {}
         self._written_at: dict[str, float] = {}
+        self.merge_denied: str | None = None   # why rev-users.merge is refused (403), once it was
 
     def _item_lock(self, item_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -284,6 +287,10 @@ class SetMerger:
                 self._merge_duplicate(key, ms, ctx, dup, result)
             if self.options.keep_duplicate:
                 status = "moved_only"
+            elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
+                                               for d in ctx["duplicates"]):
+                status = "moved_only"
+                outcome["note"] = self.merge_denied
             else:
                 outcome["external_ref_set"] = self._take_reference(key, ctx)
                 outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
@@ -325,19 +332,37 @@ class SetMerger:
         d = dup["id"]
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
-            if self.options.keep_duplicate:
+            if not (self.options.keep_duplicate or self.merge_denied):
+                try:
+                    self._merge_and_retire(key, dup, ctx["primary"]["id"])
+                except _MergeDenied:
+                    pass
+            if self.options.keep_duplicate or self.merge_denied:
                 self._fill_from_journal(self.journal.steps(key), d, out)
                 out.backups_verified = True
                 return
-            self._merge_and_retire(key, dup, ctx["primary"]["id"])
         if not self.journal.is_done(key, step_name("swept", d)):
             # Anything filed under the duplicate while DevRev processed the merge would be left
             # on a retired contact: one more look, and the same backup-and-move if needed.
-            self._clear(key, ms, ctx, dup)
-            self.journal.done(key, step_name("swept", d))
+            self.journal.done(key, step_name("swept", d), self._sweep(key, ms, ctx, dup))
         self._fill_from_journal(self.journal.steps(key), d, out)
         out.retired = True
         out.backups_verified = True
+
+    def _sweep(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> dict | None:
+        """The look after the merge. A listing filtered by the retired duplicate may be
+        refused (400/404, devrev_assumptions.RETIRED_FILTER_ERRORS): once a fresh read shows
+        the duplicate retired, that means it owns nothing."""
+        try:
+            self._clear(key, ms, ctx, dup)
+            return None
+        except (BadRequestError, NotFoundError) as exc:
+            if exc.status not in facts.RETIRED_FILTER_ERRORS or exc.endpoint not in _OWNER_LISTINGS \
+                    or not is_retired(self._read_duplicate(dup["id"])):
+                raise
+            log.info("%s: DevRev refuses %s filtered by the retired %s (%s): it owns nothing", ms.email,
+                     exc.endpoint, dup["display_id"], exc.status)
+            return {"owns_nothing": f"{exc.endpoint} answered {exc.status} for the retired duplicate"}
 
     def _clear(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
         """Back up and move what the duplicate owns, round after round, until a listing
@@ -375,6 +400,8 @@ class SetMerger:
                     out.backups.append(data["folder"])
                 out.messages += data.get("messages", 0)
                 out.attachments += data.get("attachments", 0)
+                out.custom_field_refs += [r for r in data.get("custom_field_refs", [])
+                                          if r not in out.custom_field_refs]
                 if step.round == 1:
                     out.drift_appeared = data.get("drift_appeared", [])
                     out.drift_vanished = data.get("drift_vanished", [])
@@ -411,6 +438,7 @@ class SetMerger:
                 "attachments": len(snapshot.attachments), "bytes": result.total_bytes}
         if round_no == 1:
             data.update(self._drift(ms, dup, snapshot))
+        data["custom_field_refs"] = [r["object"] for r in custom_field_refs(snapshot.objects, dup["id"])]
         self.journal.done(key, step, data)
         log.info("%s: backed up %s: %d tickets, %d conversations, %d messages, %d attachments -> %s", ms.email,
                  dup["display_id"], len(snapshot.tickets), len(snapshot.conversations), snapshot.message_count,
@@ -563,7 +591,12 @@ class SetMerger:
                 self.journal.done(key, merge_step, {"confirmed_by": "fresh read"})
             else:
                 self.journal.intent(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
-                self._ask_merge(dup, primary_id, asked_before=previous is not None)
+                try:
+                    self._ask_merge(dup, primary_id, asked_before=previous is not None)
+                except PermissionDeniedError as exc:
+                    self.journal.forget(key, merge_step)  # refused outright: nothing was asked
+                    self._deny_merges(exc)
+                    raise _MergeDenied() from None
                 self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
                 log.info("asked DevRev to merge %s into the primary", dup["display_id"])
         if self.journal.is_done(key, retired_step):
@@ -575,6 +608,17 @@ class SetMerger:
                                 f"of rev-users.merge; re-run later to continue")
         self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
         log.info("%s is retired", dup["display_id"])
+
+    def _deny_merges(self, exc: DevRevError) -> None:
+        """The token may not merge: say so once; every set from now on ends moved_only."""
+        with self._locks_guard:
+            first = self.merge_denied is None
+            self.merge_denied = (f"DevRev refused rev-users.merge ({exc.status} {exc.error_type or 'forbidden'}): "
+                                 f"the token lacks the permission to merge contacts ({facts.MERGE_PERMISSION} "
+                                 f"for a scoped token); tickets and conversations are moved, the duplicates "
+                                 f"kept; re-run with a token that may merge to finish")
+        if first:
+            log.error("%s", self.merge_denied)
 
     def _take_reference(self, key: str, ctx: dict) -> str:
         """Give the primary the newest duplicate's `user_...` reference."""
@@ -622,6 +666,11 @@ class SetMerger:
 
 
 _TIME_UP = object()
+_OWNER_LISTINGS = ("works.list", "conversations.list")
+
+
+class _MergeDenied(Exception):
+    """DevRev refused rev-users.merge with 403: the duplicates stay, moved only."""
 
 
 def _ident(user: dict) -> dict:

@@ -59,7 +59,7 @@ def write_report(report_dir: str, name: str, data: dict, columns: list[str], row
 # --------------------------------------------------------------------------- preview
 PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "tickets", "conversations", "messages",
                    "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
-                   "new_external_ref", "ticket_ids", "conversation_ids", "detail"]
+                   "new_external_ref", "ticket_ids", "conversation_ids", "custom_field_refs", "detail"]
 
 
 def preview_rows(preview: dict) -> list[dict]:
@@ -81,7 +81,8 @@ def preview_rows(preview: dict) -> list[dict]:
             "estimated_backup_bytes": record.get("estimated_backup_bytes"),
             "new_external_ref": record.get("new_external_ref"),
             "ticket_ids": [t for d in dups for t in d["tickets"]],
-            "conversation_ids": [c for d in dups for c in d["conversations"]]})
+            "conversation_ids": [c for d in dups for c in d["conversations"]],
+            "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])]})
     for group in preview["skipped"]:
         rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
                      "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]]})
@@ -100,6 +101,7 @@ def preview_totals(preview: dict) -> dict:
             "conversations": sum(len(d["conversations"]) for d in dups),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
+            "custom_field_refs": sum(len(d.get("custom_field_refs", [])) for d in dups),
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
             "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
 
@@ -174,7 +176,8 @@ def format_preview(preview: dict) -> str:
 # --------------------------------------------------------------------------- merge report
 MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "tickets_moved",
                  "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
-                 "drift_vanished", "external_ref_set", "other_duplicate_refs", "resumed", "duration_s"]
+                 "drift_vanished", "custom_field_refs", "external_ref_set", "other_duplicate_refs", "resumed",
+                 "duration_s"]
 
 
 def merge_rows(report: dict) -> list[dict]:
@@ -192,6 +195,7 @@ def merge_rows(report: dict) -> list[dict]:
             "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
             "drift_appeared": [x for d in dups for x in d["drift_appeared"]],
             "drift_vanished": [x for d in dups for x in d["drift_vanished"]],
+            "custom_field_refs": [x for d in dups for x in d.get("custom_field_refs", [])],
             "external_ref_set": outcome.get("external_ref_set"),
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
@@ -210,7 +214,9 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
             "skipped": count("skipped") + len(report["skipped"]),
             "tickets_moved": sum(r["tickets_moved"] or 0 for r in rows if r.get("tickets_moved") is not None),
             "conversations_moved": sum(r["conversations_moved"] or 0 for r in rows
-                                       if r.get("conversations_moved") is not None)}
+                                       if r.get("conversations_moved") is not None),
+            # references in custom fields the tool cannot move (DevRev's merge is expected to)
+            "custom_field_refs": sum(len(r.get("custom_field_refs") or []) for r in rows)}
 
 
 def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:

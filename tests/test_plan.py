@@ -42,6 +42,6 @@ def test_merge_report_totals_and_csv_come_from_one_set_of_rows(tmp_path):
               "skipped": [{"email": "c@x", "reason": "single_contact", "detail": "one contact"}]}
     json_path, csv_path = reports.write_merge_report(str(tmp_path), "merge_report_x", report)
     assert report["totals"] == {"sets": 2, "merged": 1, "moved_only": 0, "failed": 0, "pending": 1, "skipped": 1,
-                                "tickets_moved": 3, "conversations_moved": 2}
+                                "tickets_moved": 3, "conversations_moved": 2, "custom_field_refs": 0}
     lines = open(csv_path, encoding="utf-8").read().splitlines()
     assert lines[0].startswith("email,status") and len(lines) == 4
