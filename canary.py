@@ -1,7 +1,8 @@
 """The canary: after the first set of a real run is merged, every object it touched is
 read again and compared with its backup, before any other set starts.
 
-The tool writes one field per object (a ticket's reported_by, a conversation's members).
+The tool writes one field per object (a ticket's reported_by, a conversation's members,
+the primary's external_ref).
 If DevRev changed anything else when the tool wrote, or when it merged the contacts (a
 workflow, an automation, a merge that does more than the 2023 internal spec says), the
 first set shows it, and the run stops while only one set is affected. Expected changes
@@ -18,7 +19,7 @@ from backup import CONVERSATIONS, TICKETS, display_of, load_metadata
 from devrev_client import DevRevClient, NotFoundError
 
 STAMPS = facts.MODIFICATION_STAMPS
-WRITTEN = {"ticket": "reported_by", "conversation": "members"}
+WRITTEN = {"ticket": "reported_by", "conversation": "members", "contact": "external_ref"}
 _USER_TYPES = {"rev_user", "dev_user", "sys_user", "service_account"}
 
 
@@ -48,13 +49,14 @@ def differences(kind: str, before: dict, after: dict, renames: dict[str, str]) -
 
 
 def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, str]]:
-    """Each object the backups hold, first copy wins: [(kind, object)], and the renames
-    (every duplicate's id -> the primary's id)."""
+    """Each object the backups hold, first copy wins: [(kind, object)] (the primary's
+    record as kind "contact"), and the renames (every duplicate's id -> the primary's id)."""
     seen: dict[str, tuple[str, dict]] = {}
     renames: dict[str, str] = {}
     for folder in folders:
         meta = load_metadata(folder)
         renames[meta["duplicate"]["id"]] = meta["primary"]["id"]
+        seen.setdefault(meta["primary"]["id"], ("contact", meta["primary"]))
         for kind, name in (("ticket", TICKETS), ("conversation", CONVERSATIONS)):
             with open(os.path.join(folder, name), encoding="utf-8") as fh:
                 for obj in json.load(fh):
@@ -63,14 +65,16 @@ def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, st
 
 
 def check_set(client: DevRevClient, outcome: dict) -> dict:
-    """Re-read every ticket and conversation the set's backups hold and compare. Returns
+    """Re-read every ticket and conversation the set's backups hold, and the primary, and
+    compare each with its backed-up copy. Returns
     {"set", "checked", "differences": [{"object", "field", "before", "after"}]}; an object
     DevRev no longer serves is a difference too. Raises DevRevError if a read fails."""
     folders = [b for d in outcome.get("duplicates") or [] for b in d.get("backups") or []]
     objects, renames = _backed_up(folders)
     found = []
     for kind, before in objects:
-        read = client.get_work if kind == "ticket" else client.get_conversation
+        read = {"ticket": client.get_work, "conversation": client.get_conversation,
+                "contact": client.get_rev_user}[kind]
         try:
             after = read(before["id"])
         except NotFoundError:

@@ -142,7 +142,8 @@ def _run_check(args) -> int:
     for check in checks:
         print(check.line())
     if merge_set is None:
-        print("note   filters: not checked (give --csv to check them on its first merge set)")
+        print("note   filters: not checked (" + ("the CSV holds no merge set)" if args.csv or args.sandbox
+                                                 else "give --csv to check them on its first merge set)"))
     return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
 
 

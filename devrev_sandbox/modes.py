@@ -82,7 +82,10 @@ class BehaviourModes:
                 changes[name] = _PARSERS[name](text.strip())
             except ValueError:
                 raise ValueError(f"--mode {pair!r}: not a valid value for {name}") from None
-        return replace(self, **changes)
+        try:
+            return replace(self, **changes)
+        except ValueError as exc:
+            raise ValueError(f"--mode {' '.join(pairs)}: {exc}") from None
 
 
 def _optional(parse):

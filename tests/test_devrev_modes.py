@@ -13,6 +13,7 @@ from merge_helpers import MergeRun, expected_after_merge, normalized
 
 import devrev_assumptions as facts
 import devrev_client
+import merge_contacts
 from devrev_sandbox import BehaviourModes
 from devrev_sandbox.dataset import build_dataset
 
@@ -31,6 +32,12 @@ def _with_custom_fields(dataset, count: int = 6):
         if dups and tagged < count:
             ticket["custom_fields"] = {CUSTOM_FIELD: [dups[0], owner[dups[0]]]}
             tagged += 1
+    # and one ticket naming a duplicate only there: no public filter finds it, the tool never
+    # lists it; only DevRev's own merge (in the mode that moves references) can change it
+    dup = next(iter(owner))
+    data.seed["tickets"].append({"key": "unlisted-t", "title": "names the copy only in a custom field",
+                                 "reported_by": [owner[dup]], "owned_by": ["agent1"],
+                                 "custom_fields": {CUSTOM_FIELD: [dup]}})
     return data
 
 
@@ -197,3 +204,28 @@ def test_the_pace_follows_the_rate_limit_devrev_announces(tmp_path, monkeypatch,
     assert paces[-1] == 12_000   # 60,000 per 300 s spread evenly
     assert not [e for e in sandbox.api_calls() if e.get("status") == 429]
     assert all(e["status"] == 200 for e in sandbox.api_calls() if e["endpoint"] == "dev-users.self")
+
+
+def test_sandbox_mode_option_rehearses_a_mode_and_refuses_a_bad_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert merge_contacts.main(["--sandbox", "--check", "--sandbox-mode", "list_paging=offset",
+                                "--sandbox-mode", "retired_filter_answer=400"]) == 0
+    assert "FAILED" not in capsys.readouterr().out
+    assert merge_contacts.main(["--sandbox", "--preview", "--sandbox-mode", "merge_outcome=gone"]) == 2
+    err = capsys.readouterr().err
+    assert "--sandbox-mode" in err and "merge_outcome" in err and len(err.strip().splitlines()) == 1
+    assert merge_contacts.main(["--csv", "x.csv", "--sandbox-mode", "list_paging=offset"]) == 2
+
+
+def test_a_rate_given_is_kept_and_none_given_follows_the_announced_limit(make_sandbox, make_client):
+    sandbox = make_sandbox(DEMO.seed, rate_limit=1000)
+    given = make_client(sandbox, calls_per_minute=50)
+    given.get_self()
+    assert given.calls_per_minute == 50 and given.pacer.announced_limit == 1000
+    announced = devrev_client.DevRevClient(sandbox.token, sandbox.base_url)
+    try:
+        assert announced.calls_per_minute == facts.DEFAULT_CALLS_PER_MINUTE
+        announced.get_self()
+        assert announced.calls_per_minute == 1000 * 60 / facts.RATE_LIMIT_WINDOW_SECONDS
+    finally:
+        announced.close()
