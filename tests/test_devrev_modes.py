@@ -174,6 +174,7 @@ def test_a_token_that_may_not_merge_ends_moved_only_then_a_better_one_finishes(t
     assert statuses == {"moved_only", "skipped"}   # skipped: the demo's groups live DevRev disagrees with
     merges = [e for e in sandbox.write_attempts() if e["endpoint"] == "rev-users.merge"]
     assert len(merges) == 1   # asked once; the other sets are moved and kept without asking
+    assert run.latest_report()["journal_problems"] == []
     sandbox.token_permissions = "all"
     assert run.run() == 0
     assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, DEMO,
