@@ -60,11 +60,17 @@ class BehaviourModes:
     """The status of rev-users.update giving an external_ref another live contact holds:
     409 (conflict) or 400 (bad_request)."""
 
+    scan_page_size: int = facts.SCAN_PAGE_SIZE
+    """How many contacts one rev-users.scan page holds: the scan request has no `limit`,
+    so the server alone decides (undocumented)."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
         if self.external_ref_conflict_status not in (400, 409):
             raise ValueError("external_ref_conflict_status must be 400 or 409")
+        if self.scan_page_size < 1:
+            raise ValueError("scan_page_size must be 1 or more")
         for name, allowed in (("retired_filter_answer", RETIRED_FILTER_ANSWERS),
                               ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS)):
             if getattr(self, name) not in allowed:
@@ -101,5 +107,5 @@ def _boolean(text: str) -> bool:
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
             "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
             "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
-            "locate_expires_at": _boolean}
+            "locate_expires_at": _boolean, "scan_page_size": int}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from merge_helpers import MergeRun, expected_after_merge, normalized
+from helpers import MergeRun, expected_after_merge, normalized
 
 import devrev_assumptions as facts
 import devrev_client

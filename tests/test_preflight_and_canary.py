@@ -2,7 +2,7 @@
 real run) and the canary (the first set's objects re-read and compared with its backup)."""
 from __future__ import annotations
 
-from merge_helpers import MergeRun
+from helpers import MergeRun
 
 import canary
 import merge_contacts

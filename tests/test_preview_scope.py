@@ -3,7 +3,7 @@ the difference); narrower runs and batches of --max-merges work."""
 from __future__ import annotations
 
 import pytest
-from merge_helpers import MergeRun
+from helpers import MergeRun
 
 from devrev_sandbox.dataset import build_dataset
 from preview_scope import Scope, choose_preview, scope_difference
