@@ -195,14 +195,14 @@ def test_a_403_on_the_first_write_stops_the_run_before_any_other_set(tmp_path, m
 
 
 def test_the_pace_follows_the_rate_limit_devrev_announces(tmp_path, monkeypatch, make_sandbox):
-    sandbox = make_sandbox(DEMO.seed, merge_retire_after_gets=1, rate_limit=60_000)   # per 5 minutes
+    sandbox = make_sandbox(DEMO.seed, merge_retire_after_gets=1, rate_limit=150_000)   # per 5 minutes
     run = MergeRun(tmp_path, sandbox, DEMO, monkeypatch)
     monkeypatch.delenv("DEVREV_RATE_LIMIT")
     paces = []
     real = devrev_client.DevRevClient._set_pace
     monkeypatch.setattr(devrev_client.DevRevClient, "_set_pace", lambda self, n: (paces.append(n), real(self, n)))
     assert run.preview() == 0 and run.run() == 0
-    assert paces[-1] == 12_000   # 60,000 per 300 s spread evenly
+    assert paces[-1] == 30_000   # 150,000 per 300 s spread evenly
     assert not [e for e in sandbox.api_calls() if e.get("status") == 429]
     assert all(e["status"] == 200 for e in sandbox.api_calls() if e["endpoint"] == "dev-users.self")
 
