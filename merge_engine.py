@@ -332,12 +332,8 @@ class SetMerger:
         d = dup["id"]
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
-            if not (self.options.keep_duplicate or self.merge_denied):
-                try:
-                    self._merge_and_retire(key, dup, ctx["primary"]["id"])
-                except _MergeDenied:
-                    pass
-            if self.options.keep_duplicate or self.merge_denied:
+            retire = not (self.options.keep_duplicate or self.merge_denied)
+            if not (retire and self._merge_and_retire(key, dup, ctx["primary"]["id"])):
                 self._fill_from_journal(self.journal.steps(key), d, out)
                 out.backups_verified = True
                 return
@@ -583,7 +579,9 @@ class SetMerger:
                 if is_retired(self._read_duplicate(dup["id"])):
                     return
 
-    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> None:
+    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> bool:
+        """rev-users.merge and the poll until the duplicate is retired: True; False when
+        DevRev refuses the merge with 403 (the token may not merge: nothing was done)."""
         merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
         if not self.journal.is_done(key, merge_step):
             previous = self.journal.step(key, merge_step)
@@ -594,13 +592,13 @@ class SetMerger:
                 try:
                     self._ask_merge(dup, primary_id, asked_before=previous is not None)
                 except PermissionDeniedError as exc:
-                    self.journal.forget(key, merge_step)  # refused outright: nothing was asked
+                    self.journal.forget(key, merge_step)  # refused outright: nothing was done
                     self._deny_merges(exc)
-                    raise _MergeDenied() from None
+                    return False
                 self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
                 log.info("asked DevRev to merge %s into the primary", dup["display_id"])
         if self.journal.is_done(key, retired_step):
-            return
+            return True
         waits = self._poll_waits()
         while not is_retired(user := self._read_duplicate(dup["id"])):
             if next(waits, _TIME_UP) is _TIME_UP:
@@ -608,6 +606,7 @@ class SetMerger:
                                 f"of rev-users.merge; re-run later to continue")
         self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
         log.info("%s is retired", dup["display_id"])
+        return True
 
     def _deny_merges(self, exc: DevRevError) -> None:
         """The token may not merge: say so once; every set from now on ends moved_only."""
@@ -667,10 +666,6 @@ class SetMerger:
 
 _TIME_UP = object()
 _OWNER_LISTINGS = ("works.list", "conversations.list")
-
-
-class _MergeDenied(Exception):
-    """DevRev refused rev-users.merge with 403: the duplicates stay, moved only."""
 
 
 def _ident(user: dict) -> dict:
