@@ -150,8 +150,8 @@ def _run_check(args) -> int:
 
 
 def _preflight(client, merge_set: MergeSet | None) -> int | None:
-    """The preflight at the start of a preview or real run: None when it passes; a
-    rejected token raises (exit 2); any other failure is logged and exits 1."""
+    """The preflight at the start of a preview or real run: None when it passes, else the
+    exit code (2 for a rejected token, 130 if stopped, 1 for any other failed check)."""
     try:
         checks = run_checks(client, merge_set)
     except RunInterrupted:
