@@ -35,8 +35,8 @@ from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, Ru
 from journal import Journal
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
-from preflight import run_checks
-from preview_scope import Scope, choose_preview
+import preflight
+from preview_scope import Scope, candidate_previews, preview_showing
 from progress import resume_point
 from summary import plural
 from timeutil import iso_utc, new_run_id
@@ -172,32 +172,13 @@ def _run_check(args) -> int:
         merge_set = merge_sets[0] if merge_sets else None
     stop = cli.StopSignal()
     with _client(args, stop) as client, cli.graceful_stop(stop):
-        checks = run_checks(client, merge_set)
+        checks = preflight.run_checks(client, merge_set)
     for check in checks:
         print(check.line())
     if merge_set is None:
         print("note   filters: not checked (" + ("the CSV holds no merge set)" if args.csv or args.sandbox
                                                  else "give --csv to check them on its first merge set)"))
     return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
-
-
-def _preflight(client, merge_set: MergeSet | None) -> int | None:
-    """The preflight at the start of a preview or real run: None when it passes, else the
-    exit code (2 for a rejected token, 130 if stopped, 1 for any other failed check)."""
-    try:
-        checks = run_checks(client, merge_set)
-    except RunInterrupted:
-        log.error("stopped during the preflight; nothing was started")
-        return ExitCode.INTERRUPTED
-    for check in checks:
-        if not check.ok and isinstance(check.error, AuthError):
-            log.error("%s; stopping the run (no set is started)", check.error)
-            return ExitCode.USAGE
-        (log.info if check.ok else log.error)("preflight %s", check.line())
-    if all(c.ok for c in checks):
-        return None
-    log.error("the preflight failed: nothing was started (run with --check to see it alone)")
-    return ExitCode.FAILED
 
 
 def _check_folders(args, savepoint: str) -> None:
@@ -221,7 +202,8 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     contacts = read_contacts(csv_path)
     merge_sets, skipped = _chosen_groups(args, contacts, csv_path)
     scope = _scope(args, contacts)
-    candidates = _candidate_previews(args, scope)
+    candidates = None if args.preview or args.skip_preview_check else \
+        candidate_previews(args.report_dir, scope)
     with _sandbox_held(args):
         return _run_checked(args, run_id, savepoint, log_path, csv_path, contacts, merge_sets, skipped,
                             scope, candidates)
@@ -267,7 +249,7 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
     journal = _open_journal(args, savepoint, run_id)
     try:
         plan = plan_run(journal, merge_sets, max_merges=args.max_merges, keep_duplicate=args.keep_duplicate)
-        preview_path, previews = _preview_showing(candidates, scope, plan)
+        preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo])
         log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
                  "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
                  plural(len(merge_sets), "merge set"), summary.groups_clause(len(skipped)), csv_path, log_path or "off")
@@ -276,7 +258,7 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
         stop = cli.StopSignal()
         with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])):
             # a run with nothing left to do calls nothing, and needs no preflight
-            failed = _preflight(client, plan.todo[0]) if plan.todo else None
+            failed = preflight.at_start(client, plan.todo[0]) if plan.todo else None
             if failed is not None:
                 return failed
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
@@ -309,30 +291,6 @@ def _scope(args, contacts) -> Scope:
     return Scope(csv_sha256=contacts.sha256, target=_target(args), keep_duplicate=args.keep_duplicate,
                  allow_cross_org=args.allow_cross_org, only=email_key(args.only) if args.only else None,
                  max_merges=args.max_merges)
-
-
-def _candidate_previews(args, scope: Scope) -> list[tuple[str, dict]] | None:
-    """The previews of these CSV bytes against this DevRev, newest first (None when the run
-    needs none: a preview, or --skip-preview-check); UsageError when there is none."""
-    if args.preview or args.skip_preview_check:
-        return None
-    found = reports.load_previews(args.report_dir, scope.csv_sha256, scope.target)
-    if not any(data.get("complete") is True for _, data in found):
-        raise UsageError(f"no complete preview of this CSV against {scope.target} in {args.report_dir}/: run "
-                         f"with --preview first and read it (or pass --skip-preview-check)")
-    return found
-
-
-def _preview_showing(candidates: list[tuple[str, dict]] | None, scope: Scope,
-                     plan: RunPlan) -> tuple[str | None, dict[str, dict]]:
-    """The newest preview that shows everything this run would do, and its sets by email
-    key; UsageError naming the difference when none does."""
-    if candidates is None:
-        return None, {}
-    path, preview, difference = choose_preview(candidates, scope, [(m.key, m.email) for m in plan.todo])
-    if path is None:
-        raise UsageError(f"this run would do what no preview showed: {difference}")
-    return path, {email_key(s["email"]): s for s in preview.get("sets", [])}
 
 
 def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) -> dict:

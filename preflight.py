@@ -10,12 +10,16 @@ member came back empty). Each check is one line; none writes anything.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 
 from backup import display_of, ids_of
+from cli import ExitCode
 from contacts_csv import MergeSet
-from devrev_client import DevRevClient, DevRevError, NotFoundError
+from devrev_client import AuthError, DevRevClient, DevRevError, NotFoundError, RunInterrupted
 from merge_engine import is_retired
+
+log = logging.getLogger("merge")
 
 SAMPLE = 20   # items of each listing compared (the first page is enough to see a filter ignored)
 
@@ -101,3 +105,23 @@ def run_checks(client: DevRevClient, merge_set: MergeSet | None) -> list[Check]:
     if merge_set is not None:
         checks += check_filters(client, merge_set)
     return checks
+
+
+def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | None:
+    """The preflight at the start of a preview or real run, each check logged: None when
+    it passes, else the run's exit code (2 for a rejected token, 130 if stopped, 1 for
+    any other failed check); nothing is started then."""
+    try:
+        checks = run_checks(client, merge_set)
+    except RunInterrupted:
+        log.error("stopped during the preflight; nothing was started")
+        return ExitCode.INTERRUPTED
+    for check in checks:
+        if not check.ok and isinstance(check.error, AuthError):
+            log.error("%s; stopping the run (no set is started)", check.error)
+            return ExitCode.USAGE
+        (log.info if check.ok else log.error)("preflight %s", check.line())
+    if all(c.ok for c in checks):
+        return None
+    log.error("the preflight failed: nothing was started (run with --check to see it alone)")
+    return ExitCode.FAILED

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import reports
+from cli import UsageError
 from contacts_csv import email_key
 
 
@@ -90,3 +92,26 @@ def choose_preview(previews: list[tuple[str, dict]], run: Scope,
             return path, data, None
         first_difference = first_difference or f"{difference} ({path})"
     return None, None, first_difference
+
+
+def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:
+    """The previews in `report_dir` of these CSV bytes against this DevRev, newest first.
+    Raises UsageError (one line, exit 2) when none of them is complete."""
+    found = reports.load_previews(report_dir, scope.csv_sha256, scope.target)
+    if not any(data.get("complete") is True for _, data in found):
+        raise UsageError(f"no complete preview of this CSV against {scope.target} in {report_dir}/: run "
+                         f"with --preview first and read it (or pass --skip-preview-check)")
+    return found
+
+
+def preview_showing(candidates: list[tuple[str, dict]] | None, scope: Scope,
+                    todo: list[tuple[str, str]]) -> tuple[str | None, dict[str, dict]]:
+    """The newest preview that shows everything the run would do (todo: (email key, email)
+    of each set it will start), and that preview's sets by email key; (None, {}) when the
+    run needs no preview (candidates None). Raises UsageError naming the difference."""
+    if candidates is None:
+        return None, {}
+    path, preview, difference = choose_preview(candidates, scope, todo)
+    if path is None:
+        raise UsageError(f"this run would do what no preview showed: {difference}")
+    return path, {email_key(s["email"]): s for s in preview.get("sets", [])}
