@@ -230,3 +230,17 @@ def test_a_rate_given_is_kept_and_none_given_follows_the_announced_limit(make_sa
         assert announced.calls_per_minute == 1000 * 60 / facts.RATE_LIMIT_WINDOW_SECONDS
     finally:
         announced.close()
+
+
+@pytest.mark.slow  # waits for real 1 s windows to reset
+def test_a_quota_shared_with_other_integrations_is_waited_for_not_met(tmp_path, monkeypatch, make_sandbox):
+    """Other clients of the same token spend most of each window; the run reads what is left
+    from X-Ratelimit-Remaining and waits for the reset instead of meeting 429s."""
+    sandbox = make_sandbox(DEMO.seed, merge_retire_after_gets=1, rate_limit=(500, 1.0), rate_limit_shared=300)
+    run = MergeRun(tmp_path, sandbox, DEMO, monkeypatch)
+    before = normalized(sandbox.dump())
+    assert run.preview() == 0
+    assert run.run("--workers", "4") == 0
+    assert not [e for e in sandbox.api_calls() if e.get("status") == 429]
+    assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, DEMO,
+                                                              {ms["email"] for ms in DEMO.merge_sets})
