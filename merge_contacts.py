@@ -257,8 +257,10 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
             log.info("savepoint %s", os.path.abspath(savepoint))
         stop = cli.StopSignal()
         with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])):
-            # a run with nothing left to do calls nothing, and needs no preflight
-            failed = preflight.at_start(client, plan.todo[0]) if plan.todo else None
+            # a run with nothing left to do calls nothing, and needs no preflight; the filters are
+            # checked on the first set it will merge (not one its preview showed skipped)
+            first = next((m for m in plan.todo if (previews.get(m.key) or {}).get("status") != "skipped"), None)
+            failed = preflight.at_start(client, first) if plan.todo else None
             if failed is not None:
                 return failed
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
