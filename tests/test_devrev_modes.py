@@ -187,7 +187,12 @@ def test_a_403_on_the_first_write_stops_the_run_before_any_other_set(tmp_path, m
     before = normalized(sandbox.dump())
     assert run.preview() == 0
     assert run.run() == 2
-    assert len(sandbox.write_attempts()) == 1 and sandbox.writes() == []
+    first = {sandbox.key_id(d) for d in DEMO.merge_sets[0]["duplicates"]}
+    first_items = {w["id"] for w in before["works"].values() if first & set(w["reported_by"])} | \
+                  {c["id"] for c in before["conversations"].values() if first & set(c["members"])}
+    attempts = {e["body"]["id"] for e in sandbox.write_attempts()}
+    # the first round's updates of the first set may go out together (--workers); nothing else
+    assert attempts and attempts <= first_items and sandbox.writes() == []
     statuses = [s["status"] for s in run.latest_report()["sets"]]
     assert statuses.count("pending") == len(statuses) - statuses.count("skipped")
     assert statuses.index("pending") < len(statuses) - 1
