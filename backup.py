@@ -199,6 +199,20 @@ def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None
     return counts, messages
 
 
+def custom_field_refs(objects: Iterable[dict], contact_id: str) -> list[dict]:
+    """The objects whose custom_fields name the contact, as [{"object": display id, "id":
+    DON, "fields": [field names]}]. The public works.update cannot set custom fields, so
+    the tool lists these references and never moves them ([C] S10: an email
+    integration's members field holds contact ids)."""
+    found = []
+    for obj in objects:
+        names = sorted(name for name, value in (obj.get("custom_fields") or {}).items()
+                       if value == contact_id or (isinstance(value, list) and contact_id in value))
+        if names:
+            found.append({"object": display_of(obj), "id": obj.get("id"), "fields": names})
+    return found
+
+
 def artifact_label(art: dict) -> str:
     """The artifact's display id, or (when a summary lacks it) one made from its DON's
     last segment, so two artifacts never share a file name."""
@@ -410,6 +424,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
                                        "duplicate": duplicate.get("external_ref")},
             "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
                       "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
+            "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
             "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
                              "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
                              "path": a.relpath, "sha256": attachment_files[a.relpath]["sha256"]}
@@ -447,7 +462,10 @@ def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> S
     display id, reporters or members, artifact summaries)."""
     def kept(kind: str, objects: Iterable[dict], into: list[dict]) -> Iterator[dict]:
         for obj in objects:
-            into.append({k: obj[k] for k in ("id", "display_id", Move.FIELDS[kind], "artifacts") if k in obj})
+            keep = {k: obj[k] for k in ("id", "display_id", Move.FIELDS[kind], "artifacts") if k in obj}
+            if custom_field_refs([obj], duplicate_id):   # listed in metadata.json (custom_field_refs)
+                keep["custom_fields"] = obj["custom_fields"]
+            into.append(keep)
             yield obj
 
     snapshot = Snapshot([], [], {}, [])

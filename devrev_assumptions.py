@@ -34,6 +34,10 @@ CONTACT_WALK_ENDPOINT = "rev-users.list"
 
 # --- rate limits ---------------------------------------------------------------
 RATE_LIMIT_WINDOW_SECONDS = 300  # [C] the window resets every 5 minutes
+# [C] S3: X-Ratelimit-* come on every answer and the quota is per user, across all of that
+# user's clients. [I] X-Ratelimit-Limit counts calls per window: with no rate given, the
+# client paces at that limit spread evenly over RATE_LIMIT_WINDOW_SECONDS.
+RATE_LIMIT_HEADER = "X-Ratelimit-Limit"
 # [I] the default quota is unpublished; the docs' example is 1000 per 5 minutes, i.e.
 # 200 per minute. This is the client-side cap when DEVREV_RATE_LIMIT is not set.
 DEFAULT_CALLS_PER_MINUTE = 200
@@ -50,15 +54,46 @@ DISPLAY_IDS_ACCEPTED_IN_REFERENCES = False
 # rev-users.get answers 404, or the user's state is one of these, or it carries
 # `primary_identity`. The merge step polls until one of the three holds.
 RETIRED_STATES = frozenset({"deleted", "deactivated", "locked", "shadow"})
-# [I] rev-users.merge moves no ticket or conversation by itself (undocumented); the tool
-# moves them explicitly first. The emulator's default merge therefore moves nothing.
+# [C, dated] the 2023 internal spec (/internal/rev-users.merge) says every object referencing
+# the secondary is transferred to the primary; [I] whether today's public merge does so is
+# unconfirmed. The tool moves tickets and conversations explicitly first (that is what the
+# backup covers) and never relies on the merge; the emulator's default merge moves nothing,
+# the mode merge_moves_references=true moves everything (custom fields included).
 MERGE_MOVES_REFERENCES = False
+# [C] S10: a real merge took effect within about 2.3 s: retirement is modelled in seconds
+# (emulator mode merge_retire_delay), and polled with backoff up to --merge-timeout.
+MERGE_RETIRE_SECONDS_OBSERVED = 2.3
 # [I] what the emulator does to a merged secondary by default: "404" (gone),
 # "primary_identity" (readable, pointing at the primary) or "deactivated".
 MERGE_RETIRE_OUTCOME = "404"
+# [C] S1 works.list / conversations.list declare 400 (invalid_id, unexpected_id_type; the
+# emulator also plays 404); [I] how a filter naming a merged contact is answered is
+# undocumented. Once a fresh read shows the duplicate retired, these statuses on its
+# listings mean "owns nothing".
+RETIRED_FILTER_ERRORS = frozenset({400, 404})
+# [C] S6 a scoped token needs this permission for rev-users.merge; a 403 there leaves the
+# set moved_only (the tool says which permission is missing).
+MERGE_PERMISSION = "rev_user:all"
 # [I] external_ref is unique among contacts that are not retired, and a clash on update
 # is refused with this status (409 conflict; the real code may be 400).
 EXTERNAL_REF_CONFLICT_STATUS = 409
+
+# [C] S10: email tickets carry contact ids in custom_fields (app_email_integration__members);
+# [C] S1: the public works.update cannot set custom fields. The tool lists such references
+# (preview, backup, report) and never moves them; [I] no public filter finds a ticket that
+# names a contact only there (backup.custom_field_refs).
+# [C] S10 6 of 6 conversations.list {members: [contact]} came back empty; [I] whether the
+# filter matches contacts on every tenant is unproven: the preflight (--check) compares what
+# works.list reported_by and conversations.list members return with the contact asked for
+# (preflight.check_filters).
+# [I] fields DevRev stamps on every write: the canary ignores them when it compares the first
+# set's objects with their backup.
+MODIFICATION_STAMPS = ("modified_date", "modified_by")
+
+# --- artifacts -----------------------------------------------------------------
+# [C] S1 artifacts.locate requires only `url`; `expires_at` is optional. The backup never
+# reads the expiry: it downloads at once and locates again once if the URL was refused
+# (emulator mode locate_expires_at=false, and a short url_ttl, in tests/test_devrev_modes.py).
 
 # --- timeline entries ------------------------------------------------------------
 # [I] real responses may hold entry types other than comments; "messages" are the

@@ -271,6 +271,7 @@ class ServerPacer:
         self._remaining: int | None = None
         self._reset_at: float | None = None
         self._in_flight = 0
+        self.announced_limit: int | None = None   # X-Ratelimit-Limit: calls per DevRev's window
 
     def reserve(self) -> float:
         """Count a call as in flight; return how long it must wait first (0 = go)."""
@@ -294,6 +295,9 @@ class ServerPacer:
                 return
             remaining = headers.get("X-Ratelimit-Remaining")
             reset = headers.get("X-Ratelimit-Reset")
+            limit = _parse_seconds(headers.get(facts.RATE_LIMIT_HEADER))
+            if limit and limit >= 1:
+                self.announced_limit = int(limit)
             try:
                 self._remaining = int(remaining)
                 self._reset_at = float(reset)
@@ -339,9 +343,9 @@ class DevRevClient:
         self.retry = Backoff(max_retries, backoff_base, backoff_cap, sleep=self.wait)
         self.throttle_retry = self.retry.with_(attempts=max_throttle_retries)
         self.pacer = pacer or ServerPacer()
-        self.calls_per_minute = calls_per_minute or facts.DEFAULT_CALLS_PER_MINUTE
-        # The client-side cap: one call per 60/N seconds, shared by every thread.
-        self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / self.calls_per_minute)(lambda: None))
+        # With no rate given, the pace follows the X-Ratelimit-Limit DevRev announces.
+        self.pace_from_server = calls_per_minute is None
+        self._set_pace(calls_per_minute or facts.DEFAULT_CALLS_PER_MINUTE)
         self.stats: Counter = Counter()
         self.calls_by_minute: Counter = Counter()  # UTC minute (epoch seconds // 60) -> calls sent
         self._stats_lock = threading.Lock()
@@ -378,6 +382,24 @@ class DevRevClient:
 
     def __repr__(self) -> str:
         return f"DevRevClient(base_url={self.base_url!r}, token=***)"
+
+    def _set_pace(self, calls_per_minute: float) -> None:
+        """The client-side cap: one call per 60/N seconds, shared by every thread."""
+        self.calls_per_minute = calls_per_minute
+        self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / calls_per_minute)(lambda: None))
+
+    def _follow_announced_limit(self) -> None:
+        """Size the pace from X-Ratelimit-Limit (calls per window, [C] S3: the window is
+        5 minutes, the quota shared by all of the token user's clients) when no rate was
+        given: the announced quota spread evenly over the window."""
+        limit = self.pacer.announced_limit
+        if not self.pace_from_server or not limit:
+            return
+        pace = limit * 60.0 / facts.RATE_LIMIT_WINDOW_SECONDS
+        if pace != self.calls_per_minute:
+            log.info("DevRev announces %d calls per %d s: pacing at %.0f calls per minute", limit,
+                     facts.RATE_LIMIT_WINDOW_SECONDS, pace)
+            self._set_pace(pace)
 
     def close(self) -> None:
         self.session.close()
@@ -460,6 +482,7 @@ class DevRevClient:
                     f"could not reach DevRev at {urlsplit(url).hostname} ({failure})", endpoint=endpoint)
             else:
                 self.pacer.release(response.headers)
+                self._follow_announced_limit()
                 status = response.status_code
                 log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
                 if status == 429:
@@ -622,6 +645,10 @@ class DevRevClient:
             seen_cursors.add(cursor)
 
     # ----------------------------------------------------------------- rev users
+    def get_self(self) -> dict:
+        """The dev user the token belongs to (dev-users.self): proves the token works."""
+        return self._call_for("dev-users.self", {}, "dev_user")
+
     def get_rev_user(self, user_id: str) -> dict:
         return self._call_for("rev-users.get", {"id": user_id}, "rev_user")
 

@@ -205,6 +205,15 @@ class Journal:
         """Record that DevRev confirmed the step (or a fresh read showed it already true)."""
         self._step(set_key, step, "done", data)
 
+    def forget(self, set_key: str, step: str) -> None:
+        """Drop a step's intent whose call DevRev refused outright (a 403: nothing was done),
+        so a later run asks afresh instead of treating it as possibly sent."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM steps WHERE set_key = ? AND step = ? AND status = 'intent'",
+                             (set_key, step))
+            self._event(set_key, step, "refused", None)
+
     # ------------------------------------------------------------------ reads
     def step(self, set_key: str, step: str) -> dict | None:
         with self._lock:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from dotenv import load_dotenv
 
+import canary
 import cli
 import devrev_assumptions as facts
 import reports
@@ -37,6 +37,8 @@ from fanout import Fanout
 from journal import Journal
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
+import preflight
+from preview_scope import Scope, candidate_previews, preview_showing
 from progress import resume_point
 from summary import plural
 from timeutil import iso_utc, new_run_id
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--preview", action="store_true", help="change nothing; report what would move")
     mode.add_argument("--status", action="store_true", help="print progress from the savepoint file and exit")
+    mode.add_argument("--check", action="store_true",
+                      help="read-only preflight: the token, the announced rate limit and, on the CSV's first set, "
+                           "the list filters the merge relies on; exit 0 or 1")
     p.add_argument("--full", action="store_true",
                    help="with --preview: count every message and attachment (reads every timeline entry) "
                         "instead of estimating them from the first pages")
@@ -68,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run against the local DevRev emulator seeded with examples/ (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
                    help="with --sandbox: start the emulator and its savepoints afresh")
+    p.add_argument("--sandbox-mode", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --sandbox: play an unknown DevRev behaviour another way (repeatable; "
+                        "the names are in devrev_sandbox/modes.py)")
     p.add_argument("--backup-dir", default="backups", help="where backup folders go (default: backups/)")
     p.add_argument("--report-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
@@ -75,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the savepoint journal (default: {DEFAULT_SAVEPOINT}; with --sandbox: "
                         f"{SANDBOX_DIR}/savepoints.sqlite3)")
     p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
-                   help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
+                   help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT, else the pace "
+                        "DevRev announces in X-Ratelimit-Limit, else 200)")
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
                    help="API calls made at once: merge sets, or the independent calls of one (default: 4)")
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
@@ -87,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge even when the contacts are in different workspaces")
     p.add_argument("--skip-preview-check", action="store_true",
                    help="run without a preview of this CSV in --report-dir (not recommended)")
+    p.add_argument("--no-canary", action="store_true",
+                   help="do not re-read and compare the first merged set's objects before the others start")
     p.add_argument("--merge-timeout", type=cli.positive_float, default=120.0, metavar="SECONDS",
                    help="how long to wait for DevRev to retire a merged duplicate (default: 120)")
     return p
@@ -95,10 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> None:
     if args.sandbox_reset and not args.sandbox:
         raise UsageError("--sandbox-reset only goes with --sandbox")
+    if args.sandbox_mode and not args.sandbox:
+        raise UsageError("--sandbox-mode only goes with --sandbox")
     if args.full and not args.preview:
         raise UsageError("--full only goes with --preview")
-    if not args.csv and not args.sandbox and not args.status:
+    if not args.csv and not args.sandbox and not args.status and not args.check:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
+    args.sandbox_modes = _sandbox_modes(args.sandbox_mode)
+
+
+def _sandbox_modes(pairs: list[str]):
+    """The emulator's behaviour modes for --sandbox: merges retire at the first read
+    (a quick rehearsal), then the --sandbox-mode pairs (UsageError for a bad one)."""
+    from devrev_sandbox.modes import BehaviourModes
+    try:
+        return BehaviourModes(merge_retire_after_gets=1).with_pairs(pairs)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("--mode", "--sandbox-mode")) from None
 
 
 # --------------------------------------------------------------------------- main
@@ -120,6 +144,9 @@ def _main(argv) -> int:
     run_id = new_run_id()
     secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
+        if args.check:
+            with _sandbox_held(args):
+                return _run_check(args)
         code = cli.run_main(lambda _argv: _logged_run(args, run_id, savepoint, log_path))
         log.info("exit code %d: %s", code, EXIT_MEANING.get(code, ""), extra=cli.FILE_ONLY)
         return code
@@ -146,6 +173,23 @@ def _logged_run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
         return ExitCode.INTERRUPTED
 
 
+def _run_check(args) -> int:
+    """--check: the preflight alone, one line per check on stdout; 0 if all pass, else 1."""
+    merge_set = None
+    if args.csv or args.sandbox:
+        index = _chosen_groups(args, index_contacts(args.csv or DEMO_CSV), args.csv or DEMO_CSV)
+        merge_set = index.merge_sets[0] if index.merge_sets else None
+    stop = cli.StopSignal()
+    with _client(args, stop) as client, cli.graceful_stop(stop):
+        checks = preflight.run_checks(client, merge_set)
+    for check in checks:
+        print(check.line())
+    if merge_set is None:
+        print("note   filters: not checked (" + ("the CSV holds no merge set)" if args.csv or args.sandbox
+                                                 else "give --csv to check them on its first merge set)"))
+    return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
+
+
 def _check_folders(args, savepoint: str) -> None:
     """Every folder the run writes must be usable before the first API call (UsageError if not)."""
     cli.check_writable_dir(args.report_dir, "--report-dir")
@@ -165,9 +209,11 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     """Check everything the run needs (input, preview, folders, savepoint), then run it."""
     csv_path = args.csv or DEMO_CSV
     index = _chosen_groups(args, index_contacts(csv_path), csv_path)
-    preview_path = _required_preview(args, index.file)
+    scope = _scope(args, index.file.sha256)
+    candidates = None if args.preview or args.skip_preview_check else \
+        candidate_previews(args.report_dir, scope)
     with _sandbox_held(args):
-        return _run_checked(args, run_id, savepoint, log_path, csv_path, index, preview_path)
+        return _run_checked(args, run_id, savepoint, log_path, csv_path, index, scope, candidates)
 
 
 @contextlib.contextmanager
@@ -203,14 +249,14 @@ def _sandbox_held(args):
 
 
 def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_path: str, index: ContactsIndex,
-                 preview_path: str | None) -> int:
+                 scope: Scope, candidates: list[tuple[str, dict]] | None) -> int:
     """Run the checked input: open the savepoint, plan, then preview or merge."""
     merge_sets = index.merge_sets
     _check_folders(args, savepoint)
     journal = _open_journal(args, savepoint, run_id)
     try:
         plan = plan_run(journal, merge_sets, max_merges=args.max_merges, keep_duplicate=args.keep_duplicate)
-        previews = _previews_covering(preview_path, plan)
+        preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo])
         log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
                  "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
                  plural(len(merge_sets), "merge set"), summary.groups_clause(index.skipped_total), csv_path,
@@ -220,6 +266,12 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
         stop = cli.StopSignal()
         with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])), \
                 contextlib.ExitStack() as stack:
+            # a run with nothing left to do calls nothing, and needs no preflight; the filters are
+            # checked on the first set it will merge (not one its preview showed skipped)
+            first = next((m for m in plan.todo if (previews.get(m.key) or {}).get("status") != "skipped"), None)
+            failed = preflight.at_start(client, first) if plan.todo else None
+            if failed is not None:
+                return failed
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
                                    keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
                                    merge_timeout=args.merge_timeout, preview_full=args.full,
@@ -243,38 +295,20 @@ def _chosen_groups(args, index: ContactsIndex, csv_path: str) -> ContactsIndex:
     return index
 
 
-def _required_preview(args, contacts) -> str | None:
-    """The complete preview a real run needs (None for a preview or --skip-preview-check)."""
-    if args.preview or args.skip_preview_check:
-        return None
-    preview_path = reports.find_preview(args.report_dir, contacts.sha256, _target(args))
-    if preview_path is None:
-        raise UsageError(f"no complete preview of this CSV against {_target(args)} in {args.report_dir}/: run "
-                         f"with --preview first and read it (or pass --skip-preview-check)")
-    return preview_path
-
-
-def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dict]:
-    """The preview's sets by email key; UsageError if it misses a set this run would start."""
-    if not preview_path:
-        return {}
-    with open(preview_path, encoding="utf-8") as fh:
-        previews = {email_key(s["email"]): s for s in json.load(fh).get("sets", [])}
-    # a preview made with --only or --max-merges does not show what the other sets would move
-    unseen = [m.email for m in plan.todo if m.key not in previews]
-    if unseen:
-        raise UsageError(f"the preview {preview_path} does not cover {plural(len(unseen), 'merge set')} of this run "
-                         f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
-    return previews
+def _scope(args, csv_sha256: str) -> Scope:
+    """Every option of this run that changes what it does (a preview records its own)."""
+    return Scope(csv_sha256=csv_sha256, target=_target(args), keep_duplicate=args.keep_duplicate,
+                 allow_cross_org=args.allow_cross_org, only=email_key(args.only) if args.only else None,
+                 max_merges=args.max_merges)
 
 
 def _report_header(args, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
     """What the preview and the merge report share: the run, the target, the CSV, the skipped
     groups (counted by reason; the first few of each listed with their rows)."""
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
-            "target": _target(args, client),
+            "target": _target(args, client), "scope": _scope(args, index.file.sha256).to_json(),
             "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count},
-            "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
+            "options": {k: v for k, v in vars(args).items() if k not in ("status", "sandbox_modes")},
             "skipped_counts": index.skipped_counts,
             "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
                          "rows": [r.as_dict() for r in g.rows]} for g in index.skipped_examples]}
@@ -304,7 +338,7 @@ def _client(args, stop: cli.StopSignal):
             from fileutil import make_private_dir
             make_private_dir(SANDBOX_DIR)
             sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json"),
-                                    merge_retire_after_gets=1).start()
+                                    modes=getattr(args, "sandbox_modes", None)).start()
             log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
             client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
                                   stop_event=stop.event, pool_size=max(16, args.workers * 2))
@@ -479,6 +513,12 @@ class _MergeTally:
             self.code = self.code.worse(ExitCode.FAILED)
         self.stop.set()
 
+    def stop_for_canary(self) -> None:
+        """The canary saw changes the tool did not make: exit 1, no further set starts."""
+        self.stopped_by = self.stopped_by or "canary"
+        self.code = self.code.worse(ExitCode.FAILED)
+        self.stop.set()
+
     def exit_code(self) -> ExitCode:
         if self.stop.is_set() and self.stopped_by is None:
             return self.code.worse(ExitCode.INTERRUPTED)
@@ -495,16 +535,21 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     if plan.finished:
         log.info("%s already finished in earlier runs (savepoint)", plural(len(plan.finished), "merge set"))
     _say_resumes(merger.journal, plan)
+    canary_result = None
     try:
-        for ms, result in _run_sets(plan.todo, merger.merge, args.workers, stop, "merge"):
+        rest, canary_result = _first_set_alone(args, merger, plan.todo, tally, stop)
+        for ms, result in _run_sets(rest, merger.merge, args.workers, stop, "merge"):
             tally.add(ms, result)
     finally:
         problems = merger.journal.check()
     exit_code = tally.exit_code()
+    if merger.merge_denied:  # sets left moved_only that were to be merged: a later run must finish them
+        exit_code = exit_code.worse(ExitCode.FAILED)
     interrupted = exit_code == ExitCode.INTERRUPTED
     sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run", reached=False)
             for ms in merge_sets]
     report = dict(common, kind="merge_report", finished_at=iso_utc(), preview=preview_path, sets=sets,
+                  canary=canary_result,
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=int(exit_code),
                   duration_s=round(time.monotonic() - started, 3), **_api_usage(merger.client))
@@ -515,6 +560,41 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     _say("\n".join(run_summary(report["totals"])))
     _say(_written("Reports:", json_path, csv_path))
     return exit_code
+
+
+def _first_set_alone(args, merger: SetMerger, todo: list[MergeSet], tally: "_MergeTally",
+                     stop: cli.StopSignal) -> tuple[list[MergeSet], dict | None]:
+    """Run sets one at a time until one is merged (or moved) in this run: a token that
+    may not write stops the run before a second set starts, and, unless --no-canary, the
+    objects that set touched are re-read and compared with its backups (canary.py). Any
+    change the tool did not make stops the run (exit 1). Returns the sets left to run on
+    the workers, and the canary's result (None when none ran)."""
+    todo = list(todo)
+    while todo and not stop.is_set():
+        ms = todo.pop(0)
+        for _, result in _run_sets([ms], merger.merge, 1, stop, "first set"):
+            tally.add(ms, result)
+        outcome = tally.outcomes.get(ms.key) or {}
+        if outcome.get("status") not in ("merged", "moved_only") or not outcome.get("duplicates"):
+            continue
+        if args.no_canary:
+            return todo, None
+        try:
+            result = canary.check_set(merger.client, outcome)
+        except DevRevError as exc:
+            result = {"set": ms.email, "checked": 0, "differences": [], "error": str(exc)}
+            log.error("canary %s: could not re-read: %s; the run stopped before the next set", ms.email, exc)
+            tally.stop_for_canary()
+            return todo, result
+        line = canary.summary(result)
+        if result["differences"]:
+            log.error("%s", line, extra=cli.FILE_ONLY)
+            _say(line, stream=sys.stderr)
+            tally.stop_for_canary()
+        else:
+            log.info("%s", line)
+        return todo, result
+    return todo, None
 
 
 def run_summary(totals: dict) -> list[str]:

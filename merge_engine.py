@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, Move, Snapshot, collect, display_of, estimate_size, ids_of, load_moves,
-                    remove_partials, verify_backup, write_backup)
+from backup import (BackupError, Move, Snapshot, collect, custom_field_refs, display_of, estimate_size, ids_of,
+                    load_moves, remove_partials, verify_backup, write_backup)
 from cli import log_subject
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
-                           ResponseError, ServerError, TransportError)
+                           PermissionDeniedError, ResponseError, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
 from fanout import Fanout, fan_map, slot_of
 from preview_estimate import sampled_duplicate
@@ -219,7 +219,8 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
             "conversations": [display_of(c) for c in snap.conversations],
             "conversation_ids": [c["id"] for c in snap.conversations],
             "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
-            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False})
+            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False,
+            "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])]})
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
@@ -245,6 +246,7 @@ class DuplicateOutcome:
     backups_verified: bool = False
     drift_appeared: list[str] = field(default_factory=list)
     drift_vanished: list[str] = field(default_factory=list)
+    custom_field_refs: list[str] = field(default_factory=list)   # objects naming it in custom fields
     retired: bool = False
 
 
@@ -263,6 +265,7 @@ class SetMerger:
         self._locks_guard = threading.Lock()
         self._item_locks: dict[str, threading.Lock] = {}
         self._written_at: dict[str, float] = {}
+        self.merge_denied: str | None = None   # why rev-users.merge is refused (403), once it was
 
     def _item_lock(self, item_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -285,6 +288,13 @@ class SetMerger:
         try:
             ctx = record["context"] if record and record.get("context") else None
             outcome["resumed"] = ctx is not None
+            shown = self.previews.get(ms.key) or {}
+            if ctx is None and shown.get("status") == "skipped":
+                # never merge a set the preview showed as skipped, even if it would pass now
+                detail = f"skipped as in the preview: {shown.get('detail')}"
+                self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
+                outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+                return outcome
             if ctx is None:
                 primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
                 # the duplicate whose reference the primary will take goes last, so that
@@ -302,6 +312,10 @@ class SetMerger:
                 self._merge_duplicate(key, ms, ctx, dup, result)
             if self.options.keep_duplicate:
                 status = "moved_only"
+            elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
+                                               for d in ctx["duplicates"]):
+                status = "moved_only"
+                outcome["note"] = self.merge_denied
             else:
                 outcome["external_ref_set"] = self._take_reference(key, ctx)
                 outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
@@ -343,19 +357,33 @@ class SetMerger:
         d = dup["id"]
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
-            if self.options.keep_duplicate:
+            retire = not (self.options.keep_duplicate or self.merge_denied)
+            if not (retire and self._merge_and_retire(key, dup, ctx["primary"]["id"])):
                 self._fill_from_journal(self.journal.steps(key), d, out)
                 out.backups_verified = True
                 return
-            self._merge_and_retire(key, dup, ctx["primary"]["id"])
         if not self.journal.is_done(key, step_name("swept", d)):
             # Anything filed under the duplicate while DevRev processed the merge would be left
             # on a retired contact: one more look, and the same backup-and-move if needed.
-            self._clear(key, ms, ctx, dup)
-            self.journal.done(key, step_name("swept", d))
+            self.journal.done(key, step_name("swept", d), self._sweep(key, ms, ctx, dup))
         self._fill_from_journal(self.journal.steps(key), d, out)
         out.retired = True
         out.backups_verified = True
+
+    def _sweep(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> dict | None:
+        """The look after the merge. A listing filtered by the retired duplicate may be
+        refused (400/404, devrev_assumptions.RETIRED_FILTER_ERRORS): once a fresh read shows
+        the duplicate retired, that means it owns nothing."""
+        try:
+            self._clear(key, ms, ctx, dup)
+            return None
+        except (BadRequestError, NotFoundError) as exc:
+            if exc.status not in facts.RETIRED_FILTER_ERRORS or exc.endpoint not in _OWNER_LISTINGS \
+                    or not is_retired(self._read_duplicate(dup["id"])):
+                raise
+            log.info("%s: DevRev refuses %s filtered by the retired %s (%s): it owns nothing", ms.email,
+                     exc.endpoint, dup["display_id"], exc.status)
+            return {"owns_nothing": f"{exc.endpoint} answered {exc.status} for the retired duplicate"}
 
     def _clear(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
         """Back up and move what the duplicate owns, round after round, until a listing
@@ -393,6 +421,8 @@ class SetMerger:
                     out.backups.append(data["folder"])
                 out.messages += data.get("messages", 0)
                 out.attachments += data.get("attachments", 0)
+                out.custom_field_refs += [r for r in data.get("custom_field_refs", [])
+                                          if r not in out.custom_field_refs]
                 if step.round == 1:
                     out.drift_appeared = data.get("drift_appeared", [])
                     out.drift_vanished = data.get("drift_vanished", [])
@@ -430,6 +460,7 @@ class SetMerger:
                 "attachments": counts["attachments"], "bytes": result.total_bytes}
         if round_no == 1:
             data.update(self._drift(ms, dup, set(counts["entries"])))
+        data["custom_field_refs"] = [r["object"] for r in custom_field_refs(result.snapshot.objects, dup["id"])]
         self.journal.done(key, step, data)
         log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(counts["tickets"], "ticket"),
                  plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
@@ -577,7 +608,9 @@ class SetMerger:
                 if is_retired(self._read_duplicate(dup["id"])):
                     return
 
-    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> None:
+    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> bool:
+        """rev-users.merge and the poll until the duplicate is retired: True; False when
+        DevRev refuses the merge with 403 (the token may not merge: nothing was done)."""
         merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
         if not self.journal.is_done(key, merge_step):
             previous = self.journal.step(key, merge_step)
@@ -585,11 +618,16 @@ class SetMerger:
                 self.journal.done(key, merge_step, {"confirmed_by": "fresh read"})
             else:
                 self.journal.intent(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
-                self._ask_merge(dup, primary_id, asked_before=previous is not None)
+                try:
+                    self._ask_merge(dup, primary_id, asked_before=previous is not None)
+                except PermissionDeniedError as exc:
+                    self.journal.forget(key, merge_step)  # refused outright: nothing was done
+                    self._deny_merges(exc)
+                    return False
                 self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
                 log.info("asked DevRev to merge %s into the primary", dup["display_id"])
         if self.journal.is_done(key, retired_step):
-            return
+            return True
         waits = self._poll_waits()
         while not is_retired(user := self._read_duplicate(dup["id"])):
             if next(waits, _TIME_UP) is _TIME_UP:
@@ -597,6 +635,18 @@ class SetMerger:
                                 f"of rev-users.merge; re-run later to continue")
         self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
         log.info("%s is retired", dup["display_id"])
+        return True
+
+    def _deny_merges(self, exc: DevRevError) -> None:
+        """The token may not merge: say so once; every set from now on ends moved_only."""
+        with self._locks_guard:
+            first = self.merge_denied is None
+            self.merge_denied = (f"DevRev refused rev-users.merge ({exc.status} {exc.error_type or 'forbidden'}): "
+                                 f"the token lacks the permission to merge contacts ({facts.MERGE_PERMISSION} "
+                                 f"for a scoped token); tickets and conversations are moved, the duplicates "
+                                 f"kept; re-run with a token that may merge to finish")
+        if first:
+            log.error("%s", self.merge_denied)
 
     def _take_reference(self, key: str, ctx: dict) -> str:
         """Give the primary the newest duplicate's `user_...` reference."""
@@ -644,6 +694,7 @@ class SetMerger:
 
 
 _TIME_UP = object()
+_OWNER_LISTINGS = ("works.list", "conversations.list")
 
 
 def _ident(user: dict) -> dict:

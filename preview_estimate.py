@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 import devrev_assumptions as facts
-from backup import _referenced_artifacts, display_of
+from backup import _referenced_artifacts, custom_field_refs, display_of
 from devrev_client import DevRevClient, ResponseError
 from fanout import Fanout, fan_map
 
@@ -103,5 +103,6 @@ def sampled_duplicate(client: DevRevClient, duplicate_id: str, *, merge: bool,
               "conversation_ids": [c["id"] for c in conversations],
               "timeline_entries": round(s.entries * scale), "messages": round(s.messages * scale),
               "attachments": attachments, "attachment_bytes": round(s.attachment_bytes * scale),
-              "estimated": k < len(objects) or s.more > 0 or s.unsized > 0, "sampled_objects": f"{k} of {len(objects)}"}
+              "estimated": k < len(objects) or s.more > 0 or s.unsized > 0, "sampled_objects": f"{k} of {len(objects)}",
+              "custom_field_refs": [r["object"] for r in custom_field_refs(objects, duplicate_id)]}
     return fields, calls, size

@@ -94,7 +94,7 @@ def write_skipped_rows(report_dir: str, name: str, rows) -> str:
 NOT_A_MERGE_SET = "not_a_merge_set"  # the status of a CSV group that is not a merge set, in report rows
 PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplicate_refs", "tickets", "conversations",
                    "messages", "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
-                   "new_external_ref", "ticket_ids", "conversation_ids", "detail"]
+                   "new_external_ref", "ticket_ids", "conversation_ids", "custom_field_refs", "detail"]
 
 
 # what the HTML page shows of each row (the CSV keeps every column)
@@ -122,7 +122,8 @@ def preview_rows(preview: dict) -> list[dict]:
             "estimated_backup_bytes": record.get("estimated_backup_bytes"),
             "new_external_ref": record.get("new_external_ref"),
             "ticket_ids": [t for d in dups for t in d["tickets"]],
-            "conversation_ids": [c for d in dups for c in d["conversations"]]})
+            "conversation_ids": [c for d in dups for c in d["conversations"]],
+            "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])]})
     for group in preview["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
                      "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]],
@@ -151,6 +152,7 @@ def preview_totals(preview: dict) -> dict:
             "conversations": sum(len(d["conversations"]) for d in dups),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
+            "custom_field_refs": sum(len(d.get("custom_field_refs", [])) for d in dups),
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
             "estimated_contents": any(d.get("estimated") for d in dups),
             "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
@@ -169,10 +171,10 @@ def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
     return write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview), PREVIEW_HTML_COLUMNS)
 
 
-def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
-    """The newest complete preview in `report_dir` made from a CSV with these exact bytes,
-    against the same DevRev (a sandbox preview does not unlock a production run)."""
-    best = None
+def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[str, dict]]:
+    """Every preview in `report_dir` made from a CSV with these exact bytes against the same
+    DevRev (a sandbox preview does not unlock a production run), as (path, data), newest first."""
+    found = []
     for path in glob.glob(os.path.join(report_dir, "preview_*.json")):
         try:
             with open(path, encoding="utf-8") as fh:
@@ -180,16 +182,23 @@ def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and (data.get("csv") or {}).get("sha256") == csv_sha256 \
-                and data.get("target") == target and data.get("complete") is True:
-            if best is None or data.get("created_at", "") > best[0]:
-                best = (data.get("created_at", ""), path)
-    return best[1] if best else None
+                and data.get("target") == target:
+            found.append((str(data.get("created_at", "")), path, data))
+    found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+    return [(path, data) for _, path, data in found]
+
+
+def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
+    """The newest complete preview of these CSV bytes against this DevRev (see load_previews)."""
+    return next((path for path, data in load_previews(report_dir, csv_sha256, target)
+                 if data.get("complete") is True), None)
 
 
 # --------------------------------------------------------------------------- merge report
 MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "duplicate_refs", "tickets_moved",
                  "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
-                 "drift_vanished", "external_ref_set", "other_duplicate_refs", "resumed", "duration_s"]
+                 "drift_vanished", "custom_field_refs", "external_ref_set", "other_duplicate_refs", "resumed",
+                 "duration_s"]
 
 
 MERGE_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets_moved",
@@ -213,6 +222,7 @@ def merge_rows(report: dict) -> list[dict]:
             "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
             "drift_appeared": [x for d in dups for x in d["drift_appeared"]],
             "drift_vanished": [x for d in dups for x in d["drift_vanished"]],
+            "custom_field_refs": [x for d in dups for x in d.get("custom_field_refs", [])],
             "external_ref_set": outcome.get("external_ref_set"),
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
@@ -236,6 +246,8 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     this_run.pop("not_merge_sets")
     this_run.update({key: sum(_moved(s, key) for s in mine) for key in moved})
     totals["this_run"] = this_run
+    # references in custom fields the tool cannot move (DevRev's merge is expected to)
+    totals["custom_field_refs"] = sum(len(r.get("custom_field_refs") or []) for r in rows)
     return totals
 
 

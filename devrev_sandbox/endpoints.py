@@ -97,6 +97,32 @@ def _set_users(state: SandboxState, settings: Settings, body: dict, name: str, *
     return resolved
 
 
+def _filter_on_retired(state: SandboxState, settings: Settings, ids: list[str] | None, name: str) -> None:
+    """A list filtered by a retired contact answers as modes.retired_filter_answer says."""
+    answer = settings.modes.retired_filter_answer
+    if ids is None or answer == "empty":
+        return
+    for value in ids:
+        user = state.users.get(value)
+        if user is not None and user["type"] == "rev_user" and _retired(state, settings, user):
+            if answer == "400":
+                raise ApiError(400, "invalid_id", f"{name} names a deleted user: {value}", field_name=name)
+            raise ApiError(404, "not_found", f"user {value} not found")
+
+
+def _forbid(settings: Settings, endpoint: str) -> None:
+    """403 for a write the token may not make (modes.token_permissions)."""
+    permissions = settings.modes.token_permissions
+    if permissions == "read_only" or (permissions == "no_merge" and endpoint == "rev-users.merge"):
+        raise ApiError(403, "forbidden", f"the token is not allowed to call {endpoint}"
+                       + (" (needs rev_user:all)" if endpoint == "rev-users.merge" else ""))
+
+
+@route("dev-users.self", fields=set(), readonly=True)
+def _dev_users_self(state: SandboxState, settings: Settings, body: dict) -> dict:
+    return {"dev_user": state.render_dev_user(state.users[state.admin_id])}
+
+
 @route("rev-users.get", fields={"id"}, readonly=True)
 def _rev_users_get(state: SandboxState, settings: Settings, body: dict) -> dict:
     user = _rev_user(state, body)
@@ -150,6 +176,7 @@ def _rev_users_scan(state: SandboxState, settings: Settings, body: dict) -> dict
 
 @route("rev-users.update", fields={"id", "external_ref", "display_name", "description"}, readonly=False)
 def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> dict:
+    _forbid(settings, "rev-users.update")
     user = _rev_user(state, body)
     if _gone(state, settings, user):
         raise ApiError(404, "not_found", f"rev user {body['id']} not found")
@@ -195,6 +222,7 @@ def _rev_users_create(state: SandboxState, settings: Settings, body: dict) -> di
 
 @route("rev-users.merge", fields={"primary_user", "secondary_user"}, readonly=False)
 def _rev_users_merge(state: SandboxState, settings: Settings, body: dict) -> dict:
+    _forbid(settings, "rev-users.merge")
     require(body, "primary_user")
     require(body, "secondary_user")
     primary = resolve(state, body["primary_user"], "primary_user", state.users, reference=True)
@@ -228,16 +256,18 @@ def _works_list(state: SandboxState, settings: Settings, body: dict) -> dict:
     types = enum_list(body, "type", ["issue", "ticket"])
     reporters = id_list(state, body, "reported_by")
     owners = id_list(state, body, "owned_by")
+    _filter_on_retired(state, settings, reporters, "reported_by")
     items = [w for w in state.works.values()
              if (types is None or w["type"] in types)
              and (reporters is None or set(reporters) & set(w["reported_by"]))
              and (owners is None or set(owners) & set(w["owned_by"]))]
-    first, cursor = page(body, items, "works.list", settings.page_cap)
+    first, cursor = page(body, items, "works.list", settings.page_cap, settings.modes.list_paging)
     return _listing("works", [state.render_work(w) for w in first], cursor)
 
 
 @route("works.update", fields={"id", "type", "reported_by", "owned_by"}, readonly=False)
 def _works_update(state: SandboxState, settings: Settings, body: dict) -> dict:
+    _forbid(settings, "works.update")
     work = resolve(state, require(body, "id"), "id", state.works)
     if "type" in body and body["type"] != work["type"]:
         raise ApiError(400, "bad_request", f"type {body['type']!r} does not match the work's type")
@@ -261,15 +291,17 @@ def _conversations_get(state: SandboxState, settings: Settings, body: dict) -> d
 def _conversations_list(state: SandboxState, settings: Settings, body: dict) -> dict:
     members = id_list(state, body, "members")
     owners = id_list(state, body, "owned_by")
+    _filter_on_retired(state, settings, members, "members")
     items = [c for c in state.conversations.values()
              if (members is None or set(members) & set(c["members"]))
              and (owners is None or set(owners) & set(c["owned_by"]))]
-    first, cursor = page(body, items, "conversations.list", settings.page_cap)
+    first, cursor = page(body, items, "conversations.list", settings.page_cap, settings.modes.list_paging)
     return _listing("conversations", [state.render_conversation(c) for c in first], cursor)
 
 
 @route("conversations.update", fields={"id", "members"}, readonly=False)
 def _conversations_update(state: SandboxState, settings: Settings, body: dict) -> dict:
+    _forbid(settings, "conversations.update")
     conv = resolve(state, require(body, "id"), "id", state.conversations)
     members = _set_users(state, settings, body, "members", allow_empty=False)
     if members is not None:
@@ -315,7 +347,7 @@ def _artifacts_get(state: SandboxState, settings: Settings, body: dict) -> dict:
 def _artifacts_locate(state: SandboxState, settings: Settings, body: dict) -> dict:
     art = resolve(state, require(body, "id"), "id", state.artifacts)
     url, expires = settings.locate_url(art)
-    return {"url": url, "expires_at": iso(expires)}
+    return {"url": url, "expires_at": iso(expires)} if settings.modes.locate_expires_at else {"url": url}
 
 
 WRITE_ENDPOINTS = frozenset(name for name, r in ROUTES.items() if not r.readonly)

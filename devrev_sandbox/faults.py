@@ -146,8 +146,9 @@ class RateLimiter:
     """A fixed-window server-side limit of `calls` per `window` seconds (DevRev resets its
     window as a whole), with DevRev's X-Ratelimit-* headers."""
 
-    def __init__(self, limit: tuple[int, float] | None, clock: Callable[[], float]):
+    def __init__(self, limit: tuple[int, float] | None, clock: Callable[[], float], shared: int = 0):
         self.limit, self.clock = limit, clock
+        self.shared = shared   # calls other integrations of the same token spend at each window's start
         self._lock = threading.Lock()
         self._window_start: float | None = None
         self._window_used = 0
@@ -160,7 +161,7 @@ class RateLimiter:
         with self._lock:
             now = self.clock()
             if self._window_start is None or now >= self._window_start + window:
-                self._window_start, self._window_used = now, 0
+                self._window_start, self._window_used = now, self.shared
             if self._window_used >= calls:
                 retry = max(1, math.ceil(self._window_start + window - now))
                 return ApiError(429, "too_many_requests", "rate limit exceeded", retry_after=retry)

@@ -13,7 +13,10 @@ from dataclasses import dataclass, fields, replace
 
 import devrev_assumptions as facts
 
-MERGE_OUTCOMES = ("404", "primary_identity", "deactivated")
+MERGE_OUTCOMES = ("404", "deleted", "primary_identity", "deactivated")
+RETIRED_FILTER_ANSWERS = ("empty", "400", "404")
+TOKEN_PERMISSIONS = ("all", "no_merge", "read_only")
+LIST_PAGINGS = ("keyset", "offset")
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,31 @@ class BehaviourModes:
     """...or this many seconds after rev-users.merge (None: not by time), whichever comes first."""
 
     merge_outcome: str = facts.MERGE_RETIRE_OUTCOME
-    """How a retired secondary reads: "404" (gone; state deleted), "deactivated" (state
-    deactivated) or "primary_identity" (readable, pointing at the primary)."""
+    """How a retired secondary reads: "404" (gone; state deleted), "deleted" (readable,
+    state deleted), "deactivated" (state deactivated) or "primary_identity" (readable,
+    pointing at the primary). Sources: devrev-api.md section 14 (user-state enum)."""
 
     merge_moves_references: bool = facts.MERGE_MOVES_REFERENCES
-    """Whether rev-users.merge, on retirement, moves the secondary's tickets (reported_by)
-    and conversations (members) to the primary by itself."""
+    """Whether rev-users.merge, on retirement, moves every reference to the secondary to the
+    primary by itself: tickets' reported_by, conversations' members and the contact ids in
+    tickets' custom_fields, including objects the tool never listed (the 2023 internal spec
+    says the merge transfers them)."""
+
+    retired_filter_answer: str = "empty"
+    """How works.list / conversations.list answer a reported_by / members filter naming a
+    retired contact: "empty" (no items), "400" (bad_request, invalid_id) or "404"; the spec
+    declares both errors on these lists, the case itself is undocumented."""
+
+    token_permissions: str = "all"
+    """What the token may do: "all", "no_merge" (403 on rev-users.merge: a scoped token
+    without rev_user:all) or "read_only" (403 on every write)."""
+
+    list_paging: str = "keyset"
+    """How lists page: "keyset" (stable cursors, newest first) or "offset" (newest modified
+    first, cursors that are offsets: an item written between two pages shifts the rest)."""
+
+    locate_expires_at: bool = True
+    """Whether artifacts.locate says when its URL expires (the spec makes expires_at optional)."""
 
     external_ref_conflict_status: int = facts.EXTERNAL_REF_CONFLICT_STATUS
     """The status of rev-users.update giving an external_ref another live contact holds:
@@ -49,6 +71,10 @@ class BehaviourModes:
             raise ValueError("external_ref_conflict_status must be 400 or 409")
         if self.scan_page_size < 1:
             raise ValueError("scan_page_size must be 1 or more")
+        for name, allowed in (("retired_filter_answer", RETIRED_FILTER_ANSWERS),
+                              ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
     def with_pairs(self, pairs: list[str]) -> "BehaviourModes":
         """These modes with `name=value` pairs applied (command line values: `none` for
@@ -62,7 +88,10 @@ class BehaviourModes:
                 changes[name] = _PARSERS[name](text.strip())
             except ValueError:
                 raise ValueError(f"--mode {pair!r}: not a valid value for {name}") from None
-        return replace(self, **changes)
+        try:
+            return replace(self, **changes)
+        except ValueError as exc:
+            raise ValueError(f"--mode {' '.join(pairs)}: {exc}") from None
 
 
 def _optional(parse):
@@ -77,5 +106,6 @@ def _boolean(text: str) -> bool:
 
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
             "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
-            "scan_page_size": int}
+            "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
+            "locate_expires_at": _boolean, "scan_page_size": int}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -30,13 +30,19 @@ from .state import SandboxState
 from .validation import parse_request
 
 DEFAULT_TOKEN = "sandbox-token"
+# DevRev's documented window (5 minutes) with a quota no test or rehearsal reaches, so
+# every answer carries X-Ratelimit-* headers as DevRev's do; pass rate_limit=None for none.
+DEFAULT_RATE_LIMIT = (100_000, float(facts.RATE_LIMIT_WINDOW_SECONDS))
 
 
 class DevRevSandbox:
     """The emulator: start() it, point a client at base_url, stop() it.
 
     token: the one valid token. page_cap: the largest page served. rate_limit:
-    (calls, window_seconds) per token, or None. modes: how to play DevRev where its
+    (calls, window_seconds) per token, calls per DevRev's 5-minute window, or None (no
+    limit, no X-Ratelimit-* headers); the default is DEFAULT_RATE_LIMIT. rate_limit_shared:
+    calls other integrations of the same token spend at the start of every window (DevRev's
+    quota is per user, across all of that user's clients). modes: how to play DevRev where its
     behaviour is unknown (BehaviourModes); each mode may also be given as a keyword of
     its name (merge_retire_after_gets=1, merge_outcome="deactivated", ...), which wins
     over `modes`, and read or set as an attribute of that name. validator: called as
@@ -47,7 +53,8 @@ class DevRevSandbox:
     """
 
     def __init__(self, seed: dict | str | None = None, *, token: str = DEFAULT_TOKEN,
-                 page_cap: int = facts.SANDBOX_PAGE_CAP, rate_limit: tuple[int, float] | None = None,
+                 page_cap: int = facts.SANDBOX_PAGE_CAP,
+                 rate_limit: tuple[int, float] | int | None = DEFAULT_RATE_LIMIT, rate_limit_shared: int = 0,
                  modes: BehaviourModes | None = None,
                  url_ttl: float = 300.0, faults: Faults | None = None,
                  validator: Callable[[str, Any, int, Any], None] | None = None,
@@ -74,7 +81,9 @@ class DevRevSandbox:
         self._log_lock = threading.Lock()
         self._injector = FaultInjector(faults or Faults())
         self._scripted = self._injector.scripted   # endpoint -> queue of canned answers (tests inspect it)
-        self._limiter = RateLimiter(rate_limit, clock)
+        if isinstance(rate_limit, int):  # calls per DevRev's 5-minute window
+            rate_limit = (rate_limit, float(facts.RATE_LIMIT_WINDOW_SECONDS))
+        self._limiter = RateLimiter(rate_limit, clock, rate_limit_shared)
         self._secret = os.urandom(16)
         self._ports = (port, files_port)
         self._servers: list[ThreadingHTTPServer] = []

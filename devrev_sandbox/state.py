@@ -177,6 +177,9 @@ class SandboxState:
         work["modified_by"] = work["created_by"]
         if spec.get("body"):
             work["body"] = spec["body"]
+        if spec.get("custom_fields"):  # contact references as seed keys are stored as DONs
+            work["custom_fields"] = {k: [self.ref(v) for v in vs] if isinstance(vs, list) else vs
+                                     for k, vs in spec["custom_fields"].items()}
         if spec.get("workspace") and kind == "ticket":
             work["rev_org"] = self.ref(spec["workspace"])
         if kind != "ticket":  # ticket-only fields
@@ -270,8 +273,8 @@ class SandboxState:
             due = due or (pending.get("at") is not None and self.clock() >= pending["at"])
             if due:
                 user["_retired"] = True
-                if modes.merge_outcome == "404":
-                    user["_gone"] = True
+                if modes.merge_outcome in ("404", "deleted"):
+                    user["_gone"] = modes.merge_outcome == "404"
                     user["state"] = "deleted"
                 elif modes.merge_outcome == "deactivated":
                     user["state"] = "deactivated"
@@ -283,12 +286,19 @@ class SandboxState:
         return bool(user.get("_retired"))
 
     def move_references(self, old: str, new: str) -> None:
-        """Replace contact `old` by `new` in every ticket's reporters and conversation's members."""
+        """Replace contact `old` by `new` in every ticket's reporters and conversation's
+        members, and in every contact id list or id of a work item's custom_fields."""
         for obj, key in [(w, "reported_by") for w in self.works.values()] + \
                         [(c, "members") for c in self.conversations.values()]:
             if old in obj[key]:
                 swapped = [new if u == old else u for u in obj[key]]
                 obj[key] = list(dict.fromkeys(swapped))
+        for work in self.works.values():
+            for name, value in (work.get("custom_fields") or {}).items():
+                if value == old:
+                    work["custom_fields"][name] = new
+                elif isinstance(value, list) and old in value:
+                    work["custom_fields"][name] = list(dict.fromkeys(new if v == old else v for v in value))
 
     def touch(self, obj: dict) -> None:
         """Stamp a write by the token's user (the sandbox admin)."""
@@ -335,6 +345,14 @@ class SandboxState:
                 out[key] = self.user_summary(user[key])
         if user.get("primary_identity"):
             out["primary_identity"] = self.user_summary(user["primary_identity"])
+        return out
+
+    def render_dev_user(self, user: dict) -> dict:
+        """A dev user (dev-users.self): its summary, state and stamps."""
+        out = self.user_summary(user["id"])
+        for key in ("created_date", "modified_date"):
+            if user.get(key):
+                out[key] = user[key]
         return out
 
     def _render(self, obj: dict, *, users: tuple = ("created_by", "modified_by"), user_lists: tuple = (),

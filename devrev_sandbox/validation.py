@@ -137,9 +137,12 @@ def set_ids(body: dict, name: str, *, allow_empty: bool) -> list[str] | None:
     return ids
 
 
-def page(body: dict, items: list[dict], endpoint: str, page_cap: int) -> tuple[list[dict], str | None]:
-    """Keyset pagination, newest first: (page, next_cursor or None). The opaque cursor is
-    bound to the endpoint and filters; `limit` is clamped to page_cap."""
+def page(body: dict, items: list[dict], endpoint: str, page_cap: int,
+         paging: str = "keyset") -> tuple[list[dict], str | None]:
+    """One page and the next cursor (None at the end). The opaque cursor is bound to the
+    endpoint and filters; `limit` is clamped to page_cap. paging "keyset": newest first
+    by creation, stable under writes; "offset": newest modified first, the cursor an
+    offset, so an item written between two pages shifts the ones after it."""
     limit = body.get("limit", facts.PAGE_LIMIT)
     if not isinstance(limit, int) or limit < 1:
         raise ApiError(400, "invalid_field", "limit must be a positive integer", field_name="limit")
@@ -150,8 +153,13 @@ def page(body: dict, items: list[dict], endpoint: str, page_cap: int) -> tuple[l
                        value=str(mode), allowed_values=["after", "before"])
     filters = json.dumps({k: v for k, v in body.items() if k not in PAGING}, sort_keys=True)
     digest = hashlib.sha256((endpoint + filters).encode()).hexdigest()[:12]
-    items = sorted(items, key=lambda o: o["_seq"], reverse=True)
+    offset = paging == "offset"
+    if offset:
+        items = sorted(items, key=lambda o: (o.get("modified_date") or "", o["_seq"]), reverse=True)
+    else:
+        items = sorted(items, key=lambda o: o["_seq"], reverse=True)
     cursor = body.get("cursor")
+    start = 0
     if cursor:
         try:
             data = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
@@ -160,11 +168,15 @@ def page(body: dict, items: list[dict], endpoint: str, page_cap: int) -> tuple[l
             raise ApiError(400, "invalid_field", "invalid cursor", field_name="cursor") from None
         if bound != digest:
             raise ApiError(400, "invalid_field", "cursor does not match the filters", field_name="cursor")
-        items = [o for o in items if o["_seq"] < after]
-    first = items[:limit]
+        if offset:
+            start = after
+        else:
+            items = [o for o in items if o["_seq"] < after]
+    first = items[start:start + limit]
     next_cursor = None
-    if len(items) > limit:
-        next_cursor = base64.urlsafe_b64encode(json.dumps({"k": first[-1]["_seq"], "f": digest}).encode()).decode()
+    if len(items) > start + limit:
+        key = start + limit if offset else first[-1]["_seq"]
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"k": key, "f": digest}).encode()).decode()
     return first, next_cursor
 
 

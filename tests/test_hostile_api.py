@@ -17,6 +17,7 @@ import threading
 import pytest
 
 import backup
+import preflight
 from devrev_sandbox import Faults, Scripted
 from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
                      ownership_violations)
@@ -56,6 +57,9 @@ class Scenario:
         if prepare is not None:
             prepare(self.sandbox)
         self.run = MergeRun(tmp_path, self.sandbox, self.dataset, monkeypatch)
+        # the preflight's reads would take the answers scripted for the merge
+        # (tests/test_preflight_and_canary.py covers the preflight)
+        monkeypatch.setattr(preflight, "at_start", lambda client, merge_set: None)
         self.tmp_path = tmp_path
         self.owners = owners_of(self.sandbox, self.dataset)
         self.expected = self.expect()

@@ -399,10 +399,20 @@ def test_rate_limit_headers_and_429(make_sandbox):
     assert again.status_code == 200 and again.headers["X-Ratelimit-Remaining"] == "2"
 
 
-def test_no_rate_limit_headers_without_a_rate_limit(sb):
+def test_no_rate_limit_headers_without_a_rate_limit(make_sandbox):
+    sb = make_sandbox(seed(), rate_limit=None)
     response = call(sb, "rev-users.get", {"id": sb.key_id("jane")})
     assert response.status_code == 200
     assert not [h for h in response.headers if h.lower().startswith("x-ratelimit")]
+
+
+def test_by_default_every_answer_has_headers_of_a_five_minute_window(make_sandbox):
+    clock = Clock(1_700_000_000.0)
+    sb = make_sandbox(seed(), clock=clock)
+    answers = [call(sb, "rev-users.get", {"id": sb.key_id("jane")}), call(sb, "works.get", {"id": "nope"})]
+    assert [a.status_code for a in answers] == [200, 404]
+    assert all(int(a.headers["X-Ratelimit-Reset"]) == 1_700_000_300 for a in answers)
+    assert int(answers[1].headers["X-Ratelimit-Remaining"]) == int(answers[1].headers["X-Ratelimit-Limit"]) - 2
 
 
 def test_burst_429_carries_header_and_body(make_sandbox):
