@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
+
+import idna
 
 from cli import UserError
 
@@ -28,7 +31,10 @@ SKIP_SINGLE_CONTACT = "single_contact"
 SKIP_NO_PRIMARY = "no_primary"
 SKIP_SEVERAL_PRIMARIES = "several_primaries"
 SKIP_UNKNOWN_REFERENCE = "unknown_reference_format"
+SKIP_INVALID_DOMAIN = "invalid_email_domain"
 CSV_SKIP_REASONS = {
+    SKIP_INVALID_DOMAIN: "the email's domain is not a valid internationalized domain name (IDNA), so the tool "
+                         "cannot tell which spellings are the same mailbox",
     SKIP_SINGLE_CONTACT: "only one contact has this email",
     SKIP_NO_PRIMARY: f"no contact with a {PRIMARY_PREFIX} external reference",
     SKIP_SEVERAL_PRIMARIES: f"more than one contact with a {PRIMARY_PREFIX} external reference",
@@ -107,6 +113,8 @@ class SkippedGroup:
 
     @property
     def detail(self) -> str:
+        if self.reason == SKIP_INVALID_DOMAIN:
+            return email_domain_problem(self.email) or CSV_SKIP_REASONS[self.reason]
         return CSV_SKIP_REASONS[self.reason]
 
 
@@ -119,17 +127,54 @@ class ContactsFile:
     columns: list[str]
     rows: list[ContactRow] = field(default_factory=list)
     newline: str = "\r\n"
+    preamble: str = ""  # Excel's `sep=,` line before the header, raw (a sample copies it)
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def email_key(email: str) -> str:
-    """How rows are grouped and how DevRev's email is compared: trimmed, ASCII letters
-    lower-cased. Only ASCII case is folded: Unicode case folding would make different
-    mailboxes one (`straße@` and `strasse@`; a Kelvin sign U+212A and `k`), so
-    a look-alike contact could be merged into someone else's and take over their reference."""
-    return email.strip().translate(_ASCII_LOWER)
+    """How rows are grouped and how DevRev's email is compared (one rule for every script).
+
+    The local part (before the last `@`): trimmed, ASCII letters lower-cased, nothing
+    else. Only ASCII case is folded: Unicode case folding would make different
+    mailboxes one (`straße@` and `strasse@`; a Kelvin sign U+212A and `k`), so a
+    look-alike contact could be merged into someone else's and take over their reference.
+    The domain: its IDNA form (UTS #46, the `idna` package), lower-cased, because a
+    domain is case-insensitive and its Unicode and punycode spellings
+    (`bücher.example`, `xn--bcher-kva.example`) are one domain. A domain that is not
+    valid IDNA keeps the ASCII-only folding (no guess); `email_domain_problem` names it,
+    and grouping skips such a group (`invalid_email_domain`).
+    """
+    local, at, domain = email.strip().rpartition("@")
+    if not at:
+        return email.strip().translate(_ASCII_LOWER)
+    folded = _domain_key(domain)
+    return f"{local.translate(_ASCII_LOWER)}@{folded if folded is not None else domain.translate(_ASCII_LOWER)}"
+
+
+def email_domain_problem(email: str) -> str | None:
+    """Why the email's domain is not a valid IDNA domain (one line), or None."""
+    domain = email.strip().rpartition("@")[2]
+    return None if _domain_key(domain) is not None else _idna_error(domain)
+
+
+@functools.lru_cache(maxsize=65536)
+def _domain_key(domain: str) -> str | None:
+    """A domain's comparison form: plain ASCII lower-cased; with a Unicode or `xn--` label,
+    its IDNA A-label form (UTS #46 mapping, nontransitional) lower-cased; None if invalid."""
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.translate(_ASCII_LOWER)  # nothing to convert (and ASCII DNS names stay as they are)
+    return None if _idna_error(domain) else idna.encode(domain, uts46=True).decode("ascii").lower()
+
+
+@functools.lru_cache(maxsize=1024)
+def _idna_error(domain: str) -> str | None:
+    try:
+        idna.encode(domain, uts46=True)
+    except (idna.IDNAError, UnicodeError) as exc:
+        return f"the domain {domain!r} is not a valid internationalized domain name ({exc})"
+    return None
 
 
 def user_id_key(rev_user_id: str) -> str:
@@ -207,6 +252,23 @@ def _line_end(raw: str) -> str:
     return "\r\n"
 
 
+_EXCEL_SEP = re.compile(r"sep=(.?)[ \t]*(?:\r\n|\n|\r|$)", re.IGNORECASE)
+
+
+def _excel_separator_line(path: str, text: str, tap: _LineTap) -> str:
+    """Excel writes `sep=,` as the first line when asked to name the separator: skip it
+    (the header is then on line 2, and line numbers stay the file's). Returns the raw line
+    ("" if there is none); CsvInputError when it names another separator."""
+    match = _EXCEL_SEP.match(text)
+    if match is None:
+        return ""
+    if match.group(1) != ",":
+        raise CsvInputError(f"line 1 of {path} says sep={match.group(1)}: the contacts CSV must be "
+                            f"comma-separated (save it as CSV UTF-8, comma-delimited)")
+    next(tap)
+    return tap.take()
+
+
 def read_contacts(path: str) -> ContactsFile:
     """Read and validate the contacts CSV; raise CsvInputError on anything unusable."""
     if not os.path.exists(path):
@@ -220,6 +282,7 @@ def read_contacts(path: str) -> ContactsFile:
         raise CsvInputError(f"cannot read {path}: {exc.strerror}") from None
     text, bom = _decode(path, data)
     tap = _LineTap(text)
+    preamble = _excel_separator_line(path, text, tap)
     reader = csv.reader(tap, strict=True)
     result = None
     start_line = 1
@@ -249,7 +312,7 @@ def read_contacts(path: str) -> ContactsFile:
                 raise CsvInputError(f"column {name} appears twice in the header of {path}")
         index = {name: i for i, name in enumerate(columns) if name}
         result = ContactsFile(path, hashlib.sha256(data).hexdigest(), bom, header_raw, columns,
-                              newline=_line_end(header_raw))
+                              newline=_line_end(header_raw), preamble=preamble)
         seen_ids: dict[str, int] = {}
         while True:
             start_line = tap.line + 1
@@ -302,7 +365,9 @@ def group_contacts(rows: list[ContactRow]) -> tuple[list[MergeSet], list[Skipped
         email = members[0].email.strip()
         primaries = [r for r in members if r.is_primary]
         duplicates = [r for r in members if r.is_duplicate]
-        if len(members) == 1:
+        if email_domain_problem(email):
+            skipped.append(SkippedGroup(email, members, SKIP_INVALID_DOMAIN))
+        elif len(members) == 1:
             skipped.append(SkippedGroup(email, members, SKIP_SINGLE_CONTACT))
         elif len(primaries) + len(duplicates) < len(members):
             skipped.append(SkippedGroup(email, members, SKIP_UNKNOWN_REFERENCE))
