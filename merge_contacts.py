@@ -28,8 +28,8 @@ import devrev_assumptions as facts
 import reports
 from cli import ExitCode, UsageError
 from contacts_csv import MergeSet, email_key, group_contacts, read_contacts
-from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted
-from journal import Journal
+from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
+from journal import Journal, JournalError
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
 from timeutil import iso_utc, new_run_id
@@ -41,6 +41,13 @@ SANDBOX_DIR = ".sandbox"
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
 log = logging.getLogger("merge")
+
+
+class RunStopped(cli.UserError):
+    """The run stopped on a fault that every set would meet (DevRev unreachable, a folder
+    that can no longer be written): one line, exit 1; re-run the same command to resume."""
+
+    exit_code = ExitCode.FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +106,8 @@ def _main(argv) -> int:
     if args.status:
         return print_status(savepoint)
     run_id = new_run_id()
-    secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
+    # a token that cannot be DevRev's or a base URL that is not one stops here, before any call
+    secret = None if args.sandbox else DevRevClient.check_env()[0]
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
         return _run(args, run_id, savepoint, log_path)
 
@@ -277,9 +285,14 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
     records = {key: finished_preview(ms, plan.finished[key]) for ms in plan.order
                for key in [ms.key] if key in plan.finished}
     exit_code = ExitCode.OK
+    fault: RunWideFault | None = None
     for ms, result in _run_sets(plan.todo, lambda ms: preview_set(client, ms, options), args.workers, stop,
                                 "preview"):
         _reraise_fatal(result, stop)
+        if isinstance(result, RunWideFault):
+            fault = fault or result  # said once, below; no set is started after it
+            stop.set()
+            continue
         if isinstance(result, RunInterrupted):
             exit_code = exit_code.worse(ExitCode.INTERRUPTED)
             continue
@@ -296,6 +309,9 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
             result = {"email": ms.email, "set_key": set_key(ms), "status": "failed", "error": str(result)}
             exit_code = exit_code.worse(ExitCode.FAILED)
         records[ms.key] = result
+    if fault is not None and exit_code != ExitCode.USAGE:
+        log.debug("preview stopped: %s", fault)
+        raise RunStopped(f"{fault} (no preview report written)")
     if stop.is_set() and exit_code != ExitCode.USAGE:
         exit_code = ExitCode.INTERRUPTED
     if exit_code in (ExitCode.USAGE, ExitCode.INTERRUPTED):
@@ -304,7 +320,7 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         return exit_code
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    sets=[records[m.key] for m in plan.order if m.key in records])
-    json_path, csv_path = reports.write_preview(args.report_dir, f"preview_{common['run_id']}", preview)
+    json_path, csv_path = _write(reports.write_preview, args.report_dir, f"preview_{common['run_id']}", preview)
     print(reports.format_preview(preview))
     print(f"\nPreview written to {json_path} and {csv_path}. Nothing was changed in DevRev.")
     return exit_code
@@ -317,7 +333,8 @@ class _MergeTally:
         self.stop = stop
         self.outcomes: dict[str, dict] = {}
         self.code = ExitCode.OK
-        self.stopped_by: str | None = None  # "auth" or "abort" when the tool itself stopped the run
+        self.stopped_by: str | None = None  # "auth", "abort" or "fault" when the tool itself stopped the run
+        self.fault: Exception | None = None  # a run-wide fault (DevRev unreachable, the savepoint unwritable)
 
     def add(self, ms: MergeSet, result) -> None:
         """Record one set's result: its outcome dict, or the exception its merge raised."""
@@ -329,6 +346,14 @@ class _MergeTally:
                                                                        f"re-run to resume")
             else:
                 self.outcomes[ms.key] = _unfinished(ms, "pending", "stopped with the run; re-run to resume")
+            return
+        if isinstance(result, (RunWideFault, JournalError)):
+            # in flight when the fault hit: resumable from its journal, the fault said once at the end
+            self.outcomes[ms.key] = _unfinished(ms, "pending", f"stopped with the run ({result}); re-run to resume")
+            self.fault = self.fault or result
+            self.stopped_by = self.stopped_by or "fault"
+            self.code = self.code.worse(ExitCode.FAILED)
+            self.stop.set()
             return
         if isinstance(result, (AuthError, RunAborted)):
             self._stop_run(ms, result)
@@ -370,8 +395,8 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
     started = time.monotonic()
     tally = _MergeTally(stop)
-    tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key]) for ms in plan.order
-                           if ms.key in plan.finished})
+    tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
+                           for ms in plan.order if ms.key in plan.finished})
     if plan.finished:
         log.info("%d merge sets already finished in earlier runs (savepoint)", len(plan.finished))
     try:
@@ -388,7 +413,8 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
                   journal_problems=problems, exit_code=exit_code,
                   api={k: v for k, v in merger.client.stats.items() if ":" not in k},
                   duration_s=round(time.monotonic() - started, 3))
-    json_path, csv_path = reports.write_merge_report(args.report_dir, f"merge_report_{common['run_id']}", report)
+    json_path, csv_path = _write(reports.write_merge_report, args.report_dir, f"merge_report_{common['run_id']}",
+                                 report)
     t = report["totals"]
     print(f"{t['merged']} merged, {t['moved_only']} moved only, {t['skipped']} skipped, {t['failed']} failed, "
           f"{t['pending']} not processed; {t['tickets_moved']} tickets and {t['conversations_moved']} conversations "
@@ -396,7 +422,20 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     if interrupted:
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
+    if tally.fault is not None:
+        raise RunStopped(str(tally.fault))
     return exit_code
+
+
+def _write(writer, report_dir: str, name: str, data: dict) -> tuple[str, str]:
+    """Write a report; a folder that stopped being writable mid-run is one line, exit 1 (the
+    savepoint keeps every result, so the same command re-run writes the report)."""
+    try:
+        return writer(report_dir, name, data)
+    except OSError as exc:
+        raise RunStopped(f"could not write the report in {report_dir}: {cli.describe_os_error(exc)}; the "
+                         f"savepoint keeps every result: fix the folder and re-run the same command to write "
+                         f"it") from None
 
 
 def _unfinished(ms: MergeSet, status: str, note: str) -> dict:

@@ -10,6 +10,7 @@ Every write is journaled (intent before, done after), so a re-run resumes exactl
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -18,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, Move, Snapshot, collect, display_of, estimate_size, ids_of, load_moves,
-                    remove_partials, verify_backup, write_backup)
+from backup import (BackupError, BackupFolderError, Move, Snapshot, collect, display_of, estimate_size, ids_of,
+                    load_moves, remove_partials, verify_backup, write_backup)
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
-                           ResponseError, ServerError, TransportError)
+                           ResponseError, RunWideFault, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
 
 log = logging.getLogger("merge")
@@ -88,13 +89,59 @@ def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges:
     return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
 
 
-def finished_outcome(ms: MergeSet, record: dict) -> dict:
-    """The merge report line of a set an earlier run finished (from its journal record)."""
+def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> dict:
+    """The merge report line of a set an earlier run finished (from its journal record and,
+    given its `steps`, what it moved: see journal_numbers)."""
     ctx = record["context"] or {}
-    return {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
-            "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
-            "note": "already finished in an earlier run", "external_ref_set": ctx.get("external_ref_set"),
-            "duration_s": 0.0}
+    outcome = {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
+               "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
+               "note": "already finished in an earlier run", "external_ref_set": ctx.get("external_ref_set"),
+               "duration_s": 0.0}
+    if steps is not None:
+        outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
+    return outcome
+
+
+def journal_numbers(steps: dict[str, dict], duplicates: list[dict]) -> dict:
+    """A set's numbers from its journal alone, whatever its outcome, so a report says what
+    DevRev holds: {"duplicates": [DuplicateOutcome as a dict, one per duplicate in
+    `duplicates` (the context's idents)], "moved_ticket_ids": [DON, ...],
+    "moved_conversation_ids": [DON, ...]}. A move counts once DevRev's answer (or a fresh
+    read) confirmed it; an item moved for two duplicates of the set counts once in the
+    set's lists (each duplicate's own count still has it)."""
+    outs, moved = [], {"ticket": {}, "conversation": {}}
+    for dup in duplicates:
+        out = DuplicateOutcome(dup["id"], dup.get("display_id") or dup["id"], dup.get("external_ref"))
+        _fill_from_journal(steps, dup["id"], out, moved)
+        outs.append(out.__dict__)
+    return {"duplicates": outs, "moved_ticket_ids": list(moved["ticket"]),
+            "moved_conversation_ids": list(moved["conversation"])}
+
+
+def _fill_from_journal(steps: dict, d: str, out: "DuplicateOutcome", moved: dict[str, dict]) -> None:
+    """Add duplicate `d`'s done steps to `out`, and its moved items to `moved[kind]` (ordered)."""
+    for name, record in steps.items():
+        step = parse_step(name)
+        if step.duplicate != d or record["status"] != "done":
+            continue
+        data = record["data"] or {}
+        if step.kind == "backup":
+            if data.get("folder") not in out.backups:
+                out.backups.append(data["folder"])
+            out.backups_verified = True  # a backup step is done only once its folder verified
+            out.messages += data.get("messages", 0)
+            out.attachments += data.get("attachments", 0)
+            if step.round == 1:
+                out.drift_appeared = data.get("drift_appeared", [])
+                out.drift_vanished = data.get("drift_vanished", [])
+        elif step.kind in moved and data.get("after") is not None:
+            if step.kind == "ticket":
+                out.tickets_moved += 1
+            else:
+                out.conversations_moved += 1
+            moved[step.kind][step.item] = True
+        elif step.kind == "retired":
+            out.retired = True
 
 
 def finished_preview(ms: MergeSet, record: dict) -> dict:
@@ -255,11 +302,11 @@ class SetMerger:
         started = self.clock()
         record = self.journal.set_record(key)
         if record and is_finished(record["status"], self.options.keep_duplicate):
-            return finished_outcome(ms, record)
+            return finished_outcome(ms, record, self.journal.steps(key))
         outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
                    "primary": ms.primary.rev_user_id, "duplicates": []}
+        ctx = record["context"] if record and record.get("context") else None
         try:
-            ctx = record["context"] if record and record.get("context") else None
             outcome["resumed"] = ctx is not None
             if ctx is None:
                 primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
@@ -273,9 +320,7 @@ class SetMerger:
                 self._check_primary_still_active(ctx)
             outcome["primary"] = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
-                result = DuplicateOutcome(dup["id"], dup["display_id"], dup["external_ref"])
-                outcome["duplicates"].append(result)
-                self._merge_duplicate(key, ms, ctx, dup, result)
+                self._merge_duplicate(key, ms, ctx, dup)
             if self.options.keep_duplicate:
                 status = "moved_only"
             else:
@@ -289,16 +334,21 @@ class SetMerger:
         except SetSkipped as exc:
             self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
             outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
+        except BackupFolderError as exc:
+            # the backup folder itself cannot be written: every set would fail alike
+            raise RunAborted(f"{exc}; nothing was changed for {ms.email}: fix the folder and re-run to "
+                             f"resume") from None
         except (SetFailed, BackupError, DevRevError) as exc:
-            if isinstance(exc, DevRevError) and exc.status in (401, 403):
-                raise
+            if isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403)):
+                raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.update(status="failed", error=str(exc))
             log.error("%s: failed: %s", ms.email, exc)
         finally:
             outcome["duration_s"] = round(self.clock() - started, 3)
-            outcome["duplicates"] = [d.__dict__ if isinstance(d, DuplicateOutcome) else d
-                                     for d in outcome["duplicates"]]
+            if ctx is not None:
+                with contextlib.suppress(Exception):  # the journal may be what failed
+                    outcome.update(journal_numbers(self.journal.steps(key), ctx["duplicates"]))
         return outcome
 
     def _check_primary_still_active(self, ctx: dict) -> None:
@@ -314,14 +364,12 @@ class SetMerger:
                             f"nothing more was changed for this set")
 
     # ------------------------------------------------------------------ one duplicate
-    def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict, out: DuplicateOutcome) -> None:
+    def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
         """Clear the duplicate (backup, move, verify), retire it, then look once more."""
         d = dup["id"]
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
             if self.options.keep_duplicate:
-                self._fill_from_journal(self.journal.steps(key), d, out)
-                out.backups_verified = True
                 return
             self._merge_and_retire(key, dup, ctx["primary"]["id"])
         if not self.journal.is_done(key, step_name("swept", d)):
@@ -329,9 +377,6 @@ class SetMerger:
             # on a retired contact: one more look, and the same backup-and-move if needed.
             self._clear(key, ms, ctx, dup)
             self.journal.done(key, step_name("swept", d))
-        self._fill_from_journal(self.journal.steps(key), d, out)
-        out.retired = True
-        out.backups_verified = True
 
     def _clear(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
         """Back up and move what the duplicate owns, round after round, until a listing
@@ -357,25 +402,6 @@ class SetMerger:
             round_no += 1
         raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
                         f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
-
-    def _fill_from_journal(self, steps: dict, d: str, out: DuplicateOutcome) -> None:
-        for name, record in steps.items():
-            step = parse_step(name)
-            if step.duplicate != d or record["status"] != "done":
-                continue
-            data = record["data"] or {}
-            if step.kind == "backup":
-                if data.get("folder") not in out.backups:
-                    out.backups.append(data["folder"])
-                out.messages += data.get("messages", 0)
-                out.attachments += data.get("attachments", 0)
-                if step.round == 1:
-                    out.drift_appeared = data.get("drift_appeared", [])
-                    out.drift_vanished = data.get("drift_vanished", [])
-            elif step.kind == "ticket" and data.get("after") is not None:
-                out.tickets_moved += 1
-            elif step.kind == "conversation" and data.get("after") is not None:
-                out.conversations_moved += 1
 
     def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
         step = step_name("backup", dup["id"], round_no)

@@ -179,8 +179,11 @@ def merge_rows(report: dict) -> list[dict]:
             "email": outcome["email"], "status": outcome["status"], "reason": outcome.get("reason"),
             "error": outcome.get("error") or outcome.get("note"), "primary": outcome.get("primary"),
             "duplicates": [d["display_id"] for d in dups],
-            "tickets_moved": sum(d["tickets_moved"] for d in dups),
-            "conversations_moved": sum(d["conversations_moved"] for d in dups),
+            # distinct items (one moved for two duplicates of the set counts once), when known
+            "tickets_moved": _moved(outcome, "moved_ticket_ids", dups, "tickets_moved"),
+            "conversations_moved": _moved(outcome, "moved_conversation_ids", dups, "conversations_moved"),
+            "moved_ticket_ids": outcome.get("moved_ticket_ids"),
+            "moved_conversation_ids": outcome.get("moved_conversation_ids"),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "backups": [b for d in dups for b in d["backups"]],
             "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
@@ -195,16 +198,32 @@ def merge_rows(report: dict) -> list[dict]:
     return rows
 
 
+def _moved(outcome: dict, ids_key: str, dups: list[dict], count_key: str) -> int:
+    ids = outcome.get(ids_key)
+    return len(ids) if ids is not None else sum(d[count_key] for d in dups)
+
+
+def _distinct_total(rows: list[dict], ids_key: str, count_key: str) -> int:
+    """Items moved across the run, each once (a ticket two sets share counts once)."""
+    ids: set[str] = set()
+    uncounted = 0
+    for r in rows:
+        if r.get(ids_key) is not None:
+            ids.update(r[ids_key])
+        else:
+            uncounted += r.get(count_key) or 0
+    return len(ids) + uncounted
+
+
 def merge_totals(report: dict, rows: list[dict]) -> dict:
-    """The merge report's totals: sets by status, tickets and conversations moved (`rows`:
-    merge_rows(report))."""
+    """The merge report's totals: sets by status, distinct tickets and conversations moved
+    (`rows`: merge_rows(report))."""
     count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
     return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
             "failed": count("failed"), "pending": count("pending") + count("interrupted"),
             "skipped": count("skipped") + len(report["skipped"]),
-            "tickets_moved": sum(r["tickets_moved"] or 0 for r in rows if r.get("tickets_moved") is not None),
-            "conversations_moved": sum(r["conversations_moved"] or 0 for r in rows
-                                       if r.get("conversations_moved") is not None)}
+            "tickets_moved": _distinct_total(rows, "moved_ticket_ids", "tickets_moved"),
+            "conversations_moved": _distinct_total(rows, "moved_conversation_ids", "conversations_moved")}
 
 
 def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:

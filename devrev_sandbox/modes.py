@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 import devrev_assumptions as facts
 
 MERGE_OUTCOMES = ("404", "primary_identity", "deactivated")
+RETRY_AFTER_FORMS = ("seconds", "date")
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,17 @@ class BehaviourModes:
     """The status of rev-users.update giving an external_ref another live contact holds:
     409 (conflict) or 400 (bad_request)."""
 
+    retry_after_form: str = "seconds"
+    """How a 429 spells Retry-After: "seconds" (`30`, what the spec declares) or "date" (an
+    HTTP-date, the other form RFC 9110 allows, which a proxy in front of DevRev may send)."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
         if self.external_ref_conflict_status not in (400, 409):
             raise ValueError("external_ref_conflict_status must be 400 or 409")
+        if self.retry_after_form not in RETRY_AFTER_FORMS:
+            raise ValueError(f"retry_after_form must be one of {', '.join(RETRY_AFTER_FORMS)}")
 
     def with_pairs(self, pairs: list[str]) -> "BehaviourModes":
         """These modes with `name=value` pairs applied (command line values: `none` for
@@ -70,5 +77,6 @@ def _boolean(text: str) -> bool:
 
 
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
-            "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int}
+            "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
+            "retry_after_form": str}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))
