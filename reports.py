@@ -72,20 +72,26 @@ def preview_rows(preview: dict) -> list[dict]:
             "detail": record.get("detail"),
             "primary": primary.get("display_id") if isinstance(primary, dict) else primary,
             "duplicates": [d.get("display_id") for d in dups],
-            "tickets": sum(len(d["tickets"]) for d in dups) if dups else None,
-            "conversations": sum(len(d["conversations"]) for d in dups) if dups else None,
+            # each item once, though two duplicates of the set report it
+            "tickets": len(_distinct(dups, "ticket_ids", "tickets")) if dups else None,
+            "conversations": len(_distinct(dups, "conversation_ids", "conversations")) if dups else None,
             "messages": sum(d["messages"] for d in dups) if dups else None,
             "attachments": sum(d["attachments"] for d in dups) if dups else None,
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups) if dups else None,
             "estimated_calls": record.get("estimated_calls"),
             "estimated_backup_bytes": record.get("estimated_backup_bytes"),
             "new_external_ref": record.get("new_external_ref"),
-            "ticket_ids": [t for d in dups for t in d["tickets"]],
-            "conversation_ids": [c for d in dups for c in d["conversations"]]})
+            "ticket_ids": list(dict.fromkeys(t for d in dups for t in d["tickets"])),
+            "conversation_ids": list(dict.fromkeys(c for d in dups for c in d["conversations"]))})
     for group in preview["skipped"]:
         rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
                      "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]]})
     return rows
+
+
+def _distinct(dups: list[dict], ids_key: str, names_key: str) -> set[str]:
+    """The items the duplicates would move, each once (by id; by display id in older previews)."""
+    return {item for d in dups for item in (d.get(ids_key) or d[names_key])}
 
 
 def preview_totals(preview: dict) -> dict:
@@ -96,8 +102,8 @@ def preview_totals(preview: dict) -> dict:
             "skipped": len(preview["skipped"]) + sum(1 for s in sets if s["status"] == "skipped"),
             "failed": sum(1 for s in sets if s["status"] == "failed"),
             "already_done": sum(1 for s in sets if s["status"].startswith("already")),
-            "tickets": sum(len(d["tickets"]) for d in dups),
-            "conversations": sum(len(d["conversations"]) for d in dups),
+            "tickets": len(_distinct(dups, "ticket_ids", "tickets")),
+            "conversations": len(_distinct(dups, "conversation_ids", "conversations")),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),

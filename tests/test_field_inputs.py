@@ -170,6 +170,23 @@ def test_a_log_file_that_can_no_longer_be_written_is_one_warning_not_tracebacks(
     assert "Traceback" not in err and "Logging error" not in err and "line 2" in err
 
 
+@pytest.mark.parametrize("script, argv", [
+    (merge_contacts.main, ["--sandbox", "--preview", "--rate-limit"]),
+    (merge_contacts.main, ["--sandbox", "--preview", "--merge-timeout"]),
+    (merge_contacts.main, ["--sandbox", "--preview", "--workers"]),
+    (merge_contacts.main, ["--sandbox", "--preview", "--max-merges"]),
+    (create_test_sample.main, ["--input", "in.csv", "--output", "out.csv", "--size"]),
+    (create_test_sample.main, ["--input", "in.csv", "--output", "out.csv", "--size", "2", "--seed"]),
+])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_nan_and_inf_are_refused_for_every_numeric_option(script, argv, value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert script([*argv[:-1], f"{argv[-1]}={value}"]) == ExitCode.USAGE  # `=`: argparse reads -inf as a value
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --") and err.count("\n") == 1 and value in err
+    assert not (tmp_path / ".sandbox").exists()
+
+
 # --------------------------------------------------------------------------- 5. inputs
 def test_excels_sep_line_is_skipped_and_line_numbers_stay_the_files(tmp_path):
     contacts = read_contacts(os.path.join(CASES, "excel-sep-line.csv"))
@@ -280,7 +297,9 @@ def test_a_ticket_moved_for_two_duplicates_of_a_set_counts_once(tmp_path, monkey
     dups = {sandbox.key_id(d) for ms in dataset.merge_sets for d in ms["duplicates"]}
     distinct = {oid for oid, w in sandbox.dump()["works"].items() if dups & {u["id"] for u in w["reported_by"]}}
     assert shared in distinct
-    assert run.preview() == 0 and run.run() == 0
+    assert run.preview() == 0
+    assert run.latest_report("preview")["totals"]["tickets"] == len(distinct)   # the preview counts it once too
+    assert run.run() == 0
     report = run.latest_report()
     line = next(s for s in report["sets"] if s["email"] == two["email"])
     per_duplicate = sum(d["tickets_moved"] for d in line["duplicates"])
