@@ -187,6 +187,26 @@ def is_valid_rev_user_id(value: str) -> bool:
     return bool(_DISPLAY_ID.fullmatch(value) or _DON.fullmatch(value))
 
 
+def row_problem(rev_user_id: str, email: str, external_ref: str) -> tuple[str, str] | None:
+    """Why `read_contacts` would refuse a row with these required cells, or None.
+
+    Returns (column, message), e.g. ("EMAIL", "EMAIL 'a b@x' contains spaces ..."): the
+    same checks, so a file written from rows that pass is never refused for them.
+    """
+    try:
+        _check_value(rev_user_id, "REV_USER_ID", 0)
+        if not is_valid_rev_user_id(rev_user_id):
+            return "REV_USER_ID", f"REV_USER_ID {rev_user_id[:60]!r} is neither a contact DON nor a REVU- display id"
+        _check_value(email, "EMAIL", 0, _MAX_EMAIL)
+        if not _EMAIL.fullmatch(email):
+            return "EMAIL", f"EMAIL {email[:60]!r} is not an email address"
+        _check_value(external_ref, "EXTERNAL_REF", 0)
+    except CsvInputError as exc:
+        message = str(exc).removeprefix("line 0: ")
+        return message.split(" ", 1)[0], message
+    return None
+
+
 class _LineTap:
     """Feeds csv.reader line by line and remembers the raw text of each record."""
 

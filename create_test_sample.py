@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, metavar="CSV", help="the full contacts CSV")
     p.add_argument("--output", required=True, metavar="CSV", help="the sample CSV to write")
-    p.add_argument("--size", required=True, type=cli.int_between(1), metavar="N", help="how many contacts (rows) the sample holds")
-    p.add_argument("--seed", type=cli.int_between(-2 ** 63, 2 ** 63 - 1), metavar="S", help="pick the same sample again (default: a random seed, printed)")
+    p.add_argument("--size", required=True, type=cli.int_between(1), metavar="N",
+                   help="how many contacts (rows) the sample holds")
+    p.add_argument("--seed", type=cli.int_between(-2 ** 63, 2 ** 63 - 1), metavar="S",
+                   help="pick the same sample again (default: a random seed, printed)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     p.add_argument("--include-skipped", action="store_true",
                    help="also include one group the CSV skips (e.g. a single contact), counted in --size")

@@ -26,6 +26,15 @@ ACCEPTED_API_VERSIONS = ("2022-10-20", "2024-01-24")  # [I] emulator: others are
 # 100). The client asks for 100 and follows next_cursor whatever size the server sends.
 PAGE_LIMIT = 100
 SANDBOX_PAGE_CAP = 100   # [I] the emulator clamps `limit` to this (configurable per emulator)
+# [C] rev-users.scan takes no `limit`: the server picks its page size. [I] how big is
+# undocumented; the emulator serves this many (the list's documented default).
+SCAN_PAGE_SIZE = 50
+# Which operation find_duplicates.py walks every contact with. [C] both take the same
+# filters and a cursor; rev-users.list also takes `limit`, so asking for the page cap
+# gives the fewest pages, ceil(N / cap); rev-users.scan's page size is the server's
+# undocumented choice. [I] switch to "rev-users.scan" if production shows a list walk
+# of a whole tenant is refused or inconsistent (the finder supports both).
+CONTACT_WALK_ENDPOINT = "rev-users.list"
 
 # --- rate limits ---------------------------------------------------------------
 RATE_LIMIT_WINDOW_SECONDS = 300  # [C] the window resets every 5 minutes

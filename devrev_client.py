@@ -579,6 +579,45 @@ class DevRevClient:
                                     endpoint=endpoint)
             seen_cursors.add(cursor)
 
+    def walk_pages(self, endpoint: str, body: dict, items_key: str, *, paged: bool = True) -> Iterator[list[dict]]:
+        """Each page of a listing as DevRev sent it, following next_cursor to the end.
+
+        For walks over a whole tenant: unlike `paginate` it keeps no per-item state, so
+        memory stays flat however many items there are (a caller that must not see an
+        item twice removes repeats itself). paged=False is for `*.scan` operations, which
+        take no `limit` or `mode` (the server sizes the page). The cursor guards are
+        `paginate`'s: a repeated cursor raises ResponseError (after an empty page it ends
+        the walk), and so do MAX_EMPTY_PAGES empty pages in a row.
+        """
+        seen_cursors: set[str] = set()
+        cursor = None
+        empty_pages = 0
+        while True:
+            request = dict(body, limit=self.page_limit) if paged else dict(body)
+            if cursor:
+                request["cursor"] = cursor
+                if paged:
+                    request["mode"] = "after"
+            data = self.call(endpoint, request, retry_transient=True)
+            items = data.get(items_key)
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise ResponseError(f"the answer has no '{items_key}' list of objects", endpoint=endpoint)
+            yield items
+            cursor = data.get("next_cursor")
+            if not cursor:
+                return
+            empty_pages = 0 if items else empty_pages + 1
+            if empty_pages >= self.MAX_EMPTY_PAGES:
+                raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
+                                    f"the listing cannot be trusted", endpoint=endpoint)
+            if cursor in seen_cursors:
+                if not items:
+                    log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
+                    return
+                raise ResponseError("DevRev returned the same page cursor twice; the listing cannot be trusted",
+                                    endpoint=endpoint)
+            seen_cursors.add(cursor)
+
     # ----------------------------------------------------------------- rev users
     def get_rev_user(self, user_id: str) -> dict:
         return self._call_for("rev-users.get", {"id": user_id}, "rev_user")

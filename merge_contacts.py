@@ -69,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SANDBOX_DIR}/savepoints.sqlite3)")
     p.add_argument("--rate-limit", type=cli.positive_float, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
-    p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets processed at once (default: 4)")
-    p.add_argument("--max-merges", type=cli.int_between(1), metavar="N", help="process at most N merge sets in this run")
+    p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
+                   help="merge sets processed at once (default: 4)")
+    p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
+                   help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
     p.add_argument("--keep-duplicate", action="store_true",
                    help="move tickets and conversations but do not merge the duplicate away")

@@ -188,8 +188,6 @@ def merge_rows(report: dict) -> list[dict]:
             # distinct items (one moved for two duplicates of the set counts once), when known
             "tickets_moved": _moved(outcome, "moved_ticket_ids", dups, "tickets_moved"),
             "conversations_moved": _moved(outcome, "moved_conversation_ids", dups, "conversations_moved"),
-            "moved_ticket_ids": outcome.get("moved_ticket_ids"),
-            "moved_conversation_ids": outcome.get("moved_conversation_ids"),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "backups": [b for d in dups for b in d["backups"]],
             "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
@@ -209,15 +207,16 @@ def _moved(outcome: dict, ids_key: str, dups: list[dict], count_key: str) -> int
     return len(ids) if ids is not None else sum(d[count_key] for d in dups)
 
 
-def _distinct_total(rows: list[dict], ids_key: str, count_key: str) -> int:
-    """Items moved across the run, each once (a ticket two sets share counts once)."""
+def _distinct_total(sets: list[dict], ids_key: str, count_key: str) -> int:
+    """Items moved across the run, each once (a ticket two sets share counts once); a set
+    line without the ids (an older shape) adds its duplicates' counts."""
     ids: set[str] = set()
     uncounted = 0
-    for r in rows:
-        if r.get(ids_key) is not None:
-            ids.update(r[ids_key])
+    for outcome in sets:
+        if outcome.get(ids_key) is not None:
+            ids.update(outcome[ids_key])
         else:
-            uncounted += r.get(count_key) or 0
+            uncounted += sum(d.get(count_key) or 0 for d in outcome.get("duplicates") or [])
     return len(ids) + uncounted
 
 
@@ -228,8 +227,8 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
             "failed": count("failed"), "pending": count("pending") + count("interrupted"),
             "skipped": count("skipped") + len(report["skipped"]),
-            "tickets_moved": _distinct_total(rows, "moved_ticket_ids", "tickets_moved"),
-            "conversations_moved": _distinct_total(rows, "moved_conversation_ids", "conversations_moved")}
+            "tickets_moved": _distinct_total(report["sets"], "moved_ticket_ids", "tickets_moved"),
+            "conversations_moved": _distinct_total(report["sets"], "moved_conversation_ids", "conversations_moved")}
 
 
 def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:

@@ -216,6 +216,71 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
     return Dataset(b.seed, b.rows, merge_sets, skipped_reasons)
 
 
+@dataclass
+class Tenant:
+    """A large contacts-only tenant (see build_contact_tenant)."""
+
+    seed: dict                     # "rev_users" is a one-shot generator: load it once
+    contacts: int
+    merge_sets: list[dict]         # {"email", "primary": DON, "duplicates": [DONs]}
+    skipped: dict[str, str]        # email -> the reason code contacts_csv gives its group
+    without_email: int
+
+
+def build_contact_tenant(contacts: int = 100_000, merge_sets: int = 300, *, seed: int = 0,
+                         devo: str = "DEVO1x") -> Tenant:
+    """A tenant of `contacts` contacts (no tickets) hiding `merge_sets` merge sets, for the
+    find_duplicates bench: every fifth set has two duplicates, a tenth as many groups
+    without a primary and with two primaries, 1% of contacts without an email, the rest
+    single contacts; group members sit at random places in the walk.
+
+    Built lazily: the seed's rev users are a generator and the group layout is a dict of
+    the few positions that belong to groups, so the builder itself needs no memory for
+    the contacts (the emulator that loads them does).
+    """
+    rng = random.Random(seed)
+    members: list[tuple[str, str]] = []   # (email, "primary" | "duplicate") per group member
+    expected, skipped = [], {}
+    for n in range(merge_sets):
+        email = f"dup{n}@customer{n % 97}.example"
+        members += [(email, "primary")] + [(email, "duplicate")] * (2 if n % 5 == 0 else 1)
+        expected.append(email)
+    for n in range(max(1, merge_sets // 10)):
+        for reason, roles in ((SKIP_NO_PRIMARY, ("duplicate", "duplicate")),
+                              (SKIP_SEVERAL_PRIMARIES, ("primary", "primary"))):
+            email = f"{reason}{n}@skipped.example"
+            skipped[email] = reason
+            members += [(email, role) for role in roles]
+    if len(members) > contacts:
+        raise ValueError(f"{contacts} contacts cannot hold {len(members)} group members")
+    layout = dict(zip(rng.sample(range(contacts), len(members)), members))
+    sets: dict[str, dict] = {e: {"email": e, "primary": None, "duplicates": []} for e in expected}
+    without_email = 0
+    for i in range(contacts):
+        email, role = layout.get(i, (None, "single"))
+        don = f"don:identity:{REGION}:devo/{devo}:revu/T{i}"
+        if email in sets:
+            if role == "primary":
+                sets[email]["primary"] = don
+            else:
+                sets[email]["duplicates"].append(don)
+        without_email += role == "single" and i % 100 == 99
+
+    def rev_users():
+        for i in range(contacts):
+            email, role = layout.get(i, (None, "single"))
+            if role == "single":
+                email = None if i % 100 == 99 else f"person{i}@org{i % 500}.example"
+            ref = DUPLICATE_PREFIX + f"{i:022d}" if role == "duplicate" else f"REVU-T{i}"
+            yield {"key": f"T{i}", "suffix": f"T{i}", "email": email, "workspace": f"w{i % 20}",
+                   "external_ref": ref, "display_name": email or f"Contact {i}",
+                   "created_date": iso(BASE_TIME + i * 60)}
+
+    tenant_seed = {"devo": devo, "workspaces": [{"key": f"w{n}", "display_name": f"Workspace {n}"} for n in range(20)],
+                   "rev_users": rev_users()}
+    return Tenant(tenant_seed, contacts, list(sets.values()), skipped, without_email)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write an emulator seed and its contacts CSV.")
     parser.add_argument("--sets", type=int, default=12)

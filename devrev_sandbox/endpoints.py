@@ -12,7 +12,8 @@ from typing import Callable
 from .errors import ApiError
 from .modes import BehaviourModes
 from .state import SandboxState, iso
-from .validation import PAGING, check_fields, enum_list, id_list, page, require, resolve, set_ids, string_list
+from .validation import (PAGING, boolean, check_fields, check_mode, date_filter, enum_list, id_list, keyset_page, page,
+                         page_limit, require, resolve, set_ids, string_list)
 
 
 @dataclass(frozen=True)
@@ -103,16 +104,45 @@ def _rev_users_get(state: SandboxState, settings: Settings, body: dict) -> dict:
     return {"rev_user": state.render_user(user)}
 
 
-@route("rev-users.list", fields={"email", "external_ref", "rev_org"} | PAGING, readonly=True,
-       arrays={"email", "external_ref", "rev_org"})
-def _rev_users_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+_CONTACT_FILTERS = {"email", "external_ref", "rev_org", "created_by", "is_verified", "created_date", "modified_date"}
+_CONTACT_ARRAYS = {"email", "external_ref", "rev_org", "created_by"}
+
+
+def _contact_filter(state: SandboxState, settings: Settings, body: dict) -> Callable[[dict], bool]:
+    """The filters rev-users.list and rev-users.scan share, as one predicate (exact values,
+    as DevRev's are documented; date ranges inclusive at both ends)."""
     emails, refs = string_list(body, "email"), string_list(body, "external_ref")
-    orgs = id_list(state, body, "rev_org")
-    items = [u for u in state.users.values() if u["type"] == "rev_user" and not _gone(state, settings, u)
-             and (emails is None or u.get("email") in emails)
-             and (refs is None or u.get("external_ref") in refs)
-             and (orgs is None or u.get("rev_org") in orgs)]
-    first, cursor = page(body, items, "rev-users.list", settings.page_cap)
+    orgs, creators = id_list(state, body, "rev_org"), id_list(state, body, "created_by")
+    verified = boolean(body, "is_verified")
+    created, modified = date_filter(body, "created_date"), date_filter(body, "modified_date")
+
+    def keep(u: dict) -> bool:
+        return (not _gone(state, settings, u)
+                and (emails is None or u.get("email") in emails)
+                and (refs is None or u.get("external_ref") in refs)
+                and (orgs is None or u.get("rev_org") in orgs)
+                and (creators is None or u.get("created_by") in creators)
+                and (verified is None or bool(u.get("is_verified")) == verified)
+                and (created is None or created(u.get("created_date")))
+                and (modified is None or modified(u.get("modified_date"))))
+    return keep
+
+
+@route("rev-users.list", fields=_CONTACT_FILTERS | PAGING, readonly=True, arrays=_CONTACT_ARRAYS)
+def _rev_users_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    limit = page_limit(body, settings.page_cap)
+    check_mode(body)
+    keep = _contact_filter(state, settings, body)
+    first, cursor = keyset_page(body, state.rev_users_newest_first(), keep, "rev-users.list", limit)
+    return _listing("rev_users", [state.render_user(u) for u in first], cursor)
+
+
+@route("rev-users.scan", fields=_CONTACT_FILTERS | {"cursor"}, readonly=True, arrays=_CONTACT_ARRAYS)
+def _rev_users_scan(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """Like the list without `limit`, `mode` or `sort_by`: the server sets the page size."""
+    keep = _contact_filter(state, settings, body)
+    first, cursor = keyset_page(body, state.rev_users_newest_first(), keep, "rev-users.scan",
+                                settings.modes.scan_page_size)
     return _listing("rev_users", [state.render_user(u) for u in first], cursor)
 
 

@@ -39,6 +39,10 @@ class BehaviourModes:
     """The status of rev-users.update giving an external_ref another live contact holds:
     409 (conflict) or 400 (bad_request)."""
 
+    scan_page_size: int = facts.SCAN_PAGE_SIZE
+    """How many contacts one rev-users.scan page holds: the scan request has no `limit`,
+    so the server alone decides (undocumented)."""
+
     retry_after_form: str = "seconds"
     """How a 429 spells Retry-After: "seconds" (`30`, what the spec declares) or "date" (an
     HTTP-date, the other form RFC 9110 allows, which a proxy in front of DevRev may send)."""
@@ -48,6 +52,8 @@ class BehaviourModes:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
         if self.external_ref_conflict_status not in (400, 409):
             raise ValueError("external_ref_conflict_status must be 400 or 409")
+        if self.scan_page_size < 1:
+            raise ValueError("scan_page_size must be 1 or more")
         if self.retry_after_form not in RETRY_AFTER_FORMS:
             raise ValueError(f"retry_after_form must be one of {', '.join(RETRY_AFTER_FORMS)}")
 
@@ -78,5 +84,5 @@ def _boolean(text: str) -> bool:
 
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
             "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
-            "retry_after_form": str}
+            "scan_page_size": int, "retry_after_form": str}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -7,8 +7,11 @@ Every check raises ApiError with DevRev's error type and field_name.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
+import itertools
 import json
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -163,3 +166,92 @@ def page(body: dict, items: list[dict], endpoint: str, page_cap: int) -> tuple[l
     if len(items) > limit:
         next_cursor = base64.urlsafe_b64encode(json.dumps({"k": first[-1]["_seq"], "f": digest}).encode()).decode()
     return first, next_cursor
+
+
+def _filters_digest(endpoint: str, body: dict) -> str:
+    filters = json.dumps({k: v for k, v in body.items() if k not in PAGING}, sort_keys=True)
+    return hashlib.sha256((endpoint + filters).encode()).hexdigest()[:12]
+
+
+def keyset_page(body: dict, newest_first: list[dict], keep, endpoint: str, limit: int) -> tuple[list[dict], str | None]:
+    """`page` for a large table already ordered newest first (descending `_seq`): the
+    cursor is found by bisection and only the page's objects are tested with keep(obj),
+    so a full walk of N objects costs O(N) in all, not O(N) per page. The cursor format
+    and its binding to the endpoint and filters are `page`'s. `limit` is the page size
+    the caller settled (clamped; a scan has no `limit` field)."""
+    digest = _filters_digest(endpoint, body)
+    start = 0
+    cursor = body.get("cursor")
+    if cursor:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+            after, bound = int(data["k"]), data["f"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_field", "invalid cursor", field_name="cursor") from None
+        if bound != digest:
+            raise ApiError(400, "invalid_field", "cursor does not match the filters", field_name="cursor")
+        start = bisect.bisect_left(newest_first, -after, key=lambda o: -o["_seq"])
+        if start < len(newest_first) and newest_first[start]["_seq"] >= after:
+            start += 1
+    first: list[dict] = []
+    more = False
+    for obj in itertools.islice(newest_first, start, None):
+        if not keep(obj):
+            continue
+        if len(first) == limit:
+            more = True
+            break
+        first.append(obj)
+    next_cursor = None
+    if more:
+        next_cursor = base64.urlsafe_b64encode(json.dumps({"k": first[-1]["_seq"], "f": digest}).encode()).decode()
+    return first, next_cursor
+
+
+def page_limit(body: dict, page_cap: int) -> int:
+    """The request's `limit` (default facts.PAGE_LIMIT), checked and clamped to page_cap."""
+    limit = body.get("limit", facts.PAGE_LIMIT)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ApiError(400, "invalid_field", "limit must be a positive integer", field_name="limit")
+    return min(limit, page_cap)
+
+
+def check_mode(body: dict) -> None:
+    mode = body.get("mode", "after")
+    if mode not in ("after", "before"):
+        raise ApiError(400, "invalid_enum_value", "mode must be after or before", field_name="mode",
+                       value=str(mode), allowed_values=["after", "before"])
+
+
+def boolean(body: dict, name: str) -> bool | None:
+    """A boolean filter (GET query strings carry "true"/"false"), or None when absent."""
+    value = body.get(name)
+    if isinstance(value, str) and value in ("true", "false"):
+        return value == "true"
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, "invalid_field", f"{name} must be a boolean", field_name=name)
+    return value
+
+
+def date_filter(body: dict, name: str):
+    """A `date-time-filter` ({"after", "before"}, both inclusive) as a predicate on an
+    ISO timestamp string, or None when absent."""
+    spec = body.get(name)
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not set(spec) <= {"after", "before"}:
+        raise ApiError(400, "invalid_field", f"{name} must be an object with after and/or before", field_name=name)
+    bounds = {}
+    for end, value in spec.items():
+        try:
+            bounds[end] = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(400, "invalid_field", f"{name}.{end} is not a date-time", field_name=name) from None
+
+    def keep(stamp: str | None) -> bool:
+        if not stamp:
+            return False
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return (("after" not in bounds or moment >= bounds["after"])
+                and ("before" not in bounds or moment <= bounds["before"]))
+    return keep

@@ -1,4 +1,6 @@
-"""Shared fixtures: emulators checked against DevRev's own spec, clients, datasets.
+"""Shared fixtures and hooks: emulators checked against DevRev's own spec, clients, the token scan.
+
+Helpers (functions and classes) live in tests/helpers.py: `from helpers import ...`.
 
 Every emulator a test starts through `make_sandbox` validates each request it receives
 and each answer it gives against tests/fixtures/devrev_spec_schemas.json (extracted
@@ -8,20 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import devrev_client
+from devrev_client import DevRevClient
+from devrev_sandbox import DevRevSandbox
+from helpers import TEST_TOKEN
+from spec_validator import SpecValidator
 
-from devrev_client import DevRevClient  # noqa: E402
-from devrev_sandbox import DEFAULT_TOKEN, DevRevSandbox  # noqa: E402
-from spec_validator import SpecValidator  # noqa: E402
-
-TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"
 _VALIDATOR = SpecValidator()
 SPEC_STATS = {"requests": 0, "responses": 0, "mismatches": 0}
 _stats_lock = threading.Lock()
@@ -75,6 +73,22 @@ def make_sandbox():
         if TEST_TOKEN in json.dumps(sandbox.request_log, default=str):
             problems.append("the token appears in the emulator's request log")
     assert not problems, "DevRev spec mismatches:\n" + "\n".join(sorted(set(problems))[:30])
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    """The production backoff (0.5 s base, 8 s cap, jittered) would turn the ~200 retries
+    of a faulty run into minutes of sleeping. What is under test is *whether and what* the
+    client retries, not how long it sleeps, so in-process runs wait 1 ms instead. The
+    production defaults are untouched (the subprocess tests use them)."""
+    real_init = devrev_client.DevRevClient.__init__
+
+    def fast(self, *args, **kwargs):
+        kwargs.setdefault("backoff_base", 0.001)
+        kwargs.setdefault("backoff_cap", 0.001)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(devrev_client.DevRevClient, "__init__", fast)
 
 
 @pytest.fixture
@@ -133,5 +147,3 @@ def pytest_terminal_summary(terminalreporter):
         f"DevRev spec validation: {SPEC_STATS['requests']} requests and {SPEC_STATS['responses']} responses "
         f"checked, {SPEC_STATS['mismatches']} mismatches")
 
-
-__all__ = ["TEST_TOKEN", "DEFAULT_TOKEN"]

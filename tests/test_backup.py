@@ -29,8 +29,7 @@ from devrev_sandbox import dataset as sandbox_dataset
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
 from fileutil import safe_name
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 
 # --------------------------------------------------------------------------- helpers
@@ -146,7 +145,8 @@ def test_round_trip_matches_the_emulator_file_by_file(make_sandbox, make_client,
     metadata = load(folder, "metadata.json")
     referenced = set()
     for obj_id in list(my_tickets) + list(my_convs):
-        holders = [dump["works"].get(obj_id) or dump["conversations"][obj_id]] + dump["timeline_entries"].get(obj_id, [])
+        holders = [dump["works"].get(obj_id) or dump["conversations"][obj_id]]
+        holders += dump["timeline_entries"].get(obj_id, [])
         referenced |= {(obj_id, a["id"]) for h in holders for a in h.get("artifacts", [])}
     assert len(metadata["attachments"]) == len(referenced) == result.counts["attachments"] > 120
     for item in metadata["attachments"]:

@@ -6,7 +6,6 @@ folder and a corrupt input: exactly one `error:` line, exit 2, and no call to De
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -19,10 +18,11 @@ import pytest
 import cli
 import create_test_sample
 import devrev_client
+import find_duplicates
 import merge_contacts
 import verify_backups
 from cli import ExitCode
-from conftest import TEST_TOKEN
+from helpers import TEST_TOKEN
 from contacts_csv import CsvInputError
 from devrev_client import ConfigError
 from journal import Journal, JournalError
@@ -226,7 +226,7 @@ def test_status_piped_to_head_does_not_raise_broken_pipe(sets, tmp_path):
 def test_sigterm_is_reported_as_sigterm_in_the_log_and_the_report(tmp_path, make_sandbox):
     from devrev_sandbox.dataset import build_dataset
     from devrev_sandbox import Faults
-    from merge_helpers import MergeRun
+    from helpers import MergeRun
     import time
     dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
     sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
@@ -291,6 +291,12 @@ def _verify(tmp, case):
     return ["--backup-dir", str(tmp / "good.csv"), "--report-dir", str(tmp / "reports")]
 
 
+def _find(tmp, case):
+    if case == "unwritable folder":
+        return ["--output", str(tmp / "a-file" / "found.csv"), "--log-dir", str(tmp / "logs")]
+    return ["--output", str(tmp / "good.csv"), "--log-dir", str(tmp / "logs")]  # exists, and no --force
+
+
 # Every script of the suite; a new script joins this list.
 SCRIPTS = {
     "merge_contacts --sandbox --preview": (merge_contacts.main, _merge_sandbox),
@@ -298,6 +304,7 @@ SCRIPTS = {
     "merge_contacts --preview": (merge_contacts.main, _merge_preview_savepoint),
     "create_test_sample": (create_test_sample.main, _sample),
     "verify_backups": (verify_backups.main, _verify),
+    "find_duplicates": (find_duplicates.main, _find),
 }
 
 
@@ -333,8 +340,9 @@ def test_every_script_refuses_bad_folders_and_input_with_one_line_and_exit_2(
 
 
 def test_env_example_names_exactly_the_scripts_that_read_env():
-    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py")
+    readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py",
+                                       "find_duplicates.py")
                      if "load_dotenv(" in open(os.path.join(ROOT, name), encoding="utf-8").read())
-    assert readers == ["merge_contacts.py"]
+    assert readers == ["find_duplicates.py", "merge_contacts.py"]
     header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
-    assert "Only merge_contacts.py reads .env" in header
+    assert "Only merge_contacts.py and find_duplicates.py read .env" in header

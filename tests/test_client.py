@@ -21,11 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import TEST_TOKEN
 from devrev_client import (AuthError, BadRequestError, ConfigError, ConflictError, DevRevClient, DevRevError,
                            DownloadError, MovedError, NotFoundError, PermissionDeniedError, RateLimitError,
                            ResponseError, ServerError, ServerPacer, TransportError)
 from devrev_sandbox import Faults, Scripted
+from helpers import TEST_TOKEN
 
 DUP_REF = "user_" + "Ab3dE6gH9jK2mN5pQ8sT1v"
 HELLO = b"hello attachment \x00\x01\x02 bytes"
@@ -758,7 +758,8 @@ def test_https_and_loopback_http_accepted(url):
     client.close()
 
 
-@pytest.mark.parametrize("url", ["http://localhost.example.com", "http://127.0.0.1.nip.io", "https://", "api.devrev.ai"])
+@pytest.mark.parametrize("url", ["http://localhost.example.com", "http://127.0.0.1.nip.io", "https://",
+                                 "api.devrev.ai"])
 def test_look_alike_loopback_and_hostless_urls_refused(url):
     with pytest.raises(ConfigError):
         DevRevClient(TEST_TOKEN, url)
@@ -863,6 +864,7 @@ def test_without_pacing_the_same_run_meets_429(make_sandbox, make_client):
     assert statuses(sb, "rev-users.get").count(429) >= 1
 
 
+@pytest.mark.slow
 def test_pacing_avoids_429_in_real_time(make_sandbox, make_client):
     sb = make_sandbox(small_seed(), rate_limit=(6, 1.0))
     client = make_client(sb)  # real sleeping: about two window resets, 2-4 s

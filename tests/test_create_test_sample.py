@@ -14,10 +14,10 @@ import sys
 
 import pytest
 
-import conftest
 import create_test_sample
 import merge_contacts
 from contacts_csv import group_contacts, read_contacts
+from helpers import ROOT, TEST_TOKEN
 from devrev_sandbox.dataset import build_dataset
 
 HEADER = "REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,TICKET_COUNT"
@@ -400,7 +400,7 @@ def test_include_skipped_needs_room_for_a_merge_set(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- as a script
 def test_script_errors_are_one_line_and_help_works(tmp_path):
-    script = os.path.join(conftest.ROOT, "create_test_sample.py")
+    script = os.path.join(ROOT, "create_test_sample.py")
     bad = subprocess.run([sys.executable, script, "--input", "x.csv", "--output", "y.csv", "--size", "four"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
@@ -425,7 +425,7 @@ def test_sample_previews_cleanly_with_merge_contacts(tmp_path, capsys, monkeypat
 
     sandbox = make_sandbox(dataset.seed)
     monkeypatch.chdir(tmp_path)  # no .env of the repo is read
-    monkeypatch.setenv("DEVREV_API_TOKEN", conftest.TEST_TOKEN)
+    monkeypatch.setenv("DEVREV_API_TOKEN", TEST_TOKEN)
     monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url)
     code = merge_contacts.main(["--csv", str(sample), "--preview", "--report-dir", str(tmp_path / "reports"),
                                 "--log-dir", str(tmp_path / "logs"), "--savepoint", str(tmp_path / "sp.sqlite3"),

@@ -25,11 +25,10 @@ import journal as journal_module
 import merge_contacts
 import verify_backups
 from cli import ExitCode
-from conftest import TEST_TOKEN
 from contacts_csv import (SKIP_INVALID_DOMAIN, CsvInputError, email_domain_problem, email_key, group_contacts,
                           read_contacts)
 from devrev_sandbox.dataset import build_dataset
-from merge_helpers import MergeRun, expected_after_merge, normalized
+from helpers import TEST_TOKEN, MergeRun, expected_after_merge, normalized
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "field_cases")
 

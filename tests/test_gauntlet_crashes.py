@@ -20,14 +20,16 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import backup
-from conftest import TEST_TOKEN
-from merge_helpers import MergeRun, normalized
-from devrev_sandbox.dataset import build_dataset
-from test_gauntlet_faults import MergeGuard, journal_problems, owners_of, ownership_violations
+import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import backup
+from helpers import (ROOT, TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of,
+                     ownership_violations)
+from devrev_sandbox.dataset import build_dataset
+
 SCRIPT = os.path.join(ROOT, "merge_contacts.py")
+pytestmark = pytest.mark.slow
+
 KILL_SEED = 424242
 KILLS = 24
 

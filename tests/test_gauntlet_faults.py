@@ -7,132 +7,26 @@ every backup verified, and no ticket or conversation ever written without its cu
 
 Also here: a full disk during a backup (that set fails cleanly; nothing changes for it).
 
-The helpers at the top (`owners_of`, `ownership_violations`, `journal_problems`) are shared
-with the other gauntlet files.
+The invariants checked here (`owners_of`, `ownership_violations`, `MergeGuard`, `journal_problems`)
+live in tests/helpers.py, shared with the other merge tests.
 """
 from __future__ import annotations
 
 import errno
 import os
-import stat
 import time
 
 import pytest
 
 import backup
-import devrev_client
 import fileutil
-import journal as journal_module
 from devrev_sandbox import Faults
-from merge_helpers import MergeRun, expected_after_merge, normalized
+from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
+                     ownership_violations)
 from devrev_sandbox.dataset import build_dataset
 
 
-# --------------------------------------------------------------------------- shared helpers
-def owners_of(sandbox, dataset) -> dict[str, set[str]]:
-    """Each ticket / conversation a duplicate is on -> the contacts of its merge set."""
-    dump = sandbox.dump()
-    owners: dict[str, set[str]] = {}
-    for ms in dataset.merge_sets:
-        contacts = {sandbox.key_id(ms["primary"])} | {sandbox.key_id(d) for d in ms["duplicates"]}
-        dups = contacts - {sandbox.key_id(ms["primary"])}
-        for kind, field in (("works", "reported_by"), ("conversations", "members")):
-            for oid, obj in dump[kind].items():
-                if dups & {u["id"] for u in obj[field]}:
-                    owners.setdefault(oid, set()).update(contacts)
-    return owners
-
-
-def ownership_violations(sandbox, owners: dict[str, set[str]]) -> list[str]:
-    """Every works.update / conversations.update the emulator received (applied or not) must
-    target an object a merge set owns, and its `set` must be non-empty and still name one
-    of that set's contacts: at no moment may a ticket lose its reporter or a conversation
-    its customer."""
-    problems = []
-    for entry in list(sandbox.request_log):
-        field = {"works.update": "reported_by", "conversations.update": "members"}.get(entry.get("endpoint"))
-        if field is None:
-            continue
-        body = entry.get("body")
-        if not isinstance(body, dict):
-            # a request cut off by a kill mid-send: refused as unparseable, nothing applied
-            if entry.get("applied"):
-                problems.append(f"call {entry['seq']}: {entry['endpoint']} applied an unreadable body {body!r:.80}")
-            continue
-        oid = body.get("id")
-        if oid not in owners:
-            problems.append(f"call {entry['seq']}: {entry['endpoint']} on {oid}, which no merge set owns")
-            continue
-        new = (body.get(field) or {}).get("set") if isinstance(body.get(field), dict) else None
-        if not new:
-            problems.append(f"call {entry['seq']}: {oid} {field} set to {new!r}")
-        elif not set(new) & owners[oid]:
-            problems.append(f"call {entry['seq']}: {oid} {field} set to {new} (none of its merge set)")
-    return problems
-
-
-class MergeGuard:
-    """An emulator hook: each rev-users.merge DevRev applies must find the duplicate owning
-    nothing (else a ticket or conversation would keep a retired contact as its customer)."""
-
-    def __init__(self):
-        self.merges = 0
-        self.violations: list[tuple[str, list[str]]] = []
-
-    def __call__(self, sandbox, entry):
-        if entry.get("endpoint") != "rev-users.merge" or not entry.get("applied"):
-            return
-        dup = entry["body"]["secondary_user"]
-        with sandbox.state.lock:
-            owned = [w["display_id"] for w in sandbox.state.works.values() if dup in w["reported_by"]]
-            owned += [c["display_id"] for c in sandbox.state.conversations.values() if dup in c["members"]]
-        self.merges += 1
-        if owned:
-            self.violations.append((dup, owned))
-
-
-def journal_problems(path) -> list[str]:
-    """journal.check() plus: no intent left open anywhere."""
-    import sqlite3
-    db = journal_module.Journal(str(path), "check")
-    try:
-        problems = db.check()
-    finally:
-        db.close()
-    con = sqlite3.connect(str(path))
-    try:
-        open_intents = con.execute("SELECT set_key, step FROM steps WHERE status = 'intent'").fetchall()
-    finally:
-        con.close()
-    return problems + [f"open intent {s} of {k}" for k, s in open_intents]
-
-
-def assert_private_tree(root) -> None:
-    """Every folder under `root` (itself included) is 0700 and every file 0600."""
-    bad = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if stat.S_IMODE(os.stat(dirpath).st_mode) != 0o700:
-            bad.append(f"{dirpath}: {oct(stat.S_IMODE(os.stat(dirpath).st_mode))}")
-        for name in filenames:
-            mode = stat.S_IMODE(os.stat(os.path.join(dirpath, name)).st_mode)
-            if mode != 0o600:
-                bad.append(f"{os.path.join(dirpath, name)}: {oct(mode)}")
-    assert not bad, "not private: " + ", ".join(bad[:10])
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch):
-    """The production backoff (0.5 s base, 8 s cap, jittered) would turn the ~200 retries
-    of a faulty run into minutes of sleeping. What is under test is *whether and what* the
-    client retries, not how long it sleeps, so in-process runs wait 1 ms instead. The
-    production defaults are untouched (the subprocess tests use them)."""
-    real_init = devrev_client.DevRevClient.__init__
-
-    def fast(self, *args, **kwargs):
-        kwargs.setdefault("backoff_base", 0.001)
-        kwargs.setdefault("backoff_cap", 0.001)
-        real_init(self, *args, **kwargs)
-    monkeypatch.setattr(devrev_client.DevRevClient, "__init__", fast)
+pytestmark = pytest.mark.slow
 
 
 # --------------------------------------------------------------------------- the faulty full merge

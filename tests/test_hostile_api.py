@@ -18,10 +18,9 @@ import pytest
 
 import backup
 from devrev_sandbox import Faults, Scripted
-from merge_helpers import MergeRun, expected_after_merge, normalized
+from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
+                     ownership_violations)
 from devrev_sandbox.dataset import build_dataset
-from test_gauntlet_faults import (MergeGuard, fast_backoff, journal_problems, owners_of,  # noqa: F401
-                                  ownership_violations)
 
 DEADLINE_S = 60
 

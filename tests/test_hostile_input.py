@@ -6,15 +6,13 @@ nothing on stdout, and an emulator that received no call at all.
 """
 from __future__ import annotations
 
-import codecs
 import os
 
 import pytest
 
 import merge_contacts
-from conftest import TEST_TOKEN
 from contacts_csv import email_key, group_contacts, read_contacts
-from merge_helpers import MergeRun
+from helpers import TEST_TOKEN, MergeRun
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_csv")
 
@@ -98,19 +96,6 @@ def test_hostile_csv_is_refused_before_any_call(name, tmp_path, monkeypatch, mak
         assert len(lines[0]) < 400, (mode, lines[0])          # one readable line, not a dump of the cell
     assert sandbox.request_log == []
     assert not (tmp_path / "backups").exists() and not (tmp_path / "savepoints").exists()
-
-
-def test_double_utf8_bom_is_read_as_the_same_contacts(tmp_path):
-    """A BOM twice (a file saved as UTF-8 with BOM by two tools in turn) holds the same data:
-    it is read, not refused, and yields exactly the rows of the clean file."""
-    good = (b"REV_USER_ID,EMAIL,EXTERNAL_REF\r\nREVU-7QmXa2Lp,jane@acme.example,REVU-7QmXa2Lp\r\n"
-            b"REVU-Hq2ZzP0k,jane@acme.example,user_Zy9xW8vU7tS6rQ5pO4nM3l\r\n")
-    plain, doubled = tmp_path / "plain.csv", tmp_path / "double_bom.csv"
-    plain.write_bytes(good)
-    doubled.write_bytes(codecs.BOM_UTF8 * 2 + good)
-    a, b = read_contacts(str(plain)), read_contacts(str(doubled))
-    assert [r.as_dict() for r in a.rows] == [r.as_dict() for r in b.rows]
-    assert b.columns == a.columns
 
 
 def test_look_alike_emails_are_never_grouped_together(tmp_path, monkeypatch, make_sandbox):

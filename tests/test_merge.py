@@ -1,7 +1,6 @@
 """End-to-end tests of merge_contacts.py against the emulator (issues: merge, merge details)."""
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -11,9 +10,8 @@ import pytest
 import backup
 import journal as journal_module
 import merge_engine
-from conftest import TEST_TOKEN
-from devrev_sandbox import WRITE_ENDPOINTS, Scripted
-from merge_helpers import MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
+from devrev_sandbox import Scripted
+from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
 from devrev_sandbox.dataset import build_dataset
 
 LIVE_SKIPS = {"email_mismatch", "contact_inactive", "contact_not_found", "cross_workspace", "external_ref_mismatch"}
@@ -79,6 +77,7 @@ def test_real_run_refuses_without_preview(tmp_path, monkeypatch, make_sandbox, s
     assert sandbox.api_calls() == []
 
 
+@pytest.mark.slow
 def test_full_run_moves_everything_and_changes_nothing_else(tmp_path, monkeypatch, make_sandbox, big_dataset):
     sandbox = make_sandbox(big_dataset.seed)
     run = MergeRun(tmp_path, sandbox, big_dataset, monkeypatch)
@@ -150,6 +149,7 @@ class Crash(BaseException):
     """Stands in for a crash: not an Exception, so nothing in the tool handles it."""
 
 
+@pytest.mark.slow
 def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path, monkeypatch, make_sandbox):
     dataset = build_dataset(2, seed=8, tickets=(1, 2), conversations=(1, 1), comments=(0, 1),
                             two_duplicate_sets=1, skipped=False)
@@ -159,7 +159,7 @@ def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path
     for boundary in range(1, total + 1):
         calls = {"n": 0}
 
-        def crashing(real):
+        def crashing(real, calls=calls, boundary=boundary):
             def wrapper(self, *a, **kw):
                 calls["n"] += 1
                 if calls["n"] == boundary:
@@ -235,7 +235,7 @@ def build_sandbox_state(dataset):
 
 
 def sandbox_key(dataset, key):
-    from devrev_sandbox import REGION, stable_suffix
+    from devrev_sandbox import REGION
     user = [u for u in dataset.seed["rev_users"] if u["key"] == key][0]
     return f"don:identity:{REGION}:devo/{dataset.seed['devo']}:revu/{user['suffix']}"
 
@@ -514,6 +514,7 @@ def test_bad_input_exits_2_before_any_call(tmp_path, monkeypatch, make_sandbox, 
     assert sandbox.api_calls() == []
 
 
+@pytest.mark.slow
 def test_concurrent_workers_resume_with_another_count(tmp_path, monkeypatch, make_sandbox):
     """--workers N: sets run at once over one session and one journal; an interrupted run with
     8 workers resumed with 2 ends exactly like a clean run (correctness only, not timing)."""
@@ -545,6 +546,7 @@ def test_concurrent_workers_resume_with_another_count(tmp_path, monkeypatch, mak
     assert all(backup.verify_backup(f).ok for f in run.backups())
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_after_the_call_in_flight_and_exits_130(tmp_path, make_sandbox):
     import signal
     import subprocess
@@ -555,7 +557,7 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_exits_130(tmp_path, make_sand
     run = MergeRun(tmp_path, sandbox, dataset)
     env = dict(os.environ, DEVREV_API_TOKEN=TEST_TOKEN, DEVREV_BASE_URL=sandbox.base_url,
                DEVREV_RATE_LIMIT="1000000")
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "merge_contacts.py")
+    script = os.path.join(ROOT, "merge_contacts.py")
     command = [sys.executable, script, *run.paths(), "--skip-preview-check", "--workers", "1"]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30

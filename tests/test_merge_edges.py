@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 
 import backup
 import journal as journal_module
 import merge_engine
-from conftest import TEST_TOKEN
-from merge_helpers import MergeRun, capture_stop_event, files_a_ticket
+from helpers import TEST_TOKEN, MergeRun, capture_stop_event, files_a_ticket, ids
 from devrev_sandbox.dataset import build_dataset
-
-
-def _ids(users):
-    return [u["id"] for u in users]
 
 
 def test_ticket_shared_by_two_sets_keeps_both_customers(tmp_path, monkeypatch, make_sandbox):
@@ -58,7 +52,7 @@ def test_ticket_shared_by_two_sets_keeps_both_customers(tmp_path, monkeypatch, m
               if e["endpoint"] == "works.update" and e["body"]["id"] == sandbox.key_id("shared")]
     first_a = next(i for i, w in enumerate(writes) if primary_a in w)
     assert all(primary_a in w for w in writes[first_a:]), writes
-    reporters = _ids(sandbox.dump()["works"][sandbox.key_id("shared")]["reported_by"])
+    reporters = ids(sandbox.dump()["works"][sandbox.key_id("shared")]["reported_by"])
     assert sorted(reporters) == sorted([sandbox.key_id(set_a["primary"]), sandbox.key_id(set_b["primary"])])
 
 
@@ -71,7 +65,7 @@ def test_ticket_filed_while_devrev_merges_is_backed_up_and_moved(tmp_path, monke
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0 and run.run() == 0
     dump = sandbox.dump()
-    assert _ids(dump["works"][filed["id"]]["reported_by"]) == [sandbox.key_id(ms["primary"])]
+    assert ids(dump["works"][filed["id"]]["reported_by"]) == [sandbox.key_id(ms["primary"])]
     outcome = run.latest_report()["sets"][0]
     assert outcome["status"] == "merged"
     assert len(outcome["duplicates"][0]["backups"]) == 2
@@ -111,7 +105,7 @@ def test_issue_reported_by_the_duplicate_stops_the_merge(tmp_path, monkeypatch, 
     outcome = run.latest_report()["sets"][0]
     assert "ISS-" in outcome["error"] and "by hand" in outcome["error"]
     assert not any(e["endpoint"] == "rev-users.merge" for e in sandbox.write_attempts())
-    assert _ids(sandbox.dump()["works"][sandbox.key_id("iss")]["reported_by"]) == [sandbox.key_id(dup)]
+    assert ids(sandbox.dump()["works"][sandbox.key_id("iss")]["reported_by"]) == [sandbox.key_id(dup)]
 
 
 def test_rounds_are_counted_per_run(tmp_path, monkeypatch, make_sandbox):
@@ -132,7 +126,7 @@ def test_rounds_are_counted_per_run(tmp_path, monkeypatch, make_sandbox):
     busy["on"] = False  # the admin paused the integration
     assert run.run() == 0
     dump = sandbox.dump()
-    assert not any(sandbox.key_id(dup) in _ids(w["reported_by"]) for w in dump["works"].values())
+    assert not any(sandbox.key_id(dup) in ids(w["reported_by"]) for w in dump["works"].values())
     assert all(backup.verify_backup(f).ok for f in run.backups())
 
 
@@ -194,7 +188,7 @@ def test_failed_backup_verification_exits_1_not_130_with_workers(tmp_path, monke
     assert statuses[first] == "failed"
     touched = {e["body"].get("id") for e in sandbox.write_attempts()}
     first_dup = sandbox.key_id(dataset.merge_sets[0]["duplicates"][0])
-    first_items = {w["id"] for w in sandbox.dump()["works"].values() if first_dup in _ids(w["reported_by"])}
+    first_items = {w["id"] for w in sandbox.dump()["works"].values() if first_dup in ids(w["reported_by"])}
     assert not (touched & first_items)
 
 

@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 
-from conftest import TEST_TOKEN
+from helpers import TEST_TOKEN
 from devrev_client import Backoff, DevRevClient
 
 

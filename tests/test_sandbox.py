@@ -6,70 +6,20 @@ timestamps, rate-limit headers), fault injection and the command line.
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
-from conftest import TEST_TOKEN
 from devrev_client import TransportError
 from devrev_sandbox import DEFAULT_TOKEN, Faults, Scripted
+from helpers import DUP_REF, ROOT, TEST_TOKEN, call, ok, references, seed  # noqa: F401
 from devrev_sandbox.dataset import build_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DUP_REF = "user_" + "Zy9xW8vU7tS6rQ5pO4nM3l"
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-def seed() -> dict:
-    return {
-        "workspaces": [{"key": "acme", "display_name": "Acme Inc"}],
-        "dev_users": [{"key": "agent1", "email": "agent1@support.example"}],
-        "rev_users": [
-            {"key": "jane", "email": "jane@acme.example", "workspace": "acme", "full_name": "Jane Roe"},
-            {"key": "jane-dup", "email": "jane@acme.example", "workspace": "acme", "external_ref": DUP_REF},
-            {"key": "bob", "email": "bob@acme.example", "workspace": "acme"},
-        ],
-        "tickets": [
-            {"key": "t1", "reported_by": ["jane-dup"], "owned_by": ["agent1"], "workspace": "acme",
-             "comments": [{"by": "jane-dup", "body": "help",
-                           "artifacts": [{"number": 9001, "name": "a.txt", "type": "text/plain", "size": 64}]}]},
-            {"key": "t2", "reported_by": ["jane-dup", "jane"], "owned_by": ["agent1"], "workspace": "acme"},
-            {"key": "t3", "reported_by": ["bob"], "owned_by": ["agent1"], "workspace": "acme"},
-        ],
-        "conversations": [{"key": "c1", "members": ["jane-dup", "agent1"], "owned_by": ["agent1"]}],
-    }
-
-
-def call(sb, endpoint: str, body=None, *, token: str | None = TEST_TOKEN, bearer: bool = True,
-         method: str = "POST", params: dict | None = None, headers: dict | None = None) -> requests.Response:
-    hdrs = {"Content-Type": "application/json"}
-    if token is not None:
-        hdrs["Authorization"] = f"Bearer {token}" if bearer else token
-    hdrs.update(headers or {})
-    if method == "GET":
-        return requests.get(f"{sb.base_url}/{endpoint}", params=params, headers=hdrs, timeout=10,
-                            allow_redirects=False)
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body if body is not None else {})
-    return requests.post(f"{sb.base_url}/{endpoint}", data=data, headers=hdrs, timeout=10, allow_redirects=False)
-
-
-def ok(response: requests.Response) -> dict:
-    assert response.status_code == 200, (response.status_code, response.text)
-    return response.json()
-
-
-def references(sb) -> dict:
-    """Who each ticket and conversation names (ids only: summaries also show each user's state)."""
-    dump = sb.dump()
-    out = {w: [u["id"] for u in work["reported_by"]] for w, work in dump["works"].items()}
-    out.update({c: [u["id"] for u in conv["members"]] for c, conv in dump["conversations"].items()})
-    return out
 
 
 def reporters(sb, key: str) -> list[str]:
@@ -141,7 +91,8 @@ def test_set_form_is_accepted_and_applied(sb):
 def test_set_with_repeated_or_display_ids_refused(lax):
     jane = lax.key_id("jane")
     twice = call(lax, "works.update", {"id": lax.key_id("t1"), "reported_by": {"set": [jane, jane]}})
-    display = call(lax, "works.update", {"id": lax.key_id("t1"), "reported_by": {"set": ["REVU-" + jane.split("/")[-1]]}})
+    display = call(lax, "works.update", {"id": lax.key_id("t1"),
+                                         "reported_by": {"set": ["REVU-" + jane.split("/")[-1]]}})
     assert (twice.status_code, twice.json()["field_name"]) == (400, "reported_by")
     assert (display.status_code, display.json()["type"]) == (400, "invalid_id")
     assert reporters(lax, "t1") == [lax.key_id("jane-dup")]
@@ -257,7 +208,8 @@ def test_merge_acknowledges_then_retires_after_n_gets_and_moves_nothing(make_san
 
 def test_merge_refuses_display_ids_and_self_merge(lax):
     jane = lax.key_id("jane")
-    display = call(lax, "rev-users.merge", {"primary_user": jane, "secondary_user": "REVU-" + lax.key_id("jane-dup").split("/")[-1]})
+    display = call(lax, "rev-users.merge", {"primary_user": jane,
+                                            "secondary_user": "REVU-" + lax.key_id("jane-dup").split("/")[-1]})
     assert display.status_code == 400 and display.json() == dict(display.json(), type="invalid_id",
                                                                 field_name="secondary_user")
     itself = call(lax, "rev-users.merge", {"primary_user": jane, "secondary_user": jane})
@@ -566,5 +518,6 @@ def test_command_line_starts_serves_and_stops(tmp_path):
 
 def test_command_line_rejects_a_missing_seed(tmp_path):
     result = subprocess.run([sys.executable, "-m", "devrev_sandbox", "--port", "0",
-                             "--seed", str(tmp_path / "nope.json")], cwd=ROOT, capture_output=True, text=True, timeout=30)
+                             "--seed", str(tmp_path / "nope.json")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30)
     assert result.returncode == 2 and "seed file not found" in result.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from devrev_sandbox import BehaviourModes, DevRevSandbox
 from devrev_sandbox.__main__ import main
-from test_sandbox import call, ok, references, seed
+from helpers import call, ok, references, seed
 
 
 def test_modes_keyword_and_the_old_keywords_agree_and_keywords_win():

@@ -22,11 +22,10 @@ import cli
 import merge_contacts
 import merge_engine
 import verify_backups
-from conftest import TEST_TOKEN
 from devrev_sandbox import Scripted
-from merge_helpers import MergeRun, expected_after_merge, normalized
+from helpers import (TEST_TOKEN, MergeRun, assert_private_tree, expected_after_merge, journal_problems, normalized,
+                     owners_of)
 from devrev_sandbox.dataset import build_dataset
-from test_gauntlet_faults import assert_private_tree, journal_problems, owners_of
 
 # the token whole, and pieces of it long enough to identify it
 TOKEN_PIECES = [TEST_TOKEN, TEST_TOKEN[4:], "SECRET-7f3a9c"]

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spec_validator import DEFAULT_FIXTURE, SpecValidator  # noqa: E402
+from spec_validator import DEFAULT_FIXTURE, SpecValidator
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "don:identity:dvrv-us-1:devo/0:revu/1"
@@ -91,7 +90,8 @@ def test_works_update_discriminator(spec):
 
 def test_unknown_request_field_and_operation(spec):
     problems = spec.validate_request("rev-users.merge", {"primary_user": USER, "secondary_user": OTHER, "force": True})
-    assert problems == ["rev-users.merge request: force: unknown field (the spec does not declare it for rev-users.merge)"]
+    assert problems == ["rev-users.merge request: force: unknown field "
+                        "(the spec does not declare it for rev-users.merge)"]
     assert spec.validate_request("rev-users.merge", {"primary_user": USER, "secondary_user": OTHER}) == []
     assert spec.validate_request("rev-users.frobnicate", {}) and spec.validate_response("nope", 200, {})
 

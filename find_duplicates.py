@@ -1,0 +1,172 @@
+"""Find the merge sets in DevRev itself and write them as the contacts CSV merge_contacts.py reads.
+
+    python find_duplicates.py --output contacts.csv [--force] [--ticket-counts]
+    python find_duplicates.py --sandbox --output found.csv     # on the local emulator
+
+Walks every contact once (rev-users.list, pages as large as DevRev serves), groups them
+by email exactly as merge_contacts.py does, and writes every group of two or more
+contacts (merge sets and the groups the merge would skip) in the input format. Contacts
+that look related without sharing an email go to `<output>.review.csv`, for a person.
+
+Exit codes (cli.ExitCode): 0 the scan completed and the files are written; 1 DevRev
+failed mid-scan (nothing written); 2 bad usage, an existing output without --force, an
+unusable folder, or a token DevRev rejects; 130 stopped by Ctrl-C or SIGTERM (nothing
+written; run it again).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shlex
+import sys
+
+from dotenv import load_dotenv
+
+import cli
+import devrev_assumptions as facts
+from cli import ExitCode, UsageError
+from devrev_client import AuthError, DevRevClient, DevRevError, RunInterrupted
+from duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
+from fileutil import atomic_write_bytes
+from timeutil import new_run_id
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
+SANDBOX_DIR = ".sandbox"    # merge_contacts.py --sandbox keeps the same emulator state here
+
+log = logging.getLogger("find")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.ArgumentParser(prog="find_duplicates.py", description=__doc__.split("\n\n")[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", required=True, metavar="CSV", help="the contacts CSV to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --output (and its .review.csv)")
+    p.add_argument("--ticket-counts", action="store_true",
+                   help="fill TICKET_COUNT live: one paged ticket count per contact of each merge set")
+    p.add_argument("--rate-limit", type=cli.positive_float, metavar="CALLS_PER_MINUTE",
+                   help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
+    p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
+    p.add_argument("--sandbox", action="store_true",
+                   help="scan the local DevRev emulator seeded with examples/ (no token, no network)")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the finder; returns a `cli.ExitCode` (every error a user can cause is one line)."""
+    return cli.run_main(_main, argv)
+
+
+def review_path(output: str) -> str:
+    return f"{output}.review.csv"
+
+
+def _check_outputs(args) -> None:
+    """Refuse, before any call, outputs that exist (without --force) or cannot be written."""
+    for path in (args.output, review_path(args.output)):
+        if os.path.isdir(path):
+            raise UsageError(f"--output {path} is a folder, not a file")
+        if os.path.lexists(path) and not args.force:
+            raise UsageError(f"{path} already exists: pass --force to overwrite it")
+    cli.check_writable_dir(os.path.dirname(os.path.abspath(args.output)), "--output")
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    _check_outputs(args)
+    if not args.sandbox:
+        load_dotenv(os.path.join(os.getcwd(), ".env"))
+    run_id = new_run_id()
+    secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
+    with cli.run_logging(args.log_dir, "find", run_id, secret) as log_path:
+        log.info("run %s: finding duplicate contacts in %s; log %s", run_id,
+                 "the sandbox" if args.sandbox else "DevRev", log_path or "off")
+        stop = cli.StopSignal()
+        with _client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
+                                                                    "nothing is written."):
+            findings = _scan(args, client, stop)
+            if not isinstance(findings, Findings):
+                return findings
+        _write(args, findings)
+        return ExitCode.OK
+
+
+def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
+    """The walk with its progress bar; an exit code instead when it could not complete."""
+    folder = os.path.dirname(os.path.abspath(args.output))
+    with _progress() as bar:
+        def on_page(items: int, counts) -> None:
+            if bar is not None:
+                bar.update(items)
+                bar.set_postfix(pages=counts.pages, refresh=False)
+        try:
+            return find_duplicates(client, folder, endpoint=facts.CONTACT_WALK_ENDPOINT,
+                                   ticket_counts=args.ticket_counts, on_page=on_page)
+        except RunInterrupted:
+            log.error("interrupted by %s: nothing written; run the same command again", stop.reason)
+            return ExitCode.INTERRUPTED
+        except AuthError as exc:
+            raise UsageError(str(exc)) from None
+        except DevRevError as exc:
+            log.error("DevRev failed during the scan, nothing written: %s", exc)
+            return ExitCode.FAILED
+
+
+def _write(args, findings: Findings) -> None:
+    """Both files, atomic and owner-only: the review first, so the contacts CSV only
+    exists when both were written."""
+    for path in (args.output, review_path(args.output)):
+        if os.path.lexists(path) and not args.force:  # appeared during the scan
+            raise UsageError(f"{path} appeared during the scan: pass --force to overwrite it")
+    atomic_write_bytes(review_path(args.output), review_csv_bytes(findings.review))
+    atomic_write_bytes(args.output, contacts_csv_bytes(findings))
+    for line in summary_lines(findings, facts.CONTACT_WALK_ENDPOINT):
+        log.debug("%s", line)
+        print(line)
+    print(f"\nWrote {args.output} ({sum(len(m.rows) for m in findings.merge_sets)} contacts in merge sets, "
+          f"{sum(len(g.rows) for g in findings.skipped)} in skipped groups) and {review_path(args.output)}.")
+    if findings.merge_sets:
+        sandbox = " --sandbox" if args.sandbox else ""
+        print(f"Next: python3 merge_contacts.py{sandbox} --csv {shlex.quote(args.output)} --preview")
+    else:
+        print("No merge set found: nothing to merge.")
+
+
+@contextlib.contextmanager
+def _client(args, stop: cli.StopSignal):
+    sandbox = None
+    try:
+        if args.sandbox:
+            from devrev_sandbox import DEFAULT_TOKEN, DevRevSandbox
+            from fileutil import make_private_dir
+            make_private_dir(SANDBOX_DIR)
+            sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json")).start()
+            log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
+            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
+                                  stop_event=stop.event)
+        else:
+            client = DevRevClient.from_env(calls_per_minute=args.rate_limit, stop_event=stop.event)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def _progress():
+    """A bar on stderr (when it is a terminal) counting contacts as the walk finds them:
+    DevRev does not say how many there are, so it shows the count so far and the rate."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
+        return contextlib.nullcontext(None)
+    return tqdm(desc="contacts", unit=" contacts", file=sys.stderr, disable=not sys.stderr.isatty(),
+                dynamic_ncols=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
