@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -405,7 +406,7 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
         for ms, result in _run_sets(plan.todo, merger.merge, args.workers, stop, "merge"):
             tally.add(ms, result)
     finally:
-        problems = merger.journal.check()
+        problems = _journal_check(merger.journal)
     exit_code = tally.exit_code()
     interrupted = exit_code == ExitCode.INTERRUPTED
     sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run")
@@ -427,6 +428,14 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     if tally.fault is not None:
         raise RunStopped(str(tally.fault))
     return exit_code
+
+
+def _journal_check(journal: Journal) -> list[str]:
+    """journal.check(), or the reason it could not be read (a savepoint that failed mid-run)."""
+    try:
+        return journal.check()
+    except sqlite3.Error as exc:
+        return [f"the savepoint could not be checked ({exc})"]
 
 
 def _write(writer, report_dir: str, name: str, data: dict) -> tuple[str, str]:
