@@ -124,9 +124,11 @@ class DownloadError(DevRevError):
     transient: a 5xx, 429, dropped connection, read timeout or a body cut off: the same
     URL may work on a retry."""
 
-    def __init__(self, message: str, *, expired: bool = False, transient: bool = False, **kw):
+    def __init__(self, message: str, *, expired: bool = False, transient: bool = False, cause: str | None = None,
+                 **kw):
         self.expired = expired
         self.transient = transient
+        self.cause = cause  # connection_cause() when no connection could be opened
         super().__init__(message, **kw)
 
 
@@ -292,6 +294,7 @@ class DevRevClient:
         self._token = token
         self._redactor = Redactor(token)
         self.breaker = breaker or FaultBreaker()
+        self.file_breaker = FaultBreaker()  # the attachment host's, apart: another host, another fault
         self.base_url = base_url
         self.timeout = timeout
         self.page_limit = page_limit
@@ -701,7 +704,7 @@ class DevRevClient:
                                             auth=_NoAuth(), headers={"Accept": "*/*"})
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise DownloadError(f"could not fetch the attachment from {host} ({transport_failure(exc)})",
-                                    endpoint="download", transient=True) from None
+                                    endpoint="download", transient=True, cause=connection_cause(exc)) from None
             with response:
                 status = response.status_code
                 if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
@@ -756,10 +759,15 @@ class DevRevClient:
         retries = self.retry.start()
         url = self.locate_artifact(artifact_id)["url"]
         while True:
+            self._check_file_breaker(url)
             try:
                 with open_out() as out:
-                    return self.download(url, out, expected_size=expected_size)
+                    result = self.download(url, out, expected_size=expected_size)
+                self.file_breaker.success()
+                return result
             except DownloadError as exc:
+                self._count_file_fault(exc, artifact_id)
+                self._check_file_breaker(url)
                 delay = retries.next_delay(exc.retry_after) if (exc.transient or exc.expired) else None
                 if delay is None:
                     raise
@@ -770,3 +778,20 @@ class DevRevClient:
                     url = self.locate_artifact(artifact_id)["url"]  # a fresh URL at once: no wait needed
                 else:
                     self.wait(delay)
+
+    def _count_file_fault(self, exc: DownloadError, artifact_id: str) -> None:
+        """Feed the file host's breaker: no connection at all, or a 5xx, counts; any other answer resets it."""
+        if exc.cause is not None:
+            self.file_breaker.failure(exc.cause, artifact_id, connection=True)
+        elif exc.status is not None and exc.status >= 500:
+            self.file_breaker.failure(f"it answers HTTP {exc.status} to every download", artifact_id,
+                                      connection=False)
+        elif exc.status is not None:
+            self.file_breaker.success()
+
+    def _check_file_breaker(self, url: str) -> None:
+        """RunWideFault once the attachment host has failed every download for a while."""
+        if self.file_breaker.tripped:
+            raise RunWideFault(f"cannot fetch attachments from {urlsplit(url).hostname}: "
+                               f"{self.file_breaker.cause}; check the network (a proxy or firewall in front of "
+                               f"the attachment host?) and re-run to resume")

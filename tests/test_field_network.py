@@ -374,3 +374,28 @@ def test_the_file_hosts_retry_warnings_never_show_a_signature(tmp_path, capsys, 
     text = open(log_path, encoding="utf-8").read()
     assert "Retrying" in text and "/blobs/1?<redacted>" in text   # urllib3's warnings, redacted
     assert "S3CRET" not in text and "S3CRET" not in capsys.readouterr().err
+
+
+def test_an_unreachable_attachment_host_stops_the_run_once_and_changes_nothing(tmp_path, monkeypatch, make_sandbox,
+                                                                               capsys, fast_backoff):
+    dataset = build_dataset(6, seed=17, tickets=(1, 2), conversations=(0, 1), comments=(1, 2), attachment_rate=1.0,
+                            two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    before = normalized(sandbox.dump())
+    assert run.preview() == 0
+    files = sandbox.files_base_url
+    sandbox.files_base_url = f"http://127.0.0.1:{_closed_port()}"   # located URLs now point at nothing
+    capsys.readouterr()
+    assert run.run("--workers", "2") == ExitCode.FAILED
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if not line.startswith("INFO ")]
+    assert line.startswith("error: cannot fetch attachments from 127.0.0.1: the connection was refused; check "
+                           "the network") and "Traceback" not in err
+    assert sandbox.write_attempts() == []                       # nothing changes before a verified backup
+    assert {s["status"] for s in run.latest_report()["sets"]} == {"pending"}
+    assert not [n for n in os.listdir(tmp_path / "backups") if n.endswith(".partial")]
+    sandbox.files_base_url = files
+    assert run.run("--workers", "2") == 0
+    merged = {ms["email"] for ms in dataset.merge_sets}
+    assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, dataset, merged)
