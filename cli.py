@@ -12,6 +12,9 @@ One place owns what an admin sees when a script starts, fails or is stopped:
   the progress bar, the run id on every line; every line redacted (the token, whole
   occurrences only, and the query string of any URL, where presigned signatures live);
   third-party library lines go to the log file only.
+- `log_subject`: names what the lines logged inside it are about (a merge set's email), so
+  with several workers every line says which set it belongs to; `FILE_ONLY` keeps a line
+  (a summary already printed on stdout) off the console.
 - `graceful_stop`: the first Ctrl-C or SIGTERM asks the work to stop after the call in
   flight and records which signal it was; the second stops at once.
 - `run_main`: the wrapper every `main(argv)` runs through, which turns every error a
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import enum
 import errno
 import logging
@@ -155,14 +159,37 @@ class RedactingFormatter(logging.Formatter):
         return self.redact(super().format(record))
 
 
+_LOG_SUBJECT: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_subject", default=None)
+FILE_ONLY = {"console": False}  # logging `extra=`: the line goes to the log file only
+
+
+@contextlib.contextmanager
+def log_subject(subject: str | None) -> Iterator[None]:
+    """Every line logged inside (by any logger, in this thread or context) starts with
+    `<subject>: `, e.g. the merge set's email; nested subjects replace the outer one."""
+    token = _LOG_SUBJECT.set(subject)
+    try:
+        yield
+    finally:
+        _LOG_SUBJECT.reset(token)
+
+
 class _RunIdFilter(logging.Filter):
+    """Adds the run id and the line's subject (`log_subject`) to every record."""
+
     def __init__(self, run_id: str):
         super().__init__()
         self.run_id = run_id
 
     def filter(self, record):
         record.run_id = self.run_id
+        subject = _LOG_SUBJECT.get()
+        record.subject = f"{subject}: " if subject else ""
         return True
+
+
+def _on_console(record: logging.LogRecord) -> bool:
+    return is_own_record(record) and getattr(record, "console", True)
 
 
 def is_own_record(record: logging.LogRecord) -> bool:
@@ -194,8 +221,8 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
     old_level = root.level
     console = _ConsoleHandler()
     console.setLevel(logging.INFO)
-    console.addFilter(is_own_record)
-    console.setFormatter(RedactingFormatter("%(levelname)s [%(run_id)s] %(message)s", redactor))
+    console.addFilter(_on_console)
+    console.setFormatter(RedactingFormatter("%(levelname)s [%(run_id)s] %(subject)s%(message)s", redactor))
     handlers: list[logging.Handler] = [console]
     log_path = None
     if log_dir:
@@ -203,7 +230,7 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
         file_handler = _open_log_file(log_dir, log_path)
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(RedactingFormatter(
-            "%(asctime)s [%(run_id)s] %(levelname)s %(threadName)s %(name)s: %(message)s", redactor))
+            "%(asctime)s [%(run_id)s] %(levelname)s %(threadName)s %(name)s: %(subject)s%(message)s", redactor))
         handlers.append(file_handler)
     for handler in handlers:
         handler.addFilter(_RunIdFilter(run_id))

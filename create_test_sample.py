@@ -7,7 +7,8 @@ this picks whole merge sets, grouped exactly as merge_contacts.py groups them (t
 grouping code is shared: contacts_csv.group_contacts), whose rows add up to --size
 contacts. When no combination hits --size exactly it takes the largest total below it
 and says so. Among the choices of that total it prefers the sets whose duplicates have
-the fewest tickets (TICKET_COUNT), so the rehearsal is quick; ties are broken by a
+the fewest tickets (TICKET_COUNT), so the rehearsal is quick, but at least one: a set whose
+duplicates own nothing comes last, since a rehearsal should move something; ties are broken by a
 seeded random choice (the seed is printed so the sample can be reproduced).
 
 The sample keeps the input's header, column order, encoding (BOM included) and each
@@ -30,6 +31,7 @@ import cli
 from cli import ExitCode, UsageError
 from contacts_csv import ContactsFile, ContactRow, MergeSet, SkippedGroup, group_contacts, read_contacts
 from fileutil import atomic_write_bytes
+from summary import plural
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,16 +59,23 @@ class Selection:
 
 
 def set_costs(merge_sets: list[MergeSet]) -> dict[int, int]:
-    """Tickets a rehearsal of each set would move: its duplicates' TICKET_COUNT.
+    """How little each set is worth rehearsing with (lower is better), from its duplicates'
+    TICKET_COUNT: the tickets a rehearsal would move, so it stays quick, except that a set
+    whose duplicates own nothing costs more than any set that moves something (a rehearsal
+    that moves nothing proves little).
 
     The primary's own tickets do not move, so its count is ignored. A duplicate without
     a TICKET_COUNT counts as one more than the largest count in the file (unknown is
-    assumed big); when no row has a count at all, every set costs the same.
+    assumed big); a set owning nothing as two more. When no row has a count at all, every
+    set costs the same.
     """
     known = [r.ticket_count for ms in merge_sets for r in ms.rows if r.ticket_count is not None]
     unknown = (max(known) + 1) if known else 0
-    return {id(ms): sum(unknown if d.ticket_count is None else d.ticket_count for d in ms.duplicates)
-            for ms in merge_sets}
+    costs = {}
+    for ms in merge_sets:
+        tickets = sum(unknown if d.ticket_count is None else d.ticket_count for d in ms.duplicates)
+        costs[id(ms)] = tickets if tickets or not known else unknown + 1
+    return costs
 
 
 def _best_by_total(merge_sets: list[MergeSet], costs: dict[int, int], limit: int) -> list:
@@ -183,7 +192,7 @@ def _tickets(ms: MergeSet) -> str:
     counts = [d.ticket_count for d in ms.duplicates]
     if None in counts:
         return "ticket count unknown"
-    return f"{sum(counts)} ticket{'s' * (sum(counts) != 1)}"
+    return plural(sum(counts), "ticket")
 
 
 def main(argv=None) -> int:
@@ -215,12 +224,12 @@ def _main(argv) -> int:
 
 def _print_summary(args, seed: int, picked: Selection, merge_set_count: int) -> None:
     print(f"seed: {seed}" + ("" if args.seed is not None else f" (pass --seed {seed} to pick this sample again)"))
-    print(f"picked {len(picked.merge_sets)} merge set{'s' * (len(picked.merge_sets) != 1)}:")
+    print(f"picked {plural(len(picked.merge_sets), 'merge set')}:")
     for ms in picked.merge_sets:
         print(f"  {ms.email} ({len(ms.rows)} contacts, {_tickets(ms)})")
     if picked.skipped:
         g = picked.skipped
-        print(f"plus 1 skipped group: {g.email} ({len(g.rows)} contact{'s' * (len(g.rows) != 1)}, {g.reason})")
+        print(f"plus 1 skipped group: {g.email} ({plural(len(g.rows), 'contact')}, {g.reason})")
     if picked.total != args.size:
         if len(picked.merge_sets) == merge_set_count:
             print(f"note: the CSV's merge sets do not add up to {args.size} contacts; took every one of them "
@@ -228,7 +237,7 @@ def _print_summary(args, seed: int, picked: Selection, merge_set_count: int) -> 
         else:
             print(f"note: no combination of whole merge sets adds up to exactly {args.size} contacts; "
                   f"took {picked.total}, the most below it")
-    groups = f"{len(picked.merge_sets)} merge set{'s' * (len(picked.merge_sets) != 1)}"
+    groups = plural(len(picked.merge_sets), "merge set")
     if picked.skipped:
         groups += " and 1 skipped group"
     print(f"sample: {picked.total} contacts in {groups} -> {args.output}")

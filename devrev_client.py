@@ -309,6 +309,7 @@ class DevRevClient:
         # The client-side cap: one call per 60/N seconds, shared by every thread.
         self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / self.calls_per_minute)(lambda: None))
         self.stats: Counter = Counter()
+        self.calls_by_minute: Counter = Counter()  # UTC minute (epoch seconds // 60) -> calls sent
         self._stats_lock = threading.Lock()
 
         self.session = requests.Session()
@@ -371,6 +372,16 @@ class DevRevClient:
         with self._stats_lock:
             self.stats[key] += n
 
+    def calls_per_minute_series(self) -> list[dict]:
+        """Calls sent per UTC minute, from the first to the last, gaps as 0:
+        [{"minute": "2026-01-02T03:04Z", "calls": n}, ...] (for the report's chart)."""
+        with self._stats_lock:
+            counts = dict(self.calls_by_minute)
+        if not counts:
+            return []
+        return [{"minute": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(m * 60)), "calls": counts.get(m, 0)}
+                for m in range(min(counts), max(counts) + 1)]
+
     def _redact(self, text: str) -> str:
         """The token out of `text` (cli.Redactor: a short value only as a whole word); the
         console and log lines also lose URL query strings, in cli's formatter."""
@@ -416,6 +427,8 @@ class DevRevClient:
                 raise
             self._count("calls")
             self._count(f"calls:{endpoint}")
+            with self._stats_lock:
+                self.calls_by_minute[int(time.time() // 60)] += 1
             try:
                 response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
                                              allow_redirects=False)

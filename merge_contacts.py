@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -27,21 +28,27 @@ from dotenv import load_dotenv
 import cli
 import devrev_assumptions as facts
 import reports
+import screens
+import summary
 from cli import ExitCode, UsageError
 from contacts_csv import MergeSet, email_key, group_contacts, read_contacts
 from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
 from journal import Journal, JournalError
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
+from progress import resume_point
+from summary import plural
 from timeutil import iso_utc, new_run_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
 DEMO_CSV = os.path.join(HERE, "examples", "demo_contacts.csv")
 SANDBOX_DIR = ".sandbox"
+SANDBOX_LOCK = "run.lock"  # held by every --sandbox run; --sandbox-reset keeps it
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
 log = logging.getLogger("merge")
+PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
 
 
 class RunStopped(cli.UserError):
@@ -107,12 +114,36 @@ def _main(argv) -> int:
     savepoint = args.savepoint or (os.path.join(SANDBOX_DIR, "savepoints.sqlite3") if args.sandbox
                                    else DEFAULT_SAVEPOINT)
     if args.status:
-        return print_status(savepoint)
+        return print_status(savepoint, args.csv or (DEMO_CSV if args.sandbox else None),
+                            sandbox_hint=not args.sandbox and not args.savepoint)
     run_id = new_run_id()
     # a token that cannot be DevRev's or a base URL that is not one stops here, before any call
     secret = None if args.sandbox else DevRevClient.check_env()[0]
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
+        code = cli.run_main(lambda _argv: _logged_run(args, run_id, savepoint, log_path))
+        log.info("exit code %d: %s", code, EXIT_MEANING.get(code, ""), extra=cli.FILE_ONLY)
+        return code
+
+
+EXIT_MEANING = {ExitCode.OK: "every merge set done or skipped by live checks", ExitCode.FAILED: "a merge set failed",
+                ExitCode.USAGE: "bad usage or input, nothing was changed by this run",
+                ExitCode.INTERRUPTED: "stopped by Ctrl-C or SIGTERM"}
+
+
+def _logged_run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
+    """_run, with a user's error kept in the log file too (run_main prints it) and a second
+    Ctrl-C during a preview told truthfully (there is nothing to resume)."""
+    try:
         return _run(args, run_id, savepoint, log_path)
+    except cli.UserError as exc:
+        log.error("%s", exc, extra=cli.FILE_ONLY)
+        raise
+    except KeyboardInterrupt:
+        if not args.preview:
+            log.error("stopped at once by a second Ctrl-C; the savepoint is consistent", extra=cli.FILE_ONLY)
+            raise
+        log.error("preview stopped at once; nothing was changed in DevRev")
+        return ExitCode.INTERRUPTED
 
 
 def _check_folders(args, savepoint: str) -> None:
@@ -136,20 +167,58 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     contacts = read_contacts(csv_path)
     merge_sets, skipped = _chosen_groups(args, contacts, csv_path)
     preview_path = _required_preview(args, contacts)
-    if args.sandbox_reset and os.path.isdir(SANDBOX_DIR):
-        shutil.rmtree(SANDBOX_DIR)
+    with _sandbox_held(args):
+        return _run_checked(args, run_id, savepoint, log_path, csv_path, contacts, merge_sets, skipped,
+                            preview_path)
+
+
+@contextlib.contextmanager
+def _sandbox_held(args):
+    """With --sandbox: hold the sandbox's lock (`.sandbox/run.lock`) for the whole run, so a
+    second run (and above all a --sandbox-reset) cannot pull the emulator's state from under
+    the first; then reset it if asked. UsageError while another run holds it."""
+    if not args.sandbox:
+        yield
+        return
+    from fileutil import make_private_dir
+    make_private_dir(SANDBOX_DIR)
+    fd = os.open(os.path.join(SANDBOX_DIR, SANDBOX_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            what = "reset" if args.sandbox_reset else "use"
+            raise UsageError(f"another run is using the sandbox ({SANDBOX_DIR}/): cannot {what} it now; wait for "
+                             f"that run to finish (or stop it with Ctrl-C), then re-run") from None
+        if args.sandbox_reset:
+            for name in os.listdir(SANDBOX_DIR):
+                path = os.path.join(SANDBOX_DIR, name)
+                if name == SANDBOX_LOCK:
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_path: str, contacts,
+                 merge_sets: list[MergeSet], skipped: list, preview_path: str | None) -> int:
+    """Run the checked input: open the savepoint, plan, then preview or merge."""
     _check_folders(args, savepoint)
     journal = _open_journal(args, savepoint, run_id)
     try:
         plan = plan_run(journal, merge_sets, max_merges=args.max_merges, keep_duplicate=args.keep_duplicate)
         previews = _previews_covering(preview_path, plan)
-        log.info("run %s (%s %s): %d merge sets and %d skipped groups in %s; log %s", run_id,
+        log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
                  "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
-                 len(merge_sets), len(skipped), csv_path, log_path or "off")
+                 plural(len(merge_sets), "merge set"), summary.groups_clause(len(skipped)), csv_path, log_path or "off")
         if journal is not None:
             log.info("savepoint %s", os.path.abspath(savepoint))
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop):
+        with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])):
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
                                    keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
                                    merge_timeout=args.merge_timeout)
@@ -195,7 +264,7 @@ def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dic
     # a preview made with --only or --max-merges does not show what the other sets would move
     unseen = [m.email for m in plan.todo if m.key not in previews]
     if unseen:
-        raise UsageError(f"the preview {preview_path} does not cover {len(unseen)} merge set(s) of this run "
+        raise UsageError(f"the preview {preview_path} does not cover {plural(len(unseen), 'merge set')} of this run "
                          f"(e.g. {unseen[0]}; was it made with --only or --max-merges?): preview them first")
     return previews
 
@@ -249,7 +318,7 @@ def _progress(total: int, desc: str):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is in requirements.txt
         return contextlib.nullcontext(None)
-    return tqdm(total=total, desc=desc, unit="set", file=sys.stderr, disable=not sys.stderr.isatty(),
+    return tqdm(total=total, desc=desc, unit=" merge set", file=sys.stderr, disable=not sys.stderr.isatty(),
                 dynamic_ncols=True)
 
 
@@ -308,7 +377,8 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         if isinstance(result, Exception):
             if not isinstance(result, DevRevError):
                 log.debug("unexpected error", exc_info=result)
-            log.error("%s: preview failed: %s", ms.email, result)
+            with cli.log_subject(ms.email):
+                log.error("preview failed: %s", result)
             result = {"email": ms.email, "set_key": set_key(ms), "status": "failed", "error": str(result)}
             exit_code = exit_code.worse(ExitCode.FAILED)
         records[ms.key] = result
@@ -317,16 +387,44 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         raise RunStopped(f"{fault} (no preview report written)")
     if stop.is_set() and exit_code != ExitCode.USAGE:
         exit_code = ExitCode.INTERRUPTED
-    if exit_code in (ExitCode.USAGE, ExitCode.INTERRUPTED):
-        log.error("preview %s; no preview report written", f"interrupted by {stop.reason}"
-                  if exit_code == ExitCode.INTERRUPTED else "stopped")
+    if exit_code == ExitCode.USAGE:
+        log.error("preview stopped; no preview report written")
         return exit_code
+    interrupted = exit_code == ExitCode.INTERRUPTED
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
-                   sets=[records[m.key] for m in plan.order if m.key in records])
+                   interrupted_by=stop.reason if interrupted else None, exit_code=int(exit_code),
+                   sets=[records[m.key] for m in plan.order if m.key in records], **_api_usage(client))
     json_path, csv_path = _write(reports.write_preview, args.report_dir, f"preview_{common['run_id']}", preview)
-    print(reports.format_preview(preview))
-    print(f"\nPreview written to {json_path} and {csv_path}. Nothing was changed in DevRev.")
+    if interrupted:
+        missing = len(plan.order) - len(preview["sets"])
+        _say(f"Preview interrupted by {stop.reason} before {plural(missing, 'merge set')}: it is incomplete and "
+             f"cannot unlock a real run. Nothing was changed in DevRev; run the preview again.", stream=sys.stderr)
+        _say(_written("Incomplete preview written:", json_path, csv_path))
+        return exit_code
+    print(screens.format_preview(preview, more_in=csv_path))
+    _say(summary.describe_preview(preview["totals"]), printed=True)
+    _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
     return exit_code
+
+
+def _written(title: str, json_path: str, csv_path: str) -> str:
+    """The report paths, one a line, the HTML page first (the one to open)."""
+    return "\n".join([title] + [f"  {path}" for path in (reports.html_path(json_path), json_path, csv_path)])
+
+
+def _say(text: str, *, stream=None, printed: bool = False) -> None:
+    """Print `text` wrapped to the screen's 100 columns (stdout unless `stream`) and end the
+    log file with it, unwrapped (`printed`: it is already on screen: only log it)."""
+    if not printed:
+        print(screens.wrap_text(text), file=stream or sys.stdout, flush=True)
+    for line in text.splitlines():
+        log.info("%s", line, extra=cli.FILE_ONLY)
+
+
+def _api_usage(client) -> dict:
+    """The report's API figures: call counts, calls per minute, the client-side rate limit."""
+    return {"api": {k: v for k, v in client.stats.items() if ":" not in k},
+            "calls_per_minute": client.calls_per_minute_series(), "rate_limit": client.calls_per_minute}
 
 
 class _MergeTally:
@@ -401,7 +499,8 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
                            for ms in plan.order if ms.key in plan.finished})
     if plan.finished:
-        log.info("%d merge sets already finished in earlier runs (savepoint)", len(plan.finished))
+        log.info("%s already finished in earlier runs (savepoint)", plural(len(plan.finished), "merge set"))
+    _say_resumes(merger.journal, plan)
     try:
         for ms, result in _run_sets(plan.todo, merger.merge, args.workers, stop, "merge"):
             tally.add(ms, result)
@@ -409,22 +508,19 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
         problems = _journal_check(merger.journal)
     exit_code = tally.exit_code()
     interrupted = exit_code == ExitCode.INTERRUPTED
-    sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run")
+    sets = [tally.outcomes.get(ms.key) or _unfinished(ms, "pending", "not processed in this run", reached=False)
             for ms in merge_sets]
     report = dict(common, kind="merge_report", finished_at=iso_utc(), preview=preview_path, sets=sets,
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
-                  journal_problems=problems, exit_code=exit_code,
-                  api={k: v for k, v in merger.client.stats.items() if ":" not in k},
-                  duration_s=round(time.monotonic() - started, 3))
+                  journal_problems=problems, exit_code=int(exit_code),
+                  duration_s=round(time.monotonic() - started, 3), **_api_usage(merger.client))
     json_path, csv_path = _write(reports.write_merge_report, args.report_dir, f"merge_report_{common['run_id']}",
                                  report)
-    t = report["totals"]
-    print(f"{t['merged']} merged, {t['moved_only']} moved only, {t['skipped']} skipped, {t['failed']} failed, "
-          f"{t['pending']} not processed; {t['tickets_moved']} tickets and {t['conversations_moved']} conversations "
-          f"moved. Report: {json_path} and {csv_path}")
     if interrupted:
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
+    _say("\n".join(run_summary(report["totals"])))
+    _say(_written("Reports:", json_path, csv_path))
     if tally.fault is not None:
         raise RunStopped(str(tally.fault))
     return exit_code
@@ -449,38 +545,86 @@ def _write(writer, report_dir: str, name: str, data: dict) -> tuple[str, str]:
                          f"it") from None
 
 
-def _unfinished(ms: MergeSet, status: str, note: str) -> dict:
-    """The report line of a set this run did not finish (resumable from the savepoint)."""
-    return {"email": ms.email, "set_key": set_key(ms), "status": status, "primary": ms.primary.rev_user_id,
+def run_summary(totals: dict) -> list[str]:
+    """The two lines that end a merge: what this run did, then the totals so far."""
+    mine = totals["this_run"]
+    return [f"This run: {summary.describe_counts(mine, source='worked on')}; "
+            f"{summary.describe_moved(mine['tickets_moved'], mine['conversations_moved'])}.",
+            f"So far: {summary.describe_counts(totals)}; "
+            f"{summary.describe_moved(totals['tickets_moved'], totals['conversations_moved'])}."]
+
+
+def _say_resumes(journal: Journal, plan: RunPlan) -> None:
+    """Name each set this run resumes from the savepoint, and where it stood."""
+    points = [(ms.email, resume_point(journal, set_key(ms))) for ms in plan.todo]
+    points = [(email, point) for email, point in points if point is not None]
+    if points:
+        log.info("resuming %s from the savepoint:", plural(len(points), "merge set"))
+    for email, point in points:
+        log.info("  %s: %s", email, point)
+
+
+def _unfinished(ms: MergeSet, status: str, note: str, *, reached: bool = True) -> dict:
+    """The report line of a set this run did not finish (resumable from the savepoint);
+    reached=False: this run never started it."""
+    line = {"email": ms.email, "set_key": set_key(ms), "status": status, "primary": ms.primary.rev_user_id,
             "duplicates": [], "error" if status == "failed" else "note": note}
+    if not reached:
+        line["not_reached"] = True
+    return line
 
 
-def print_status(savepoint: str) -> int:
+def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: bool = False) -> int:
+    """Progress from the savepoint, no API call: the counts in the run's vocabulary (against
+    the CSV's merge sets when `csv_path` is given) and each set's state. sandbox_hint: with
+    no savepoint here, point to the sandbox rehearsal's one when it exists."""
     if not os.path.exists(savepoint):
         print(f"No savepoint file at {savepoint}: no merge has run with it yet.")
+        sandbox_savepoint = os.path.join(SANDBOX_DIR, "savepoints.sqlite3")
+        if sandbox_hint and os.path.exists(sandbox_savepoint):
+            print(f"The sandbox rehearsal's savepoint is {sandbox_savepoint}: add --sandbox "
+                  f"(python3 merge_contacts.py --sandbox --status) to see it.")
         return ExitCode.OK
     journal = Journal(savepoint, "status")
     try:
-        sets = journal.all_sets()
+        records = {s["set_key"]: s for s in journal.all_sets()}
         counts = journal.step_counts()
         problems = journal.check()
+        wanted, not_merge_sets = _status_sets(csv_path, records)
+        rows = [_status_row(journal, key, email, records.get(key), counts) for key, email in wanted]
     finally:
         journal.close()
-    by_status: dict[str, int] = {}
-    for s in sets:
-        by_status[s["status"]] = by_status.get(s["status"], 0) + 1
-    print(f"Savepoint {savepoint}: {len(sets)} sets: " +
-          ", ".join(f"{n} {status}" for status, n in sorted(by_status.items())))
-    rows = []
-    for s in sets:
-        c = counts.get(s["set_key"], {"done": 0, "intent": 0})
-        rows.append([s["email"], s["status"], c["done"], c["intent"], s["updated_at"][:19],
-                     s.get("reason") or s.get("error") or ""])
-    print(reports.format_table(["email", "status", "steps done", "open intents", "updated (UTC)", "note"], rows))
+    source = "from the CSV" if csv_path else "in the savepoint"
+    line = summary.describe_counts(summary.count_merge_sets(
+        ((records.get(key) or {}).get("status") for key, _ in wanted), not_merge_sets), source=source)
+    print(f"Savepoint {savepoint}: {line}.")
+    if not csv_path:
+        print("(Add --csv FILE to count the CSV's sets not started yet and its groups that are not merge sets.)")
+    print(screens.format_status(rows))
     if problems:
         print("Journal problems: " + "; ".join(problems))
         return ExitCode.FAILED
     return ExitCode.OK
+
+
+def _status_sets(csv_path: str | None, records: dict) -> tuple[list[tuple[str, str]], int]:
+    """[(set_key, email)] to show, in CSV order when the CSV is given, and how many of the
+    CSV's groups are not merge sets (0 without a CSV)."""
+    if not csv_path:
+        return [(key, r["email"]) for key, r in records.items()], 0
+    merge_sets, skipped = group_contacts(read_contacts(csv_path).rows)
+    return [(set_key(ms), ms.email) for ms in merge_sets], len(skipped)
+
+
+def _status_row(journal: Journal, key: str, email: str, record: dict | None, counts: dict) -> dict:
+    if record is None:
+        return {"email": email, "status": "not started", "done": 0, "intents": 0, "note": ""}
+    c = counts.get(key, {"done": 0, "intent": 0})
+    note = record.get("reason") or record.get("error") or ""
+    if record["status"] not in ("merged", "moved_only", "skipped"):
+        note = resume_point(journal, key) or note
+    return {"email": email, "status": record["status"], "done": c["done"], "intents": c["intent"],
+            "updated_at": record["updated_at"], "note": note}
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ from typing import Callable, Iterator
 import devrev_assumptions as facts
 from backup import (BackupError, BackupFolderError, Move, Snapshot, collect, display_of, estimate_size, ids_of,
                     load_moves, remove_partials, verify_backup, write_backup)
+from cli import log_subject
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, RunWideFault, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
+from summary import plural
 
 log = logging.getLogger("merge")
 
@@ -95,8 +97,8 @@ def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None =
     ctx = record["context"] or {}
     outcome = {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
                "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
-               "note": "already finished in an earlier run", "external_ref_set": ctx.get("external_ref_set"),
-               "duration_s": 0.0}
+               "finished_earlier": True, "note": "already finished in an earlier run",
+               "external_ref_set": ctx.get("external_ref_set"), "duration_s": 0.0}
     if steps is not None:
         outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
     return outcome
@@ -222,7 +224,13 @@ def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
 
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
-    """What a real run would do to this set, read live; changes nothing."""
+    """What a real run would do to this set, read live; changes nothing. Every line logged
+    meanwhile names the set's email."""
+    with log_subject(ms.email):
+        return _preview_set(client, ms, options)
+
+
+def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
     record = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
               "csv_rows": [r.as_dict() for r in ms.rows]}
     try:
@@ -298,6 +306,12 @@ class SetMerger:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
     def merge(self, ms: MergeSet) -> dict:
+        """Merge (or resume) one set; returns its report line. Every line logged meanwhile,
+        by any module, names the set's email (cli.log_subject)."""
+        with log_subject(ms.email):
+            return self._merge_set(ms)
+
+    def _merge_set(self, ms: MergeSet) -> dict:
         key = set_key(ms)
         started = self.clock()
         record = self.journal.set_record(key)
@@ -343,7 +357,7 @@ class SetMerger:
                 raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.update(status="failed", error=str(exc))
-            log.error("%s: failed: %s", ms.email, exc)
+            log.error("failed: %s", exc)
         finally:
             outcome["duration_s"] = round(self.clock() - started, 3)
             if ctx is not None:
@@ -397,7 +411,7 @@ class SetMerger:
             leftovers = self._verify(key, dup, round_no)
             if not leftovers:
                 return
-            log.warning("%s: %s appeared under %s meanwhile: backing them up and moving them too", ms.email,
+            log.warning("%s appeared under %s meanwhile: backing them up and moving them too",
                         ", ".join(leftovers), dup["display_id"])
             round_no += 1
         raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
@@ -415,7 +429,7 @@ class SetMerger:
             return folder
         if record:  # a backup was started and interrupted: its .partial folder goes first
             for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
-                log.info("%s: removed the interrupted backup %s", ms.email, name)
+                log.info("removed the interrupted backup %s", name)
         self.journal.intent(key, step, {"round": round_no})
         snapshot = collect(self.client, dup["id"])
         # Both contacts as the live checks read them: the tool never writes the duplicate,
@@ -432,9 +446,9 @@ class SetMerger:
         if round_no == 1:
             data.update(self._drift(ms, dup, snapshot))
         self.journal.done(key, step, data)
-        log.info("%s: backed up %s: %d tickets, %d conversations, %d messages, %d attachments -> %s", ms.email,
-                 dup["display_id"], len(snapshot.tickets), len(snapshot.conversations), snapshot.message_count,
-                 len(snapshot.attachments), result.folder)
+        log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(len(snapshot.tickets), "ticket"),
+                 plural(len(snapshot.conversations), "conversation"), plural(snapshot.message_count, "message"),
+                 plural(len(snapshot.attachments), "attachment"), result.folder)
         return result.folder
 
     def _drift(self, ms: MergeSet, dup: dict, snapshot: Snapshot) -> dict:

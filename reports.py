@@ -11,6 +11,8 @@ import io
 import json
 import os
 
+import html_report
+import summary
 from fileutil import atomic_write_bytes, atomic_write_json, make_private_dir
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -47,19 +49,34 @@ def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
     atomic_write_bytes(path, out.getvalue().encode("utf-8"))
 
 
-def write_report(report_dir: str, name: str, data: dict, columns: list[str], rows: list[dict]) -> tuple[str, str]:
+def write_report(report_dir: str, name: str, data: dict, columns: list[str], rows: list[dict],
+                 html_columns: list[str] | None = None) -> tuple[str, str]:
+    """Write `<name>.json` (data), `.csv` (rows) and `.html` (html_report's page of the same
+    rows, `html_columns` shown); returns the JSON and CSV paths (`html_path` gives the third)."""
     make_private_dir(report_dir)
     json_path = os.path.join(report_dir, f"{name}.json")
     csv_path = os.path.join(report_dir, f"{name}.csv")
     atomic_write_json(json_path, data)
     write_csv(csv_path, columns, rows)
+    html_report.write(html_path(json_path), data, rows=rows, columns=html_columns or columns)
     return json_path, csv_path
 
 
+def html_path(json_path: str) -> str:
+    """The HTML page written next to a JSON report."""
+    return os.path.splitext(json_path)[0] + ".html"
+
+
 # --------------------------------------------------------------------------- preview
-PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "tickets", "conversations", "messages",
-                   "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
+NOT_A_MERGE_SET = "not_a_merge_set"  # the status of a CSV group that is not a merge set, in report rows
+PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplicate_refs", "tickets", "conversations",
+                   "messages", "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
                    "new_external_ref", "ticket_ids", "conversation_ids", "detail"]
+
+
+# what the HTML page shows of each row (the CSV keeps every column)
+PREVIEW_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets", "conversations",
+                        "messages", "attachments", "estimated_calls", "detail"]
 
 
 def preview_rows(preview: dict) -> list[dict]:
@@ -72,6 +89,7 @@ def preview_rows(preview: dict) -> list[dict]:
             "detail": record.get("detail"),
             "primary": primary.get("display_id") if isinstance(primary, dict) else primary,
             "duplicates": [d.get("display_id") for d in dups],
+            "duplicate_refs": [d.get("external_ref") for d in dups] or _csv_refs(record),
             # each item once, though two duplicates of the set report it
             "tickets": len(_distinct(dups, "ticket_ids", "tickets")) if dups else None,
             "conversations": len(_distinct(dups, "conversation_ids", "conversations")) if dups else None,
@@ -84,8 +102,9 @@ def preview_rows(preview: dict) -> list[dict]:
             "ticket_ids": list(dict.fromkeys(t for d in dups for t in d["tickets"])),
             "conversation_ids": list(dict.fromkeys(c for d in dups for c in d["conversations"]))})
     for group in preview["skipped"]:
-        rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
-                     "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]]})
+        rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
+                     "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]],
+                     "duplicate_refs": [r.get("EXTERNAL_REF") for r in group["rows"]]})
     return rows
 
 
@@ -94,14 +113,23 @@ def _distinct(dups: list[dict], ids_key: str, names_key: str) -> set[str]:
     return {item for d in dups for item in (d.get(ids_key) or d[names_key])}
 
 
+def _csv_refs(record: dict) -> list[str]:
+    """The `user_...` references of a set's duplicates as the CSV gives them (a skipped set)."""
+    refs = [r.get("EXTERNAL_REF") for r in record.get("csv_rows") or []]
+    return [ref for ref in refs if ref and not str(ref).startswith("REVU-")]
+
+
 def preview_totals(preview: dict) -> dict:
-    """The preview's totals: sets by outcome, what would move (counts, bytes), estimated calls."""
+    """The preview's totals in the one vocabulary (summary.py): merge sets previewed, of them
+    would_merge, skipped (by live checks), failed, already_done; not_merge_sets (the CSV's
+    other groups); what would move (counts, bytes) and the estimated calls."""
     sets = preview["sets"]
     dups = [d for s in sets for d in s.get("duplicates") or []]
-    return {"merge_sets": sum(1 for s in sets if s["status"].startswith("would")),
-            "skipped": len(preview["skipped"]) + sum(1 for s in sets if s["status"] == "skipped"),
+    return {"merge_sets": len(sets), "would_merge": sum(1 for s in sets if s["status"].startswith("would")),
+            "skipped": sum(1 for s in sets if s["status"] == "skipped"),
             "failed": sum(1 for s in sets if s["status"] == "failed"),
             "already_done": sum(1 for s in sets if s["status"].startswith("already")),
+            "not_merge_sets": not_merge_sets(preview),
             "tickets": len(_distinct(dups, "ticket_ids", "tickets")),
             "conversations": len(_distinct(dups, "conversation_ids", "conversations")),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
@@ -110,10 +138,15 @@ def preview_totals(preview: dict) -> dict:
             "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
 
 
+def not_merge_sets(report: dict) -> int:
+    """How many of the CSV's groups are not merge sets (listed under the report's `skipped`)."""
+    return len(report.get("skipped") or [])
+
+
 def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
     """Add the totals to `preview` and write `<name>.json` and `.csv`; returns both paths."""
     preview["totals"] = preview_totals(preview)
-    return write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview))
+    return write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview), PREVIEW_HTML_COLUMNS)
 
 
 def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
@@ -133,48 +166,15 @@ def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
     return best[1] if best else None
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [min(48, max(len(r[i]) for r in cells)) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c[:w].ljust(w) for c, w in zip(row, widths)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_preview(preview: dict) -> str:
-    rows = []
-    for row in preview_rows(preview):
-        rows.append([row["email"], row["status"] + (f" ({row['reason']})" if row.get("reason") else ""),
-                     row.get("primary") or "", " ".join(row.get("duplicates") or []), row.get("tickets"),
-                     row.get("conversations"), row.get("messages"),
-                     f"{row['attachments']} ({_size(row['attachment_bytes'])})" if row.get("attachments") is not None
-                     else "", row.get("estimated_calls"), _size(row.get("estimated_backup_bytes"))])
-    table = format_table(["email", "would", "primary", "duplicates", "tickets", "convs", "messages", "attachments",
-                          "calls", "backup"], rows)
-    t = preview["totals"]
-    return (f"{table}\n\n{t['merge_sets']} merge sets would move {t['tickets']} tickets and "
-            f"{t['conversations']} conversations ({t['messages']} messages, {t['attachments']} attachments, "
-            f"{_size(t['attachment_bytes'])}); {t['skipped']} groups skipped. About {t['estimated_calls']} API "
-            f"calls and {_size(t['estimated_backup_bytes'])} of backups.")
-
-
 # --------------------------------------------------------------------------- merge report
-MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "tickets_moved",
+MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "duplicate_refs", "tickets_moved",
                  "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
                  "drift_vanished", "external_ref_set", "other_duplicate_refs", "resumed", "duration_s"]
+
+
+MERGE_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets_moved",
+                      "conversations_moved", "backups", "backups_verified", "drift_appeared", "drift_vanished",
+                      "external_ref_set", "error"]  # drift and backups get their own sections
 
 
 def merge_rows(report: dict) -> list[dict]:
@@ -185,9 +185,10 @@ def merge_rows(report: dict) -> list[dict]:
             "email": outcome["email"], "status": outcome["status"], "reason": outcome.get("reason"),
             "error": outcome.get("error") or outcome.get("note"), "primary": outcome.get("primary"),
             "duplicates": [d["display_id"] for d in dups],
+            "duplicate_refs": [d.get("external_ref") for d in dups],
             # distinct items (one moved for two duplicates of the set counts once), when known
-            "tickets_moved": _moved(outcome, "moved_ticket_ids", dups, "tickets_moved"),
-            "conversations_moved": _moved(outcome, "moved_conversation_ids", dups, "conversations_moved"),
+            "tickets_moved": _set_moved(outcome, "moved_ticket_ids", dups, "tickets_moved"),
+            "conversations_moved": _set_moved(outcome, "moved_conversation_ids", dups, "conversations_moved"),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "backups": [b for d in dups for b in d["backups"]],
             "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
@@ -197,12 +198,13 @@ def merge_rows(report: dict) -> list[dict]:
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
     for group in report["skipped"]:
-        rows.append({"email": group["email"], "status": "skipped", "reason": group["reason"],
-                     "error": group["detail"]})
+        rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
+                     "error": group["detail"],
+                     "duplicate_refs": [r.get("EXTERNAL_REF") for r in group.get("rows") or []]})
     return rows
 
 
-def _moved(outcome: dict, ids_key: str, dups: list[dict], count_key: str) -> int:
+def _set_moved(outcome: dict, ids_key: str, dups: list[dict], count_key: str) -> int:
     ids = outcome.get(ids_key)
     return len(ids) if ids is not None else sum(d[count_key] for d in dups)
 
@@ -221,18 +223,27 @@ def _distinct_total(sets: list[dict], ids_key: str, count_key: str) -> int:
 
 
 def merge_totals(report: dict, rows: list[dict]) -> dict:
-    """The merge report's totals: sets by status, distinct tickets and conversations moved
-    (`rows`: merge_rows(report))."""
-    count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
-    return {"sets": len(report["sets"]), "merged": count("merged"), "moved_only": count("moved_only"),
-            "failed": count("failed"), "pending": count("pending") + count("interrupted"),
-            "skipped": count("skipped") + len(report["skipped"]),
-            "tickets_moved": _distinct_total(report["sets"], "moved_ticket_ids", "tickets_moved"),
-            "conversations_moved": _distinct_total(report["sets"], "moved_conversation_ids", "conversations_moved")}
+    """The merge report's totals so far, in the one vocabulary (summary.py): merge sets by
+    outcome, the CSV's groups that are not merge sets, distinct tickets and conversations moved
+    (each once, though two duplicates or two sets had it); under "this_run" the same for the
+    sets this run worked on (not those finished earlier or not reached). `rows`:
+    merge_rows(report), kept for callers."""
+    def moved(sets: list[dict]) -> dict:
+        return {"tickets_moved": _distinct_total(sets, "moved_ticket_ids", "tickets_moved"),
+                "conversations_moved": _distinct_total(sets, "moved_conversation_ids", "conversations_moved")}
+
+    totals = dict(summary.count_merge_sets((s["status"] for s in report["sets"]), not_merge_sets(report)),
+                  **moved(report["sets"]))
+    mine = [s for s in report["sets"] if not s.get("finished_earlier") and not s.get("not_reached")]
+    this_run = summary.count_merge_sets((s["status"] for s in mine), 0)
+    this_run.pop("not_merge_sets")
+    this_run.update(moved(mine))
+    totals["this_run"] = this_run
+    return totals
 
 
 def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:
     """Add the totals to `report` and write `<name>.json` and `.csv` (rows built once)."""
     rows = merge_rows(report)
     report["totals"] = merge_totals(report, rows)
-    return write_report(report_dir, name, report, MERGE_COLUMNS, rows)
+    return write_report(report_dir, name, report, MERGE_COLUMNS, rows, MERGE_HTML_COLUMNS)

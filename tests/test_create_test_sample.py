@@ -226,7 +226,7 @@ def test_without_seed_prints_it_and_it_reproduces(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- preferences
-def test_prefers_sets_with_few_tickets(tmp_path, capsys):
+def test_prefers_sets_with_few_tickets_but_at_least_one(tmp_path, capsys):
     records = (merge_set("busy@x.example", [40]) + merge_set("calm@x.example", [0])
                + merge_set("heavy@x.example", [25]) + merge_set("quiet@x.example", [1])
                + merge_set("unknown@x.example", [""]) + merge_set("mid@x.example", [3]))
@@ -235,23 +235,30 @@ def test_prefers_sets_with_few_tickets(tmp_path, capsys):
         path = tmp_path / f"s{seed}.csv"
         code, out, _ = run(capsys, "--input", src, "--output", path, "--size", 4, "--seed", seed)
         assert code == 0
-        assert sorted(sample_groups(str(path))[0]) == ["calm@x.example", "quiet@x.example"]
-    # a duplicate without TICKET_COUNT counts as more than any known count
+        assert sorted(sample_groups(str(path))[0]) == ["mid@x.example", "quiet@x.example"]
+    # a duplicate without TICKET_COUNT counts as more than any known count, one owning nothing as more still
     code, _, _ = run(capsys, "--input", src, "--output", tmp_path / "six.csv", "--size", 6, "--seed", 0)
-    assert sorted(sample_groups(str(tmp_path / "six.csv"))[0]) == ["calm@x.example", "mid@x.example",
+    assert sorted(sample_groups(str(tmp_path / "six.csv"))[0]) == ["heavy@x.example", "mid@x.example",
                                                                    "quiet@x.example"]
+    code, _, _ = run(capsys, "--input", src, "--output", tmp_path / "all.csv", "--size", 12, "--seed", 0)
+    assert len(sample_groups(str(tmp_path / "all.csv"))[0]) == 6  # sets owning nothing when nothing else fits
 
 
-def test_prefers_fewest_tickets_over_the_whole_sample(tmp_path, capsys):
-    # size 5: {3-set with 0+0 tickets, 2-set with 9} = 9 beats {3-set 5+5, 2-set 0} = 10
+def test_prefers_fewest_tickets_over_the_whole_sample_and_sets_that_move_something(tmp_path, capsys):
+    # a set owning nothing costs the largest count + 2 (here 11): size 5: {3-set 5+5, 2-set 9} = 19 beats
+    # {3-set 0+0, 2-set 9} = 20, {3-set 5+5, 2-set 0} = 21 and {3-set 0+0, 2-set 0} = 22
     src = write_csv(tmp_path, merge_set("a@x.example", [0, 0]) + merge_set("b@x.example", [5, 5])
                     + merge_set("c@x.example", [9]) + merge_set("d@x.example", [0]))
     code, out, _ = run(capsys, "--input", src, "--output", tmp_path / "s.csv", "--size", 5, "--seed", 3)
     assert code == 0
-    assert sorted(sample_groups(str(tmp_path / "s.csv"))[0]) == ["a@x.example", "d@x.example"]
-    # a smaller set of 0 tickets does not win when it would fall short of the size
+    assert sorted(sample_groups(str(tmp_path / "s.csv"))[0]) == ["b@x.example", "c@x.example"]
+    # a smaller set of 9 tickets does not win when it would fall short of the size
     code, out, _ = run(capsys, "--input", src, "--output", tmp_path / "t.csv", "--size", 3, "--seed", 3)
-    assert sorted(sample_groups(str(tmp_path / "t.csv"))[0]) == ["a@x.example"]
+    assert sorted(sample_groups(str(tmp_path / "t.csv"))[0]) == ["b@x.example"]
+    # with no count at all, every set costs the same
+    assert set(create_test_sample.set_costs(group_contacts(read_contacts(str(write_csv(
+        tmp_path, merge_set("e@x.example", [""]) + merge_set("f@x.example", [""]), name="u.csv"))).rows)[0]
+                                            ).values()) == {0}
 
 
 def test_selection_is_optimal_against_brute_force(tmp_path):
@@ -303,13 +310,13 @@ def test_bom_crlf_and_multiline_rows_are_kept_byte_for_byte(tmp_path, capsys):
     out_path = tmp_path / "s.csv"
     code, out, err = run(capsys, "--input", src, "--output", out_path, "--size", 5, "--seed", 0)
     assert code == 0, err
-    # ana (3 contacts, 0 tickets) + cy (2 contacts, 1 ticket) beat anything with ben's 7
+    # only ana (3 contacts) reaches 5; with cy (2 contacts, 1 ticket) it beats ben's 7
     assert out_path.read_bytes() == (codecs.BOM_UTF8 + header + records[0] + records[1] + records[4]
                                      + records[5] + records[6])
     # without the BOM and with the no-terminator row left out
     src.write_bytes(header + b"".join(records[:6]))
     code, _, _ = run(capsys, "--input", src, "--output", out_path, "--size", 2, "--seed", 0, "--force")
-    assert out_path.read_bytes() == header + records[0] + records[1]  # ana: 2 contacts, 0 tickets now
+    assert out_path.read_bytes() == header + records[4] + records[5]  # cy's 1 ticket beats ana's 0
 
 
 def test_header_and_column_order_with_unknown_columns(tmp_path, capsys):
@@ -317,7 +324,7 @@ def test_header_and_column_order_with_unknown_columns(tmp_path, capsys):
     records = ["a@x.example,\"likes, commas\",REVU-a1,,gold,REVU-a1\n",
                "a@x.example,,REVU-a2,3,gold,user_a\n",
                "b@x.example,n,REVU-b1,,silver,REVU-b1\n",
-               "B@X.example,n2,REVU-b2,0,,user_b\n"]
+               "B@X.example,n2,REVU-b2,1,,user_b\n"]
     src = write_csv(tmp_path, records, header=header)
     code, out, err = run(capsys, "--input", src, "--output", tmp_path / "s.csv", "--size", 2, "--seed", 0)
     assert code == 0, err

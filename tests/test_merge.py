@@ -56,7 +56,7 @@ def test_preview_changes_nothing_and_lists_what_would_move(tmp_path, monkeypatch
     assert live_reasons == LIVE_SKIPS
     assert {g["reason"] for g in preview["skipped"]} == CSV_SKIPS
     out = capsys.readouterr().out
-    assert "would_merge" in out and "Nothing was changed in DevRev" in out
+    assert "would be merged" in out and "nothing was changed in DevRev" in out
     with open(tmp_path / "reports" / os.path.basename(
             sorted((tmp_path / "reports").glob("preview_*.csv"))[0]), encoding="utf-8") as fh:
         assert fh.readline().startswith("email,status,reason")

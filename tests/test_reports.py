@@ -9,6 +9,7 @@ import stat
 import pytest
 
 import reports
+import screens
 
 DUP_A = {"display_id": "REVU-a", "tickets": ["TKT-1", "TKT-2"], "conversations": ["CONV-1"], "messages": 5,
          "attachments": 2, "attachment_bytes": 3000}
@@ -66,8 +67,9 @@ def test_preview_rows_sum_the_duplicates_and_list_skipped_groups():
     # a set skipped by the live checks has no counts (not zeros: nothing was listed)
     assert live_skip["primary"] == "REVU-x" and live_skip["tickets"] is None and live_skip["reason"] == \
         "contact_not_found"
-    assert csv_skip == {"email": "solo@acme.example", "status": "skipped", "reason": "single_contact",
-                        "detail": "only one contact has this email", "duplicates": ["REVU-solo"]}
+    assert csv_skip == {"email": "solo@acme.example", "status": "not_a_merge_set", "reason": "single_contact",
+                        "detail": "only one contact has this email", "duplicates": ["REVU-solo"],
+                        "duplicate_refs": [None]}
     assert set(merge) <= set(reports.PREVIEW_COLUMNS)
 
 
@@ -86,8 +88,8 @@ def test_merge_rows_sum_the_duplicates_and_flag_an_unverified_backup():
     assert jane["drift_appeared"] == ["TKT-9"] and jane["other_duplicate_refs"] == ["user_a"]
     assert kim["error"] == "boom" and kim["backups_verified"] is None and kim["tickets_moved"] == 0
     assert lee["error"] == "kept"
-    assert solo == {"email": "solo@acme.example", "status": "skipped", "reason": "single_contact",
-                    "error": "only one contact"}
+    assert solo == {"email": "solo@acme.example", "status": "not_a_merge_set", "reason": "single_contact",
+                    "error": "only one contact", "duplicate_refs": []}
     assert set(jane) == set(reports.MERGE_COLUMNS)
 
 
@@ -108,26 +110,30 @@ def test_write_report_writes_private_json_and_an_escaped_csv(tmp_path):
     with open(csv_path, "rb") as fh:
         assert fh.read().count(b"\r\n") == 4
     assert stat.S_IMODE(os.stat(report_dir).st_mode) == 0o700
-    assert {stat.S_IMODE(os.stat(p).st_mode) for p in (json_path, csv_path)} == {0o600}
-    assert sorted(os.listdir(report_dir)) == ["preview_r1.csv", "preview_r1.json"]   # no temporary file left
+    html_path = reports.html_path(json_path)
+    assert {stat.S_IMODE(os.stat(p).st_mode) for p in (json_path, csv_path, html_path)} == {0o600}
+    assert sorted(os.listdir(report_dir)) == ["preview_r1.csv", "preview_r1.html", "preview_r1.json"]  # no temp file
 
 
 def test_format_preview_prints_a_row_per_group_and_the_totals():
-    text = reports.format_preview(PREVIEW)
-    lines = text.splitlines()
-    assert lines[0].split() == ["email", "would", "primary", "duplicates", "tickets", "convs", "messages",
-                                "attachments", "calls", "backup"]
-    assert "jane@acme.example" in lines[2] and "2 (2.9 KB)" in lines[2] and "8.8 KB" in lines[2]
-    assert "skipped (contact_not_found)" in lines[3] and "skipped (single_contact)" in lines[4]
-    assert lines[-1] == ("1 merge sets would move 3 tickets and 1 conversations (6 messages, 2 attachments, "
-                         "2.9 KB); 2 groups skipped. About 40 API calls and 8.8 KB of backups.")
+    preview = dict(PREVIEW, totals=reports.preview_totals(PREVIEW))
+    lines = screens.format_preview(preview).splitlines()
+    assert lines[0].split() == ["email", "would", "tickets", "convs", "calls", "duplicate", "refs", "/", "why", "not"]
+    assert lines[2].split() == ["jane@acme.example", "merge", "3", "1", "40", "REVU-a", "REVU-b"]  # no user_ refs here
+    assert lines[3].split() == ["gone@acme.example", "skip", "contact_not_found"]
+    assert lines[4].strip() == "REVU-x was not found"
+    assert lines[5].split() == ["solo@acme.example", "not", "a", "merge", "set", "single_contact"]
+    assert lines[-2:] == ["The 1 merge set would move 3 tickets and 1 conversation (6 messages, 2 attachments, "
+                          "2.9 KB): about", "40 API calls and 8.8 KB of backups."]
+    assert lines[-3] == ("2 merge sets from the CSV: 1 would be merged, 1 skipped by live checks; 1 group is not a "
+                         "merge set.")
 
 
 def test_format_table_caps_wide_columns():
-    table = reports.format_table(["a", "b"], [["x" * 100, None]])
+    table = screens.format_table(["a", "b"], [["x" * 100, None]], caps={0: 48})
     header, rule, row = table.splitlines()
-    assert rule == "-" * 48 + "  " + "-"
-    assert row == "x" * 48
+    assert rule == "-" * 48 + "  " + "-" * 8
+    assert row == "x" * 47 + "…"
 
 
 # --------------------------------------------------------------------------- find_preview

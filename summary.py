@@ -1,0 +1,120 @@
+"""One vocabulary for a run's numbers, said the same way on screen, in the log, the reports
+and `--status`.
+
+An admin reads the same three numbers everywhere:
+
+- **merge sets** from the CSV (one `REVU-` primary and its `user_` duplicates);
+- of those, the ones **skipped by live checks** (DevRev no longer matches the CSV);
+- **groups that are not merge sets** (`single_contact`, `no_primary`, ...), never touched.
+
+A merge set's outcome is one of `OUTCOMES`; `pending` covers every set not finished yet
+(not reached, interrupted, in progress). `plural` is the one helper for "1 ticket".
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+OUTCOMES = ("merged", "moved_only", "skipped", "failed", "pending")
+# statuses (journal, report, preview) folded into an outcome
+_PENDING = {"pending", "interrupted", "in_progress", "not_started"}
+_IRREGULAR = {"entry": "entries", "summary": "summaries"}
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """`1 ticket`, `0 tickets`, `2 merge sets`; `many` for irregular nouns (`entry` and a few
+    others are known). Only the last word of `noun` is made plural."""
+    if n == 1:
+        return f"{n} {noun}"
+    if many is None:
+        many = _IRREGULAR.get(noun)
+    if many is None:
+        head, _, last = noun.rpartition(" ")
+        last = last[:-1] + "ies" if last.endswith("y") and last[-2:-1] not in "aeiou" else last + "s"
+        many = f"{head} {last}".strip()
+    return f"{n} {many}"
+
+
+def outcome_of(status: str | None) -> str:
+    """The outcome a status counts as: merged, moved_only, skipped, failed or pending."""
+    if status in ("merged", "already_merged"):
+        return "merged"
+    if status in ("moved_only", "already_moved_only"):
+        return "moved_only"
+    if status in ("skipped", "failed"):
+        return status
+    return "pending"
+
+
+def count_merge_sets(statuses: Iterable[str | None], not_merge_sets: int) -> dict:
+    """Counts in the one vocabulary.
+
+    Returns {"merge_sets": n, "merged", "moved_only", "skipped" (by live checks), "failed",
+    "pending" (not finished), "not_merge_sets": groups of the CSV that are not merge sets}.
+    """
+    counts = {"merge_sets": 0, **{o: 0 for o in OUTCOMES}, "not_merge_sets": not_merge_sets}
+    for status in statuses:
+        counts["merge_sets"] += 1
+        counts[outcome_of(status)] += 1
+    return counts
+
+
+def describe_counts(counts: dict, *, source: str = "from the CSV") -> str:
+    """`17 merge sets from the CSV: 12 merged, 5 skipped by live checks, 0 failed; 4 groups are
+    not merge sets` (moved only, not finished and the groups only when there are any)."""
+    parts = [f"{counts['merged']} merged"]
+    if counts.get("moved_only"):
+        parts.append(f"{counts['moved_only']} moved only (duplicates kept)")
+    if counts.get("skipped"):
+        parts.append(f"{counts['skipped']} skipped by live checks")
+    parts.append(f"{counts['failed']} failed")
+    if counts.get("pending"):
+        parts.append(f"{counts['pending']} not finished")
+    text = f"{plural(counts['merge_sets'], 'merge set')} {source}: " + ", ".join(parts)
+    return text + groups_clause(counts.get("not_merge_sets"))
+
+
+def describe_groups(n: int | None) -> str:
+    """`4 groups are not merge sets`, `1 group is not a merge set`; "" for none."""
+    if not n:
+        return ""
+    return f"{plural(n, 'group')} {'is' if n == 1 else 'are'} not {'a merge set' if n == 1 else 'merge sets'}"
+
+
+def groups_clause(n: int | None) -> str:
+    """`; 4 groups are not merge sets` to end a sentence with; "" for none."""
+    return f"; {describe_groups(n)}" if n else ""
+
+
+def describe_moved(tickets: int, conversations: int) -> str:
+    """`3 tickets and 1 conversation moved`."""
+    return f"{plural(tickets, 'ticket')} and {plural(conversations, 'conversation')} moved"
+
+
+def describe_preview(totals: dict) -> str:
+    """The preview's one-sentence summary, in the vocabulary (totals: reports.preview_totals)."""
+    parts = [f"{totals['would_merge']} would be merged"]
+    if totals.get("skipped"):
+        parts.append(f"{totals['skipped']} skipped by live checks")
+    if totals.get("failed"):
+        parts.append(f"{totals['failed']} could not be previewed")
+    if totals.get("already_done"):
+        parts.append(f"{totals['already_done']} already finished in earlier runs")
+    head = f"{plural(totals['merge_sets'], 'merge set')} from the CSV: " + ", ".join(parts)
+    head += groups_clause(totals.get("not_merge_sets"))
+    moves = (f"The {plural(totals['would_merge'], 'merge set')} would move {plural(totals['tickets'], 'ticket')} "
+             f"and {plural(totals['conversations'], 'conversation')} ({plural(totals['messages'], 'message')}, "
+             f"{plural(totals['attachments'], 'attachment')}, {size(totals['attachment_bytes'])}): about "
+             f"{plural(totals['estimated_calls'], 'API call')} and {size(totals['estimated_backup_bytes'])} "
+             f"of backups.")
+    return f"{head}.\n{moves}"
+
+
+def size(n: int | float | None) -> str:
+    """A byte count for people: `512 B`, `1.5 KB`, `2.0 MB` (1024-based); "" for None."""
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
