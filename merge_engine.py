@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
@@ -26,6 +26,7 @@ from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, RunWideFault, ServerError, TransportError)
 from journal import Journal, is_finished, parse_step, step_name
+from set_numbers import journal_numbers
 from summary import plural
 
 log = logging.getLogger("merge")
@@ -102,48 +103,6 @@ def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None =
     if steps is not None:
         outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
     return outcome
-
-
-def journal_numbers(steps: dict[str, dict], duplicates: list[dict]) -> dict:
-    """A set's numbers from its journal alone, whatever its outcome, so a report says what
-    DevRev holds: {"duplicates": [DuplicateOutcome as a dict, one per duplicate in
-    `duplicates` (the context's idents)], "moved_ticket_ids": [DON, ...],
-    "moved_conversation_ids": [DON, ...]}. A move counts once DevRev's answer (or a fresh
-    read) confirmed it; an item moved for two duplicates of the set counts once in the
-    set's lists (each duplicate's own count still has it)."""
-    outs, moved = [], {"ticket": {}, "conversation": {}}
-    for dup in duplicates:
-        out = DuplicateOutcome(dup["id"], dup.get("display_id") or dup["id"], dup.get("external_ref"))
-        _fill_from_journal(steps, dup["id"], out, moved)
-        outs.append(out.__dict__)
-    return {"duplicates": outs, "moved_ticket_ids": list(moved["ticket"]),
-            "moved_conversation_ids": list(moved["conversation"])}
-
-
-def _fill_from_journal(steps: dict, d: str, out: "DuplicateOutcome", moved: dict[str, dict]) -> None:
-    """Add duplicate `d`'s done steps to `out`, and its moved items to `moved[kind]` (ordered)."""
-    for name, record in steps.items():
-        step = parse_step(name)
-        if step.duplicate != d or record["status"] != "done":
-            continue
-        data = record["data"] or {}
-        if step.kind == "backup":
-            if data.get("folder") not in out.backups:
-                out.backups.append(data["folder"])
-            out.backups_verified = True  # a backup step is done only once its folder verified
-            out.messages += data.get("messages", 0)
-            out.attachments += data.get("attachments", 0)
-            if step.round == 1:
-                out.drift_appeared = data.get("drift_appeared", [])
-                out.drift_vanished = data.get("drift_vanished", [])
-        elif step.kind in moved and data.get("after") is not None:
-            if step.kind == "ticket":
-                out.tickets_moved += 1
-            else:
-                out.conversations_moved += 1
-            moved[step.kind][step.item] = True
-        elif step.kind == "retired":
-            out.retired = True
 
 
 def finished_preview(ms: MergeSet, record: dict) -> dict:
@@ -269,22 +228,6 @@ def _newest(duplicates: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------- the real run
-@dataclass
-class DuplicateOutcome:
-    id: str
-    display_id: str
-    external_ref: str
-    tickets_moved: int = 0
-    conversations_moved: int = 0
-    messages: int = 0
-    attachments: int = 0
-    backups: list[str] = field(default_factory=list)
-    backups_verified: bool = False
-    drift_appeared: list[str] = field(default_factory=list)
-    drift_vanished: list[str] = field(default_factory=list)
-    retired: bool = False
-
-
 class SetMerger:
     """Runs (or resumes) the merge of one set against DevRev, journaling every step."""
 
