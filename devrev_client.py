@@ -175,12 +175,12 @@ def check_url_scheme(url: str, what: str) -> None:
     raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{host}")
 
 
-def check_token(token: str | None) -> str:
+def check_token(token: str | None, *, min_length: int = facts.MIN_TOKEN_LENGTH) -> str:
     """The token as it goes into the Authorization header: trimmed, without a `Bearer `
     prefix. ConfigError (one line, never the token) for a value that cannot be a DevRev
-    token: empty, spaces or control characters, non-ASCII, or shorter than
-    `facts.MIN_TOKEN_LENGTH` (a PAT is a long JWT-like string; a short value is a
-    placeholder or a paste that went wrong, and would make output masking useless)."""
+    token: empty, spaces or control characters, non-ASCII, or shorter than `min_length`
+    (a PAT is a long JWT-like string; a short value is a placeholder or a paste that went
+    wrong, and would make output masking useless)."""
     token = (token or "").strip()
     if token.lower() == "bearer" or token.lower().startswith("bearer "):
         token = token[7:].strip()
@@ -190,7 +190,7 @@ def check_token(token: str | None) -> str:
         raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
     if not token.isascii():
         raise ConfigError("DEVREV_API_TOKEN contains non-ASCII characters (smart quotes?): paste the token alone")
-    if len(token) < facts.MIN_TOKEN_LENGTH:
+    if len(token) < min_length:
         raise ConfigError(f"DEVREV_API_TOKEN is {len(token)} characters long, too short for a DevRev token "
                           f"(a personal access token is a long eyJ... string): paste the whole token")
     return token
@@ -280,15 +280,7 @@ class DevRevClient:
                  pacer: ServerPacer | None = None,
                  pool_size: int = 16,
                  breaker: FaultBreaker | None = None):
-        token = (token or "").strip()
-        if token.lower() == "bearer" or token.lower().startswith("bearer "):
-            token = token[7:].strip()
-        if not token:
-            raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
-        if any(ch.isspace() or not ch.isprintable() for ch in token):
-            raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
-        if not token.isascii():
-            raise ConfigError("DEVREV_API_TOKEN contains non-ASCII characters (smart quotes?): paste the token alone")
+        token = check_token(token, min_length=1)  # the length rule is the user's config's (check_env)
         base_url = (base_url or facts.DEFAULT_BASE_URL).strip().rstrip("/")
         check_url_scheme(base_url, "DEVREV_BASE_URL")
         self._token = token
