@@ -74,7 +74,15 @@ class UsageError(UserError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (a `UsageError`), not a usage dump and exit."""
+    """argparse whose errors are one line (a `UsageError`), not a usage dump and exit.
+
+    Abbreviated options are refused: `--skip` must not silently mean `--skip-preview-check`
+    on a tool that changes production data.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -96,6 +104,24 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
     return value
+
+
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high] (`nan`, `inf` refused)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, float, "a number")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, not {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# a pace below one call a minute would leave a run silent for hours; above DevRev's largest
+# documented quota it only hides typos (devrev_assumptions: the rate limit section)
+rate_limit = float_between(1, 100_000)
 
 
 def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -276,12 +302,14 @@ def _open_log_file(log_dir: str, log_path: str) -> logging.FileHandler:
 
 
 def describe_os_error(exc: OSError) -> str:
-    """`cannot write here (permission denied)`-style text for an OSError, without the traceback."""
+    """`not writable (Permission denied)`-style text for an OSError, without the traceback."""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not writable ({reason})"
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return f"not a usable folder ({reason})"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "a file is in the way where a folder should be"
+    if exc.errno == errno.ENOENT:
+        return f"cannot be created here ({reason})"
     if exc.errno == errno.ENOSPC:
         return f"disk full ({reason})"
     return reason

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --output (and its .review.csv)")
     p.add_argument("--ticket-counts", action="store_true",
                    help="fill TICKET_COUNT live: one paged ticket count per contact of each merge set")
-    p.add_argument("--rate-limit", type=cli.positive_float, metavar="CALLS_PER_MINUTE",
+    p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
     p.add_argument("--sandbox", action="store_true",
@@ -65,12 +65,17 @@ def review_path(output: str) -> str:
 
 def _check_outputs(args) -> None:
     """Refuse, before any call, outputs that exist (without --force) or cannot be written."""
+    if not args.output.strip() or args.output.endswith(os.sep):
+        raise UsageError(f"--output {args.output!r} is not a file name: give one, e.g. --output contacts.csv")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"the folder for --output does not exist: {folder}")
     for path in (args.output, review_path(args.output)):
         if os.path.isdir(path):
             raise UsageError(f"--output {path} is a folder, not a file")
         if os.path.lexists(path) and not args.force:
             raise UsageError(f"{path} already exists: pass --force to overwrite it")
-    cli.check_writable_dir(os.path.dirname(os.path.abspath(args.output)), "--output")
+    cli.check_writable_dir(folder, "--output")
 
 
 def _main(argv) -> int:

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--savepoint", metavar="FILE",
                    help=f"the savepoint journal (default: {DEFAULT_SAVEPOINT}; with --sandbox: "
                         f"{SANDBOX_DIR}/savepoints.sqlite3)")
-    p.add_argument("--rate-limit", type=cli.positive_float, metavar="CALLS_PER_MINUTE",
+    p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
                    help="merge sets processed at once (default: 4)")

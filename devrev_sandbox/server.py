@@ -21,6 +21,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import devrev_assumptions as facts
+from fileutil import atomic_write_bytes
 
 from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError, json_bytes
@@ -275,12 +276,8 @@ class DevRevSandbox:
         self.state.changed = False
         if not self.state_file:
             return
-        tmp = f"{self.state_file}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.state.to_json(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_file)
+        # the emulator's state holds the demo's contacts: private, and never half-written
+        atomic_write_bytes(self.state_file, json.dumps(self.state.to_json()).encode("utf-8"))
 
     # the files server ---------------------------------------------------------
     def _signature(self, number: str, expires: str) -> str:

@@ -77,6 +77,24 @@ def test_bad_options_are_one_usage_error_naming_the_problem(argv, words):
     assert words in message and "\n" not in message and message.endswith("(see tool.py --help)")
 
 
+@pytest.mark.parametrize("script", ["merge_contacts", "find_duplicates"])
+@pytest.mark.parametrize("value", ["1e-9", "0.5", "1e-300", "100001"])
+def test_a_rate_limit_outside_one_to_100000_calls_a_minute_is_refused(script, value, capsys):
+    """A pace of 1e-9 calls a minute overflowed a timestamp; 0.01 waited 100 minutes in silence."""
+    module = __import__(script)
+    assert module.main(["--sandbox", "--rate-limit", value, "--output", "x.csv"] if script == "find_duplicates"
+                       else ["--sandbox", "--preview", "--rate-limit", value]) == 2
+    assert "must be between 1 and 100000" in capsys.readouterr().err
+
+
+def test_an_abbreviated_option_is_refused_not_guessed():
+    """`--skip` must never silently mean `--skip-preview-check` on a tool that changes data."""
+    p = cli.ArgumentParser(prog="tool.py")
+    p.add_argument("--skip-preview-check", action="store_true")
+    with pytest.raises(cli.UsageError, match="unrecognized arguments: --skip"):
+        p.parse_args(["--skip"])
+
+
 def test_good_numbers_are_parsed():
     args = _parser().parse_args(["--rate", " 1.5 ", "--workers", "64", "--size", "1000000"])
     assert (args.rate, args.workers, args.size) == (1.5, 64, 1000000)
@@ -138,7 +156,7 @@ def test_check_writable_dir_creates_a_private_folder_or_names_the_option(tmp_pat
     folder = cli.check_writable_dir(str(tmp_path / "new" / "reports"), "--report-dir")
     assert os.path.isdir(folder) and os.listdir(folder) == []
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(cli.UsageError, match=r"^--backup-dir .*a-file/b: not a usable folder"):
+    with pytest.raises(cli.UsageError, match=r"^--backup-dir .*a-file/b: a file is in the way"):
         cli.check_writable_dir(str(tmp_path / "a-file" / "b"), "--backup-dir")
 
 

@@ -308,3 +308,13 @@ def test_a_rejected_token_is_exit_2_in_one_line(make_sandbox, env, monkeypatch, 
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1].startswith("error: ") and "DevRev rejected the token" in lines[-1]
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("output, words", [("", "is not a file name"), ("no-such-folder/found.csv",
+                                                                          "folder for --output does not exist")])
+def test_an_output_without_a_usable_name_or_folder_is_refused_before_any_call(output, words, tmp_path,
+                                                                             monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert find_duplicates.main(["--sandbox", "--output", output]) == 2
+    assert words in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []      # no stray review file, no folder made, no emulator state
