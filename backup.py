@@ -26,11 +26,12 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import devrev_assumptions as facts
 from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
-from fileutil import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name
+from fanout import Fanout, fan_map
+from fileutil import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
 from timeutil import iso_utc, utc_now
 
 FORMAT_VERSION = 1
@@ -167,24 +168,43 @@ def _referenced_artifacts(obj: dict, entries: Iterable[dict]) -> list[dict]:
     return list(seen.values())
 
 
-def collect(client: DevRevClient, duplicate_id: str) -> Snapshot:
-    """List, live, the tickets and conversations of a duplicate and all they hold."""
-    tickets = list(client.list_tickets(duplicate_id))
-    conversations = list(client.list_conversations(duplicate_id))
-    entries: dict[str, list[dict]] = {}
-    attachments: list[Attachment] = []
-    for obj in tickets + conversations:
+def collect(client: DevRevClient, duplicate_id: str, pool: Fanout | None = None) -> Snapshot:
+    """List, live, the tickets and conversations of a duplicate and all they hold. With a
+    pool, the timelines of different objects are read in parallel (fanout.Fanout)."""
+    snapshot = Snapshot(list(client.list_tickets(duplicate_id)), list(client.list_conversations(duplicate_id)), {}, [])
+    read_timelines(client, snapshot, pool)
+    return snapshot
+
+
+def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None,
+                   writer: _Writer | None = None) -> tuple[dict[str, int], int]:
+    """Each object's timeline entries and the attachments they reference, added to
+    `snapshot`; with a writer, the entries go to the object's messages.json instead of
+    `snapshot.entries` (memory flat in the number of objects). Returns (entries per object
+    display id, messages)."""
+    def one(obj: dict) -> tuple[str, list[dict] | None, int, list[Attachment], int]:
         display_id = display_of(obj)
-        entries[display_id] = list(client.list_timeline_entries(obj["id"]))
-        for art in _referenced_artifacts(obj, entries[display_id]):
+        entries = list(client.list_timeline_entries(obj["id"]))
+        attachments = []
+        for art in _referenced_artifacts(obj, entries):
             info = art.get("file") or {}
             if not info.get("name") or info.get("size") is None:
                 # summaries may be bare {id, display_id}: ask for the artifact itself
                 info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
             attachments.append(Attachment(display_id, art["id"], artifact_label(art),
-                                          str(info.get("name") or "attachment"), info.get("size"),
-                                          info.get("type")))
-    return Snapshot(tickets, conversations, entries, attachments)
+                                          str(info.get("name") or "attachment"), info.get("size"), info.get("type")))
+        messages = sum(1 for e in entries if e.get("type") == facts.MESSAGE_ENTRY_TYPE)
+        if writer is not None:
+            writer.write_json(messages_path(display_id), entries)
+        return display_id, entries if writer is None else None, len(entries), attachments, messages
+
+    counts, messages = {}, 0
+    for display_id, entries, count, attachments, object_messages in fan_map(pool, one, snapshot.objects):
+        counts[display_id], messages = count, messages + object_messages
+        snapshot.attachments += attachments
+        if entries is not None:
+            snapshot.entries[display_id] = entries
+    return counts, messages
 
 
 def artifact_label(art: dict) -> str:
@@ -279,6 +299,12 @@ class _Writer:
     def write_json(self, relpath: str, obj: Any) -> None:
         self.write_bytes(relpath, json_bytes(obj))
 
+    def write_json_list(self, relpath: str, items: Iterable[Any]) -> None:
+        """Exactly json_bytes(list(items)), written item by item: the list is never in memory."""
+        with durable_file(self._path(relpath), sync_dir=False) as fh:
+            size, sha256 = write_json_list(fh, items)
+        self.files.append({"path": relpath, "size": size, "sha256": sha256})
+
     def download(self, client: DevRevClient, att: Attachment) -> None:
         """Fetch one attachment (retried by the client's policy; an expired URL is located
         again); each attempt writes a fresh file, and a broken-off one leaves no file."""
@@ -339,34 +365,44 @@ def estimate_size(snapshot: Snapshot, json_overhead: int = 4096) -> int:
 
 
 def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict],
-                 primary: dict, duplicate: dict, run_id: str, snapshot: Snapshot | None = None) -> BackupResult:
+                 primary: dict, duplicate: dict, run_id: str, snapshot: Snapshot | None = None,
+                 pool: Fanout | None = None) -> BackupResult:
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
     Raises BackupError (with the .partial folder removed) on any failure: a download
-    that breaks off, a full disk, a write error.
+    that breaks off, a full disk, a write error. Without a `snapshot`, each object's
+    timeline is written as soon as it is read and not kept (memory flat in the number of
+    objects; the result's snapshot then holds no entries: `counts` has them). With a
+    pool, timelines are read and attachments downloaded in parallel.
     """
     try:
         make_private_dir(backup_root)
     except OSError as exc:
         raise BackupFolderError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
     started = utc_now()
-    if snapshot is None:
-        snapshot = collect(client, duplicate["id"])
+    streamed = snapshot is None   # listings and timelines go to disk as they are read (below)
     try:
-        check_free_space(backup_root, estimate_size(snapshot))
+        check_free_space(backup_root, 0 if streamed else estimate_size(snapshot))
         final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
     except OSError as exc:
         kind = BackupFolderError if exc.errno in _FOLDER_ERRNOS else BackupError
         raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
     writer = _Writer(partial)
     try:
-        for att in snapshot.attachments:
-            writer.download(client, att)
+        if streamed:
+            snapshot = _list_to_disk(client, writer, duplicate["id"])
+            entry_counts, messages = read_timelines(client, snapshot, pool, writer)
+            check_free_space(backup_root, snapshot.attachment_bytes)
+        else:
+            for obj in snapshot.objects:
+                writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
+            entry_counts = {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects}
+            messages = snapshot.message_count
+        fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
         attachment_files = {f["path"]: f for f in writer.files}
-        for obj in snapshot.objects:
-            writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
-        writer.write_json(TICKETS, snapshot.tickets)
-        writer.write_json(CONVERSATIONS, snapshot.conversations)
+        if not streamed:
+            writer.write_json(TICKETS, snapshot.tickets)
+            writer.write_json(CONVERSATIONS, snapshot.conversations)
         metadata = {
             "format": FORMAT_VERSION,
             "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
@@ -392,8 +428,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         }
         writer.write_json(METADATA, metadata)
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
-                  "entries": {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects},
-                  "messages": snapshot.message_count, "attachments": len(snapshot.attachments)}
+                  "entries": entry_counts, "messages": messages, "attachments": len(snapshot.attachments)}
         manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
                     "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
         manifest["manifest_sha256"] = manifest_digest(manifest)
@@ -410,6 +445,22 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         raise
     total = sum(f["size"] for f in writer.files)
     return BackupResult(final, counts, total, snapshot)
+
+
+def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> Snapshot:
+    """tickets.json and conversations.json written page by page as DevRev lists them; the
+    returned snapshot keeps of each object only what the backup needs later (its id,
+    display id, reporters or members, artifact summaries)."""
+    def kept(kind: str, objects: Iterable[dict], into: list[dict]) -> Iterator[dict]:
+        for obj in objects:
+            into.append({k: obj[k] for k in ("id", "display_id", Move.FIELDS[kind], "artifacts") if k in obj})
+            yield obj
+
+    snapshot = Snapshot([], [], {}, [])
+    writer.write_json_list(TICKETS, kept("ticket", client.list_tickets(duplicate_id), snapshot.tickets))
+    writer.write_json_list(CONVERSATIONS, kept("conversation", client.list_conversations(duplicate_id),
+                                               snapshot.conversations))
+    return snapshot
 
 
 def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> list[str]:
@@ -451,10 +502,10 @@ def _sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _load_json(folder: str, relpath: str, result: Verification):
+def _load_json(folder: str, relpath: str, result: Verification, object_hook=None):
     try:
         with open(file_path(folder, relpath), "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"))
+            return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
     except FileNotFoundError:
         return None  # reported by the file checks
     except (ValueError, UnicodeDecodeError):
@@ -534,12 +585,20 @@ def verify_backup(folder: str, *, quick: bool = False) -> Verification:
     for name in JSON_FILES:
         if name not in listed:
             result.add(name, "missing from the manifest")
-    tickets = _load_json(folder, TICKETS, result) if TICKETS in listed else None
-    conversations = _load_json(folder, CONVERSATIONS, result) if CONVERSATIONS in listed else None
+    tickets = _load_json(folder, TICKETS, result, _checked_fields) if TICKETS in listed else None
+    conversations = _load_json(folder, CONVERSATIONS, result, _checked_fields) if CONVERSATIONS in listed else None
     if METADATA in listed:
         _load_json(folder, METADATA, result)
     _check_counts(folder, listed, counts, tickets, conversations, result)
     return result
+
+
+def _checked_fields(obj: dict) -> dict:
+    """Of each object that has a display id, only what the checks read: a backup of
+    thousands of tickets is checked without holding them whole."""
+    if "display_id" not in obj:
+        return obj
+    return {k: obj[k] for k in ("id", "display_id", "artifacts", "file") if k in obj}
 
 
 def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversations, result: Verification) -> None:

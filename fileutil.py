@@ -8,11 +8,12 @@ only. Names that come from the CSV or the API go through `safe_name` first.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import unicodedata
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -77,6 +78,22 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def write_json_list(fh: BinaryIO, items: Iterable[Any]) -> tuple[int, str]:
+    """Write exactly json_bytes(list(items)) to `fh`, item by item, so a long list is never
+    whole in memory. Returns (bytes written, their sha256 hex)."""
+    digest, size = hashlib.sha256(), 0
+    for n, item in enumerate(items):
+        text = json.dumps(item, indent=2, ensure_ascii=False, sort_keys=True).replace("\n", "\n  ")
+        data = (("[\n  " if n == 0 else ",\n  ") + text).encode("utf-8")
+        fh.write(data)
+        digest.update(data)
+        size += len(data)
+    tail = b"\n]\n" if size else b"[]\n"
+    fh.write(tail)
+    digest.update(tail)
+    return size + len(tail), digest.hexdigest()
 
 
 def atomic_write_json(path: str, obj: Any) -> None:

@@ -31,8 +31,10 @@ import reports
 import screens
 import summary
 from cli import ExitCode, UsageError
-from contacts_csv import MergeSet, email_key, group_contacts, read_contacts
+from contacts_csv import MergeSet, email_key
+from contacts_index import ContactsIndex, index_contacts
 from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
+from fanout import Fanout
 from journal import Journal, JournalError
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
@@ -49,6 +51,8 @@ DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
 log = logging.getLogger("merge")
 PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
+ESTIMATE_NOTE = ("Messages, attachments, calls and backup sizes are estimates from the first timeline page of a few "
+                 "tickets and conversations per duplicate; `--preview --full` counts them all.")
 
 
 class RunStopped(cli.UserError):
@@ -65,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--preview", action="store_true", help="change nothing; report what would move")
     mode.add_argument("--status", action="store_true", help="print progress from the savepoint file and exit")
+    p.add_argument("--full", action="store_true",
+                   help="with --preview: count every message and attachment (reads every timeline entry) "
+                        "instead of estimating them from the first pages")
     p.add_argument("--sandbox", action="store_true",
                    help="run against the local DevRev emulator seeded with examples/ (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
@@ -78,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
-                   help="merge sets processed at once (default: 4)")
+                   help="API calls made at once: merge sets, or the independent calls of one (default: 4)")
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
                    help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
@@ -96,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> None:
     if args.sandbox_reset and not args.sandbox:
         raise UsageError("--sandbox-reset only goes with --sandbox")
+    if args.full and not args.preview:
+        raise UsageError("--full only goes with --preview")
     if not args.csv and not args.sandbox and not args.status:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
 
@@ -164,12 +173,10 @@ def _open_journal(args, savepoint: str, run_id: str) -> Journal | None:
 def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     """Check everything the run needs (input, preview, folders, savepoint), then run it."""
     csv_path = args.csv or DEMO_CSV
-    contacts = read_contacts(csv_path)
-    merge_sets, skipped = _chosen_groups(args, contacts, csv_path)
-    preview_path = _required_preview(args, contacts)
+    index = _chosen_groups(args, index_contacts(csv_path), csv_path)
+    preview_path = _required_preview(args, index.file)
     with _sandbox_held(args):
-        return _run_checked(args, run_id, savepoint, log_path, csv_path, contacts, merge_sets, skipped,
-                            preview_path)
+        return _run_checked(args, run_id, savepoint, log_path, csv_path, index, preview_path)
 
 
 @contextlib.contextmanager
@@ -204,9 +211,10 @@ def _sandbox_held(args):
         os.close(fd)  # releases the lock
 
 
-def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_path: str, contacts,
-                 merge_sets: list[MergeSet], skipped: list, preview_path: str | None) -> int:
+def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_path: str, index: ContactsIndex,
+                 preview_path: str | None) -> int:
     """Run the checked input: open the savepoint, plan, then preview or merge."""
+    merge_sets = index.merge_sets
     _check_folders(args, savepoint)
     journal = _open_journal(args, savepoint, run_id)
     try:
@@ -214,17 +222,20 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
         previews = _previews_covering(preview_path, plan)
         log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
                  "preview of" if args.preview else "merge of", "the sandbox" if args.sandbox else "DevRev",
-                 plural(len(merge_sets), "merge set"), summary.groups_clause(len(skipped)), csv_path, log_path or "off")
+                 plural(len(merge_sets), "merge set"), summary.groups_clause(index.skipped_total), csv_path,
+                 log_path or "off")
         if journal is not None:
             log.info("savepoint %s", os.path.abspath(savepoint))
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])):
+        with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])), \
+                contextlib.ExitStack() as stack:
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
                                    keep_duplicate=args.keep_duplicate, allow_cross_org=args.allow_cross_org,
-                                   merge_timeout=args.merge_timeout)
-            common = _report_header(args, run_id, client, csv_path, contacts, skipped)
+                                   merge_timeout=args.merge_timeout, preview_full=args.full,
+                                   fanout=stack.enter_context(contextlib.closing(Fanout(args.workers))))
+            common = _report_header(args, run_id, client, csv_path, index)
             if args.preview:
-                return _preview(args, client, plan, options, common, stop)
+                return _preview(args, client, plan, options, common, stop, index)
             merger = SetMerger(client, journal, options, previews)
             return _merge(args, merger, merge_sets, plan, common, stop, preview_path)
     finally:
@@ -232,16 +243,13 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
             journal.close()
 
 
-def _chosen_groups(args, contacts, csv_path: str) -> tuple[list[MergeSet], list]:
+def _chosen_groups(args, index: ContactsIndex, csv_path: str) -> ContactsIndex:
     """The CSV's merge sets and skipped groups, narrowed to --only's email."""
-    merge_sets, skipped = group_contacts(contacts.rows)
     if args.only:
-        wanted = email_key(args.only)
-        merge_sets = [m for m in merge_sets if m.key == wanted]
-        skipped = [g for g in skipped if g.key == wanted]
-        if not merge_sets and not skipped:
+        index = index.narrowed(args.only)
+        if not index.merge_sets and not index.skipped_total:
             raise UsageError(f"no contact with email {args.only!r} in {csv_path}")
-    return merge_sets, skipped
+    return index
 
 
 def _required_preview(args, contacts) -> str | None:
@@ -269,14 +277,22 @@ def _previews_covering(preview_path: str | None, plan: RunPlan) -> dict[str, dic
     return previews
 
 
-def _report_header(args, run_id: str, client, csv_path: str, contacts, skipped) -> dict:
-    """What the preview and the merge report share: the run, the target, the CSV, the skipped groups."""
+def _report_header(args, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
+    """What the preview and the merge report share: the run, the target, the CSV, the skipped
+    groups (counted by reason; the first few of each listed with their rows)."""
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
             "target": _target(args, client),
-            "csv": {"path": os.path.abspath(csv_path), "sha256": contacts.sha256, "rows": len(contacts.rows)},
+            "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count},
             "options": {k: v for k, v in vars(args).items() if k not in ("status",)},
+            "skipped_counts": index.skipped_counts,
             "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
-                         "rows": [r.as_dict() for r in g.rows]} for g in skipped]}
+                         "rows": [r.as_dict() for r in g.rows]} for g in index.skipped_examples]}
+
+
+def _write_skipped(args, name: str, common: dict, index: ContactsIndex) -> None:
+    """Every row of the skipped groups to `<name>_skipped.csv`, streamed from the CSV."""
+    if index.skipped_total:
+        common["skipped_file"] = reports.write_skipped_rows(args.report_dir, name, index.skipped_rows())
 
 
 def _target(args, client=None) -> str:
@@ -352,7 +368,8 @@ def _reraise_fatal(result, stop: cli.StopSignal) -> None:
         raise result
 
 
-def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal) -> int:
+def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal,
+             index: ContactsIndex) -> int:
     """Preview the plan's sets (read only) and write the preview report; returns the exit code."""
     records = {key: finished_preview(ms, plan.finished[key]) for ms in plan.order
                for key in [ms.key] if key in plan.finished}
@@ -391,6 +408,7 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
         log.error("preview stopped; no preview report written")
         return exit_code
     interrupted = exit_code == ExitCode.INTERRUPTED
+    _write_skipped(args, f"preview_{common['run_id']}", common, index)
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    interrupted_by=stop.reason if interrupted else None, exit_code=int(exit_code),
                    sets=[records[m.key] for m in plan.order if m.key in records], **_api_usage(client))
@@ -401,7 +419,9 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
              f"cannot unlock a real run. Nothing was changed in DevRev; run the preview again.", stream=sys.stderr)
         _say(_written("Incomplete preview written:", json_path, csv_path))
         return exit_code
-    print(screens.format_preview(preview, more_in=csv_path))
+    print(screens.format_preview(preview, more_in=preview.get("skipped_file") or csv_path))
+    if preview["totals"].get("estimated_contents"):  # on screen under the summary (the JSON says `estimated`)
+        print(screens.wrap_text(ESTIMATE_NOTE))
     _say(summary.describe_preview(preview["totals"]), printed=True)
     _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
     return exit_code
@@ -612,8 +632,8 @@ def _status_sets(csv_path: str | None, records: dict) -> tuple[list[tuple[str, s
     CSV's groups are not merge sets (0 without a CSV)."""
     if not csv_path:
         return [(key, r["email"]) for key, r in records.items()], 0
-    merge_sets, skipped = group_contacts(read_contacts(csv_path).rows)
-    return [(set_key(ms), ms.email) for ms in merge_sets], len(skipped)
+    index = index_contacts(csv_path)
+    return [(set_key(ms), ms.email) for ms in index.merge_sets], index.skipped_total
 
 
 def _status_row(journal: Journal, key: str, email: str, record: dict | None, counts: dict) -> dict:

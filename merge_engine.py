@@ -25,7 +25,9 @@ from cli import log_subject
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            ResponseError, RunWideFault, ServerError, TransportError)
+from fanout import Fanout, fan_map, slot_of
 from journal import Journal, is_finished, parse_step, step_name
+from preview_estimate import sampled_duplicate
 from set_numbers import journal_numbers
 from summary import plural
 
@@ -57,6 +59,8 @@ class MergeOptions:
     keep_duplicate: bool = False
     allow_cross_org: bool = False
     merge_timeout: float = 120.0
+    preview_full: bool = False     # --preview --full: read every timeline entry, not a sample
+    fanout: Fanout | None = None   # --workers slots, shared by sets and the parallel calls inside one
     poll_start: float = 0.2
     poll_cap: float = 4.0
     max_rounds: int = 3
@@ -184,8 +188,8 @@ def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
     """What a real run would do to this set, read live; changes nothing. Every line logged
-    meanwhile names the set's email."""
-    with log_subject(ms.email):
+    meanwhile names the set's email. Holds one --workers slot."""
+    with log_subject(ms.email), slot_of(options.fanout):
         return _preview_set(client, ms, options)
 
 
@@ -204,18 +208,23 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
     calls = set_overhead_calls(len(duplicates), merge=merging)
     size = 0
     for dup in duplicates:
-        snap = collect(client, dup["id"])
+        ident = {"id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
+                 "modified_date": dup.get("modified_date")}
+        if not options.preview_full:
+            fields, dup_calls, dup_size = sampled_duplicate(client, dup["id"], merge=merging, pool=options.fanout)
+            calls, size = calls + dup_calls, size + dup_size
+            record["duplicates"].append({**ident, **fields})
+            continue
+        snap = collect(client, dup["id"], options.fanout)
         calls += estimate_calls(snap, client.page_limit, merge=merging)
         size += estimate_size(snap)
         record["duplicates"].append({
-            "id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
-            "modified_date": dup.get("modified_date"),
-            "tickets": [display_of(t) for t in snap.tickets],
+            **ident, "tickets": [display_of(t) for t in snap.tickets],
             "ticket_ids": [t["id"] for t in snap.tickets],
             "conversations": [display_of(c) for c in snap.conversations],
             "conversation_ids": [c["id"] for c in snap.conversations],
             "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
-            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes})
+            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False})
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
@@ -250,8 +259,8 @@ class SetMerger:
 
     def merge(self, ms: MergeSet) -> dict:
         """Merge (or resume) one set; returns its report line. Every line logged meanwhile,
-        by any module, names the set's email (cli.log_subject)."""
-        with log_subject(ms.email):
+        by any module, names the set's email (cli.log_subject). Holds one --workers slot."""
+        with log_subject(ms.email), slot_of(self.options.fanout):
             return self._merge_set(ms)
 
     def _merge_set(self, ms: MergeSet) -> dict:
@@ -374,34 +383,34 @@ class SetMerger:
             for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
                 log.info("removed the interrupted backup %s", name)
         self.journal.intent(key, step, {"round": round_no})
-        snapshot = collect(self.client, dup["id"])
         # Both contacts as the live checks read them: the tool never writes the duplicate,
         # and the primary's external_ref changes only after every duplicate is retired.
+        # Streamed: each timeline goes to disk as it is read (memory flat in the duplicate's size).
         result = write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
                               primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
-                              snapshot=snapshot)
+                              pool=self.options.fanout)
+        counts = result.counts
         check = verify_backup(result.folder)
         if not check.ok:
             raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
                              f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
-        data = {"folder": result.folder, "round": round_no, "messages": snapshot.message_count,
-                "attachments": len(snapshot.attachments), "bytes": result.total_bytes}
+        data = {"folder": result.folder, "round": round_no, "messages": counts["messages"],
+                "attachments": counts["attachments"], "bytes": result.total_bytes}
         if round_no == 1:
-            data.update(self._drift(ms, dup, snapshot))
+            data.update(self._drift(ms, dup, set(counts["entries"])))
         self.journal.done(key, step, data)
-        log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(len(snapshot.tickets), "ticket"),
-                 plural(len(snapshot.conversations), "conversation"), plural(snapshot.message_count, "message"),
-                 plural(len(snapshot.attachments), "attachment"), result.folder)
+        log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(counts["tickets"], "ticket"),
+                 plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
+                 plural(counts["attachments"], "attachment"), result.folder)
         return result.folder
 
-    def _drift(self, ms: MergeSet, dup: dict, snapshot: Snapshot) -> dict:
+    def _drift(self, ms: MergeSet, dup: dict, now: set[str]) -> dict:
         """Tickets and conversations that appeared or vanished since the preview."""
         preview = self.previews.get(ms.key)
         seen = next((p for p in (preview or {}).get("duplicates", []) if p.get("id") == dup["id"]), None)
         if seen is None:
             return {}
         before = set(seen.get("tickets", [])) | set(seen.get("conversations", []))
-        now = {display_of(o) for o in snapshot.objects}
         return {"drift_appeared": sorted(now - before), "drift_vanished": sorted(before - now)}
 
     def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
@@ -417,8 +426,9 @@ class SetMerger:
             if not pending:
                 continue
             listed_at = self.clock()
-            fresh = {obj["id"]: obj for obj in listing(dup["id"])}
-            for item in pending:
+            # only the field that moves is kept: a huge duplicate's listing stays small
+            fresh = {obj["id"]: {Move.FIELDS[kind]: obj.get(Move.FIELDS[kind])} for obj in listing(dup["id"])}
+            def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps) -> None:
                 with self._item_lock(item.id):
                     current = fresh.get(item.id)
                     if self._written_at.get(item.id, float("-inf")) >= listed_at:
@@ -426,6 +436,9 @@ class SetMerger:
                         if current is not None and dup["id"] not in ids_of(current.get(item.field_name)):
                             current = None
                     self._move(key, steps[item.id], item, dup["id"], primary_id, current, read, write)
+
+            # the items are independent (each journaled and locked on its own): in parallel
+            fan_map(self.options.fanout, move_one, pending)
 
     @staticmethod
     def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:

@@ -13,7 +13,7 @@ import os
 
 import html_report
 import summary
-from fileutil import atomic_write_bytes, atomic_write_json, make_private_dir
+from fileutil import atomic_write_bytes, atomic_write_json, durable_file, make_private_dir
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
@@ -65,6 +65,29 @@ def write_report(report_dir: str, name: str, data: dict, columns: list[str], row
 def html_path(json_path: str) -> str:
     """The HTML page written next to a JSON report."""
     return os.path.splitext(json_path)[0] + ".html"
+
+
+# --------------------------------------------------------------------------- skipped groups
+SKIPPED_COLUMNS = ["email", "reason", "line", "REV_USER_ID", "EMAIL", "EXTERNAL_REF", "DISPLAY_NAME", "FULL_NAME",
+                   "TICKET_COUNT", "CREATED_AT", "UPDATED_AT"]
+
+
+def write_skipped_rows(report_dir: str, name: str, rows) -> str:
+    """Stream every row of the CSV's skipped groups to `<name>_skipped.csv` (one line per
+    contact, its group's reason code first), in flat memory however many there are.
+    rows: iterable of (reason code, contacts_csv.ContactRow). Returns the path."""
+    make_private_dir(report_dir)
+    path = os.path.join(report_dir, f"{name}_skipped.csv")
+    with durable_file(path) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        writer = csv.writer(text, lineterminator="\r\n")
+        writer.writerow(SKIPPED_COLUMNS)
+        for reason, row in rows:
+            cells = row.as_dict()
+            writer.writerow([csv_cell(row.email_key), reason] + [csv_cell(cells[c]) for c in SKIPPED_COLUMNS[2:]])
+        text.flush()
+        text.detach()
+    return path
 
 
 # --------------------------------------------------------------------------- preview
@@ -135,12 +158,15 @@ def preview_totals(preview: dict) -> dict:
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
+            "estimated_contents": any(d.get("estimated") for d in dups),
             "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
 
 
 def not_merge_sets(report: dict) -> int:
-    """How many of the CSV's groups are not merge sets (listed under the report's `skipped`)."""
-    return len(report.get("skipped") or [])
+    """How many of the CSV's groups are not merge sets: all of them (`skipped_counts`, by
+    reason), not only the few listed under the report's `skipped`."""
+    counts = report.get("skipped_counts")
+    return sum(counts.values()) if isinstance(counts, dict) else len(report.get("skipped") or [])
 
 
 def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:

@@ -80,9 +80,11 @@ def _set_row(record: dict) -> list:
     return [record["email"], _WHAT.get(status, status), None, None, None, why]
 
 
-def _group_rows(groups: list[dict], more_in: str | None, per_reason: int) -> list[tuple[list, str]]:
+def _group_rows(groups: list[dict], more_in: str | None, per_reason: int,
+                counts: dict[str, int] | None = None) -> list[tuple[list, str]]:
     """(row, note) for at most `per_reason` groups of each reason, then one `… N more` row
-    pointing to the file that lists them all."""
+    pointing to the file that lists them all. counts: reason -> all its groups, when
+    `groups` lists only the first few (the report's `skipped_counts`)."""
     by_reason: dict[str, list[dict]] = {}
     for group in groups:
         by_reason.setdefault(group["reason"], []).append(group)
@@ -92,8 +94,9 @@ def _group_rows(groups: list[dict], more_in: str | None, per_reason: int) -> lis
             refs = " ".join(r.get("EXTERNAL_REF") or r.get("REV_USER_ID") or "" for r in group.get("rows") or [])
             out.append(([group["email"], "not a merge set", None, None, None, reason],
                         f"{group.get('detail') or reason}: {refs}"))
-        if len(members) > per_reason:
-            rest = len(members) - per_reason
+        total = (counts or {}).get(reason, len(members))
+        if total > per_reason:
+            rest = total - min(per_reason, len(members))
             out.append(([f"… {rest} more", "not a merge set", None, None, None, reason],
                         f"{summary.plural(rest, 'more group')} for {reason}" + (f": see {more_in}" if more_in else "")))
     return out
@@ -109,7 +112,7 @@ def format_preview(preview: dict, *, width: int = WIDTH, more_in: str | None = N
     rows = [_set_row(record) for record in preview["sets"]]
     notes = {n: record.get("detail") for n, record in enumerate(preview["sets"])
              if record["status"] == "skipped" and record.get("detail")}
-    for row, note in _group_rows(preview.get("skipped") or [], more_in, per_reason):
+    for row, note in _group_rows(preview.get("skipped") or [], more_in, per_reason, preview.get("skipped_counts")):
         notes[len(rows)] = note
         rows.append(row)
     table = format_table(headers, rows, width=width, right=(2, 3, 4), caps={0: 30, 1: 15}, notes=notes)

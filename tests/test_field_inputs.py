@@ -238,6 +238,20 @@ def test_an_invalid_idna_domain_is_reported_not_guessed(tmp_path):
     assert email_domain_problem("a@xn--zz.example") and email_domain_problem("a@exa_mple.com") is None
 
 
+def test_the_run_s_flat_index_groups_by_the_same_rule(tmp_path):
+    """merge_contacts reads the CSV through contacts_index: the same sep= and IDNA rules."""
+    from contacts_index import index_contacts
+    assert [len(m.duplicates) for m in index_contacts(os.path.join(CASES, "idn-domains.csv")).merge_sets] == [1, 1]
+    excel = index_contacts(os.path.join(CASES, "excel-sep-line.csv"))
+    assert [[r.line for r in m.rows] for m in excel.merge_sets] == [[3, 4]]
+    path = tmp_path / "c.csv"
+    path.write_text("REV_USER_ID,EMAIL,EXTERNAL_REF\r\nREVU-a1,a@xn--zz.example,REVU-a1\r\n"
+                    "REVU-b2,a@xn--zz.example,user_b2\r\n", encoding="utf-8")
+    index = index_contacts(str(path))
+    assert index.merge_sets == [] and index.skipped_counts[SKIP_INVALID_DOMAIN] == 1
+    assert [reason for reason, _ in index.skipped_rows()] == [SKIP_INVALID_DOMAIN] * 2
+
+
 def test_verify_backups_given_one_backup_folder_verifies_that_folder(tmp_path, monkeypatch, make_sandbox, capsys):
     _, _, run, _ = _merge_ready(tmp_path, monkeypatch, make_sandbox, sets=1)
     assert run.run() == 0

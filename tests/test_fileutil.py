@@ -64,3 +64,16 @@ def test_a_failed_fsync_is_an_error_and_keeps_the_old_file(tmp_path, monkeypatch
     with pytest.raises(OSError):
         atomic_write_bytes(str(target), b"new")
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["a"]
+
+
+def test_write_json_list_writes_exactly_json_bytes_of_the_list():
+    import hashlib
+    import io
+
+    from fileutil import json_bytes, write_json_list
+    for items in ([], [{}], [{"b": [1, {"x": "é\n"}], "a": None}], [{"k": i, "v": [i] * 3} for i in range(5)],
+                  [1, "s"]):
+        out = io.BytesIO()
+        size, sha = write_json_list(out, iter(items))
+        assert out.getvalue() == json_bytes(items)
+        assert (size, sha) == (len(json_bytes(items)), hashlib.sha256(json_bytes(items)).hexdigest())

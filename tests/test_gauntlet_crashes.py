@@ -174,3 +174,63 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tm
     for name in os.listdir(work / "out"):
         text = (work / "out" / name).read_text(errors="replace")
         assert "Traceback" not in text, (name, text[-2000:])
+
+
+PARALLEL_KILLS = 8
+
+
+def test_sigkill_during_parallel_moves_of_one_set_resumes_with_nothing_done_twice(tmp_path, monkeypatch,
+                                                                                 make_sandbox):
+    """One duplicate with many tickets: its timeline reads, downloads and moves run on the
+    --workers slots at once; kills that land among those parallel moves leave several
+    intents open at a time, and the resumed runs still write each item exactly once."""
+    dataset = build_dataset(2, seed=35, big_set_tickets=36, tickets=(6, 8), conversations=(2, 3), comments=(0, 2),
+                            attachment_rate=0.4, skipped=False)
+    twin = make_sandbox(dataset.seed)
+    (tmp_path / "twin").mkdir()
+    twin_run = MergeRun(tmp_path / "twin", twin, dataset, monkeypatch)
+    twin.clear_log()
+    assert twin_run.run("--skip-preview-check", "--workers", "4") == 0
+    reference = normalized(twin.dump())
+    moves = [n for n, e in enumerate(twin.request_log, 1)
+             if e.get("endpoint") in ("works.update", "conversations.update")]
+    moments = sorted(random.Random(KILL_SEED).sample(moves, PARALLEL_KILLS))
+    points = kill_points(twin, tmp_path / "twin" / "savepoints" / "j.sqlite3", moments)
+
+    sandbox = make_sandbox(dataset.seed)
+    owners = owners_of(sandbox, dataset)
+    work = tmp_path / "crash"
+    work.mkdir()
+    (work / "out").mkdir()
+    run = MergeRun(work, sandbox, dataset, monkeypatch)
+    run.paths = lambda: MergeRun.paths(run) + ["--skip-preview-check"]
+    journal_path = work / "savepoints" / "j.sqlite3"
+    open_intents = []
+    for n, (done, extra) in enumerate(points):
+        proc = _start(run, sandbox, f"run{n}.txt")
+        deadline = time.monotonic() + 60
+        while _done_steps(journal_path) < done and proc.poll() is None:
+            assert time.monotonic() < deadline, f"run {n} hung before step {done}"
+            time.sleep(0.002)
+        target = len(sandbox.request_log) + max(1, extra)
+        while len(sandbox.request_log) < target and proc.poll() is None:
+            assert time.monotonic() < deadline, f"run {n} hung before call {target}"
+            time.sleep(0.0005)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        con = sqlite3.connect(str(journal_path))
+        try:
+            open_intents.append(con.execute("SELECT COUNT(*) FROM steps WHERE status = 'intent'").fetchone()[0])
+        finally:
+            con.close()
+    assert max(open_intents) >= 2, open_intents      # kills fell among moves in flight together
+    proc = _start(run, sandbox, "final.txt")
+    assert proc.wait(timeout=120) == 0, (work / "out" / "final.txt").read_text()
+    assert normalized(sandbox.dump()) == reference
+    assert ownership_violations(sandbox, owners) == []
+    written = [e["body"]["id"] for e in sandbox.request_log
+               if e.get("endpoint") in ("works.update", "conversations.update")]
+    assert sorted(written) == sorted(set(written)), "an item was written twice"
+    assert journal_problems(journal_path) == []
+    assert not [f for f in run.backups() if f.endswith(backup.PARTIAL_SUFFIX)]

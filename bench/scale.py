@@ -1,0 +1,171 @@
+"""Scale bench: one huge duplicate at the rate limit, its memory, a huge CSV, a cheap preview.
+
+One command prints, side by side:
+  1. the share of the rate limit R one big duplicate (--objects tickets and conversations)
+     reaches with 1, 4 and 8 workers at --latency per call, and its calls against the
+     minimum (merge_engine.minimum_calls), and the calls per set of --sets ordinary sets;
+  2. peak RSS and time of the merge of a huge duplicate (--big objects) at 1x, 2x and 4x
+     a quarter of its size (the tool in a child process, os.wait4; the emulator here);
+  3. peak RSS and time to the first API call of a preview of a --rows-row CSV;
+  4. the default preview's calls (and --full's) as a share of the merge's, on the demo data.
+Medians of --repeat runs where a run is short (3, 4); one run each for 1 and 2.
+Not a test: a shared 2-core machine is noisy.
+
+    python bench/scale.py                      # everything, about 10 minutes here
+    python bench/scale.py --quick              # smaller sizes, a minute or two
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import csv_preview  # noqa: E402
+import throughput  # noqa: E402
+from devrev_sandbox import DevRevSandbox  # noqa: E402
+from devrev_sandbox.dataset import build_dataset  # noqa: E402
+
+TOKEN = "bench-token"
+DEMO_SEED = os.path.join(ROOT, "examples", "demo_seed.json")
+DEMO_CSV = os.path.join(ROOT, "examples", "demo_contacts.csv")
+
+
+def big_duplicate(objects: int, seed: int = 1):
+    """One merge set whose duplicate is on `objects` tickets and conversations (5 in 7 tickets)."""
+    tickets = objects * 5 // 7
+    convs = objects - tickets
+    return build_dataset(1, seed=seed, big_set_tickets=tickets, conversations=(convs, convs), comments=(0, 2),
+                         attachment_rate=0.05, attachment_size=(200, 4000), two_duplicate_sets=0, skipped=False)
+
+
+def _child(args_list: list[str], base_url: str, cwd: str) -> tuple[int, float, float]:
+    """merge_contacts.py in a child process: (exit code, peak RSS MiB, wall seconds)."""
+    env = dict(os.environ, DEVREV_API_TOKEN=TOKEN, DEVREV_BASE_URL=base_url, DEVREV_RATE_LIMIT="1000000")
+    started = time.monotonic()
+    child = subprocess.Popen([sys.executable, os.path.join(ROOT, "merge_contacts.py"), *args_list], cwd=cwd, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, time.monotonic() - started
+
+
+def _dirs(workdir: str) -> list[str]:
+    return ["--report-dir", os.path.join(workdir, "reports"), "--log-dir", os.path.join(workdir, "logs"),
+            "--backup-dir", os.path.join(workdir, "backups"),
+            "--savepoint", os.path.join(workdir, "savepoints", "j.sqlite3")]
+
+
+def merge_memory(objects: int, workers: int) -> dict:
+    """Peak RSS and wall time of the real merge of one `objects`-object duplicate (no latency)."""
+    dataset = big_duplicate(objects)
+    workdir = tempfile.mkdtemp(prefix="scale-mem-")
+    try:
+        csv_path = os.path.join(workdir, "contacts.csv")
+        with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+            fh.write(dataset.csv_text())
+        with DevRevSandbox(dataset.seed, token=TOKEN, merge_retire_after_gets=1) as sandbox:
+            code, rss, wall = _child(["--csv", csv_path, "--skip-preview-check", "--workers", str(workers),
+                                      *_dirs(workdir)], sandbox.base_url, workdir)
+            calls = len(sandbox.api_calls())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"objects": objects, "exit": code, "rss": rss, "wall": wall, "calls": calls}
+
+
+def preview_share(workers: int) -> dict:
+    """Calls of the default preview, of --full, and of the merge, on the demo data."""
+    out = {}
+    workdir = tempfile.mkdtemp(prefix="scale-demo-")
+    try:
+        with DevRevSandbox(DEMO_SEED, token=TOKEN, merge_retire_after_gets=1) as sandbox:
+            for name, extra in (("preview", ["--preview"]), ("full", ["--preview", "--full"]),
+                                ("merge", ["--skip-preview-check"])):
+                sandbox.clear_log()
+                code, _, _ = _child(["--csv", DEMO_CSV, *extra, "--workers", str(workers), *_dirs(workdir)],
+                                    sandbox.base_url, workdir)
+                out[name] = len(sandbox.api_calls())
+                out[name + "_exit"] = code
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def rate_share(objects: int, workers: list[int], rate: int, window: float, latency: float) -> tuple[list, int]:
+    """throughput.run_once on one big duplicate for each worker count; with the minimum calls."""
+    dataset = big_duplicate(objects)
+    args = SimpleNamespace(rate=rate, window=window, latency=latency)
+    minimum = throughput.minimum_for(dataset)
+    per_minute = rate * 60.0 / window
+    return [throughput.run_once(args, dataset, w, client_cap=per_minute, pacing=True) for w in workers], minimum
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the bench")
+    p.add_argument("--objects", type=int, default=500, help="objects of the duplicate at the rate limit")
+    p.add_argument("--rate", type=int, default=200, help="server limit: calls per window (default 200)")
+    p.add_argument("--window", type=float, default=10.0, help="server window in seconds (default 10: R=1200/min)")
+    p.add_argument("--latency", type=float, default=0.15)
+    p.add_argument("--big", type=int, default=7000, help="objects of the huge duplicate at 4x (default 7000)")
+    p.add_argument("--sets", type=int, default=40, help="ordinary merge sets for the calls-per-set line")
+    p.add_argument("--rows", type=int, default=500_000)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.objects, args.big, args.rows, args.repeat, args.sets = 120, 700, 50_000, 1, 10
+    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"command: python bench/scale.py {argv_text}".rstrip())
+    per_minute = args.rate * 60 / args.window
+
+    runs, minimum = rate_share(args.objects, [1, 4, 8], args.rate, args.window, args.latency)
+    print(f"\n1. one duplicate on {args.objects} objects, R = {per_minute:.0f} calls/min, {args.latency * 1000:.0f} ms "
+          f"per call; minimum {minimum} calls")
+    print(f"{'workers':>7} {'exit':>4} {'calls':>6} {'over min':>8} {'calls/min':>9} {'% of R':>6} {'429s':>5} "
+          f"{'wall s':>7}")
+    for r in runs:
+        print(f"{r['workers']:>7} {r['exit']:>4} {r['calls']:>6} {r['calls'] - minimum:>8} {r['per_minute']:>9.0f} "
+              f"{100 * r['per_minute'] / per_minute:>5.0f}% {r['throttled']:>5} {r['wall']:>7.1f}")
+
+    many = throughput.dataset_for(SimpleNamespace(sets=args.sets, seed=1))
+    many_min = throughput.minimum_for(many)
+    r = throughput.run_once(SimpleNamespace(rate=args.rate, window=args.window, latency=args.latency), many, 4,
+                            client_cap=per_minute, pacing=True)
+    print(f"   and {args.sets} ordinary sets (bench/throughput.py's dataset), 4 workers: exit {r['exit']}, "
+          f"{r['calls']} calls, minimum {many_min}: {(r['calls'] - many_min) / args.sets:.2f} over the minimum "
+          f"per set, {100 * r['per_minute'] / per_minute:.0f}% of R, {r['throttled']} 429s")
+
+    print("\n2. merge of one huge duplicate, 4 workers, no latency (the tool in a child process)")
+    print(f"{'size':>5} {'objects':>7} {'exit':>4} {'calls':>6} {'peak RSS MiB':>12} {'wall s':>7}")
+    for factor in (1, 2, 4):
+        m = merge_memory(args.big * factor // 4, 4)
+        print(f"{factor:>4}x {m['objects']:>7} {m['exit']:>4} {m['calls']:>6} {m['rss']:>12.0f} {m['wall']:>7.1f}")
+
+    workdir = tempfile.mkdtemp(prefix="scale-csv-")
+    try:
+        c = csv_preview.measure(args.rows, 20, args.repeat, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n3. preview of a {c['rows']}-row CSV with {c['sets']} merge sets: exit {c['exit']}, peak RSS "
+          f"{c['rss_mib']:.0f} MiB, first API call after {c['first_call_s']:.2f} s, whole preview "
+          f"{c['wall_s']:.1f} s (medians of {args.repeat})")
+
+    shares = [preview_share(4) for _ in range(args.repeat)]
+    med = {k: statistics.median(s[k] for s in shares) for k in ("preview", "full", "merge")}
+    print(f"\n4. demo data: merge {med['merge']:.0f} calls; default preview {med['preview']:.0f} calls = "
+          f"{100 * med['preview'] / med['merge']:.0f}% of the merge; --preview --full {med['full']:.0f} calls = "
+          f"{100 * med['full'] / med['merge']:.0f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
