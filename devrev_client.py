@@ -642,6 +642,21 @@ class DevRevClient:
         """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
         return self._call_for("rev-users.update", {"id": user_id, "external_ref": external_ref}, "rev_user")
 
+    def create_rev_user(self, *, email: str, display_name: str | None, rev_org: str,
+                        external_ref: str) -> dict:
+        """rev-users.create (201): a new contact in workspace `rev_org` (its id) carrying
+        `external_ref`; returns the new rev_user. Never repeated by the client (a repeat
+        could create a second contact): the caller checks with list_rev_users first.
+        ConflictError (409) when a contact that is not retired holds `external_ref`. [C] S1
+        """
+        body = {"email": email, "rev_org": rev_org, "external_ref": external_ref}
+        if display_name:
+            body["display_name"] = display_name
+        user = self.call("rev-users.create", body, retry_transient=False).get("rev_user")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            raise ResponseError("the answer has no 'rev_user' object", endpoint="rev-users.create")
+        return user
+
     def merge_rev_users(self, primary_user: str, secondary_user: str) -> dict:
         """Ask DevRev to merge `secondary_user` into `primary_user` (asynchronous)."""
         return self.call("rev-users.merge", {"primary_user": primary_user, "secondary_user": secondary_user},

@@ -13,7 +13,13 @@ Step names are stored as text and must never change (old savepoints resume by th
                 | dup "|" ("merge" | "retired" | "swept")
                 | dup "|" ("backup" | "verify") "|" round
                 | dup "|" ("ticket" | "conversation") "|" round "|" item
+                | dup "|" ("primary_ref" | "recreate" | "verify_back")      restore_contacts.py
+                | dup "|" ("ticket_back" | "conversation_back") "|" item   restore_contacts.py
     dup, item  := a DevRev id (DON) without "|";  round := 1, 2, ... (decimal)
+
+The restore's steps (its own savepoint file) are about the merged duplicate `dup` (the
+id in the backup): the primary gives back its original external_ref, the contact is
+created again, each item gets it back, and a listing shows it has them.
 """
 from __future__ import annotations
 
@@ -62,9 +68,10 @@ CREATE TABLE IF NOT EXISTS events (
 
 # Step kinds, by the parts that follow the duplicate's id in a step name.
 SET_KINDS = ("external_ref",)
-DUPLICATE_KINDS = ("merge", "retired", "swept")
+DUPLICATE_KINDS = ("merge", "retired", "swept", "primary_ref", "recreate", "verify_back")
 ROUND_KINDS = ("backup", "verify")
 ITEM_KINDS = ("ticket", "conversation")
+BACK_KINDS = ("ticket_back", "conversation_back")   # an item given back to the duplicate: no round
 
 
 class Step(NamedTuple):
@@ -81,7 +88,7 @@ def step_name(kind: str, duplicate: str | None = None, round_no: int | None = No
     Raises ValueError for an unknown kind, missing or extra parts, or a part holding "|".
     """
     parts = {SET_KINDS: (), DUPLICATE_KINDS: (duplicate,), ROUND_KINDS: (duplicate, round_no),
-             ITEM_KINDS: (duplicate, round_no, item)}
+             ITEM_KINDS: (duplicate, round_no, item), BACK_KINDS: (duplicate, item)}
     wanted = next((v for kinds, v in parts.items() if kind in kinds), None)
     given = tuple(p for p in (duplicate, round_no, item) if p is not None)
     if wanted is None or given != wanted or None in wanted or any("|" in str(p) or str(p) == "" for p in given):
@@ -99,6 +106,8 @@ def parse_step(name: str) -> Step:
     duplicate, _, rest = name.partition("|")
     kind, _, rest = rest.partition("|")
     round_text, _, item = rest.partition("|")
+    if kind in BACK_KINDS:
+        round_text, item = "", rest
     try:
         step = Step(kind, duplicate, int(round_text) if round_text else None, item or None)
         if step_name(*step) == name:
@@ -256,7 +265,7 @@ class Journal:
                                       ).fetchone()[0]
             finished_with_intents = self._db.execute(
                 "SELECT COUNT(*) FROM steps s JOIN sets t ON s.set_key = t.set_key "
-                "WHERE s.status = 'intent' AND t.status IN ('merged', 'moved_only')").fetchone()[0]
+                "WHERE s.status = 'intent' AND t.status IN ('merged', 'moved_only', 'restored')").fetchone()[0]
         if orphan:
             problems.append(f"{orphan} steps belong to no set")
         if finished_with_intents:

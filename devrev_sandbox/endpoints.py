@@ -38,20 +38,22 @@ class Route:
     readonly: bool
     fields: frozenset          # accepted top-level request fields
     array_fields: frozenset = frozenset()
+    status: int = 200          # the success status (201 for a create)
 
 
 ROUTES: dict[str, Route] = {}
 
 
-def route(endpoint: str, *, fields: set, readonly: bool, arrays: set = frozenset()):
-    """Register a handler for `endpoint`, refusing request fields not in `fields`."""
+def route(endpoint: str, *, fields: set, readonly: bool, arrays: set = frozenset(), status: int = 200):
+    """Register a handler for `endpoint`, refusing request fields not in `fields`;
+    `status` is what it answers on success."""
     fields = frozenset(fields)
 
     def register(func: Handler) -> Handler:
         def checked(state: SandboxState, settings: Settings, body: dict) -> dict:
             check_fields(endpoint, body, fields)
             return func(state, settings, body)
-        ROUTES[endpoint] = Route(checked, readonly, fields, frozenset(arrays))
+        ROUTES[endpoint] = Route(checked, readonly, fields, frozenset(arrays), status)
         return func
     return register
 
@@ -152,20 +154,42 @@ def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> di
     if _gone(state, settings, user):
         raise ApiError(404, "not_found", f"rev user {body['id']} not found")
     if "external_ref" in body:
-        ref = require(body, "external_ref")
-        if not ref.strip():
-            raise ApiError(400, "invalid_field", "external_ref must not be empty", field_name="external_ref")
-        for other in state.users.values():
-            if other is not user and other["type"] == "rev_user" and other.get("external_ref") == ref \
-                    and not _retired(state, settings, other):
-                status = settings.modes.external_ref_conflict_status
-                raise ApiError(status, "conflict" if status == 409 else "bad_request",
-                               f"external_ref {ref!r} is already used by another contact")
-        user["external_ref"] = ref
+        user["external_ref"] = _free_external_ref(state, settings, body, user)
     for name in ("display_name", "description"):
         if name in body:
             user[name] = require(body, name)
     state.touch(user)
+    return {"rev_user": state.render_user(user)}
+
+
+def _free_external_ref(state: SandboxState, settings: Settings, body: dict, user: dict | None) -> str:
+    """body["external_ref"], non-empty and held by no contact (but `user`) that is not retired."""
+    ref = require(body, "external_ref")
+    if not ref.strip():
+        raise ApiError(400, "invalid_field", "external_ref must not be empty", field_name="external_ref")
+    for other in state.users.values():
+        if other is not user and other["type"] == "rev_user" and other.get("external_ref") == ref \
+                and not _retired(state, settings, other):
+            status = settings.modes.external_ref_conflict_status
+            raise ApiError(status, "conflict" if status == 409 else "bad_request",
+                           f"external_ref {ref!r} is already used by another contact")
+    return ref
+
+
+@route("rev-users.create", fields={"email", "display_name", "external_ref", "rev_org", "description"},
+       readonly=False, status=201)
+def _rev_users_create(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """A new contact (new id and display id, created now by the token's user); a retired
+    contact is never brought back: its external_ref is free, so a new one can take it."""
+    try:
+        org = resolve(state, require(body, "rev_org"), "rev_org", state.orgs)  # the spec's example: a display id
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ApiError(400, "invalid_field", f"unknown rev_org {body['rev_org']}", field_name="rev_org") from None
+    ref = _free_external_ref(state, settings, body, None) if "external_ref" in body else None
+    fields = {name: require(body, name) for name in ("email", "display_name", "description") if name in body}
+    user = state.create_rev_user(org["id"], ref, **fields)
     return {"rev_user": state.render_user(user)}
 
 

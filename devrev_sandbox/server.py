@@ -220,7 +220,7 @@ class DevRevSandbox:
             entry["fault"] = "drop_after_write"
             entry["status"] = None
             return handler.drop()
-        self._answer(handler, entry, body, result)
+        self._answer(handler, entry, body, result, ok_status=route.status)
 
     def _run(self, route, endpoint: str, body: dict, entry: dict):
         """Apply the route under the state lock; persist what changed."""
@@ -254,13 +254,13 @@ class DevRevSandbox:
         handler.send(fault.status, fault.data, headers)
 
     def _answer(self, handler: "_Handler", entry: dict, body, result, validate: bool = True,
-                until: float | None = None) -> None:
+                ok_status: int = 200, until: float | None = None) -> None:
         """Send a route's answer (or ApiError); a 429's Retry-After in the modes' form
         (`until`: the end of a throttle window, so every 429 of it names the same moment)."""
         if isinstance(result, ApiError):
             status, payload = result.status, result.body()
         else:
-            status, payload = 200, result
+            status, payload = ok_status, result
         entry["status"] = status
         if self.validator is not None and validate and entry["endpoint"] in ROUTES:
             self.validator(entry["endpoint"], body, status, payload)

@@ -146,6 +146,18 @@ class SandboxState:
             for number, conv in enumerate(seed.get("conversations", []), start=1):
                 self._seed_conversation(conv, conv.get("number", number))
 
+    def create_rev_user(self, org_id: str, external_ref: str | None, **fields) -> dict:
+        """A contact created now by the token's user (rev-users.create); its external_ref
+        defaults to its display id, as DevRev assigns one when none is given."""
+        suffix = stable_suffix(f"revu-created:{self.devo}:{self.seq + 1}:{self.clock()}")
+        display_id = f"REVU-{suffix}"
+        don = self._add_user("rev_user", f"revu/{suffix}", display_id, rev_org=org_id,
+                             external_ref=external_ref or display_id, created_by=self.admin_id,
+                             modified_by=self.admin_id, is_verified=False, **fields)
+        if "display_name" not in fields:
+            self.users[don]["display_name"] = fields.get("email") or display_id
+        return self.users[don]
+
     def ref(self, key: str) -> str:
         """The DON of a seed key or display id (the value itself when neither is known)."""
         return self.keys.get(key) or self.by_display.get(key) or key

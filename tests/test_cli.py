@@ -20,6 +20,7 @@ import create_test_sample
 import devrev_client
 import find_duplicates
 import merge_contacts
+import restore_contacts
 import verify_backups
 from cli import ExitCode
 from helpers import TEST_TOKEN
@@ -309,6 +310,23 @@ def _verify(tmp, case):
     return ["--backup-dir", str(tmp / "good.csv"), "--report-dir", str(tmp / "reports")]
 
 
+def _restore_preview(tmp, case):
+    common = ["--preview", "--sandbox", "--report-dir", str(tmp / "reports")]
+    if case == "unwritable folder":
+        (tmp / "backups" / "b1").mkdir(parents=True, exist_ok=True)
+        return [*common, "--backup-dir", str(tmp / "backups"), "--log-dir", str(tmp / "a-file" / "logs")]
+    return [*common, "--backup-dir", str(tmp / "good.csv"), "--log-dir", str(tmp / "logs")]
+
+
+def _restore_real(tmp, case):
+    (tmp / "backups" / "b1").mkdir(parents=True, exist_ok=True)   # a folder that does not verify
+    common = ["--backup-dir", str(tmp / "backups"), "--log-dir", str(tmp / "logs"), "--skip-preview-check"]
+    if case == "unwritable folder":
+        return [*common, "--report-dir", str(tmp / "a-file" / "reports"), "--savepoint", str(tmp / "sp" / "r.sqlite3")]
+    (tmp / "corrupt.sqlite3").write_bytes(b"this is not a database" * 100)
+    return [*common, "--report-dir", str(tmp / "reports"), "--savepoint", str(tmp / "corrupt.sqlite3")]
+
+
 def _find(tmp, case):
     if case == "unwritable folder":
         return ["--output", str(tmp / "a-file" / "found.csv"), "--log-dir", str(tmp / "logs")]
@@ -322,6 +340,8 @@ SCRIPTS = {
     "merge_contacts --preview": (merge_contacts.main, _merge_preview_savepoint),
     "create_test_sample": (create_test_sample.main, _sample),
     "verify_backups": (verify_backups.main, _verify),
+    "restore_contacts --sandbox --preview": (restore_contacts.main, _restore_preview),
+    "restore_contacts real run": (restore_contacts.main, _restore_real),
     "find_duplicates": (find_duplicates.main, _find),
 }
 
@@ -359,8 +379,9 @@ def test_every_script_refuses_bad_folders_and_input_with_one_line_and_exit_2(
 
 def test_env_example_names_exactly_the_scripts_that_read_env():
     readers = sorted(name for name in ("merge_contacts.py", "create_test_sample.py", "verify_backups.py",
-                                       "find_duplicates.py")
+                                       "find_duplicates.py", "restore_contacts.py")
                      if "load_dotenv(" in open(os.path.join(ROOT, name), encoding="utf-8").read())
-    assert readers == ["find_duplicates.py", "merge_contacts.py"]
+    assert readers == ["find_duplicates.py", "merge_contacts.py", "restore_contacts.py"]
     header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
-    assert "Only merge_contacts.py and find_duplicates.py read .env" in header
+    assert "Only merge_contacts.py, find_duplicates.py and restore_contacts.py read .env" in " ".join(
+        header.replace("#", " ").split())

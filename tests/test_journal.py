@@ -153,6 +153,12 @@ GOLDEN = [
     (("verify", DUP, 12), f"{DUP}|verify|12"),
     (("ticket", DUP, 2, TKT), f"{DUP}|ticket|2|{TKT}"),
     (("conversation", DUP, 1, "don:core:c/3"), f"{DUP}|conversation|1|don:core:c/3"),
+    # restore_contacts.py
+    (("primary_ref", DUP), f"{DUP}|primary_ref"),
+    (("recreate", DUP), f"{DUP}|recreate"),
+    (("verify_back", DUP), f"{DUP}|verify_back"),
+    (("ticket_back", DUP, None, TKT), f"{DUP}|ticket_back|{TKT}"),
+    (("conversation_back", DUP, None, "don:core:c/3"), f"{DUP}|conversation_back|don:core:c/3"),
 ]
 
 
@@ -166,7 +172,8 @@ def test_step_names_are_the_strings_on_disk_and_parse_back(parts, name):
 
 @pytest.mark.parametrize("parts", [("nonsense", DUP), ("merge",), ("merge", DUP, 1), ("backup", DUP),
                                    ("backup", DUP, 0), ("ticket", DUP, 1), ("ticket", "a|b", 1, TKT),
-                                   ("ticket", DUP, 1, "x|y"), ("external_ref", DUP), ("retired", "")])
+                                   ("ticket", DUP, 1, "x|y"), ("external_ref", DUP), ("retired", ""),
+                                   ("ticket_back", DUP, 1, TKT), ("ticket_back", DUP), ("recreate", DUP, 1)])
 def test_step_name_refuses_what_the_grammar_does_not_allow(parts):
     with pytest.raises(ValueError):
         step_name(*parts)
@@ -174,7 +181,8 @@ def test_step_name_refuses_what_the_grammar_does_not_allow(parts):
 
 @pytest.mark.parametrize("name", ["", "merge", f"{DUP}|nonsense", f"{DUP}|backup", f"{DUP}|backup|x",
                                   f"{DUP}|backup|01", f"{DUP}|merge|1", "|merge", f"{DUP}|ticket|1",
-                                  f"{DUP}|ticket|1|{TKT}|more"])
+                                  f"{DUP}|ticket|1|{TKT}|more", f"{DUP}|ticket_back", f"{DUP}|ticket_back|a|b",
+                                  f"{DUP}|recreate|1"])
 def test_parse_step_refuses_a_name_outside_the_grammar(name):
     with pytest.raises(ValueError, match="not a valid journal step name"):
         parse_step(name)

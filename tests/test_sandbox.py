@@ -206,6 +206,39 @@ def test_merge_acknowledges_then_retires_after_n_gets_and_moves_nothing(make_san
         [sb.key_id("t2"), sb.key_id("t1")]
 
 
+@pytest.mark.parametrize("outcome", ["404", "primary_identity", "deactivated"])
+def test_create_makes_a_new_contact_and_a_retired_one_never_comes_back(make_sandbox, make_client, outcome):
+    sb = make_sandbox(seed(), merge_retire_after_gets=1, merge_outcome=outcome)
+    jane, dup = sb.key_id("jane"), sb.key_id("jane-dup")
+    org = sb.dump()["rev_users"][jane]["rev_org"]
+    body = {"email": "jane@acme.example", "display_name": "Jane again", "rev_org": org["id"], "external_ref": DUP_REF}
+    taken = call(sb, "rev-users.create", body)
+    assert taken.status_code == 409 and taken.json()["type"] == "conflict"   # the duplicate still holds it
+    ok(call(sb, "rev-users.merge", {"primary_user": jane, "secondary_user": dup}))
+    call(sb, "rev-users.get", {"id": dup})                                    # retires it
+    client = make_client(sb)
+    created = client.create_rev_user(email=body["email"], display_name=body["display_name"], rev_org=org["display_id"],
+                                     external_ref=DUP_REF)
+    assert [e["status"] for e in sb.api_calls() if e["endpoint"] == "rev-users.create"] == [409, 201]
+    assert created["id"] not in (dup, jane) and created["display_id"].startswith("REVU-")
+    assert (created["email"], created["display_name"], created["external_ref"], created["rev_org"]["id"],
+            created["state"]) == (body["email"], "Jane again", DUP_REF, org["id"], "active")
+    assert ok(call(sb, "rev-users.get", {"id": created["display_id"]}))["rev_user"]["id"] == created["id"]
+    old = sb.dump()["rev_users"][dup]
+    assert old["_retired"] is True and old["_state"] == ("deactivated" if outcome == "deactivated" else
+                                                          "deleted" if outcome == "404" else "active")
+    assert [u["id"] for u in ok(call(sb, "rev-users.list", {"external_ref": [DUP_REF]}))["rev_users"]] == \
+        [created["id"]] + ([dup] if outcome != "404" else [])
+    assert call(sb, "rev-users.create", body).status_code == 409              # now the new one holds it
+
+
+def test_create_without_a_workspace_or_with_an_unknown_one_is_refused(lax):
+    missing = call(lax, "rev-users.create", {"email": "x@acme.example"})
+    unknown = call(lax, "rev-users.create", {"email": "x@acme.example", "rev_org": "REV-nope"})
+    assert (missing.status_code, missing.json()["field_name"]) == (400, "rev_org")
+    assert (unknown.status_code, unknown.json()["field_name"]) == (400, "rev_org")   # the spec declares no 404
+
+
 def test_merge_refuses_display_ids_and_self_merge(lax):
     jane = lax.key_id("jane")
     display = call(lax, "rev-users.merge", {"primary_user": jane,

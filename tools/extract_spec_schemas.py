@@ -19,7 +19,7 @@ DEFAULT_SPEC = REPO_ROOT / ".." / "shared" / "devrev-openapi-public.yaml"
 DEFAULT_OUTPUT = REPO_ROOT / "tests" / "fixtures" / "devrev_spec_schemas.json"
 
 OPERATIONS = [
-    "rev-users.get", "rev-users.list", "rev-users.scan", "rev-users.update", "rev-users.merge",
+    "rev-users.get", "rev-users.list", "rev-users.scan", "rev-users.update", "rev-users.merge", "rev-users.create",
     "works.get", "works.list", "works.update",
     "conversations.get", "conversations.list", "conversations.update",
     "timeline-entries.list", "timeline-entries.get",
