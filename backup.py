@@ -42,6 +42,14 @@ class BackupError(Exception):
     """The backup could not be completed; nothing may change for this contact."""
 
 
+class BackupFolderError(BackupError):
+    """The backup folder itself cannot be written (permission, read-only, gone): every
+    backup of the run would fail alike, so the run stops rather than failing set by set."""
+
+
+_FOLDER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR)
+
+
 # --------------------------------------------------------------------------- layout
 # Relative paths inside a backup folder use "/" (they are stored in the manifest).
 METADATA = "metadata.json"
@@ -312,19 +320,16 @@ class _Writer:
         self.files.append({"path": relpath, "size": size, "sha256": sha256})
 
     def download(self, client: DevRevClient, att: Attachment) -> None:
+        """Fetch one attachment (retried by the client's policy; an expired URL is located
+        again); each attempt writes a fresh file, and a broken-off one leaves no file."""
         path = self._path(att.relpath)
-        for attempt in (1, 2):
-            located = client.locate_artifact(att.artifact_id)
-            try:
-                with durable_file(path, sync_dir=False) as fh:  # a broken-off download leaves no file
-                    result = client.download(located["url"], fh, expected_size=att.size)
-            except DownloadError as exc:
-                if exc.expired and attempt == 1:
-                    continue  # the presigned URL expired between locate and fetch: locate again
-                raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
-                                  f"could not be downloaded: {exc}") from None
-            self.files.append({"path": att.relpath, "size": result.size, "sha256": result.sha256})
-            return
+        try:
+            result = client.download_artifact(att.artifact_id, lambda: durable_file(path, sync_dir=False),
+                                              expected_size=att.size)
+        except DownloadError as exc:
+            raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "
+                              f"could not be downloaded: {exc}") from None
+        self.files.append({"path": att.relpath, "size": result.size, "sha256": result.sha256})
 
     def sync_dirs(self) -> None:
         for folder in sorted(self.dirs, key=len, reverse=True):
@@ -387,14 +392,15 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     try:
         make_private_dir(backup_root)
     except OSError as exc:
-        raise BackupError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
+        raise BackupFolderError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
     started = utc_now()
     streamed = snapshot is None   # listings and timelines go to disk as they are read (below)
     try:
         check_free_space(backup_root, 0 if streamed else estimate_size(snapshot))
         final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
     except OSError as exc:
-        raise BackupError(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
+        kind = BackupFolderError if exc.errno in _FOLDER_ERRNOS else BackupError
+        raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
     writer = _Writer(partial)
     try:
         if streamed:

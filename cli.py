@@ -164,7 +164,11 @@ class Redactor:
         self._token = re.compile(pattern) if self.secret else None
 
     def __call__(self, text: str) -> str:
-        text = _URL_QUERY.sub(r"\1?<redacted>", text)
+        return self.mask_secret(_URL_QUERY.sub(r"\1?<redacted>", text))
+
+    def mask_secret(self, text: str) -> str:
+        """Only the token masked (as above), URLs left whole: for error texts that must keep
+        a URL's query (a moved object's new id)."""
         if self._token is not None and self.secret in text:
             text = self._token.sub("***", text)
         return text
@@ -270,12 +274,29 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
         root.setLevel(old_level)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """The log file; if it can no longer be written mid-run (folder gone, disk full), one
+    warning line says so and the run goes on without it, instead of logging's traceback
+    on every line."""
+
+    _failed = False
+
+    def handleError(self, record):  # noqa: N802 - logging's name
+        if self._failed:
+            return
+        self._failed = True
+        reason = sys.exc_info()[1]
+        reason = describe_os_error(reason) if isinstance(reason, OSError) else reason
+        print(f"warning: the log file {self.baseFilename} can no longer be written ({reason}); "
+              f"going on without it", file=sys.stderr, flush=True)
+
+
 def _open_log_file(log_dir: str, log_path: str) -> logging.FileHandler:
     from fileutil import make_private_dir, open_private
     try:
         make_private_dir(log_dir)
         open_private(log_path, "xb").close()
-        return logging.FileHandler(log_path, encoding="utf-8")
+        return _LogFileHandler(log_path, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--log-dir {log_dir}: {describe_os_error(exc)}") from None
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import itertools
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import idna
 
 from cli import UserError
 
@@ -29,7 +32,10 @@ SKIP_SINGLE_CONTACT = "single_contact"
 SKIP_NO_PRIMARY = "no_primary"
 SKIP_SEVERAL_PRIMARIES = "several_primaries"
 SKIP_UNKNOWN_REFERENCE = "unknown_reference_format"
+SKIP_INVALID_DOMAIN = "invalid_email_domain"
 CSV_SKIP_REASONS = {
+    SKIP_INVALID_DOMAIN: "the email's domain is not a valid internationalized domain name (IDNA), so the tool "
+                         "cannot tell which spellings are the same mailbox",
     SKIP_SINGLE_CONTACT: "only one contact has this email",
     SKIP_NO_PRIMARY: f"no contact with a {PRIMARY_PREFIX} external reference",
     SKIP_SEVERAL_PRIMARIES: f"more than one contact with a {PRIMARY_PREFIX} external reference",
@@ -108,6 +114,8 @@ class SkippedGroup:
 
     @property
     def detail(self) -> str:
+        if self.reason == SKIP_INVALID_DOMAIN:
+            return email_domain_problem(self.email) or CSV_SKIP_REASONS[self.reason]
         return CSV_SKIP_REASONS[self.reason]
 
 
@@ -121,18 +129,60 @@ class ContactsFile:
     rows: list[ContactRow] = field(default_factory=list)
     newline: str = "\r\n"
     row_count: int = 0
+    preamble: str = ""  # Excel's `sep=,` line before the header, raw (a sample copies it)
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def email_key(email: str) -> str:
-    """How rows are grouped and how DevRev's email is compared: trimmed, ASCII letters
-    lower-cased. Only ASCII case is folded: Unicode case folding would make different
-    mailboxes one (`straße@` and `strasse@`; a Kelvin sign U+212A and `k`), so
-    a look-alike contact could be merged into someone else's and take over their reference."""
+    """How rows are grouped and how DevRev's email is compared (one rule for every script).
+
+    The local part (before the last `@`): trimmed, ASCII letters lower-cased, nothing
+    else. Only ASCII case is folded: Unicode case folding would make different
+    mailboxes one (`straße@` and `strasse@`; a Kelvin sign U+212A and `k`), so a
+    look-alike contact could be merged into someone else's and take over their reference.
+    The domain: its IDNA form (UTS #46, the `idna` package), lower-cased, because a
+    domain is case-insensitive and its Unicode and punycode spellings
+    (`bücher.example`, `xn--bcher-kva.example`) are one domain. A domain that is not
+    valid IDNA keeps the ASCII-only folding (no guess); `email_domain_problem` names it,
+    and grouping skips such a group (`invalid_email_domain`).
+    """
     email = email.strip()
-    return email.lower() if email.isascii() else email.translate(_ASCII_LOWER)
+    if email.isascii():
+        lowered = email.lower()
+        if "xn--" not in lowered:
+            return lowered     # the fast path: nothing to convert
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return email.translate(_ASCII_LOWER)
+    folded = _domain_key(domain)
+    local = local.lower() if local.isascii() else local.translate(_ASCII_LOWER)
+    return f"{local}@{folded if folded is not None else domain.translate(_ASCII_LOWER)}"
+
+
+def email_domain_problem(email: str) -> str | None:
+    """Why the email's domain is not a valid IDNA domain (one line), or None."""
+    domain = email.strip().rpartition("@")[2]
+    return None if _domain_key(domain) is not None else _idna_error(domain)
+
+
+@functools.lru_cache(maxsize=65536)
+def _domain_key(domain: str) -> str | None:
+    """A domain's comparison form: plain ASCII lower-cased; with a Unicode or `xn--` label,
+    its IDNA A-label form (UTS #46 mapping, nontransitional) lower-cased; None if invalid."""
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.lower()  # nothing to convert (and ASCII DNS names stay as they are)
+    return None if _idna_error(domain) else idna.encode(domain, uts46=True).decode("ascii").lower()
+
+
+@functools.lru_cache(maxsize=1024)
+def _idna_error(domain: str) -> str | None:
+    try:
+        idna.encode(domain, uts46=True)
+    except (idna.IDNAError, UnicodeError) as exc:
+        return f"the domain {domain!r} is not a valid internationalized domain name ({exc})"
+    return None
 
 
 def user_id_key(rev_user_id: str) -> str:
@@ -308,6 +358,24 @@ def _check_columns(path: str, header: list[str] | None, columns: list[str]) -> N
             raise CsvInputError(f"column {name} appears twice in the header of {path}")
 
 
+_EXCEL_SEP = re.compile(r"sep=(.?)[ \t]*(?:\r\n|\n|\r)?", re.IGNORECASE)
+
+
+def _excel_separator_line(path: str, tap: _LineTap) -> tuple[str, list[str]]:
+    """Excel writes `sep=,` as the first line when asked to name the separator: skip it
+    (the header is then on line 2, and line numbers stay the file's). Returns (the raw
+    line or "", [the first line] when it is not one, for the CSV reader to read first);
+    CsvInputError when it names another separator."""
+    first = next(tap, "")
+    match = _EXCEL_SEP.fullmatch(first)
+    if match is None:
+        return "", [first]
+    if match.group(1) != ",":
+        raise CsvInputError(f"line 1 of {path} says sep={match.group(1)}: the contacts CSV must be "
+                            f"comma-separated (save it as CSV UTF-8, comma-delimited)")
+    return tap.take(), []
+
+
 class ContactsReader:
     """Streams the validated rows of a contacts CSV, one at a time: memory stays flat in the
     file's size (only the caller decides what to keep). A first pass checks the bytes
@@ -337,7 +405,8 @@ class ContactsReader:
     def _header(self) -> ContactsFile:
         with self._open() as fh:
             tap = _LineTap(fh)
-            reader = csv.reader(tap, strict=True)
+            preamble, first = _excel_separator_line(self.path, tap)
+            reader = csv.reader(itertools.chain(first, tap), strict=True)
             try:
                 header = next(reader, None)
                 while header is not None and not any(cell.strip() for cell in header):
@@ -352,7 +421,7 @@ class ContactsReader:
         self._index = {name: i for i, name in enumerate(columns) if name}
         self._id_at, self._email_at, self._ref_at = (self._index[name] for name in REQUIRED_COLUMNS)
         return ContactsFile(self.path, self.scan.sha256, self.scan.bom, header_raw, columns,
-                            newline=_line_end(header_raw))
+                            newline=_line_end(header_raw), preamble=preamble)
 
     def records(self) -> Iterator[tuple[int, list[str], str]]:
         """(line the record starts on, its cells, its raw text or "") for each non-blank record."""
@@ -474,7 +543,9 @@ def group_contacts(rows: list[ContactRow]) -> tuple[list[MergeSet], list[Skipped
         email = members[0].email.strip()
         primaries = [r for r in members if r.is_primary]
         duplicates = [r for r in members if r.is_duplicate]
-        if len(members) == 1:
+        if email_domain_problem(email):
+            skipped.append(SkippedGroup(email, members, SKIP_INVALID_DOMAIN))
+        elif len(members) == 1:
             skipped.append(SkippedGroup(email, members, SKIP_SINGLE_CONTACT))
         elif len(primaries) + len(duplicates) < len(members):
             skipped.append(SkippedGroup(email, members, SKIP_UNKNOWN_REFERENCE))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from contacts_csv import (
     DUPLICATE_PREFIX,
     PRIMARY_PREFIX,
+    SKIP_INVALID_DOMAIN,
     SKIP_NO_PRIMARY,
     SKIP_SEVERAL_PRIMARIES,
     SKIP_SINGLE_CONTACT,
@@ -25,6 +26,7 @@ from contacts_csv import (
     MergeSet,
     SkippedGroup,
     duplicate_row_error,
+    email_domain_problem,
     email_key,
     user_id_key,
 )
@@ -32,7 +34,8 @@ from contacts_csv import (
 EXAMPLES_PER_REASON = 3
 _OTHER, _PRIMARY, _DUPLICATE = 0, 1, 2
 _MERGE_SET = -1
-_REASONS = [SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE, SKIP_NO_PRIMARY, SKIP_SEVERAL_PRIMARIES]
+_REASONS = [SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE, SKIP_NO_PRIMARY, SKIP_SEVERAL_PRIMARIES, SKIP_INVALID_DOMAIN]
+_INVALID_DOMAIN = _REASONS.index(SKIP_INVALID_DOMAIN)
 
 
 def _kind(external_ref: str) -> int:
@@ -139,7 +142,9 @@ def index_contacts(path: str) -> ContactsIndex:
     fate: dict[str, int] = groups      # reused in place: each group's rows become its fate
     for key, held in groups.items():
         packed = [held] if isinstance(held, int) else held
-        fate[key] = outcome = _classify([p & 3 for p in packed])
+        # (as group_contacts: a domain that is not valid IDNA is never guessed at)
+        outcome = _INVALID_DOMAIN if email_domain_problem(key) else _classify([p & 3 for p in packed])
+        fate[key] = outcome
         if outcome == _MERGE_SET or counts[_REASONS[outcome]] < EXAMPLES_PER_REASON:
             wanted.update(p >> 2 for p in packed)
         if outcome != _MERGE_SET:

@@ -156,7 +156,7 @@ def select(merge_sets: list[MergeSet], skipped: list[SkippedGroup], size: int, r
 def sample_bytes(contacts: ContactsFile, rows: list[ContactRow]) -> bytes:
     """The header and `rows` in file order, each exactly as in the input."""
     ordered = sorted(rows, key=lambda r: r.line)
-    parts = [contacts.header_raw]
+    parts = [contacts.preamble, contacts.header_raw]
     for i, row in enumerate(ordered):
         raw = row.raw
         if i < len(ordered) - 1 and not raw.endswith(("\n", "\r")):

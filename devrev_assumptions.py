@@ -15,6 +15,10 @@ API_VERSION_HEADER = "X-Devrev-Version"
 # [C] docs say "Bearer <token>"; [I] the server also accepts the bare token (DevRev's
 # own code sends both). The client sends Bearer; the emulator accepts both.
 AUTH_SCHEME = "Bearer"
+# [C] the docs show a token as a JWT ("Bearer eyJhbGciOi...", devrev-api.md section 1): long;
+# [I] no DevRev token is shorter than this. The client refuses shorter values (a
+# placeholder, a half paste) before any call; conservative on purpose.
+MIN_TOKEN_LENGTH = 20
 ACCEPTED_API_VERSIONS = ("2022-10-20", "2024-01-24")  # [I] emulator: others are 400 invalid_api_version
 
 # --- pagination ----------------------------------------------------------------

@@ -3,7 +3,8 @@
 A thin layer over one `requests.Session`: rate-limited POST calls with JSON bodies,
 page iterators, bounded retries that never repeat a call that is not safe to repeat,
 typed errors whose messages tell the user what to do, and attachment downloads that
-never carry the token. Inferred API behaviour lives in `devrev_assumptions`.
+never carry the token. Inferred API behaviour lives in `devrev_assumptions`; the retry
+policy, Retry-After parsing and the run-wide fault breaker in `retry_policy`.
 """
 from __future__ import annotations
 
@@ -12,22 +13,22 @@ import ipaddress
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, ContextManager, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from ratelimit import limits, sleep_and_retry
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
 import devrev_assumptions as facts
-from cli import UserError
+from cli import Redactor, UserError
+from retry_policy import (Backoff, FaultBreaker, Retries, Throttled, answer_time, connection_cause,  # noqa: F401
+                          never_sent, parse_retry_after, parse_seconds, transport_failure)
 
 TOOL_NAME = "devrev-contact-merge"
 TOOL_VERSION = "1.0.0"
@@ -52,7 +53,9 @@ class DevRevError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None,
                  endpoint: str | None = None, field_name: str | None = None,
-                 retry_after: float | None = None, location: str | None = None):
+                 retry_after: float | None = None, location: str | None = None, hint: str | None = None):
+        if hint is not None:
+            self.hint = hint
         self.message = message
         self.status = status
         self.error_type = error_type
@@ -95,7 +98,7 @@ class ConflictError(DevRevError):
 
 
 class RateLimitError(DevRevError):
-    hint = "DevRev kept throttling; lower --rate-limit or DEVREV_RATE_LIMIT and re-run"
+    hint = "DevRev kept throttling; re-run later to resume"
 
 
 class ServerError(DevRevError):
@@ -115,11 +118,25 @@ class MovedError(DevRevError):
 
 
 class DownloadError(DevRevError):
-    """An attachment could not be fetched in full from its located URL."""
+    """An attachment could not be fetched in full from its located URL.
 
-    def __init__(self, message: str, *, expired: bool = False, **kw):
+    expired: the URL was refused (401/403/410): locate the artifact again.
+    transient: a 5xx, 429, dropped connection, read timeout or a body cut off: the same
+    URL may work on a retry."""
+
+    def __init__(self, message: str, *, expired: bool = False, transient: bool = False, cause: str | None = None,
+                 **kw):
         self.expired = expired
+        self.transient = transient
+        self.cause = cause  # connection_cause() when no connection could be opened
         super().__init__(message, **kw)
+
+
+class RunWideFault(DevRevError):
+    """DevRev cannot be reached, or fails every call, whatever the set: the run stops.
+
+    Raised by every call once the client's FaultBreaker has tripped (nothing is sent);
+    the message is the one line the user sees."""
 
 
 _STATUS_ERRORS = {400: BadRequestError, 401: AuthError, 403: PermissionDeniedError,
@@ -139,36 +156,50 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def check_url_scheme(url: str, what: str) -> None:
-    """https anywhere; plain http only on a loopback host (the emulator)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
+    """https anywhere; plain http only on a loopback host (the emulator). ConfigError (one
+    line naming the value and the expected form) otherwise, a value without a scheme
+    (`api.devrev.ai`) included."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. a bad port or an unclosed IPv6 bracket
+        raise ConfigError(f"{what} {_clean_text(url, 120)!r} is not a URL: expected the form "
+                          f"https://api.devrev.ai") from None
+    if parts.scheme == "https" and host:
         return
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+    if parts.scheme == "http" and is_loopback_host(host):
         return
-    raise ConfigError(f"{what} must use https (plain http only on a loopback host): "
-                      f"{parts.scheme}://{parts.hostname or ''}")
+    if not parts.scheme or not host:
+        raise ConfigError(f"{what} {_clean_text(url, 120)!r} is not a URL: expected the form https://<host>, "
+                          f"e.g. https://api.devrev.ai")
+    raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{host}")
+
+
+def check_token(token: str | None, *, min_length: int = facts.MIN_TOKEN_LENGTH) -> str:
+    """The token as it goes into the Authorization header: trimmed, without a `Bearer `
+    prefix. ConfigError (one line, never the token) for a value that cannot be a DevRev
+    token: empty, spaces or control characters, non-ASCII, or shorter than `min_length`
+    (a PAT is a long JWT-like string; a short value is a placeholder or a paste that went
+    wrong, and would make output masking useless)."""
+    token = (token or "").strip()
+    if token.lower() == "bearer" or token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    if not token:
+        raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
+    if not token.isascii():
+        raise ConfigError("DEVREV_API_TOKEN contains non-ASCII characters (smart quotes?): paste the token alone")
+    if len(token) < min_length:
+        raise ConfigError(f"DEVREV_API_TOKEN is {len(token)} characters long, too short for a DevRev token "
+                          f"(a personal access token is a long eyJ... string): paste the whole token")
+    return token
 
 
 def _clean_text(text: Any, limit: int = 300) -> str:
     text = "" if text is None else str(text)
     text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
     return text[:limit] + ("…" if len(text) > limit else "")
-
-
-def _parse_seconds(value: Any) -> float | None:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds >= 0 and seconds == seconds else None
-
-
-def _never_sent(exc: Exception) -> bool:
-    """True when the request cannot have reached DevRev (connection never opened)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -183,75 +214,6 @@ class _NoAuth(requests.auth.AuthBase):
 class DownloadResult:
     size: int
     sha256: str
-
-
-# --------------------------------------------------------------------------- retrying
-@dataclass(frozen=True)
-class Backoff:
-    """The one retry policy: how long to wait before each retry, and how many there are.
-
-    Modelled on python-gitlab's `Retry` (gitlab/utils.py). Retry n (from 0) waits
-    min(cap, base * 2**n) seconds, drawn from [half of that, all of it] when `jitter` is
-    on, so parallel workers do not retry in step; a server's Retry-After (seconds) wins
-    over the formula. attempts: the retries allowed (None: unbounded, for waits that a
-    deadline ends instead). sleep and clock are injectable: tests never really sleep.
-    """
-    attempts: int | None = 5
-    base: float = 0.5
-    cap: float = 8.0
-    jitter: bool = True
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
-    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry `attempt` (0-based); `retry_after` (a server's hint, >= 0) wins."""
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        ceiling = min(self.cap, self.base * (2 ** attempt))
-        return random.uniform(ceiling / 2, ceiling) if self.jitter else ceiling
-
-    def delays(self) -> Iterator[float]:
-        """The delay before each allowed retry, in order (endless when attempts is None)."""
-        attempt = 0
-        while self.attempts is None or attempt < self.attempts:
-            yield self.delay(attempt)
-            attempt += 1
-
-    def start(self) -> "Retries":
-        """A counter for the retries of one operation."""
-        return Retries(self)
-
-    def waits(self, timeout: float) -> Iterator[float]:
-        """Backing-off sleeps until `timeout` seconds (by `clock`) have passed: each next()
-        sleeps once (the last sleep is cut at the deadline) and yields what it slept;
-        the generator ends when the time is up, or when the attempts run out."""
-        deadline = self.clock() + timeout
-        for delay in self.delays():
-            left = deadline - self.clock()
-            if left <= 0:
-                return
-            self.sleep(min(delay, left))
-            yield min(delay, left)
-
-    def with_(self, **changes) -> "Backoff":
-        """A copy with some fields changed (e.g. another sleep, or no jitter)."""
-        return replace(self, **changes)
-
-
-class Retries:
-    """One operation's retries under a Backoff: `next_delay()` until they run out."""
-
-    def __init__(self, policy: Backoff):
-        self.policy = policy
-        self.used = 0
-
-    def next_delay(self, retry_after: float | None = None) -> float | None:
-        """The wait before the next retry, counting it; None when no retry is left."""
-        if self.policy.attempts is not None and self.used >= self.policy.attempts:
-            return None
-        delay = self.policy.delay(self.used, retry_after)
-        self.used += 1
-        return delay
 
 
 # --------------------------------------------------------------------------- pacing
@@ -295,7 +257,7 @@ class ServerPacer:
                 return
             remaining = headers.get("X-Ratelimit-Remaining")
             reset = headers.get("X-Ratelimit-Reset")
-            limit = _parse_seconds(headers.get(facts.RATE_LIMIT_HEADER))
+            limit = _finite_number(headers.get(facts.RATE_LIMIT_HEADER))
             if limit and limit >= 1:
                 self.announced_limit = int(limit)
             try:
@@ -303,6 +265,15 @@ class ServerPacer:
                 self._reset_at = float(reset)
             except (TypeError, ValueError):
                 return
+
+
+def _finite_number(value: Any) -> float | None:
+    """A header's non-negative finite number, or None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number < float("inf") else None
 
 
 # --------------------------------------------------------------------------- client
@@ -320,19 +291,15 @@ class DevRevClient:
                  stop_event: threading.Event | None = None,
                  sleep: Callable[[float], None] | None = None,
                  pacer: ServerPacer | None = None,
-                 pool_size: int = 16):
-        token = (token or "").strip()
-        if token.lower() == "bearer" or token.lower().startswith("bearer "):
-            token = token[7:].strip()
-        if not token:
-            raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
-        if any(ch.isspace() or not ch.isprintable() for ch in token):
-            raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
-        if not token.isascii():
-            raise ConfigError("DEVREV_API_TOKEN contains non-ASCII characters (smart quotes?): paste the token alone")
+                 pool_size: int = 16,
+                 breaker: FaultBreaker | None = None):
+        token = check_token(token, min_length=1)  # the length rule is the user's config's (check_env)
         base_url = (base_url or facts.DEFAULT_BASE_URL).strip().rstrip("/")
         check_url_scheme(base_url, "DEVREV_BASE_URL")
         self._token = token
+        self._redactor = Redactor(token)
+        self.breaker = breaker or FaultBreaker()
+        self.file_breaker = FaultBreaker()  # the attachment host's, apart: another host, another fault
         self.base_url = base_url
         self.timeout = timeout
         self.page_limit = page_limit
@@ -362,10 +329,23 @@ class DevRevClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
+    @staticmethod
+    def check_env(env: dict | None = None) -> tuple[str, str]:
+        """(token, base URL) from DEVREV_API_TOKEN and DEVREV_BASE_URL, checked before any
+        call: ConfigError (one line, never the token) for a token that cannot be a
+        DevRev token (`check_token`) or a base URL that is not https://<host>."""
+        env = os.environ if env is None else env
+        token = check_token(env.get("DEVREV_API_TOKEN"))
+        base_url = (env.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL).strip().rstrip("/")
+        check_url_scheme(base_url, "DEVREV_BASE_URL")
+        return token, base_url
+
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "DevRevClient":
-        """Build from DEVREV_API_TOKEN, DEVREV_BASE_URL and DEVREV_RATE_LIMIT."""
+        """Build from DEVREV_API_TOKEN, DEVREV_BASE_URL and DEVREV_RATE_LIMIT (ConfigError
+        if one cannot be right, see check_env)."""
         env = os.environ if env is None else env
+        token, base_url = cls.check_env(env)
         if overrides.get("calls_per_minute") is None:
             raw = (env.get("DEVREV_RATE_LIMIT") or "").strip()
             if raw:
@@ -378,7 +358,7 @@ class DevRevClient:
                 overrides["calls_per_minute"] = value
             else:
                 overrides.pop("calls_per_minute", None)
-        return cls(env.get("DEVREV_API_TOKEN", ""), env.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL, **overrides)
+        return cls(token, base_url, **overrides)
 
     def __repr__(self) -> str:
         return f"DevRevClient(base_url={self.base_url!r}, token=***)"
@@ -426,7 +406,9 @@ class DevRevClient:
                 for m in range(min(counts), max(counts) + 1)]
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token and text else text
+        """The token out of `text` (cli.Redactor: a short value only as a whole word); the
+        console and log lines also lose URL query strings, in cli's formatter."""
+        return self._redactor.mask_secret(text) if text else text
 
     def wait(self, seconds: float) -> None:
         """Sleep that Ctrl-C (the stop event) cuts short."""
@@ -453,9 +435,11 @@ class DevRevClient:
         headers = {"Authorization": f"{facts.AUTH_SCHEME} {self._token}",
                    "Content-Type": "application/json",
                    facts.API_VERSION_HEADER: facts.API_VERSION}
-        transient, throttled = self.retry.start(), self.throttle_retry.start()
+        transient, throttled = self.retry.start(), Throttled(self.throttle_retry.start())
+        target = f"{endpoint} {payload[:200]!r}"
         while True:
             self._check_stop()
+            self._check_breaker()
             delay = self.pacer.reserve()
             try:
                 self.wait(delay)
@@ -474,8 +458,11 @@ class DevRevClient:
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
                 self.pacer.release()
-                failure = _clean_text(type(exc).__name__)
-                retryable = retry_transient or _never_sent(exc)
+                failure = transport_failure(exc)
+                cause = connection_cause(exc)
+                if cause is not None:
+                    self.breaker.failure(cause, target, connection=True)
+                retryable = retry_transient or never_sent(exc)
                 # raised below, outside this block, so it does not chain the requests error
                 # (which holds the prepared request, token included)
                 error: DevRevError = TransportError(
@@ -485,17 +472,12 @@ class DevRevClient:
                 self._follow_announced_limit()
                 status = response.status_code
                 log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
+                if status >= 500:
+                    self.breaker.failure(f"DevRev answers HTTP {status} to every call", target, connection=False)
+                else:
+                    self.breaker.success()
                 if status == 429:
-                    self._count("throttled")
-                    retry_after = self._retry_after(response)
-                    delay = throttled.next_delay(retry_after)
-                    if delay is None:
-                        raise RateLimitError(f"still throttled after {throttled.used} retries", status=429,
-                                             error_type="too_many_requests", endpoint=endpoint,
-                                             retry_after=retry_after)
-                    log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
-                                throttled.used, self.throttle_retry.attempts)
-                    self.wait(delay)
+                    self.wait(self._throttle_delay(response, endpoint, throttled))
                     continue
                 if status in facts.MOVED_STATUSES:
                     location = self._redact(_clean_text(response.headers.get("Location"), 200))
@@ -516,13 +498,42 @@ class DevRevClient:
                     failure = f"an unreadable HTTP {status} answer"
                     error = ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
                                           status=status, endpoint=endpoint)
+            self._check_breaker()
             delay = transient.next_delay() if retryable else None
             if delay is None:
                 raise error
             self._count("retries")
-            log.warning("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, failure, delay,
-                        transient.used, self.retry.attempts)
+            # the log file keeps every retry; the console only hears of faults that last
+            log.debug("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, failure, delay,
+                      transient.used, self.retry.attempts)
             self.wait(delay)
+
+    def _check_breaker(self) -> None:
+        """RunWideFault, before anything is sent, once the breaker has tripped."""
+        if self.breaker.tripped:
+            if "HTTP" in (self.breaker.cause or ""):
+                raise RunWideFault(f"DevRev at {self.base_url} is failing: {self.breaker.cause}; "
+                                   f"re-run later to resume")
+            raise RunWideFault(f"cannot reach DevRev at {self.base_url}: {self.breaker.cause}; "
+                               f"check the network or DEVREV_BASE_URL")
+
+    def _throttle_delay(self, response, endpoint: str, throttled: "Throttled") -> float:
+        """How long to wait after a 429 (its Retry-After, in seconds or as a date, else
+        backing off); RateLimitError, with advice that names the likely cause, when the
+        throttle retries are spent."""
+        self._count("throttled")
+        retry_after = self._retry_after(response)
+        throttled.hinted = throttled.hinted and retry_after is not None
+        throttled.paced = throttled.paced or "X-Ratelimit-Remaining" in response.headers
+        delay = throttled.retries.next_delay(retry_after)
+        if delay is None:
+            raise RateLimitError(f"still throttled after {throttled.retries.used} retries and "
+                                 f"{throttled.waited:.0f} s of waiting", status=429, error_type="too_many_requests",
+                                 endpoint=endpoint, retry_after=retry_after, hint=throttled.advice())
+        throttled.waited += delay
+        log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
+                    throttled.retries.used, self.throttle_retry.attempts)
+        return delay
 
     def _call_for(self, endpoint: str, body: dict, key: str) -> dict:
         """A call whose answer holds one object under `key` (reads and `set` updates: safe to
@@ -533,10 +544,13 @@ class DevRevClient:
         return value
 
     def _retry_after(self, response) -> float | None:
-        seconds = _parse_seconds(response.headers.get("Retry-After"))
+        """The 429's wait in seconds: its Retry-After header (seconds or an HTTP-date,
+        measured against the answer's Date), else the body's retry_after; at most one
+        rate-limit window."""
+        seconds = parse_retry_after(response.headers.get("Retry-After"), answer_time(response.headers))
         if seconds is None:
             try:
-                seconds = _parse_seconds(response.json().get("retry_after"))
+                seconds = parse_seconds(response.json().get("retry_after"))
             except (ValueError, AttributeError):
                 seconds = None
         return None if seconds is None else min(seconds, facts.RATE_LIMIT_WINDOW_SECONDS)
@@ -745,18 +759,22 @@ class DevRevClient:
                 response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False,
                                             auth=_NoAuth(), headers={"Accept": "*/*"})
             except (requests.ConnectionError, requests.Timeout) as exc:
-                raise DownloadError(f"could not fetch the attachment from {host} ({type(exc).__name__})",
-                                    endpoint="download") from None
+                raise DownloadError(f"could not fetch the attachment from {host} ({transport_failure(exc)})",
+                                    endpoint="download", transient=True, cause=connection_cause(exc)) from None
             with response:
-                if response.status_code in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+                status = response.status_code
+                if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
                     url = urljoin(url, response.headers["Location"])
                     continue
-                if response.status_code in (401, 403, 410):
-                    raise DownloadError(f"the attachment URL was refused (HTTP {response.status_code}; expired?)",
-                                        status=response.status_code, endpoint="download", expired=True)
-                if response.status_code != 200:
-                    raise DownloadError(f"the attachment host answered HTTP {response.status_code}",
-                                        status=response.status_code, endpoint="download")
+                if status in (401, 403, 410):
+                    raise DownloadError(f"the attachment URL was refused (HTTP {status}; expired?)",
+                                        status=status, endpoint="download", expired=True)
+                if status != 200:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"),
+                                                    answer_time(response.headers)) if status == 429 else None
+                    raise DownloadError(f"the attachment host answered HTTP {status}", status=status,
+                                        endpoint="download", transient=status >= 500 or status == 429,
+                                        retry_after=retry_after)
                 digest = hashlib.sha256()
                 size = 0
                 try:
@@ -773,10 +791,63 @@ class DevRevClient:
                 except (requests.ConnectionError, requests.Timeout,
                         requests.exceptions.ChunkedEncodingError) as exc:
                     raise DownloadError(f"the attachment download broke off after {size} bytes "
-                                        f"({type(exc).__name__})", endpoint="download") from None
+                                        f"({type(exc).__name__})", endpoint="download", transient=True) from None
                 if expected_size is not None and size != expected_size:
                     raise DownloadError(f"the attachment is {size} bytes, shorter than its declared "
                                         f"{expected_size}", endpoint="download")
                 self._count("downloads")
                 return DownloadResult(size=size, sha256=digest.hexdigest())
         raise DownloadError("too many redirects fetching the attachment", endpoint="download")
+
+    def download_artifact(self, artifact_id: str, open_out: Callable[[], ContextManager[BinaryIO]], *,
+                          expected_size: int | None = None) -> DownloadResult:
+        """Locate an artifact and stream its bytes into a fresh `open_out()` file, under the
+        same bounded retry policy as reads (`self.retry`).
+
+        A transient failure on the file host (5xx, 429, a dropped connection, a read
+        timeout, a body cut off) is retried on the same URL after a backoff (a 429's
+        Retry-After wins); a refused or expired URL (401/403/410) is located again with
+        artifacts.locate and retried. `open_out` must discard what was written when its
+        block raises (fileutil.durable_file does), so a partial file is never kept.
+        Raises DownloadError once the retries are spent or for a failure a retry cannot
+        fix (a body longer or shorter than declared, a redirect off https).
+        """
+        retries = self.retry.start()
+        url = self.locate_artifact(artifact_id)["url"]
+        while True:
+            self._check_file_breaker(url)
+            try:
+                with open_out() as out:
+                    result = self.download(url, out, expected_size=expected_size)
+                self.file_breaker.success()
+                return result
+            except DownloadError as exc:
+                self._count_file_fault(exc, artifact_id)
+                self._check_file_breaker(url)
+                delay = retries.next_delay(exc.retry_after) if (exc.transient or exc.expired) else None
+                if delay is None:
+                    raise
+                self._count("download_retries")
+                log.info("retrying the download of %s after %s (attempt %d/%d)", artifact_id, exc.message,
+                         retries.used, self.retry.attempts)
+                if exc.expired:
+                    url = self.locate_artifact(artifact_id)["url"]  # a fresh URL at once: no wait needed
+                else:
+                    self.wait(delay)
+
+    def _count_file_fault(self, exc: DownloadError, artifact_id: str) -> None:
+        """Feed the file host's breaker: no connection at all, or a 5xx, counts; any other answer resets it."""
+        if exc.cause is not None:
+            self.file_breaker.failure(exc.cause, artifact_id, connection=True)
+        elif exc.status is not None and exc.status >= 500:
+            self.file_breaker.failure(f"it answers HTTP {exc.status} to every download", artifact_id,
+                                      connection=False)
+        elif exc.status is not None:
+            self.file_breaker.success()
+
+    def _check_file_breaker(self, url: str) -> None:
+        """RunWideFault once the attachment host has failed every download for a while."""
+        if self.file_breaker.tripped:
+            raise RunWideFault(f"cannot fetch attachments from {urlsplit(url).hostname}: "
+                               f"{self.file_breaker.cause}; check the network (a proxy or firewall in front of "
+                               f"the attachment host?) and re-run to resume")

@@ -23,12 +23,13 @@ created again, each item gets it back, and a listing shows it has them.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import sqlite3
 import threading
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 from cli import UserError
 from fileutil import PRIVATE_FILE_MODE, make_private_dir
@@ -175,7 +176,7 @@ class Journal:
 
     def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
                    error: str | None = None, context: dict | None = None) -> None:
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT context FROM sets WHERE set_key = ?", (set_key,)).fetchone()
             keep = context if context is not None else (json.loads(row[0]) if row and row[0] else None)
@@ -187,8 +188,20 @@ class Journal:
                 (set_key, email, status, reason, error, _dump(keep), iso_utc(digits=6), self.run_id))
             self._event(set_key, None, status, {"reason": reason, "error": error})
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One durable write; JournalError (one line) if the savepoint can no longer be
+        written mid-run (disk full, folder gone): sqlite rolls the transaction back, so the
+        journal stays as it was, and the caller sends nothing unrecorded."""
+        try:
+            with self._lock, self._db:
+                yield
+        except sqlite3.Error as exc:
+            raise JournalError(f"the savepoint {self.path} can no longer be written ({exc}): the run stops; "
+                               f"fix it and re-run the same command to resume") from None
+
     def _step(self, set_key: str, step: str, status: str, data: Any) -> None:
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO steps (set_key, step, status, data, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?) "

@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -32,9 +33,9 @@ import summary
 from cli import ExitCode, UsageError
 from contacts_csv import MergeSet, email_key
 from contacts_index import ContactsIndex, index_contacts
-from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted
+from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
 from fanout import Fanout
-from journal import Journal
+from journal import Journal, JournalError
 from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
                           preview_set, set_key)
 import preflight
@@ -54,6 +55,13 @@ log = logging.getLogger("merge")
 PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
 ESTIMATE_NOTE = ("Messages, attachments, calls and backup sizes are estimates from the first timeline page of a few "
                  "tickets and conversations per duplicate; `--preview --full` counts them all.")
+
+
+class RunStopped(cli.UserError):
+    """The run stopped on a fault that every set would meet (DevRev unreachable, a folder
+    that can no longer be written): one line, exit 1; re-run the same command to resume."""
+
+    exit_code = ExitCode.FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,7 +150,8 @@ def _main(argv) -> int:
         return print_status(savepoint, args.csv or (DEMO_CSV if args.sandbox else None),
                             sandbox_hint=not args.sandbox and not args.savepoint)
     run_id = new_run_id()
-    secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
+    # a token that cannot be DevRev's or a base URL that is not one stops here, before any call
+    secret = None if args.sandbox else DevRevClient.check_env()[0]
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
         if args.check:
             with _sandbox_held(args):
@@ -269,7 +278,11 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
             # a run with nothing left to do calls nothing, and needs no preflight; the filters are
             # checked on the first set it will merge (not one its preview showed skipped)
             first = next((m for m in plan.todo if (previews.get(m.key) or {}).get("status") != "skipped"), None)
-            failed = preflight.at_start(client, first) if plan.todo else None
+            try:
+                failed = preflight.at_start(client, first) if plan.todo else None
+            except RunWideFault as exc:
+                what = "no preview report written" if args.preview else "nothing was started"
+                raise RunStopped(f"{exc} ({what})") from None
             if failed is not None:
                 return failed
             options = MergeOptions(backup_dir=os.path.abspath(args.backup_dir), run_id=run_id,
@@ -399,9 +412,14 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
     records = {key: finished_preview(ms, plan.finished[key]) for ms in plan.order
                for key in [ms.key] if key in plan.finished}
     exit_code = ExitCode.OK
+    fault: RunWideFault | None = None
     for ms, result in _run_sets(plan.todo, lambda ms: preview_set(client, ms, options), args.workers, stop,
                                 "preview"):
         _reraise_fatal(result, stop)
+        if isinstance(result, RunWideFault):
+            fault = fault or result  # said once, below; no set is started after it
+            stop.set()
+            continue
         if isinstance(result, RunInterrupted):
             exit_code = exit_code.worse(ExitCode.INTERRUPTED)
             continue
@@ -419,6 +437,9 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
             result = {"email": ms.email, "set_key": set_key(ms), "status": "failed", "error": str(result)}
             exit_code = exit_code.worse(ExitCode.FAILED)
         records[ms.key] = result
+    if fault is not None and exit_code != ExitCode.USAGE:
+        log.debug("preview stopped: %s", fault)
+        raise RunStopped(f"{fault} (no preview report written)")
     if stop.is_set() and exit_code != ExitCode.USAGE:
         exit_code = ExitCode.INTERRUPTED
     if exit_code == ExitCode.USAGE:
@@ -429,7 +450,7 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    interrupted_by=stop.reason if interrupted else None, exit_code=int(exit_code),
                    sets=[records[m.key] for m in plan.order if m.key in records], **_api_usage(client))
-    json_path, csv_path = reports.write_preview(args.report_dir, f"preview_{common['run_id']}", preview)
+    json_path, csv_path = _write(reports.write_preview, args.report_dir, f"preview_{common['run_id']}", preview)
     if interrupted:
         missing = len(plan.order) - len(preview["sets"])
         _say(f"Preview interrupted by {stop.reason} before {plural(missing, 'merge set')}: it is incomplete and "
@@ -471,7 +492,8 @@ class _MergeTally:
         self.stop = stop
         self.outcomes: dict[str, dict] = {}
         self.code = ExitCode.OK
-        self.stopped_by: str | None = None  # "auth" or "abort" when the tool itself stopped the run
+        self.stopped_by: str | None = None  # "auth", "abort" or "fault" when the tool itself stopped the run
+        self.fault: Exception | None = None  # a run-wide fault (DevRev unreachable, the savepoint unwritable)
 
     def add(self, ms: MergeSet, result) -> None:
         """Record one set's result: its outcome dict, or the exception its merge raised."""
@@ -483,6 +505,14 @@ class _MergeTally:
                                                                        f"re-run to resume")
             else:
                 self.outcomes[ms.key] = _unfinished(ms, "pending", "stopped with the run; re-run to resume")
+            return
+        if isinstance(result, (RunWideFault, JournalError)):
+            # in flight when the fault hit: resumable from its journal, the fault said once at the end
+            self.outcomes[ms.key] = _unfinished(ms, "pending", f"stopped with the run ({result}); re-run to resume")
+            self.fault = self.fault or result
+            self.stopped_by = self.stopped_by or "fault"
+            self.code = self.code.worse(ExitCode.FAILED)
+            self.stop.set()
             return
         if isinstance(result, (AuthError, RunAborted)):
             self._stop_run(ms, result)
@@ -530,8 +560,8 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
     started = time.monotonic()
     tally = _MergeTally(stop)
-    tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key]) for ms in plan.order
-                           if ms.key in plan.finished})
+    tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
+                           for ms in plan.order if ms.key in plan.finished})
     if plan.finished:
         log.info("%s already finished in earlier runs (savepoint)", plural(len(plan.finished), "merge set"))
     _say_resumes(merger.journal, plan)
@@ -541,7 +571,7 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
         for ms, result in _run_sets(rest, merger.merge, args.workers, stop, "merge"):
             tally.add(ms, result)
     finally:
-        problems = merger.journal.check()
+        problems = _journal_check(merger.journal)
     exit_code = tally.exit_code()
     if merger.merge_denied:  # sets left moved_only that were to be merged: a later run must finish them
         exit_code = exit_code.worse(ExitCode.FAILED)
@@ -553,12 +583,15 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=int(exit_code),
                   duration_s=round(time.monotonic() - started, 3), **_api_usage(merger.client))
-    json_path, csv_path = reports.write_merge_report(args.report_dir, f"merge_report_{common['run_id']}", report)
+    json_path, csv_path = _write(reports.write_merge_report, args.report_dir, f"merge_report_{common['run_id']}",
+                                 report)
     if interrupted:
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     _say("\n".join(run_summary(report["totals"])))
     _say(_written("Reports:", json_path, csv_path))
+    if tally.fault is not None:
+        raise RunStopped(str(tally.fault))
     return exit_code
 
 
@@ -595,6 +628,25 @@ def _first_set_alone(args, merger: SetMerger, todo: list[MergeSet], tally: "_Mer
             log.info("%s", line)
         return todo, result
     return todo, None
+
+
+def _journal_check(journal: Journal) -> list[str]:
+    """journal.check(), or the reason it could not be read (a savepoint that failed mid-run)."""
+    try:
+        return journal.check()
+    except sqlite3.Error as exc:
+        return [f"the savepoint could not be checked ({exc})"]
+
+
+def _write(writer, report_dir: str, name: str, data: dict) -> tuple[str, str]:
+    """Write a report; a folder that stopped being writable mid-run is one line, exit 1 (the
+    savepoint keeps every result, so the same command re-run writes the report)."""
+    try:
+        return writer(report_dir, name, data)
+    except OSError as exc:
+        raise RunStopped(f"could not write the report in {report_dir}: {cli.describe_os_error(exc)}; the "
+                         f"savepoint keeps every result: fix the folder and re-run the same command to write "
+                         f"it") from None
 
 
 def run_summary(totals: dict) -> list[str]:

@@ -10,23 +10,25 @@ Every write is journaled (intent before, done after), so a re-run resumes exactl
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, Move, Snapshot, collect, custom_field_refs, display_of, estimate_size, ids_of,
-                    load_moves, remove_partials, verify_backup, write_backup)
+from backup import (BackupError, BackupFolderError, Move, Snapshot, collect, custom_field_refs, display_of,
+                    estimate_size, ids_of, load_moves, remove_partials, verify_backup, write_backup)
 from cli import log_subject
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
-                           PermissionDeniedError, ResponseError, ServerError, TransportError)
-from journal import Journal, is_finished, parse_step, step_name
+                           PermissionDeniedError, ResponseError, RunWideFault, ServerError, TransportError)
 from fanout import Fanout, fan_map, slot_of
+from journal import Journal, is_finished, parse_step, step_name
 from preview_estimate import sampled_duplicate
+from set_numbers import journal_numbers
 from summary import plural
 
 log = logging.getLogger("merge")
@@ -94,14 +96,17 @@ def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges:
     return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
 
 
-def finished_outcome(ms: MergeSet, record: dict) -> dict:
-    """The merge report line of a set an earlier run finished (from its journal record)."""
+def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> dict:
+    """The merge report line of a set an earlier run finished (from its journal record and,
+    given its `steps`, what it moved: see journal_numbers)."""
     ctx = record["context"] or {}
-    return {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
-            "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
-            "finished_earlier": True,
-            "note": "already finished in an earlier run", "external_ref_set": ctx.get("external_ref_set"),
-            "duration_s": 0.0}
+    outcome = {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
+               "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
+               "finished_earlier": True, "note": "already finished in an earlier run",
+               "external_ref_set": ctx.get("external_ref_set"), "duration_s": 0.0}
+    if steps is not None:
+        outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
+    return outcome
 
 
 def finished_preview(ms: MergeSet, record: dict) -> dict:
@@ -233,23 +238,6 @@ def _newest(duplicates: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------- the real run
-@dataclass
-class DuplicateOutcome:
-    id: str
-    display_id: str
-    external_ref: str
-    tickets_moved: int = 0
-    conversations_moved: int = 0
-    messages: int = 0
-    attachments: int = 0
-    backups: list[str] = field(default_factory=list)
-    backups_verified: bool = False
-    drift_appeared: list[str] = field(default_factory=list)
-    drift_vanished: list[str] = field(default_factory=list)
-    custom_field_refs: list[str] = field(default_factory=list)   # objects naming it in custom fields
-    retired: bool = False
-
-
 class SetMerger:
     """Runs (or resumes) the merge of one set against DevRev, journaling every step."""
 
@@ -282,11 +270,11 @@ class SetMerger:
         started = self.clock()
         record = self.journal.set_record(key)
         if record and is_finished(record["status"], self.options.keep_duplicate):
-            return finished_outcome(ms, record)
+            return finished_outcome(ms, record, self.journal.steps(key))
         outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
                    "primary": ms.primary.rev_user_id, "duplicates": []}
+        ctx = record["context"] if record and record.get("context") else None
         try:
-            ctx = record["context"] if record and record.get("context") else None
             outcome["resumed"] = ctx is not None
             shown = self.previews.get(ms.key) or {}
             if ctx is None and shown.get("status") == "skipped":
@@ -307,9 +295,7 @@ class SetMerger:
                 self._check_primary_still_active(ctx)
             outcome["primary"] = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
-                result = DuplicateOutcome(dup["id"], dup["display_id"], dup["external_ref"])
-                outcome["duplicates"].append(result)
-                self._merge_duplicate(key, ms, ctx, dup, result)
+                self._merge_duplicate(key, ms, ctx, dup)
             if self.options.keep_duplicate:
                 status = "moved_only"
             elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
@@ -327,16 +313,21 @@ class SetMerger:
         except SetSkipped as exc:
             self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
             outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
+        except BackupFolderError as exc:
+            # the backup folder itself cannot be written: every set would fail alike
+            raise RunAborted(f"{exc}; nothing was changed for {ms.email}: fix the folder and re-run to "
+                             f"resume") from None
         except (SetFailed, BackupError, DevRevError) as exc:
-            if isinstance(exc, DevRevError) and exc.status in (401, 403):
-                raise
+            if isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403)):
+                raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.update(status="failed", error=str(exc))
             log.error("failed: %s", exc)
         finally:
             outcome["duration_s"] = round(self.clock() - started, 3)
-            outcome["duplicates"] = [d.__dict__ if isinstance(d, DuplicateOutcome) else d
-                                     for d in outcome["duplicates"]]
+            if ctx is not None:
+                with contextlib.suppress(Exception):  # the journal may be what failed
+                    outcome.update(journal_numbers(self.journal.steps(key), ctx["duplicates"]))
         return outcome
 
     def _check_primary_still_active(self, ctx: dict) -> None:
@@ -352,23 +343,18 @@ class SetMerger:
                             f"nothing more was changed for this set")
 
     # ------------------------------------------------------------------ one duplicate
-    def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict, out: DuplicateOutcome) -> None:
+    def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
         """Clear the duplicate (backup, move, verify), retire it, then look once more."""
         d = dup["id"]
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
             retire = not (self.options.keep_duplicate or self.merge_denied)
             if not (retire and self._merge_and_retire(key, dup, ctx["primary"]["id"])):
-                self._fill_from_journal(self.journal.steps(key), d, out)
-                out.backups_verified = True
                 return
         if not self.journal.is_done(key, step_name("swept", d)):
             # Anything filed under the duplicate while DevRev processed the merge would be left
             # on a retired contact: one more look, and the same backup-and-move if needed.
             self.journal.done(key, step_name("swept", d), self._sweep(key, ms, ctx, dup))
-        self._fill_from_journal(self.journal.steps(key), d, out)
-        out.retired = True
-        out.backups_verified = True
 
     def _sweep(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> dict | None:
         """The look after the merge. A listing filtered by the retired duplicate may be
@@ -409,27 +395,6 @@ class SetMerger:
             round_no += 1
         raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
                         f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
-
-    def _fill_from_journal(self, steps: dict, d: str, out: DuplicateOutcome) -> None:
-        for name, record in steps.items():
-            step = parse_step(name)
-            if step.duplicate != d or record["status"] != "done":
-                continue
-            data = record["data"] or {}
-            if step.kind == "backup":
-                if data.get("folder") not in out.backups:
-                    out.backups.append(data["folder"])
-                out.messages += data.get("messages", 0)
-                out.attachments += data.get("attachments", 0)
-                out.custom_field_refs += [r for r in data.get("custom_field_refs", [])
-                                          if r not in out.custom_field_refs]
-                if step.round == 1:
-                    out.drift_appeared = data.get("drift_appeared", [])
-                    out.drift_vanished = data.get("drift_vanished", [])
-            elif step.kind == "ticket" and data.get("after") is not None:
-                out.tickets_moved += 1
-            elif step.kind == "conversation" and data.get("after") is not None:
-                out.conversations_moved += 1
 
     def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
         step = step_name("backup", dup["id"], round_no)

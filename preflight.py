@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from backup import display_of, ids_of
 from cli import ExitCode
 from contacts_csv import MergeSet
-from devrev_client import AuthError, DevRevClient, DevRevError, NotFoundError, RunInterrupted
+from devrev_client import AuthError, DevRevClient, DevRevError, NotFoundError, RunInterrupted, RunWideFault
 from merge_engine import is_retired
 
 log = logging.getLogger("merge")
@@ -117,6 +117,8 @@ def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | Non
         log.error("stopped during the preflight; nothing was started")
         return ExitCode.INTERRUPTED
     for check in checks:
+        if not check.ok and isinstance(check.error, RunWideFault):
+            raise check.error     # DevRev unreachable: the run's one line says so
         if not check.ok and isinstance(check.error, AuthError):
             log.error("%s; stopping the run (no set is started)", check.error)
             return ExitCode.USAGE

@@ -113,22 +113,28 @@ def preview_rows(preview: dict) -> list[dict]:
             "primary": primary.get("display_id") if isinstance(primary, dict) else primary,
             "duplicates": [d.get("display_id") for d in dups],
             "duplicate_refs": [d.get("external_ref") for d in dups] or _csv_refs(record),
-            "tickets": sum(len(d["tickets"]) for d in dups) if dups else None,
-            "conversations": sum(len(d["conversations"]) for d in dups) if dups else None,
+            # each item once, though two duplicates of the set report it
+            "tickets": len(_distinct(dups, "ticket_ids", "tickets")) if dups else None,
+            "conversations": len(_distinct(dups, "conversation_ids", "conversations")) if dups else None,
             "messages": sum(d["messages"] for d in dups) if dups else None,
             "attachments": sum(d["attachments"] for d in dups) if dups else None,
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups) if dups else None,
             "estimated_calls": record.get("estimated_calls"),
             "estimated_backup_bytes": record.get("estimated_backup_bytes"),
             "new_external_ref": record.get("new_external_ref"),
-            "ticket_ids": [t for d in dups for t in d["tickets"]],
-            "conversation_ids": [c for d in dups for c in d["conversations"]],
+            "ticket_ids": list(dict.fromkeys(t for d in dups for t in d["tickets"])),
+            "conversation_ids": list(dict.fromkeys(c for d in dups for c in d["conversations"])),
             "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])]})
     for group in preview["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
                      "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]],
                      "duplicate_refs": [r.get("EXTERNAL_REF") for r in group["rows"]]})
     return rows
+
+
+def _distinct(dups: list[dict], ids_key: str, names_key: str) -> set[str]:
+    """The items the duplicates would move, each once (by id; by display id in older previews)."""
+    return {item for d in dups for item in (d.get(ids_key) or d[names_key])}
 
 
 def _csv_refs(record: dict) -> list[str]:
@@ -148,8 +154,8 @@ def preview_totals(preview: dict) -> dict:
             "failed": sum(1 for s in sets if s["status"] == "failed"),
             "already_done": sum(1 for s in sets if s["status"].startswith("already")),
             "not_merge_sets": not_merge_sets(preview),
-            "tickets": sum(len(d["tickets"]) for d in dups),
-            "conversations": sum(len(d["conversations"]) for d in dups),
+            "tickets": len(_distinct(dups, "ticket_ids", "tickets")),
+            "conversations": len(_distinct(dups, "conversation_ids", "conversations")),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
             "custom_field_refs": sum(len(d.get("custom_field_refs", [])) for d in dups),
@@ -215,8 +221,9 @@ def merge_rows(report: dict) -> list[dict]:
             "error": outcome.get("error") or outcome.get("note"), "primary": outcome.get("primary"),
             "duplicates": [d["display_id"] for d in dups],
             "duplicate_refs": [d.get("external_ref") for d in dups],
-            "tickets_moved": sum(d["tickets_moved"] for d in dups),
-            "conversations_moved": sum(d["conversations_moved"] for d in dups),
+            # distinct items (one moved for two duplicates of the set counts once), when known
+            "tickets_moved": _set_moved(outcome, "moved_ticket_ids", dups, "tickets_moved"),
+            "conversations_moved": _set_moved(outcome, "moved_conversation_ids", dups, "conversations_moved"),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "backups": [b for d in dups for b in d["backups"]],
             "backups_verified": all(d["backups_verified"] for d in dups) if dups else None,
@@ -233,26 +240,44 @@ def merge_rows(report: dict) -> list[dict]:
     return rows
 
 
+def _set_moved(outcome: dict, ids_key: str, dups: list[dict], count_key: str) -> int:
+    ids = outcome.get(ids_key)
+    return len(ids) if ids is not None else sum(d[count_key] for d in dups)
+
+
+def _distinct_total(sets: list[dict], ids_key: str, count_key: str) -> int:
+    """Items moved across the run, each once (a ticket two sets share counts once); a set
+    line without the ids (an older shape) adds its duplicates' counts."""
+    ids: set[str] = set()
+    uncounted = 0
+    for outcome in sets:
+        if outcome.get(ids_key) is not None:
+            ids.update(outcome[ids_key])
+        else:
+            uncounted += sum(d.get(count_key) or 0 for d in outcome.get("duplicates") or [])
+    return len(ids) + uncounted
+
+
 def merge_totals(report: dict, rows: list[dict]) -> dict:
     """The merge report's totals so far, in the one vocabulary (summary.py): merge sets by
-    outcome, the CSV's groups that are not merge sets, tickets and conversations moved (`rows`:
-    merge_rows(report)); under "this_run" the same for the sets this run worked on (not those
-    finished earlier or not reached)."""
-    moved = {key: sum(r[key] or 0 for r in rows if r.get(key) is not None)
-             for key in ("tickets_moved", "conversations_moved")}
-    totals = dict(summary.count_merge_sets((s["status"] for s in report["sets"]), not_merge_sets(report)), **moved)
+    outcome, the CSV's groups that are not merge sets, distinct tickets and conversations moved
+    (each once, though two duplicates or two sets had it); under "this_run" the same for the
+    sets this run worked on (not those finished earlier or not reached). `rows`:
+    merge_rows(report), kept for callers."""
+    def moved(sets: list[dict]) -> dict:
+        return {"tickets_moved": _distinct_total(sets, "moved_ticket_ids", "tickets_moved"),
+                "conversations_moved": _distinct_total(sets, "moved_conversation_ids", "conversations_moved")}
+
+    totals = dict(summary.count_merge_sets((s["status"] for s in report["sets"]), not_merge_sets(report)),
+                  **moved(report["sets"]))
     mine = [s for s in report["sets"] if not s.get("finished_earlier") and not s.get("not_reached")]
     this_run = summary.count_merge_sets((s["status"] for s in mine), 0)
     this_run.pop("not_merge_sets")
-    this_run.update({key: sum(_moved(s, key) for s in mine) for key in moved})
+    this_run.update(moved(mine))
     totals["this_run"] = this_run
     # references in custom fields the tool cannot move (DevRev's merge is expected to)
     totals["custom_field_refs"] = sum(len(r.get("custom_field_refs") or []) for r in rows)
     return totals
-
-
-def _moved(outcome: dict, key: str) -> int:
-    return sum(d.get(key) or 0 for d in outcome.get("duplicates") or [])
 
 
 def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:

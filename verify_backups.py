@@ -37,7 +37,8 @@ REPORT_FORMAT = 1
 def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="verify_backups.py",
                 description="Verify every backup folder (complete and .partial) under --backup-dir.")
-    p.add_argument("--backup-dir", required=True, help="the folder holding the backup folders (e.g. backups/)")
+    p.add_argument("--backup-dir", required=True,
+                   help="the folder holding the backup folders (e.g. backups/), or one backup folder")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--quick", action="store_true",
                    help="compare file sizes only, not sha256 (catches truncation, not a same-size change)")
@@ -51,8 +52,19 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
+def is_one_backup(folder: str) -> bool:
+    """Whether `folder` is itself a backup (it holds a manifest or metadata.json, or is a
+    `.partial` one), not a folder of backups."""
+    return folder.rstrip(os.sep).endswith(backup.PARTIAL_SUFFIX) or any(
+        os.path.isfile(os.path.join(folder, name)) for name in (backup.MANIFEST, backup.METADATA))
+
+
 def backup_folders(backup_dir: str, report_dir: str | None = None) -> list[str]:
-    """backup.find_backups(), less the report folder if it was put inside the backup folder."""
+    """The folders to check: `backup_dir` itself when it is one backup
+    (`--backup-dir backups/<one backup>`), else backup.find_backups() of it, less the
+    report folder if it was put inside the backup folder."""
+    if is_one_backup(backup_dir):
+        return [backup_dir.rstrip(os.sep) or backup_dir]
     skip = os.path.realpath(report_dir) if report_dir else None
     return [f for f in backup.find_backups(backup_dir) if os.path.realpath(f) != skip]
 

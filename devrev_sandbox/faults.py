@@ -6,6 +6,7 @@ sends them. The random source is seeded per Faults, so a failing test replays.
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import math
 import random
@@ -43,6 +44,18 @@ class Faults:
     burst_retry_after: int = 1        # Retry-After (seconds) sent in bursts
     html_502_rate: float = 0.0        # answered with an HTML 502 page (a proxy's)
     download_bytes_per_second: float | None = None
+    # The file host's bad days: this share of attachment fetches fails transiently, each
+    # with a kind drawn from download_fault_kinds: "503", "drop" (connection closed before
+    # the answer), "cut" (the body stops half-way) or "stall" (download_stall seconds of
+    # silence before the answer: a client's read timeout).
+    download_error_rate: float = 0.0
+    download_fault_kinds: tuple = ("503", "drop", "cut")
+    download_stall: float = 2.0
+    # One endpoint throttled for a while: from its first call, every call of it is answered
+    # 429 until throttle_seconds have passed (by the emulator's clock), each 429 carrying
+    # the same Retry-After (the window's end: seconds or a date, per modes.retry_after_form).
+    throttle_endpoint: str | None = None
+    throttle_seconds: float = 45.0
     seed: int = 0
 
 
@@ -69,6 +82,27 @@ class FaultInjector:
             self.faults = faults
             self._rng = random.Random(faults.seed)
             self._burst_left = 0
+            self._throttle_end: float | None = None
+
+    def throttled_until(self, endpoint: str, now: float) -> float | None:
+        """The end of `endpoint`'s throttle window (epoch s) while it lasts, else None."""
+        f = self.faults
+        if f.throttle_endpoint != endpoint:
+            return None
+        with self._lock:
+            if self._throttle_end is None:
+                self._throttle_end = now + f.throttle_seconds
+            return self._throttle_end if now < self._throttle_end else None
+
+    def pick_download(self) -> str | None:
+        """The file host's fault for this fetch: "503", "drop", "cut", "stall", or None."""
+        f = self.faults
+        if not f.download_error_rate:
+            return None
+        with self._lock:
+            if self._rng.random() >= f.download_error_rate:
+                return None
+            return self._rng.choice(list(f.download_fault_kinds))
 
     def script(self, endpoint: str, answers) -> None:
         self.scripted.setdefault(endpoint, deque()).extend(answers)
@@ -178,3 +212,11 @@ class RateLimiter:
             return {"X-Ratelimit-Limit": str(calls),
                     "X-Ratelimit-Remaining": str(max(0, calls - self._window_used)),
                     "X-Ratelimit-Reset": str(math.ceil(self._window_start + window))}
+
+
+def retry_after_value(seconds: float, form: str, now: float) -> str:
+    """A Retry-After header value in one of RFC 9110's two forms: "seconds" (`45`) or
+    "date" (the HTTP-date `seconds` after `now`, e.g. `Mon, 30 Nov 2026 09:00:45 GMT`)."""
+    if form == "date":
+        return email.utils.formatdate(now + seconds, usegmt=True)
+    return str(max(0, math.ceil(seconds)))

@@ -17,6 +17,7 @@ MERGE_OUTCOMES = ("404", "deleted", "primary_identity", "deactivated")
 RETIRED_FILTER_ANSWERS = ("empty", "400", "404")
 TOKEN_PERMISSIONS = ("all", "no_merge", "read_only")
 LIST_PAGINGS = ("keyset", "offset")
+RETRY_AFTER_FORMS = ("seconds", "date")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class BehaviourModes:
     """How many contacts one rev-users.scan page holds: the scan request has no `limit`,
     so the server alone decides (undocumented)."""
 
+    retry_after_form: str = "seconds"
+    """How a 429 spells Retry-After: "seconds" (`30`, what the spec declares) or "date" (an
+    HTTP-date, the other form RFC 9110 allows, which a proxy in front of DevRev may send)."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
@@ -72,7 +77,8 @@ class BehaviourModes:
         if self.scan_page_size < 1:
             raise ValueError("scan_page_size must be 1 or more")
         for name, allowed in (("retired_filter_answer", RETIRED_FILTER_ANSWERS),
-                              ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS)):
+                              ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS),
+                              ("retry_after_form", RETRY_AFTER_FORMS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -107,5 +113,5 @@ def _boolean(text: str) -> bool:
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
             "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
             "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
-            "locate_expires_at": _boolean, "scan_page_size": int}
+            "locate_expires_at": _boolean, "scan_page_size": int, "retry_after_form": str}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

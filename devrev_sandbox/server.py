@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
 import re
 import socket
@@ -24,7 +25,7 @@ from fileutil import atomic_write_bytes
 
 from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError, json_bytes
-from .faults import JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted
+from .faults import JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted, retry_after_value
 from .modes import MODE_NAMES, BehaviourModes
 from .state import SandboxState
 from .validation import parse_request
@@ -92,7 +93,9 @@ class DevRevSandbox:
     # lifecycle ---------------------------------------------------------------
     def start(self) -> "DevRevSandbox":
         for port, serve in zip(self._ports, (self._handle_api, self._handle_file)):
-            handler = type("Handler", (_Handler,), {"serve": staticmethod(serve)})
+            # answers carry the emulator's own time in their Date header (a fake clock's, in tests)
+            handler = type("Handler", (_Handler,), {"serve": staticmethod(serve),
+                                                    "now": staticmethod(lambda: self.clock())})
             server = ThreadingHTTPServer(("127.0.0.1", port), handler)
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -197,6 +200,12 @@ class DevRevSandbox:
         if not self._authorized(auth_header):
             return self._answer(handler, entry, body,
                                 ApiError(401, "unauthenticated", "missing or invalid authorization token"))
+        until = self._injector.throttled_until(endpoint, self.clock())
+        if until is not None:
+            entry["fault"] = "throttle"
+            return self._answer(handler, entry, body, ApiError(429, "too_many_requests", "throttled",
+                                                               retry_after=max(1, math.ceil(until - self.clock()))),
+                                until=until)
         fault = self._injector.pick(endpoint, entry["seq"])
         if fault is not None:
             return self._answer_fault(handler, entry, fault)
@@ -247,10 +256,16 @@ class DevRevSandbox:
         entry["fault"], entry["status"] = fault.kind, fault.status
         if fault.status is None:
             return handler.drop()
-        handler.send(fault.status, fault.data, fault.headers)
+        headers = dict(fault.headers)
+        if fault.kind == "429" and "Retry-After" in headers:  # a burst's (scripted answers go as written)
+            headers["Retry-After"] = retry_after_value(float(headers["Retry-After"]), self.modes.retry_after_form,
+                                                       self.clock())
+        handler.send(fault.status, fault.data, headers)
 
     def _answer(self, handler: "_Handler", entry: dict, body, result, validate: bool = True,
-                ok_status: int = 200) -> None:
+                ok_status: int = 200, until: float | None = None) -> None:
+        """Send a route's answer (or ApiError); a 429's Retry-After in the modes' form
+        (`until`: the end of a throttle window, so every 429 of it names the same moment)."""
         if isinstance(result, ApiError):
             status, payload = result.status, result.body()
         else:
@@ -261,7 +276,9 @@ class DevRevSandbox:
         headers = {"Content-Type": JSON}
         headers.update(self._limiter.headers())
         if status == 429:
-            headers["Retry-After"] = str(payload.get("retry_after", 1))
+            now = self.clock()
+            seconds = until - now if until is not None else float(payload.get("retry_after", 1))
+            headers["Retry-After"] = retry_after_value(seconds, self.modes.retry_after_form, now)
         handler.send(status, json_bytes(payload), headers)
 
     def _persist(self) -> None:
@@ -306,9 +323,20 @@ class DevRevSandbox:
         art = self.state.artifact_copy(number)
         if art is None:
             return _send_error(handler, entry, 404, b"no such object")
+        fault = self._injector.pick_download()
+        entry["fault"] = fault
+        if fault == "503":
+            return _send_error(handler, entry, 503, b"<Error><Code>SlowDown</Code><Message>Please reduce your "
+                                                    b"request rate</Message></Error>")
+        if fault == "drop":
+            entry["status"] = None
+            return handler.drop()
+        if fault == "stall":
+            time.sleep(self.faults.download_stall)
         entry["status"] = 200
         handler.send_stream(200, art["_size"], lambda start, n: self.state.artifact_bytes(art, start, n),
-                            {"Content-Type": art["file"]["type"]}, self.faults.download_bytes_per_second)
+                            {"Content-Type": art["file"]["type"]}, self.faults.download_bytes_per_second,
+                            cut_at=art["_size"] // 2 if fault == "cut" else None)
 
 
 def _mode_attribute(name: str) -> property:
@@ -349,6 +377,10 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     serve: Callable[["_Handler", str], None]   # set per server: the API's or the file host's
+    now: Callable[[], float]                   # the emulator's clock, for the Date header
+
+    def date_time_string(self, timestamp=None):
+        return super().date_time_string(self.now() if timestamp is None else timestamp)
 
     def do_POST(self):
         self.serve(self, "POST")
@@ -374,20 +406,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._head(status, len(data), headers)
         self.wfile.write(data)
 
-    def send_stream(self, status, size, read, headers, bytes_per_second=None) -> None:
-        """Send `size` bytes from read(start, n), throttled to bytes_per_second if given."""
+    def send_stream(self, status, size, read, headers, bytes_per_second=None, cut_at=None) -> None:
+        """Send `size` bytes from read(start, n), throttled to bytes_per_second if given;
+        cut_at: announce `size` but close the connection after that many bytes."""
         self._head(status, size, headers)
         chunk = 256 * 1024 if not bytes_per_second else max(1024, int(bytes_per_second / 20))
         sent = 0
+        end = size if cut_at is None else cut_at
         try:
-            while sent < size:
-                n = min(chunk, size - sent)
+            while sent < end:
+                n = min(chunk, end - sent)
                 self.wfile.write(read(sent, n))
                 sent += n
                 if bytes_per_second:
                     time.sleep(n / bytes_per_second)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        if cut_at is not None:
+            self.drop()
 
     def drop(self) -> None:
         self.close_connection = True

@@ -303,7 +303,7 @@ def test_bad_usage_is_one_line_and_exit_2(argv, words, capsys):
 
 def test_a_rejected_token_is_exit_2_in_one_line(make_sandbox, env, monkeypatch, tmp_path, capsys):
     env(make_sandbox(tricky_seed()))
-    monkeypatch.setenv("DEVREV_API_TOKEN", "wrong-token")
+    monkeypatch.setenv("DEVREV_API_TOKEN", "wrong-token-of-a-plausible-length")
     assert find_duplicates.main(["--output", "found.csv"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1].startswith("error: ") and "DevRev rejected the token" in lines[-1]

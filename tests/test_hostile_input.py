@@ -23,7 +23,7 @@ EXPECTED = {
     "missing_external_ref_column.csv": "no EXTERNAL_REF column",
     "missing_rev_user_id_header.csv": "no REV_USER_ID column",
     "no_header_data_first.csv": "first line holds a contact, not the header",
-    "excel_sep_line_before_header.csv": "no REV_USER_ID column",
+    "excel_sep_line_names_semicolon.csv": "says sep=;: the contacts CSV must be comma-separated",
     "duplicate_column_name.csv": "column EMAIL appears twice",
     "duplicate_rev_user_id.csv": "REVU-7QmXa2Lp already appears on line 2",
     "duplicate_user_as_don_and_display_id.csv": "revu/Hq2ZzP0k already appears on line 3",

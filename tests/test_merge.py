@@ -362,7 +362,7 @@ def test_rejected_token_stops_the_run(tmp_path, monkeypatch, make_sandbox, small
     sandbox = make_sandbox(small_dataset.seed)
     run = MergeRun(tmp_path, sandbox, small_dataset, monkeypatch)
     assert run.preview() == 0
-    monkeypatch.setenv("DEVREV_API_TOKEN", "wrong-token")
+    monkeypatch.setenv("DEVREV_API_TOKEN", "wrong-token-of-a-plausible-length")
     sandbox.clear_log()
     assert run.run("--workers", "1") == 2
     err = capsys.readouterr().err

@@ -47,10 +47,11 @@ def test_check_fails_on_a_rejected_token_and_on_a_filter_not_applied(tmp_path, m
     dataset = _dataset()
     sandbox = make_sandbox(dataset.seed)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
-    monkeypatch.setenv("DEVREV_API_TOKEN", "wrong-token")
+    wrong = "wrong-token-of-a-plausible-length-0123456789"
+    monkeypatch.setenv("DEVREV_API_TOKEN", wrong)
     assert _check(run, "--csv", run.csv) == 1
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith("FAILED token") and "wrong-token" not in out[0]
+    assert len(out) == 1 and out[0].startswith("FAILED token") and wrong not in out[0]
     monkeypatch.setenv("DEVREV_API_TOKEN", sandbox.token)
     # a tenant where the members filter is ignored: every conversation comes back
     everyone = {"conversations": [{k: v for k, v in c.items() if k != "_retired"}
