@@ -36,7 +36,7 @@ from devrev_client import DevRevClient  # noqa: E402
 from devrev_sandbox import DevRevSandbox  # noqa: E402
 
 MIB = 1 << 20
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-a-plausible-length-0001"
 
 
 def peak_rss_mib() -> float:

@@ -28,7 +28,7 @@ from bigcsv import write_big_csv  # noqa: E402
 from devrev_sandbox import DevRevSandbox  # noqa: E402
 from devrev_sandbox.dataset import build_dataset  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-a-plausible-length-0001"
 
 
 def preview_once(csv_path: str, seed: dict, workdir: str) -> dict:

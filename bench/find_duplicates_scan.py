@@ -33,7 +33,7 @@ from contacts_csv import group_contacts, read_contacts  # noqa: E402
 from devrev_sandbox import DevRevSandbox  # noqa: E402
 from devrev_sandbox.dataset import build_contact_tenant  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-a-plausible-length-0001"
 IMPORTS_ONLY = "import find_duplicates, duplicate_finder, devrev_client, tqdm"
 # Runs a script as __main__, then prints its peak RSS (Linux: VmHWM, in kB) as it exits.
 PEAK_WRAPPER = """
@@ -84,7 +84,7 @@ def bench_one(contacts: int, sets: int, page_cap: int, folder: str) -> tuple[lis
         env = dict(os.environ, DEVREV_API_TOKEN=TOKEN, DEVREV_BASE_URL=sandbox.base_url)
         output = os.path.join(folder, f"found_{contacts}.csv")
         argv = [os.path.join(ROOT, "find_duplicates.py"), "--output", output,
-                "--rate-limit", "100000000", "--log-dir", os.path.join(folder, "logs")]
+                "--rate-limit", "100000", "--log-dir", os.path.join(folder, "logs")]
         code, peak, wall, tail = run_child(argv, env)
         pages = sum(1 for e in sandbox.api_calls() if e["endpoint"] == "rev-users.list")
     finally:

@@ -36,7 +36,7 @@ import throughput  # noqa: E402
 from devrev_sandbox import DevRevSandbox  # noqa: E402
 from devrev_sandbox.dataset import build_dataset  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-a-plausible-length-0001"
 DEMO_SEED = os.path.join(ROOT, "examples", "demo_seed.json")
 DEMO_CSV = os.path.join(ROOT, "examples", "demo_contacts.csv")
 

@@ -30,7 +30,7 @@ from devrev_sandbox import DevRevSandbox, Faults  # noqa: E402
 from merge_engine import minimum_calls, set_overhead_calls  # noqa: E402
 from devrev_sandbox.dataset import build_dataset  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-of-a-plausible-length-0001"
 
 
 def dataset_for(args):
