@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import backup
 from backup import BackupError, Move
-from contacts_csv import email_key
+from contacts_csv import DUPLICATE_PREFIX, email_key
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,9 @@ class BackupSet:
     duplicates: list[DuplicateBackup]
     fingerprints: dict[str, str]            # folder name -> manifest sha256
     failed: list[FailedFolder] = field(default_factory=list)
+    # the duplicates the merge set's CSV rows named, as the backups recorded them:
+    # [{"rev_user_id", "external_ref"}]; a merged one without a folder here is a missing backup
+    csv_duplicates: list[dict] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -203,6 +206,11 @@ def _add_folder(bset: BackupSet, folder: _Folder) -> None:
     seen = {(m.kind, m.id) for m in dup.moves}
     dup.moves += [m for m in folder.moves if (m.kind, m.id) not in seen]   # the earliest backup's users win
     bset.fingerprints[os.path.basename(folder.path)] = folder.manifest_sha256
+    for row in folder.metadata["merge_set"].get("csv_rows") or []:
+        ref, rev_user_id = row.get("EXTERNAL_REF"), row.get("REV_USER_ID")
+        if isinstance(ref, str) and ref.startswith(DUPLICATE_PREFIX) and isinstance(rev_user_id, str) \
+                and all(d["external_ref"] != ref for d in bset.csv_duplicates):
+            bset.csv_duplicates.append({"rev_user_id": rev_user_id, "external_ref": ref})
 
 
 def _belongs(bad: FailedFolder, bset: BackupSet) -> bool:

@@ -89,6 +89,37 @@ def live_primary(client: DevRevClient, bset: BackupSet) -> dict:
     return user
 
 
+def missing_backups(client: DevRevClient, bset: BackupSet, primary: dict) -> list[str]:
+    """The duplicates of the set's CSV rows that DevRev merged but whose backups are not in
+    the backup folder (moved away, or a partial copy of backups/): a restore without them
+    would leave the primary with their reference and their tickets, half undone. Returns
+    their `user_...` references; [] when every merged duplicate has its backups here. A
+    duplicate never touched (a stop before its turn, or --keep-duplicate) is not missing."""
+    backed = {d.external_ref for d in bset.duplicates} | {d.id for d in bset.duplicates}
+    missing = []
+    for row in bset.csv_duplicates:
+        if row["external_ref"] in backed or row["rev_user_id"] in backed:
+            continue
+        if primary.get("external_ref") == row["external_ref"]:
+            missing.append(row["external_ref"])
+            continue
+        user = _read_or_none(client.get_rev_user, row["rev_user_id"])
+        if user is not None and user.get("external_ref") == row["external_ref"] and not is_retired(user):
+            continue                       # still there, never merged: nothing of it to undo
+        if user is None or is_retired(user):
+            missing.append(row["external_ref"])
+    return missing
+
+
+def _check_no_backup_missing(client: DevRevClient, bset: BackupSet, primary: dict) -> None:
+    """SetFailed naming the missing backups, before anything of the set is touched."""
+    missing = missing_backups(client, bset, primary)
+    if missing:
+        raise SetFailed(f"the backups of {', '.join(missing)} (merged into this primary) are not in the backup "
+                        f"folder: a restore needs every backup of the set; put the missing folders back and "
+                        f"preview again (nothing of this set was touched)")
+
+
 def _holder_of(client: DevRevClient, external_ref: str, *, but: str | None = None) -> dict | None:
     """A contact that is not retired and holds `external_ref` (other than `but`), or None."""
     for user in client.list_rev_users(external_ref=external_ref):
@@ -159,6 +190,11 @@ def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
         primary = live_primary(client, bset)
     except SetFailed as exc:
         record.update(status="failed", reason="primary_unusable", error=str(exc))
+        return record
+    try:
+        _check_no_backup_missing(client, bset, primary)
+    except SetFailed as exc:
+        record.update(status="failed", reason="backup_missing", error=str(exc))
         return record
     record["primary"]["external_ref_now"] = primary.get("external_ref")
     record["duplicates"] = [plan_duplicate(client, bset, d, primary) for d in reversed(bset.duplicates)]
@@ -232,6 +268,8 @@ class SetRestorer:
                 raise SetFailed(_failed_text(bset))
             self.journal.set_status(key, bset.email, "in_progress")
             primary = live_primary(self.client, bset)
+            if not any(r["status"] == "done" for r in self.journal.steps(key).values()):
+                _check_no_backup_missing(self.client, bset, primary)   # before the set's first write
             out["primary"]["external_ref_now"] = primary.get("external_ref")
             for dup in reversed(bset.duplicates):
                 result = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,

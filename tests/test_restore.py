@@ -435,3 +435,32 @@ def test_sandbox_merge_then_sandbox_restore(tmp_path, monkeypatch):
     (report,) = glob.glob(str(tmp_path / "reports" / "restore_report_*.json"))
     with open(report, encoding="utf-8") as fh:
         assert [s["status"] for s in json.load(fh)["sets"]] == ["restored"]
+
+
+def test_a_set_whose_merged_duplicate_has_no_backup_here_is_held_back_whole(tmp_path, monkeypatch, make_sandbox,
+                                                                           small_dataset):
+    """A partial copy of backups/ (one duplicate's folder moved away): the restore must not
+    give back half a set and report it restored, leaving the primary with the missing
+    duplicate's reference and tickets."""
+    sandbox = make_sandbox(small_dataset.seed)
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    merged = normalized(sandbox.dump())
+    pair = small_dataset.merge_sets[0]
+    assert len(pair["duplicates"]) == 2
+    folders = [f for f in run.backups() if os.path.basename(f).startswith(backup.folder_prefix(pair["email"]))]
+    assert len(folders) >= 2
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    os.rename(folders[-1], aside / os.path.basename(folders[-1]))
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 1
+    (shown,) = [s for s in restore.report("restore_preview")["sets"] if s["email"] == pair["email"]]
+    assert shown["status"] == "failed" and shown["reason"] == "backup_missing"
+    assert "put the missing folders back" in shown["error"]
+    assert restore.run("--skip-preview-check", "--only", pair["email"]) == 1
+    (held,) = restore.report()["sets"]
+    assert held["status"] == "failed" and "backup folder" in held["error"]
+    assert normalized(sandbox.dump()) == merged          # nothing of the set was touched
+    os.rename(aside / os.path.basename(folders[-1]), folders[-1])
+    assert restore.run("--preview") == 0                 # every backup back: the whole set restores
+    assert restore.run() == 0
