@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import backup
 from backup import BackupError, Move
 from contacts_csv import DUPLICATE_PREFIX, email_key
+from verify_backups import backup_folders
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ def load_backup_sets(backup_dir: str) -> tuple[list[BackupSet], list[FailedFolde
     A set with a failed folder carries it in `failed` and must not be restored. Raises
     OSError if `backup_dir` cannot be listed.
     """
-    read = [_read_folder(path) for path in backup.find_backups(backup_dir)]
+    # `--backup-dir backups/<one backup>` means that folder, as for verify_backups.py
+    read = [_read_folder(path) for path in backup_folders(backup_dir)]
     failed = [r for r in read if isinstance(r, FailedFolder)]
     good = sorted((r for r in read if isinstance(r, _Folder)), key=lambda f: (f.started_at, f.path))
     sets: dict[tuple[str, str], BackupSet] = {}

@@ -464,3 +464,13 @@ def test_a_set_whose_merged_duplicate_has_no_backup_here_is_held_back_whole(tmp_
     os.rename(aside / os.path.basename(folders[-1]), folders[-1])
     assert restore.run("--preview") == 0                 # every backup back: the whole set restores
     assert restore.run() == 0
+
+
+def test_backup_dir_may_name_one_backup_folder(tmp_path, monkeypatch, make_sandbox, small_dataset):
+    """`--backup-dir backups/<one backup>` restores from that folder (its subfolders are not backups)."""
+    sandbox = make_sandbox(small_dataset.seed)
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    single = small_dataset.merge_sets[1]
+    (folder,) = [f for f in run.backups() if os.path.basename(f).startswith(backup.folder_prefix(single["email"]))]
+    sets, failed = restore_backups.load_backup_sets(folder)
+    assert failed == [] and [s.email for s in sets] == [single["email"]]
