@@ -83,15 +83,20 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
 
 def choose_preview(previews: list[tuple[str, dict]], run: Scope,
                    todo: list[tuple[str, str]]) -> tuple[str | None, dict | None, str | None]:
-    """The newest preview (previews: (path, data), newest first) that shows everything the
-    run would do: (path, data, None); or (None, None, the newest one's difference)."""
-    first_difference = None
+    """The newest complete preview (previews: (path, data), newest first), if it shows
+    everything the run would do: (path, data, None); else (None, None, its difference).
+
+    Only the newest counts: an older, wider preview must not unlock what the admin's
+    latest preview did not show ("preview N sets, run N sets"); an interrupted preview
+    (not complete) unlocks nothing and hides nothing."""
     for path, data in previews:
+        if data.get("complete") is not True:
+            continue
         difference = scope_difference(data, run, todo)
         if difference is None:
             return path, data, None
-        first_difference = first_difference or f"{difference} ({path})"
-    return None, None, first_difference
+        return None, None, f"{difference} ({path}, the newest complete preview)"
+    return None, None, "no complete preview"
 
 
 def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:

@@ -50,11 +50,15 @@ def test_a_run_doing_more_than_shown_gets_one_line_naming_it(preview, run, todo,
     assert difference is not None and words in difference and "\n" not in difference
 
 
-def test_the_newest_preview_that_shows_the_run_is_chosen():
+def test_only_the_newest_complete_preview_counts():
+    """An older, wider preview does not unlock what the admin's latest preview did not show;
+    an interrupted newer one unlocks nothing and hides nothing."""
     narrow, wide = _preview(BOTH[:1], only="a@x.example"), _preview(BOTH)
-    assert choose_preview([("new", narrow), ("old", wide)], Scope(SHA, TARGET), TODO)[0] == "old"
-    path, _, difference = choose_preview([("new", narrow)], Scope(SHA, TARGET), TODO)
-    assert path is None and "(new)" in difference
+    path, _, difference = choose_preview([("new", narrow), ("old", wide)], Scope(SHA, TARGET), TODO)
+    assert path is None and "(new, the newest complete preview)" in difference
+    interrupted = dict(_preview(BOTH[:1]), complete=False)
+    assert choose_preview([("cut", interrupted), ("old", wide)], Scope(SHA, TARGET), TODO)[0] == "old"
+    assert choose_preview([("new", wide), ("old", narrow)], Scope(SHA, TARGET), TODO)[0] == "new"
 
 
 @pytest.fixture
