@@ -21,12 +21,12 @@ from typing import Any, BinaryIO, Callable, ContextManager, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from ratelimit import limits, sleep_and_retry
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 import devrev_assumptions as facts
 from cli import Redactor, UserError
+from pacing import ClientPace, ServerPacer  # noqa: F401  (ServerPacer: re-exported)
 from retry_policy import (Backoff, FaultBreaker, Retries, Throttled, answer_time, connection_cause,  # noqa: F401
                           never_sent, parse_retry_after, parse_seconds, transport_failure)
 
@@ -216,66 +216,6 @@ class DownloadResult:
     sha256: str
 
 
-# --------------------------------------------------------------------------- pacing
-class ServerPacer:
-    """Holds calls back when DevRev's own window is nearly spent.
-
-    Reads X-Ratelimit-Remaining / X-Ratelimit-Reset from every response. While more
-    than `margin` calls are left (after subtracting calls still in flight), calls go at
-    once; when the budget is down to the margin, callers wait for the window's reset
-    instead of meeting a 429.
-    """
-
-    def __init__(self, *, margin: int = 2, clock: Callable[[], float] = time.time):
-        self.margin = margin
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._remaining: int | None = None
-        self._reset_at: float | None = None
-        self._in_flight = 0
-        self.announced_limit: int | None = None   # X-Ratelimit-Limit: calls per DevRev's window
-
-    def reserve(self) -> float:
-        """Count a call as in flight; return how long it must wait first (0 = go)."""
-        with self._lock:
-            self._in_flight += 1
-            if self._remaining is None or self._reset_at is None:
-                return 0.0
-            now = self.clock()
-            if now >= self._reset_at:
-                self._remaining = None  # a new window: the next answer tells us more
-                return 0.0
-            if self._remaining - (self._in_flight - 1) > self.margin:
-                return 0.0
-            wait = min(self._reset_at - now, facts.RATE_LIMIT_WINDOW_SECONDS)
-            return max(0.0, wait) + 0.05
-
-    def release(self, headers: Any = None) -> None:
-        with self._lock:
-            self._in_flight = max(0, self._in_flight - 1)
-            if headers is None:
-                return
-            remaining = headers.get("X-Ratelimit-Remaining")
-            reset = headers.get("X-Ratelimit-Reset")
-            limit = _finite_number(headers.get(facts.RATE_LIMIT_HEADER))
-            if limit and limit >= 1:
-                self.announced_limit = int(limit)
-            try:
-                self._remaining = int(remaining)
-                self._reset_at = float(reset)
-            except (TypeError, ValueError):
-                return
-
-
-def _finite_number(value: Any) -> float | None:
-    """A header's non-negative finite number, or None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 <= number < float("inf") else None
-
-
 # --------------------------------------------------------------------------- client
 class DevRevClient:
     """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
@@ -364,9 +304,10 @@ class DevRevClient:
         return f"DevRevClient(base_url={self.base_url!r}, token=***)"
 
     def _set_pace(self, calls_per_minute: float) -> None:
-        """The client-side cap: one call per 60/N seconds, shared by every thread."""
+        """The client-side cap: one call per 60/N seconds, shared by every thread; its
+        waits go through wait(), which Ctrl-C cuts short."""
         self.calls_per_minute = calls_per_minute
-        self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / calls_per_minute)(lambda: None))
+        self._throttle = ClientPace(calls_per_minute, lambda seconds: self.wait(seconds))
 
     def _follow_announced_limit(self) -> None:
         """Size the pace from X-Ratelimit-Limit (calls per window, [C] S3: the window is
@@ -443,7 +384,7 @@ class DevRevClient:
             delay = self.pacer.reserve()
             try:
                 self.wait(delay)
-                self._throttle()
+                self._throttle.take()
                 self._check_stop()
             except BaseException:
                 self.pacer.release()
