@@ -4,29 +4,34 @@ A thin layer over one `requests.Session`: rate-limited POST calls with JSON bodi
 page iterators, bounded retries that never repeat a call that is not safe to repeat,
 typed errors whose messages tell the user what to do, and attachment downloads that
 never carry the token. Inferred API behaviour lives in `devrev_assumptions`; the retry
-policy, Retry-After parsing and the run-wide fault breaker in `retry_policy`.
+policy, Retry-After parsing and the run-wide fault breaker in `retry_policy`; the pace
+in `pacing`; errors in `devrev_errors`; token and URL checks in `devrev_config`; the
+downloads in `devrev_downloads`. This module re-exports their public names.
 """
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import json
 import logging
 import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, ContextManager, Iterator
-from urllib.parse import urljoin, urlsplit
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import requests
-from ratelimit import limits, sleep_and_retry
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 import devrev_assumptions as facts
-from cli import Redactor, UserError
+from cli import Redactor
+from devrev_config import check_token, check_url_scheme, is_loopback_host  # noqa: F401  (re-exported)
+from devrev_downloads import ArtifactDownloads, DownloadResult  # noqa: F401
+from devrev_errors import (STATUS_ERRORS, AuthError, BadRequestError, ConfigError, ConflictError,  # noqa: F401
+                           DevRevError, DownloadError, MovedError, NotFoundError, PermissionDeniedError,
+                           RateLimitError, ResponseError, RunInterrupted, RunWideFault, ServerError,
+                           TransportError, clean_text)
+from pacing import ClientPace, ServerPacer  # noqa: F401  (ServerPacer: re-exported)
 from retry_policy import (Backoff, FaultBreaker, Retries, Throttled, answer_time, connection_cause,  # noqa: F401
                           never_sent, parse_retry_after, parse_seconds, transport_failure)
 
@@ -37,247 +42,8 @@ USER_AGENT = f"{TOOL_NAME}/{TOOL_VERSION} (+python-requests/{requests.__version_
 log = logging.getLogger("devrev.client")
 
 
-# --------------------------------------------------------------------------- errors
-class ConfigError(UserError):
-    """Bad configuration the user can fix (missing token, plain-http URL, ...): one line, exit 2."""
-
-
-class RunInterrupted(Exception):
-    """The user asked to stop (Ctrl-C); raised before the next call is sent."""
-
-
-class DevRevError(Exception):
-    """Any failed DevRev call: HTTP status, DevRev error `type`, message, endpoint."""
-
-    hint = ""
-
-    def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None,
-                 endpoint: str | None = None, field_name: str | None = None,
-                 retry_after: float | None = None, location: str | None = None, hint: str | None = None):
-        if hint is not None:
-            self.hint = hint
-        self.message = message
-        self.status = status
-        self.error_type = error_type
-        self.endpoint = endpoint
-        self.field_name = field_name
-        self.retry_after = retry_after
-        self.location = location
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        where = f"{self.endpoint}: " if self.endpoint else ""
-        code = " ".join(str(p) for p in (self.status, self.error_type) if p)
-        field = f", field {self.field_name}" if self.field_name else ""
-        text = f"{where}{self.message}"
-        if code:
-            text += f" ({code}{field})"
-        if self.hint:
-            text += f": {self.hint}"
-        return text
-
-
-class AuthError(DevRevError):
-    hint = "check DEVREV_API_TOKEN (a valid personal access token of a DevRev admin)"
-
-
-class PermissionDeniedError(AuthError):
-    hint = "the token's user lacks permission for this call; use an admin's token"
-
-
-class NotFoundError(DevRevError):
-    pass
-
-
-class BadRequestError(DevRevError):
-    pass
-
-
-class ConflictError(DevRevError):
-    pass
-
-
-class RateLimitError(DevRevError):
-    hint = "DevRev kept throttling; re-run later to resume"
-
-
-class ServerError(DevRevError):
-    hint = "DevRev is failing; re-run later to resume"
-
-
-class TransportError(DevRevError):
-    hint = "check the network and DEVREV_BASE_URL; re-run to resume"
-
-
-class ResponseError(DevRevError):
-    """DevRev answered 2xx with a body that is not the JSON the spec promises."""
-
-
-class MovedError(DevRevError):
-    hint = "the object's id changed in DevRev; re-export the contacts CSV"
-
-
-class DownloadError(DevRevError):
-    """An attachment could not be fetched in full from its located URL.
-
-    expired: the URL was refused (401/403/410): locate the artifact again.
-    transient: a 5xx, 429, dropped connection, read timeout or a body cut off: the same
-    URL may work on a retry."""
-
-    def __init__(self, message: str, *, expired: bool = False, transient: bool = False, cause: str | None = None,
-                 **kw):
-        self.expired = expired
-        self.transient = transient
-        self.cause = cause  # connection_cause() when no connection could be opened
-        super().__init__(message, **kw)
-
-
-class RunWideFault(DevRevError):
-    """DevRev cannot be reached, or fails every call, whatever the set: the run stops.
-
-    Raised by every call once the client's FaultBreaker has tripped (nothing is sent);
-    the message is the one line the user sees."""
-
-
-_STATUS_ERRORS = {400: BadRequestError, 401: AuthError, 403: PermissionDeniedError,
-                  404: NotFoundError, 409: ConflictError}
-
-
-# --------------------------------------------------------------------------- helpers
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url_scheme(url: str, what: str) -> None:
-    """https anywhere; plain http only on a loopback host (the emulator). ConfigError (one
-    line naming the value and the expected form) otherwise, a value without a scheme
-    (`api.devrev.ai`) included."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # e.g. a bad port or an unclosed IPv6 bracket
-        raise ConfigError(f"{what} {_clean_text(url, 120)!r} is not a URL: expected the form "
-                          f"https://api.devrev.ai") from None
-    if parts.scheme == "https" and host:
-        return
-    if parts.scheme == "http" and is_loopback_host(host):
-        return
-    if not parts.scheme or not host:
-        raise ConfigError(f"{what} {_clean_text(url, 120)!r} is not a URL: expected the form https://<host>, "
-                          f"e.g. https://api.devrev.ai")
-    raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{host}")
-
-
-def check_token(token: str | None, *, min_length: int = facts.MIN_TOKEN_LENGTH) -> str:
-    """The token as it goes into the Authorization header: trimmed, without a `Bearer `
-    prefix. ConfigError (one line, never the token) for a value that cannot be a DevRev
-    token: empty, spaces or control characters, non-ASCII, or shorter than `min_length`
-    (a PAT is a long JWT-like string; a short value is a placeholder or a paste that went
-    wrong, and would make output masking useless)."""
-    token = (token or "").strip()
-    if token.lower() == "bearer" or token.lower().startswith("bearer "):
-        token = token[7:].strip()
-    if not token:
-        raise ConfigError("DEVREV_API_TOKEN is not set: put it in the environment or in .env")
-    if any(ch.isspace() or not ch.isprintable() for ch in token):
-        raise ConfigError("DEVREV_API_TOKEN contains spaces or control characters: paste the token alone")
-    if not token.isascii():
-        raise ConfigError("DEVREV_API_TOKEN contains non-ASCII characters (smart quotes?): paste the token alone")
-    if len(token) < min_length:
-        raise ConfigError(f"DEVREV_API_TOKEN is {len(token)} characters long, too short for a DevRev token "
-                          f"(a personal access token is a long eyJ... string): paste the whole token")
-    return token
-
-
-def _clean_text(text: Any, limit: int = 300) -> str:
-    text = "" if text is None else str(text)
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return text[:limit] + ("…" if len(text) > limit else "")
-
-
-class _NoAuth(requests.auth.AuthBase):
-    """Strips any Authorization header (and stops requests from adding .netrc auth)."""
-
-    def __call__(self, request):
-        request.headers.pop("Authorization", None)
-        return request
-
-
-@dataclass
-class DownloadResult:
-    size: int
-    sha256: str
-
-
-# --------------------------------------------------------------------------- pacing
-class ServerPacer:
-    """Holds calls back when DevRev's own window is nearly spent.
-
-    Reads X-Ratelimit-Remaining / X-Ratelimit-Reset from every response. While more
-    than `margin` calls are left (after subtracting calls still in flight), calls go at
-    once; when the budget is down to the margin, callers wait for the window's reset
-    instead of meeting a 429.
-    """
-
-    def __init__(self, *, margin: int = 2, clock: Callable[[], float] = time.time):
-        self.margin = margin
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._remaining: int | None = None
-        self._reset_at: float | None = None
-        self._in_flight = 0
-        self.announced_limit: int | None = None   # X-Ratelimit-Limit: calls per DevRev's window
-
-    def reserve(self) -> float:
-        """Count a call as in flight; return how long it must wait first (0 = go)."""
-        with self._lock:
-            self._in_flight += 1
-            if self._remaining is None or self._reset_at is None:
-                return 0.0
-            now = self.clock()
-            if now >= self._reset_at:
-                self._remaining = None  # a new window: the next answer tells us more
-                return 0.0
-            if self._remaining - (self._in_flight - 1) > self.margin:
-                return 0.0
-            wait = min(self._reset_at - now, facts.RATE_LIMIT_WINDOW_SECONDS)
-            return max(0.0, wait) + 0.05
-
-    def release(self, headers: Any = None) -> None:
-        with self._lock:
-            self._in_flight = max(0, self._in_flight - 1)
-            if headers is None:
-                return
-            remaining = headers.get("X-Ratelimit-Remaining")
-            reset = headers.get("X-Ratelimit-Reset")
-            limit = _finite_number(headers.get(facts.RATE_LIMIT_HEADER))
-            if limit and limit >= 1:
-                self.announced_limit = int(limit)
-            try:
-                self._remaining = int(remaining)
-                self._reset_at = float(reset)
-            except (TypeError, ValueError):
-                return
-
-
-def _finite_number(value: Any) -> float | None:
-    """A header's non-negative finite number, or None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 <= number < float("inf") else None
-
-
 # --------------------------------------------------------------------------- client
-class DevRevClient:
+class DevRevClient(ArtifactDownloads):
     """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
 
     MAX_EMPTY_PAGES = 5  # a listing that only ever answers "no items, but more" is broken
@@ -364,9 +130,10 @@ class DevRevClient:
         return f"DevRevClient(base_url={self.base_url!r}, token=***)"
 
     def _set_pace(self, calls_per_minute: float) -> None:
-        """The client-side cap: one call per 60/N seconds, shared by every thread."""
+        """The client-side cap: one call per 60/N seconds, shared by every thread; its
+        waits go through wait(), which Ctrl-C cuts short."""
         self.calls_per_minute = calls_per_minute
-        self._throttle = sleep_and_retry(limits(calls=1, period=60.0 / calls_per_minute)(lambda: None))
+        self._throttle = ClientPace(calls_per_minute, lambda seconds: self.wait(seconds))
 
     def _follow_announced_limit(self) -> None:
         """Size the pace from X-Ratelimit-Limit (calls per window, [C] S3: the window is
@@ -429,84 +196,109 @@ class DevRevClient:
         retry_transient: the call may be repeated after a 5xx, a dropped connection or a
         read timeout (reads, and `set`-style updates re-checked by the caller).
         429 is retried on every call: DevRev refused it without processing it.
+        Raises a DevRevError subclass (RunWideFault once the breaker has tripped), or
+        RunInterrupted when the stop event is set before a call is sent.
         """
-        url = f"{self.base_url}/{endpoint}"
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        headers = {"Authorization": f"{facts.AUTH_SCHEME} {self._token}",
-                   "Content-Type": "application/json",
-                   facts.API_VERSION_HEADER: facts.API_VERSION}
         transient, throttled = self.retry.start(), Throttled(self.throttle_retry.start())
         target = f"{endpoint} {payload[:200]!r}"
         while True:
-            self._check_stop()
-            self._check_breaker()
-            delay = self.pacer.reserve()
-            try:
-                self.wait(delay)
-                self._throttle()
-                self._check_stop()
-            except BaseException:
-                self.pacer.release()
-                raise
-            self._count("calls")
-            self._count(f"calls:{endpoint}")
-            with self._stats_lock:
-                self.calls_by_minute[int(time.time() // 60)] += 1
-            try:
-                response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
-                                             allow_redirects=False)
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
-                self.pacer.release()
-                failure = transport_failure(exc)
-                cause = connection_cause(exc)
-                if cause is not None:
-                    self.breaker.failure(cause, target, connection=True)
-                retryable = retry_transient or never_sent(exc)
-                # raised below, outside this block, so it does not chain the requests error
-                # (which holds the prepared request, token included)
-                error: DevRevError = TransportError(
-                    f"could not reach DevRev at {urlsplit(url).hostname} ({failure})", endpoint=endpoint)
-            else:
-                self.pacer.release(response.headers)
-                self._follow_announced_limit()
-                status = response.status_code
-                log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
-                if status >= 500:
-                    self.breaker.failure(f"DevRev answers HTTP {status} to every call", target, connection=False)
-                else:
-                    self.breaker.success()
-                if status == 429:
-                    self.wait(self._throttle_delay(response, endpoint, throttled))
-                    continue
-                if status in facts.MOVED_STATUSES:
-                    location = self._redact(_clean_text(response.headers.get("Location"), 200))
-                    raise MovedError(f"DevRev answered {status} (moved) to {location or 'an unknown place'}",
-                                     status=status, endpoint=endpoint, location=location or None)
-                if 400 <= status < 500:
-                    raise self._error(response, endpoint, _STATUS_ERRORS.get(status, DevRevError))
-                retryable = retry_transient
-                if status >= 500:
-                    failure, error = f"HTTP {status}", self._error(response, endpoint, ServerError)
-                else:
-                    try:
-                        data = response.json()
-                    except ValueError:
-                        data = None
-                    if isinstance(data, dict):
-                        return data
-                    failure = f"an unreadable HTTP {status} answer"
-                    error = ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
-                                          status=status, endpoint=endpoint)
-            self._check_breaker()
-            delay = transient.next_delay() if retryable else None
-            if delay is None:
-                raise error
-            self._count("retries")
-            # the log file keeps every retry; the console only hears of faults that last
-            log.debug("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, failure, delay,
-                      transient.used, self.retry.attempts)
+            self._wait_turn(endpoint)
+            outcome = self._attempt(endpoint, payload, target, throttled, retry_transient)
+            if isinstance(outcome, dict):
+                return outcome
+            if outcome is not None:   # None: a 429 already waited for, which no transient retry counts
+                self._retry_or_raise(endpoint, transient, *outcome)
+
+    def _wait_turn(self, endpoint: str) -> None:
+        """Wait until the call may go (DevRev's window, then the client's own pace), then
+        count it as sent. RunInterrupted or RunWideFault instead when the run must stop."""
+        self._check_stop()
+        self._check_breaker()
+        delay = self.pacer.reserve()
+        try:
             self.wait(delay)
+            self._throttle.take()
+            self._check_stop()
+        except BaseException:
+            self.pacer.release()
+            raise
+        self._count("calls")
+        self._count(f"calls:{endpoint}")
+        with self._stats_lock:
+            self.calls_by_minute[int(time.time() // 60)] += 1
+
+    def _attempt(self, endpoint: str, payload: bytes, target: str, throttled: Throttled,
+                 retry_transient: bool) -> dict | tuple[str, DevRevError, bool] | None:
+        """Send the call once: the answer's JSON object; None after a 429 (waited for);
+        else (failure in words, the error to raise, whether a retry is allowed)."""
+        url = f"{self.base_url}/{endpoint}"
+        headers = {"Authorization": f"{facts.AUTH_SCHEME} {self._token}",
+                   "Content-Type": "application/json",
+                   facts.API_VERSION_HEADER: facts.API_VERSION}
+        try:
+            response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
+                                         allow_redirects=False)
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
+            self.pacer.release()
+            cause = connection_cause(exc)
+            if cause is not None:
+                self.breaker.failure(cause, target, connection=True)
+            # returned, and raised by the caller outside this block, so it does not chain the
+            # requests error (which holds the prepared request, token included)
+            failure = transport_failure(exc)
+            error = TransportError(f"could not reach DevRev at {urlsplit(url).hostname} ({failure})",
+                                   endpoint=endpoint)
+            return failure, error, retry_transient or never_sent(exc)
+        return self._read_answer(response, endpoint, target, throttled, retry_transient)
+
+    def _read_answer(self, response, endpoint: str, target: str, throttled: Throttled,
+                     retry_transient: bool) -> dict | tuple[str, DevRevError, bool] | None:
+        """What one HTTP answer means, as `_attempt` returns it; raises for a 3xx move and
+        for a 4xx (never retried), and RateLimitError once the 429 retries are spent."""
+        self.pacer.release(response.headers)
+        self._follow_announced_limit()
+        status = response.status_code
+        log.debug("%s -> %d in %.0f ms", endpoint, status, response.elapsed.total_seconds() * 1000)
+        if status >= 500:
+            self.breaker.failure(f"DevRev answers HTTP {status} to every call", target, connection=False)
+        else:
+            self.breaker.success()
+        if status == 429:
+            self.wait(self._throttle_delay(response, endpoint, throttled))
+            return None
+        if status in facts.MOVED_STATUSES:
+            location = self._redact(clean_text(response.headers.get("Location"), 200))
+            raise MovedError(f"DevRev answered {status} (moved) to {location or 'an unknown place'}",
+                             status=status, endpoint=endpoint, location=location or None)
+        if 400 <= status < 500:
+            raise self._error(response, endpoint, STATUS_ERRORS.get(status, DevRevError))
+        if status >= 500:
+            return f"HTTP {status}", self._error(response, endpoint, ServerError), retry_transient
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return data
+        error = ResponseError(f"DevRev sent an unreadable answer (HTTP {status}, not a JSON object)",
+                              status=status, endpoint=endpoint)
+        return f"an unreadable HTTP {status} answer", error, retry_transient
+
+    def _retry_or_raise(self, endpoint: str, transient: Retries, failure: str, error: DevRevError,
+                        retryable: bool) -> None:
+        """Wait before the next attempt of a failed call, or raise `error` when it may not
+        be repeated, its retries are spent, or the breaker has tripped."""
+        self._check_breaker()
+        delay = transient.next_delay() if retryable else None
+        if delay is None:
+            raise error
+        self._count("retries")
+        # the log file keeps every retry; the console only hears of faults that last
+        log.debug("retrying %s after %s: waiting %.2fs (attempt %d/%d)", endpoint, failure, delay,
+                  transient.used, self.retry.attempts)
+        self.wait(delay)
 
     def _check_breaker(self) -> None:
         """RunWideFault, before anything is sent, once the breaker has tripped."""
@@ -563,13 +355,13 @@ class DevRevClient:
         except ValueError:
             body = None
         if isinstance(body, dict):
-            error_type = self._redact(_clean_text(body.get("type"), 60)) or None
-            field_name = self._redact(_clean_text(body.get("field_name"), 80)) or None
-            message = _clean_text(body.get("message") or body.get("detail")) or "no message"
+            error_type = self._redact(clean_text(body.get("type"), 60)) or None
+            field_name = self._redact(clean_text(body.get("field_name"), 80)) or None
+            message = clean_text(body.get("message") or body.get("detail")) or "no message"
         elif body is not None:
             message = f"HTTP {status} with a JSON {type(body).__name__} instead of an error object"
         else:
-            ctype = _clean_text(response.headers.get("Content-Type", "unknown type"), 60)
+            ctype = clean_text(response.headers.get("Content-Type", "unknown type"), 60)
             message = f"HTTP {status} with a non-JSON body ({ctype})"
         if cls is AuthError and status == 401:
             message = f"DevRev rejected the token ({message})"
@@ -739,115 +531,3 @@ class DevRevClient:
         if not isinstance(data.get("url"), str):
             raise ResponseError("artifacts.locate gave no url", endpoint="artifacts.locate")
         return data
-
-    def download(self, url: str, out: BinaryIO, *, expected_size: int | None = None,
-                 chunk_size: int = 1 << 20, max_redirects: int = 3) -> DownloadResult:
-        """Stream a located URL into `out`, hashing as it goes; never sends the token.
-
-        The URL is presigned and may live on another host: the request carries no
-        Authorization header (and no .netrc credentials). Redirects are followed by hand,
-        to https (or loopback http) only. A short or long body raises DownloadError.
-        """
-        for _ in range(max_redirects + 1):
-            self._check_stop()
-            try:
-                check_url_scheme(url, "attachment URL")
-            except ConfigError as exc:
-                raise DownloadError(str(exc), endpoint="download") from None
-            host = urlsplit(url).hostname
-            try:
-                response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False,
-                                            auth=_NoAuth(), headers={"Accept": "*/*"})
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise DownloadError(f"could not fetch the attachment from {host} ({transport_failure(exc)})",
-                                    endpoint="download", transient=True, cause=connection_cause(exc)) from None
-            with response:
-                status = response.status_code
-                if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
-                    url = urljoin(url, response.headers["Location"])
-                    continue
-                if status in (401, 403, 410):
-                    raise DownloadError(f"the attachment URL was refused (HTTP {status}; expired?)",
-                                        status=status, endpoint="download", expired=True)
-                if status != 200:
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"),
-                                                    answer_time(response.headers)) if status == 429 else None
-                    raise DownloadError(f"the attachment host answered HTTP {status}", status=status,
-                                        endpoint="download", transient=status >= 500 or status == 429,
-                                        retry_after=retry_after)
-                digest = hashlib.sha256()
-                size = 0
-                try:
-                    for chunk in response.iter_content(chunk_size):
-                        if not chunk:
-                            continue
-                        size += len(chunk)
-                        if expected_size is not None and size > expected_size:
-                            raise DownloadError(f"the attachment is larger than its declared {expected_size} bytes",
-                                                endpoint="download")
-                        digest.update(chunk)
-                        out.write(chunk)
-                        self._check_stop()
-                except (requests.ConnectionError, requests.Timeout,
-                        requests.exceptions.ChunkedEncodingError) as exc:
-                    raise DownloadError(f"the attachment download broke off after {size} bytes "
-                                        f"({type(exc).__name__})", endpoint="download", transient=True) from None
-                if expected_size is not None and size != expected_size:
-                    raise DownloadError(f"the attachment is {size} bytes, shorter than its declared "
-                                        f"{expected_size}", endpoint="download")
-                self._count("downloads")
-                return DownloadResult(size=size, sha256=digest.hexdigest())
-        raise DownloadError("too many redirects fetching the attachment", endpoint="download")
-
-    def download_artifact(self, artifact_id: str, open_out: Callable[[], ContextManager[BinaryIO]], *,
-                          expected_size: int | None = None) -> DownloadResult:
-        """Locate an artifact and stream its bytes into a fresh `open_out()` file, under the
-        same bounded retry policy as reads (`self.retry`).
-
-        A transient failure on the file host (5xx, 429, a dropped connection, a read
-        timeout, a body cut off) is retried on the same URL after a backoff (a 429's
-        Retry-After wins); a refused or expired URL (401/403/410) is located again with
-        artifacts.locate and retried. `open_out` must discard what was written when its
-        block raises (fileutil.durable_file does), so a partial file is never kept.
-        Raises DownloadError once the retries are spent or for a failure a retry cannot
-        fix (a body longer or shorter than declared, a redirect off https).
-        """
-        retries = self.retry.start()
-        url = self.locate_artifact(artifact_id)["url"]
-        while True:
-            self._check_file_breaker(url)
-            try:
-                with open_out() as out:
-                    result = self.download(url, out, expected_size=expected_size)
-                self.file_breaker.success()
-                return result
-            except DownloadError as exc:
-                self._count_file_fault(exc, artifact_id)
-                self._check_file_breaker(url)
-                delay = retries.next_delay(exc.retry_after) if (exc.transient or exc.expired) else None
-                if delay is None:
-                    raise
-                self._count("download_retries")
-                log.info("retrying the download of %s after %s (attempt %d/%d)", artifact_id, exc.message,
-                         retries.used, self.retry.attempts)
-                if exc.expired:
-                    url = self.locate_artifact(artifact_id)["url"]  # a fresh URL at once: no wait needed
-                else:
-                    self.wait(delay)
-
-    def _count_file_fault(self, exc: DownloadError, artifact_id: str) -> None:
-        """Feed the file host's breaker: no connection at all, or a 5xx, counts; any other answer resets it."""
-        if exc.cause is not None:
-            self.file_breaker.failure(exc.cause, artifact_id, connection=True)
-        elif exc.status is not None and exc.status >= 500:
-            self.file_breaker.failure(f"it answers HTTP {exc.status} to every download", artifact_id,
-                                      connection=False)
-        elif exc.status is not None:
-            self.file_breaker.success()
-
-    def _check_file_breaker(self, url: str) -> None:
-        """RunWideFault once the attachment host has failed every download for a while."""
-        if self.file_breaker.tripped:
-            raise RunWideFault(f"cannot fetch attachments from {urlsplit(url).hostname}: "
-                               f"{self.file_breaker.cause}; check the network (a proxy or firewall in front of "
-                               f"the attachment host?) and re-run to resume")

@@ -16,6 +16,7 @@ import logging
 import re
 import socket
 import threading
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,7 +24,7 @@ import pytest
 
 from devrev_client import (AuthError, BadRequestError, ConfigError, ConflictError, DevRevClient, DevRevError,
                            DownloadError, MovedError, NotFoundError, PermissionDeniedError, RateLimitError,
-                           ResponseError, ServerError, ServerPacer, TransportError)
+                           ResponseError, RunInterrupted, ServerError, ServerPacer, TransportError)
 from devrev_sandbox import Faults, Scripted
 from helpers import TEST_TOKEN
 
@@ -873,3 +874,37 @@ def test_pacing_avoids_429_in_real_time(make_sandbox, make_client):
         client.get_rev_user(jane)
     got = statuses(sb, "rev-users.get")
     assert got.count(200) == 12 and got.count(429) <= 1
+
+
+def _slow_paced_client(make_sandbox, make_client):
+    """A client whose own cap is 2 calls per minute (a 30 s slot), its first call spent."""
+    sb = make_sandbox(small_seed())
+    client = make_client(sb, calls_per_minute=2)
+    jane = sb.key_id("jane")
+    client.get_rev_user(jane)
+    return sb, client, jane
+
+
+def test_ctrl_c_cuts_the_client_side_pacing_wait_short(make_sandbox, make_client):
+    """Field finding: Ctrl-C waited out the whole pacing period (30 s at --rate-limit 2)."""
+    sb, client, jane = _slow_paced_client(make_sandbox, make_client)
+    timer = threading.Timer(0.2, client.stop_event.set)   # Ctrl-C while the next call waits its slot
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(RunInterrupted):
+            client.get_rev_user(jane)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 2.0   # not the 30 s slot
+    assert len(api_calls(sb, "rev-users.get")) == 1   # the interrupted call was never sent
+
+
+def test_a_stopped_client_sends_nothing_and_does_not_wait_for_its_pace(make_sandbox, make_client):
+    sb, client, jane = _slow_paced_client(make_sandbox, make_client)
+    client.stop_event.set()
+    started = time.monotonic()
+    with pytest.raises(RunInterrupted):
+        client.get_rev_user(jane)
+    assert time.monotonic() - started < 2.0
+    assert len(api_calls(sb, "rev-users.get")) == 1
