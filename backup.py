@@ -384,74 +384,21 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
     Raises BackupError (with the .partial folder removed) on any failure: a download
-    that breaks off, a full disk, a write error. Without a `snapshot`, each object's
-    timeline is written as soon as it is read and not kept (memory flat in the number of
-    objects; the result's snapshot then holds no entries: `counts` has them). With a
-    pool, timelines are read and attachments downloaded in parallel.
+    that breaks off, a full disk, a write error; BackupFolderError when `backup_root`
+    itself cannot be written. Without a `snapshot`, each object's timeline is written as
+    soon as it is read and not kept (memory flat in the number of objects; the result's
+    snapshot then holds no entries: `counts` has them). With a pool, timelines are read
+    and attachments downloaded in parallel.
     """
-    try:
-        make_private_dir(backup_root)
-    except OSError as exc:
-        raise BackupFolderError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
-    started = utc_now()
-    streamed = snapshot is None   # listings and timelines go to disk as they are read (below)
-    try:
-        check_free_space(backup_root, 0 if streamed else estimate_size(snapshot))
-        final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
-    except OSError as exc:
-        kind = BackupFolderError if exc.errno in _FOLDER_ERRNOS else BackupError
-        raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
+    started, final, partial = _start_folder(backup_root, email, duplicate, snapshot)
     writer = _Writer(partial)
     try:
-        if streamed:
-            snapshot = _list_to_disk(client, writer, duplicate["id"])
-            entry_counts, messages = read_timelines(client, snapshot, pool, writer)
-            check_free_space(backup_root, snapshot.attachment_bytes)
-        else:
-            for obj in snapshot.objects:
-                writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
-            entry_counts = {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects}
-            messages = snapshot.message_count
-        fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
-        attachment_files = {f["path"]: f for f in writer.files}
-        if not streamed:
-            writer.write_json(TICKETS, snapshot.tickets)
-            writer.write_json(CONVERSATIONS, snapshot.conversations)
-        metadata = {
-            "format": FORMAT_VERSION,
-            "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
-            "run_id": run_id,
-            "started_at": iso_utc(started),
-            "finished_at": iso_utc(),
-            "merge_set": {"email": email, "csv_rows": csv_rows},
-            "primary": primary,
-            "duplicate": duplicate,
-            "original_external_refs": {"primary": primary.get("external_ref"),
-                                       "duplicate": duplicate.get("external_ref")},
-            "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
-                      "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
-            "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
-            "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
-                             "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
-                             "path": a.relpath, "sha256": attachment_files[a.relpath]["sha256"]}
-                            for a in snapshot.attachments],
-            "undo": ("To undo: for each entry of moves.tickets call works.update with reported_by "
-                     "{\"set\": <reported_by>}, for each of moves.conversations conversations.update with "
-                     "members {\"set\": <members>}, and set the primary's external_ref back to "
-                     "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
-                     "through the API; recreate it from `duplicate` if needed."),
-        }
-        writer.write_json(METADATA, metadata)
+        snapshot, entry_counts, messages = _write_objects(client, writer, backup_root, duplicate, snapshot, pool)
+        writer.write_json(METADATA, _metadata(writer, snapshot, started, email=email, csv_rows=csv_rows,
+                                              primary=primary, duplicate=duplicate, run_id=run_id))
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
                   "entries": entry_counts, "messages": messages, "attachments": len(snapshot.attachments)}
-        manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
-                    "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
-        manifest["manifest_sha256"] = manifest_digest(manifest)
-        with durable_file(file_path(partial, MANIFEST), sync_dir=False) as fh:
-            fh.write(json_bytes(manifest))
-        writer.sync_dirs()
-        os.rename(partial, final)
-        fsync_dir(backup_root)
+        _seal(writer, counts, final, backup_root)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise BackupError(f"could not write the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
@@ -460,6 +407,88 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         raise
     total = sum(f["size"] for f in writer.files)
     return BackupResult(final, counts, total, snapshot)
+
+
+def _start_folder(backup_root: str, email: str, duplicate: dict,
+                  snapshot: Snapshot | None) -> tuple[datetime, str, str]:
+    """(start time, final folder, its .partial folder created 0700) after the free-space
+    check; a streamed backup (no `snapshot`) checks its attachments' space once it has
+    listed them."""
+    try:
+        make_private_dir(backup_root)
+    except OSError as exc:
+        raise BackupFolderError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
+    started = utc_now()
+    try:
+        check_free_space(backup_root, 0 if snapshot is None else estimate_size(snapshot))
+        return (started, *_reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started)))
+    except OSError as exc:
+        kind = BackupFolderError if exc.errno in _FOLDER_ERRNOS else BackupError
+        raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
+
+
+def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, duplicate: dict,
+                   snapshot: Snapshot | None, pool: Fanout | None) -> tuple[Snapshot, dict[str, int], int]:
+    """The listings, every timeline and every attachment, written; returns (the snapshot,
+    entries per object display id, messages). Without a snapshot, listings and timelines
+    go to disk as they are read."""
+    if snapshot is None:
+        snapshot = _list_to_disk(client, writer, duplicate["id"])
+        entry_counts, messages = read_timelines(client, snapshot, pool, writer)
+        check_free_space(backup_root, snapshot.attachment_bytes)
+        fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
+        return snapshot, entry_counts, messages
+    for obj in snapshot.objects:
+        writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
+    entry_counts = {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects}
+    fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
+    writer.write_json(TICKETS, snapshot.tickets)
+    writer.write_json(CONVERSATIONS, snapshot.conversations)
+    return snapshot, entry_counts, snapshot.message_count
+
+
+def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: str, csv_rows: list[dict],
+              primary: dict, duplicate: dict, run_id: str) -> dict:
+    """metadata.json: both contacts, the moves an undo needs, and each attachment's file
+    (its sha256 as `writer` saved it)."""
+    saved = {f["path"]: f for f in writer.files}
+    return {
+        "format": FORMAT_VERSION,
+        "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
+        "run_id": run_id,
+        "started_at": iso_utc(started),
+        "finished_at": iso_utc(),
+        "merge_set": {"email": email, "csv_rows": csv_rows},
+        "primary": primary,
+        "duplicate": duplicate,
+        "original_external_refs": {"primary": primary.get("external_ref"),
+                                   "duplicate": duplicate.get("external_ref")},
+        "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
+                  "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
+        "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
+        "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
+                         "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
+                         "path": a.relpath, "sha256": saved[a.relpath]["sha256"]}
+                        for a in snapshot.attachments],
+        "undo": ("To undo: for each entry of moves.tickets call works.update with reported_by "
+                 "{\"set\": <reported_by>}, for each of moves.conversations conversations.update with "
+                 "members {\"set\": <members>}, and set the primary's external_ref back to "
+                 "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
+                 "through the API; recreate it from `duplicate` if needed."),
+    }
+
+
+def _seal(writer: _Writer, counts: dict, final: str, backup_root: str) -> None:
+    """verification.json written last (every file's path, size, sha256; the counts), the
+    folders synced, and the .partial folder renamed to `final`."""
+    manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
+                "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    with durable_file(file_path(writer.root, MANIFEST), sync_dir=False) as fh:
+        fh.write(json_bytes(manifest))
+    writer.sync_dirs()
+    os.rename(writer.root, final)
+    fsync_dir(backup_root)
 
 
 def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> Snapshot:
