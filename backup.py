@@ -1,7 +1,7 @@
 """Backups you can trust: everything a duplicate contact owns, on disk and verified.
 
 Nothing changes in DevRev for a contact until `write_backup` has saved, and
-`verify_backup` has checked, a folder holding both contacts, every ticket and
+`backup_verify.verify_backup` has checked, a folder holding both contacts, every ticket and
 conversation the duplicate is on (with their original reporters and members, enough
 to undo the merge), every timeline entry of those, and every attachment's bytes:
 
@@ -13,8 +13,9 @@ to undo the merge), every timeline entry of those, and every attachment's bytes:
 
 The folder is built as `<name>.partial` and renamed when complete, so a crash never
 leaves a folder that looks whole. Folders are 0700 and files 0600. The names above are
-spelled once, in the "layout" section below; the writer, the checker, the engine and
-verify_backups.py all go through it.
+spelled once, in the "layout" section below; the writer, the checker (backup_verify.py),
+the engine, the restore and verify_backups.py all go through it, and read a folder back
+through the typed loaders at the end.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ import hashlib
 import json
 import os
 import shutil
-import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
@@ -384,74 +384,21 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
     Raises BackupError (with the .partial folder removed) on any failure: a download
-    that breaks off, a full disk, a write error. Without a `snapshot`, each object's
-    timeline is written as soon as it is read and not kept (memory flat in the number of
-    objects; the result's snapshot then holds no entries: `counts` has them). With a
-    pool, timelines are read and attachments downloaded in parallel.
+    that breaks off, a full disk, a write error; BackupFolderError when `backup_root`
+    itself cannot be written. Without a `snapshot`, each object's timeline is written as
+    soon as it is read and not kept (memory flat in the number of objects; the result's
+    snapshot then holds no entries: `counts` has them). With a pool, timelines are read
+    and attachments downloaded in parallel.
     """
-    try:
-        make_private_dir(backup_root)
-    except OSError as exc:
-        raise BackupFolderError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
-    started = utc_now()
-    streamed = snapshot is None   # listings and timelines go to disk as they are read (below)
-    try:
-        check_free_space(backup_root, 0 if streamed else estimate_size(snapshot))
-        final, partial = _reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started))
-    except OSError as exc:
-        kind = BackupFolderError if exc.errno in _FOLDER_ERRNOS else BackupError
-        raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
+    started, final, partial = _start_folder(backup_root, email, duplicate, snapshot)
     writer = _Writer(partial)
     try:
-        if streamed:
-            snapshot = _list_to_disk(client, writer, duplicate["id"])
-            entry_counts, messages = read_timelines(client, snapshot, pool, writer)
-            check_free_space(backup_root, snapshot.attachment_bytes)
-        else:
-            for obj in snapshot.objects:
-                writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
-            entry_counts = {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects}
-            messages = snapshot.message_count
-        fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
-        attachment_files = {f["path"]: f for f in writer.files}
-        if not streamed:
-            writer.write_json(TICKETS, snapshot.tickets)
-            writer.write_json(CONVERSATIONS, snapshot.conversations)
-        metadata = {
-            "format": FORMAT_VERSION,
-            "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
-            "run_id": run_id,
-            "started_at": iso_utc(started),
-            "finished_at": iso_utc(),
-            "merge_set": {"email": email, "csv_rows": csv_rows},
-            "primary": primary,
-            "duplicate": duplicate,
-            "original_external_refs": {"primary": primary.get("external_ref"),
-                                       "duplicate": duplicate.get("external_ref")},
-            "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
-                      "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
-            "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
-            "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
-                             "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
-                             "path": a.relpath, "sha256": attachment_files[a.relpath]["sha256"]}
-                            for a in snapshot.attachments],
-            "undo": ("To undo: for each entry of moves.tickets call works.update with reported_by "
-                     "{\"set\": <reported_by>}, for each of moves.conversations conversations.update with "
-                     "members {\"set\": <members>}, and set the primary's external_ref back to "
-                     "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
-                     "through the API; recreate it from `duplicate` if needed."),
-        }
-        writer.write_json(METADATA, metadata)
+        snapshot, entry_counts, messages = _write_objects(client, writer, backup_root, duplicate, snapshot, pool)
+        writer.write_json(METADATA, _metadata(writer, snapshot, started, email=email, csv_rows=csv_rows,
+                                              primary=primary, duplicate=duplicate, run_id=run_id))
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
                   "entries": entry_counts, "messages": messages, "attachments": len(snapshot.attachments)}
-        manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
-                    "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
-        manifest["manifest_sha256"] = manifest_digest(manifest)
-        with durable_file(file_path(partial, MANIFEST), sync_dir=False) as fh:
-            fh.write(json_bytes(manifest))
-        writer.sync_dirs()
-        os.rename(partial, final)
-        fsync_dir(backup_root)
+        _seal(writer, counts, final, backup_root)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise BackupError(f"could not write the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
@@ -460,6 +407,88 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
         raise
     total = sum(f["size"] for f in writer.files)
     return BackupResult(final, counts, total, snapshot)
+
+
+def _start_folder(backup_root: str, email: str, duplicate: dict,
+                  snapshot: Snapshot | None) -> tuple[datetime, str, str]:
+    """(start time, final folder, its .partial folder created 0700) after the free-space
+    check; a streamed backup (no `snapshot`) checks its attachments' space once it has
+    listed them."""
+    try:
+        make_private_dir(backup_root)
+    except OSError as exc:
+        raise BackupFolderError(f"could not create the backup folder {backup_root}: {_os_reason(exc)}") from None
+    started = utc_now()
+    try:
+        check_free_space(backup_root, 0 if snapshot is None else estimate_size(snapshot))
+        return (started, *_reserve_folder(backup_root, backup_folder_name(email, display_of(duplicate), started)))
+    except OSError as exc:
+        kind = BackupFolderError if exc.errno in _FOLDER_ERRNOS else BackupError
+        raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
+
+
+def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, duplicate: dict,
+                   snapshot: Snapshot | None, pool: Fanout | None) -> tuple[Snapshot, dict[str, int], int]:
+    """The listings, every timeline and every attachment, written; returns (the snapshot,
+    entries per object display id, messages). Without a snapshot, listings and timelines
+    go to disk as they are read."""
+    if snapshot is None:
+        snapshot = _list_to_disk(client, writer, duplicate["id"])
+        entry_counts, messages = read_timelines(client, snapshot, pool, writer)
+        check_free_space(backup_root, snapshot.attachment_bytes)
+        fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
+        return snapshot, entry_counts, messages
+    for obj in snapshot.objects:
+        writer.write_json(messages_path(display_of(obj)), snapshot.entries[display_of(obj)])
+    entry_counts = {display_of(o): len(snapshot.entries[display_of(o)]) for o in snapshot.objects}
+    fan_map(pool, lambda att: writer.download(client, att), snapshot.attachments)
+    writer.write_json(TICKETS, snapshot.tickets)
+    writer.write_json(CONVERSATIONS, snapshot.conversations)
+    return snapshot, entry_counts, snapshot.message_count
+
+
+def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: str, csv_rows: list[dict],
+              primary: dict, duplicate: dict, run_id: str) -> dict:
+    """metadata.json: both contacts, the moves an undo needs, and each attachment's file
+    (its sha256 as `writer` saved it)."""
+    saved = {f["path"]: f for f in writer.files}
+    return {
+        "format": FORMAT_VERSION,
+        "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
+        "run_id": run_id,
+        "started_at": iso_utc(started),
+        "finished_at": iso_utc(),
+        "merge_set": {"email": email, "csv_rows": csv_rows},
+        "primary": primary,
+        "duplicate": duplicate,
+        "original_external_refs": {"primary": primary.get("external_ref"),
+                                   "duplicate": duplicate.get("external_ref")},
+        "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
+                  "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
+        "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
+        "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
+                         "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
+                         "path": a.relpath, "sha256": saved[a.relpath]["sha256"]}
+                        for a in snapshot.attachments],
+        "undo": ("To undo: for each entry of moves.tickets call works.update with reported_by "
+                 "{\"set\": <reported_by>}, for each of moves.conversations conversations.update with "
+                 "members {\"set\": <members>}, and set the primary's external_ref back to "
+                 "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
+                 "through the API; recreate it from `duplicate` if needed."),
+    }
+
+
+def _seal(writer: _Writer, counts: dict, final: str, backup_root: str) -> None:
+    """verification.json written last (every file's path, size, sha256; the counts), the
+    folders synced, and the .partial folder renamed to `final`."""
+    manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
+                "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    with durable_file(file_path(writer.root, MANIFEST), sync_dir=False) as fh:
+        fh.write(json_bytes(manifest))
+    writer.sync_dirs()
+    os.rename(writer.root, final)
+    fsync_dir(backup_root)
 
 
 def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> Snapshot:
@@ -493,207 +522,7 @@ def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> 
     return removed
 
 
-# --------------------------------------------------------------------------- verifying
-@dataclass
-class Verification:
-    folder: str
-    problems: list[tuple[str, str]] = field(default_factory=list)   # (path relative to folder, reason)
-    counts: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, path: str, reason: str) -> None:
-        self.problems.append((path, reason))
-
-    def to_json(self) -> dict:
-        return {"folder": self.folder, "ok": self.ok, "counts": self.counts,
-                "problems": [{"path": p, "reason": r} for p, r in self.problems]}
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _load_json(folder: str, relpath: str, result: Verification, object_hook=None):
-    try:
-        with open(file_path(folder, relpath), "rb") as fh:
-            return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
-    except FileNotFoundError:
-        return None  # reported by the file checks
-    except (ValueError, UnicodeDecodeError):
-        result.add(relpath, "not valid JSON")
-    except OSError as exc:
-        result.add(relpath, f"cannot be read ({exc.strerror})")
-    return None
-
-
-def verify_backup(folder: str, *, quick: bool = False) -> Verification:
-    """Check a backup folder completely; every problem is listed, each naming its file.
-
-    quick: compare sizes only, not sha256 (the rest of the checks still run).
-    """
-    folder = folder.rstrip(os.sep)
-    result = Verification(folder)
-    if folder.endswith(PARTIAL_SUFFIX):
-        result.add(".", "incomplete backup: interrupted before it was finished (.partial)")
-        return result
-    if not os.path.isdir(folder):
-        result.add(".", "backup folder not found")
-        return result
-    manifest = _load_json(folder, MANIFEST, result)
-    if manifest is None:
-        if not result.problems:
-            result.add(MANIFEST, "missing: the backup was never completed")
-        return result
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or \
-            not isinstance(manifest.get("counts"), dict):
-        result.add(MANIFEST, "not a backup manifest (files or counts missing)")
-        return result
-    if manifest.get("manifest_sha256") != manifest_digest(manifest):
-        result.add(MANIFEST, "manifest was edited: its own sha256 does not match")
-    counts = result.counts = manifest["counts"]
-    _check_private(folder, ".", result, directory=True)
-
-    listed: dict[str, dict] = {}
-    inside = os.path.realpath(folder) + os.sep
-    for item in manifest["files"]:
-        path = item.get("path") if isinstance(item, dict) else None
-        if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or path == MANIFEST:
-            result.add(str(path), "manifest lists an unsafe or invalid path")
-            continue
-        listed[path] = item
-        full = file_path(folder, path)
-        if os.path.islink(full) or (os.path.exists(full) and not os.path.isfile(full)):
-            result.add(path, "not a regular file")
-            continue
-        if not os.path.exists(full):
-            result.add(path, "missing")
-            continue
-        if not os.path.realpath(full).startswith(inside):
-            result.add(path, "lies outside the backup folder (a linked folder)")
-            continue
-        try:
-            size = os.path.getsize(full)
-            if size != item.get("size"):
-                result.add(path, f"size is {size} bytes, the manifest says {item.get('size')}"
-                           + (" (truncated)" if isinstance(item.get("size"), int) and size < item["size"] else ""))
-                continue
-            if not quick and _sha256_file(full) != item.get("sha256"):
-                result.add(path, "content changed: sha256 does not match the manifest")
-        except OSError as exc:
-            result.add(path, f"cannot be read ({exc.strerror or exc})")
-            continue
-        _check_private(folder, path, result)
-
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in sorted(filenames):
-            rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
-            if rel != MANIFEST and rel not in listed:
-                result.add(rel, "not listed in the manifest (added after the backup)")
-        for name in dirnames:
-            _check_private(folder, os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/"),
-                           result, directory=True)
-
-    for name in JSON_FILES:
-        if name not in listed:
-            result.add(name, "missing from the manifest")
-    tickets = _load_json(folder, TICKETS, result, _checked_fields) if TICKETS in listed else None
-    conversations = _load_json(folder, CONVERSATIONS, result, _checked_fields) if CONVERSATIONS in listed else None
-    if METADATA in listed:
-        _load_json(folder, METADATA, result)
-    _check_counts(folder, listed, counts, tickets, conversations, result)
-    return result
-
-
-def _checked_fields(obj: dict) -> dict:
-    """Of each object that has a display id, only what the checks read: a backup of
-    thousands of tickets is checked without holding them whole."""
-    if "display_id" not in obj:
-        return obj
-    return {k: obj[k] for k in ("id", "display_id", "artifacts", "file") if k in obj}
-
-
-def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversations, result: Verification) -> None:
-    objects: list[dict] = []
-    for name, data, key in ((TICKETS, tickets, "tickets"), (CONVERSATIONS, conversations, "conversations")):
-        if data is None:
-            continue
-        if not isinstance(data, list):
-            result.add(name, "should hold a list")
-            continue
-        if len(data) != counts.get(key):
-            result.add(name, f"holds {len(data)} {key}, the manifest counts {counts.get(key)}")
-        kept = [o for o in data if isinstance(o, dict) and isinstance(o.get("display_id") or o.get("id"), str)]
-        if len(kept) != len(data):
-            result.add(name, f"holds {len(data) - len(kept)} entries that are not {key} (no id)")
-        objects += kept
-    entries_counts = counts.get("entries") if isinstance(counts.get("entries"), dict) else {}
-    expected_attachments: set[str] = set()
-    messages, all_entries_read = 0, True
-    for obj in objects:
-        display_id = display_of(obj)
-        relpath = messages_path(display_id)
-        if relpath not in listed:
-            result.add(relpath, f"missing: no messages for {display_id}")
-            all_entries_read = False
-            continue
-        entries = _load_json(folder, relpath, result)
-        if entries is None:
-            all_entries_read = False
-            continue
-        if not isinstance(entries, list):
-            result.add(relpath, "should hold a list")
-            all_entries_read = False
-            continue
-        if len(entries) != entries_counts.get(display_id):
-            result.add(relpath, f"holds {len(entries)} entries, the manifest counts {entries_counts.get(display_id)}")
-        messages += sum(1 for e in entries if isinstance(e, dict) and e.get("type") == facts.MESSAGE_ENTRY_TYPE)
-        for art in _referenced_artifacts(obj, [e for e in entries if isinstance(e, dict)]):
-            name = (art.get("file") or {}).get("name")
-            prefix = attachment_prefix(display_id, artifact_label(art))
-            if name:  # (an empty name was saved as "attachment", as collect() names it)
-                path = attachment_path(display_id, artifact_label(art), str(name))
-                expected_attachments.add(path)
-                if path not in listed:
-                    result.add(path, f"missing: attachment {art.get('display_id')} referenced by {display_id}")
-            else:  # a bare summary: any saved file of that artifact will do
-                matches = [p for p in listed if p.startswith(prefix)]
-                expected_attachments.update(matches)
-                if not matches:
-                    result.add(prefix + "*", f"missing: attachment {art.get('display_id')} referenced by {display_id}")
-    if all_entries_read and isinstance(tickets, list) and isinstance(conversations, list) \
-            and messages != counts.get("messages"):
-        result.add(MANIFEST, f"counts {counts.get('messages')} messages, the messages.json files hold {messages}")
-    saved = {p for p in listed if is_attachment(p)}
-    for path in sorted(saved - expected_attachments):
-        result.add(path, "attachment not referenced by any message of the backup")
-    if len(saved) != counts.get("attachments"):
-        result.add(MANIFEST, f"counts {counts.get('attachments')} attachments, {len(saved)} are listed")
-
-
-def _check_private(folder: str, relpath: str, result: Verification, directory: bool = False) -> None:
-    try:
-        mode = os.stat(file_path(folder, relpath)).st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        kind = "folder" if directory else "file"
-        result.add(relpath, f"{kind} is readable by other users (mode {stat.S_IMODE(mode):o}); expected "
-                            f"{'700' if directory else '600'}")
-
-
-def find_backups(backup_root: str) -> list[str]:
-    """Every backup folder (complete or .partial) directly under `backup_root`."""
-    return sorted(os.path.join(backup_root, name) for name in os.listdir(backup_root)
-                  if not name.startswith(".") and os.path.isdir(os.path.join(backup_root, name)))
-
-
+# --------------------------------------------------------------------------- typed loaders
 def load_metadata(folder: str) -> dict:
     """metadata.json of a backup, as written. Raises OSError or ValueError if unreadable."""
     with open(file_path(folder, METADATA), encoding="utf-8") as fh:

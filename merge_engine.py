@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 
 import devrev_assumptions as facts
 from backup import (BackupError, BackupFolderError, Move, Snapshot, collect, custom_field_refs, display_of,
-                    estimate_size, ids_of, load_moves, remove_partials, verify_backup, write_backup)
+                    estimate_size, ids_of, load_moves, remove_partials, write_backup)
+from backup_verify import verify_backup
 from cli import log_subject
 from contacts_csv import MergeSet, email_key, user_id_key
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,

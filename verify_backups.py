@@ -25,7 +25,7 @@ import sys
 import time
 from datetime import datetime
 
-import backup
+import backup_verify
 import cli
 from cli import ExitCode, UsageError
 from timeutil import compact_utc, iso_utc, utc_now
@@ -52,37 +52,20 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
-def is_one_backup(folder: str) -> bool:
-    """Whether `folder` is itself a backup (it holds a manifest or metadata.json, or is a
-    `.partial` one), not a folder of backups."""
-    return folder.rstrip(os.sep).endswith(backup.PARTIAL_SUFFIX) or any(
-        os.path.isfile(os.path.join(folder, name)) for name in (backup.MANIFEST, backup.METADATA))
-
-
-def backup_folders(backup_dir: str, report_dir: str | None = None) -> list[str]:
-    """The folders to check: `backup_dir` itself when it is one backup
-    (`--backup-dir backups/<one backup>`), else backup.find_backups() of it, less the
-    report folder if it was put inside the backup folder."""
-    if is_one_backup(backup_dir):
-        return [backup_dir.rstrip(os.sep) or backup_dir]
-    skip = os.path.realpath(report_dir) if report_dir else None
-    return [f for f in backup.find_backups(backup_dir) if os.path.realpath(f) != skip]
-
-
-def check_all(folders: list[str], *, quick: bool = False) -> list[backup.Verification]:
+def check_all(folders: list[str], *, quick: bool = False) -> list[backup_verify.Verification]:
     """verify_backup() for each folder; never raises on a bad backup."""
     results = []
     for folder in folders:
         try:
-            results.append(backup.verify_backup(folder, quick=quick))
+            results.append(backup_verify.verify_backup(folder, quick=quick))
         except OSError as exc:  # e.g. the folder vanished or became unreadable mid-check
-            failed = backup.Verification(folder)
+            failed = backup_verify.Verification(folder)
             failed.add(".", f"cannot be checked ({exc.strerror or exc})")
             results.append(failed)
     return results
 
 
-def build_report(backup_dir: str, results: list[backup.Verification], *, quick: bool,
+def build_report(backup_dir: str, results: list[backup_verify.Verification], *, quick: bool,
                  checked_at: datetime) -> dict:
     ok = sum(1 for r in results if r.ok)
     return {"format": REPORT_FORMAT,
@@ -104,7 +87,7 @@ def report_path(report_dir: str, checked_at: datetime) -> str:
     return path
 
 
-def format_lines(results: list[backup.Verification]) -> list[str]:
+def format_lines(results: list[backup_verify.Verification]) -> list[str]:
     """`OK <folder>`, or one `FAILED <folder>: <path>: <reason>` per problem; then the summary."""
     lines = []
     for r in results:
@@ -125,7 +108,7 @@ def _check_usage(args) -> list[str]:
     if os.path.exists(args.report_dir) and not os.path.isdir(args.report_dir):
         raise UsageError(f"--report-dir is not a folder: {args.report_dir}")
     try:
-        found = backup_folders(args.backup_dir, args.report_dir)
+        found = backup_verify.backup_folders(args.backup_dir, args.report_dir)
     except OSError as exc:
         raise UsageError(f"cannot list {args.backup_dir}: {exc.strerror or exc}") from None
     if not found:

@@ -108,6 +108,7 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
     import json
 
     import backup
+    import backup_verify
     from helpers import TEST_TOKEN
     from devrev_client import DevRevClient
 
@@ -138,4 +139,4 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
     for m in metadata:
         del m["started_at"], m["finished_at"]
     assert metadata[0] == metadata[1]
-    assert all(backup.verify_backup(r.folder).ok for r in results)
+    assert all(backup_verify.verify_backup(r.folder).ok for r in results)

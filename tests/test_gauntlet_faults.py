@@ -19,6 +19,7 @@ import time
 import pytest
 
 import backup
+import backup_verify
 import fileutil
 from devrev_sandbox import Faults
 from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
@@ -69,7 +70,7 @@ def test_faulty_full_merge_ends_exactly_like_a_clean_one(tmp_path, monkeypatch, 
     folders = run.backups()
     assert len(folders) >= sum(len(ms["duplicates"]) for ms in dataset50.merge_sets)
     assert not [f for f in folders if f.endswith(backup.PARTIAL_SUFFIX)]
-    bad = {f: backup.verify_backup(f).problems for f in folders if not backup.verify_backup(f).ok}
+    bad = {f: backup_verify.verify_backup(f).problems for f in folders if not backup_verify.verify_backup(f).ok}
     assert not bad
     assert ownership_violations(sandbox, owners) == []
     assert guard.merges >= sum(len(ms["duplicates"]) for ms in dataset50.merge_sets) and guard.violations == []
@@ -108,7 +109,7 @@ def test_writes_whose_answer_is_lost_end_exactly_like_a_clean_run(tmp_path, monk
             lost[entry["endpoint"]] = lost.get(entry["endpoint"], 0) + 1
     assert {"works.update", "conversations.update", "rev-users.merge", "rev-users.update"} <= set(lost), lost
     assert ownership_violations(sandbox, owners) == [] and guard.violations == []
-    assert all(backup.verify_backup(f).ok for f in run.backups())
+    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
 
 
@@ -188,5 +189,5 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
     assert run.run() == 0
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(normalized(before), sandbox, dataset, merged)
-    assert all(backup.verify_backup(f).ok for f in run.backups())
+    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import backup
+import backup_verify
 import journal as journal_module
 import merge_engine
 from devrev_sandbox import Scripted
@@ -105,7 +106,7 @@ def test_full_run_moves_everything_and_changes_nothing_else(tmp_path, monkeypatc
         if any(sandbox.key_id(d) in w["reported_by"] for d in ms["duplicates"]))
     folders = run.backups()
     assert len(folders) == sum(len(ms["duplicates"]) for ms in big_dataset.merge_sets)
-    assert all(backup.verify_backup(f).ok for f in folders)
+    assert all(backup_verify.verify_backup(f).ok for f in folders)
     # the live-skipped sets were left untouched, their tickets included
     for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
         assert after["rev_users"][sandbox.key_id(key)]["retired"] is False
@@ -179,7 +180,7 @@ def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path
         monkeypatch.setattr(journal_module.Journal, "done", real_done)
         assert run.run("--skip-preview-check", "--workers", "1") == 0, f"boundary {boundary}"
         assert normalized(sandbox.dump()) == reference, f"boundary {boundary}"
-        assert all(backup.verify_backup(f).ok for f in run.backups()), f"boundary {boundary}"
+        assert all(backup_verify.verify_backup(f).ok for f in run.backups()), f"boundary {boundary}"
         db = journal_module.Journal(str(workdir / "savepoints" / "j.sqlite3"), "check")
         assert db.check() == []
         db.close()
@@ -273,7 +274,7 @@ def test_duplicate_owning_nothing_still_gets_a_backup(tmp_path, monkeypatch, mak
     primary_ref = sandbox.dump()["rev_users"][sandbox.key_id(dataset.merge_sets[0]["primary"])]["external_ref"]
     assert run.preview() == 0 and run.run() == 0
     [folder] = run.backups()
-    assert backup.verify_backup(folder).ok
+    assert backup_verify.verify_backup(folder).ok
     meta = backup.load_metadata(folder)
     assert meta["primary"]["id"] == sandbox.key_id(dataset.merge_sets[0]["primary"])
     assert meta["original_external_refs"]["primary"] == primary_ref
@@ -466,7 +467,7 @@ def test_drift_since_preview_and_new_ticket_during_the_run(tmp_path, monkeypatch
     assert dup["drift_appeared"] == [dump["works"][appeared]["display_id"]]
     assert dup["drift_vanished"] == []
     assert len(dup["backups"]) == 2  # the mid-run ticket got a backup round of its own
-    assert all(backup.verify_backup(f).ok for f in dup["backups"])
+    assert all(backup_verify.verify_backup(f).ok for f in dup["backups"])
     assert dup["tickets_moved"] == len(preview_tickets) + 2
     assert not any(dup_id in [u["id"] for u in w["reported_by"]] for w in dump["works"].values())
 
@@ -543,7 +544,7 @@ def test_concurrent_workers_resume_with_another_count(tmp_path, monkeypatch, mak
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, dataset, merged)
     assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}
-    assert all(backup.verify_backup(f).ok for f in run.backups())
+    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import threading
 
 
 import backup
+import backup_verify
 import journal as journal_module
 import merge_engine
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, files_a_ticket, ids
@@ -69,7 +70,7 @@ def test_ticket_filed_while_devrev_merges_is_backed_up_and_moved(tmp_path, monke
     outcome = run.latest_report()["sets"][0]
     assert outcome["status"] == "merged"
     assert len(outcome["duplicates"][0]["backups"]) == 2
-    assert all(backup.verify_backup(f).ok for f in run.backups())
+    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
     tickets_json = [backup.load_metadata(f)["moves"]["tickets"] for f in outcome["duplicates"][0]["backups"]]
     assert [t["id"] for t in tickets_json[1]] == [filed["id"]]
 
@@ -127,7 +128,7 @@ def test_rounds_are_counted_per_run(tmp_path, monkeypatch, make_sandbox):
     assert run.run() == 0
     dump = sandbox.dump()
     assert not any(sandbox.key_id(dup) in ids(w["reported_by"]) for w in dump["works"].values())
-    assert all(backup.verify_backup(f).ok for f in run.backups())
+    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
 
 
 def test_two_runs_cannot_share_a_savepoint(tmp_path, monkeypatch, make_sandbox, capsys):

@@ -17,7 +17,7 @@ import stat
 
 import pytest
 
-import backup
+import backup_verify
 import cli
 import merge_contacts
 import merge_engine
@@ -92,7 +92,7 @@ def test_token_never_written_or_printed_and_everything_is_private(tmp_path, monk
     journal = tmp_path / "savepoints" / "j.sqlite3"
     assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(journal.parent).st_mode) == 0o700
-    assert all(backup.verify_backup(f).ok for f in run.backups())
+    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
 
     # the attachment host was used, and never with an Authorization header
     downloads = [e for e in sandbox.request_log if e["server"] == "files"]
