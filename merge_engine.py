@@ -274,42 +274,18 @@ class SetMerger:
         outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
                    "primary": ms.primary.rev_user_id, "duplicates": []}
         ctx = record["context"] if record and record.get("context") else None
+        outcome["resumed"] = ctx is not None
         try:
-            outcome["resumed"] = ctx is not None
-            shown = self.previews.get(ms.key) or {}
-            if ctx is None and shown.get("status") == "skipped":
-                # never merge a set the preview showed as skipped, even if it would pass now
-                detail = f"skipped as in the preview: {shown.get('detail')}"
-                self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
-                outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+            if ctx is None and self._skip_as_previewed(key, ms, outcome):
                 return outcome
             if ctx is None:
-                primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
-                # the duplicate whose reference the primary will take goes last, so that
-                # reference stays held until the very end
-                duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
-                ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
-                       "csv_rows": [r.as_dict() for r in ms.rows]}
-                self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+                ctx = self._start(key, ms)
             else:
                 self._check_primary_still_active(ctx)
             outcome["primary"] = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
                 self._merge_duplicate(key, ms, ctx, dup)
-            if self.options.keep_duplicate:
-                status = "moved_only"
-            elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
-                                               for d in ctx["duplicates"]):
-                status = "moved_only"
-                outcome["note"] = self.merge_denied
-            else:
-                outcome["external_ref_set"] = self._take_reference(key, ctx)
-                outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
-                                                   if d["external_ref"] != outcome["external_ref_set"]]
-                status = "merged"
-            ctx["external_ref_set"] = outcome.get("external_ref_set")
-            self.journal.set_status(key, ms.email, status, context=ctx)
-            outcome["status"] = status
+            self._finish(key, ms, ctx, outcome)
         except SetSkipped as exc:
             self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
             outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
@@ -318,7 +294,7 @@ class SetMerger:
             raise RunAborted(f"{exc}; nothing was changed for {ms.email}: fix the folder and re-run to "
                              f"resume") from None
         except (SetFailed, BackupError, DevRevError) as exc:
-            if isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403)):
+            if _stops_the_run(exc):
                 raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.update(status="failed", error=str(exc))
@@ -329,6 +305,47 @@ class SetMerger:
                 with contextlib.suppress(Exception):  # the journal may be what failed
                     outcome.update(journal_numbers(self.journal.steps(key), ctx["duplicates"]))
         return outcome
+
+    def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: dict) -> bool:
+        """Never merge a set the preview showed as skipped, even if it would pass now: True
+        (and the set recorded skipped) when the preview skipped it."""
+        shown = self.previews.get(ms.key) or {}
+        if shown.get("status") != "skipped":
+            return False
+        detail = f"skipped as in the preview: {shown.get('detail')}"
+        self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
+        outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+        return True
+
+    def _start(self, key: str, ms: MergeSet) -> dict:
+        """A set seen for the first time: the live checks (SetSkipped), then its context in
+        the journal: {"primary": ident, "duplicates": [ident, ...], "csv_rows": [...]}."""
+        primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
+        # the duplicate whose reference the primary will take goes last, so that
+        # reference stays held until the very end
+        duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
+        ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
+               "csv_rows": [r.as_dict() for r in ms.rows]}
+        self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+        return ctx
+
+    def _finish(self, key: str, ms: MergeSet, ctx: dict, outcome: dict) -> None:
+        """Every duplicate is cleared (and retired, when merging): the primary takes the newest
+        reference, and the set is recorded merged, or moved_only when the duplicates stay."""
+        if self.options.keep_duplicate:
+            status = "moved_only"
+        elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
+                                           for d in ctx["duplicates"]):
+            status = "moved_only"
+            outcome["note"] = self.merge_denied
+        else:
+            outcome["external_ref_set"] = self._take_reference(key, ctx)
+            outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
+                                               if d["external_ref"] != outcome["external_ref_set"]]
+            status = "merged"
+        ctx["external_ref_set"] = outcome.get("external_ref_set")
+        self.journal.set_status(key, ms.email, status, context=ctx)
+        outcome["status"] = status
 
     def _check_primary_still_active(self, ctx: dict) -> None:
         """On resume: the primary read when the set started must still be there and active."""
@@ -660,6 +677,11 @@ class SetMerger:
 
 _TIME_UP = object()
 _OWNER_LISTINGS = ("works.list", "conversations.list")
+
+
+def _stops_the_run(exc: Exception) -> bool:
+    """A fault of the whole run (DevRev unreachable, a rejected token): not this set's failure."""
+    return isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403))
 
 
 def _ident(user: dict) -> dict:
