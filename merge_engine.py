@@ -12,37 +12,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import devrev_assumptions as facts
-from backup import (BackupError, BackupFolderError, Move, Snapshot, collect, custom_field_refs, display_of,
+from backup import (BackupError, BackupFolderError, Move, collect, custom_field_refs, display_of,
                     estimate_size, ids_of, load_moves, remove_partials, write_backup)
 from backup_verify import verify_backup
+from call_estimates import (backup_read_calls, estimate_calls, minimum_calls,  # noqa: F401 (bench/, tests)
+                            set_overhead_calls)
 from cli import log_subject
-from contacts_csv import MergeSet, email_key, user_id_key
+from contacts_csv import MergeSet, user_id_key
+from damaged_backup import accept_path, aside_note, refusal, set_aside, writes_sent
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            PermissionDeniedError, ResponseError, RunWideFault, ServerError, TransportError)
 from fanout import Fanout, fan_map, slot_of
 from journal import Journal, is_finished, parse_step, step_name
+from live_checks import SetSkipped, resolve_contacts
 from preview_estimate import sampled_duplicate
 from set_numbers import journal_numbers
 from summary import plural
+from timeutil import utc_now
 
 log = logging.getLogger("merge")
-
-
-class SetSkipped(Exception):
-    """The live checks skip this set, untouched (not a failure). `reason` is a stable code
-    listed in README.md: contact_not_found, email_mismatch, external_ref_mismatch,
-    contact_inactive, same_contact, cross_workspace."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 class SetFailed(Exception):
@@ -50,7 +45,8 @@ class SetFailed(Exception):
 
 
 class RunAborted(Exception):
-    """Stop the whole run (a backup that does not verify)."""
+    """Stop the whole run: a backup just written that does not verify (the disk may be failing),
+    or a backup folder that cannot be written."""
 
 
 @dataclass
@@ -124,67 +120,6 @@ def swap_user(ids: list[str], old: str, new: str) -> list[str]:
 def is_retired(user: dict | None) -> bool:
     """How a merged duplicate looks once DevRev has processed the merge ([I])."""
     return user is None or user.get("state") in facts.RETIRED_STATES or bool(user.get("primary_identity"))
-
-
-def _org(user: dict) -> str | None:
-    return (user.get("rev_org") or {}).get("id")
-
-
-# --------------------------------------------------------------------------- live checks
-def resolve_contacts(client: DevRevClient, ms: MergeSet, *, allow_cross_org: bool) -> tuple[dict, list[dict]]:
-    """Read both sides live and check they are still what the CSV says; SetSkipped if not."""
-    live = []
-    for row in ms.rows:
-        try:
-            user = client.get_rev_user(row.rev_user_id)
-        except NotFoundError:
-            raise SetSkipped("contact_not_found", f"{row.rev_user_id} (line {row.line}) is not in DevRev") from None
-        if email_key(user.get("email") or "") != ms.key:
-            raise SetSkipped("email_mismatch", f"{row.rev_user_id} has email {user.get('email')!r} in DevRev")
-        if user.get("external_ref") != row.external_ref:
-            raise SetSkipped("external_ref_mismatch", f"{row.rev_user_id} has external_ref "
-                                                      f"{user.get('external_ref')!r} in DevRev")
-        if user.get("state", "active") != "active" or user.get("primary_identity"):
-            raise SetSkipped("contact_inactive", f"{row.rev_user_id} is {user.get('state')!r} in DevRev")
-        live.append(user)
-    primary, duplicates = live[0], live[1:]
-    if len({u["id"] for u in live}) != len(live):
-        raise SetSkipped("same_contact", "two rows of the set are the same DevRev contact")
-    if not allow_cross_org and any(_org(d) != _org(primary) for d in duplicates):
-        raise SetSkipped("cross_workspace", "a duplicate is in another workspace than the primary")
-    return primary, duplicates
-
-
-def _pages(n: int, page_limit: int) -> int:
-    return max(1, math.ceil(n / page_limit))
-
-
-def backup_read_calls(snapshot: Snapshot, page_limit: int) -> int:
-    """Reads that list and back up what one duplicate owns (as `backup.collect` makes them)."""
-    calls = _pages(len(snapshot.tickets), page_limit) + _pages(len(snapshot.conversations), page_limit)
-    calls += sum(_pages(len(es), page_limit) for es in snapshot.entries.values())
-    return calls + len(snapshot.attachments)                 # one artifacts.locate each
-
-
-def minimum_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, merge: bool = True) -> int:
-    """The least any careful merge of one duplicate costs: the backup's reads, one update per
-    moved item, the two listings that show it owns nothing; then rev-users.merge, one poll,
-    and the two listings that show nothing was filed under it while DevRev merged."""
-    return backup_read_calls(snapshot, page_limit) + len(snapshot.objects) + 2 + (4 if merge else 0)
-
-
-def estimate_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, merge: bool = True) -> int:
-    """What this tool spends on one duplicate: the minimum plus the fresh paged re-read of the
-    tickets and conversations taken right before they are moved."""
-    fresh = (_pages(len(snapshot.tickets), page_limit) if snapshot.tickets else 0) + \
-        (_pages(len(snapshot.conversations), page_limit) if snapshot.conversations else 0)
-    return minimum_calls(snapshot, page_limit, merge=merge) + fresh
-
-
-def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
-    """Calls per set besides its duplicates: the live reads of each contact and the
-    external_ref update of the primary."""
-    return 1 + duplicates + (1 if merge else 0)
 
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
@@ -275,42 +210,18 @@ class SetMerger:
         outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
                    "primary": ms.primary.rev_user_id, "duplicates": []}
         ctx = record["context"] if record and record.get("context") else None
+        outcome["resumed"] = ctx is not None
         try:
-            outcome["resumed"] = ctx is not None
-            shown = self.previews.get(ms.key) or {}
-            if ctx is None and shown.get("status") == "skipped":
-                # never merge a set the preview showed as skipped, even if it would pass now
-                detail = f"skipped as in the preview: {shown.get('detail')}"
-                self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
-                outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+            if ctx is None and self._skip_as_previewed(key, ms, outcome):
                 return outcome
             if ctx is None:
-                primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
-                # the duplicate whose reference the primary will take goes last, so that
-                # reference stays held until the very end
-                duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
-                ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
-                       "csv_rows": [r.as_dict() for r in ms.rows]}
-                self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+                ctx = self._start(key, ms)
             else:
                 self._check_primary_still_active(ctx)
             outcome["primary"] = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
                 self._merge_duplicate(key, ms, ctx, dup)
-            if self.options.keep_duplicate:
-                status = "moved_only"
-            elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
-                                               for d in ctx["duplicates"]):
-                status = "moved_only"
-                outcome["note"] = self.merge_denied
-            else:
-                outcome["external_ref_set"] = self._take_reference(key, ctx)
-                outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
-                                                   if d["external_ref"] != outcome["external_ref_set"]]
-                status = "merged"
-            ctx["external_ref_set"] = outcome.get("external_ref_set")
-            self.journal.set_status(key, ms.email, status, context=ctx)
-            outcome["status"] = status
+            self._finish(key, ms, ctx, outcome)
         except SetSkipped as exc:
             self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
             outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
@@ -319,7 +230,7 @@ class SetMerger:
             raise RunAborted(f"{exc}; nothing was changed for {ms.email}: fix the folder and re-run to "
                              f"resume") from None
         except (SetFailed, BackupError, DevRevError) as exc:
-            if isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403)):
+            if _stops_the_run(exc):
                 raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.update(status="failed", error=str(exc))
@@ -330,6 +241,47 @@ class SetMerger:
                 with contextlib.suppress(Exception):  # the journal may be what failed
                     outcome.update(journal_numbers(self.journal.steps(key), ctx["duplicates"]))
         return outcome
+
+    def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: dict) -> bool:
+        """Never merge a set the preview showed as skipped, even if it would pass now: True
+        (and the set recorded skipped) when the preview skipped it."""
+        shown = self.previews.get(ms.key) or {}
+        if shown.get("status") != "skipped":
+            return False
+        detail = f"skipped as in the preview: {shown.get('detail')}"
+        self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
+        outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+        return True
+
+    def _start(self, key: str, ms: MergeSet) -> dict:
+        """A set seen for the first time: the live checks (SetSkipped), then its context in
+        the journal: {"primary": ident, "duplicates": [ident, ...], "csv_rows": [...]}."""
+        primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
+        # the duplicate whose reference the primary will take goes last, so that
+        # reference stays held until the very end
+        duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
+        ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
+               "csv_rows": [r.as_dict() for r in ms.rows]}
+        self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+        return ctx
+
+    def _finish(self, key: str, ms: MergeSet, ctx: dict, outcome: dict) -> None:
+        """Every duplicate is cleared (and retired, when merging): the primary takes the newest
+        reference, and the set is recorded merged, or moved_only when the duplicates stay."""
+        if self.options.keep_duplicate:
+            status = "moved_only"
+        elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
+                                           for d in ctx["duplicates"]):
+            status = "moved_only"
+            outcome["note"] = self.merge_denied
+        else:
+            outcome["external_ref_set"] = self._take_reference(key, ctx)
+            outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
+                                               if d["external_ref"] != outcome["external_ref_set"]]
+            status = "merged"
+        ctx["external_ref_set"] = outcome.get("external_ref_set")
+        self.journal.set_status(key, ms.email, status, context=ctx)
+        outcome["status"] = status
 
     def _check_primary_still_active(self, ctx: dict) -> None:
         """On resume: the primary read when the set started must still be there and active."""
@@ -400,17 +352,17 @@ class SetMerger:
     def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
         step = step_name("backup", dup["id"], round_no)
         record = self.journal.step(key, step)
+        replaced = None
         if record and record["status"] == "done":
             folder = record["data"]["folder"]
             check = verify_backup(folder)
-            if not check.ok:
-                raise RunAborted(f"the backup {folder} of {ms.email} no longer verifies "
-                                 f"({check.problems[0][0]}: {check.problems[0][1]}); nothing more was changed")
-            return folder
-        if record:  # a backup was started and interrupted: its .partial folder goes first
+            if check.ok:
+                return folder
+            replaced = self._set_aside(key, ms, dup, folder, f"{check.problems[0][0]}: {check.problems[0][1]}")
+        elif record:  # a backup was started and interrupted: its .partial folder goes first
             for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
                 log.info("removed the interrupted backup %s", name)
-        self.journal.intent(key, step, {"round": round_no})
+        self.journal.intent(key, step, {"round": round_no, **({"replaces": replaced} if replaced else {})})
         # Both contacts as the live checks read them: the tool never writes the duplicate,
         # and the primary's external_ref changes only after every duplicate is retired.
         # Streamed: each timeline goes to disk as it is read (memory flat in the duplicate's size).
@@ -423,7 +375,8 @@ class SetMerger:
             raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
                              f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
         data = {"folder": result.folder, "round": round_no, "messages": counts["messages"],
-                "attachments": counts["attachments"], "bytes": result.total_bytes}
+                "attachments": counts["attachments"], "bytes": result.total_bytes,
+                **({"replaces": replaced} if replaced else {})}
         if round_no == 1:
             data.update(self._drift(ms, dup, set(counts["entries"])))
         data["custom_field_refs"] = [r["object"] for r in custom_field_refs(result.snapshot.objects, dup["id"])]
@@ -432,6 +385,20 @@ class SetMerger:
                  plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
                  plural(counts["attachments"], "attachment"), result.folder)
         return result.folder
+
+    def _set_aside(self, key: str, ms: MergeSet, dup: dict, folder: str, problem: str) -> dict:
+        """A backup the journal recorded as verified no longer verifies. Before any write for
+        the duplicate, or once the operator accepted its loss: renamed aside (never deleted),
+        and the caller backs the round up afresh; returns what to journal about it. After a
+        write: SetFailed (this set only; the message names both ways on)."""
+        sent = writes_sent(self.journal.steps(key), dup["id"])
+        accepted = os.path.exists(accept_path(folder))
+        if sent and not accepted:
+            raise SetFailed(refusal(folder, ms.email, dup["display_id"], problem, sent))
+        moved_to = set_aside(folder, utc_now())
+        log.warning("%s", aside_note(folder, problem, moved_to, dup["display_id"], accepted))
+        return {"folder": folder, "problem": problem, "set_aside_as": moved_to, "loss_accepted": accepted,
+                "writes_before": len(sent)}
 
     def _drift(self, ms: MergeSet, dup: dict, now: set[str]) -> dict:
         """Tickets and conversations that appeared or vanished since the preview."""
@@ -468,6 +435,20 @@ class SetMerger:
 
             # the items are independent (each journaled and locked on its own): in parallel
             fan_map(self.options.fanout, move_one, pending)
+        self._close_unlisted(key, {m.id for m in moves}, dup["id"], primary_id, round_no)
+
+    def _close_unlisted(self, key: str, listed: set[str], dup_id: str, primary_id: str, round_no: int) -> None:
+        """Moves of this round left as intents that the round's backup does not list (it was
+        replaced after an accepted loss, and the item had left the duplicate): settled by a
+        fresh read, as any interrupted move is."""
+        readers = {"ticket": (self.client.get_work, self.client.set_ticket_reporters),
+                   "conversation": (self.client.get_conversation, self.client.set_conversation_members)}
+        for name, rec in self.journal.steps(key).items():
+            step = parse_step(name)
+            if rec["status"] == "intent" and step.kind in readers and step.duplicate == dup_id \
+                    and step.round == round_no and step.item not in listed:
+                item = Move(step.kind, step.item, step.item, ())
+                self._move(key, name, item, dup_id, primary_id, None, *readers[step.kind])
 
     @staticmethod
     def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:
@@ -661,6 +642,11 @@ class SetMerger:
 
 _TIME_UP = object()
 _OWNER_LISTINGS = ("works.list", "conversations.list")
+
+
+def _stops_the_run(exc: Exception) -> bool:
+    """A fault of the whole run (DevRev unreachable, a rejected token): not this set's failure."""
+    return isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403))
 
 
 def _ident(user: dict) -> dict:

@@ -7,7 +7,9 @@ host never saw an Authorization header.
 
 Safety rules: no real run without a preview of the same CSV (covering the sets it will
 merge) unless --skip-preview-check; a backup that does not verify stops the run before
-anything changes for its contact, and no option skips that check.
+anything changes for its contact, and no option skips that check. A backup that stops
+verifying later is set aside and taken again while nothing was written for its contact;
+after a write it fails that set only, until it is put back or its loss is accepted.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import stat
 
 import pytest
 
+import backup
 import backup_verify
 import cli
 import merge_contacts
@@ -216,9 +219,20 @@ class Crash(BaseException):
     """A crash (not an Exception: nothing in the tool handles it)."""
 
 
-def test_backup_damaged_before_a_resume_stops_the_run(tmp_path, monkeypatch, make_sandbox, capsys):
-    """The journal says the backup was verified; it was changed since: the resume refuses to
-    touch the contact rather than trust an old check."""
+def _damage(folder: str, how: str) -> str | None:
+    """Change one byte of the backup, or move the whole folder away: the path changed."""
+    if how == "byte":
+        return _flip_a_byte(folder)
+    os.rename(folder, folder + ".elsewhere")
+    return None
+
+
+@pytest.mark.parametrize("how", ["byte", "moved away"])
+def test_backup_damaged_before_any_write_is_set_aside_and_taken_again(tmp_path, monkeypatch, make_sandbox, capsys,
+                                                                      how):
+    """The journal says the backup was verified; it was changed (or moved away) since, but no
+    write was sent for its duplicate yet: it protects nothing, so the resume sets it aside
+    (renamed, never deleted), backs the contact up afresh and finishes the merge."""
     dataset = build_dataset(1, seed=62, tickets=(2, 2), conversations=(0, 1), comments=(1, 1), attachment_rate=1.0,
                             two_duplicate_sets=0, skipped=False)
     sandbox = make_sandbox(dataset.seed)
@@ -235,12 +249,80 @@ def test_backup_damaged_before_a_resume_stops_the_run(tmp_path, monkeypatch, mak
     monkeypatch.undo()
     run = MergeRun(tmp_path, sandbox, None, monkeypatch, csv_text=open(run.csv, encoding="utf-8", newline="").read())
     [folder] = run.backups()
+    changed = _damage(folder, how)
+    assert sandbox.write_attempts() == []
+    capsys.readouterr()
+    assert run.run() == 0
+    err = capsys.readouterr().err
+    assert f"the backup {folder} no longer verifies" in err and "taking a fresh backup" in err
+    assert normalized(sandbox.dump()) == expected_after_merge(normalized(before), sandbox, dataset,
+                                                              {dataset.merge_sets[0]["email"]})
+    folders = run.backups()
+    fresh = [f for f in folders if not f.endswith(".elsewhere") and ".damaged-" not in f]
+    assert len(fresh) == 1 and backup_verify.verify_backup(fresh[0]).ok   # (the same name, when in the same second)
+    aside = [f for f in folders if ".damaged-" in f]
+    if how == "byte":
+        assert "set aside as" in err
+        assert len(aside) == 1 and aside[0].startswith(folder + ".damaged-")   # kept, as evidence
+        assert os.path.exists(aside[0] + changed[len(folder):])
+        assert not backup_verify.verify_backup(aside[0]).ok
+    else:
+        assert "nothing to set aside" in err and aside == [] and folder + ".elsewhere" in folders
+    assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
+
+
+def test_backup_damaged_after_writes_fails_that_set_only_until_restored_or_its_loss_accepted(
+        tmp_path, monkeypatch, make_sandbox, capsys):
+    """The backup is the only before-image once items were moved: the set fails (and only
+    it: the other sets merge), its folder untouched; the message names both ways on. With
+    the acceptance file the next run sets the folder aside and finishes the set."""
+    dataset = build_dataset(3, seed=63, tickets=(2, 2), conversations=(1, 1), comments=(1, 1), attachment_rate=1.0,
+                            two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    before = normalized(sandbox.dump())
+    assert run.preview() == 0
+
+    def crash(*a, **kw):
+        raise Crash("killed after the first set's moves, before its check")
+
+    monkeypatch.setattr(merge_engine.SetMerger, "_verify", crash)
+    with pytest.raises(Crash):
+        run.run("--workers", "1")
+    monkeypatch.undo()
+    run = MergeRun(tmp_path, sandbox, None, monkeypatch, csv_text=open(run.csv, encoding="utf-8", newline="").read())
+    [folder] = run.backups()
+    victim = backup.load_metadata(folder)["merge_set"]["email"]
+    others = {ms["email"] for ms in dataset.merge_sets} - {victim}
     _flip_a_byte(folder)
     capsys.readouterr()
     assert run.run() == 1
-    assert "no longer verifies" in capsys.readouterr().err
-    assert sandbox.write_attempts() == []
-    assert sandbox.dump() == before
+    err = capsys.readouterr().err
+    outcome = {s["email"]: s for s in run.latest_report()["sets"]}
+    assert outcome[victim]["status"] == "failed" and all(outcome[e]["status"] == "merged" for e in others)
+    message = outcome[victim]["error"]
+    assert f"the backup {folder} of {victim} no longer verifies" in message and message in err
+    assert "from your own copy" in message and f"create the file {folder}.accept-loss" in message
+    # the victim's items are moved (before the damage) but its duplicate is kept; the others merged
+    [victim_set] = [ms for ms in dataset.merge_sets if ms["email"] == victim]
+    [dup] = [sandbox.key_id(k) for k in victim_set["duplicates"]]
+    primary = sandbox.key_id(victim_set["primary"])
+    expected = expected_after_merge(before, sandbox, dataset, others | {victim})
+    expected["rev_users"][dup] = before["rev_users"][dup]
+    expected["rev_users"][primary] = before["rev_users"][primary]
+    assert normalized(sandbox.dump()) == expected
+    assert run.backups()[0] == folder and not backup_verify.verify_backup(folder).ok   # untouched, still there
+    assert not [f for f in run.backups() if ".damaged-" in f]
+
+    # the operator cannot restore it and accepts the loss: the set finishes
+    open(folder + ".accept-loss", "w").close()
+    assert run.run() == 0
+    assert "its loss was accepted" in capsys.readouterr().err
+    assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, dataset, others | {victim})
+    [aside] = [f for f in run.backups() if ".damaged-" in f and os.path.isdir(f)]
+    assert aside.startswith(folder + ".damaged-") and not os.path.exists(folder)
+    assert os.path.exists(aside + ".accept-loss") and not os.path.exists(folder + ".accept-loss")   # used once
+    assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
 
 
 def test_no_option_skips_backup_verification():
