@@ -16,7 +16,6 @@ written; run it again).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
@@ -27,14 +26,12 @@ from dotenv import load_dotenv
 import cli
 import devrev_assumptions as facts
 from cli import ExitCode, UsageError
-from devrev_client import AuthError, DevRevClient, DevRevError, RunInterrupted
+from devrev_client import AuthError, DevRevError, RunInterrupted
 from duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
 from fileutil import atomic_write_bytes
+from run_support import open_client, progress
 from timeutil import new_run_id
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
-SANDBOX_DIR = ".sandbox"    # merge_contacts.py --sandbox keeps the same emulator state here
 
 log = logging.getLogger("find")
 
@@ -89,7 +86,7 @@ def _main(argv) -> int:
         log.info("run %s: finding duplicate contacts in %s; log %s", run_id,
                  "the sandbox" if args.sandbox else "DevRev", log_path or "off")
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
+        with open_client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
                                                                     "nothing is written."):
             findings = _scan(args, client, stop)
             if not isinstance(findings, Findings):
@@ -101,7 +98,8 @@ def _main(argv) -> int:
 def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
     """The walk with its progress bar; an exit code instead when it could not complete."""
     folder = os.path.dirname(os.path.abspath(args.output))
-    with _progress() as bar:
+    # DevRev does not say how many contacts there are: the bar shows the count so far and the rate
+    with progress(None, "contacts", unit=" contacts") as bar:
         def on_page(items: int, counts) -> None:
             if bar is not None:
                 bar.update(items)
@@ -137,40 +135,6 @@ def _write(args, findings: Findings) -> None:
         print(f"Next: python3 merge_contacts.py{sandbox} --csv {shlex.quote(args.output)} --preview")
     else:
         print("No merge set found: nothing to merge.")
-
-
-@contextlib.contextmanager
-def _client(args, stop: cli.StopSignal):
-    sandbox = None
-    try:
-        if args.sandbox:
-            from devrev_sandbox import DEFAULT_TOKEN, DevRevSandbox
-            from fileutil import make_private_dir
-            make_private_dir(SANDBOX_DIR)
-            sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json")).start()
-            log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
-            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
-                                  stop_event=stop.event)
-        else:
-            client = DevRevClient.from_env(calls_per_minute=args.rate_limit, stop_event=stop.event)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-
-
-def _progress():
-    """A bar on stderr (when it is a terminal) counting contacts as the walk finds them:
-    DevRev does not say how many there are, so it shows the count so far and the rate."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
-        return contextlib.nullcontext(None)
-    return tqdm(desc="contacts", unit=" contacts", file=sys.stderr, disable=not sys.stderr.isatty(),
-                dynamic_ncols=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import create_test_sample
 import duplicate_finder
 import find_duplicates
 import merge_contacts
+import run_support
 from helpers import TEST_TOKEN
 from contacts_csv import ContactRow, group_contacts, read_contacts, row_problem, user_id_key
 from devrev_sandbox import DevRevSandbox, Scripted
@@ -50,7 +51,7 @@ def test_demo_tenant_find_then_preview_then_merge(tmp_path, monkeypatch, capsys)
 
     # every merge set of the demo CSV whose contacts DevRev holds as the CSV says
     demo_sets, _ = found_groups(os.path.join(ROOT, "examples", "demo_contacts.csv"))
-    tenant = DevRevSandbox(find_duplicates.DEMO_SEED).dump()["rev_users"].values()   # not started: its state
+    tenant = DevRevSandbox(run_support.DEMO_SEED).dump()["rev_users"].values()   # not started: its state
     live = {user_id_key(u["id"]): u.get("email") for u in tenant}
     held = [m for m in demo_sets if all(live.get(user_id_key(r.rev_user_id)) == r.email for r in m.rows)]
     assert {m.email for m in demo_sets} - {m.email for m in held} == {"moved@skipped.example",
