@@ -193,7 +193,8 @@ def _preview(args, client, sets: list[BackupSet], finished: dict, header: dict, 
                                [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
                                  len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
                                 for r in preview_rows(preview)], right=(4, 5), caps={0: 30, 2: 16}))
-    print(f"\nPreview written to {paths[0]} and {paths[1]}. Nothing was changed in DevRev.")
+    print(f"\nPreview written to {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}. Nothing was changed "
+          f"in DevRev.")
     return code
 
 
@@ -242,7 +243,7 @@ def _restore(args, restorer: SetRestorer, sets: list[BackupSet], finished: dict,
     t = report["totals"]
     print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, {t['folders_failed']} "
           f"backup folders not used; {t['contacts_recreated']} contacts created again, {t['items_moved_back']} "
-          f"tickets and conversations given back. Report: {paths[0]} and {paths[1]}")
+          f"tickets and conversations given back. Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
     if code == ExitCode.INTERRUPTED:
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     return code
