@@ -7,6 +7,7 @@ Walks every contact once (rev-users.list, pages as large as DevRev serves), grou
 by email exactly as merge_contacts.py does, and writes every group of two or more
 contacts (merge sets and the groups the merge would skip) in the input format. Contacts
 that look related without sharing an email go to `<output>.review.csv`, for a person.
+What was found is also a report in --report-dir (`find_<run>.json`, `.csv`, `.html`).
 
 Exit codes (cli.ExitCode): 0 the scan completed and the files are written; 1 DevRev
 failed mid-scan (nothing written); 2 bad usage, an existing output without --force, an
@@ -25,12 +26,13 @@ from dotenv import load_dotenv
 
 import cli
 import devrev_assumptions as facts
+import reports
 from cli import ExitCode, UsageError
-from devrev_client import AuthError, DevRevError, RunInterrupted
+from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
 from duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
 from fileutil import atomic_write_bytes
-from run_support import open_client, progress
-from timeutil import new_run_id
+from run_support import open_client, progress, target_of
+from timeutil import iso_utc, new_run_id
 
 
 log = logging.getLogger("find")
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill TICKET_COUNT live: one paged ticket count per contact of each merge set")
     p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
+    p.add_argument("--report-dir", default="reports",
+                   help="where the report of what was found goes (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
     p.add_argument("--sandbox", action="store_true",
                    help="scan the local DevRev emulator seeded with examples/ (no token, no network)")
@@ -73,6 +77,9 @@ def _check_outputs(args) -> None:
         if os.path.lexists(path) and not args.force:
             raise UsageError(f"{path} already exists: pass --force to overwrite it")
     cli.check_writable_dir(folder, "--output")
+    report_dir = args.report_dir
+    if os.path.exists(report_dir) and not (os.path.isdir(report_dir) and os.access(report_dir, os.W_OK)):
+        raise UsageError(f"--report-dir {args.report_dir}: not a folder this run can write in")
 
 
 def _main(argv) -> int:
@@ -88,10 +95,12 @@ def _main(argv) -> int:
         stop = cli.StopSignal()
         with open_client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
                                                                     "nothing is written."):
+            header = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
+                      "started_at": iso_utc(), "target": target_of(args, client)}
             findings = _scan(args, client, stop)
             if not isinstance(findings, Findings):
                 return findings
-        _write(args, findings)
+        _write(args, findings, header)
         return ExitCode.OK
 
 
@@ -117,12 +126,18 @@ def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
             return ExitCode.FAILED
 
 
-def _write(args, findings: Findings) -> None:
-    """Both files, atomic and owner-only: the review first, so the contacts CSV only
-    exists when both were written."""
+def _write(args, findings: Findings, header: dict) -> None:
+    """The report, then both files, atomic and owner-only: the review first, so the
+    contacts CSV only exists when everything else was written."""
     for path in (args.output, review_path(args.output)):
         if os.path.lexists(path) and not args.force:  # appeared during the scan
             raise UsageError(f"{path} appeared during the scan: pass --force to overwrite it")
+    report = find_report(args, findings, header)
+    try:
+        json_path, _ = reports.write_report(args.report_dir, f"find_{header['run_id']}", report, FIND_COLUMNS,
+                                            report["sets"])
+    except OSError as exc:
+        raise UsageError(f"--report-dir {args.report_dir}: {cli.describe_os_error(exc)} (nothing written)") from None
     atomic_write_bytes(review_path(args.output), review_csv_bytes(findings.review))
     atomic_write_bytes(args.output, contacts_csv_bytes(findings))
     for line in summary_lines(findings, facts.CONTACT_WALK_ENDPOINT):
@@ -135,6 +150,27 @@ def _write(args, findings: Findings) -> None:
         print(f"Next: python3 merge_contacts.py{sandbox} --csv {shlex.quote(args.output)} --preview")
     else:
         print("No merge set found: nothing to merge.")
+    print(f"Report: {reports.html_path(json_path)}")
+
+
+FIND_COLUMNS = ["email", "status", "reason", "contacts", "primary", "duplicates", "detail"]
+
+
+def find_report(args, findings: Findings, header: dict) -> dict:
+    """The run's report: `header` (run_id, kind, tool_version, started_at, target), the
+    files written, the options, `totals` (contact and group counts) and `sets`, one row per
+    group found: FIND_COLUMNS, status "merge_set" or "skipped" (with its reason code)."""
+    c = findings.counts
+    rows = [{"email": ms.email, "status": "merge_set", "contacts": len(ms.rows), "primary": ms.primary.rev_user_id,
+             "duplicates": [d.rev_user_id for d in ms.duplicates]} for ms in findings.merge_sets]
+    rows += [{"email": g.email, "status": "skipped", "reason": g.reason, "contacts": len(g.rows), "detail": g.detail}
+             for g in findings.skipped]
+    totals = {"scanned": c.scanned, "pages": c.pages, "without_email": c.without_email,
+              "already_merged": c.already_merged, "not_usable_in_csv": sum(c.unusable.values()),
+              "merge_sets": len(findings.merge_sets), "skipped_groups": len(findings.skipped),
+              "for_review": len(findings.review)}
+    return dict(header, finished_at=iso_utc(), output=os.path.abspath(args.output),
+                review=os.path.abspath(review_path(args.output)), options=vars(args), totals=totals, sets=rows)
 
 
 if __name__ == "__main__":
