@@ -7,6 +7,7 @@ Walks every contact once (rev-users.list, pages as large as DevRev serves), grou
 by email exactly as merge_contacts.py does, and writes every group of two or more
 contacts (merge sets and the groups the merge would skip) in the input format. Contacts
 that look related without sharing an email go to `<output>.review.csv`, for a person.
+What was found is also a report in --report-dir (`find_<run>.json`, `.csv`, `.html`).
 
 Exit codes (cli.ExitCode): 0 the scan completed and the files are written; 1 DevRev
 failed mid-scan (nothing written); 2 bad usage, an existing output without --force, an
@@ -16,7 +17,6 @@ written; run it again).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
@@ -26,15 +26,14 @@ from dotenv import load_dotenv
 
 import cli
 import devrev_assumptions as facts
+import reports
 from cli import ExitCode, UsageError
-from devrev_client import AuthError, DevRevClient, DevRevError, RunInterrupted
+from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
 from duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
 from fileutil import atomic_write_bytes
-from timeutil import new_run_id
+from run_support import open_client, progress, target_of
+from timeutil import iso_utc, new_run_id
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
-SANDBOX_DIR = ".sandbox"    # merge_contacts.py --sandbox keeps the same emulator state here
 
 log = logging.getLogger("find")
 
@@ -48,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill TICKET_COUNT live: one paged ticket count per contact of each merge set")
     p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
                    help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
+    p.add_argument("--report-dir", default="reports",
+                   help="where the report of what was found goes (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
     p.add_argument("--sandbox", action="store_true",
                    help="scan the local DevRev emulator seeded with examples/ (no token, no network)")
@@ -76,6 +77,9 @@ def _check_outputs(args) -> None:
         if os.path.lexists(path) and not args.force:
             raise UsageError(f"{path} already exists: pass --force to overwrite it")
     cli.check_writable_dir(folder, "--output")
+    report_dir = args.report_dir
+    if os.path.exists(report_dir) and not (os.path.isdir(report_dir) and os.access(report_dir, os.W_OK)):
+        raise UsageError(f"--report-dir {args.report_dir}: not a folder this run can write in")
 
 
 def _main(argv) -> int:
@@ -89,19 +93,22 @@ def _main(argv) -> int:
         log.info("run %s: finding duplicate contacts in %s; log %s", run_id,
                  "the sandbox" if args.sandbox else "DevRev", log_path or "off")
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
+        with open_client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
                                                                     "nothing is written."):
+            header = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
+                      "started_at": iso_utc(), "target": target_of(args, client)}
             findings = _scan(args, client, stop)
             if not isinstance(findings, Findings):
                 return findings
-        _write(args, findings)
+        _write(args, findings, header)
         return ExitCode.OK
 
 
 def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
     """The walk with its progress bar; an exit code instead when it could not complete."""
     folder = os.path.dirname(os.path.abspath(args.output))
-    with _progress() as bar:
+    # DevRev does not say how many contacts there are: the bar shows the count so far and the rate
+    with progress(None, "contacts", unit=" contacts") as bar:
         def on_page(items: int, counts) -> None:
             if bar is not None:
                 bar.update(items)
@@ -119,12 +126,18 @@ def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
             return ExitCode.FAILED
 
 
-def _write(args, findings: Findings) -> None:
-    """Both files, atomic and owner-only: the review first, so the contacts CSV only
-    exists when both were written."""
+def _write(args, findings: Findings, header: dict) -> None:
+    """The report, then both files, atomic and owner-only: the review first, so the
+    contacts CSV only exists when everything else was written."""
     for path in (args.output, review_path(args.output)):
         if os.path.lexists(path) and not args.force:  # appeared during the scan
             raise UsageError(f"{path} appeared during the scan: pass --force to overwrite it")
+    report = find_report(args, findings, header)
+    try:
+        json_path, _ = reports.write_report(args.report_dir, f"find_{header['run_id']}", report, FIND_COLUMNS,
+                                            report["sets"])
+    except OSError as exc:
+        raise UsageError(f"--report-dir {args.report_dir}: {cli.describe_os_error(exc)} (nothing written)") from None
     atomic_write_bytes(review_path(args.output), review_csv_bytes(findings.review))
     atomic_write_bytes(args.output, contacts_csv_bytes(findings))
     for line in summary_lines(findings, facts.CONTACT_WALK_ENDPOINT):
@@ -137,40 +150,27 @@ def _write(args, findings: Findings) -> None:
         print(f"Next: python3 merge_contacts.py{sandbox} --csv {shlex.quote(args.output)} --preview")
     else:
         print("No merge set found: nothing to merge.")
+    print(f"Report: {reports.html_path(json_path)}")
 
 
-@contextlib.contextmanager
-def _client(args, stop: cli.StopSignal):
-    sandbox = None
-    try:
-        if args.sandbox:
-            from devrev_sandbox import DEFAULT_TOKEN, DevRevSandbox
-            from fileutil import make_private_dir
-            make_private_dir(SANDBOX_DIR)
-            sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json")).start()
-            log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
-            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
-                                  stop_event=stop.event)
-        else:
-            client = DevRevClient.from_env(calls_per_minute=args.rate_limit, stop_event=stop.event)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
+FIND_COLUMNS = ["email", "status", "reason", "contacts", "primary", "duplicates", "detail"]
 
 
-def _progress():
-    """A bar on stderr (when it is a terminal) counting contacts as the walk finds them:
-    DevRev does not say how many there are, so it shows the count so far and the rate."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
-        return contextlib.nullcontext(None)
-    return tqdm(desc="contacts", unit=" contacts", file=sys.stderr, disable=not sys.stderr.isatty(),
-                dynamic_ncols=True)
+def find_report(args, findings: Findings, header: dict) -> dict:
+    """The run's report: `header` (run_id, kind, tool_version, started_at, target), the
+    files written, the options, `totals` (contact and group counts) and `sets`, one row per
+    group found: FIND_COLUMNS, status "merge_set" or "skipped" (with its reason code)."""
+    c = findings.counts
+    rows = [{"email": ms.email, "status": "merge_set", "contacts": len(ms.rows), "primary": ms.primary.rev_user_id,
+             "duplicates": [d.rev_user_id for d in ms.duplicates]} for ms in findings.merge_sets]
+    rows += [{"email": g.email, "status": "skipped", "reason": g.reason, "contacts": len(g.rows), "detail": g.detail}
+             for g in findings.skipped]
+    totals = {"scanned": c.scanned, "pages": c.pages, "without_email": c.without_email,
+              "already_merged": c.already_merged, "not_usable_in_csv": sum(c.unusable.values()),
+              "merge_sets": len(findings.merge_sets), "skipped_groups": len(findings.skipped),
+              "for_review": len(findings.review)}
+    return dict(header, finished_at=iso_utc(), output=os.path.abspath(args.output),
+                review=os.path.abspath(review_path(args.output)), options=vars(args), totals=totals, sets=rows)
 
 
 if __name__ == "__main__":

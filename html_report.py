@@ -37,7 +37,8 @@ _ENV.filters["breakable"] = breakable
 # status -> colour class; anything else is shown neutral
 STATUS_CLASS = {"merged": "ok", "would_merge": "ok", "would_move": "ok", "moved_only": "ok", "restored": "ok",
                 "already_merged": "done", "already_moved_only": "done", "skipped": "skip", "not_a_merge_set": "skip",
-                "failed": "bad",
+                "failed": "bad", "backup_failed": "bad", "would_restore": "ok", "already_restored": "done",
+                "merge_set": "ok",
                 "pending": "wait", "interrupted": "wait", "in_progress": "wait"}
 EXIT_MEANING = {0: "every set done or legitimately skipped", 1: "some set failed", 2: "bad usage or input",
                 130: "stopped by Ctrl-C or SIGTERM (re-run to resume)"}

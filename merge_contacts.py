@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import logging
 import os
-import shutil
 import sqlite3
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from dotenv import load_dotenv
 
 import canary
 import cli
-import devrev_assumptions as facts
 import reports
 import screens
 import summary
@@ -41,14 +37,13 @@ from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished
 import preflight
 from preview_scope import Scope, candidate_previews, preview_showing
 from progress import resume_point
+from run_support import (HERE, SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held,
+                         target_of)
+from status import print_status
 from summary import plural
 from timeutil import iso_utc, new_run_id
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_SEED = os.path.join(HERE, "examples", "demo_seed.json")
 DEMO_CSV = os.path.join(HERE, "examples", "demo_contacts.csv")
-SANDBOX_DIR = ".sandbox"
-SANDBOX_LOCK = "run.lock"  # held by every --sandbox run; --sandbox-reset keeps it
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
 log = logging.getLogger("merge")
@@ -154,7 +149,7 @@ def _main(argv) -> int:
     secret = None if args.sandbox else DevRevClient.check_env()[0]
     with cli.run_logging(args.log_dir, "merge", run_id, secret) as log_path:
         if args.check:
-            with _sandbox_held(args):
+            with sandbox_held(args):
                 return _run_check(args)
         code = cli.run_main(lambda _argv: _logged_run(args, run_id, savepoint, log_path))
         log.info("exit code %d: %s", code, EXIT_MEANING.get(code, ""), extra=cli.FILE_ONLY)
@@ -189,7 +184,7 @@ def _run_check(args) -> int:
         index = _chosen_groups(args, index_contacts(args.csv or DEMO_CSV), args.csv or DEMO_CSV)
         merge_set = index.merge_sets[0] if index.merge_sets else None
     stop = cli.StopSignal()
-    with _client(args, stop) as client, cli.graceful_stop(stop):
+    with open_client(args, stop) as client, cli.graceful_stop(stop):
         checks = preflight.run_checks(client, merge_set)
     for check in checks:
         print(check.line())
@@ -221,40 +216,8 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
     scope = _scope(args, index.file.sha256)
     candidates = None if args.preview or args.skip_preview_check else \
         candidate_previews(args.report_dir, scope)
-    with _sandbox_held(args):
+    with sandbox_held(args):
         return _run_checked(args, run_id, savepoint, log_path, csv_path, index, scope, candidates)
-
-
-@contextlib.contextmanager
-def _sandbox_held(args):
-    """With --sandbox: hold the sandbox's lock (`.sandbox/run.lock`) for the whole run, so a
-    second run (and above all a --sandbox-reset) cannot pull the emulator's state from under
-    the first; then reset it if asked. UsageError while another run holds it."""
-    if not args.sandbox:
-        yield
-        return
-    from fileutil import make_private_dir
-    make_private_dir(SANDBOX_DIR)
-    fd = os.open(os.path.join(SANDBOX_DIR, SANDBOX_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            what = "reset" if args.sandbox_reset else "use"
-            raise UsageError(f"another run is using the sandbox ({SANDBOX_DIR}/): cannot {what} it now; wait for "
-                             f"that run to finish (or stop it with Ctrl-C), then re-run") from None
-        if args.sandbox_reset:
-            for name in os.listdir(SANDBOX_DIR):
-                path = os.path.join(SANDBOX_DIR, name)
-                if name == SANDBOX_LOCK:
-                    continue
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_path: str, index: ContactsIndex,
@@ -273,7 +236,7 @@ def _run_checked(args, run_id: str, savepoint: str, log_path: str | None, csv_pa
         if journal is not None:
             log.info("savepoint %s", os.path.abspath(savepoint))
         stop = cli.StopSignal()
-        with _client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])), \
+        with open_client(args, stop) as client, cli.graceful_stop(stop, *([PREVIEW_STOP] if args.preview else [])), \
                 contextlib.ExitStack() as stack:
             # a run with nothing left to do calls nothing, and needs no preflight; the filters are
             # checked on the first set it will merge (not one its preview showed skipped)
@@ -310,7 +273,7 @@ def _chosen_groups(args, index: ContactsIndex, csv_path: str) -> ContactsIndex:
 
 def _scope(args, csv_sha256: str) -> Scope:
     """Every option of this run that changes what it does (a preview records its own)."""
-    return Scope(csv_sha256=csv_sha256, target=_target(args), keep_duplicate=args.keep_duplicate,
+    return Scope(csv_sha256=csv_sha256, target=target_of(args), keep_duplicate=args.keep_duplicate,
                  allow_cross_org=args.allow_cross_org, only=email_key(args.only) if args.only else None,
                  max_merges=args.max_merges)
 
@@ -319,7 +282,7 @@ def _report_header(args, run_id: str, client, csv_path: str, index: ContactsInde
     """What the preview and the merge report share: the run, the target, the CSV, the skipped
     groups (counted by reason; the first few of each listed with their rows)."""
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
-            "target": _target(args, client), "scope": _scope(args, index.file.sha256).to_json(),
+            "target": target_of(args, client), "scope": _scope(args, index.file.sha256).to_json(),
             "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count},
             "options": {k: v for k, v in vars(args).items() if k not in ("status", "sandbox_modes")},
             "skipped_counts": index.skipped_counts,
@@ -333,79 +296,6 @@ def _write_skipped(args, name: str, common: dict, index: ContactsIndex) -> None:
         common["skipped_file"] = reports.write_skipped_rows(args.report_dir, name, index.skipped_rows())
 
 
-def _target(args, client=None) -> str:
-    """Where the run goes: the sandbox, or DevRev's base URL (a preview must match it)."""
-    if args.sandbox:
-        return "sandbox"
-    if client is not None:
-        return client.base_url
-    return (os.environ.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL).strip().rstrip("/")
-
-
-@contextlib.contextmanager
-def _client(args, stop: cli.StopSignal):
-    sandbox = None
-    try:
-        if args.sandbox:
-            from devrev_sandbox import DEFAULT_TOKEN, DevRevSandbox
-            from fileutil import make_private_dir
-            make_private_dir(SANDBOX_DIR)
-            sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json"),
-                                    modes=getattr(args, "sandbox_modes", None)).start()
-            log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
-            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url, calls_per_minute=args.rate_limit or 60000,
-                                  stop_event=stop.event, pool_size=max(16, args.workers * 2))
-        else:
-            client = DevRevClient.from_env(calls_per_minute=args.rate_limit, stop_event=stop.event,
-                                           pool_size=max(16, args.workers * 2))
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-
-
-def _progress(total: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
-        return contextlib.nullcontext(None)
-    return tqdm(total=total, desc=desc, unit=" merge set", file=sys.stderr, disable=not sys.stderr.isatty(),
-                dynamic_ncols=True)
-
-
-def _run_sets(items, work, workers: int, stop: cli.StopSignal, desc: str):
-    """Run work(item) for each item on `workers` threads, yielding (item, result or exception)."""
-    with _progress(len(items), desc) as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="set") as pool:
-        pending = {}
-        queue = list(items)
-        while queue or pending:
-            while queue and len(pending) < workers and not stop.is_set():
-                item = queue.pop(0)
-                pending[pool.submit(work, item)] = item
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                item = pending.pop(future)
-                if bar is not None:
-                    bar.update(1)
-                try:
-                    result = future.result()
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    result = exc
-                yield item, result
-
-
-def _reraise_fatal(result, stop: cli.StopSignal) -> None:
-    """A worker's KeyboardInterrupt (or other BaseException) stops the run, as in the main thread."""
-    if isinstance(result, BaseException) and not isinstance(result, Exception):
-        stop.set()
-        raise result
-
-
 def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal,
              index: ContactsIndex) -> int:
     """Preview the plan's sets (read only) and write the preview report; returns the exit code."""
@@ -413,9 +303,9 @@ def _preview(args, client, plan: RunPlan, options: MergeOptions, common: dict, s
                for key in [ms.key] if key in plan.finished}
     exit_code = ExitCode.OK
     fault: RunWideFault | None = None
-    for ms, result in _run_sets(plan.todo, lambda ms: preview_set(client, ms, options), args.workers, stop,
+    for ms, result in run_sets(plan.todo, lambda ms: preview_set(client, ms, options), args.workers, stop,
                                 "preview"):
-        _reraise_fatal(result, stop)
+        reraise_fatal(result, stop)
         if isinstance(result, RunWideFault):
             fault = fault or result  # said once, below; no set is started after it
             stop.set()
@@ -497,7 +387,7 @@ class _MergeTally:
 
     def add(self, ms: MergeSet, result) -> None:
         """Record one set's result: its outcome dict, or the exception its merge raised."""
-        _reraise_fatal(result, self.stop)
+        reraise_fatal(result, self.stop)
         if isinstance(result, RunInterrupted):
             if self.stopped_by is None:
                 self.code = self.code.worse(ExitCode.INTERRUPTED)
@@ -568,7 +458,7 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
     canary_result = None
     try:
         rest, canary_result = _first_set_alone(args, merger, plan.todo, tally, stop)
-        for ms, result in _run_sets(rest, merger.merge, args.workers, stop, "merge"):
+        for ms, result in run_sets(rest, merger.merge, args.workers, stop, "merge"):
             tally.add(ms, result)
     finally:
         problems = _journal_check(merger.journal)
@@ -605,7 +495,7 @@ def _first_set_alone(args, merger: SetMerger, todo: list[MergeSet], tally: "_Mer
     todo = list(todo)
     while todo and not stop.is_set():
         ms = todo.pop(0)
-        for _, result in _run_sets([ms], merger.merge, 1, stop, "first set"):
+        for _, result in run_sets([ms], merger.merge, 1, stop, "first set"):
             tally.add(ms, result)
         outcome = tally.outcomes.get(ms.key) or {}
         if outcome.get("status") not in ("merged", "moved_only") or not outcome.get("duplicates"):
@@ -676,59 +566,6 @@ def _unfinished(ms: MergeSet, status: str, note: str, *, reached: bool = True) -
     if not reached:
         line["not_reached"] = True
     return line
-
-
-def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: bool = False) -> int:
-    """Progress from the savepoint, no API call: the counts in the run's vocabulary (against
-    the CSV's merge sets when `csv_path` is given) and each set's state. sandbox_hint: with
-    no savepoint here, point to the sandbox rehearsal's one when it exists."""
-    if not os.path.exists(savepoint):
-        print(f"No savepoint file at {savepoint}: no merge has run with it yet.")
-        sandbox_savepoint = os.path.join(SANDBOX_DIR, "savepoints.sqlite3")
-        if sandbox_hint and os.path.exists(sandbox_savepoint):
-            print(f"The sandbox rehearsal's savepoint is {sandbox_savepoint}: add --sandbox "
-                  f"(python3 merge_contacts.py --sandbox --status) to see it.")
-        return ExitCode.OK
-    journal = Journal(savepoint, "status")
-    try:
-        records = {s["set_key"]: s for s in journal.all_sets()}
-        counts = journal.step_counts()
-        problems = journal.check()
-        wanted, not_merge_sets = _status_sets(csv_path, records)
-        rows = [_status_row(journal, key, email, records.get(key), counts) for key, email in wanted]
-    finally:
-        journal.close()
-    source = "from the CSV" if csv_path else "in the savepoint"
-    line = summary.describe_counts(summary.count_merge_sets(
-        ((records.get(key) or {}).get("status") for key, _ in wanted), not_merge_sets), source=source)
-    print(f"Savepoint {savepoint}: {line}.")
-    if not csv_path:
-        print("(Add --csv FILE to count the CSV's sets not started yet and its groups that are not merge sets.)")
-    print(screens.format_status(rows))
-    if problems:
-        print("Journal problems: " + "; ".join(problems))
-        return ExitCode.FAILED
-    return ExitCode.OK
-
-
-def _status_sets(csv_path: str | None, records: dict) -> tuple[list[tuple[str, str]], int]:
-    """[(set_key, email)] to show, in CSV order when the CSV is given, and how many of the
-    CSV's groups are not merge sets (0 without a CSV)."""
-    if not csv_path:
-        return [(key, r["email"]) for key, r in records.items()], 0
-    index = index_contacts(csv_path)
-    return [(set_key(ms), ms.email) for ms in index.merge_sets], index.skipped_total
-
-
-def _status_row(journal: Journal, key: str, email: str, record: dict | None, counts: dict) -> dict:
-    if record is None:
-        return {"email": email, "status": "not started", "done": 0, "intents": 0, "note": ""}
-    c = counts.get(key, {"done": 0, "intent": 0})
-    note = record.get("reason") or record.get("error") or ""
-    if record["status"] not in ("merged", "moved_only", "skipped"):
-        note = resume_point(journal, key) or note
-    return {"email": email, "status": record["status"], "done": c["done"], "intents": c["intent"],
-            "updated_at": record["updated_at"], "note": note}
 
 
 if __name__ == "__main__":

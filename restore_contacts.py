@@ -38,9 +38,9 @@ from cli import ExitCode, UsageError
 from contacts_csv import email_key
 from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
 from journal import Journal
-from merge_contacts import SANDBOX_DIR, _client, _reraise_fatal, _run_sets, _sandbox_held, _target
 from restore_backups import BackupSet, FailedFolder, load_backup_sets
 from restore_engine import FINISHED, SetRestorer, finished_record, preview_set
+from run_support import SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held, target_of
 from timeutil import iso_utc, new_run_id
 
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "restore_journal.sqlite3")
@@ -125,10 +125,9 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
                  log_path or "off")
         stop = cli.StopSignal()
         # a --sandbox run holds the emulator's lock, as merge_contacts.py's do
-        with _sandbox_held(argparse.Namespace(sandbox=args.sandbox, sandbox_reset=False)), \
-                _client(args, stop) as client, cli.graceful_stop(stop):
+        with sandbox_held(args), open_client(args, stop) as client, cli.graceful_stop(stop):
             header = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
-                      "target": _target(args, client), "backup_dir": os.path.abspath(args.backup_dir),
+                      "target": target_of(args, client), "backup_dir": os.path.abspath(args.backup_dir),
                       "options": vars(args), "failed_folders": [f.__dict__ for f in failed]}
             if args.preview:
                 return _preview(args, client, sets, finished, header, stop)
@@ -141,7 +140,7 @@ def _run(args, run_id: str, savepoint: str, log_path: str | None) -> int:
 def _required_preview(args, todo: list[BackupSet]) -> str:
     """The newest complete restore preview, against the same DevRev, of these exact backups
     for every set this run will restore; UsageError when there is none."""
-    target = _target(args)
+    target = target_of(args)
     best = None
     for path in glob.glob(os.path.join(args.report_dir, "restore_preview_*.json")):
         try:
@@ -166,8 +165,8 @@ def _preview(args, client, sets: list[BackupSet], finished: dict, header: dict, 
     records = {s.key: finished_record(s, finished[s.key], preview=True) for s in sets if s.key in finished}
     code = ExitCode.FAILED if header["failed_folders"] else ExitCode.OK
     todo = [s for s in sets if s.key not in finished]
-    for bset, result in _run_sets(todo, lambda s: preview_set(client, s), args.workers, stop, "preview"):
-        _reraise_fatal(result, stop)
+    for bset, result in run_sets(todo, lambda s: preview_set(client, s), args.workers, stop, "preview"):
+        reraise_fatal(result, stop)
         if isinstance(result, (RunInterrupted, AuthError)):
             code = code.worse(ExitCode.USAGE if isinstance(result, AuthError) else ExitCode.INTERRUPTED)
             stop.set()
@@ -194,7 +193,8 @@ def _preview(args, client, sets: list[BackupSet], finished: dict, header: dict, 
                                [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
                                  len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
                                 for r in preview_rows(preview)], right=(4, 5), caps={0: 30, 2: 16}))
-    print(f"\nPreview written to {paths[0]} and {paths[1]}. Nothing was changed in DevRev.")
+    print(f"\nPreview written to {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}. Nothing was changed "
+          f"in DevRev.")
     return code
 
 
@@ -205,8 +205,8 @@ def _restore(args, restorer: SetRestorer, sets: list[BackupSet], finished: dict,
     code = ExitCode.FAILED if header["failed_folders"] else ExitCode.OK
     todo = [s for s in sets if s.key not in finished]
     try:
-        for bset, result in _run_sets(todo, restorer.restore, args.workers, stop, "restore"):
-            _reraise_fatal(result, stop)
+        for bset, result in run_sets(todo, restorer.restore, args.workers, stop, "restore"):
+            reraise_fatal(result, stop)
             if isinstance(result, (RunInterrupted, AuthError)):
                 if isinstance(result, AuthError):
                     log.error("%s; stopping the run (no further set is started)", result)
@@ -243,7 +243,7 @@ def _restore(args, restorer: SetRestorer, sets: list[BackupSet], finished: dict,
     t = report["totals"]
     print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, {t['folders_failed']} "
           f"backup folders not used; {t['contacts_recreated']} contacts created again, {t['items_moved_back']} "
-          f"tickets and conversations given back. Report: {paths[0]} and {paths[1]}")
+          f"tickets and conversations given back. Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
     if code == ExitCode.INTERRUPTED:
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     return code

@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--files-port", type=int, default=0, help="port of the attachment host (default: any)")
     parser.add_argument("--seed", help="seed JSON file (see devrev_sandbox/dataset.py)")
     parser.add_argument("--token", default=DEFAULT_TOKEN)
-    parser.add_argument("--rate-limit", metavar="CALLS/SECONDS", help="server-side limit, e.g. 600/60 (default: 100000/300, DevRev's 5-minute window)")
+    parser.add_argument("--rate-limit", metavar="CALLS/SECONDS",
+                        help="server-side limit, e.g. 600/60 (default: 100000/300, DevRev's 5-minute window)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
     parser.add_argument("--mode", action="append", default=[], metavar="NAME=VALUE",
                         help="play an unknown DevRev behaviour another way (repeatable; see below)")

@@ -110,7 +110,8 @@ class _Builder:
         return out
 
     def comments(self, authors: list[str], count: int, rate: float, sizes: tuple[int, int]) -> list[dict]:
-        return [{"by": self.rng.choice(authors), "body": f"Message {i + 1}: {self.rng.choice(['help', 'thanks', 'update', 'details'])}",
+        return [{"by": self.rng.choice(authors),
+                 "body": f"Message {i + 1}: " f"{self.rng.choice(['help', 'thanks', 'update', 'details'])}",
                  "created_date": self.stamp(), "artifacts": self.attachments(rate, sizes),
                  "visibility": self.rng.choice(["external", "external", "internal"])}
                 for i in range(count)]

@@ -167,10 +167,12 @@ class SandboxState:
         don = self.don(kind, str(number))
         created = spec.get("created_date") or self.now()
         prefix = "TKT" if kind == "ticket" else "ISS"
-        work = {"type": kind, "id": don, "display_id": f"{prefix}-{number}", "title": spec.get("title", f"Work {number}"),
+        work = {"type": kind, "id": don, "display_id": f"{prefix}-{number}",
+                "title": spec.get("title", f"Work {number}"),
                 "reported_by": [self.ref(k) for k in spec.get("reported_by", [])],
                 "owned_by": [self.ref(k) for k in spec.get("owned_by", [])] or [self.admin_id],
-                "created_by": self.ref(spec.get("created_by", spec.get("reported_by", ["SYSU-1"])[0] if spec.get("reported_by") else "SYSU-1")),
+                "created_by": self.ref(spec.get("created_by", spec.get("reported_by", ["SYSU-1"])[0]
+                                                if spec.get("reported_by") else "SYSU-1")),
                 "created_date": created, "modified_date": spec.get("modified_date", created),
                 "stage": {"name": spec.get("stage", "queued")}, "severity": spec.get("severity", "medium"),
                 "source_channel": spec.get("source_channel", "email"), "_seq": self.next_seq()}

@@ -22,6 +22,7 @@ import create_test_sample
 import duplicate_finder
 import find_duplicates
 import merge_contacts
+import run_support
 from helpers import TEST_TOKEN
 from contacts_csv import ContactRow, group_contacts, read_contacts, row_problem, user_id_key
 from devrev_sandbox import DevRevSandbox, Scripted
@@ -50,7 +51,7 @@ def test_demo_tenant_find_then_preview_then_merge(tmp_path, monkeypatch, capsys)
 
     # every merge set of the demo CSV whose contacts DevRev holds as the CSV says
     demo_sets, _ = found_groups(os.path.join(ROOT, "examples", "demo_contacts.csv"))
-    tenant = DevRevSandbox(find_duplicates.DEMO_SEED).dump()["rev_users"].values()   # not started: its state
+    tenant = DevRevSandbox(run_support.DEMO_SEED).dump()["rev_users"].values()   # not started: its state
     live = {user_id_key(u["id"]): u.get("email") for u in tenant}
     held = [m for m in demo_sets if all(live.get(user_id_key(r.rev_user_id)) == r.email for r in m.rows)]
     assert {m.email for m in demo_sets} - {m.email for m in held} == {"moved@skipped.example",
@@ -318,3 +319,23 @@ def test_an_output_without_a_usable_name_or_folder_is_refused_before_any_call(ou
     assert find_duplicates.main(["--sandbox", "--output", output]) == 2
     assert words in capsys.readouterr().err
     assert os.listdir(tmp_path) == []      # no stray review file, no folder made, no emulator state
+
+
+def test_the_run_writes_the_html_report_page_with_every_value_escaped(tmp_path, monkeypatch, capsys):
+    from test_html_report import assert_self_contained_and_inert, parse, table, text_of
+    monkeypatch.chdir(tmp_path)
+    hostile = "<img src=x onerror=alert(1)>.csv"     # the header shows --output
+    assert find_duplicates.main(["--sandbox", "--output", hostile]) == 0
+    (json_path,) = glob.glob("reports/find_*.json")
+    report = json.load(open(json_path, encoding="utf-8"))
+    assert capsys.readouterr().out.rstrip().endswith(f"Report: {json_path[:-5]}.html")
+    assert report["totals"]["merge_sets"] == 15 and report["output"] == str(tmp_path / hostile)
+    raw = open(json_path[:-5] + ".html", encoding="utf-8").read()
+    assert hostile not in raw and "&lt;img src=x onerror=alert(1)&gt;.csv" in raw
+    doc = parse(json_path[:-5] + ".html")
+    assert_self_contained_and_inert(doc)
+    assert hostile in text_of(doc.find(".//body"))
+    _, shown = table(doc, "sets")
+    assert [r["email"] for r in shown] == [r["email"] for r in report["sets"]]
+    assert [r["status"] for r in shown].count("merge set") == 15
+    assert {r["_class"] for r in shown if r["status"] == "skipped"} == {"skip"}

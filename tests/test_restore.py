@@ -474,3 +474,28 @@ def test_backup_dir_may_name_one_backup_folder(tmp_path, monkeypatch, make_sandb
     (folder,) = [f for f in run.backups() if os.path.basename(f).startswith(backup.folder_prefix(single["email"]))]
     sets, failed = restore_backups.load_backup_sets(folder)
     assert failed == [] and [s.email for s in sets] == [single["email"]]
+
+
+def test_the_restore_preview_and_report_have_the_html_page_with_every_value_escaped(tmp_path, monkeypatch,
+                                                                                      make_sandbox, small_dataset):
+    from test_html_report import assert_self_contained_and_inert, parse, table, text_of
+    hostile = "<img src=x onerror=alert(1)>"
+    run = _merge(tmp_path, monkeypatch, make_sandbox(small_dataset.seed), small_dataset)
+    os.rename(str(tmp_path / "backups"), str(tmp_path / hostile))   # the header shows --backup-dir
+    restore = RestoreRun(run)
+    args = ["--backup-dir", str(tmp_path / hostile)] + restore.paths()[2:]
+    assert restore_contacts.main(args + ["--preview"]) == 0
+    assert restore_contacts.main(args) == 0
+    for kind in ("restore_preview", "restore_report"):
+        report = restore.report(kind)
+        page = tmp_path / "reports" / f"{kind}_{report['run_id']}.html"
+        raw = page.read_text(encoding="utf-8")
+        assert hostile not in raw and "&lt;img src=x onerror=alert(1)&gt;" in raw
+        doc = parse(str(page))
+        assert_self_contained_and_inert(doc)
+        assert hostile in text_of(doc.find(".//body"))
+        _, shown = table(doc, "sets")
+        rows = restore_contacts.report_rows(report) if kind == "restore_report" else \
+            restore_contacts.preview_rows(report)
+        assert [r["email"] for r in shown] == [r["email"] for r in rows] and len(rows) == 4
+        assert {r["_class"] for r in shown} == {"ok"}
