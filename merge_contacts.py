@@ -32,8 +32,8 @@ from contacts_index import ContactsIndex, index_contacts
 from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
 from fanout import Fanout
 from journal import Journal, JournalError
-from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview, plan_run,
-                          preview_set, set_key)
+from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview,
+                          journal_line, plan_run, preview_set, set_key)
 import preflight
 from preview_scope import Scope, candidate_previews, preview_showing
 from progress import resume_point
@@ -378,15 +378,24 @@ def _api_usage(client) -> dict:
 class _MergeTally:
     """Each set's report line as the workers hand results back, and the run's exit code."""
 
-    def __init__(self, stop: cli.StopSignal):
+    def __init__(self, stop: cli.StopSignal, numbers=lambda ms: {}):
         self.stop = stop
+        self.numbers = numbers   # MergeSet -> what the journal says DevRev holds for it (merge_engine.journal_line)
         self.outcomes: dict[str, dict] = {}
         self.code = ExitCode.OK
         self.stopped_by: str | None = None  # "auth", "abort" or "fault" when the tool itself stopped the run
         self.fault: Exception | None = None  # a run-wide fault (DevRev unreachable, the savepoint unwritable)
 
     def add(self, ms: MergeSet, result) -> None:
-        """Record one set's result: its outcome dict, or the exception its merge raised."""
+        """Record one set's result: its outcome dict, or the exception its merge raised. A set
+        the run did not finish still reports what DevRev holds (from the journal)."""
+        self._add(ms, result)
+        line = self.outcomes.get(ms.key)
+        if line is not None and not line.get("duplicates") and line.get("status") in ("interrupted", "pending",
+                                                                                         "failed"):
+            line.update(self.numbers(ms))
+
+    def _add(self, ms: MergeSet, result) -> None:
         reraise_fatal(result, self.stop)
         if isinstance(result, RunInterrupted):
             if self.stopped_by is None:
@@ -449,7 +458,7 @@ def _merge(args, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, c
            stop: cli.StopSignal, preview_path: str | None) -> int:
     """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
     started = time.monotonic()
-    tally = _MergeTally(stop)
+    tally = _MergeTally(stop, lambda ms: journal_line(merger.journal, ms))
     tally.outcomes.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
                            for ms in plan.order if ms.key in plan.finished})
     if plan.finished:
@@ -504,6 +513,10 @@ def _first_set_alone(args, merger: SetMerger, todo: list[MergeSet], tally: "_Mer
             return todo, None
         try:
             result = canary.check_set(merger.client, outcome)
+        except RunInterrupted:
+            # stopped while re-reading: the set is merged; the next run's first set is the canary
+            log.info("canary %s: stopped by %s before its re-read ended", ms.email, stop.reason)
+            return todo, None
         except DevRevError as exc:
             result = {"set": ms.email, "checked": 0, "differences": [], "error": str(exc)}
             log.error("canary %s: could not re-read: %s; the run stopped before the next set", ms.email, exc)

@@ -93,6 +93,19 @@ def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges:
     return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
 
 
+def journal_line(journal: Journal, ms: MergeSet) -> dict:
+    """What the journal says DevRev holds for a set this run did not finish (stopped,
+    interrupted, a run-wide fault): its numbers (journal_numbers), {} if it never started.
+    Never raises: the journal may be what failed."""
+    try:
+        key = set_key(ms)
+        ctx = (journal.set_record(key) or {}).get("context")
+        return journal_numbers(journal.steps(key), ctx.get("duplicates") or []) if ctx else {}
+    except Exception:  # noqa: BLE001 - a report line without numbers beats no report
+        log.debug("no journal numbers for %s", ms.email, exc_info=True)
+        return {}
+
+
 def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> dict:
     """The merge report line of a set an earlier run finished (from its journal record and,
     given its `steps`, what it moved: see journal_numbers)."""

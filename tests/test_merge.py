@@ -9,6 +9,7 @@ import pytest
 
 import backup
 import backup_verify
+import devrev_client
 import journal as journal_module
 import merge_engine
 from devrev_sandbox import Scripted
@@ -545,6 +546,53 @@ def test_concurrent_workers_resume_with_another_count(tmp_path, monkeypatch, mak
     assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, dataset, merged)
     assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}
     assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+
+
+def test_an_interrupted_run_reports_what_devrev_holds(tmp_path, monkeypatch, make_sandbox):
+    """A set stopped half-way reports the moves DevRev applied (from the journal), not 0."""
+    dataset = build_dataset(3, seed=17, tickets=(4, 6), conversations=(1, 2), skipped=False)
+    calls = {"n": 0, "moves": set()}
+
+    def stop_midway(sandbox, entry):
+        calls["n"] += 1
+        if entry.get("endpoint") in ("works.update", "conversations.update") and entry.get("applied"):
+            calls["moves"].add(entry["body"]["id"])
+            if len(calls["moves"]) == 3:
+                stopper["event"].set()
+
+    sandbox = make_sandbox(dataset.seed, on_request=stop_midway)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    stopper = capture_stop_event(monkeypatch)
+    assert run.preview() == 0
+    calls["moves"].clear()
+    assert run.run("--workers", "1", "--no-canary") == 130
+    report = run.latest_report()
+    moved = {i for s in report["sets"] for i in s.get("moved_ticket_ids", []) + s.get("moved_conversation_ids", [])}
+    assert moved == calls["moves"] and len(moved) >= 3
+    totals = report["totals"]
+    assert totals["tickets_moved"] + totals["conversations_moved"] == len(moved)
+
+
+def test_ctrl_c_during_the_canary_re_read_is_an_interrupt_not_a_crash(tmp_path, monkeypatch, make_sandbox):
+    import canary
+    dataset = build_dataset(3, seed=19, tickets=(1, 2), conversations=(1, 1), skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    stopper = capture_stop_event(monkeypatch)
+    assert run.preview() == 0
+
+    def stopped_mid_read(client, outcome):
+        stopper["event"].set()                     # Ctrl-C while the canary re-reads
+        raise devrev_client.RunInterrupted("stopped")
+
+    monkeypatch.setattr(canary, "check_set", stopped_mid_read)
+    assert run.run() == 130
+    report = run.latest_report()
+    assert report["interrupted"] is True
+    assert [s["status"] for s in report["sets"]].count("merged") == 1   # the first set, done before the stop
+    monkeypatch.undo()
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.run() == 0
 
 
 @pytest.mark.slow
