@@ -39,7 +39,7 @@ from contacts_csv import email_key
 from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
 from journal import Journal
 from restore_backups import BackupSet, FailedFolder, load_backup_sets
-from restore_engine import FINISHED, SetRestorer, finished_record, preview_set
+from restore_engine import FINISHED, SetRestorer, finished_record, journal_progress, preview_set
 from run_support import SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held, target_of
 from timeutil import iso_utc, new_run_id
 
@@ -212,7 +212,9 @@ def _restore(args, restorer: SetRestorer, sets: list[BackupSet], finished: dict,
                     log.error("%s; stopping the run (no further set is started)", result)
                 code = code.worse(ExitCode.USAGE if isinstance(result, AuthError) else ExitCode.INTERRUPTED)
                 stop.set()
-                result = {"status": "pending", "note": str(result) or "stopped; re-run to resume"}
+                # what DevRev holds already (from the journal), so the report does not say "nothing"
+                result = {"status": "pending", "note": str(result) or "stopped; re-run to resume",
+                          "duplicates": journal_progress(restorer.journal, bset)}
             elif isinstance(result, Exception):
                 log.debug("unexpected error", exc_info=result)
                 result = {"status": "failed", "error": f"unexpected error: {type(result).__name__}: {result}"}
@@ -223,7 +225,7 @@ def _restore(args, restorer: SetRestorer, sets: list[BackupSet], finished: dict,
             if result["status"] == "failed":
                 code = code.worse(ExitCode.FAILED)
             outcomes[bset.key] = result if "set_key" in result else dict(
-                result, email=bset.email, set_key=bset.key, duplicates=[])
+                {"duplicates": []}, **result, email=bset.email, set_key=bset.key)
     finally:
         problems = restorer.journal.check()
     if stop.is_set() and code != ExitCode.USAGE:

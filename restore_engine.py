@@ -228,6 +228,29 @@ def finished_record(bset: BackupSet, record: dict, *, preview: bool) -> dict:
     return out
 
 
+def journal_progress(journal: Journal, bset: BackupSet) -> list[dict]:
+    """What the restore journal says was done for a set this run did not finish (stopped or
+    interrupted), per duplicate: {"id", "display_id", "external_ref", "recreated", and the
+    item ids per outcome: "moved_back", "already_back", "deleted_since", "left_alone"}; [] if
+    nothing was done. Never raises: the journal may be what failed."""
+    try:
+        steps = journal.steps(bset.key)
+    except Exception:  # noqa: BLE001 - a report line without numbers beats no report
+        return []
+    out = []
+    for dup in bset.duplicates:
+        line = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
+                "recreated": (steps.get(step_name("recreate", dup.id)) or {}).get("status") == "done",
+                "moved_back": [], "already_back": [], "deleted_since": [], "left_alone": []}
+        for move in dup.moves:
+            record = steps.get(step_name(f"{move.kind}_back", dup.id, item=move.id)) or {}
+            if record.get("status") == "done":
+                line[(record.get("data") or {}).get("outcome", "moved_back")].append(move.display_id)
+        if line["recreated"] or any(line[k] for k in ("moved_back", "already_back", "deleted_since", "left_alone")):
+            out.append(line)
+    return out
+
+
 # --------------------------------------------------------------------------- the real run
 class SetRestorer:
     """Runs (or resumes) the restore of one merge set, journaling every write."""

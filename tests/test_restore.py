@@ -268,6 +268,10 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_a_rerun_finishes(tmp_path, mo
     assert report["interrupted"] is True and report["interrupted_by"] == "a stop request"
     assert {s["status"] for s in report["sets"]} >= {"pending"}
     assert len(sandbox.writes()) == 3
+    # the report says what DevRev holds: the re-created contact and each item already given back
+    writes = [e["endpoint"] for e in sandbox.writes()]
+    assert report["totals"]["contacts_recreated"] == writes.count("rev-users.create")
+    assert report["totals"]["items_moved_back"] == writes.count("works.update") + writes.count("conversations.update")
     pressed["on"] = False
     assert restore.run() == 0
     after = normalized(sandbox.dump())
