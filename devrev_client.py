@@ -65,7 +65,8 @@ class DevRevClient(ArtifactDownloads):
         self._token = token
         self._redactor = Redactor(token)
         self.breaker = breaker or FaultBreaker()
-        self.file_breaker = FaultBreaker()  # the attachment host's, apart: another host, another fault
+        # the attachment host's, apart (another host, another fault); its first download is not alone
+        self.file_breaker = FaultBreaker(first_contact_threshold=6)
         self.base_url = base_url
         self.timeout = timeout
         self.page_limit = page_limit

@@ -195,12 +195,18 @@ class FaultBreaker:
     of a call is counted; any answer that is not a 5xx resets the count. The breaker
     trips after `connection_threshold` connection failures in a row, or
     `server_threshold` 5xx in a row spread over at least `min_targets` different calls
-    (one call failing again and again is that call's trouble, not the run's). Once
+    (one call failing again and again is that call's trouble, not the run's). Before
+    DevRev has answered anything at all, `first_contact_threshold` connection failures
+    suffice: the run's first call (the preflight's) is alone, and waiting out six
+    backed-off attempts there took 20 s for a DevRev that was never reachable. Once
     tripped it stays tripped for the client's life; `cause` says why. Thread-safe.
     """
 
-    def __init__(self, *, connection_threshold: int = 6, server_threshold: int = 12, min_targets: int = 2):
+    def __init__(self, *, connection_threshold: int = 6, server_threshold: int = 12, min_targets: int = 2,
+                 first_contact_threshold: int = 3):
         self.connection_threshold = connection_threshold
+        self.first_contact_threshold = first_contact_threshold
+        self._answered = False
         self.server_threshold = server_threshold
         self.min_targets = min_targets
         self._lock = threading.Lock()
@@ -216,7 +222,7 @@ class FaultBreaker:
     def success(self) -> None:
         """An answer came back (not a 5xx): DevRev is reachable and working."""
         with self._lock:
-            self._streak, self._connection_only = 0, True
+            self._streak, self._connection_only, self._answered = 0, True, True
             self._targets.clear()
 
     def failure(self, cause: str, target: str, *, connection: bool) -> bool:
@@ -227,7 +233,8 @@ class FaultBreaker:
             self._streak += 1
             self._connection_only = self._connection_only and connection
             self._targets.add(target)
-            if (self._connection_only and self._streak >= self.connection_threshold) or \
+            threshold = self.connection_threshold if self._answered else self.first_contact_threshold
+            if (self._connection_only and self._streak >= threshold) or \
                     (self._streak >= self.server_threshold and len(self._targets) >= self.min_targets):
                 self.cause = cause
             return self.cause is not None

@@ -266,6 +266,16 @@ def test_the_breaker_trips_on_connection_failures_or_on_5xx_across_calls_not_one
     assert [other.failure("HTTP 503", t, connection=False) for t in "abab"] == [False, False, False, True]
 
 
+def test_before_devrev_ever_answered_three_connection_failures_trip_it_after_six():
+    """The run's first call (the preflight's) is alone: waiting out six backed-off attempts
+    there took 20 s for a DevRev that was never reachable."""
+    fresh = FaultBreaker()
+    assert [fresh.failure("refused", "a", connection=True) for _ in range(3)] == [False, False, True]
+    seen = FaultBreaker()
+    seen.success()
+    assert [seen.failure("refused", "a", connection=True) for _ in range(6)] == [False] * 5 + [True]
+
+
 def test_a_tls_failure_is_run_wide(make_sandbox):
     sandbox = make_sandbox(_seed())
     client = DevRevClient(TEST_TOKEN, sandbox.base_url.replace("http://", "https://"), sleep=Sleeper(),
