@@ -31,7 +31,7 @@ from cli import ExitCode, UsageError
 from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
 from duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
 from fileutil import atomic_write_bytes
-from run_support import open_client, progress, target_of
+from run_support import open_client, progress, sandbox_held, target_of
 from timeutil import iso_utc, new_run_id
 
 
@@ -93,8 +93,9 @@ def _main(argv) -> int:
         log.info("run %s: finding duplicate contacts in %s; log %s", run_id,
                  "the sandbox" if args.sandbox else "DevRev", log_path or "off")
         stop = cli.StopSignal()
-        with open_client(args, stop) as client, cli.graceful_stop(stop, "Stopping after the call in flight; "
-                                                                    "nothing is written."):
+        # a --sandbox scan holds the emulator's lock, as the merge and the restore do
+        with sandbox_held(args), open_client(args, stop) as client, \
+                cli.graceful_stop(stop, "Stopping after the call in flight; nothing is written."):
             header = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
                       "started_at": iso_utc(), "target": target_of(args, client)}
             findings = _scan(args, client, stop)

@@ -339,3 +339,15 @@ def test_the_run_writes_the_html_report_page_with_every_value_escaped(tmp_path, 
     assert [r["email"] for r in shown] == [r["email"] for r in report["sets"]]
     assert [r["status"] for r in shown].count("merge set") == 15
     assert {r["_class"] for r in shown if r["status"] == "skipped"} == {"skip"}
+
+
+def test_a_sandbox_scan_waits_for_no_one_it_refuses_while_another_run_holds_the_sandbox(tmp_path, monkeypatch,
+                                                                                       capsys):
+    import argparse
+
+    import run_support
+    monkeypatch.chdir(tmp_path)
+    with run_support.sandbox_held(argparse.Namespace(sandbox=True)):
+        assert find_duplicates.main(["--sandbox", "--output", "found.csv"]) == 2
+    assert "another run is using the sandbox" in capsys.readouterr().err
+    assert not os.path.exists("found.csv")
