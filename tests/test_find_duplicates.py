@@ -341,8 +341,7 @@ def test_the_run_writes_the_html_report_page_with_every_value_escaped(tmp_path, 
     assert {r["_class"] for r in shown if r["status"] == "skipped"} == {"skip"}
 
 
-def test_a_sandbox_scan_waits_for_no_one_it_refuses_while_another_run_holds_the_sandbox(tmp_path, monkeypatch,
-                                                                                       capsys):
+def test_a_sandbox_scan_is_refused_while_another_run_holds_the_sandbox(tmp_path, monkeypatch, capsys):
     import argparse
 
     import run_support
