@@ -5,8 +5,34 @@ set that fails them is skipped untouched (not a failure), with a stable reason c
 """
 from __future__ import annotations
 
+import devrev_assumptions as facts
 from contacts_csv import MergeSet, email_key
 from devrev_client import DevRevClient, NotFoundError
+
+
+def is_retired(user: dict | None) -> bool:
+    """How a merged duplicate looks once DevRev has processed the merge ([I]): gone (None,
+    a 404), in one of devrev_assumptions.RETIRED_STATES, or carrying `primary_identity`."""
+    return user is None or user.get("state") in facts.RETIRED_STATES or bool(user.get("primary_identity"))
+
+
+def recreated_duplicates(client: DevRevClient, ctx: dict) -> list[str]:
+    """The set's duplicates (its journal context) whose `user_...` reference an active
+    contact other than the duplicate itself and the primary holds now: merged, then restored
+    or made again by the integration (DevRev keeps external_ref unique among active
+    contacts, so a duplicate never merged cannot be one). ["<ref> (now <display id>)"];
+    one rev-users.list per duplicate."""
+    found = []
+    for dup in ctx["duplicates"]:
+        ref = dup.get("external_ref")
+        if not ref:
+            continue
+        holder = next((u for u in client.list_rev_users(external_ref=ref)
+                       if u.get("id") not in (dup["id"], ctx["primary"]["id"]) and u.get("external_ref") == ref
+                       and not is_retired(u)), None)
+        if holder is not None:
+            found.append(f"{ref} (now {holder.get('display_id') or holder.get('id')})")
+    return found
 
 
 class SetSkipped(Exception):

@@ -32,8 +32,8 @@ from contacts_index import ContactsIndex, index_contacts
 from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
 from fanout import Fanout
 from journal import Journal, JournalError
-from merge_engine import (MergeOptions, RunAborted, RunPlan, SetMerger, finished_outcome, finished_preview,
-                          journal_line, plan_run, preview_set, set_key)
+from merge_engine import MergeOptions, RunAborted, SetMerger, preview_set
+from run_plan import RunPlan, finished_outcome, finished_preview, journal_line, plan_run, set_key
 import preflight
 from preview_scope import Scope, candidate_previews, preview_showing
 from progress import resume_point

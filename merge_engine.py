@@ -25,14 +25,15 @@ from backup_verify import verify_backup
 from call_estimates import (backup_read_calls, estimate_calls, minimum_calls,  # noqa: F401 (bench/, tests)
                             set_overhead_calls)
 from cli import log_subject
-from contacts_csv import MergeSet, user_id_key
+from contacts_csv import MergeSet
 from damaged_backup import accept_path, aside_note, refusal, set_aside, writes_sent
 from devrev_client import (BadRequestError, ConflictError, DevRevClient, DevRevError, NotFoundError,
                            PermissionDeniedError, ResponseError, RunWideFault, ServerError, TransportError)
 from fanout import Fanout, fan_map, slot_of
 from journal import Journal, is_finished, parse_step, step_name
-from live_checks import SetSkipped, resolve_contacts
+from live_checks import SetSkipped, is_retired, recreated_duplicates, resolve_contacts
 from preview_estimate import sampled_duplicate
+from run_plan import finished_outcome, set_key
 from set_numbers import journal_numbers
 from summary import plural
 from timeutil import utc_now
@@ -63,76 +64,9 @@ class MergeOptions:
     max_rounds: int = 3
 
 
-def set_key(ms: MergeSet) -> str:
-    """Identifies a set across runs: its email and the contacts it holds."""
-    dups = ",".join(sorted(user_id_key(d.rev_user_id) for d in ms.duplicates))
-    return f"{ms.key}|{user_id_key(ms.primary.rev_user_id)}|{dups}"
-
-
-@dataclass
-class RunPlan:
-    """What one run does with the CSV's merge sets, decided once from the savepoint journal.
-
-    todo: the unfinished sets this run processes, in CSV order (the first `max_merges`).
-    finished: MergeSet.key -> the journal's set record, for each set an earlier run finished;
-        they cost no API call and keep their place in the report.
-    order: todo and finished together, in CSV order (the sets a preview reports on).
-    """
-    todo: list[MergeSet]
-    finished: dict[str, dict]
-    order: list[MergeSet]
-
-
-def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges: int | None,
-             keep_duplicate: bool) -> RunPlan:
-    """Split `merge_sets` into finished (per the journal; None: nothing ran yet) and to do."""
-    records = {ms.key: (journal.set_record(set_key(ms)) if journal else None) for ms in merge_sets}
-    finished = {key: r for key, r in records.items() if r and is_finished(r["status"], keep_duplicate)}
-    todo = [ms for ms in merge_sets if ms.key not in finished][: max_merges or None]
-    chosen = {ms.key for ms in todo} | set(finished)
-    return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
-
-
-def journal_line(journal: Journal, ms: MergeSet) -> dict:
-    """What the journal says DevRev holds for a set this run did not finish (stopped,
-    interrupted, a run-wide fault): its numbers (journal_numbers), {} if it never started.
-    Never raises: the journal may be what failed."""
-    try:
-        key = set_key(ms)
-        ctx = (journal.set_record(key) or {}).get("context")
-        return journal_numbers(journal.steps(key), ctx.get("duplicates") or []) if ctx else {}
-    except Exception:  # noqa: BLE001 - a report line without numbers beats no report
-        log.debug("no journal numbers for %s", ms.email, exc_info=True)
-        return {}
-
-
-def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> dict:
-    """The merge report line of a set an earlier run finished (from its journal record and,
-    given its `steps`, what it moved: see journal_numbers)."""
-    ctx = record["context"] or {}
-    outcome = {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
-               "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
-               "finished_earlier": True, "note": "already finished in an earlier run",
-               "external_ref_set": ctx.get("external_ref_set"), "duration_s": 0.0}
-    if steps is not None:
-        outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
-    return outcome
-
-
-def finished_preview(ms: MergeSet, record: dict) -> dict:
-    """The preview line of a set an earlier run finished: nothing would move."""
-    return {"email": ms.email, "set_key": set_key(ms), "status": "already_" + record["status"],
-            "detail": f"finished in run {record['run_id']} (savepoint)"}
-
-
 def swap_user(ids: list[str], old: str, new: str) -> list[str]:
     """Replace `old` by `new`, keeping order and dropping repeats."""
     return list(dict.fromkeys(new if i == old else i for i in ids))
-
-
-def is_retired(user: dict | None) -> bool:
-    """How a merged duplicate looks once DevRev has processed the merge ([I])."""
-    return user is None or user.get("state") in facts.RETIRED_STATES or bool(user.get("primary_identity"))
 
 
 def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
@@ -231,6 +165,7 @@ class SetMerger:
                 ctx = self._start(key, ms)
             else:
                 self._check_primary_still_active(ctx)
+                self._check_not_recreated(key, ctx)
             outcome["primary"] = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
                 self._merge_duplicate(key, ms, ctx, dup)
@@ -307,6 +242,16 @@ class SetMerger:
         if user.get("state", "active") != "active" or user.get("primary_identity"):
             raise SetFailed(f"the primary {primary['display_id']} is {user.get('state')!r} in DevRev now; "
                             f"nothing more was changed for this set")
+
+    def _check_not_recreated(self, key: str, ctx: dict) -> None:
+        """On resume: a duplicate whose reference another active contact holds now was merged
+        and then restored (restore_contacts.py) or made again by its integration: going on
+        would report the set merged while that contact keeps its tickets."""
+        again = recreated_duplicates(self.client, ctx)
+        if again:
+            raise SetFailed(f"{', '.join(again)}: a contact holds a retired duplicate's reference again (restored, "
+                            f"or made again by the integration) since this set started; nothing more was changed: "
+                            f"make a fresh CSV (find_duplicates.py), preview it and merge it")
 
     # ------------------------------------------------------------------ one duplicate
     def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:

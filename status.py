@@ -12,7 +12,7 @@ import summary
 from cli import ExitCode
 from contacts_index import index_contacts
 from journal import Journal
-from merge_engine import set_key
+from run_plan import set_key
 from progress import resume_point
 from run_support import SANDBOX_DIR
 

@@ -223,3 +223,34 @@ def test_apostrophe_email_is_a_valid_contact(tmp_path, monkeypatch, make_sandbox
                     "REVU-b2,O'Brien@X.example,user_b2\n")
     rows = read_contacts(str(path)).rows
     assert {r.email_key for r in rows} == {"o'brien@x.example"}
+
+
+def test_a_resumed_set_whose_retired_duplicate_was_made_again_is_not_reported_merged(tmp_path, monkeypatch,
+                                                                                      make_sandbox):
+    """Stopped after its first duplicate was retired, the set is restored (or the integration
+    makes that contact again) before the re-run: going on would call the set merged while
+    the new contact keeps its reference and tickets."""
+    from helpers import call
+    dataset = build_dataset(1, seed=23, tickets=(2, 3), conversations=(1, 1), skipped=False, two_duplicate_sets=1)
+    state = {"retired": None}
+
+    def stop_after_first_merge(sandbox, entry):
+        if entry.get("endpoint") == "rev-users.merge" and entry.get("applied") and state["retired"] is None:
+            state["retired"] = entry["body"]["secondary_user"]
+            stopper["event"].set()
+
+    sandbox = make_sandbox(dataset.seed, on_request=stop_after_first_merge, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    stopper = capture_stop_event(monkeypatch)
+    assert run.preview() == 0
+    assert run.run("--no-canary") == 130
+    retired = sandbox.dump()["rev_users"][state["retired"]]
+    call(sandbox, "rev-users.get", {"id": state["retired"]})            # retired by a read, if not already
+    made_again = {"email": retired["email"], "display_name": "made again", "rev_org": retired["rev_org"]["id"],
+                  "external_ref": retired["external_ref"]}
+    assert call(sandbox, "rev-users.create", made_again).status_code == 201
+    writes_before = len(sandbox.writes())
+    assert run.run("--no-canary") == 1
+    (line,) = run.latest_report()["sets"]
+    assert line["status"] == "failed" and "make a fresh CSV" in line["error"]
+    assert len(sandbox.writes()) == writes_before                       # nothing more was changed

@@ -4,7 +4,7 @@ from __future__ import annotations
 import reports
 from contacts_csv import group_contacts, read_contacts
 from journal import Journal
-from merge_engine import finished_outcome, finished_preview, plan_run, set_key
+from run_plan import finished_outcome, finished_preview, plan_run, set_key
 
 
 def _sets(tmp_path, n=4):
