@@ -370,7 +370,8 @@ class DevRevClient(ArtifactDownloads):
                    field_name=field_name)
 
     def paginate(self, endpoint: str, body: dict, items_key: str, *, strict: bool = False) -> Iterator[dict]:
-        """Every item of a list endpoint, following next_cursor to the end.
+        """Every item of a list endpoint once, following next_cursor to the end (walk_pages,
+        with an item DevRev repeats across pages yielded once).
 
         Stops on a missing next_cursor, and on an empty page whose cursor repeats (the
         facts file's guard). A non-empty page that repeats a cursor would loop forever:
@@ -378,49 +379,26 @@ class DevRevClient(ArtifactDownloads):
         strict: the listing must prove an absence (a contact owns nothing before it is
         merged), so an empty page repeating its cursor raises instead of ending it.
         """
-        seen_cursors: set[str] = set()
         seen_ids: set[str] = set()
-        cursor = None
-        empty_pages = 0
-        while True:
-            request = dict(body, limit=self.page_limit)
-            if cursor:
-                request.update(cursor=cursor, mode="after")
-            data = self.call(endpoint, request, retry_transient=True)
-            items = data.get(items_key)
-            if not isinstance(items, list):
-                raise ResponseError(f"the answer has no '{items_key}' list", endpoint=endpoint)
+        for items in self.walk_pages(endpoint, body, items_key, strict=strict):
             for item in items:
-                item_id = item.get("id") if isinstance(item, dict) else None
+                item_id = item.get("id")
                 if item_id in seen_ids:
                     continue
                 if item_id:
                     seen_ids.add(item_id)
                 yield item
-            cursor = data.get("next_cursor")
-            if not cursor:
-                return
-            empty_pages = 0 if items else empty_pages + 1
-            if empty_pages >= self.MAX_EMPTY_PAGES:
-                raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
-                                    f"the listing cannot be trusted", endpoint=endpoint)
-            if cursor in seen_cursors:
-                if not items and not strict:
-                    log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
-                    return
-                raise ResponseError("DevRev returned the same page cursor twice; the listing cannot be trusted",
-                                    endpoint=endpoint)
-            seen_cursors.add(cursor)
 
-    def walk_pages(self, endpoint: str, body: dict, items_key: str, *, paged: bool = True) -> Iterator[list[dict]]:
+    def walk_pages(self, endpoint: str, body: dict, items_key: str, *, paged: bool = True,
+                   strict: bool = False) -> Iterator[list[dict]]:
         """Each page of a listing as DevRev sent it, following next_cursor to the end.
 
         For walks over a whole tenant: unlike `paginate` it keeps no per-item state, so
         memory stays flat however many items there are (a caller that must not see an
         item twice removes repeats itself). paged=False is for `*.scan` operations, which
-        take no `limit` or `mode` (the server sizes the page). The cursor guards are
-        `paginate`'s: a repeated cursor raises ResponseError (after an empty page it ends
-        the walk), and so do MAX_EMPTY_PAGES empty pages in a row.
+        take no `limit` or `mode` (the server sizes the page). A repeated cursor raises
+        ResponseError (after an empty page it ends the walk, unless `strict`), and so do
+        MAX_EMPTY_PAGES empty pages in a row.
         """
         seen_cursors: set[str] = set()
         cursor = None
@@ -444,7 +422,7 @@ class DevRevClient(ArtifactDownloads):
                 raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
                                     f"the listing cannot be trusted", endpoint=endpoint)
             if cursor in seen_cursors:
-                if not items:
+                if not items and not strict:
                     log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)
                     return
                 raise ResponseError("DevRev returned the same page cursor twice; the listing cannot be trusted",

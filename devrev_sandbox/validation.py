@@ -151,23 +151,15 @@ def page(body: dict, items: list[dict], endpoint: str, page_cap: int,
     if mode not in ("after", "before"):
         raise ApiError(400, "invalid_enum_value", "mode must be after or before", field_name="mode",
                        value=str(mode), allowed_values=["after", "before"])
-    filters = json.dumps({k: v for k, v in body.items() if k not in PAGING}, sort_keys=True)
-    digest = hashlib.sha256((endpoint + filters).encode()).hexdigest()[:12]
+    digest = _filters_digest(endpoint, body)
     offset = paging == "offset"
     if offset:
         items = sorted(items, key=lambda o: (o.get("modified_date") or "", o["_seq"]), reverse=True)
     else:
         items = sorted(items, key=lambda o: o["_seq"], reverse=True)
-    cursor = body.get("cursor")
     start = 0
-    if cursor:
-        try:
-            data = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-            after, bound = int(data["k"]), data["f"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_field", "invalid cursor", field_name="cursor") from None
-        if bound != digest:
-            raise ApiError(400, "invalid_field", "cursor does not match the filters", field_name="cursor")
+    after = _cursor_key(body, digest)
+    if after is not None:
         if offset:
             start = after
         else:
@@ -178,6 +170,22 @@ def page(body: dict, items: list[dict], endpoint: str, page_cap: int,
         key = start + limit if offset else first[-1]["_seq"]
         next_cursor = base64.urlsafe_b64encode(json.dumps({"k": key, "f": digest}).encode()).decode()
     return first, next_cursor
+
+
+def _cursor_key(body: dict, digest: str) -> int | None:
+    """The position a request's cursor points after (None without a cursor); 400 as DevRev
+    answers for a cursor that is not ours or was made for other filters."""
+    cursor = body.get("cursor")
+    if not cursor:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+        after, bound = int(data["k"]), data["f"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_field", "invalid cursor", field_name="cursor") from None
+    if bound != digest:
+        raise ApiError(400, "invalid_field", "cursor does not match the filters", field_name="cursor")
+    return after
 
 
 def _filters_digest(endpoint: str, body: dict) -> str:
@@ -193,15 +201,8 @@ def keyset_page(body: dict, newest_first: list[dict], keep, endpoint: str, limit
     the caller settled (clamped; a scan has no `limit` field)."""
     digest = _filters_digest(endpoint, body)
     start = 0
-    cursor = body.get("cursor")
-    if cursor:
-        try:
-            data = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-            after, bound = int(data["k"]), data["f"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_field", "invalid cursor", field_name="cursor") from None
-        if bound != digest:
-            raise ApiError(400, "invalid_field", "cursor does not match the filters", field_name="cursor")
+    after = _cursor_key(body, digest)
+    if after is not None:
         start = bisect.bisect_left(newest_first, -after, key=lambda o: -o["_seq"])
         if start < len(newest_first) and newest_first[start]["_seq"] >= after:
             start += 1
