@@ -141,8 +141,8 @@ def _required_preview(args, todo: list[BackupSet]) -> str:
     """The newest complete restore preview, against the same DevRev, of these exact backups
     for every set this run will restore; UsageError when there is none."""
     target = target_of(args)
-    best = None
-    for path in glob.glob(os.path.join(args.report_dir, "restore_preview_*.json")):
+    best, why = None, None
+    for path in sorted(glob.glob(os.path.join(args.report_dir, "restore_preview_*.json"))):
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
@@ -151,14 +151,27 @@ def _required_preview(args, todo: list[BackupSet]) -> str:
             continue
         if data.get("target") != target or data.get("complete") is not True:
             continue
-        if all(s.key in seen and seen[s.key].get("fingerprint") == s.fingerprint
-               and seen[s.key].get("status") in PREVIEWABLE for s in todo):
+        uncovered = [(s, seen.get(s.key)) for s in todo if not (s.key in seen and seen[s.key].get("fingerprint")
+                     == s.fingerprint and seen[s.key].get("status") in PREVIEWABLE)]
+        if not uncovered:
             if best is None or data.get("created_at", "") > best[0]:
                 best = (data.get("created_at", ""), path)
+        else:
+            why = _not_shown(*uncovered[0])
     if best is None:
-        raise UsageError(f"no complete restore preview of these backups against {target} in {args.report_dir}/: "
-                         f"run with --preview first and read it (or pass --skip-preview-check)")
+        raise UsageError(f"no complete restore preview of these backups against {target} in {args.report_dir}/ "
+                         f"shows this run" + (f" ({why})" if why else "") + ": run with --preview first and read it, "
+                         "restore the sets it shows with --only EMAIL, or pass --skip-preview-check")
     return best[1]
+
+
+def _not_shown(bset: BackupSet, shown: dict | None) -> str:
+    """Why a preview does not show a set's restore, in a few words."""
+    if shown is None:
+        return f"it does not cover {bset.email}"
+    if shown.get("fingerprint") != bset.fingerprint:
+        return f"the backups of {bset.email} changed since"
+    return f"it shows {bset.email} as {shown.get('status')}: {shown.get('error') or shown.get('reason')}"
 
 
 def _preview(args, client, sets: list[BackupSet], finished: dict, header: dict, stop: cli.StopSignal) -> int:

@@ -442,13 +442,12 @@ def test_sandbox_merge_then_sandbox_restore(tmp_path, monkeypatch):
 
 
 def test_a_set_whose_merged_duplicate_has_no_backup_here_is_held_back_whole(tmp_path, monkeypatch, make_sandbox,
-                                                                           small_dataset):
+                                                                           small_dataset, capsys):
     """A partial copy of backups/ (one duplicate's folder moved away): the restore must not
     give back half a set and report it restored, leaving the primary with the missing
     duplicate's reference and tickets."""
     sandbox = make_sandbox(small_dataset.seed)
     run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
-    merged = normalized(sandbox.dump())
     pair = small_dataset.merge_sets[0]
     assert len(pair["duplicates"]) == 2
     folders = [f for f in run.backups() if os.path.basename(f).startswith(backup.folder_prefix(pair["email"]))]
@@ -461,6 +460,13 @@ def test_a_set_whose_merged_duplicate_has_no_backup_here_is_held_back_whole(tmp_
     (shown,) = [s for s in restore.report("restore_preview")["sets"] if s["email"] == pair["email"]]
     assert shown["status"] == "failed" and shown["reason"] == "backup_missing"
     assert "put the missing folders back" in shown["error"]
+    capsys.readouterr()
+    assert restore.run() == 2                            # the preview does not show this set restored
+    err = capsys.readouterr().err
+    assert f"it shows {pair['email']} as failed" in err and "--only EMAIL" in err
+    others = [ms["email"] for ms in small_dataset.merge_sets if ms["email"] != pair["email"]]
+    assert restore.run("--only", others[0]) == 0         # the sets it shows can go on
+    merged = normalized(sandbox.dump())
     assert restore.run("--skip-preview-check", "--only", pair["email"]) == 1
     (held,) = restore.report()["sets"]
     assert held["status"] == "failed" and "backup folder" in held["error"]
