@@ -100,8 +100,10 @@ def _clean(value) -> str:
     return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text).strip()
 
 
-def is_retired(user: dict) -> bool:
-    """A contact an earlier merge already retired (still readable on some tenants)."""
+def merged_away(user: dict) -> bool:
+    """A contact an earlier merge already retired (still readable on some tenants). Narrower
+    than live_checks.is_retired on purpose: a deactivated contact is kept, so the preview
+    shows its group skipped as contact_inactive instead of the finder hiding it."""
     return bool(user.get("primary_identity")) or user.get("state") == "deleted"
 
 
@@ -142,7 +144,7 @@ class ContactIndex:
         if not email:
             counts.without_email += 1
             return
-        if is_retired(user):
+        if merged_away(user):
             counts.already_merged += 1
             return
         self.seq += 1

@@ -177,27 +177,27 @@ def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
     return write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview), PREVIEW_HTML_COLUMNS)
 
 
-def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[str, dict]]:
-    """Every preview in `report_dir` made from a CSV with these exact bytes against the same
-    DevRev (a sandbox preview does not unlock a production run), as (path, data), newest first."""
+def load_reports(report_dir: str, prefix: str) -> list[tuple[str, dict]]:
+    """Every readable `<prefix>_*.json` report in `report_dir` (a JSON object), as (path,
+    data), newest first by its `created_at`; files that cannot be read are passed over."""
     found = []
-    for path in glob.glob(os.path.join(report_dir, "preview_*.json")):
+    for path in glob.glob(os.path.join(report_dir, f"{prefix}_*.json")):
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and (data.get("csv") or {}).get("sha256") == csv_sha256 \
-                and data.get("target") == target:
+        if isinstance(data, dict):
             found.append((str(data.get("created_at", "")), path, data))
     found.sort(key=lambda f: (f[0], f[1]), reverse=True)
     return [(path, data) for _, path, data in found]
 
 
-def find_preview(report_dir: str, csv_sha256: str, target: str) -> str | None:
-    """The newest complete preview of these CSV bytes against this DevRev (see load_previews)."""
-    return next((path for path, data in load_previews(report_dir, csv_sha256, target)
-                 if data.get("complete") is True), None)
+def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[str, dict]]:
+    """Every preview in `report_dir` made from a CSV with these exact bytes against the same
+    DevRev (a sandbox preview does not unlock a production run), as (path, data), newest first."""
+    return [(path, data) for path, data in load_reports(report_dir, "preview")
+            if (data.get("csv") or {}).get("sha256") == csv_sha256 and data.get("target") == target]
 
 
 # --------------------------------------------------------------------------- merge report

@@ -22,7 +22,6 @@ preview, or a token DevRev rejects; 130 stopped by Ctrl-C or SIGTERM (re-run to 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import os
@@ -142,22 +141,19 @@ def _required_preview(args, todo: list[BackupSet]) -> str:
     for every set this run will restore; UsageError when there is none."""
     target = target_of(args)
     best, why = None, None
-    for path in sorted(glob.glob(os.path.join(args.report_dir, "restore_preview_*.json"))):
+    for path, data in reports.load_reports(args.report_dir, "restore_preview"):     # newest first
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
             seen = {s["set_key"]: s for s in data["sets"]}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
         if data.get("target") != target or data.get("complete") is not True:
             continue
         uncovered = [(s, seen.get(s.key)) for s in todo if not (s.key in seen and seen[s.key].get("fingerprint")
                      == s.fingerprint and seen[s.key].get("status") in PREVIEWABLE)]
         if not uncovered:
-            if best is None or data.get("created_at", "") > best[0]:
-                best = (data.get("created_at", ""), path)
-        else:
-            why = _not_shown(*uncovered[0])
+            best = path
+            break
+        why = why or _not_shown(*uncovered[0])
     if best is None:
         raise UsageError(f"no complete restore preview of these backups against {target} in {args.report_dir}/ "
                          f"shows this run" + (f" ({why})" if why else "") + ": run with --preview first and read it, "

@@ -287,3 +287,28 @@ def references(sb) -> dict:
     out = {w: [u["id"] for u in work["reported_by"]] for w, work in dump["works"].items()}
     out.update({c: [u["id"] for u in conv["members"]] for c, conv in dump["conversations"].items()})
     return out
+
+
+def sigterm_mid_merge(tmp_path, make_sandbox) -> tuple["MergeRun", int, bytes, bytes]:
+    """A real merge_contacts.py subprocess (6 sets, 1 worker) sent SIGTERM after about 30
+    calls: (the MergeRun, its exit code, stdout, stderr)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from devrev_sandbox import Faults
+    from devrev_sandbox.dataset import build_dataset
+    dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
+    sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
+    run = MergeRun(tmp_path, sandbox, dataset)
+    env = dict(os.environ, DEVREV_API_TOKEN=TEST_TOKEN, DEVREV_BASE_URL=sandbox.base_url, DEVREV_RATE_LIMIT="1000000")
+    command = [sys.executable, os.path.join(ROOT, "merge_contacts.py"), *run.paths(), "--skip-preview-check",
+               "--workers", "1"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while len(sandbox.api_calls()) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    return run, proc.returncode, out, err

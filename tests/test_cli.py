@@ -243,23 +243,9 @@ def test_status_piped_to_head_does_not_raise_broken_pipe(sets, tmp_path):
 
 
 def test_sigterm_is_reported_as_sigterm_in_the_log_and_the_report(tmp_path, make_sandbox):
-    from devrev_sandbox.dataset import build_dataset
-    from devrev_sandbox import Faults
-    from helpers import MergeRun
-    import time
-    dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
-    sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
-    run = MergeRun(tmp_path, sandbox, dataset)
-    env = dict(os.environ, DEVREV_API_TOKEN=TEST_TOKEN, DEVREV_BASE_URL=sandbox.base_url, DEVREV_RATE_LIMIT="1000000")
-    command = [sys.executable, os.path.join(ROOT, "merge_contacts.py"), *run.paths(), "--skip-preview-check",
-               "--workers", "1"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while len(sandbox.api_calls()) < 30 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err.decode()
+    from helpers import sigterm_mid_merge
+    run, code, _, err = sigterm_mid_merge(tmp_path, make_sandbox)
+    assert code == 130, err.decode()
     assert b"SIGTERM received" in err and b"Interrupted by SIGTERM" in err and b"Ctrl-C" not in err
     report = run.latest_report()
     assert report["interrupted"] is True and report["interrupted_by"] == "SIGTERM"

@@ -5,19 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 import merge_contacts
 import screens
 import summary
-from devrev_sandbox import Faults
 from devrev_sandbox.dataset import build_dataset
-from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event
+from helpers import MergeRun, capture_stop_event, sigterm_mid_merge
 from journal import Journal, step_name
 from progress import resume_point
 
@@ -182,20 +177,8 @@ def test_ctrl_c_during_a_preview_says_nothing_of_resuming_and_the_log_still_ends
 
 @pytest.mark.slow  # a real subprocess stopped by a signal
 def test_sigterm_log_ends_with_the_summary_the_report_paths_and_exit_code_130(tmp_path, make_sandbox):
-    dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
-    sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
-    run = MergeRun(tmp_path, sandbox, dataset)
-    env = dict(os.environ, DEVREV_API_TOKEN=TEST_TOKEN, DEVREV_BASE_URL=sandbox.base_url,
-               DEVREV_RATE_LIMIT="1000000")
-    command = [sys.executable, os.path.join(ROOT, "merge_contacts.py"), *run.paths(), "--skip-preview-check",
-               "--workers", "1"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while len(sandbox.api_calls()) < 30 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err.decode()
+    run, code, out, err = sigterm_mid_merge(tmp_path, make_sandbox)
+    assert code == 130, err.decode()
     tail = log_messages(run)[-7:]
     assert tail[0].startswith("This run: ") and "not finished" in tail[1]
     assert tail[2] == "Reports:" and tail[-1] == "exit code 130: stopped by Ctrl-C or SIGTERM"

@@ -136,7 +136,7 @@ def test_format_table_caps_wide_columns():
     assert row == "x" * 47 + "…"
 
 
-# --------------------------------------------------------------------------- find_preview
+# --------------------------------------------------------------------------- load_previews
 def _preview_file(report_dir, name, *, sha="abc", target="https://api.devrev.ai", complete=True, created="2025-01-01"):
     report_dir.mkdir(exist_ok=True)
     path = report_dir / f"preview_{name}.json"
@@ -145,7 +145,8 @@ def _preview_file(report_dir, name, *, sha="abc", target="https://api.devrev.ai"
     return str(path)
 
 
-def test_find_preview_takes_the_newest_complete_preview_of_the_same_csv_and_target(tmp_path):
+def test_load_previews_lists_the_previews_of_the_same_csv_and_target_newest_first(tmp_path):
+    """Which preview of them unlocks a run is preview_scope's choice (tests/test_preview_scope.py)."""
     report_dir = tmp_path / "reports"
     older = _preview_file(report_dir, "1", created="2025-01-01T10:00:00Z")
     newest = _preview_file(report_dir, "2", created="2025-01-02T10:00:00Z")
@@ -157,13 +158,16 @@ def test_find_preview_takes_the_newest_complete_preview_of_the_same_csv_and_targ
     (report_dir / "merge_report_8.json").write_text(json.dumps({"csv": {"sha256": "abc"}, "target":
                                                                 "https://api.devrev.ai", "complete": True,
                                                                 "created_at": "2026-01-01"}), encoding="utf-8")
-    assert reports.find_preview(str(report_dir), "abc", "https://api.devrev.ai") == newest
+    cut = str(report_dir / "preview_3.json")
+    found = reports.load_previews(str(report_dir), "abc", "https://api.devrev.ai")
+    assert [path for path, _ in found] == [cut, newest, older]
+    assert [data["complete"] for _, data in found] == [False, True, True]
     os.remove(newest)
-    assert reports.find_preview(str(report_dir), "abc", "https://api.devrev.ai") == older
+    assert [path for path, _ in reports.load_previews(str(report_dir), "abc", "https://api.devrev.ai")] == [cut, older]
 
 
-def test_find_preview_finds_nothing_in_a_missing_folder_or_for_another_target(tmp_path):
-    assert reports.find_preview(str(tmp_path / "nowhere"), "abc", "https://api.devrev.ai") is None
+def test_load_previews_finds_nothing_in_a_missing_folder_or_for_another_target(tmp_path):
+    assert reports.load_previews(str(tmp_path / "nowhere"), "abc", "https://api.devrev.ai") == []
     _preview_file(tmp_path / "reports", "1", target="sandbox")
-    assert reports.find_preview(str(tmp_path / "reports"), "abc", "https://api.devrev.ai") is None
-    assert reports.find_preview(str(tmp_path / "reports"), "abc", "sandbox") is not None
+    assert reports.load_previews(str(tmp_path / "reports"), "abc", "https://api.devrev.ai") == []
+    assert len(reports.load_previews(str(tmp_path / "reports"), "abc", "sandbox")) == 1
