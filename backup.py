@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
-import devrev_assumptions as facts
-from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient, DownloadError
-from fanout import Fanout, fan_map
-from fileutil import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
-from timeutil import iso_utc, utc_now
+from devrev_api import assumptions as facts
+from devrev_api.errors import DownloadError
+from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient
+from plumbing.clock import iso_utc, utc_now
+from plumbing.fanout import Fanout, fan_map
+from plumbing.files import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
 
 FORMAT_VERSION = 1
 DISK_MARGIN_BYTES = 16 << 20

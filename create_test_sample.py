@@ -27,11 +27,11 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-import cli
-from cli import ExitCode, UsageError
-from contacts_csv import ContactsFile, ContactRow, MergeSet, SkippedGroup, group_contacts, read_contacts
-from fileutil import atomic_write_bytes
-from summary import plural
+from contacts.csv_reader import ContactRow, ContactsFile, MergeSet, SkippedGroup, group_contacts, read_contacts
+from operator_view.summary import plural
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.files import atomic_write_bytes
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,17 +23,37 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-import devrev_assumptions as facts
-from cli import Redactor
-from devrev_config import check_token, check_url_scheme, is_loopback_host  # noqa: F401  (re-exported)
-from devrev_downloads import ArtifactDownloads, DownloadResult  # noqa: F401
-from devrev_errors import (STATUS_ERRORS, AuthError, BadRequestError, ConfigError, ConflictError,  # noqa: F401
-                           DevRevError, DownloadError, MovedError, NotFoundError, PermissionDeniedError,
-                           RateLimitError, ResponseError, RunInterrupted, RunWideFault, ServerError,
-                           TransportError, clean_text)
-from pacing import ClientPace, ServerPacer  # noqa: F401  (ServerPacer: re-exported)
-from retry_policy import (Backoff, FaultBreaker, Retries, Throttled, answer_time, connection_cause,  # noqa: F401
-                          never_sent, parse_retry_after, parse_seconds, transport_failure)
+from devrev_api import assumptions as facts
+from devrev_api.config import check_token, check_url_scheme
+from devrev_api.downloads import ArtifactDownloads
+from devrev_api.errors import (
+    STATUS_ERRORS,
+    AuthError,
+    ConfigError,
+    DevRevError,
+    MovedError,
+    RateLimitError,
+    ResponseError,
+    RunInterrupted,
+    RunWideFault,
+    ServerError,
+    TransportError,
+    clean_text,
+)
+from devrev_api.pacing import ClientPace, ServerPacer
+from devrev_api.retry_policy import (
+    Backoff,
+    FaultBreaker,
+    Retries,
+    Throttled,
+    answer_time,
+    connection_cause,
+    never_sent,
+    parse_retry_after,
+    parse_seconds,
+    transport_failure,
+)
+from plumbing.cli import Redactor
 
 TOOL_NAME = "devrev-contact-merge"
 TOOL_VERSION = "1.0.0"

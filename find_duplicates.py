@@ -24,16 +24,16 @@ import sys
 
 from dotenv import load_dotenv
 
-import cli
-import devrev_assumptions as facts
-import reports
-from cli import ExitCode, UsageError
-from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
-from duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
-from fileutil import atomic_write_bytes
-from run_support import open_client, progress, sandbox_held, target_of
-from timeutil import iso_utc, new_run_id
-
+from contacts.duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
+from devrev_api import assumptions as facts
+from devrev_api.errors import AuthError, DevRevError, RunInterrupted
+from devrev_client import TOOL_VERSION
+from operator_view import reports
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.clock import iso_utc, new_run_id
+from plumbing.files import atomic_write_bytes
+from runs.support import open_client, progress, sandbox_held, target_of
 
 log = logging.getLogger("find")
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the report of what was found goes (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
     p.add_argument("--sandbox", action="store_true",
-                   help="scan the local DevRev emulator seeded with examples/ (no token, no network)")
+                   help="scan the local DevRev emulator seeded with its demo data (no token, no network)")
     return p
 
 

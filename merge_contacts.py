@@ -21,29 +21,26 @@ import time
 
 from dotenv import load_dotenv
 
-import canary
-import cli
-import reports
-import screens
-import summary
-from cli import ExitCode, UsageError
-from contacts_csv import MergeSet, email_key
-from contacts_index import ContactsIndex, index_contacts
-from devrev_client import TOOL_VERSION, AuthError, DevRevClient, DevRevError, RunInterrupted, RunWideFault
-from fanout import Fanout
-from journal import Journal, JournalError
-from merge_engine import MergeOptions, RunAborted, SetMerger, preview_set
-from run_plan import RunPlan, finished_outcome, finished_preview, journal_line, plan_run, set_key
-import preflight
-from preview_scope import Scope, candidate_previews, preview_showing
-from progress import resume_point
-from run_support import (HERE, SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held,
-                         target_of)
-from status import print_status
-from summary import plural
-from timeutil import iso_utc, new_run_id
+from contacts.csv_reader import MergeSet, email_key
+from contacts.index import ContactsIndex, index_contacts
+from devrev_api.errors import AuthError, DevRevError, RunInterrupted, RunWideFault
+from devrev_client import TOOL_VERSION, DevRevClient
+from devrev_sandbox.dataset import DEMO_CSV
+from merging import canary, preflight
+from merging.engine import MergeOptions, RunAborted, SetMerger, preview_set
+from merging.plan import RunPlan, finished_outcome, finished_preview, journal_line, plan_run, set_key
+from merging.preview_scope import Scope, candidate_previews, preview_showing
+from merging.progress import resume_point
+from merging.status import print_status
+from operator_view import reports, screens, summary
+from operator_view.summary import plural
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.clock import iso_utc, new_run_id
+from plumbing.fanout import Fanout
+from runs.journal import Journal, JournalError
+from runs.support import SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held, target_of
 
-DEMO_CSV = os.path.join(HERE, "examples", "demo_contacts.csv")
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
 log = logging.getLogger("merge")
@@ -62,7 +59,7 @@ class RunStopped(cli.UserError):
 def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog="merge_contacts.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--csv", help="the contacts CSV (default with --sandbox: examples/demo_contacts.csv)")
+    p.add_argument("--csv", help="the contacts CSV (default with --sandbox: the emulator's demo CSV)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--preview", action="store_true", help="change nothing; report what would move")
     mode.add_argument("--status", action="store_true", help="print progress from the savepoint file and exit")
@@ -73,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --preview: count every message and attachment (reads every timeline entry) "
                         "instead of estimating them from the first pages")
     p.add_argument("--sandbox", action="store_true",
-                   help="run against the local DevRev emulator seeded with examples/ (no token, no network)")
+                   help="run against the local DevRev emulator seeded with its demo data (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
                    help="with --sandbox: start the emulator and its savepoints afresh")
     p.add_argument("--sandbox-mode", action="append", default=[], metavar="NAME=VALUE",

@@ -30,17 +30,17 @@ import time
 
 from dotenv import load_dotenv
 
-import cli
-import reports
-import screens
-from cli import ExitCode, UsageError
-from contacts_csv import email_key
-from devrev_client import TOOL_VERSION, AuthError, DevRevError, RunInterrupted
-from journal import Journal
-from restore_backups import BackupSet, FailedFolder, load_backup_sets
-from restore_engine import FINISHED, SetRestorer, finished_record, journal_progress, preview_set
-from run_support import SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held, target_of
-from timeutil import iso_utc, new_run_id
+from contacts.csv_reader import email_key
+from devrev_api.errors import AuthError, DevRevError, RunInterrupted
+from devrev_client import TOOL_VERSION
+from operator_view import reports, screens
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.clock import iso_utc, new_run_id
+from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
+from restoring.engine import FINISHED, SetRestorer, finished_record, journal_progress, preview_set
+from runs.journal import Journal
+from runs.support import SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held, target_of
 
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "restore_journal.sqlite3")
 SANDBOX_SAVEPOINT = os.path.join(SANDBOX_DIR, "restore_savepoints.sqlite3")

@@ -25,11 +25,11 @@ import sys
 import time
 from datetime import datetime
 
-import backup_verify
-import cli
-from cli import ExitCode, UsageError
-from timeutil import compact_utc, iso_utc, utc_now
-from fileutil import atomic_write_json
+from backup_checks import verification as backup_verify
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.clock import compact_utc, iso_utc, utc_now
+from plumbing.files import atomic_write_json
 
 REPORT_FORMAT = 1
 

@@ -31,10 +31,10 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import backup  # noqa: E402
-import backup_verify  # noqa: E402
-from devrev_client import DevRevClient  # noqa: E402
-from devrev_sandbox import DevRevSandbox  # noqa: E402
+import backup
+from backup_checks import verification as backup_verify
+from devrev_client import DevRevClient
+from devrev_sandbox.server import DevRevSandbox
 
 MIB = 1 << 20
 TOKEN = "bench-token-of-a-plausible-length-0001"

@@ -24,9 +24,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bigcsv import write_big_csv  # noqa: E402
-from devrev_sandbox import DevRevSandbox  # noqa: E402
-from devrev_sandbox.dataset import build_dataset  # noqa: E402
+from bigcsv import write_big_csv
+from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.server import DevRevSandbox
 
 TOKEN = "bench-token-of-a-plausible-length-0001"
 

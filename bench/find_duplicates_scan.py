@@ -29,12 +29,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from contacts_csv import group_contacts, read_contacts  # noqa: E402
-from devrev_sandbox import DevRevSandbox  # noqa: E402
-from devrev_sandbox.dataset import build_contact_tenant  # noqa: E402
+from contacts.csv_reader import group_contacts, read_contacts
+from devrev_sandbox.dataset import build_contact_tenant
+from devrev_sandbox.server import DevRevSandbox
 
 TOKEN = "bench-token-of-a-plausible-length-0001"
-IMPORTS_ONLY = "import find_duplicates, duplicate_finder, devrev_client, tqdm"
+IMPORTS_ONLY = "import find_duplicates, contacts.duplicate_finder, devrev_client, tqdm"
 # Runs a script as __main__, then prints its peak RSS (Linux: VmHWM, in kB) as it exits.
 PEAK_WRAPPER = """
 import atexit, runpy, sys

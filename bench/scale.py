@@ -31,14 +31,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-import csv_preview  # noqa: E402
-import throughput  # noqa: E402
-from devrev_sandbox import DevRevSandbox  # noqa: E402
-from devrev_sandbox.dataset import build_dataset  # noqa: E402
+import csv_preview
+import throughput
+from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
+from devrev_sandbox.server import DevRevSandbox
 
 TOKEN = "bench-token-of-a-plausible-length-0001"
-DEMO_SEED = os.path.join(ROOT, "examples", "demo_seed.json")
-DEMO_CSV = os.path.join(ROOT, "examples", "demo_contacts.csv")
 
 
 def big_duplicate(objects: int, seed: int = 1):

@@ -22,13 +22,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import devrev_client  # noqa: E402
-import merge_contacts  # noqa: E402
-from backup import collect  # noqa: E402
-from devrev_client import DevRevClient  # noqa: E402
-from devrev_sandbox import DevRevSandbox, Faults  # noqa: E402
-from merge_engine import minimum_calls, set_overhead_calls  # noqa: E402
-from devrev_sandbox.dataset import build_dataset  # noqa: E402
+import devrev_client
+import merge_contacts
+from backup import collect
+from devrev_client import DevRevClient
+from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Faults
+from devrev_sandbox.server import DevRevSandbox
+from merging.call_estimates import minimum_calls, set_overhead_calls
 
 TOKEN = "bench-token-of-a-plausible-length-0001"
 

@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from devrev_sandbox.dataset import build_dataset  # noqa: E402
+from devrev_sandbox.dataset import build_dataset
 
 # a token of a plausible length (the tool refuses shorter ones); nothing is ever sent
 BENCH_TOKEN = "eyJhbGciOiJIUzI1NiJ9.bench-token-never-sent.signature"

@@ -7,19 +7,10 @@ faults production has: latency, 5xx, dropped connections, 429 bursts, slow downl
 Attachments are served by a second server on another port, without auth, from
 presigned, expiring URLs. `merge_contacts.py --sandbox` starts it in-process; alone:
 
-    python -m devrev_sandbox --port 8080 --seed examples/demo_seed.json
+    python -m devrev_sandbox --port 8080 --seed devrev_sandbox/demo/demo_seed.json
 
 Modules: server (HTTP, auth, request log, file host), state (DevRev's objects),
 endpoints (routes and handlers), validation (request checks, paging), faults (fault
 injection, rate limit), modes (switches where DevRev's behaviour is unknown), errors,
-dataset (seed and CSV builder).
+dataset (seed and CSV builder, and the demo under demo/).
 """
-from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
-from .errors import ApiError
-from .faults import Faults, Scripted
-from .modes import BehaviourModes
-from .server import DEFAULT_TOKEN, DevRevSandbox
-from .state import REGION, SandboxState, iso, stable_suffix
-
-__all__ = ["ApiError", "BehaviourModes", "DEFAULT_TOKEN", "DevRevSandbox", "Faults", "REGION", "ROUTES",
-           "SandboxState", "Scripted", "Settings", "WRITE_ENDPOINTS", "iso", "stable_suffix"]

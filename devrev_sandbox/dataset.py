@@ -1,11 +1,11 @@
 """Builds emulator datasets with their contacts CSV: the demo, the tests and the benches.
 
-One generator, so the demo under examples/, the end-to-end tests and bench/ all
+One generator, so the demo under demo/, the end-to-end tests and bench/ all
 exercise the same shapes: merge sets with tickets over several pages, tickets
 reported by both contacts, conversations with dev users, comments with attachments,
 sets with two duplicates, and a group for every reason the tool skips one.
 
-    python -m devrev_sandbox.dataset --sets 12 --seed 7 --out-dir examples
+    python -m devrev_sandbox.dataset --sets 12 --seed 7 --out-dir devrev_sandbox/demo
 """
 from __future__ import annotations
 
@@ -18,11 +18,23 @@ import random
 import sys
 from dataclasses import dataclass, field
 
-from contacts_csv import (DUPLICATE_PREFIX, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, SKIP_NO_PRIMARY,
-                          SKIP_SEVERAL_PRIMARIES, SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE)
+from contacts.csv_reader import (
+    DUPLICATE_PREFIX,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SKIP_NO_PRIMARY,
+    SKIP_SEVERAL_PRIMARIES,
+    SKIP_SINGLE_CONTACT,
+    SKIP_UNKNOWN_REFERENCE,
+)
+
 from .state import REGION, iso, stable_suffix
 
 CSV_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
+# The demo `--sandbox` runs on (12 sets, seed 7); package data, so an installed command finds it too.
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+DEMO_SEED = os.path.join(DEMO_DIR, "demo_seed.json")
+DEMO_CSV = os.path.join(DEMO_DIR, "demo_contacts.csv")
 BASE_TIME = 1704067200.0  # 2024-01-01T00:00:00Z
 FIRST_NAMES = ["ana", "ben", "chen", "dara", "emil", "fatou", "gus", "hana", "ivo", "jun", "kai", "lea",
                "mo", "nia", "omar", "pia", "quin", "rae", "sami", "tove", "uma", "vik", "wen", "xia", "yara", "zed"]
@@ -287,7 +299,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", type=int, default=12)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--big-set-tickets", type=int, default=0)
-    parser.add_argument("--out-dir", default="examples")
+    parser.add_argument("--out-dir", default=DEMO_DIR)
     parser.add_argument("--name", default="demo", help="file prefix: <name>_seed.json, <name>_contacts.csv")
     args = parser.parse_args(argv)
     if args.sets < 0:

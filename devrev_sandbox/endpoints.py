@@ -12,8 +12,22 @@ from typing import Callable
 from .errors import ApiError
 from .modes import BehaviourModes
 from .state import SandboxState, iso
-from .validation import (PAGING, boolean, check_fields, check_mode, date_filter, enum_list, id_list, keyset_page, page,
-                         page_limit, require, resolve, set_ids, string_list)
+from .validation import (
+    PAGING,
+    boolean,
+    check_fields,
+    check_mode,
+    date_filter,
+    enum_list,
+    id_list,
+    keyset_page,
+    page,
+    page_limit,
+    require,
+    resolve,
+    set_ids,
+    string_list,
+)
 
 
 @dataclass(frozen=True)

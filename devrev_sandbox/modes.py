@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-import devrev_assumptions as facts
+from devrev_api import assumptions as facts
 
 MERGE_OUTCOMES = ("404", "deleted", "primary_identity", "deactivated")
 RETIRED_FILTER_ANSWERS = ("empty", "400", "404")

@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-import devrev_assumptions as facts
-from fileutil import atomic_write_bytes
+from devrev_api import assumptions as facts
+from plumbing.files import atomic_write_bytes
 
 from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError, json_bytes

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import devrev_assumptions as facts
+from devrev_api import assumptions as facts
 
 from .errors import ApiError
 from .state import SandboxState

@@ -16,7 +16,7 @@ import pytest
 
 import devrev_client
 from devrev_client import DevRevClient
-from devrev_sandbox import DevRevSandbox
+from devrev_sandbox.server import DevRevSandbox
 from helpers import TEST_TOKEN
 from spec_validator import SpecValidator
 

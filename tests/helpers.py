@@ -17,9 +17,9 @@ import stat
 import requests
 
 import devrev_client
-import journal as journal_module
 import merge_contacts
 from devrev_sandbox.dataset import Dataset
+from runs import journal as journal_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"  # what every test emulator accepts; must never be written
@@ -297,8 +297,8 @@ def sigterm_mid_merge(tmp_path, make_sandbox) -> tuple["MergeRun", int, bytes, b
     import sys
     import time
 
-    from devrev_sandbox import Faults
     from devrev_sandbox.dataset import build_dataset
+    from devrev_sandbox.faults import Faults
     dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
     sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
     run = MergeRun(tmp_path, sandbox, dataset)

@@ -23,14 +23,14 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
-import backup_verify
-import fileutil
-import timeutil
-from devrev_sandbox import dataset as sandbox_dataset
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
-from fileutil import safe_name
+from backup_checks import verification as backup_verify
+from devrev_sandbox import dataset as sandbox_dataset
 from helpers import ROOT
+from plumbing import clock as timeutil
+from plumbing import files as fileutil
+from plumbing.files import safe_name
 
 
 # --------------------------------------------------------------------------- helpers

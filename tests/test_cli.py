@@ -15,18 +15,18 @@ import threading
 
 import pytest
 
-import cli
 import create_test_sample
 import devrev_client
 import find_duplicates
 import merge_contacts
 import restore_contacts
 import verify_backups
-from cli import ExitCode
+from contacts.csv_reader import CsvInputError
+from devrev_api.errors import ConfigError
 from helpers import TEST_TOKEN
-from contacts_csv import CsvInputError
-from devrev_client import ConfigError
-from journal import Journal, JournalError
+from plumbing import cli
+from plumbing.cli import ExitCode
+from runs.journal import Journal, JournalError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,10 +22,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from devrev_client import (AuthError, BadRequestError, ConfigError, ConflictError, DevRevClient, DevRevError,
-                           DownloadError, MovedError, NotFoundError, PermissionDeniedError, RateLimitError,
-                           ResponseError, RunInterrupted, ServerError, ServerPacer, TransportError)
-from devrev_sandbox import Faults, Scripted
+from devrev_api.errors import (
+    AuthError,
+    BadRequestError,
+    ConfigError,
+    ConflictError,
+    DevRevError,
+    DownloadError,
+    MovedError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseError,
+    RunInterrupted,
+    ServerError,
+    TransportError,
+)
+from devrev_api.pacing import ServerPacer
+from devrev_client import DevRevClient
+from devrev_sandbox.faults import Faults, Scripted
 from helpers import TEST_TOKEN
 
 DUP_REF = "user_" + "Ab3dE6gH9jK2mN5pQ8sT1v"

@@ -10,8 +10,8 @@ import hashlib
 
 import pytest
 
-import contacts_csv
-from contacts_csv import CsvInputError, email_key, group_contacts, read_contacts, user_id_key
+from contacts import csv_reader as contacts_csv
+from contacts.csv_reader import CsvInputError, email_key, group_contacts, read_contacts, user_id_key
 
 DON = "don:identity:dvrv-us-1:devo/0Acme:revu/Hq2ZzP0k"
 

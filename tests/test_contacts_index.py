@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-import contacts_index
-from contacts_csv import CsvInputError, group_contacts, read_contacts
-from contacts_index import EXAMPLES_PER_REASON, index_contacts
-from devrev_sandbox.dataset import CSV_COLUMNS, build_dataset
+from contacts import index as contacts_index
+from contacts.csv_reader import CsvInputError, group_contacts, read_contacts
+from contacts.index import EXAMPLES_PER_REASON, index_contacts
+from devrev_sandbox.dataset import CSV_COLUMNS, DEMO_CSV, build_dataset
 from helpers import MergeRun
 
 CORPUS = os.path.join(os.path.dirname(__file__), "hostile_csv")
@@ -47,7 +47,7 @@ def test_index_groups_like_group_contacts(tmp_path):
     path = str(tmp_path / "c.csv")
     _padded_dataset_csv(path, dataset, 40)
     _same_grouping(path)
-    _same_grouping(os.path.join(os.path.dirname(__file__), "..", "examples", "demo_contacts.csv"))
+    _same_grouping(DEMO_CSV)
 
 
 @pytest.mark.parametrize("name", sorted(os.listdir(CORPUS)))

@@ -16,9 +16,9 @@ import pytest
 
 import create_test_sample
 import merge_contacts
-from contacts_csv import group_contacts, read_contacts
-from helpers import ROOT, TEST_TOKEN
+from contacts.csv_reader import group_contacts, read_contacts
 from devrev_sandbox.dataset import build_dataset
+from helpers import ROOT, TEST_TOKEN
 
 HEADER = "REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,TICKET_COUNT"
 _ids = itertools.count(1)

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-import damaged_backup
 from backup import BackupFolderError
-from journal import step_name
+from backup_checks import damaged as damaged_backup
+from runs.journal import step_name
 
 NOW = datetime(2026, 11, 30, 10, 15, 7, tzinfo=timezone.utc)
 

@@ -9,13 +9,13 @@ import json
 import time
 
 import pytest
-from helpers import MergeRun, expected_after_merge, normalized
 
-import devrev_assumptions as facts
 import devrev_client
 import merge_contacts
-from devrev_sandbox import BehaviourModes
+from devrev_api import assumptions as facts
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.modes import BehaviourModes
+from helpers import MergeRun, expected_after_merge, normalized
 
 DEMO = build_dataset(12, seed=7)   # == examples/ (README: how they are regenerated)
 CUSTOM_FIELD = "app_email_integration__members"

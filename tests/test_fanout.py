@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from devrev_sandbox import Faults
 from devrev_sandbox.dataset import build_dataset
-from fanout import Fanout, fan_map
+from devrev_sandbox.faults import Faults
 from helpers import MergeRun, normalized
+from plumbing.fanout import Fanout, fan_map
 
 
 class Gauge:
@@ -108,9 +108,9 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
     import json
 
     import backup
-    import backup_verify
-    from helpers import TEST_TOKEN
+    from backup_checks import verification as backup_verify
     from devrev_client import DevRevClient
+    from helpers import TEST_TOKEN
 
     dataset = build_dataset(1, seed=12, big_set_tickets=45, conversations=(4, 4), comments=(1, 3),
                             attachment_rate=0.4, skipped=False)

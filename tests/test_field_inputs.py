@@ -19,16 +19,22 @@ import shutil
 import pytest
 
 import backup
-import cli
 import create_test_sample
-import journal as journal_module
 import merge_contacts
 import verify_backups
-from cli import ExitCode
-from contacts_csv import (SKIP_INVALID_DOMAIN, CsvInputError, email_domain_problem, email_key, group_contacts,
-                          read_contacts)
+from contacts.csv_reader import (
+    SKIP_INVALID_DOMAIN,
+    CsvInputError,
+    email_domain_problem,
+    email_key,
+    group_contacts,
+    read_contacts,
+)
 from devrev_sandbox.dataset import build_dataset
 from helpers import TEST_TOKEN, MergeRun, expected_after_merge, normalized
+from plumbing import cli
+from plumbing.cli import ExitCode
+from runs import journal as journal_module
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "field_cases")
 
@@ -96,7 +102,7 @@ def test_a_backup_folder_unwritable_mid_run_stops_once_and_a_rerun_finishes(tmp_
 def test_a_report_folder_unwritable_at_the_end_is_one_line_and_a_rerun_writes_it(tmp_path, monkeypatch,
                                                                                   make_sandbox, capsys):
     dataset, sandbox, run, _ = _merge_ready(tmp_path, monkeypatch, make_sandbox, sets=2)
-    import reports
+    from operator_view import reports
     real = reports.atomic_write_json
 
     def full_disk(path, data):
@@ -240,7 +246,7 @@ def test_an_invalid_idna_domain_is_reported_not_guessed(tmp_path):
 
 def test_the_run_s_flat_index_groups_by_the_same_rule(tmp_path):
     """merge_contacts reads the CSV through contacts_index: the same sep= and IDNA rules."""
-    from contacts_index import index_contacts
+    from contacts.index import index_contacts
     assert [len(m.duplicates) for m in index_contacts(os.path.join(CASES, "idn-domains.csv")).merge_sets] == [1, 1]
     excel = index_contacts(os.path.join(CASES, "excel-sep-line.csv"))
     assert [[r.line for r in m.rows] for m in excel.merge_sets] == [[3, 4]]

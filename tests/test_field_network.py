@@ -23,14 +23,17 @@ import pytest
 import requests
 from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
 
-import cli
 import merge_contacts
-from cli import ExitCode
-from devrev_client import (DevRevClient, DownloadError, FaultBreaker, RateLimitError, RunWideFault, check_token,
-                           connection_cause, parse_retry_after)
-from devrev_sandbox import BehaviourModes, Faults, Scripted
+from devrev_api.config import check_token
+from devrev_api.errors import DownloadError, RateLimitError, RunWideFault
+from devrev_api.retry_policy import FaultBreaker, connection_cause, parse_retry_after
+from devrev_client import DevRevClient
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Faults, Scripted
+from devrev_sandbox.modes import BehaviourModes
 from helpers import TEST_TOKEN, MergeRun, expected_after_merge, journal_problems, normalized
+from plumbing import cli
+from plumbing.cli import ExitCode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,7 +102,7 @@ def test_a_transient_file_host_fault_is_retried_and_leaves_no_partial_file(kind,
 
 
 def devrev_client_durable(path):
-    from fileutil import durable_file
+    from plumbing.files import durable_file
     return durable_file(str(path), sync_dir=False)
 
 

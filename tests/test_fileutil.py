@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-import fileutil
-from fileutil import atomic_write_bytes, durable_file
+from plumbing import files as fileutil
+from plumbing.files import atomic_write_bytes, durable_file
 
 
 class Boom(Exception):
@@ -70,7 +70,7 @@ def test_write_json_list_writes_exactly_json_bytes_of_the_list():
     import hashlib
     import io
 
-    from fileutil import json_bytes, write_json_list
+    from plumbing.files import json_bytes, write_json_list
     for items in ([], [{}], [{"b": [1, {"x": "é\n"}], "a": None}], [{"k": i, "v": [i] * 3} for i in range(5)],
                   [1, "s"]):
         out = io.BytesIO()

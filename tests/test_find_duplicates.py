@@ -19,14 +19,15 @@ import stat
 import pytest
 
 import create_test_sample
-import duplicate_finder
 import find_duplicates
 import merge_contacts
-import run_support
+from contacts import duplicate_finder
+from contacts.csv_reader import ContactRow, group_contacts, read_contacts, row_problem, user_id_key
+from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
+from devrev_sandbox.faults import Scripted
+from devrev_sandbox.server import DevRevSandbox
 from helpers import TEST_TOKEN
-from contacts_csv import ContactRow, group_contacts, read_contacts, row_problem, user_id_key
-from devrev_sandbox import DevRevSandbox, Scripted
-from devrev_sandbox.dataset import build_dataset
+from runs import support as run_support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,8 +51,8 @@ def test_demo_tenant_find_then_preview_then_merge(tmp_path, monkeypatch, capsys)
     assert stat.S_IMODE(os.stat("found.csv").st_mode) == 0o600
 
     # every merge set of the demo CSV whose contacts DevRev holds as the CSV says
-    demo_sets, _ = found_groups(os.path.join(ROOT, "examples", "demo_contacts.csv"))
-    tenant = DevRevSandbox(run_support.DEMO_SEED).dump()["rev_users"].values()   # not started: its state
+    demo_sets, _ = found_groups(DEMO_CSV)
+    tenant = DevRevSandbox(DEMO_SEED).dump()["rev_users"].values()   # not started: its state
     live = {user_id_key(u["id"]): u.get("email") for u in tenant}
     held = [m for m in demo_sets if all(live.get(user_id_key(r.rev_user_id)) == r.email for r in m.rows)]
     assert {m.email for m in demo_sets} - {m.email for m in held} == {"moved@skipped.example",
@@ -344,7 +345,6 @@ def test_the_run_writes_the_html_report_page_with_every_value_escaped(tmp_path, 
 def test_a_sandbox_scan_is_refused_while_another_run_holds_the_sandbox(tmp_path, monkeypatch, capsys):
     import argparse
 
-    import run_support
     monkeypatch.chdir(tmp_path)
     with run_support.sandbox_held(argparse.Namespace(sandbox=True)):
         assert find_duplicates.main(["--sandbox", "--output", "found.csv"]) == 2

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,10 +23,18 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
-import backup_verify
-from helpers import (ROOT, TEST_TOKEN, MergeGuard, MergeRun, journal_problems, normalized, owners_of,
-                     ownership_violations)
+from backup_checks import verification as backup_verify
 from devrev_sandbox.dataset import build_dataset
+from helpers import (
+    ROOT,
+    TEST_TOKEN,
+    MergeGuard,
+    MergeRun,
+    journal_problems,
+    normalized,
+    owners_of,
+    ownership_violations,
+)
 
 SCRIPT = os.path.join(ROOT, "merge_contacts.py")
 pytestmark = pytest.mark.slow

@@ -19,13 +19,19 @@ import time
 import pytest
 
 import backup
-import backup_verify
-import fileutil
-from devrev_sandbox import Faults
-from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
-                     ownership_violations)
+from backup_checks import verification as backup_verify
 from devrev_sandbox.dataset import build_dataset
-
+from devrev_sandbox.faults import Faults
+from helpers import (
+    MergeGuard,
+    MergeRun,
+    expected_after_merge,
+    journal_problems,
+    normalized,
+    owners_of,
+    ownership_violations,
+)
+from plumbing import files as fileutil
 
 pytestmark = pytest.mark.slow
 

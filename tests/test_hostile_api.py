@@ -17,12 +17,19 @@ import threading
 import pytest
 
 import backup
-import backup_verify
-import preflight
-from devrev_sandbox import Faults, Scripted
-from helpers import (MergeGuard, MergeRun, expected_after_merge, journal_problems, normalized, owners_of,
-                     ownership_violations)
+from backup_checks import verification as backup_verify
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Faults, Scripted
+from helpers import (
+    MergeGuard,
+    MergeRun,
+    expected_after_merge,
+    journal_problems,
+    normalized,
+    owners_of,
+    ownership_violations,
+)
+from merging import preflight
 
 DEADLINE_S = 60
 

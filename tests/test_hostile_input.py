@@ -11,7 +11,7 @@ import os
 import pytest
 
 import merge_contacts
-from contacts_csv import email_key, group_contacts, read_contacts
+from contacts.csv_reader import email_key, group_contacts, read_contacts
 from helpers import TEST_TOKEN, MergeRun
 
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_csv")

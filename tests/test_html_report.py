@@ -7,10 +7,10 @@ import copy
 import html5lib
 import pytest
 
-import html_report
-import reports
 from devrev_sandbox.dataset import build_dataset
 from helpers import MergeRun
+from operator_view import html_page as html_report
+from operator_view import reports
 
 SVG_NS = "http://www.w3.org/2000/svg"
 SCRIPT = "<script>alert(1)</script>"

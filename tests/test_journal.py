@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
-import journal
 from helpers import ROOT
-from journal import Journal, JournalError, Step, parse_step, step_name
+from runs import journal
+from runs.journal import Journal, JournalError, Step, parse_step, step_name
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_what_was_committed_survives_a_crash_and_a_new_run_takes_over(path):
     script = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {ROOT!r})
-        from journal import Journal
+        from runs.journal import Journal
         db = Journal({path!r}, "crashed", exclusive=True)
         db.set_status("jane", "jane@acme.example", "in_progress")
         db.done("jane", "backup:REVU-d", {{"folder": "/b/1"}})

@@ -8,13 +8,13 @@ import sys
 import pytest
 
 import backup
-import backup_verify
 import devrev_client
-import journal as journal_module
-import merge_engine
-from devrev_sandbox import Scripted
-from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
+from backup_checks import verification as backup_verify
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Scripted
+from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
+from merging import engine as merge_engine
+from runs import journal as journal_module
 
 LIVE_SKIPS = {"email_mismatch", "contact_inactive", "contact_not_found", "cross_workspace", "external_ref_mismatch"}
 CSV_SKIPS = {"single_contact", "no_primary", "several_primaries", "unknown_reference_format"}
@@ -230,14 +230,14 @@ def test_write_discipline(tmp_path, monkeypatch, make_sandbox, small_dataset):
 
 
 def build_sandbox_state(dataset):
-    from devrev_sandbox import SandboxState
+    from devrev_sandbox.state import SandboxState
     state = SandboxState()
     state.load_seed(dataset.seed)
     return state.dump()
 
 
 def sandbox_key(dataset, key):
-    from devrev_sandbox import REGION
+    from devrev_sandbox.state import REGION
     user = [u for u in dataset.seed["rev_users"] if u["key"] == key][0]
     return f"don:identity:{REGION}:devo/{dataset.seed['devo']}:revu/{user['suffix']}"
 
@@ -310,7 +310,7 @@ def test_poll_backoff_and_time_limit(tmp_path, make_sandbox, make_client, small_
     journal = journal_module.Journal(str(tmp_path / "j.sqlite3"), "r")
     options = merge_engine.MergeOptions(backup_dir=str(tmp_path / "b"), run_id="r", merge_timeout=20)
     merger = merge_engine.SetMerger(client, journal, options, clock=lambda: now["t"])
-    from contacts_csv import group_contacts, read_contacts
+    from contacts.csv_reader import group_contacts, read_contacts
     path = tmp_path / "c.csv"
     path.write_text(small_dataset.csv_text())
     ms = group_contacts(read_contacts(str(path)).rows)[0][0]
@@ -574,7 +574,7 @@ def test_an_interrupted_run_reports_what_devrev_holds(tmp_path, monkeypatch, mak
 
 
 def test_ctrl_c_during_the_canary_re_read_is_an_interrupt_not_a_crash(tmp_path, monkeypatch, make_sandbox):
-    import canary
+    from merging import canary
     dataset = build_dataset(3, seed=19, tickets=(1, 2), conversations=(1, 1), skipped=False)
     sandbox = make_sandbox(dataset.seed)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
@@ -600,7 +600,8 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_exits_130(tmp_path, make_sand
     import signal
     import subprocess
     import time
-    from devrev_sandbox import Faults
+
+    from devrev_sandbox.faults import Faults
     dataset = build_dataset(6, seed=13, tickets=(1, 3), conversations=(1, 2), skipped=False)
     sandbox = make_sandbox(dataset.seed, faults=Faults(latency=0.02))
     run = MergeRun(tmp_path, sandbox, dataset)

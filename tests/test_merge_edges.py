@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 
-
 import backup
-import backup_verify
-import journal as journal_module
-import merge_engine
-from helpers import TEST_TOKEN, MergeRun, capture_stop_event, files_a_ticket, ids
+from backup_checks import verification as backup_verify
 from devrev_sandbox.dataset import build_dataset
+from helpers import TEST_TOKEN, MergeRun, capture_stop_event, files_a_ticket, ids
+from merging import engine as merge_engine
+from runs import journal as journal_module
 
 
 def test_ticket_shared_by_two_sets_keeps_both_customers(tmp_path, monkeypatch, make_sandbox):
@@ -217,7 +216,7 @@ def test_logs_hold_no_presigned_download_signature(tmp_path, monkeypatch, make_s
 
 
 def test_apostrophe_email_is_a_valid_contact(tmp_path, monkeypatch, make_sandbox):
-    from contacts_csv import read_contacts
+    from contacts.csv_reader import read_contacts
     path = tmp_path / "c.csv"
     path.write_text("REV_USER_ID,EMAIL,EXTERNAL_REF\nREVU-a1,o'brien@x.example,REVU-a1\n"
                     "REVU-b2,O'Brien@X.example,user_b2\n")

@@ -9,12 +9,11 @@ import re
 import pytest
 
 import merge_contacts
-import screens
-import summary
 from devrev_sandbox.dataset import build_dataset
 from helpers import MergeRun, capture_stop_event, sigterm_mid_merge
-from journal import Journal, step_name
-from progress import resume_point
+from merging.progress import resume_point
+from operator_view import screens, summary
+from runs.journal import Journal, step_name
 
 # a log file line: time [run] LEVEL thread logger: message
 LOG_LINE = re.compile(r"^\S+ \S+ \[(?P<run>\S+)\] (?P<level>[A-Z]+) (?P<thread>\S+) (?P<logger>\S+): (?P<msg>.*)$")
@@ -84,7 +83,7 @@ def test_preview_table_cuts_long_values_and_shows_a_few_groups_per_reason():
     groups = [{"email": f"solo{i}@x.example", "reason": "single_contact", "detail": "only one contact",
                "rows": [{"EXTERNAL_REF": f"REVU-{i}"}]} for i in range(7)]
     preview = {"sets": [record], "skipped": groups}
-    import reports
+    from operator_view import reports
     preview["totals"] = reports.preview_totals(preview)
     text = screens.format_preview(preview, more_in="reports/preview_x.csv")
     lines = text.splitlines()

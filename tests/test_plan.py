@@ -1,10 +1,10 @@
 """merge_engine.plan_run: the one resume decision, and reports' totals built once."""
 from __future__ import annotations
 
-import reports
-from contacts_csv import group_contacts, read_contacts
-from journal import Journal
-from run_plan import finished_outcome, finished_preview, plan_run, set_key
+from contacts.csv_reader import group_contacts, read_contacts
+from merging.plan import finished_outcome, finished_preview, plan_run, set_key
+from operator_view import reports
+from runs.journal import Journal
 
 
 def _sets(tmp_path, n=4):

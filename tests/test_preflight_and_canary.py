@@ -2,12 +2,11 @@
 real run) and the canary (the first set's objects re-read and compared with its backup)."""
 from __future__ import annotations
 
-from helpers import MergeRun
-
-import canary
 import merge_contacts
-from devrev_sandbox import Scripted
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Scripted
+from helpers import MergeRun
+from merging import canary
 
 
 def _dataset():

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import backup
-import merge_engine
-import preview_estimate
 from devrev_client import DevRevClient
 from devrev_sandbox.dataset import build_dataset
 from helpers import TEST_TOKEN, MergeRun
+from merging import engine as merge_engine
+from merging import preview_estimate
 
 
 def _reads(sandbox, endpoint: str) -> int:

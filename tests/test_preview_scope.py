@@ -3,10 +3,10 @@ the difference); narrower runs and batches of --max-merges work."""
 from __future__ import annotations
 
 import pytest
-from helpers import MergeRun
 
 from devrev_sandbox.dataset import build_dataset
-from preview_scope import Scope, choose_preview, scope_difference
+from helpers import MergeRun
+from merging.preview_scope import Scope, choose_preview, scope_difference
 
 SHA, TARGET = "ab" * 32, "https://api.devrev.ai"
 

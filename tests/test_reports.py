@@ -8,8 +8,7 @@ import stat
 
 import pytest
 
-import reports
-import screens
+from operator_view import reports, screens
 
 DUP_A = {"display_id": "REVU-a", "tickets": ["TKT-1", "TKT-2"], "conversations": ["CONV-1"], "messages": 5,
          "attachments": 2, "attachment_bytes": 3000}

@@ -18,16 +18,15 @@ import sys
 import pytest
 
 import backup
-import restore_backups
 import restore_contacts
-import restore_engine
-from devrev_sandbox import Faults
-from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
+from devrev_sandbox.faults import Faults
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, normalized
-from journal import Journal
+from restoring import backup_sets as restore_backups
+from restoring import engine as restore_engine
+from runs.journal import Journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_SEED = os.path.join(ROOT, "examples", "demo_seed.json")
 
 
 @pytest.fixture
@@ -79,7 +78,7 @@ def expected_after_restore(before: dict, after: dict, mapping: dict[str, str]) -
 
 def _merge(tmp_path, monkeypatch, sandbox, dataset=None, *args) -> MergeRun:
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch,
-                   csv_text=None if dataset else open(os.path.join(ROOT, "examples", "demo_contacts.csv"),
+                   csv_text=None if dataset else open(DEMO_CSV,
                                                       encoding="utf-8", newline="").read())
     assert run.preview(*args) == 0
     assert run.run(*args) == 0
@@ -368,7 +367,8 @@ def test_restored_users_keeps_order_and_the_primary_where_it_was():
 _KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-import devrev_client, journal, restore_contacts
+import devrev_client, restore_contacts
+from runs import journal
 mode = os.environ["KILL_AT"]
 real_step, real_call = journal.Journal._step, devrev_client.DevRevClient.call
 def step(self, *a, **kw):

@@ -5,8 +5,9 @@ import itertools
 
 import pytest
 
+from devrev_api.retry_policy import Backoff
+from devrev_client import DevRevClient
 from helpers import TEST_TOKEN
-from devrev_client import Backoff, DevRevClient
 
 
 class FakeClock:

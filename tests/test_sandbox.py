@@ -14,10 +14,11 @@ import sys
 import pytest
 import requests
 
-from devrev_client import TransportError
-from devrev_sandbox import DEFAULT_TOKEN, Faults, Scripted
-from helpers import DUP_REF, ROOT, TEST_TOKEN, call, ok, references, seed  # noqa: F401
+from devrev_api.errors import TransportError
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Faults, Scripted
+from devrev_sandbox.server import DEFAULT_TOKEN
+from helpers import DUP_REF, ROOT, TEST_TOKEN, call, ok, references, seed  # noqa: F401
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

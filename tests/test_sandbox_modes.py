@@ -6,8 +6,9 @@ from dataclasses import fields
 
 import pytest
 
-from devrev_sandbox import BehaviourModes, DevRevSandbox
 from devrev_sandbox.__main__ import main
+from devrev_sandbox.modes import BehaviourModes
+from devrev_sandbox.server import DevRevSandbox
 from helpers import call, ok, references, seed
 
 

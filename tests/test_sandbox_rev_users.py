@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from devrev_sandbox import DevRevSandbox
 from devrev_sandbox.dataset import build_contact_tenant
+from devrev_sandbox.server import DevRevSandbox
 from helpers import call, ok
 
 

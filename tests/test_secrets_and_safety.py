@@ -20,15 +20,22 @@ import stat
 import pytest
 
 import backup
-import backup_verify
-import cli
 import merge_contacts
-import merge_engine
 import verify_backups
-from devrev_sandbox import Scripted
-from helpers import (TEST_TOKEN, MergeRun, assert_private_tree, expected_after_merge, journal_problems, normalized,
-                     owners_of)
+from backup_checks import verification as backup_verify
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Scripted
+from helpers import (
+    TEST_TOKEN,
+    MergeRun,
+    assert_private_tree,
+    expected_after_merge,
+    journal_problems,
+    normalized,
+    owners_of,
+)
+from merging import engine as merge_engine
+from plumbing import cli
 
 # the token whole, and pieces of it long enough to identify it
 TOKEN_PIECES = [TEST_TOKEN, TEST_TOKEN[4:], "SECRET-7f3a9c"]

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from timeutil import compact_utc, iso_utc, new_run_id, utc_now
+from plumbing.clock import compact_utc, iso_utc, new_run_id, utc_now
 
 MOMENT = datetime(2024, 5, 1, 12, 3, 4, 567891, tzinfo=timezone.utc)
 

@@ -1,0 +1,282 @@
+"""Checking a backup folder: is everything `backup.write_backup` saved still there, unchanged?
+
+Its own module because the merge (before touching a contact), verify_backups.py and the
+restore each trust a folder only after this check, and the check reads nothing but the
+folder: file names come from backup.py's layout helpers, never spelled here. Every
+problem is listed, each naming its file; nothing is repaired.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+
+from backup import (
+    CONVERSATIONS,
+    JSON_FILES,
+    MANIFEST,
+    METADATA,
+    PARTIAL_SUFFIX,
+    TICKETS,
+    _referenced_artifacts,
+    artifact_label,
+    attachment_path,
+    attachment_prefix,
+    display_of,
+    file_path,
+    is_attachment,
+    manifest_digest,
+    messages_path,
+)
+from devrev_api import assumptions as facts
+
+
+@dataclass
+class Verification:
+    folder: str
+    problems: list[tuple[str, str]] = field(default_factory=list)   # (path relative to folder, reason)
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, path: str, reason: str) -> None:
+        self.problems.append((path, reason))
+
+    def to_json(self) -> dict:
+        return {"folder": self.folder, "ok": self.ok, "counts": self.counts,
+                "problems": [{"path": p, "reason": r} for p, r in self.problems]}
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_json(folder: str, relpath: str, result: Verification, object_hook=None):
+    try:
+        with open(file_path(folder, relpath), "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
+    except FileNotFoundError:
+        return None  # reported by the file checks
+    except (ValueError, UnicodeDecodeError):
+        result.add(relpath, "not valid JSON")
+    except OSError as exc:
+        result.add(relpath, f"cannot be read ({exc.strerror})")
+    return None
+
+
+def verify_backup(folder: str, *, quick: bool = False) -> Verification:
+    """Check a backup folder completely; every problem is listed, each naming its file.
+
+    quick: compare sizes only, not sha256 (the rest of the checks still run).
+    """
+    folder = folder.rstrip(os.sep)
+    result = Verification(folder)
+    manifest = _read_manifest(folder, result)
+    if manifest is None:
+        return result
+    counts = result.counts = manifest["counts"]
+    _check_private(folder, ".", result, directory=True)
+    listed = _check_listed_files(folder, manifest["files"], result, quick=quick)
+    _check_unlisted(folder, listed, result)
+    _check_contents(folder, listed, counts, result)
+    return result
+
+
+def _read_manifest(folder: str, result: Verification) -> dict | None:
+    """verification.json with `files` (list) and `counts` (dict), or None when the folder
+    has no usable manifest (the reason added to `result`). An edited manifest is returned,
+    with that problem added: the other checks still run."""
+    if folder.endswith(PARTIAL_SUFFIX):
+        result.add(".", "incomplete backup: interrupted before it was finished (.partial)")
+        return None
+    if not os.path.isdir(folder):
+        result.add(".", "backup folder not found")
+        return None
+    manifest = _load_json(folder, MANIFEST, result)
+    if manifest is None:
+        if not result.problems:
+            result.add(MANIFEST, "missing: the backup was never completed")
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or \
+            not isinstance(manifest.get("counts"), dict):
+        result.add(MANIFEST, "not a backup manifest (files or counts missing)")
+        return None
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        result.add(MANIFEST, "manifest was edited: its own sha256 does not match")
+    return manifest
+
+
+def _check_listed_files(folder: str, files: list, result: Verification, *, quick: bool) -> dict[str, dict]:
+    """Each file the manifest lists: a safe path, a regular private file inside the folder,
+    of the listed size (and sha256 unless `quick`). Returns the listed files by path."""
+    listed: dict[str, dict] = {}
+    inside = os.path.realpath(folder) + os.sep
+    for item in files:
+        path = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or path == MANIFEST:
+            result.add(str(path), "manifest lists an unsafe or invalid path")
+            continue
+        listed[path] = item
+        if _check_file(folder, inside, path, item, result, quick=quick):
+            _check_private(folder, path, result)
+    return listed
+
+
+def _check_file(folder: str, inside: str, path: str, item: dict, result: Verification, *, quick: bool) -> bool:
+    """One listed file against its manifest entry; False when it is missing, not a
+    regular file inside the folder, of another size or unreadable (its mode then goes
+    unchecked)."""
+    full = file_path(folder, path)
+    if os.path.islink(full) or (os.path.exists(full) and not os.path.isfile(full)):
+        result.add(path, "not a regular file")
+        return False
+    if not os.path.exists(full):
+        result.add(path, "missing")
+        return False
+    if not os.path.realpath(full).startswith(inside):
+        result.add(path, "lies outside the backup folder (a linked folder)")
+        return False
+    try:
+        size = os.path.getsize(full)
+        if size != item.get("size"):
+            result.add(path, f"size is {size} bytes, the manifest says {item.get('size')}"
+                       + (" (truncated)" if isinstance(item.get("size"), int) and size < item["size"] else ""))
+            return False
+        if not quick and _sha256_file(full) != item.get("sha256"):
+            result.add(path, "content changed: sha256 does not match the manifest")
+    except OSError as exc:
+        result.add(path, f"cannot be read ({exc.strerror or exc})")
+        return False
+    return True
+
+
+def _check_unlisted(folder: str, listed: dict, result: Verification) -> None:
+    """Files on disk the manifest does not list, and sub-folders others can read."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
+            if rel != MANIFEST and rel not in listed:
+                result.add(rel, "not listed in the manifest (added after the backup)")
+        for name in dirnames:
+            _check_private(folder, os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/"),
+                           result, directory=True)
+
+
+def _check_contents(folder: str, listed: dict, counts: dict, result: Verification) -> None:
+    """The JSON files read back: listed, valid, and agreeing with the manifest's counts."""
+    for name in JSON_FILES:
+        if name not in listed:
+            result.add(name, "missing from the manifest")
+    tickets = _load_json(folder, TICKETS, result, _checked_fields) if TICKETS in listed else None
+    conversations = _load_json(folder, CONVERSATIONS, result, _checked_fields) if CONVERSATIONS in listed else None
+    if METADATA in listed:
+        _load_json(folder, METADATA, result)
+    _check_counts(folder, listed, counts, tickets, conversations, result)
+
+
+def _checked_fields(obj: dict) -> dict:
+    """Of each object that has a display id, only what the checks read: a backup of
+    thousands of tickets is checked without holding them whole."""
+    if "display_id" not in obj:
+        return obj
+    return {k: obj[k] for k in ("id", "display_id", "artifacts", "file") if k in obj}
+
+
+def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversations, result: Verification) -> None:
+    objects: list[dict] = []
+    for name, data, key in ((TICKETS, tickets, "tickets"), (CONVERSATIONS, conversations, "conversations")):
+        if data is None:
+            continue
+        if not isinstance(data, list):
+            result.add(name, "should hold a list")
+            continue
+        if len(data) != counts.get(key):
+            result.add(name, f"holds {len(data)} {key}, the manifest counts {counts.get(key)}")
+        kept = [o for o in data if isinstance(o, dict) and isinstance(o.get("display_id") or o.get("id"), str)]
+        if len(kept) != len(data):
+            result.add(name, f"holds {len(data) - len(kept)} entries that are not {key} (no id)")
+        objects += kept
+    entries_counts = counts.get("entries") if isinstance(counts.get("entries"), dict) else {}
+    expected_attachments: set[str] = set()
+    messages, all_entries_read = 0, True
+    for obj in objects:
+        display_id = display_of(obj)
+        relpath = messages_path(display_id)
+        if relpath not in listed:
+            result.add(relpath, f"missing: no messages for {display_id}")
+            all_entries_read = False
+            continue
+        entries = _load_json(folder, relpath, result)
+        if entries is None:
+            all_entries_read = False
+            continue
+        if not isinstance(entries, list):
+            result.add(relpath, "should hold a list")
+            all_entries_read = False
+            continue
+        if len(entries) != entries_counts.get(display_id):
+            result.add(relpath, f"holds {len(entries)} entries, the manifest counts {entries_counts.get(display_id)}")
+        messages += sum(1 for e in entries if isinstance(e, dict) and e.get("type") == facts.MESSAGE_ENTRY_TYPE)
+        for art in _referenced_artifacts(obj, [e for e in entries if isinstance(e, dict)]):
+            name = (art.get("file") or {}).get("name")
+            prefix = attachment_prefix(display_id, artifact_label(art))
+            if name:  # (an empty name was saved as "attachment", as collect() names it)
+                path = attachment_path(display_id, artifact_label(art), str(name))
+                expected_attachments.add(path)
+                if path not in listed:
+                    result.add(path, f"missing: attachment {art.get('display_id')} referenced by {display_id}")
+            else:  # a bare summary: any saved file of that artifact will do
+                matches = [p for p in listed if p.startswith(prefix)]
+                expected_attachments.update(matches)
+                if not matches:
+                    result.add(prefix + "*", f"missing: attachment {art.get('display_id')} referenced by {display_id}")
+    if all_entries_read and isinstance(tickets, list) and isinstance(conversations, list) \
+            and messages != counts.get("messages"):
+        result.add(MANIFEST, f"counts {counts.get('messages')} messages, the messages.json files hold {messages}")
+    saved = {p for p in listed if is_attachment(p)}
+    for path in sorted(saved - expected_attachments):
+        result.add(path, "attachment not referenced by any message of the backup")
+    if len(saved) != counts.get("attachments"):
+        result.add(MANIFEST, f"counts {counts.get('attachments')} attachments, {len(saved)} are listed")
+
+
+def _check_private(folder: str, relpath: str, result: Verification, directory: bool = False) -> None:
+    try:
+        mode = os.stat(file_path(folder, relpath)).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        kind = "folder" if directory else "file"
+        result.add(relpath, f"{kind} is readable by other users (mode {stat.S_IMODE(mode):o}); expected "
+                            f"{'700' if directory else '600'}")
+
+
+def find_backups(backup_root: str) -> list[str]:
+    """Every backup folder (complete or .partial) directly under `backup_root`."""
+    return sorted(os.path.join(backup_root, name) for name in os.listdir(backup_root)
+                  if not name.startswith(".") and os.path.isdir(os.path.join(backup_root, name)))
+
+
+def is_one_backup(folder: str) -> bool:
+    """Whether `folder` is itself a backup (it holds a manifest or metadata.json, or is a
+    `.partial` one), not a folder of backups."""
+    return folder.rstrip(os.sep).endswith(PARTIAL_SUFFIX) or any(
+        os.path.isfile(os.path.join(folder, name)) for name in (MANIFEST, METADATA))
+
+
+def backup_folders(backup_dir: str, report_dir: str | None = None) -> list[str]:
+    """The folders to check: `backup_dir` itself when it is one backup
+    (`--backup-dir backups/<one backup>`), else find_backups() of it, less the
+    report folder if it was put inside the backup folder."""
+    if is_one_backup(backup_dir):
+        return [backup_dir.rstrip(os.sep) or backup_dir]
+    skip = os.path.realpath(report_dir) if report_dir else None
+    return [f for f in find_backups(backup_dir) if os.path.realpath(f) != skip]

@@ -1,0 +1,181 @@
+"""A large contacts CSV grouped in flat memory: the merge sets in full, the rest as counts.
+
+An export can hold half a million contacts of which a few hundred are merge sets. Keeping
+every row (and its raw text) costs about 2 KiB a row; this index keeps, per email, one
+int per row (its line and whether it is a primary or a copy), groups them exactly as
+contacts_csv.group_contacts does, and re-reads the file for the rows it needs: the merge
+sets' (before any API call), and the skipped groups' (streamed to a report file).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from contacts.csv_reader import (
+    DUPLICATE_PREFIX,
+    PRIMARY_PREFIX,
+    SKIP_INVALID_DOMAIN,
+    SKIP_NO_PRIMARY,
+    SKIP_SEVERAL_PRIMARIES,
+    SKIP_SINGLE_CONTACT,
+    SKIP_UNKNOWN_REFERENCE,
+    ContactRow,
+    ContactsFile,
+    ContactsReader,
+    CsvInputError,
+    MergeSet,
+    SkippedGroup,
+    duplicate_row_error,
+    email_domain_problem,
+    email_key,
+    user_id_key,
+)
+
+EXAMPLES_PER_REASON = 3
+_OTHER, _PRIMARY, _DUPLICATE = 0, 1, 2
+_MERGE_SET = -1
+_REASONS = [SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE, SKIP_NO_PRIMARY, SKIP_SEVERAL_PRIMARIES, SKIP_INVALID_DOMAIN]
+_INVALID_DOMAIN = _REASONS.index(SKIP_INVALID_DOMAIN)
+
+
+def _kind(external_ref: str) -> int:
+    """As ContactRow.is_primary / is_duplicate tell them apart."""
+    return _PRIMARY if external_ref.startswith(PRIMARY_PREFIX) else \
+        _DUPLICATE if external_ref.startswith(DUPLICATE_PREFIX) else _OTHER
+
+
+def _classify(kinds: list[int]) -> int:
+    """The group's fate as group_contacts decides it: _MERGE_SET or an index into _REASONS."""
+    if len(kinds) == 1:
+        return 0
+    if _OTHER in kinds:
+        return 1
+    primaries = kinds.count(_PRIMARY)
+    return 2 if primaries == 0 else 3 if primaries > 1 else _MERGE_SET
+
+
+@dataclass
+class ContactsIndex:
+    """What a run needs from the CSV, in memory flat in its size.
+
+    file: the ContactsFile (header, sha256, row_count; no rows kept).
+    merge_sets: every merge set, with its rows, in file order.
+    skipped_counts: reason code -> number of skipped groups (every reason, 0 included).
+    skipped_examples: the first EXAMPLES_PER_REASON skipped groups of each reason, with rows.
+    """
+    file: ContactsFile
+    merge_sets: list[MergeSet]
+    skipped_counts: dict[str, int]
+    skipped_examples: list[SkippedGroup]
+    _reader: ContactsReader = field(repr=False)
+    _fate: dict[str, int] = field(repr=False)      # email key -> _MERGE_SET or an index into _REASONS
+    _only: str | None = None
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped_counts.values())
+
+    def narrowed(self, email: str) -> ContactsIndex:
+        """The same index holding only the group of `email` (--only)."""
+        key = email_key(email)
+        fate = self._fate.get(key)
+        counts = dict.fromkeys(_REASONS, 0)
+        if fate is not None and fate != _MERGE_SET:
+            counts[_REASONS[fate]] = 1
+        examples = [g for g in self.skipped_examples if g.key == key]
+        if fate is not None and fate != _MERGE_SET and not examples:
+            examples = [SkippedGroup(g[0].email.strip(), g, _REASONS[fate]) for g in self._rows_of({key}).values()]
+        return ContactsIndex(self.file, [m for m in self.merge_sets if m.key == key], counts, examples,
+                             self._reader, self._fate, key)
+
+    def skipped_rows(self) -> Iterator[tuple[str, ContactRow]]:
+        """(reason code, row) for every row of a skipped group, in file order; re-reads the file
+        (CsvInputError if it changed since it was indexed)."""
+        for line, record, _ in self._reader.records():
+            row = self._reader.row(line, record)
+            key = row.email_key
+            if self._only is not None and key != self._only:
+                continue
+            fate = self._fate[key]
+            if fate != _MERGE_SET:
+                yield _REASONS[fate], row
+
+    def _rows_of(self, keys: set[str]) -> dict[str, list[ContactRow]]:
+        groups: dict[str, list[ContactRow]] = {}
+        for line, record, _ in self._reader.records():
+            key = self._reader.email_of(record)
+            if key in keys:
+                groups.setdefault(key, []).append(self._reader.row(line, record))
+        return groups
+
+
+def index_contacts(path: str) -> ContactsIndex:
+    """Validate the whole CSV (every check read_contacts makes, same messages) and group it,
+    keeping full rows only for the merge sets and a few skipped groups per reason.
+    Raises CsvInputError on anything unusable."""
+    reader = ContactsReader(path)
+    groups: dict = {}   # email key -> packed row (line << 2 | kind), or a list of them
+    seen: set[int] = set()
+    rows = 0
+    for line, record, _ in reader.records():
+        rev_user_id, email, external_ref = reader.check(line, record)
+        rows += 1
+        ident = hash(user_id_key(rev_user_id))
+        if ident in seen:
+            _check_repeat(reader, reader.row(line, record))      # a true repeat, or two ids with one hash
+        seen.add(ident)
+        packed = line << 2 | _kind(external_ref)
+        key = email_key(email)
+        held = groups.get(key)
+        if held is None:
+            groups[key] = packed
+        elif isinstance(held, int):
+            groups[key] = [held, packed]
+        else:
+            held.append(packed)
+    del seen
+    if not rows:
+        raise CsvInputError(f"the contacts CSV has a header but no contacts: {path}")
+    reader.file.row_count = rows
+    counts = dict.fromkeys(_REASONS, 0)
+    wanted: set[int] = set()           # the lines of the rows kept in full
+    fate: dict[str, int] = groups      # reused in place: each group's rows become its fate
+    for key, held in groups.items():
+        packed = [held] if isinstance(held, int) else held
+        # (as group_contacts: a domain that is not valid IDNA is never guessed at)
+        outcome = _INVALID_DOMAIN if email_domain_problem(key) else _classify([p & 3 for p in packed])
+        fate[key] = outcome
+        if outcome == _MERGE_SET or counts[_REASONS[outcome]] < EXAMPLES_PER_REASON:
+            wanted.update(p >> 2 for p in packed)
+        if outcome != _MERGE_SET:
+            counts[_REASONS[outcome]] += 1
+    return _build(reader, fate, counts, wanted)
+
+
+def _build(reader: ContactsReader, fate: dict[str, int], counts: dict[str, int], wanted: set[int]) -> ContactsIndex:
+    """Second pass: the full rows of the merge sets and of the example skipped groups."""
+    index = ContactsIndex(reader.file, [], counts, [], reader, fate)
+    groups: dict[str, list[ContactRow]] = {}
+    for line, record in reader.records_at(wanted):
+        row = reader.row(line, record)
+        groups.setdefault(row.email_key, []).append(row)
+    for key, members in groups.items():
+        email = members[0].email.strip()
+        if fate[key] == _MERGE_SET:
+            primary = next(r for r in members if r.is_primary)
+            index.merge_sets.append(MergeSet(email, primary, [r for r in members if r.is_duplicate]))
+        else:
+            index.skipped_examples.append(SkippedGroup(email, members, _REASONS[fate[key]]))
+    return index
+
+
+def _check_repeat(reader: ContactsReader, row: ContactRow) -> None:
+    """The id of `row` hashes like an earlier one: find that row; CsvInputError if it is the
+    same contact (the message read_contacts gives), nothing if only the hashes met."""
+    key = user_id_key(row.rev_user_id)
+    for earlier in reader:
+        if earlier.line >= row.line:
+            return
+        if user_id_key(earlier.rev_user_id) == key:
+            raise duplicate_row_error(row, earlier.line)
+

@@ -1,0 +1,153 @@
+"""Attachment downloads: presigned URLs fetched without the token, retried, and re-located when expired.
+
+Apart from the REST calls because a download talks to another host (the file store the
+presigned URL points at), never carries the token, and has its own failure modes and
+its own breaker. `ArtifactDownloads` is mixed into DevRevClient; it uses the client's
+session, timeout, retry policy, stop-aware wait, counters and `locate_artifact`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, ContextManager
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from devrev_api.config import check_url_scheme
+from devrev_api.errors import ConfigError, DownloadError, RunWideFault
+from devrev_api.retry_policy import answer_time, connection_cause, parse_retry_after, transport_failure
+
+log = logging.getLogger("devrev.client")
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Strips any Authorization header (and stops requests from adding .netrc auth)."""
+
+    def __call__(self, request):
+        request.headers.pop("Authorization", None)
+        return request
+
+
+@dataclass
+class DownloadResult:
+    """One attachment fetched in full: its size in bytes and the SHA-256 of its bytes (hex)."""
+    size: int
+    sha256: str
+
+
+class ArtifactDownloads:
+    """DevRevClient's attachment downloads (a mixin: see the module docstring for what it uses)."""
+
+    def download(self, url: str, out: BinaryIO, *, expected_size: int | None = None,
+                 chunk_size: int = 1 << 20, max_redirects: int = 3) -> DownloadResult:
+        """Stream a located URL into `out`, hashing as it goes; never sends the token.
+
+        The URL is presigned and may live on another host: the request carries no
+        Authorization header (and no .netrc credentials). Redirects are followed by hand,
+        to https (or loopback http) only. A short or long body raises DownloadError.
+        """
+        for _ in range(max_redirects + 1):
+            self._check_stop()
+            try:
+                check_url_scheme(url, "attachment URL")
+            except ConfigError as exc:
+                raise DownloadError(str(exc), endpoint="download") from None
+            host = urlsplit(url).hostname
+            try:
+                response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False,
+                                            auth=_NoAuth(), headers={"Accept": "*/*"})
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise DownloadError(f"could not fetch the attachment from {host} ({transport_failure(exc)})",
+                                    endpoint="download", transient=True, cause=connection_cause(exc)) from None
+            with response:
+                status = response.status_code
+                if status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+                    url = urljoin(url, response.headers["Location"])
+                    continue
+                if status in (401, 403, 410):
+                    raise DownloadError(f"the attachment URL was refused (HTTP {status}; expired?)",
+                                        status=status, endpoint="download", expired=True)
+                if status != 200:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"),
+                                                    answer_time(response.headers)) if status == 429 else None
+                    raise DownloadError(f"the attachment host answered HTTP {status}", status=status,
+                                        endpoint="download", transient=status >= 500 or status == 429,
+                                        retry_after=retry_after)
+                digest = hashlib.sha256()
+                size = 0
+                try:
+                    for chunk in response.iter_content(chunk_size):
+                        if not chunk:
+                            continue
+                        size += len(chunk)
+                        if expected_size is not None and size > expected_size:
+                            raise DownloadError(f"the attachment is larger than its declared {expected_size} bytes",
+                                                endpoint="download")
+                        digest.update(chunk)
+                        out.write(chunk)
+                        self._check_stop()
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as exc:
+                    raise DownloadError(f"the attachment download broke off after {size} bytes "
+                                        f"({type(exc).__name__})", endpoint="download", transient=True) from None
+                if expected_size is not None and size != expected_size:
+                    raise DownloadError(f"the attachment is {size} bytes, shorter than its declared "
+                                        f"{expected_size}", endpoint="download")
+                self._count("downloads")
+                return DownloadResult(size=size, sha256=digest.hexdigest())
+        raise DownloadError("too many redirects fetching the attachment", endpoint="download")
+
+    def download_artifact(self, artifact_id: str, open_out: Callable[[], ContextManager[BinaryIO]], *,
+                          expected_size: int | None = None) -> DownloadResult:
+        """Locate an artifact and stream its bytes into a fresh `open_out()` file, under the
+        same bounded retry policy as reads (`self.retry`).
+
+        A transient failure on the file host (5xx, 429, a dropped connection, a read
+        timeout, a body cut off) is retried on the same URL after a backoff (a 429's
+        Retry-After wins); a refused or expired URL (401/403/410) is located again with
+        artifacts.locate and retried. `open_out` must discard what was written when its
+        block raises (fileutil.durable_file does), so a partial file is never kept.
+        Raises DownloadError once the retries are spent or for a failure a retry cannot
+        fix (a body longer or shorter than declared, a redirect off https).
+        """
+        retries = self.retry.start()
+        url = self.locate_artifact(artifact_id)["url"]
+        while True:
+            self._check_file_breaker(url)
+            try:
+                with open_out() as out:
+                    result = self.download(url, out, expected_size=expected_size)
+                self.file_breaker.success()
+                return result
+            except DownloadError as exc:
+                self._count_file_fault(exc, artifact_id)
+                self._check_file_breaker(url)
+                delay = retries.next_delay(exc.retry_after) if (exc.transient or exc.expired) else None
+                if delay is None:
+                    raise
+                self._count("download_retries")
+                log.info("retrying the download of %s after %s (attempt %d/%d)", artifact_id, exc.message,
+                         retries.used, self.retry.attempts)
+                if exc.expired:
+                    url = self.locate_artifact(artifact_id)["url"]  # a fresh URL at once: no wait needed
+                else:
+                    self.wait(delay)
+
+    def _count_file_fault(self, exc: DownloadError, artifact_id: str) -> None:
+        """Feed the file host's breaker: no connection at all, or a 5xx, counts; any other answer resets it."""
+        if exc.cause is not None:
+            self.file_breaker.failure(exc.cause, artifact_id, connection=True)
+        elif exc.status is not None and exc.status >= 500:
+            self.file_breaker.failure(f"it answers HTTP {exc.status} to every download", artifact_id,
+                                      connection=False)
+        elif exc.status is not None:
+            self.file_breaker.success()
+
+    def _check_file_breaker(self, url: str) -> None:
+        """RunWideFault once the attachment host has failed every download for a while."""
+        if self.file_breaker.tripped:
+            raise RunWideFault(f"cannot fetch attachments from {urlsplit(url).hostname}: "
+                               f"{self.file_breaker.cause}; check the network (a proxy or firewall in front of "
+                               f"the attachment host?) and re-run to resume")

@@ -1,0 +1,95 @@
+"""The canary: after the first set of a real run is merged, every object it touched is
+read again and compared with its backup, before any other set starts.
+
+The tool writes one field per object (a ticket's reported_by, a conversation's members,
+the primary's external_ref).
+If DevRev changed anything else when the tool wrote, or when it merged the contacts (a
+workflow, an automation, a merge that does more than the 2023 internal spec says), the
+first set shows it, and the run stops while only one set is affected. Expected changes
+are not differences: modification stamps, the written field, user summaries' embedded
+state, and DevRev's own merge replacing the duplicate by the primary anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from backup import CONVERSATIONS, TICKETS, display_of, load_metadata
+from devrev_api import assumptions as facts
+from devrev_api.errors import NotFoundError
+from devrev_client import DevRevClient
+
+STAMPS = facts.MODIFICATION_STAMPS
+WRITTEN = {"ticket": "reported_by", "conversation": "members", "contact": "external_ref"}
+_USER_TYPES = {"rev_user", "dev_user", "sys_user", "service_account"}
+
+
+def _as_ids(value, renames: dict[str, str]):
+    """User summaries become their ids, duplicates' ids the primary's, lists lose repeats."""
+    if isinstance(value, dict):
+        if value.get("type") in _USER_TYPES and "id" in value:
+            return renames.get(value["id"], value["id"])
+        return {k: _as_ids(v, renames) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_as_ids(v, renames) for v in value]
+        if all(isinstance(i, str) for i in items):
+            items = list(dict.fromkeys(items))
+        return items
+    if isinstance(value, str):
+        return renames.get(value, value)
+    return value
+
+
+def differences(kind: str, before: dict, after: dict, renames: dict[str, str]) -> list[dict]:
+    """The fields of one object that changed, beyond what the merge is expected to change:
+    [{"object", "field", "before", "after"}] (values with users as ids)."""
+    skip = set(STAMPS) | {WRITTEN[kind]}
+    old, new = _as_ids(before, renames), _as_ids(after, renames)
+    return [{"object": display_of(before), "field": name, "before": old.get(name), "after": new.get(name)}
+            for name in sorted(set(old) | set(new)) if name not in skip and old.get(name) != new.get(name)]
+
+
+def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, str]]:
+    """Each object the backups hold, first copy wins: [(kind, object)] (the primary's
+    record as kind "contact"), and the renames (every duplicate's id -> the primary's id)."""
+    seen: dict[str, tuple[str, dict]] = {}
+    renames: dict[str, str] = {}
+    for folder in folders:
+        meta = load_metadata(folder)
+        renames[meta["duplicate"]["id"]] = meta["primary"]["id"]
+        seen.setdefault(meta["primary"]["id"], ("contact", meta["primary"]))
+        for kind, name in (("ticket", TICKETS), ("conversation", CONVERSATIONS)):
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                for obj in json.load(fh):
+                    seen.setdefault(obj["id"], (kind, obj))
+    return list(seen.values()), renames
+
+
+def check_set(client: DevRevClient, outcome: dict) -> dict:
+    """Re-read every ticket and conversation the set's backups hold, and the primary, and
+    compare each with its backed-up copy. Returns
+    {"set", "checked", "differences": [{"object", "field", "before", "after"}]}; an object
+    DevRev no longer serves is a difference too. Raises DevRevError if a read fails."""
+    folders = [b for d in outcome.get("duplicates") or [] for b in d.get("backups") or []]
+    objects, renames = _backed_up(folders)
+    found = []
+    for kind, before in objects:
+        read = {"ticket": client.get_work, "conversation": client.get_conversation,
+                "contact": client.get_rev_user}[kind]
+        try:
+            after = read(before["id"])
+        except NotFoundError:
+            found.append({"object": display_of(before), "field": "(object)", "before": "present", "after": "gone"})
+            continue
+        found += differences(kind, before, after, renames)
+    return {"set": outcome["email"], "checked": len(objects), "differences": found}
+
+
+def summary(result: dict) -> str:
+    """One line for the screen."""
+    diffs = result["differences"]
+    if not diffs:
+        return f"canary {result['set']}: {result['checked']} objects re-read, nothing changed but what the tool wrote"
+    first = diffs[0]
+    return (f"canary {result['set']}: {len(diffs)} change(s) in fields the tool did not write (e.g. "
+            f"{first['object']}: {first['field']}); the run stopped before the next set, see the report")

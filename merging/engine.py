@@ -1,0 +1,632 @@
+"""One merge set, end to end: live checks, preview, and the journaled real merge.
+
+For each duplicate of a set, in rounds: back up what it owns and verify the backup,
+move each ticket (`reported_by`) and conversation (`members`) to the primary after a
+fresh read, then verify that the duplicate owns nothing and that every moved item
+lists the primary. Items that appear under the duplicate meanwhile start another
+round with their own backup. Then `rev-users.merge`, a poll until the duplicate is
+retired, and finally the primary takes the newest duplicate's `user_...` reference.
+Every write is journaled (intent before, done after), so a re-run resumes exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from backup import (
+    BackupError,
+    BackupFolderError,
+    Move,
+    collect,
+    custom_field_refs,
+    display_of,
+    estimate_size,
+    ids_of,
+    load_moves,
+    remove_partials,
+    write_backup,
+)
+from backup_checks.damaged import accept_path, aside_note, refusal, set_aside, writes_sent
+from backup_checks.verification import verify_backup
+from contacts.csv_reader import MergeSet
+from devrev_api import assumptions as facts
+from devrev_api.errors import (
+    BadRequestError,
+    ConflictError,
+    DevRevError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResponseError,
+    RunWideFault,
+    ServerError,
+    TransportError,
+)
+from devrev_client import DevRevClient
+from merging.call_estimates import estimate_calls, set_overhead_calls
+from merging.live_checks import SetSkipped, is_retired, recreated_duplicates, resolve_contacts
+from merging.plan import finished_outcome, set_key
+from merging.preview_estimate import sampled_duplicate
+from merging.set_numbers import journal_numbers
+from operator_view.summary import plural
+from plumbing.cli import log_subject
+from plumbing.clock import utc_now
+from plumbing.fanout import Fanout, fan_map, slot_of
+from runs.journal import Journal, is_finished, parse_step, step_name
+
+log = logging.getLogger("merge")
+
+
+class SetFailed(Exception):
+    """This set cannot go on now; the journal keeps where it stopped."""
+
+
+class RunAborted(Exception):
+    """Stop the whole run: a backup just written that does not verify (the disk may be failing),
+    or a backup folder that cannot be written."""
+
+
+@dataclass
+class MergeOptions:
+    backup_dir: str
+    run_id: str
+    keep_duplicate: bool = False
+    allow_cross_org: bool = False
+    merge_timeout: float = 120.0
+    preview_full: bool = False     # --preview --full: read every timeline entry, not a sample
+    fanout: Fanout | None = None   # --workers slots, shared by sets and the parallel calls inside one
+    poll_start: float = 0.2
+    poll_cap: float = 4.0
+    max_rounds: int = 3
+
+
+def swap_user(ids: list[str], old: str, new: str) -> list[str]:
+    """Replace `old` by `new`, keeping order and dropping repeats."""
+    return list(dict.fromkeys(new if i == old else i for i in ids))
+
+
+def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
+    """What a real run would do to this set, read live; changes nothing. Every line logged
+    meanwhile names the set's email. Holds one --workers slot."""
+    with log_subject(ms.email), slot_of(options.fanout):
+        return _preview_set(client, ms, options)
+
+
+def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
+    record = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
+              "csv_rows": [r.as_dict() for r in ms.rows]}
+    try:
+        primary, duplicates = resolve_contacts(client, ms, allow_cross_org=options.allow_cross_org)
+    except SetSkipped as exc:
+        record.update(status="skipped", reason=exc.reason, detail=exc.detail)
+        return record
+    record["primary"] = {"id": primary["id"], "display_id": primary.get("display_id"),
+                         "external_ref": primary.get("external_ref")}
+    record["duplicates"] = []
+    merging = not options.keep_duplicate
+    calls = set_overhead_calls(len(duplicates), merge=merging)
+    size = 0
+    for dup in duplicates:
+        ident = {"id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
+                 "modified_date": dup.get("modified_date")}
+        if not options.preview_full:
+            fields, dup_calls, dup_size = sampled_duplicate(client, dup["id"], merge=merging, pool=options.fanout)
+            calls, size = calls + dup_calls, size + dup_size
+            record["duplicates"].append({**ident, **fields})
+            continue
+        snap = collect(client, dup["id"], options.fanout)
+        calls += estimate_calls(snap, client.page_limit, merge=merging)
+        size += estimate_size(snap)
+        record["duplicates"].append({
+            **ident, "tickets": [display_of(t) for t in snap.tickets],
+            "ticket_ids": [t["id"] for t in snap.tickets],
+            "conversations": [display_of(c) for c in snap.conversations],
+            "conversation_ids": [c["id"] for c in snap.conversations],
+            "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
+            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False,
+            "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])]})
+    record.update(status="would_merge" if not options.keep_duplicate else "would_move",
+                  estimated_calls=calls, estimated_backup_bytes=size,
+                  new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
+    return record
+
+
+def _newest(duplicates: list[dict]) -> dict:
+    """The duplicate modified most recently: the primary takes its `user_` reference."""
+    return max(duplicates, key=lambda d: d.get("modified_date") or "")
+
+
+# --------------------------------------------------------------------------- the real run
+class SetMerger:
+    """Runs (or resumes) the merge of one set against DevRev, journaling every step."""
+
+    def __init__(self, client: DevRevClient, journal: Journal, options: MergeOptions,
+                 previews: dict[str, dict] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.client = client
+        self.journal = journal
+        self.options = options
+        self.previews = previews or {}
+        self.clock = clock
+        # Two sets can share a ticket (both duplicates reported it). Workers take the item's
+        # lock from read to write, and re-read an item another worker wrote since they listed it.
+        self._locks_guard = threading.Lock()
+        self._item_locks: dict[str, threading.Lock] = {}
+        self._written_at: dict[str, float] = {}
+        self.merge_denied: str | None = None   # why rev-users.merge is refused (403), once it was
+
+    def _item_lock(self, item_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._item_locks.setdefault(item_id, threading.Lock())
+
+    def merge(self, ms: MergeSet) -> dict:
+        """Merge (or resume) one set; returns its report line. Every line logged meanwhile,
+        by any module, names the set's email (cli.log_subject). Holds one --workers slot."""
+        with log_subject(ms.email), slot_of(self.options.fanout):
+            return self._merge_set(ms)
+
+    def _merge_set(self, ms: MergeSet) -> dict:
+        key = set_key(ms)
+        started = self.clock()
+        record = self.journal.set_record(key)
+        if record and is_finished(record["status"], self.options.keep_duplicate):
+            return finished_outcome(ms, record, self.journal.steps(key))
+        outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
+                   "primary": ms.primary.rev_user_id, "duplicates": []}
+        ctx = record["context"] if record and record.get("context") else None
+        outcome["resumed"] = ctx is not None
+        try:
+            if ctx is None and self._skip_as_previewed(key, ms, outcome):
+                return outcome
+            if ctx is None:
+                ctx = self._start(key, ms)
+            else:
+                self._check_primary_still_active(ctx)
+                self._check_not_recreated(key, ctx)
+            outcome["primary"] = ctx["primary"]["display_id"]
+            for dup in ctx["duplicates"]:
+                self._merge_duplicate(key, ms, ctx, dup)
+            self._finish(key, ms, ctx, outcome)
+        except SetSkipped as exc:
+            self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
+            outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
+        except BackupFolderError as exc:
+            # the backup folder itself cannot be written: every set would fail alike
+            raise RunAborted(f"{exc}; nothing was changed for {ms.email}: fix the folder and re-run to "
+                             f"resume") from None
+        except (SetFailed, BackupError, DevRevError) as exc:
+            if _stops_the_run(exc):
+                raise  # the run stops; the set stays resumable from its journal
+            self.journal.set_status(key, ms.email, "failed", error=str(exc))
+            outcome.update(status="failed", error=str(exc))
+            log.error("failed: %s", exc)
+        finally:
+            outcome["duration_s"] = round(self.clock() - started, 3)
+            if ctx is not None:
+                with contextlib.suppress(Exception):  # the journal may be what failed
+                    outcome.update(journal_numbers(self.journal.steps(key), ctx["duplicates"]))
+        return outcome
+
+    def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: dict) -> bool:
+        """Never merge a set the preview showed as skipped, even if it would pass now: True
+        (and the set recorded skipped) when the preview skipped it."""
+        shown = self.previews.get(ms.key) or {}
+        if shown.get("status") != "skipped":
+            return False
+        detail = f"skipped as in the preview: {shown.get('detail')}"
+        self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
+        outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+        return True
+
+    def _start(self, key: str, ms: MergeSet) -> dict:
+        """A set seen for the first time: the live checks (SetSkipped), then its context in
+        the journal: {"primary": ident, "duplicates": [ident, ...], "csv_rows": [...]}."""
+        primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
+        # the duplicate whose reference the primary will take goes last, so that
+        # reference stays held until the very end
+        duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
+        ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
+               "csv_rows": [r.as_dict() for r in ms.rows]}
+        self.journal.set_status(key, ms.email, "in_progress", context=ctx)
+        return ctx
+
+    def _finish(self, key: str, ms: MergeSet, ctx: dict, outcome: dict) -> None:
+        """Every duplicate is cleared (and retired, when merging): the primary takes the newest
+        reference, and the set is recorded merged, or moved_only when the duplicates stay."""
+        if self.options.keep_duplicate:
+            status = "moved_only"
+        elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
+                                           for d in ctx["duplicates"]):
+            status = "moved_only"
+            outcome["note"] = self.merge_denied
+        else:
+            outcome["external_ref_set"] = self._take_reference(key, ctx)
+            outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
+                                               if d["external_ref"] != outcome["external_ref_set"]]
+            status = "merged"
+        ctx["external_ref_set"] = outcome.get("external_ref_set")
+        self.journal.set_status(key, ms.email, status, context=ctx)
+        outcome["status"] = status
+
+    def _check_primary_still_active(self, ctx: dict) -> None:
+        """On resume: the primary read when the set started must still be there and active."""
+        primary = ctx["primary"]
+        try:
+            user = self.client.get_rev_user(primary["id"])
+        except NotFoundError:
+            raise SetFailed(f"the primary {primary['display_id']} is no longer in DevRev; nothing more was "
+                            f"changed for this set (its backups hold what was moved)") from None
+        if user.get("state", "active") != "active" or user.get("primary_identity"):
+            raise SetFailed(f"the primary {primary['display_id']} is {user.get('state')!r} in DevRev now; "
+                            f"nothing more was changed for this set")
+
+    def _check_not_recreated(self, key: str, ctx: dict) -> None:
+        """On resume: a duplicate whose reference another active contact holds now was merged
+        and then restored (restore_contacts.py) or made again by its integration: going on
+        would report the set merged while that contact keeps its tickets."""
+        again = recreated_duplicates(self.client, ctx)
+        if again:
+            raise SetFailed(f"{', '.join(again)}: a contact holds a retired duplicate's reference again (restored, "
+                            f"or made again by the integration) since this set started; nothing more was changed: "
+                            f"make a fresh CSV (find_duplicates.py), preview it and merge it")
+
+    # ------------------------------------------------------------------ one duplicate
+    def _merge_duplicate(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
+        """Clear the duplicate (backup, move, verify), retire it, then look once more."""
+        d = dup["id"]
+        if not self.journal.is_done(key, step_name("retired", d)):
+            self._clear(key, ms, ctx, dup)
+            retire = not (self.options.keep_duplicate or self.merge_denied)
+            if not (retire and self._merge_and_retire(key, dup, ctx["primary"]["id"])):
+                return
+        if not self.journal.is_done(key, step_name("swept", d)):
+            # Anything filed under the duplicate while DevRev processed the merge would be left
+            # on a retired contact: one more look, and the same backup-and-move if needed.
+            self.journal.done(key, step_name("swept", d), self._sweep(key, ms, ctx, dup))
+
+    def _sweep(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> dict | None:
+        """The look after the merge. A listing filtered by the retired duplicate may be
+        refused (400/404, devrev_assumptions.RETIRED_FILTER_ERRORS): once a fresh read shows
+        the duplicate retired, that means it owns nothing."""
+        try:
+            self._clear(key, ms, ctx, dup)
+            return None
+        except (BadRequestError, NotFoundError) as exc:
+            if exc.status not in facts.RETIRED_FILTER_ERRORS or exc.endpoint not in _OWNER_LISTINGS \
+                    or not is_retired(self._read_duplicate(dup["id"])):
+                raise
+            log.info("%s: DevRev refuses %s filtered by the retired %s (%s): it owns nothing", ms.email,
+                     exc.endpoint, dup["display_id"], exc.status)
+            return {"owns_nothing": f"{exc.endpoint} answered {exc.status} for the retired duplicate"}
+
+    def _clear(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> None:
+        """Back up and move what the duplicate owns, round after round, until a listing
+        taken after the moves shows it owns nothing."""
+        d = dup["id"]
+        steps = [parse_step(name) for name in self.journal.steps(key)]
+        round_no = max((s.round for s in steps if s.kind == "backup" and s.duplicate == d), default=0)
+        if round_no == 0:
+            round_no = 1
+        elif self.journal.is_done(key, step_name("verify", d, round_no)):
+            # the last round ended clean, but earlier: look again before relying on it
+            if not self._leftovers(dup):
+                return
+            round_no += 1
+        for _ in range(self.options.max_rounds):
+            folder = self._backup(key, ms, ctx, dup, round_no)
+            self._move_all(key, folder, dup, ctx["primary"]["id"], round_no)
+            leftovers = self._verify(key, dup, round_no)
+            if not leftovers:
+                return
+            log.warning("%s appeared under %s meanwhile: backing them up and moving them too",
+                        ", ".join(leftovers), dup["display_id"])
+            round_no += 1
+        raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
+                        f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
+
+    def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
+        step = step_name("backup", dup["id"], round_no)
+        record = self.journal.step(key, step)
+        replaced = None
+        if record and record["status"] == "done":
+            folder = record["data"]["folder"]
+            check = verify_backup(folder)
+            if check.ok:
+                return folder
+            replaced = self._set_aside(key, ms, dup, folder, f"{check.problems[0][0]}: {check.problems[0][1]}")
+        elif record:  # a backup was started and interrupted: its .partial folder goes first
+            for name in remove_partials(self.options.backup_dir, ms.email, dup["display_id"]):
+                log.info("removed the interrupted backup %s", name)
+        self.journal.intent(key, step, {"round": round_no, **({"replaces": replaced} if replaced else {})})
+        # Both contacts as the live checks read them: the tool never writes the duplicate,
+        # and the primary's external_ref changes only after every duplicate is retired.
+        # Streamed: each timeline goes to disk as it is read (memory flat in the duplicate's size).
+        result = write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
+                              primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
+                              pool=self.options.fanout)
+        counts = result.counts
+        check = verify_backup(result.folder)
+        if not check.ok:
+            raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
+                             f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
+        data = {"folder": result.folder, "round": round_no, "messages": counts["messages"],
+                "attachments": counts["attachments"], "bytes": result.total_bytes,
+                **({"replaces": replaced} if replaced else {})}
+        if round_no == 1:
+            data.update(self._drift(ms, dup, set(counts["entries"])))
+        data["custom_field_refs"] = [r["object"] for r in custom_field_refs(result.snapshot.objects, dup["id"])]
+        self.journal.done(key, step, data)
+        log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(counts["tickets"], "ticket"),
+                 plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
+                 plural(counts["attachments"], "attachment"), result.folder)
+        return result.folder
+
+    def _set_aside(self, key: str, ms: MergeSet, dup: dict, folder: str, problem: str) -> dict:
+        """A backup the journal recorded as verified no longer verifies. Before any write for
+        the duplicate, or once the operator accepted its loss: renamed aside (never deleted),
+        and the caller backs the round up afresh; returns what to journal about it. After a
+        write: SetFailed (this set only; the message names both ways on)."""
+        sent = writes_sent(self.journal.steps(key), dup["id"])
+        accepted = os.path.exists(accept_path(folder))
+        if sent and not accepted:
+            raise SetFailed(refusal(folder, ms.email, dup["display_id"], problem, sent))
+        moved_to = set_aside(folder, utc_now())
+        log.warning("%s", aside_note(folder, problem, moved_to, dup["display_id"], accepted))
+        return {"folder": folder, "problem": problem, "set_aside_as": moved_to, "loss_accepted": accepted,
+                "writes_before": len(sent)}
+
+    def _drift(self, ms: MergeSet, dup: dict, now: set[str]) -> dict:
+        """Tickets and conversations that appeared or vanished since the preview."""
+        preview = self.previews.get(ms.key)
+        seen = next((p for p in (preview or {}).get("duplicates", []) if p.get("id") == dup["id"]), None)
+        if seen is None:
+            return {}
+        before = set(seen.get("tickets", [])) | set(seen.get("conversations", []))
+        return {"drift_appeared": sorted(now - before), "drift_vanished": sorted(before - now)}
+
+    def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
+        """Move what the backup lists, from one fresh paged read taken right before the writes."""
+        moves = load_moves(folder)
+        plan = (("ticket", self.client.list_tickets, self.client.get_work, self.client.set_ticket_reporters),
+                ("conversation", self.client.list_conversations, self.client.get_conversation,
+                 self.client.set_conversation_members))
+        for kind, listing, read, write in plan:
+            items = [m for m in moves if m.kind == kind]
+            steps = {item.id: step_name(kind, dup["id"], round_no, item.id) for item in items}
+            pending = [item for item in items if not self.journal.is_done(key, steps[item.id])]
+            if not pending:
+                continue
+            listed_at = self.clock()
+            # only the field that moves is kept: a huge duplicate's listing stays small
+            fresh = {obj["id"]: {Move.FIELDS[kind]: obj.get(Move.FIELDS[kind])} for obj in listing(dup["id"])}
+            def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps) -> None:
+                with self._item_lock(item.id):
+                    current = fresh.get(item.id)
+                    if self._written_at.get(item.id, float("-inf")) >= listed_at:
+                        current = self._read_or_none(read, item.id)  # another set moved it since: read it again
+                        if current is not None and dup["id"] not in ids_of(current.get(item.field_name)):
+                            current = None
+                    self._move(key, steps[item.id], item, dup["id"], primary_id, current, read, write)
+
+            # the items are independent (each journaled and locked on its own): in parallel
+            fan_map(self.options.fanout, move_one, pending)
+        self._close_unlisted(key, {m.id for m in moves}, dup["id"], primary_id, round_no)
+
+    def _close_unlisted(self, key: str, listed: set[str], dup_id: str, primary_id: str, round_no: int) -> None:
+        """Moves of this round left as intents that the round's backup does not list (it was
+        replaced after an accepted loss, and the item had left the duplicate): settled by a
+        fresh read, as any interrupted move is."""
+        readers = {"ticket": (self.client.get_work, self.client.set_ticket_reporters),
+                   "conversation": (self.client.get_conversation, self.client.set_conversation_members)}
+        for name, rec in self.journal.steps(key).items():
+            step = parse_step(name)
+            if rec["status"] == "intent" and step.kind in readers and step.duplicate == dup_id \
+                    and step.round == round_no and step.item not in listed:
+                item = Move(step.kind, step.item, step.item, ())
+                self._move(key, name, item, dup_id, primary_id, None, *readers[step.kind])
+
+    @staticmethod
+    def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:
+        """A fresh read; None when DevRev says the object is gone (404)."""
+        try:
+            return read(object_id)
+        except NotFoundError:
+            return None
+
+    def _move(self, key: str, step: str, item: Move, dup_id: str, primary_id: str, fresh: dict | None,
+              read, write) -> None:
+        """Swap the duplicate for the primary on one item, journaled; never twice."""
+        field_name = item.field_name
+        previous = self.journal.step(key, step)
+        if fresh is None:
+            # The duplicate is no longer on it. If we sent the change before an interruption,
+            # confirm with a read that DevRev applied it; otherwise someone else changed it.
+            if previous is None:
+                self.journal.done(key, step, {"already": True})
+                return
+            obj = self._read_or_none(read, item.id)
+            if obj is None:
+                self.journal.done(key, step, {"vanished": True})
+                log.warning("%s vanished from DevRev", item.display_id)
+                return
+            current = ids_of(obj.get(field_name))
+            if dup_id in current:  # listing lag: treat as still to move
+                fresh = obj
+            else:
+                data = {"before": previous["data"]["before"], "after": current, "confirmed_by": "fresh read"} \
+                    if primary_id in current else {"already": True, "now": current}
+                self.journal.done(key, step, data)
+                return
+        current = ids_of(fresh.get(field_name))
+        wanted = swap_user(current, dup_id, primary_id)
+        self.journal.intent(key, step, {"before": current, "after": wanted})
+        try:
+            updated = ids_of(write(item.id, wanted).get(field_name))
+        except NotFoundError as exc:
+            # 404 may name the item or a user in the new list: tell the two apart
+            if self._read_or_none(read, item.id) is None:
+                self.journal.done(key, step, {"vanished": True})
+                log.warning("%s vanished from DevRev before it could be moved", item.display_id)
+                return
+            raise SetFailed(f"{item.display_id}: DevRev refused the new {field_name} ({exc}); a contact in "
+                            f"it may have been deleted") from None
+        finally:
+            self._written_at[item.id] = self.clock()
+        # DevRev's answer is the item as it now stands: it must list the primary, not the duplicate.
+        if dup_id in updated or primary_id not in updated:
+            raise SetFailed(f"{item.display_id}: DevRev did not apply the new {field_name} ({updated})")
+        self.journal.done(key, step, {"before": current, "after": updated})
+        log.debug("moved %s: %s %s -> %s", item.display_id, field_name, current, updated)
+
+    def _leftovers(self, dup: dict) -> list[str]:
+        """What the duplicate still owns: tickets and conversations to move. Work items of
+        other types (issues) are not the tool's to move: they stop the set instead."""
+        works = list(self.client.list_reported_works(dup["id"]))
+        others = [display_of(w) for w in works if w.get("type") != "ticket"]
+        if others:
+            raise SetFailed(f"{dup['display_id']} still reports {', '.join(others)} (not tickets, which the tool "
+                            f"does not move): move them to the primary by hand, then re-run")
+        return [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
+                                                                                                      strict=True)]
+
+    def _verify(self, key: str, dup: dict, round_no: int) -> list[str]:
+        """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
+        left = self._leftovers(dup)
+        if not left:
+            self.journal.done(key, step_name("verify", dup["id"], round_no), {"owns_nothing": True})
+        return left
+
+    # ------------------------------------------------------------------ retiring
+    def _read_duplicate(self, dup_id: str) -> dict | None:
+        return self._read_or_none(self.client.get_rev_user, dup_id)
+
+    def _ask_merge(self, dup: dict, primary_id: str, *, asked_before: bool) -> None:
+        """rev-users.merge, which the client never repeats by itself: when the answer is lost
+        or DevRev fails, ask again (a bounded number of times, backing off) only after a fresh
+        read shows the duplicate is not retired yet. asked_before: an earlier run recorded the
+        intent but not DevRev's answer; if DevRev now refuses the repeat, polling decides."""
+        retries = self.client.retry.start()
+        while True:
+            try:
+                self.client.merge_rev_users(primary_id, dup["id"])
+                return
+            except NotFoundError:
+                if is_retired(self._read_duplicate(dup["id"])):
+                    return
+                raise
+            except (BadRequestError, ConflictError) as exc:
+                if not asked_before:
+                    raise
+                log.warning("rev-users.merge for %s asked again: %s; waiting for the first request instead",
+                            dup["display_id"], exc)
+                return
+            except (TransportError, ServerError, ResponseError) as exc:
+                # The answer was lost: the merge may or may not have been accepted.
+                delay = retries.next_delay()
+                if delay is None:
+                    raise
+                log.warning("rev-users.merge for %s: %s; checking before asking again", dup["display_id"], exc)
+                self.client.wait(delay)
+                if is_retired(self._read_duplicate(dup["id"])):
+                    return
+
+    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> bool:
+        """rev-users.merge and the poll until the duplicate is retired: True; False when
+        DevRev refuses the merge with 403 (the token may not merge: nothing was done)."""
+        merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
+        if not self.journal.is_done(key, merge_step):
+            previous = self.journal.step(key, merge_step)
+            if previous and is_retired(self._read_duplicate(dup["id"])):
+                self.journal.done(key, merge_step, {"confirmed_by": "fresh read"})
+            else:
+                self.journal.intent(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
+                try:
+                    self._ask_merge(dup, primary_id, asked_before=previous is not None)
+                except PermissionDeniedError as exc:
+                    self.journal.forget(key, merge_step)  # refused outright: nothing was done
+                    self._deny_merges(exc)
+                    return False
+                self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
+                log.info("asked DevRev to merge %s into the primary", dup["display_id"])
+        if self.journal.is_done(key, retired_step):
+            return True
+        waits = self._poll_waits()
+        while not is_retired(user := self._read_duplicate(dup["id"])):
+            if next(waits, _TIME_UP) is _TIME_UP:
+                raise SetFailed(f"{dup['display_id']} was not retired within {self.options.merge_timeout:.0f} s "
+                                f"of rev-users.merge; re-run later to continue")
+        self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
+        log.info("%s is retired", dup["display_id"])
+        return True
+
+    def _deny_merges(self, exc: DevRevError) -> None:
+        """The token may not merge: say so once; every set from now on ends moved_only."""
+        with self._locks_guard:
+            first = self.merge_denied is None
+            self.merge_denied = (f"DevRev refused rev-users.merge ({exc.status} {exc.error_type or 'forbidden'}): "
+                                 f"the token lacks the permission to merge contacts ({facts.MERGE_PERMISSION} "
+                                 f"for a scoped token); tickets and conversations are moved, the duplicates "
+                                 f"kept; re-run with a token that may merge to finish")
+        if first:
+            log.error("%s", self.merge_denied)
+
+    def _take_reference(self, key: str, ctx: dict) -> str:
+        """Give the primary the newest duplicate's `user_...` reference."""
+        target = _newest(ctx["duplicates"])["external_ref"]
+        step = step_name("external_ref")
+        if self.journal.is_done(key, step):
+            return target
+        primary_id = ctx["primary"]["id"]
+        current = ctx["primary"]["external_ref"]  # as the live check read it; only this step changes it
+        if self.journal.step(key, step):  # interrupted after the intent: read what DevRev holds now
+            current = self.client.get_rev_user(primary_id).get("external_ref")
+        if current != target:
+            self.journal.intent(key, step, {"before": current, "after": target})
+            waits = self._poll_waits()
+            while True:
+                try:
+                    self.client.update_rev_user_external_ref(primary_id, target)
+                    break
+                except DevRevError as exc:
+                    if exc.status != facts.EXTERNAL_REF_CONFLICT_STATUS:
+                        raise
+                # the retired duplicate may hold the reference for a moment longer
+                if next(waits, _TIME_UP) is _TIME_UP:
+                    raise SetFailed(f"DevRev still refuses external_ref {target!r} for the primary: it is "
+                                    f"held by {self._holder_of(target)}; re-run to finish once it is free")
+        self.journal.done(key, step, {"before": current, "after": target})
+        log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
+        return target
+
+    def _poll_waits(self) -> Iterator[float]:
+        """Backing-off waits (poll_start, doubling to poll_cap, no jitter) through the client's
+        wait until --merge-timeout runs out: each next() waits once; the generator ends when
+        the time is up."""
+        policy = self.client.retry.with_(attempts=None, base=self.options.poll_start, cap=self.options.poll_cap,
+                                         jitter=False, clock=self.clock)
+        return policy.waits(self.options.merge_timeout)
+
+    def _holder_of(self, external_ref: str) -> str:
+        """Who holds a reference, for the error message (best effort)."""
+        try:
+            holders = [u.get("display_id") or u["id"] for u in self.client.list_rev_users(external_ref=external_ref)]
+        except DevRevError:
+            holders = []
+        return ", ".join(holders) if holders else "a contact DevRev does not list (being retired?)"
+
+
+_TIME_UP = object()
+_OWNER_LISTINGS = ("works.list", "conversations.list")
+
+
+def _stops_the_run(exc: Exception) -> bool:
+    """A fault of the whole run (DevRev unreachable, a rejected token): not this set's failure."""
+    return isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403))
+
+
+def _ident(user: dict) -> dict:
+    return {"id": user["id"], "display_id": user.get("display_id") or user["id"],
+            "external_ref": user.get("external_ref"), "modified_date": user.get("modified_date"), "live": user}

@@ -1,0 +1,79 @@
+"""Where each merge set of a run stands, decided once from the savepoint journal.
+
+The engine owns the resume decision: which sets this run processes and which earlier runs
+finished (they cost no call and keep their place in the report), and, for a set a run did
+not finish, what its journal says DevRev holds. Kept apart from merge_engine.py, which
+merges one set, so the CLI and the report read the plan without the merge machinery.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from contacts.csv_reader import MergeSet, user_id_key
+from merging.set_numbers import journal_numbers
+from runs.journal import Journal, is_finished
+
+log = logging.getLogger("merge")
+
+
+def set_key(ms: MergeSet) -> str:
+    """Identifies a set across runs: its email and the contacts it holds."""
+    dups = ",".join(sorted(user_id_key(d.rev_user_id) for d in ms.duplicates))
+    return f"{ms.key}|{user_id_key(ms.primary.rev_user_id)}|{dups}"
+
+
+@dataclass
+class RunPlan:
+    """What one run does with the CSV's merge sets, decided once from the savepoint journal.
+
+    todo: the unfinished sets this run processes, in CSV order (the first `max_merges`).
+    finished: MergeSet.key -> the journal's set record, for each set an earlier run finished;
+        they cost no API call and keep their place in the report.
+    order: todo and finished together, in CSV order (the sets a preview reports on).
+    """
+    todo: list[MergeSet]
+    finished: dict[str, dict]
+    order: list[MergeSet]
+
+
+def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges: int | None,
+             keep_duplicate: bool) -> RunPlan:
+    """Split `merge_sets` into finished (per the journal; None: nothing ran yet) and to do."""
+    records = {ms.key: (journal.set_record(set_key(ms)) if journal else None) for ms in merge_sets}
+    finished = {key: r for key, r in records.items() if r and is_finished(r["status"], keep_duplicate)}
+    todo = [ms for ms in merge_sets if ms.key not in finished][: max_merges or None]
+    chosen = {ms.key for ms in todo} | set(finished)
+    return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
+
+
+def journal_line(journal: Journal, ms: MergeSet) -> dict:
+    """What the journal says DevRev holds for a set this run did not finish (stopped,
+    interrupted, a run-wide fault): its numbers (journal_numbers), {} if it never started.
+    Never raises: the journal may be what failed."""
+    try:
+        key = set_key(ms)
+        ctx = (journal.set_record(key) or {}).get("context")
+        return journal_numbers(journal.steps(key), ctx.get("duplicates") or []) if ctx else {}
+    except Exception:  # noqa: BLE001 - a report line without numbers beats no report
+        log.debug("no journal numbers for %s", ms.email, exc_info=True)
+        return {}
+
+
+def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> dict:
+    """The merge report line of a set an earlier run finished (from its journal record and,
+    given its `steps`, what it moved: see journal_numbers)."""
+    ctx = record["context"] or {}
+    outcome = {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
+               "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
+               "finished_earlier": True, "note": "already finished in an earlier run",
+               "external_ref_set": ctx.get("external_ref_set"), "duration_s": 0.0}
+    if steps is not None:
+        outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
+    return outcome
+
+
+def finished_preview(ms: MergeSet, record: dict) -> dict:
+    """The preview line of a set an earlier run finished: nothing would move."""
+    return {"email": ms.email, "set_key": set_key(ms), "status": "already_" + record["status"],
+            "detail": f"finished in run {record['run_id']} (savepoint)"}

@@ -1,0 +1,122 @@
+"""Does a preview show everything a real run is about to do? One comparison, one answer.
+
+A real run may only do what an admin has read in a preview: the same CSV bytes, the same
+DevRev, and for every set the run will touch, a preview line that shows that outcome.
+Narrower runs are fine (fewer sets, --keep-duplicate after a merging preview, no
+--allow-cross-org after a preview with it): the run then does less than was shown.
+This module is the whole rule, kept apart from the CLI so it can be tested alone.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from contacts.csv_reader import email_key
+from operator_view import reports
+from plumbing.cli import UsageError
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Every option that changes what a run does (recorded in each preview as "scope").
+
+    csv_sha256: the CSV's bytes; target: "sandbox" or DevRev's base URL; only: the email
+    key of --only (None: every group); max_merges: --max-merges (None: no cap).
+    """
+    csv_sha256: str
+    target: str
+    keep_duplicate: bool = False
+    allow_cross_org: bool = False
+    only: str | None = None
+    max_merges: int | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def of_preview(cls, preview: dict) -> "Scope":
+        """The scope a preview was made with (older previews: from their options)."""
+        recorded = preview.get("scope")
+        if isinstance(recorded, dict):
+            return cls(**{k: recorded.get(k) for k in cls.__dataclass_fields__})
+        options = preview.get("options") or {}
+        return cls(csv_sha256=(preview.get("csv") or {}).get("sha256", ""), target=preview.get("target", ""),
+                   keep_duplicate=bool(options.get("keep_duplicate")),
+                   allow_cross_org=bool(options.get("allow_cross_org")),
+                   only=email_key(options["only"]) if options.get("only") else None,
+                   max_merges=options.get("max_merges"))
+
+
+def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> str | None:
+    """None when `preview` shows everything the run would do, else one line naming the
+    first difference. todo: (email key, email) of each set the run will start, in order.
+    A set the preview showed as skipped is fine: the run skips it too, without a call
+    (merge_engine.SetMerger), so it never merges a set the preview showed as skipped."""
+    shown = Scope.of_preview(preview)
+    if shown.csv_sha256 != run.csv_sha256:
+        return "the preview was made from other CSV bytes"
+    if shown.target != run.target:
+        return f"the preview was made against {shown.target}, this run goes to {run.target}"
+    if preview.get("complete") is not True:
+        return "the preview is incomplete (interrupted, or a set failed in it)"
+    if shown.keep_duplicate and not run.keep_duplicate:
+        return ("the preview was made with --keep-duplicate (no duplicate retired); this run would retire "
+                "them: add --keep-duplicate, or preview without it")
+    sets = {email_key(s["email"]): s for s in preview.get("sets", [])}
+    unseen = [email for key, email in todo if key not in sets]
+    if unseen:
+        how = ", ".join(part for part in (f"--only {shown.only}" if shown.only else "",
+                                          f"--max-merges {shown.max_merges}" if shown.max_merges else "") if part)
+        return (f"the preview does not cover {len(unseen)} merge set(s) of this run (e.g. {unseen[0]})"
+                + (f"; it was made with {how}" if how else "") + ": preview them first")
+    for key, email in todo:
+        record = sets[key]
+        status = record.get("status", "")
+        if status.startswith("already_"):
+            return (f"the preview showed {email} as finished by an earlier run, but the savepoint says it is "
+                    f"not: preview again with this savepoint")
+        if status == "skipped" and record.get("reason") == "cross_workspace" and run.allow_cross_org \
+                and not shown.allow_cross_org:
+            return (f"the preview skipped {email} (cross_workspace, made without --allow-cross-org); with "
+                    f"--allow-cross-org this run would merge it: preview with --allow-cross-org first")
+    return None
+
+
+def choose_preview(previews: list[tuple[str, dict]], run: Scope,
+                   todo: list[tuple[str, str]]) -> tuple[str | None, dict | None, str | None]:
+    """The newest complete preview (previews: (path, data), newest first), if it shows
+    everything the run would do: (path, data, None); else (None, None, its difference).
+
+    Only the newest counts: an older, wider preview must not unlock what the admin's
+    latest preview did not show ("preview N sets, run N sets"); an interrupted preview
+    (not complete) unlocks nothing and hides nothing."""
+    for path, data in previews:
+        if data.get("complete") is not True:
+            continue
+        difference = scope_difference(data, run, todo)
+        if difference is None:
+            return path, data, None
+        return None, None, f"{difference} ({path}, the newest complete preview)"
+    return None, None, "no complete preview"
+
+
+def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:
+    """The previews in `report_dir` of these CSV bytes against this DevRev, newest first.
+    Raises UsageError (one line, exit 2) when none of them is complete."""
+    found = reports.load_previews(report_dir, scope.csv_sha256, scope.target)
+    if not any(data.get("complete") is True for _, data in found):
+        raise UsageError(f"no complete preview of this CSV against {scope.target} in {report_dir}/: run "
+                         f"with --preview first and read it (or pass --skip-preview-check)")
+    return found
+
+
+def preview_showing(candidates: list[tuple[str, dict]] | None, scope: Scope,
+                    todo: list[tuple[str, str]]) -> tuple[str | None, dict[str, dict]]:
+    """The newest preview that shows everything the run would do (todo: (email key, email)
+    of each set it will start), and that preview's sets by email key; (None, {}) when the
+    run needs no preview (candidates None). Raises UsageError naming the difference."""
+    if candidates is None:
+        return None, {}
+    path, preview, difference = choose_preview(candidates, scope, todo)
+    if path is None:
+        raise UsageError(f"this run would do what no preview showed: {difference}")
+    return path, {email_key(s["email"]): s for s in preview.get("sets", [])}

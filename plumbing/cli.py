@@ -1,0 +1,433 @@
+"""The command-line contract every script of the suite follows.
+
+One place owns what an admin sees when a script starts, fails or is stopped:
+
+- `ExitCode`: 0 every piece of work done, 1 some work failed, 2 bad usage or input
+  (nothing was changed), 130 stopped by Ctrl-C or SIGTERM (re-run to resume).
+- `UserError` and its kinds (`UsageError`, and the input errors of other modules that
+  subclass it): an error the user can act on, printed as one `error: ...` line.
+- `ArgumentParser`: argparse that reports a bad option as one line, and option types
+  that refuse `nan`, `inf` and out-of-range numbers.
+- `run_logging`: DEBUG to `<log_dir>/<prefix>_<run id>.log`, INFO to the console around
+  the progress bar, the run id on every line; every line redacted (the token, whole
+  occurrences only, and the query string of any URL, where presigned signatures live);
+  third-party library lines go to the log file only.
+- `log_subject`: names what the lines logged inside it are about (a merge set's email), so
+  with several workers every line says which set it belongs to; `FILE_ONLY` keeps a line
+  (a summary already printed on stdout) off the console.
+- `graceful_stop`: the first Ctrl-C or SIGTERM asks the work to stop after the call in
+  flight and records which signal it was; the second stops at once.
+- `run_main`: the wrapper every `main(argv)` runs through, which turns every error a
+  user can cause into one line and the right exit code, never a traceback.
+
+Modelled on pypa/twine (one exception base, one place that maps errors to exit codes)
+and httpie (exit codes as an enum).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import contextvars
+import enum
+import errno
+import logging
+import math
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+from typing import Callable, Iterator, Sequence
+
+OWN_LOGGERS = ("merge", "restore", "find", "devrev", "backup", "journal", "verify", "sample", "cli")
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, the same for every script."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+    def worse(self, other: "ExitCode | int") -> "ExitCode":
+        """The code that tells more: bad usage > interrupted > failed > ok."""
+        rank = {ExitCode.OK: 0, ExitCode.FAILED: 1, ExitCode.INTERRUPTED: 2, ExitCode.USAGE: 3}
+        other = ExitCode(other)
+        return other if rank[other] > rank[self] else self
+
+
+class UserError(Exception):
+    """An error the user can act on (bad option, bad file, bad folder, bad config).
+
+    Printed as one `error: <message>` line; the script exits with `exit_code`. Other
+    modules' input errors (CSV, savepoint, configuration) subclass it, so this module
+    needs to know none of them.
+    """
+
+    exit_code = ExitCode.USAGE
+
+
+class UsageError(UserError):
+    """Bad usage or input: one line for the user, exit 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (a `UsageError`), not a usage dump and exit.
+
+    Abbreviated options are refused: `--skip` must not silently mean `--skip-preview-check`
+    on a tool that changes production data.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _number(text: str, kind: type, what: str) -> float | int:
+    try:
+        value = kind(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (`nan`, `inf`, 0 and negatives refused)."""
+    value = _number(text, float, "a number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text!r}")
+    return value
+
+
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high] (`nan`, `inf` refused)."""
+
+    def parse(text: str) -> float:
+        value = _number(text, float, "a number")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, not {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# a pace below one call a minute would leave a run silent for hours; above DevRev's largest
+# documented quota it only hides typos (devrev_assumptions: the rate limit section)
+rate_limit = float_between(1, 100_000)
+
+
+def int_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number in [low, high] (high None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        value = _number(text, int, "a whole number")
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+# --------------------------------------------------------------------------- redaction
+# A URL (scheme://...) or a bare path starting a word ("GET /blobs/1?sig=... HTTP/1.1", as
+# urllib3 logs requests), then its query string.
+_URL_QUERY = re.compile(r"((?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|(?<![^\s\"'(<=])/)[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+
+
+class Redactor:
+    """Removes secrets from text: the token (whole occurrences) and URL query strings.
+
+    A presigned download URL carries its signature in the query string, so no URL's
+    query string is ever written; the path stays, for diagnosis. A secret of
+    `ANYWHERE_LEN` characters or more (a real token) is masked wherever it appears, even
+    glued to other text; a shorter one only where it stands alone as a word (not between
+    letters or digits), so a short value cannot garble unrelated text.
+    """
+
+    ANYWHERE_LEN = 12
+
+    def __init__(self, secret: str | None = None):
+        self.secret = secret or ""
+        pattern = re.escape(self.secret)
+        if len(self.secret) < self.ANYWHERE_LEN:
+            pattern = r"(?<![A-Za-z0-9])" + pattern + r"(?![A-Za-z0-9])"
+        self._token = re.compile(pattern) if self.secret else None
+
+    def __call__(self, text: str) -> str:
+        return self.mask_secret(_URL_QUERY.sub(r"\1?<redacted>", text))
+
+    def mask_secret(self, text: str) -> str:
+        """Only the token masked (as above), URLs left whole: for error texts that must keep
+        a URL's query (a moved object's new id)."""
+        if self._token is not None and self.secret in text:
+            text = self._token.sub("***", text)
+        return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """A Formatter whose whole output (message, arguments, traceback) is redacted."""
+
+    def __init__(self, fmt: str, redactor: Redactor):
+        super().__init__(fmt)
+        self.redact = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+_LOG_SUBJECT: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_subject", default=None)
+FILE_ONLY = {"console": False}  # logging `extra=`: the line goes to the log file only
+
+
+@contextlib.contextmanager
+def log_subject(subject: str | None) -> Iterator[None]:
+    """Every line logged inside (by any logger, in this thread or context) starts with
+    `<subject>: `, e.g. the merge set's email; nested subjects replace the outer one."""
+    token = _LOG_SUBJECT.set(subject)
+    try:
+        yield
+    finally:
+        _LOG_SUBJECT.reset(token)
+
+
+class _RunIdFilter(logging.Filter):
+    """Adds the run id and the line's subject (`log_subject`) to every record."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def filter(self, record):
+        record.run_id = self.run_id
+        subject = _LOG_SUBJECT.get()
+        record.subject = f"{subject}: " if subject else ""
+        return True
+
+
+def _on_console(record: logging.LogRecord) -> bool:
+    return is_own_record(record) and getattr(record, "console", True)
+
+
+def is_own_record(record: logging.LogRecord) -> bool:
+    """True for this suite's loggers; third-party lines (urllib3's retry warnings) are not."""
+    return record.name.split(".")[0] in OWN_LOGGERS
+
+
+class _ConsoleHandler(logging.Handler):
+    """INFO and up of our own loggers to stderr, written around the progress bar."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | None = None) -> Iterator[str | None]:
+    """Set up the run's logging; yields the log file's path (None when `log_dir` is None).
+
+    The file (`<log_dir>/<prefix>_<run_id>.log`, mode 0600, folder 0700) gets DEBUG from
+    every logger; the console gets INFO from this suite's loggers only. Raises
+    `UsageError` if the log folder cannot be made or written.
+    """
+    redactor = Redactor(secret)
+    root = logging.getLogger()
+    old_level = root.level
+    console = _ConsoleHandler()
+    console.setLevel(logging.INFO)
+    console.addFilter(_on_console)
+    console.setFormatter(RedactingFormatter("%(levelname)s [%(run_id)s] %(subject)s%(message)s", redactor))
+    handlers: list[logging.Handler] = [console]
+    log_path = None
+    if log_dir:
+        log_path = os.path.join(log_dir, f"{prefix}_{run_id}.log")
+        file_handler = _open_log_file(log_dir, log_path)
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(RedactingFormatter(
+            "%(asctime)s [%(run_id)s] %(levelname)s %(threadName)s %(name)s: %(subject)s%(message)s", redactor))
+        handlers.append(file_handler)
+    for handler in handlers:
+        handler.addFilter(_RunIdFilter(run_id))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield log_path
+    except UserError as exc:  # run_main prints it; the log file keeps it too
+        logging.getLogger("cli").debug("stopped: %s", exc)
+        raise
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(old_level)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """The log file; if it can no longer be written mid-run (folder gone, disk full), one
+    warning line says so and the run goes on without it, instead of logging's traceback
+    on every line."""
+
+    _failed = False
+
+    def handleError(self, record):  # noqa: N802 - logging's name
+        if self._failed:
+            return
+        self._failed = True
+        reason = sys.exc_info()[1]
+        reason = describe_os_error(reason) if isinstance(reason, OSError) else reason
+        print(f"warning: the log file {self.baseFilename} can no longer be written ({reason}); "
+              f"going on without it", file=sys.stderr, flush=True)
+
+
+def _open_log_file(log_dir: str, log_path: str) -> logging.FileHandler:
+    from plumbing.files import make_private_dir, open_private
+    try:
+        make_private_dir(log_dir)
+        open_private(log_path, "xb").close()
+        return _LogFileHandler(log_path, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--log-dir {log_dir}: {describe_os_error(exc)}") from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`not writable (Permission denied)`-style text for an OSError, without the traceback."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not writable ({reason})"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "a file is in the way where a folder should be"
+    if exc.errno == errno.ENOENT:
+        return f"cannot be created here ({reason})"
+    if exc.errno == errno.ENOSPC:
+        return f"disk full ({reason})"
+    return reason
+
+
+def check_writable_dir(path: str, option: str) -> str:
+    """Create `path` (0700) if needed and prove a file can be written in it.
+
+    Returns the path. Raises `UsageError` naming the option (e.g. `--backup-dir`) when
+    the folder cannot be made or written, so a run fails before its first API call.
+    """
+    from plumbing.files import make_private_dir
+    try:
+        make_private_dir(path)
+        probe = os.path.join(path, f".write-test-{os.getpid()}-{secrets.token_hex(3)}")
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {describe_os_error(exc)}") from None
+    return path
+
+
+# --------------------------------------------------------------------------- stopping
+class StopSignal:
+    """Set by the first Ctrl-C or SIGTERM; remembers which one, for the log and report."""
+
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event or threading.Event()
+        self.signal_name: str | None = None
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def set(self) -> None:
+        """Ask the work to stop (without a signal: the tool itself, or a test)."""
+        self.event.set()
+
+    @property
+    def reason(self) -> str:
+        """`Ctrl-C`, `SIGTERM`, or `a stop request` when the event was set without a signal."""
+        if self.signal_name == "SIGINT":
+            return "Ctrl-C"
+        return self.signal_name or "a stop request"
+
+
+@contextlib.contextmanager
+def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in flight; "
+                  "re-run the same command to resume.") -> Iterator[StopSignal]:
+    """First Ctrl-C or SIGTERM: `stop.event` is set and `message` printed. Second: stop now.
+
+    Off the main thread (tests calling main() from a worker) the handlers are not
+    installed, since Python only allows them on the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.event.is_set():
+            raise KeyboardInterrupt
+        stop.signal_name = signal.Signals(signum).name
+        stop.event.set()
+        print(f"\n{stop.reason} received. {message}", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --------------------------------------------------------------------------- the wrapper
+def error_line(message: str) -> None:
+    """Print one `error: ...` line on stderr (line breaks folded, control characters escaped,
+    so a hostile file name cannot drive the terminal)."""
+    text = " ".join(str(message).splitlines())
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def run_main(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's body and map every error a user can cause to one line and a code.
+
+    - `UserError` (bad option, CSV, savepoint, config, folder): `error: ...`, its exit code (2).
+    - `OSError` that escaped (a folder that cannot be used): one line, exit 2.
+    - `KeyboardInterrupt` (a second Ctrl-C): one line, exit 130.
+    - `BrokenPipeError` (output piped to `head`): silent, exit 0 for what was printed.
+    - `SystemExit` from argparse's --help / --version: its code.
+    Anything else is a bug: it propagates with its traceback.
+    """
+    try:
+        code = int(body(argv))
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, not at exit
+        return code
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.USAGE
+    except UserError as exc:
+        error_line(str(exc))
+        return int(exc.exit_code)
+    except BrokenPipeError:
+        _silence_broken_pipe()
+        return ExitCode.OK
+    except KeyboardInterrupt:
+        print("Stopped at once. The savepoint is consistent: re-run the same command to resume.",
+              file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        error_line(f"cannot use{where}: {describe_os_error(exc)}")
+        return ExitCode.USAGE
+
+
+def _silence_broken_pipe() -> None:
+    """After the reader of stdout went away, keep Python's final flush from complaining."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -1,0 +1,2 @@
+"""The restore: reading a merge's backup folders back into sets (`backup_sets`) and undoing a
+merge from them (`engine`)."""

@@ -1,0 +1,474 @@
+"""Undo one merge set from its backups: live plan, preview, and the journaled restore.
+
+There is no unmerge in DevRev's API. A restore puts a set back as far as the API allows:
+for each duplicate, latest merged first (so the merge's steps are undone in reverse),
+
+1. if DevRev retired it: when the primary now carries the duplicate's `user_...`
+   external_ref, the primary gets its original one back (from the backup); then the
+   contact is created again (`rev-users.create`) with the backed-up email, display name,
+   workspace and `user_...` external_ref. A duplicate that was kept is used as is;
+2. every ticket and conversation the merge moved, after a fresh read, gets the
+   (re-created) duplicate in place of the primary in `reported_by` / `members`, order
+   kept; an item the primary was on before the merge keeps it and gets the duplicate
+   back at its old place; any other change made since stays; deleted items are reported;
+3. a listing by the (re-created) duplicate must return every item given back.
+
+Every write is journaled (intent before, done after), as the merge's are.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from backup import Move, ids_of
+from devrev_api.errors import ConflictError, DevRevError, NotFoundError, ResponseError, ServerError, TransportError
+from devrev_client import DevRevClient
+from merging.engine import SetFailed, swap_user
+from merging.live_checks import is_retired
+from plumbing.cli import log_subject
+from restoring.backup_sets import BackupSet, DuplicateBackup
+from runs.journal import Journal, step_name
+
+log = logging.getLogger("restore")
+
+FINISHED = "restored"
+
+
+# --------------------------------------------------------------------------- the lists
+def after_merge(before: list[str], duplicates: set[str], primary: str) -> list[str]:
+    """What the merge left on an item: each of the set's duplicates replaced by the primary."""
+    return list(dict.fromkeys(primary if u in duplicates else u for u in before))
+
+
+def restored_users(current: list[str], before: list[str], old: str, new: str, primary: str) -> list[str] | None:
+    """The users an item gets back: `current` with the duplicate `new` (re-created from `old`)
+    in place of the primary, order kept. When the primary was on the item before the merge
+    (`before`), it keeps its place and the duplicate comes back where it was. None when the
+    primary is no longer on an item it was moved to (someone changed it since: left alone).
+    """
+    if primary in before:
+        out = list(current)
+        out.insert(min(before.index(old) if old in before else len(out), len(out)), new)
+        return list(dict.fromkeys(out))
+    if primary not in current:
+        return None
+    return swap_user(current, primary, new)
+
+
+def _changes(current: list[str], expected: list[str]) -> dict:
+    """How an item differs from what the merge left: users added and removed since."""
+    added = [u for u in current if u not in expected]
+    removed = [u for u in expected if u not in current]
+    return {"added": added, "removed": removed} if added or removed else {}
+
+
+# --------------------------------------------------------------------------- live reads
+def _read_or_none(read: Callable[[str], dict], object_id: str) -> dict | None:
+    try:
+        return read(object_id)
+    except NotFoundError:
+        return None
+
+
+def _readers(client: DevRevClient, kind: str):
+    """(read, write) of a ticket or a conversation."""
+    if kind == "ticket":
+        return client.get_work, client.set_ticket_reporters
+    return client.get_conversation, client.set_conversation_members
+
+
+def live_primary(client: DevRevClient, bset: BackupSet) -> dict:
+    """The primary, read live; SetFailed if it is gone or not active."""
+    primary = bset.primary
+    user = _read_or_none(client.get_rev_user, primary["id"])
+    if user is None:
+        raise SetFailed(f"the primary {primary.get('display_id')} is no longer in DevRev: nothing to give back to")
+    if user.get("state", "active") != "active" or user.get("primary_identity"):
+        raise SetFailed(f"the primary {primary.get('display_id')} is {user.get('state')!r} in DevRev now")
+    return user
+
+
+def missing_backups(client: DevRevClient, bset: BackupSet, primary: dict) -> list[str]:
+    """The duplicates of the set's CSV rows that DevRev merged but whose backups are not in
+    the backup folder (moved away, or a partial copy of backups/): a restore without them
+    would leave the primary with their reference and their tickets, half undone. Returns
+    their `user_...` references; [] when every merged duplicate has its backups here. A
+    duplicate never touched (a stop before its turn, or --keep-duplicate) is not missing."""
+    backed = {d.external_ref for d in bset.duplicates} | {d.id for d in bset.duplicates}
+    missing = []
+    for row in bset.csv_duplicates:
+        if row["external_ref"] in backed or row["rev_user_id"] in backed:
+            continue
+        if primary.get("external_ref") == row["external_ref"]:
+            missing.append(row["external_ref"])
+            continue
+        user = _read_or_none(client.get_rev_user, row["rev_user_id"])
+        if user is not None and user.get("external_ref") == row["external_ref"] and not is_retired(user):
+            continue                       # still there, never merged: nothing of it to undo
+        if user is None or is_retired(user):
+            missing.append(row["external_ref"])
+    return missing
+
+
+def _check_no_backup_missing(client: DevRevClient, bset: BackupSet, primary: dict) -> None:
+    """SetFailed naming the missing backups, before anything of the set is touched."""
+    missing = missing_backups(client, bset, primary)
+    if missing:
+        raise SetFailed(f"the backups of {', '.join(missing)} (merged into this primary) are not in the backup "
+                        f"folder: a restore needs every backup of the set; put the missing folders back and "
+                        f"preview again (nothing of this set was touched)")
+
+
+def _holder_of(client: DevRevClient, external_ref: str, *, but: str | None = None) -> dict | None:
+    """A contact that is not retired and holds `external_ref` (other than `but`), or None."""
+    for user in client.list_rev_users(external_ref=external_ref):
+        if user.get("id") != but and user.get("external_ref") == external_ref and not is_retired(user):
+            return user
+    return None
+
+
+def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, primary: dict) -> dict:
+    """What restoring one duplicate would do, read live; changes nothing.
+
+    Returns {"id", "display_id", "external_ref", "state": "retired" | "kept", "recreate": bool,
+    "primary_ref_back": the primary's original ref when it must give the duplicate's back (else
+    None), "blocked_by"?: display id of a contact holding the duplicate's ref, "backups": [folder],
+    "items": [{"kind", "id", "display_id", "action": "move_back" | "already_back" | "left_alone" |
+    "deleted_since", "changed_since"?: {"added": [id], "removed": [id]} ({} when unchanged)}]}.
+    Raises DevRevError on a failed read.
+    """
+    live = _read_or_none(client.get_rev_user, dup.id)
+    retired = is_retired(live)
+    gives_back = retired and primary.get("external_ref") == dup.external_ref
+    record = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
+              "state": "retired" if retired else "kept", "recreate": retired,
+              "primary_ref_back": dup.primary_original_ref if gives_back else None,
+              "backups": list(dup.folders), "items": []}
+    if retired and not gives_back and dup.external_ref:
+        holder = _holder_of(client, dup.external_ref)
+        if holder is not None:
+            record["blocked_by"] = holder.get("display_id") or holder["id"]
+    set_dups = {i for d in bset.duplicates for i in [d.id, *d.replaces]}
+    for move in dup.moves:
+        read, _ = _readers(client, move.kind)
+        obj = _read_or_none(read, move.id)
+        item = {"kind": move.kind, "id": move.id, "display_id": move.display_id}
+        if obj is None:
+            item["action"] = "deleted_since"
+        else:
+            current = ids_of(obj.get(move.field_name))
+            item["changed_since"] = _changes(current, after_merge(list(move.users), set_dups, primary["id"]))
+            if not retired and dup.id in current:
+                item["action"] = "already_back"
+            elif restored_users(current, list(move.users), dup.old_id(move), dup.id, primary["id"]) is None:
+                item["action"] = "left_alone"   # the primary was taken off it since
+            else:
+                item["action"] = "move_back"
+        record["items"].append(item)
+    return record
+
+
+def preview_set(client: DevRevClient, bset: BackupSet) -> dict:
+    """_preview_set, every line it logs naming the set's email (cli.log_subject)."""
+    with log_subject(bset.email):
+        return _preview_set(client, bset)
+
+
+def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
+    """What a restore of this set would do, read live; changes nothing.
+
+    Returns {"email", "set_key", "fingerprint", "primary": {...}, "backups": [folder],
+    "status": "would_restore" | "failed", "reason"?: backup_failed | primary_unusable |
+    external_ref_taken, "error"?, "duplicates": [plan_duplicate(...), latest merged first]}.
+    """
+    record = _set_header(bset)
+    if bset.failed:
+        record.update(status="failed", reason="backup_failed", error=_failed_text(bset))
+        return record
+    try:
+        primary = live_primary(client, bset)
+    except SetFailed as exc:
+        record.update(status="failed", reason="primary_unusable", error=str(exc))
+        return record
+    try:
+        _check_no_backup_missing(client, bset, primary)
+    except SetFailed as exc:
+        record.update(status="failed", reason="backup_missing", error=str(exc))
+        return record
+    record["primary"]["external_ref_now"] = primary.get("external_ref")
+    record["duplicates"] = [plan_duplicate(client, bset, d, primary) for d in reversed(bset.duplicates)]
+    blocked = [d for d in record["duplicates"] if d.get("blocked_by")]
+    if blocked:
+        record.update(status="failed", reason="external_ref_taken",
+                      error=f"{blocked[0]['external_ref']} is held by {blocked[0]['blocked_by']} now")
+    else:
+        record["status"] = "would_restore"
+    return record
+
+
+def _set_header(bset: BackupSet) -> dict:
+    return {"email": bset.email, "set_key": bset.key, "fingerprint": bset.fingerprint,
+            "primary": {"id": bset.primary["id"], "display_id": bset.primary.get("display_id"),
+                        "external_ref": bset.primary.get("external_ref")},
+            "backups": bset.folders, "duplicates": []}
+
+
+def _failed_text(bset: BackupSet) -> str:
+    return f"{len(bset.failed)} backup folder(s) of this set do not verify ({bset.failed[0].line()}); " \
+           f"nothing of this set was touched"
+
+
+def finished_record(bset: BackupSet, record: dict, *, preview: bool) -> dict:
+    """The report line of a set an earlier run restored (from its journal record)."""
+    out = _set_header(bset)
+    out.update(status="already_restored" if preview else FINISHED, resumed=True, earlier=True,
+               note=f"restored in run {record['run_id']} (savepoint)",
+               duplicates=(record.get("context") or {}).get("duplicates", []))
+    return out
+
+
+def journal_progress(journal: Journal, bset: BackupSet) -> list[dict]:
+    """What the restore journal says was done for a set this run did not finish (stopped or
+    interrupted), per duplicate: {"id", "display_id", "external_ref", "recreated", and the
+    item ids per outcome: "moved_back", "already_back", "deleted_since", "left_alone"}; [] if
+    nothing was done. Never raises: the journal may be what failed."""
+    try:
+        steps = journal.steps(bset.key)
+    except Exception:  # noqa: BLE001 - a report line without numbers beats no report
+        return []
+    out = []
+    for dup in bset.duplicates:
+        line = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
+                "recreated": (steps.get(step_name("recreate", dup.id)) or {}).get("status") == "done",
+                "moved_back": [], "already_back": [], "deleted_since": [], "left_alone": []}
+        for move in dup.moves:
+            record = steps.get(step_name(f"{move.kind}_back", dup.id, item=move.id)) or {}
+            if record.get("status") == "done":
+                line[(record.get("data") or {}).get("outcome", "moved_back")].append(move.display_id)
+        if line["recreated"] or any(line[k] for k in ("moved_back", "already_back", "deleted_since", "left_alone")):
+            out.append(line)
+    return out
+
+
+# --------------------------------------------------------------------------- the real run
+class SetRestorer:
+    """Runs (or resumes) the restore of one merge set, journaling every write."""
+
+    def __init__(self, client: DevRevClient, journal: Journal, clock: Callable[[], float] = time.monotonic,
+                 listing_wait: float = 10.0):
+        """listing_wait: seconds a listing by the duplicate may take to show what it got back."""
+        self.client = client
+        self.journal = journal
+        self.clock = clock
+        self.listing_wait = listing_wait
+        self._locks_guard = threading.Lock()
+        self._item_locks: dict[str, threading.Lock] = {}   # two sets can share a ticket
+
+    def _item_lock(self, item_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._item_locks.setdefault(item_id, threading.Lock())
+
+    def restore(self, bset: BackupSet) -> dict:
+        """_restore, every line it logs naming the set's email (cli.log_subject)."""
+        with log_subject(bset.email):
+            return self._restore(bset)
+
+    def _restore(self, bset: BackupSet) -> dict:
+        """Restore one set; returns its report line: the preview's header plus "status"
+        ("restored" or "failed"), "error"?, "resumed", "duration_s" and per duplicate "new_id",
+        "new_display_id", "recreated", "primary_ref_back" and the display ids it "moved_back",
+        found "already_back", found "deleted_since" or "left_alone". Raises AuthError (401/403)
+        and RunInterrupted; every other failure is the set's, journaled."""
+        key, started = bset.key, self.clock()
+        record = self.journal.set_record(key)
+        if record and record["status"] == FINISHED:
+            return finished_record(bset, record, preview=False)
+        out = _set_header(bset)
+        out["resumed"] = bool(record)
+        try:
+            if bset.failed:
+                raise SetFailed(_failed_text(bset))
+            self.journal.set_status(key, bset.email, "in_progress")
+            primary = live_primary(self.client, bset)
+            if not any(r["status"] == "done" for r in self.journal.steps(key).values()):
+                _check_no_backup_missing(self.client, bset, primary)   # before the set's first write
+            out["primary"]["external_ref_now"] = primary.get("external_ref")
+            for dup in reversed(bset.duplicates):
+                result = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
+                          "backups": list(dup.folders)}
+                out["duplicates"].append(result)
+                self._restore_duplicate(key, bset, dup, primary["id"], result)
+            self.journal.set_status(key, bset.email, FINISHED, context={"duplicates": out["duplicates"]})
+            out["status"] = FINISHED
+        except (SetFailed, DevRevError) as exc:
+            if isinstance(exc, DevRevError) and exc.status in (401, 403):
+                raise
+            self.journal.set_status(key, bset.email, "failed", error=str(exc))
+            out.update(status="failed", error=str(exc))
+            log.error("restore failed: %s", exc)
+        out["duration_s"] = round(self.clock() - started, 3)
+        return out
+
+    def _restore_duplicate(self, key: str, bset: BackupSet, dup: DuplicateBackup, primary_id: str,
+                           result: dict) -> None:
+        new = self._contact_for(key, dup, primary_id, result)
+        result.update(new_id=new["id"], new_display_id=new.get("display_id"))
+        for move in dup.moves:
+            outcome = self._give_back(key, dup, move, new["id"], primary_id)
+            result.setdefault(outcome, []).append(move.display_id)
+        self._verify_back(key, dup, new["id"])
+        log.info("%s restored as %s (%d items given back)", dup.display_id, new.get("display_id"),
+                 len(result.get("moved_back", [])))
+
+    # ------------------------------------------------------------------ the contact
+    def _contact_for(self, key: str, dup: DuplicateBackup, primary_id: str, result: dict) -> dict:
+        """The duplicate to give the items back to: the kept one, or the one created again."""
+        step = step_name("recreate", dup.id)
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            data = record["data"]
+            result.update(recreated=not data.get("kept"), primary_ref_back=self._ref_given_back(key, dup))
+            return {"id": data["id"], "display_id": data.get("display_id")}
+        if record is None:
+            live = _read_or_none(self.client.get_rev_user, dup.id)
+            if not is_retired(live):
+                self.journal.done(key, step, {"id": dup.id, "display_id": dup.display_id, "kept": True})
+                result.update(recreated=False, primary_ref_back=None)
+                return {"id": dup.id, "display_id": dup.display_id}
+        result["primary_ref_back"] = self._give_primary_its_ref(key, dup, primary_id)
+        new = self._create(key, dup, asked_before=record is not None)
+        self.journal.done(key, step, {"id": new["id"], "display_id": new.get("display_id")})
+        result["recreated"] = True
+        log.info("created %s again as %s (external_ref %s)", dup.display_id, new.get("display_id"), dup.external_ref)
+        return new
+
+    def _ref_given_back(self, key: str, dup: DuplicateBackup) -> str | None:
+        record = self.journal.step(key, step_name("primary_ref", dup.id))
+        return ((record or {}).get("data") or {}).get("after")
+
+    def _give_primary_its_ref(self, key: str, dup: DuplicateBackup, primary_id: str) -> str | None:
+        """If the primary carries the duplicate's reference, it gets its original one back."""
+        step = step_name("primary_ref", dup.id)
+        if self.journal.is_done(key, step):
+            return self._ref_given_back(key, dup)
+        now = self.client.get_rev_user(primary_id).get("external_ref")
+        original = dup.primary_original_ref
+        if now != dup.external_ref or not original or original == now:
+            self.journal.done(key, step, {"not_needed": True, "now": now})
+            return None
+        self.journal.intent(key, step, {"before": now, "after": original})
+        try:
+            self.client.update_rev_user_external_ref(primary_id, original)
+        except ConflictError:
+            holder = _holder_of(self.client, original, but=primary_id)
+            raise SetFailed(f"the primary's original external_ref {original!r} is held by "
+                            f"{(holder or {}).get('display_id', 'another contact')} now; nothing more was changed "
+                            f"for this set") from None
+        self.journal.done(key, step, {"before": now, "after": original})
+        log.info("the primary gave back %s and carries %s again", now, original)
+        return original
+
+    def _adopt(self, dup: DuplicateBackup) -> dict | None:
+        """After a create whose answer was lost: the contact it made, if DevRev has it."""
+        if not dup.external_ref:
+            return None
+        holder = _holder_of(self.client, dup.external_ref, but=dup.id)
+        if holder is not None and (holder.get("email") or "").casefold() == (dup.email or "").casefold():
+            return holder
+        return None
+
+    def _create(self, key: str, dup: DuplicateBackup, *, asked_before: bool) -> dict:
+        """rev-users.create, never twice: a lost answer is settled by looking the reference up."""
+        step = step_name("recreate", dup.id)
+        if asked_before and (found := self._adopt(dup)) is not None:
+            log.info("%s was already created again as %s before the interruption", dup.display_id,
+                     found.get("display_id"))
+            return found
+        if not dup.email or not dup.rev_org or not dup.external_ref:
+            raise SetFailed(f"the backup of {dup.display_id} lacks its email, workspace or external_ref: "
+                            f"it cannot be created again")
+        self.journal.intent(key, step, {"email": dup.email, "external_ref": dup.external_ref})
+        retries = self.client.retry.start()
+        while True:
+            try:
+                return self.client.create_rev_user(email=dup.email, display_name=dup.display_name,
+                                                   rev_org=dup.rev_org, external_ref=dup.external_ref)
+            except ConflictError:
+                if (found := self._adopt(dup)) is not None and asked_before:
+                    return found
+                holder = _holder_of(self.client, dup.external_ref, but=dup.id)
+                who = holder.get("display_id") or holder["id"] if holder else \
+                    "a contact DevRev does not list (the retired one may keep it for a while: re-run later)"
+                raise SetFailed(f"cannot create {dup.display_id} again: its external_ref {dup.external_ref} is "
+                                f"held by {who}") from None
+            except (TransportError, ServerError, ResponseError) as exc:
+                delay = retries.next_delay()
+                if delay is None:
+                    raise
+                log.warning("rev-users.create for %s: %s; checking before asking again", dup.display_id, exc)
+                self.client.wait(delay)
+                if (found := self._adopt(dup)) is not None:
+                    return found
+
+    # ------------------------------------------------------------------ the items
+    def _give_back(self, key: str, dup: DuplicateBackup, move: Move, new_id: str, primary_id: str) -> str:
+        """Give one item back to the duplicate, journaled; returns what happened to it:
+        moved_back, already_back, deleted_since or left_alone."""
+        step = step_name(f"{move.kind}_back", dup.id, item=move.id)
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            return (record["data"] or {}).get("outcome", "moved_back")
+        read, write = _readers(self.client, move.kind)
+        with self._item_lock(move.id):
+            obj = _read_or_none(read, move.id)
+            if obj is None:
+                self.journal.done(key, step, {"outcome": "deleted_since"})
+                log.warning("%s was deleted since the merge: not given back", move.display_id)
+                return "deleted_since"
+            current = ids_of(obj.get(move.field_name))
+            if new_id in current:
+                outcome = "moved_back" if record else "already_back"
+                self.journal.done(key, step, {"outcome": outcome, "after": current, "confirmed_by": "fresh read"})
+                return outcome
+            wanted = restored_users(current, list(move.users), dup.old_id(move), new_id, primary_id)
+            if wanted is None:
+                self.journal.done(key, step, {"outcome": "left_alone", "now": current})
+                log.warning("%s: the primary was taken off it since the merge: left as it is", move.display_id)
+                return "left_alone"
+            self.journal.intent(key, step, {"before": current, "after": wanted})
+            try:
+                updated = ids_of(write(move.id, wanted).get(move.field_name))
+            except NotFoundError as exc:
+                if _read_or_none(read, move.id) is None:
+                    self.journal.done(key, step, {"outcome": "deleted_since"})
+                    return "deleted_since"
+                raise SetFailed(f"{move.display_id}: DevRev refused the new {move.field_name} ({exc})") from None
+        if new_id not in updated:   # DevRev's answer is the item as it now stands
+            raise SetFailed(f"{move.display_id}: DevRev did not apply the new {move.field_name} ({updated})")
+        self.journal.done(key, step, {"outcome": "moved_back", "before": current, "after": updated})
+        return "moved_back"
+
+    def _verify_back(self, key: str, dup: DuplicateBackup, new_id: str) -> None:
+        """A listing by the duplicate must return every item given back to it."""
+        step = step_name("verify_back", dup.id)
+        if self.journal.is_done(key, step):
+            return
+        steps = self.journal.steps(key)
+        given = {m.id: m.display_id for m in dup.moves
+                 if ((steps.get(step_name(f"{m.kind}_back", dup.id, item=m.id)) or {}).get("data") or {})
+                 .get("outcome") in ("moved_back", "already_back")}
+        # DevRev's listings may lag its updates for a moment: look again, backing off, for a while
+        waits = self.client.retry.with_(attempts=None, base=0.2, cap=2.0, jitter=False,
+                                        clock=self.clock).waits(self.listing_wait)
+        while given:
+            listed = {t["id"] for t in self.client.list_tickets(new_id)}
+            listed |= {c["id"] for c in self.client.list_conversations(new_id)}
+            missing = sorted(name for item_id, name in given.items() if item_id not in listed)
+            if not missing:
+                break
+            if next(waits, None) is None:
+                raise SetFailed(f"a listing by {dup.display_id} does not return {', '.join(missing)} after "
+                                f"{self.listing_wait:.0f} s; re-run to check again")
+        self.journal.done(key, step, {"listed": sorted(given.values())})

@@ -1,0 +1,290 @@
+"""The savepoint journal: what the tool meant to do and what DevRev confirmed.
+
+An sqlite3 database in WAL mode with synchronous=FULL, so each committed line survives
+a crash or a power cut. Before every write to DevRev the tool records an intent; after
+DevRev confirms, it records the step done. A re-run reads the journal: finished sets
+are skipped, and a pending intent is re-checked against a fresh read before anything
+is sent again. Every change is also appended to `events`, an audit trail.
+
+Step names are stored as text and must never change (old savepoints resume by them);
+`step_name` builds them and `parse_step` reads them. The grammar:
+
+    step       := "external_ref"                       the primary takes the newest user_ ref
+                | dup "|" ("merge" | "retired" | "swept")
+                | dup "|" ("backup" | "verify") "|" round
+                | dup "|" ("ticket" | "conversation") "|" round "|" item
+                | dup "|" ("primary_ref" | "recreate" | "verify_back")      restore_contacts.py
+                | dup "|" ("ticket_back" | "conversation_back") "|" item   restore_contacts.py
+    dup, item  := a DevRev id (DON) without "|";  round := 1, 2, ... (decimal)
+
+The restore's steps (its own savepoint file) are about the merged duplicate `dup` (the
+id in the backup): the primary gives back its original external_ref, the contact is
+created again, each item gets it back, and a listing shows it has them.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from typing import Any, Iterator, NamedTuple
+
+from plumbing.cli import UserError
+from plumbing.clock import iso_utc
+from plumbing.files import PRIVATE_FILE_MODE, make_private_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sets (
+    set_key    TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    reason     TEXT,
+    error      TEXT,
+    context    TEXT,
+    updated_at TEXT NOT NULL,
+    run_id     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    set_key    TEXT NOT NULL,
+    step       TEXT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN ('intent', 'done')),
+    data       TEXT,
+    updated_at TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    PRIMARY KEY (set_key, step)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    run_id  TEXT NOT NULL,
+    set_key TEXT NOT NULL,
+    step    TEXT,
+    status  TEXT NOT NULL,
+    data    TEXT
+);
+"""
+
+# Step kinds, by the parts that follow the duplicate's id in a step name.
+SET_KINDS = ("external_ref",)
+DUPLICATE_KINDS = ("merge", "retired", "swept", "primary_ref", "recreate", "verify_back")
+ROUND_KINDS = ("backup", "verify")
+ITEM_KINDS = ("ticket", "conversation")
+BACK_KINDS = ("ticket_back", "conversation_back")   # an item given back to the duplicate: no round
+
+
+class Step(NamedTuple):
+    """One parsed step name: kind, and the duplicate, round and item it is about (or None)."""
+    kind: str
+    duplicate: str | None = None
+    round: int | None = None
+    item: str | None = None
+
+
+def step_name(kind: str, duplicate: str | None = None, round_no: int | None = None, item: str | None = None) -> str:
+    """The stored name of a step (the module docstring gives the grammar).
+
+    Raises ValueError for an unknown kind, missing or extra parts, or a part holding "|".
+    """
+    parts = {SET_KINDS: (), DUPLICATE_KINDS: (duplicate,), ROUND_KINDS: (duplicate, round_no),
+             ITEM_KINDS: (duplicate, round_no, item), BACK_KINDS: (duplicate, item)}
+    wanted = next((v for kinds, v in parts.items() if kind in kinds), None)
+    given = tuple(p for p in (duplicate, round_no, item) if p is not None)
+    if wanted is None or given != wanted or None in wanted or any("|" in str(p) or str(p) == "" for p in given):
+        raise ValueError(f"not a valid journal step: kind={kind!r}, parts={given!r}")
+    if round_no is not None and (not isinstance(round_no, int) or round_no < 1):
+        raise ValueError(f"a step round is a positive integer, not {round_no!r}")
+    head = [] if duplicate is None else [duplicate]
+    return "|".join(head + [kind] + [str(p) for p in given[1:]])
+
+
+def parse_step(name: str) -> Step:
+    """The parts of a stored step name; ValueError if it does not follow the grammar."""
+    if name in SET_KINDS:
+        return Step(name)
+    duplicate, _, rest = name.partition("|")
+    kind, _, rest = rest.partition("|")
+    round_text, _, item = rest.partition("|")
+    if kind in BACK_KINDS:
+        round_text, item = "", rest
+    try:
+        step = Step(kind, duplicate, int(round_text) if round_text else None, item or None)
+        if step_name(*step) == name:
+            return step
+    except ValueError:
+        pass
+    raise ValueError(f"not a valid journal step name: {name!r}")
+
+
+def is_finished(status: str | None, keep_duplicate: bool) -> bool:
+    """Nothing left to do for a set: merged, or moved when the duplicates are to be kept
+    (a set moved with --keep-duplicate is merged by a later run without it)."""
+    return status == "merged" or (keep_duplicate and status == "moved_only")
+
+
+class JournalError(UserError):
+    """The savepoint file cannot be used (corrupt, locked, unwritable): one line, exit 2."""
+
+
+class Journal:
+    """Thread-safe access to one savepoint file; every method commits durably."""
+
+    def __init__(self, path: str, run_id: str, *, exclusive: bool = False):
+        """exclusive: hold an advisory lock on `<path>.lock` for the life of this object, so two
+        runs (a cron job and a manual run) can never work from the same savepoint at once."""
+        self.path = path
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        make_private_dir(os.path.dirname(os.path.abspath(path)))
+        self._lock_fd = None
+        if exclusive:
+            self._lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self._lock_fd)
+                raise JournalError(f"another run is using the savepoint {path}: wait for it to finish "
+                                   f"(or stop it with Ctrl-C), then re-run") from None
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            raise JournalError(f"the savepoint file {path} cannot be used ({exc}): move it aside only if "
+                               f"you know no merge is half done") from None
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, PRIVATE_FILE_MODE)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the run lock
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ writes
+    def _event(self, set_key: str, step: str | None, status: str, data: Any) -> None:
+        self._db.execute("INSERT INTO events (at, run_id, set_key, step, status, data) VALUES (?, ?, ?, ?, ?, ?)",
+                         (iso_utc(digits=6), self.run_id, set_key, step, status, _dump(data)))
+
+    def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
+                   error: str | None = None, context: dict | None = None) -> None:
+        with self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT context FROM sets WHERE set_key = ?", (set_key,)).fetchone()
+            keep = context if context is not None else (json.loads(row[0]) if row and row[0] else None)
+            self._db.execute(
+                "INSERT INTO sets (set_key, email, status, reason, error, context, updated_at, run_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(set_key) DO UPDATE SET email = excluded.email, "
+                "status = excluded.status, reason = excluded.reason, error = excluded.error, "
+                "context = excluded.context, updated_at = excluded.updated_at, run_id = excluded.run_id",
+                (set_key, email, status, reason, error, _dump(keep), iso_utc(digits=6), self.run_id))
+            self._event(set_key, None, status, {"reason": reason, "error": error})
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One durable write; JournalError (one line) if the savepoint can no longer be
+        written mid-run (disk full, folder gone): sqlite rolls the transaction back, so the
+        journal stays as it was, and the caller sends nothing unrecorded."""
+        try:
+            with self._lock, self._db:
+                yield
+        except sqlite3.Error as exc:
+            raise JournalError(f"the savepoint {self.path} can no longer be written ({exc}): the run stops; "
+                               f"fix it and re-run the same command to resume") from None
+
+    def _step(self, set_key: str, step: str, status: str, data: Any) -> None:
+        with self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO steps (set_key, step, status, data, updated_at, run_id) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(set_key, step) DO UPDATE SET status = excluded.status, data = excluded.data, "
+                "updated_at = excluded.updated_at, run_id = excluded.run_id",
+                (set_key, step, status, _dump(data), iso_utc(digits=6), self.run_id))
+            self._event(set_key, step, status, data)
+
+    def intent(self, set_key: str, step: str, data: Any = None) -> None:
+        """Record what is about to be sent, before it is sent."""
+        self._step(set_key, step, "intent", data)
+
+    def done(self, set_key: str, step: str, data: Any = None) -> None:
+        """Record that DevRev confirmed the step (or a fresh read showed it already true)."""
+        self._step(set_key, step, "done", data)
+
+    def forget(self, set_key: str, step: str) -> None:
+        """Drop a step's intent whose call DevRev refused outright (a 403: nothing was done),
+        so a later run asks afresh instead of treating it as possibly sent."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM steps WHERE set_key = ? AND step = ? AND status = 'intent'",
+                             (set_key, step))
+            self._event(set_key, step, "refused", None)
+
+    # ------------------------------------------------------------------ reads
+    def step(self, set_key: str, step: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT status, data FROM steps WHERE set_key = ? AND step = ?",
+                                   (set_key, step)).fetchone()
+        return None if row is None else {"status": row[0], "data": _load(row[1])}
+
+    def is_done(self, set_key: str, step: str) -> bool:
+        record = self.step(set_key, step)
+        return bool(record and record["status"] == "done")
+
+    def steps(self, set_key: str) -> dict[str, dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT step, status, data FROM steps WHERE set_key = ?", (set_key,)).fetchall()
+        return {r[0]: {"status": r[1], "data": _load(r[2])} for r in rows}
+
+    def set_record(self, set_key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT email, status, reason, error, context, updated_at, run_id FROM sets "
+                                   "WHERE set_key = ?", (set_key,)).fetchone()
+        if row is None:
+            return None
+        return {"set_key": set_key, "email": row[0], "status": row[1], "reason": row[2], "error": row[3],
+                "context": _load(row[4]), "updated_at": row[5], "run_id": row[6]}
+
+    def all_sets(self) -> list[dict]:
+        with self._lock:
+            keys = [r[0] for r in self._db.execute("SELECT set_key FROM sets ORDER BY rowid")]
+        return [self.set_record(k) for k in keys]
+
+    def step_counts(self) -> dict[str, dict[str, int]]:
+        """Per set: how many steps are done and how many are still intents."""
+        with self._lock:
+            rows = self._db.execute("SELECT set_key, status, COUNT(*) FROM steps GROUP BY set_key, status").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for set_key, status, count in rows:
+            out.setdefault(set_key, {"intent": 0, "done": 0})[status] = count
+        return out
+
+    def check(self) -> list[str]:
+        """Consistency problems (for tests and --status): sqlite's own check plus ours."""
+        with self._lock:
+            problems = [r[0] for r in self._db.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            orphan = self._db.execute("SELECT COUNT(*) FROM steps WHERE set_key NOT IN (SELECT set_key FROM sets)"
+                                      ).fetchone()[0]
+            finished_with_intents = self._db.execute(
+                "SELECT COUNT(*) FROM steps s JOIN sets t ON s.set_key = t.set_key "
+                "WHERE s.status = 'intent' AND t.status IN ('merged', 'moved_only', 'restored')").fetchone()[0]
+        if orphan:
+            problems.append(f"{orphan} steps belong to no set")
+        if finished_with_intents:
+            problems.append(f"{finished_with_intents} intents left open in finished sets")
+        return problems
+
+
+def _dump(data: Any) -> str | None:
+    return None if data is None else json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,158 @@
+"""The run plumbing every script shares: the sandbox, the client, the target, the workers.
+
+merge_contacts.py, restore_contacts.py and find_duplicates.py all run either against the
+local emulator (`--sandbox`, its state in `.sandbox/`) or against DevRev from the
+environment; they must open, lock and name that target the same way, or a restore could
+pull the emulator from under a merge, or a preview of one DevRev unlock a run on another.
+The sets of a run go through the same worker pool and progress bar.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import sys
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator
+
+from devrev_api import assumptions as facts
+from devrev_client import DevRevClient
+from plumbing import cli
+from plumbing.cli import UsageError
+
+SANDBOX_DIR = ".sandbox"
+SANDBOX_LOCK = "run.lock"  # held by every --sandbox run; --sandbox-reset keeps it
+SANDBOX_CALLS_PER_MINUTE = 60000  # the emulator's default pace: no real limit to respect
+
+log = logging.getLogger("run")
+
+
+@contextlib.contextmanager
+def sandbox_held(args) -> Iterator[None]:
+    """With `args.sandbox`: hold the sandbox's lock (`.sandbox/run.lock`) for the whole run,
+    so a second run (and above all a --sandbox-reset) cannot pull the emulator's state from
+    under the first; then empty `.sandbox/` if `args.sandbox_reset` (absent: False). Without
+    --sandbox it does nothing. UsageError while another run holds the lock."""
+    if not args.sandbox:
+        yield
+        return
+    from plumbing.files import make_private_dir
+    make_private_dir(SANDBOX_DIR)
+    fd = os.open(os.path.join(SANDBOX_DIR, SANDBOX_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    reset = getattr(args, "sandbox_reset", False)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            what = "reset" if reset else "use"
+            raise UsageError(f"another run is using the sandbox ({SANDBOX_DIR}/): cannot {what} it now; wait for "
+                             f"that run to finish (or stop it with Ctrl-C), then re-run") from None
+        if reset:
+            _empty_sandbox()
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _empty_sandbox() -> None:
+    """Everything in `.sandbox/` but the lock file itself."""
+    for name in os.listdir(SANDBOX_DIR):
+        path = os.path.join(SANDBOX_DIR, name)
+        if name == SANDBOX_LOCK:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def open_client(args, stop: cli.StopSignal) -> Iterator[DevRevClient]:
+    """The run's DevRevClient, closed on exit: with `args.sandbox` the emulator started on
+    `.sandbox/state.json` (seeded from examples/, `args.sandbox_modes` if set) and stopped
+    on exit; else DevRev from the environment (DEVREV_API_TOKEN, DEVREV_BASE_URL; ConfigError
+    when unusable). `args.rate_limit` caps calls per minute; `args.workers`, when present,
+    sizes the connection pool (2 per worker, at least 16). `stop` interrupts waits."""
+    sandbox = None
+    workers = getattr(args, "workers", None)
+    pool = {"pool_size": max(16, workers * 2)} if workers else {}
+    try:
+        if args.sandbox:
+            from devrev_sandbox.dataset import DEMO_SEED
+            from devrev_sandbox.server import DEFAULT_TOKEN, DevRevSandbox
+            from plumbing.files import make_private_dir
+            make_private_dir(SANDBOX_DIR)
+            sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json"),
+                                    modes=getattr(args, "sandbox_modes", None)).start()
+            log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
+            client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url,
+                                  calls_per_minute=args.rate_limit or SANDBOX_CALLS_PER_MINUTE,
+                                  stop_event=stop.event, **pool)
+        else:
+            client = DevRevClient.from_env(calls_per_minute=args.rate_limit, stop_event=stop.event, **pool)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def target_of(args, client: DevRevClient | None = None) -> str:
+    """Where the run goes: "sandbox", or DevRev's base URL without a trailing slash (the
+    client's, else DEVREV_BASE_URL's, else the default). A preview must name the same."""
+    if args.sandbox:
+        return "sandbox"
+    if client is not None:
+        return client.base_url
+    return (os.environ.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL).strip().rstrip("/")
+
+
+def progress(total: int | None, desc: str, unit: str = " merge set"):
+    """A progress bar on stderr, shown only when stderr is a terminal (a context manager
+    yielding the tqdm bar, or None without tqdm). total None: a count and a rate only."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
+        return contextlib.nullcontext(None)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(),
+                dynamic_ncols=True)
+
+
+def run_sets(items: Iterable[Any], work: Callable[[Any], Any], workers: int, stop: cli.StopSignal,
+             desc: str) -> Iterator[tuple[Any, Any]]:
+    """Run work(item) for each item on `workers` threads, in order of submission, yielding
+    (item, result or the exception it raised, BaseExceptions included) as each finishes.
+    Once `stop` is set no further item starts; those in flight are still yielded."""
+    items = list(items)
+    with progress(len(items), desc) as bar, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="set") as pool:
+        pending = {}
+        queue = items
+        while queue or pending:
+            while queue and len(pending) < workers and not stop.is_set():
+                item = queue.pop(0)
+                pending[pool.submit(work, item)] = item
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = pending.pop(future)
+                if bar is not None:
+                    bar.update(1)
+                try:
+                    result = future.result()
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    result = exc
+                yield item, result
+
+
+def reraise_fatal(result: Any, stop: cli.StopSignal) -> None:
+    """A worker's KeyboardInterrupt (or other BaseException that is not an Exception) stops
+    the run as it would in the main thread: `stop` is set and it is raised here."""
+    if isinstance(result, BaseException) and not isinstance(result, Exception):
+        stop.set()
+        raise result
