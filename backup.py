@@ -30,10 +30,11 @@ from typing import Any, Iterable, Iterator
 
 from devrev_api import assumptions as facts
 from devrev_api.errors import DownloadError
-from devrev_client import TOOL_NAME, TOOL_VERSION, DevRevClient
+from devrev_client import DevRevClient
 from plumbing.clock import iso_utc, utc_now
 from plumbing.fanout import Fanout, fan_map
 from plumbing.files import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
+from plumbing.version import TOOL_NAME, TOOL_VERSION
 
 FORMAT_VERSION = 1
 DISK_MARGIN_BYTES = 16 << 20
@@ -325,7 +326,7 @@ class _Writer:
         again); each attempt writes a fresh file, and a broken-off one leaves no file."""
         path = self._path(att.relpath)
         try:
-            result = client.download_artifact(att.artifact_id, lambda: durable_file(path, sync_dir=False),
+            result = client.downloads.download_artifact(att.artifact_id, lambda: durable_file(path, sync_dir=False),
                                               expected_size=att.size)
         except DownloadError as exc:
             raise BackupError(f"attachment {att.display_id} ({att.name!r}) of {att.object_display_id} "

@@ -54,16 +54,15 @@ from devrev_api.retry_policy import (
     transport_failure,
 )
 from plumbing.cli import Redactor
+from plumbing.version import TOOL_NAME, TOOL_VERSION
 
-TOOL_NAME = "devrev-contact-merge"
-TOOL_VERSION = "1.0.0"
 USER_AGENT = f"{TOOL_NAME}/{TOOL_VERSION} (+python-requests/{requests.__version__})"
 
-log = logging.getLogger("devrev.client")
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- client
-class DevRevClient(ArtifactDownloads):
+class DevRevClient:
     """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
 
     MAX_EMPTY_PAGES = 5  # a listing that only ever answers "no items, but more" is broken
@@ -85,8 +84,6 @@ class DevRevClient(ArtifactDownloads):
         self._token = token
         self._redactor = Redactor(token)
         self.breaker = breaker or FaultBreaker()
-        # the attachment host's, apart (another host, another fault); its first download is not alone
-        self.file_breaker = FaultBreaker(first_contact_threshold=6)
         self.base_url = base_url
         self.timeout = timeout
         self.page_limit = page_limit
@@ -115,6 +112,10 @@ class DevRevClient(ArtifactDownloads):
                                                 respect_retry_after_header=False))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # attachments: another host, no token, their own breaker (devrev_api/downloads.py)
+        self.downloads = ArtifactDownloads(self.session, timeout=timeout, retry=self.retry,
+                                           locate=lambda artifact_id: self.locate_artifact(artifact_id),
+                                           wait=self.wait, check_stop=self._check_stop, count=self._count)
 
     @staticmethod
     def check_env(env: dict | None = None) -> tuple[str, str]:

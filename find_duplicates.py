@@ -27,15 +27,15 @@ from dotenv import load_dotenv
 from contacts.duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
 from devrev_api import assumptions as facts
 from devrev_api.errors import AuthError, DevRevError, RunInterrupted
-from devrev_client import TOOL_VERSION
 from operator_view import reports
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc, new_run_id
 from plumbing.files import atomic_write_bytes
+from plumbing.version import TOOL_VERSION
 from runs.support import open_client, progress, sandbox_held, target_of
 
-log = logging.getLogger("find")
+log = logging.getLogger("find_duplicates")  # its module name, also when run as __main__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from dotenv import load_dotenv
 from contacts.csv_reader import MergeSet, email_key
 from contacts.index import ContactsIndex, index_contacts
 from devrev_api.errors import AuthError, DevRevError, RunInterrupted, RunWideFault
-from devrev_client import TOOL_VERSION, DevRevClient
+from devrev_client import DevRevClient
 from devrev_sandbox.dataset import DEMO_CSV
 from merging import canary, preflight
 from merging.engine import MergeOptions, RunAborted, SetMerger, preview_set
@@ -38,12 +38,13 @@ from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc, new_run_id
 from plumbing.fanout import Fanout
+from plumbing.version import TOOL_VERSION
 from runs.journal import Journal, JournalError
 from runs.support import SANDBOX_DIR, open_client, reraise_fatal, run_sets, sandbox_held, target_of
 
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
-log = logging.getLogger("merge")
+log = logging.getLogger("merge_contacts")  # its module name, also when run as __main__
 PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
 ESTIMATE_NOTE = ("Messages, attachments, calls and backup sizes are estimates from the first timeline page of a few "
                  "tickets and conversations per duplicate; `--preview --full` counts them all.")

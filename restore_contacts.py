@@ -32,11 +32,11 @@ from dotenv import load_dotenv
 
 from contacts.csv_reader import email_key
 from devrev_api.errors import AuthError, DevRevError, RunInterrupted
-from devrev_client import TOOL_VERSION
 from operator_view import reports, screens
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc, new_run_id
+from plumbing.version import TOOL_VERSION
 from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
 from restoring.engine import FINISHED, SetRestorer, finished_record, journal_progress, preview_set
 from runs.journal import Journal
@@ -46,7 +46,7 @@ DEFAULT_SAVEPOINT = os.path.join("savepoints", "restore_journal.sqlite3")
 SANDBOX_SAVEPOINT = os.path.join(SANDBOX_DIR, "restore_savepoints.sqlite3")
 PREVIEWABLE = ("would_restore", "already_restored")
 
-log = logging.getLogger("restore")
+log = logging.getLogger("restore_contacts")  # its module name, also when run as __main__
 
 
 def build_parser() -> argparse.ArgumentParser:

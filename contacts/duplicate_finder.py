@@ -42,7 +42,7 @@ from contacts.csv_reader import (
 from devrev_api import assumptions as facts
 from operator_view.reports import csv_cell
 
-log = logging.getLogger("find")
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
 # Not the contacts CSV's names on purpose: merge_contacts.py refuses this file.

@@ -2,30 +2,38 @@
 
 Apart from the REST calls because a download talks to another host (the file store the
 presigned URL points at), never carries the token, and has its own failure modes and
-its own breaker. `ArtifactDownloads` is mixed into DevRevClient; it uses the client's
-session, timeout, retry policy, stop-aware wait, counters and `locate_artifact`.
+its own breaker. DevRevClient holds one as `client.downloads`, handing it what it shares
+with the REST calls (the HTTP session, the timeout, the retry policy, the stop-aware wait,
+the call counters, artifacts.locate) explicitly at construction.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, ContextManager
+from typing import Any, BinaryIO, Callable, ContextManager
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from devrev_api.config import check_url_scheme
 from devrev_api.errors import ConfigError, DownloadError, RunWideFault
-from devrev_api.retry_policy import answer_time, connection_cause, parse_retry_after, transport_failure
+from devrev_api.retry_policy import (
+    Backoff,
+    FaultBreaker,
+    answer_time,
+    connection_cause,
+    parse_retry_after,
+    transport_failure,
+)
 
-log = logging.getLogger("devrev.client")
+log = logging.getLogger(__name__)
 
 
 class _NoAuth(requests.auth.AuthBase):
     """Strips any Authorization header (and stops requests from adding .netrc auth)."""
 
-    def __call__(self, request):
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers.pop("Authorization", None)
         return request
 
@@ -38,7 +46,25 @@ class DownloadResult:
 
 
 class ArtifactDownloads:
-    """DevRevClient's attachment downloads (a mixin: see the module docstring for what it uses)."""
+    """DevRevClient's attachment downloads (`client.downloads`), with their own breaker.
+
+    `locate(artifact_id)` is artifacts.locate's answer ({"url": ...}); `wait(seconds)` sleeps
+    and raises RunInterrupted when the run is stopped; `check_stop()` raises it at once;
+    `count(key)` adds one to the client's call statistics.
+    """
+
+    def __init__(self, session: requests.Session, *, timeout: tuple[float, float], retry: Backoff,
+                 locate: Callable[[str], dict[str, Any]], wait: Callable[[float], None],
+                 check_stop: Callable[[], None], count: Callable[[str], None]) -> None:
+        self.session = session
+        self.timeout = timeout
+        self.retry = retry
+        self._locate = locate
+        self._wait = wait
+        self._check_stop = check_stop
+        self._count = count
+        # the attachment host's breaker, apart (another host, another fault); its first download is not alone
+        self.file_breaker = FaultBreaker(first_contact_threshold=6)
 
     def download(self, url: str, out: BinaryIO, *, expected_size: int | None = None,
                  chunk_size: int = 1 << 20, max_redirects: int = 3) -> DownloadResult:
@@ -108,12 +134,12 @@ class ArtifactDownloads:
         timeout, a body cut off) is retried on the same URL after a backoff (a 429's
         Retry-After wins); a refused or expired URL (401/403/410) is located again with
         artifacts.locate and retried. `open_out` must discard what was written when its
-        block raises (fileutil.durable_file does), so a partial file is never kept.
+        block raises (plumbing.files.durable_file does), so a partial file is never kept.
         Raises DownloadError once the retries are spent or for a failure a retry cannot
         fix (a body longer or shorter than declared, a redirect off https).
         """
         retries = self.retry.start()
-        url = self.locate_artifact(artifact_id)["url"]
+        url = self._locate(artifact_id)["url"]
         while True:
             self._check_file_breaker(url)
             try:
@@ -131,9 +157,9 @@ class ArtifactDownloads:
                 log.info("retrying the download of %s after %s (attempt %d/%d)", artifact_id, exc.message,
                          retries.used, self.retry.attempts)
                 if exc.expired:
-                    url = self.locate_artifact(artifact_id)["url"]  # a fresh URL at once: no wait needed
+                    url = self._locate(artifact_id)["url"]  # a fresh URL at once: no wait needed
                 else:
-                    self.wait(delay)
+                    self._wait(delay)
 
     def _count_file_fault(self, exc: DownloadError, artifact_id: str) -> None:
         """Feed the file host's breaker: no connection at all, or a 5xx, counts; any other answer resets it."""

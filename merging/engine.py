@@ -58,7 +58,7 @@ from plumbing.clock import utc_now
 from plumbing.fanout import Fanout, fan_map, slot_of
 from runs.journal import Journal, is_finished, parse_step, step_name
 
-log = logging.getLogger("merge")
+log = logging.getLogger(__name__)
 
 
 class SetFailed(Exception):

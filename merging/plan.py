@@ -14,7 +14,7 @@ from contacts.csv_reader import MergeSet, user_id_key
 from merging.set_numbers import journal_numbers
 from runs.journal import Journal, is_finished
 
-log = logging.getLogger("merge")
+log = logging.getLogger(__name__)
 
 
 def set_key(ms: MergeSet) -> str:

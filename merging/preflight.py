@@ -20,7 +20,7 @@ from devrev_client import DevRevClient
 from merging.live_checks import is_retired
 from plumbing.cli import ExitCode
 
-log = logging.getLogger("merge")
+log = logging.getLogger(__name__)
 
 SAMPLE = 20   # items of each listing compared (the first page is enough to see a filter ignored)
 

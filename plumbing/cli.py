@@ -30,6 +30,7 @@ import contextlib
 import contextvars
 import enum
 import errno
+import functools
 import logging
 import math
 import os
@@ -40,7 +41,7 @@ import sys
 import threading
 from typing import Callable, Iterator, Sequence
 
-OWN_LOGGERS = ("merge", "restore", "find", "devrev", "backup", "journal", "verify", "sample", "cli")
+from plumbing.version import TOOL_NAME, TOOL_VERSION
 
 
 class ExitCode(enum.IntEnum):
@@ -82,7 +83,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        launcher = os.path.basename(sys.argv[0])
+        if launcher.startswith("devrev-"):   # an installed command (pyproject's [project.scripts]) says its own name
+            kwargs["prog"] = launcher
         super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s ({TOOL_NAME}) {TOOL_VERSION}",
+                          help="print the tool's version and exit")
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -219,8 +225,20 @@ def _on_console(record: logging.LogRecord) -> bool:
 
 
 def is_own_record(record: logging.LogRecord) -> bool:
-    """True for this suite's loggers; third-party lines (urllib3's retry warnings) are not."""
-    return record.name.split(".")[0] in OWN_LOGGERS
+    """True for this suite's loggers; third-party lines (urllib3's retry warnings) are not.
+
+    Every module logs as `logging.getLogger(__name__)`, so a record's top-level name is one of
+    ours exactly when no other installed distribution provides it and it is not the standard
+    library's: a new module or folder is on the console without a list to keep."""
+    return _is_own_top_level(record.name.split(".")[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _is_own_top_level(name: str) -> bool:
+    if name in sys.stdlib_module_names or name == "root":
+        return False
+    from importlib import metadata
+    return metadata.packages_distributions().get(name, [TOOL_NAME]) == [TOOL_NAME]
 
 
 class _ConsoleHandler(logging.Handler):
@@ -265,7 +283,7 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
     try:
         yield log_path
     except UserError as exc:  # run_main prints it; the log file keeps it too
-        logging.getLogger("cli").debug("stopped: %s", exc)
+        logging.getLogger(__name__).debug("stopped: %s", exc)
         raise
     finally:
         for handler in handlers:

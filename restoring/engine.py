@@ -31,7 +31,7 @@ from plumbing.cli import log_subject
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from runs.journal import Journal, step_name
 
-log = logging.getLogger("restore")
+log = logging.getLogger(__name__)
 
 FINISHED = "restored"
 

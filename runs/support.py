@@ -26,7 +26,7 @@ SANDBOX_DIR = ".sandbox"
 SANDBOX_LOCK = "run.lock"  # held by every --sandbox run; --sandbox-reset keeps it
 SANDBOX_CALLS_PER_MINUTE = 60000  # the emulator's default pace: no real limit to respect
 
-log = logging.getLogger("run")
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,6 +145,34 @@ def test_run_logging_keeps_third_party_lines_off_the_console_and_the_token_out(t
     assert "ours ***" in text and "theirs https://h.example/p?<redacted>" in text
     assert TEST_TOKEN not in text and "X1" not in text
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("name, ours", [("merging.engine", True), ("runs.support", True), ("merge_contacts", True),
+                                        ("merging.a_module_added_later", True), ("urllib3.connectionpool", False),
+                                        ("requests", False), ("asyncio", False), ("concurrent.futures", False)])
+def test_a_logger_is_ours_by_its_module_name_without_a_list_to_keep(name, ours):
+    """Loggers are named by module (`getLogger(__name__)`): a new module's lines reach the console."""
+    record = logging.LogRecord(name, logging.INFO, __file__, 1, "x", (), None)
+    assert cli.is_own_record(record) is ours
+
+
+def test_the_sandbox_says_where_its_emulator_listens_on_the_console(tmp_path, monkeypatch, capsys):
+    """Regression: the `run` logger was missing from a hand-kept list, so this line reached only the log file."""
+    import merge_contacts
+    monkeypatch.chdir(tmp_path)
+    assert merge_contacts.main(["--sandbox", "--check"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"INFO \[[^]]+\] sandbox DevRev emulator on http://127\.0\.0\.1:\d+", err), err
+
+
+@pytest.mark.parametrize("script", ["merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample",
+                                    "verify_backups"])
+def test_every_script_answers_version_with_the_one_in_pyproject(script, capsys):
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        version = tomllib.load(fh)["project"]["version"]
+    assert __import__(script).main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"{script}.py (devrev-contact-merge) {version}"
 
 
 def test_run_logging_refuses_an_unusable_folder_as_a_usage_error(tmp_path):

@@ -174,7 +174,7 @@ def test_empty_page_repeating_its_cursor_stops_cleanly(env, caplog):
     sb.script("works.list",
               Scripted(body={"works": [work], "next_cursor": "cursor-A"}),
               Scripted(body={"works": [], "next_cursor": "cursor-A"}))
-    caplog.set_level(logging.WARNING, logger="devrev.client")
+    caplog.set_level(logging.WARNING, logger="devrev_client")
 
     got = list(client.list_tickets(dons["jane-dup"]))
 
@@ -295,7 +295,7 @@ def test_429_forever_gives_rate_limit_error_after_bounded_retries(make_sandbox, 
 def test_5xx_on_a_read_is_retried_then_server_error(make_sandbox, make_client, sleeper, caplog):
     sb = make_sandbox(small_seed(), faults=Faults(error_rate=1.0, seed=3))
     client = make_client(sb, sleep=sleeper, max_retries=3)
-    caplog.set_level(logging.DEBUG, logger="devrev.client")
+    caplog.set_level(logging.DEBUG, logger="devrev_client")
 
     with pytest.raises(ServerError) as info:
         client.get_rev_user(sb.key_id("jane"))
@@ -493,7 +493,7 @@ def _throttle(headers=None, **body):
 def test_retry_after_header_wins_over_body(env, sleeper, caplog):
     sb, client, dons = env
     sb.script("rev-users.get", _throttle({"Retry-After": "7"}, retry_after=3))
-    caplog.set_level(logging.WARNING, logger="devrev.client")
+    caplog.set_level(logging.WARNING, logger="devrev_client")
 
     user = client.get_rev_user(dons["jane"])
 
@@ -523,7 +523,7 @@ def test_429_without_hint_backs_off_exponentially_with_jitter(make_sandbox, make
     sb = make_sandbox(small_seed())
     client = make_client(sb, sleep=sleeper, backoff_base=0.5, backoff_cap=8.0)
     sb.script("rev-users.get", *[_throttle() for _ in range(4)])
-    caplog.set_level(logging.WARNING, logger="devrev.client")
+    caplog.set_level(logging.WARNING, logger="devrev_client")
 
     client.get_rev_user(sb.key_id("jane"))
 
@@ -660,7 +660,7 @@ def test_download_without_token_and_with_correct_sha256(env, number):
     located = client.locate_artifact(art["id"])
     out = io.BytesIO()
 
-    result = client.download(located["url"], out, expected_size=art["file"]["size"], chunk_size=64 * 1024)
+    result = client.downloads.download(located["url"], out, expected_size=art["file"]["size"], chunk_size=64 * 1024)
 
     served = sb.state.artifact_bytes(art, 0, art["_size"])
     assert result.size == len(served) == art["file"]["size"]
@@ -679,7 +679,8 @@ def test_download_shorter_than_declared(env):
     assert art["file"]["size"] == 2000 and art["_size"] == 1000
 
     with pytest.raises(DownloadError) as info:
-        client.download(client.locate_artifact(art["id"])["url"], io.BytesIO(), expected_size=art["file"]["size"])
+        client.downloads.download(client.locate_artifact(art["id"])["url"], io.BytesIO(),
+                                  expected_size=art["file"]["size"])
 
     assert info.value.expired is False
     assert "1000" in str(info.value) and "2000" in str(info.value)
@@ -689,7 +690,7 @@ def test_download_larger_than_declared(env):
     sb, client, dons = env
     art = _artifact(sb, 7002)
     with pytest.raises(DownloadError, match="larger"):
-        client.download(client.locate_artifact(art["id"])["url"], io.BytesIO(), expected_size=1000)
+        client.downloads.download(client.locate_artifact(art["id"])["url"], io.BytesIO(), expected_size=1000)
 
 
 def test_expired_download_url(make_sandbox, make_client):
@@ -701,7 +702,7 @@ def test_expired_download_url(make_sandbox, make_client):
     clock.now += 3600
 
     with pytest.raises(DownloadError) as info:
-        client.download(url, io.BytesIO(), expected_size=art["file"]["size"])
+        client.downloads.download(url, io.BytesIO(), expected_size=art["file"]["size"])
 
     assert info.value.expired is True and info.value.status == 403
     assert [e["status"] for e in sb.request_log if e["server"] == "files"] == [403]
@@ -712,7 +713,7 @@ def test_download_refuses_plain_http_off_loopback(env, url):
     sb, client, dons = env
     out = io.BytesIO()
     with pytest.raises(DownloadError, match="https"):
-        client.download(url, out)
+        client.downloads.download(url, out)
     assert out.getvalue() == b""
 
 
@@ -747,7 +748,7 @@ def test_download_follows_redirect_to_another_loopback_host_without_auth(env):
     seen = []
     with redirect_server(client.locate_artifact(art["id"])["url"], seen) as port:
         out = io.BytesIO()
-        result = client.download(f"http://localhost:{port}/start", out, expected_size=len(HELLO))
+        result = client.downloads.download(f"http://localhost:{port}/start", out, expected_size=len(HELLO))
     assert out.getvalue() == HELLO and result.sha256 == hashlib.sha256(HELLO).hexdigest()
     assert len(seen) == 1 and not any(k.lower() == "authorization" for k in seen[0])
     assert [e["auth"] for e in sb.request_log if e["server"] == "files"] == [False]
@@ -757,7 +758,7 @@ def test_download_redirect_off_https_is_refused(env):
     sb, client, dons = env
     with redirect_server("http://evil.example.com/steal") as port:
         with pytest.raises(DownloadError, match="https"):
-            client.download(f"http://127.0.0.1:{port}/start", io.BytesIO())
+            client.downloads.download(f"http://127.0.0.1:{port}/start", io.BytesIO())
 
 
 # ----------------------------------------------------------------------------- configuration

@@ -92,11 +92,11 @@ def test_a_transient_file_host_fault_is_retried_and_leaves_no_partial_file(kind,
         return devrev_client_durable(path)
 
     with pytest.raises(DownloadError) as caught:
-        client.download_artifact(record["id"], open_out, expected_size=record["_size"])
+        client.downloads.download_artifact(record["id"], open_out, expected_size=record["_size"])
     assert caught.value.transient and len(opened) == 4          # 1 try + 3 retries: bounded
     assert os.listdir(tmp_path) == []                           # no partial file kept
     sandbox.set_faults(Faults())
-    result = client.download_artifact(record["id"], open_out, expected_size=record["_size"])
+    result = client.downloads.download_artifact(record["id"], open_out, expected_size=record["_size"])
     assert path.read_bytes() == _artifact_bytes(sandbox, record) and result.size == record["_size"]
     assert [f for f, _ in _file_statuses(sandbox)] == [kind] * 4 + [None]
 
@@ -112,7 +112,8 @@ def test_a_read_timeout_on_the_file_host_is_retried(make_sandbox, make_client, t
     client = make_client(sandbox, sleep=Sleeper(), max_retries=1, timeout=(2.0, 0.2))
     path = tmp_path / "a.bin"
     with pytest.raises(DownloadError, match="a read timeout") as caught:
-        client.download_artifact(record["id"], lambda: devrev_client_durable(path), expected_size=record["_size"])
+        client.downloads.download_artifact(record["id"], lambda: devrev_client_durable(path),
+                                       expected_size=record["_size"])
     assert caught.value.transient and os.listdir(tmp_path) == []
     assert len(_file_statuses(sandbox)) == 2
 
@@ -132,7 +133,8 @@ def test_a_refused_presigned_url_is_located_again(make_sandbox, make_client, tmp
 
     monkeypatch.setattr(client, "locate_artifact", locate_once_stale)
     path = tmp_path / "a.bin"
-    client.download_artifact(record["id"], lambda: devrev_client_durable(path), expected_size=record["_size"])
+    client.downloads.download_artifact(record["id"], lambda: devrev_client_durable(path),
+                                       expected_size=record["_size"])
     assert len(located) == 2 and path.read_bytes() == _artifact_bytes(sandbox, record)
     assert [s for _, s in _file_statuses(sandbox)] == [403, 200]
 
@@ -383,7 +385,7 @@ def test_the_file_hosts_retry_warnings_never_show_a_signature(tmp_path, capsys, 
     client.locate_artifact = lambda artifact_id: {"url": dead}
     with cli.run_logging(str(tmp_path / "logs"), "merge", "run1", TEST_TOKEN) as log_path:
         with pytest.raises(DownloadError, match="the connection was refused"):
-            client.download_artifact(record["id"], lambda: devrev_client_durable(tmp_path / "a.bin"))
+            client.downloads.download_artifact(record["id"], lambda: devrev_client_durable(tmp_path / "a.bin"))
     text = open(log_path, encoding="utf-8").read()
     assert "Retrying" in text and "/blobs/1?<redacted>" in text   # urllib3's warnings, redacted
     assert "S3CRET" not in text and "S3CRET" not in capsys.readouterr().err
