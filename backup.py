@@ -1,7 +1,7 @@
 """Backups you can trust: everything a duplicate contact owns, on disk and verified.
 
 Nothing changes in DevRev for a contact until `write_backup` has saved, and
-`backup_verify.verify_backup` has checked, a folder holding both contacts, every ticket and
+`backup_checks.verification.verify_backup` has checked, a folder holding both contacts, every ticket and
 conversation the duplicate is on (with their original reporters and members, enough
 to undo the merge), every timeline entry of those, and every attachment's bytes:
 
@@ -13,7 +13,7 @@ to undo the merge), every timeline entry of those, and every attachment's bytes:
 
 The folder is built as `<name>.partial` and renamed when complete, so a crash never
 leaves a folder that looks whole. Folders are 0700 and files 0600. The names above are
-spelled once, in the "layout" section below; the writer, the checker (backup_verify.py),
+spelled once, in the "layout" section below; the writer, the checker (backup_checks/verification.py),
 the engine, the restore and verify_backups.py all go through it, and read a folder back
 through the typed loaders at the end.
 """
@@ -138,13 +138,13 @@ class Attachment:
 @dataclass
 class Snapshot:
     """Everything a duplicate owns right now, as DevRev returned it."""
-    tickets: list[dict]
-    conversations: list[dict]
-    entries: dict[str, list[dict]]           # object display id -> its timeline entries
+    tickets: list[dict[str, Any]]
+    conversations: list[dict[str, Any]]
+    entries: dict[str, list[dict[str, Any]]]  # object display id -> its timeline entries
     attachments: list[Attachment]
 
     @property
-    def objects(self) -> list[dict]:
+    def objects(self) -> list[dict[str, Any]]:
         return self.tickets + self.conversations
 
     @property
@@ -156,13 +156,14 @@ class Snapshot:
         return sum(a.size or 0 for a in self.attachments)
 
 
-def display_of(obj: dict) -> str:
-    return obj.get("display_id") or obj["id"]
+def display_of(obj: dict[str, Any]) -> str:
+    display_id: str = obj.get("display_id") or obj["id"]
+    return display_id
 
 
-def _referenced_artifacts(obj: dict, entries: Iterable[dict]) -> list[dict]:
+def _referenced_artifacts(obj: dict[str, Any], entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Artifact summaries referenced by an object and its entries, each once."""
-    seen: dict[str, dict] = {}
+    seen: dict[str, dict[str, Any]] = {}
     for holder in [obj, *entries]:
         for art in holder.get("artifacts") or []:
             if isinstance(art, dict) and art.get("id") and art["id"] not in seen:
@@ -184,7 +185,7 @@ def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None
     `snapshot`; with a writer, the entries go to the object's messages.json instead of
     `snapshot.entries` (memory flat in the number of objects). Returns (entries per object
     display id, messages)."""
-    def one(obj: dict) -> tuple[str, list[dict] | None, int, list[Attachment], int]:
+    def one(obj: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None, int, list[Attachment], int]:
         display_id = display_of(obj)
         entries = list(client.list_timeline_entries(obj["id"]))
         attachments = []
@@ -209,7 +210,7 @@ def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None
     return counts, messages
 
 
-def custom_field_refs(objects: Iterable[dict], contact_id: str) -> list[dict]:
+def custom_field_refs(objects: Iterable[dict[str, Any]], contact_id: str) -> list[dict[str, Any]]:
     """The objects whose custom_fields name the contact, as [{"object": display id, "id":
     DON, "fields": [field names]}]. The public works.update cannot set custom fields, so
     the tool lists these references and never moves them ([C] S10: an email
@@ -223,15 +224,16 @@ def custom_field_refs(objects: Iterable[dict], contact_id: str) -> list[dict]:
     return found
 
 
-def artifact_label(art: dict) -> str:
+def artifact_label(art: dict[str, Any]) -> str:
     """The artifact's display id, or (when a summary lacks it) one made from its DON's
     last segment, so two artifacts never share a file name."""
     if art.get("display_id"):
-        return art["display_id"]
+        label: str = art["display_id"]
+        return label
     return "artifact-" + str(art["id"]).rstrip("/").rsplit("/", 1)[-1]
 
 
-def ids_of(users: Iterable[dict] | None) -> list[str]:
+def ids_of(users: Iterable[object] | None) -> list[str]:
     return [u["id"] for u in users or [] if isinstance(u, dict) and u.get("id")]
 
 
@@ -252,12 +254,12 @@ class Move:
         return self.FIELDS[self.kind]
 
     @classmethod
-    def of(cls, kind: str, obj: dict) -> "Move":
+    def of(cls, kind: str, obj: dict[str, Any]) -> "Move":
         """The move of a ticket or conversation as DevRev returned it."""
         return cls(kind, obj["id"], display_of(obj), tuple(ids_of(obj.get(cls.FIELDS[kind]))))
 
     @classmethod
-    def from_json(cls, kind: str, entry: dict) -> "Move":
+    def from_json(cls, kind: str, entry: dict[str, Any]) -> "Move":
         """From one entry of metadata.json's moves; ValueError if it lacks a part."""
         users = entry[cls.FIELDS[kind]]
         if not isinstance(entry["id"], str) or not isinstance(users, list) \
@@ -265,7 +267,7 @@ class Move:
             raise ValueError(f"not a {kind} move: {entry!r}")
         return cls(kind, entry["id"], str(entry.get("display_id") or entry["id"]), tuple(users))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "display_id": self.display_id, self.field_name: list(self.users)}
 
 
@@ -273,7 +275,7 @@ class Move:
 @dataclass
 class BackupResult:
     folder: str
-    counts: dict
+    counts: dict[str, Any]
     total_bytes: int
     snapshot: Snapshot
 
@@ -283,7 +285,7 @@ def _digest_json(obj: Any) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def manifest_digest(manifest: dict) -> str:
+def manifest_digest(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
                                      ensure_ascii=False).encode("utf-8")).hexdigest()
@@ -294,7 +296,7 @@ class _Writer:
 
     def __init__(self, root: str):
         self.root = root
-        self.files: list[dict] = []
+        self.files: list[dict[str, Any]] = []
         self.dirs: set[str] = {root}
 
     def _path(self, relpath: str) -> str:
@@ -380,8 +382,8 @@ def estimate_size(snapshot: Snapshot, json_overhead: int = 4096) -> int:
     return 2 * json_size + snapshot.attachment_bytes + json_overhead * (1 + len(snapshot.objects))
 
 
-def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict],
-                 primary: dict, duplicate: dict, run_id: str, snapshot: Snapshot | None = None,
+def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict[str, Any]],
+                 primary: dict[str, Any], duplicate: dict[str, Any], run_id: str, snapshot: Snapshot | None = None,
                  pool: Fanout | None = None) -> BackupResult:
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
@@ -411,7 +413,7 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     return BackupResult(final, counts, total, snapshot)
 
 
-def _start_folder(backup_root: str, email: str, duplicate: dict,
+def _start_folder(backup_root: str, email: str, duplicate: dict[str, Any],
                   snapshot: Snapshot | None) -> tuple[datetime, str, str]:
     """(start time, final folder, its .partial folder created 0700) after the free-space
     check; a streamed backup (no `snapshot`) checks its attachments' space once it has
@@ -429,7 +431,7 @@ def _start_folder(backup_root: str, email: str, duplicate: dict,
         raise kind(f"could not start the backup for {email} in {backup_root}: {_os_reason(exc)}") from None
 
 
-def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, duplicate: dict,
+def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, duplicate: dict[str, Any],
                    snapshot: Snapshot | None, pool: Fanout | None) -> tuple[Snapshot, dict[str, int], int]:
     """The listings, every timeline and every attachment, written; returns (the snapshot,
     entries per object display id, messages). Without a snapshot, listings and timelines
@@ -449,8 +451,8 @@ def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, dupl
     return snapshot, entry_counts, snapshot.message_count
 
 
-def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: str, csv_rows: list[dict],
-              primary: dict, duplicate: dict, run_id: str) -> dict:
+def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: str, csv_rows: list[dict[str, Any]],
+              primary: dict[str, Any], duplicate: dict[str, Any], run_id: str) -> dict[str, Any]:
     """metadata.json: both contacts, the moves an undo needs, and each attachment's file
     (its sha256 as `writer` saved it)."""
     saved = {f["path"]: f for f in writer.files}
@@ -480,7 +482,7 @@ def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: 
     }
 
 
-def _seal(writer: _Writer, counts: dict, final: str, backup_root: str) -> None:
+def _seal(writer: _Writer, counts: dict[str, Any], final: str, backup_root: str) -> None:
     """verification.json written last (every file's path, size, sha256; the counts), the
     folders synced, and the .partial folder renamed to `final`."""
     manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
@@ -497,7 +499,7 @@ def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> S
     """tickets.json and conversations.json written page by page as DevRev lists them; the
     returned snapshot keeps of each object only what the backup needs later (its id,
     display id, reporters or members, artifact summaries)."""
-    def kept(kind: str, objects: Iterable[dict], into: list[dict]) -> Iterator[dict]:
+    def kept(kind: str, objects: Iterable[dict[str, Any]], into: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for obj in objects:
             keep = {k: obj[k] for k in ("id", "display_id", Move.FIELDS[kind], "artifacts") if k in obj}
             if custom_field_refs([obj], duplicate_id):   # listed in metadata.json (custom_field_refs)
@@ -525,10 +527,11 @@ def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> 
 
 
 # --------------------------------------------------------------------------- typed loaders
-def load_metadata(folder: str) -> dict:
+def load_metadata(folder: str) -> dict[str, Any]:
     """metadata.json of a backup, as written. Raises OSError or ValueError if unreadable."""
     with open(file_path(folder, METADATA), encoding="utf-8") as fh:
-        return json.load(fh)
+        metadata: dict[str, Any] = json.load(fh)   # as written (a hand-edited file: the callers' checks)
+        return metadata
 
 
 def load_moves(folder: str) -> list[Move]:
@@ -542,6 +545,8 @@ def load_moves(folder: str) -> list[Move]:
     """
     try:
         moves = load_metadata(folder).get("moves")
+        if not isinstance(moves, dict):   # (indexing it would raise TypeError all the same)
+            raise TypeError("moves is not an object")
         return [Move.from_json(kind, entry) for kind, key in (("ticket", "tickets"), ("conversation", "conversations"))
                 for entry in moves[key]]
     except OSError as exc:

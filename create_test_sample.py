@@ -4,7 +4,7 @@
 
 A random sample of rows would split merge sets (a primary without its duplicate), so
 this picks whole merge sets, grouped exactly as merge_contacts.py groups them (the
-grouping code is shared: contacts_csv.group_contacts), whose rows add up to --size
+grouping code is shared: contacts.csv_reader.group_contacts), whose rows add up to --size
 contacts. When no combination hits --size exactly it takes the largest total below it
 and says so. Among the choices of that total it prefers the sets whose duplicates have
 the fewest tickets (TICKET_COUNT), so the rehearsal is quick, but at least one: a set whose

@@ -3,10 +3,10 @@
 A thin layer over one `requests.Session`: rate-limited POST calls with JSON bodies,
 page iterators, bounded retries that never repeat a call that is not safe to repeat,
 typed errors whose messages tell the user what to do, and attachment downloads that
-never carry the token. Inferred API behaviour lives in `devrev_assumptions`; the retry
-policy, Retry-After parsing and the run-wide fault breaker in `retry_policy`; the pace
-in `pacing`; errors in `devrev_errors`; token and URL checks in `devrev_config`; the
-downloads in `devrev_downloads`. This module re-exports their public names.
+never carry the token. Its parts live in devrev_api/, each imported from there: inferred
+API behaviour in `assumptions`; the retry policy, Retry-After parsing and the run-wide fault
+breaker in `retry_policy`; the pace in `pacing`; errors in `errors`; token and URL checks in
+`config`; attachment downloads in `downloads` (held as `client.downloads`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Self
 from urllib.parse import urlsplit
 
 import requests
@@ -55,6 +55,8 @@ from devrev_api.retry_policy import (
 )
 from plumbing.cli import Redactor
 from plumbing.version import TOOL_NAME, TOOL_VERSION
+
+JsonObject = dict[str, Any]   # a JSON object as DevRev sends or takes it
 
 USER_AGENT = f"{TOOL_NAME}/{TOOL_VERSION} (+python-requests/{requests.__version__})"
 
@@ -97,8 +99,8 @@ class DevRevClient:
         # With no rate given, the pace follows the X-Ratelimit-Limit DevRev announces.
         self.pace_from_server = calls_per_minute is None
         self._set_pace(calls_per_minute or facts.DEFAULT_CALLS_PER_MINUTE)
-        self.stats: Counter = Counter()
-        self.calls_by_minute: Counter = Counter()  # UTC minute (epoch seconds // 60) -> calls sent
+        self.stats: Counter[str] = Counter()
+        self.calls_by_minute: Counter[int] = Counter()  # UTC minute (epoch seconds // 60) -> calls sent
         self._stats_lock = threading.Lock()
 
         self.session = requests.Session()
@@ -118,7 +120,7 @@ class DevRevClient:
                                            wait=self.wait, check_stop=self._check_stop, count=self._count)
 
     @staticmethod
-    def check_env(env: dict | None = None) -> tuple[str, str]:
+    def check_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
         """(token, base URL) from DEVREV_API_TOKEN and DEVREV_BASE_URL, checked before any
         call: ConfigError (one line, never the token) for a token that cannot be a
         DevRev token (`check_token`) or a base URL that is not https://<host>."""
@@ -129,7 +131,7 @@ class DevRevClient:
         return token, base_url
 
     @classmethod
-    def from_env(cls, env: dict | None = None, **overrides) -> "DevRevClient":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "DevRevClient":
         """Build from DEVREV_API_TOKEN, DEVREV_BASE_URL and DEVREV_RATE_LIMIT (ConfigError
         if one cannot be right, see check_env)."""
         env = os.environ if env is None else env
@@ -173,10 +175,10 @@ class DevRevClient:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ----------------------------------------------------------------- low level
@@ -184,7 +186,7 @@ class DevRevClient:
         with self._stats_lock:
             self.stats[key] += n
 
-    def calls_per_minute_series(self) -> list[dict]:
+    def calls_per_minute_series(self) -> list[dict[str, str | int]]:
         """Calls sent per UTC minute, from the first to the last, gaps as 0:
         [{"minute": "2026-01-02T03:04Z", "calls": n}, ...] (for the report's chart)."""
         with self._stats_lock:
@@ -212,7 +214,7 @@ class DevRevClient:
         if self.stop_event.is_set():
             raise RunInterrupted()
 
-    def call(self, endpoint: str, body: dict, *, retry_transient: bool) -> dict:
+    def call(self, endpoint: str, body: JsonObject, *, retry_transient: bool) -> JsonObject:
         """POST one DevRev call; retry what is safe to retry; return the JSON object.
 
         retry_transient: the call may be repeated after a 5xx, a dropped connection or a
@@ -251,7 +253,7 @@ class DevRevClient:
             self.calls_by_minute[int(time.time() // 60)] += 1
 
     def _attempt(self, endpoint: str, payload: bytes, target: str, throttled: Throttled,
-                 retry_transient: bool) -> dict | tuple[str, DevRevError, bool] | None:
+                 retry_transient: bool) -> JsonObject | tuple[str, DevRevError, bool] | None:
         """Send the call once: the answer's JSON object; None after a 429 (waited for);
         else (failure in words, the error to raise, whether a retry is allowed)."""
         url = f"{self.base_url}/{endpoint}"
@@ -275,8 +277,8 @@ class DevRevClient:
             return failure, error, retry_transient or never_sent(exc)
         return self._read_answer(response, endpoint, target, throttled, retry_transient)
 
-    def _read_answer(self, response, endpoint: str, target: str, throttled: Throttled,
-                     retry_transient: bool) -> dict | tuple[str, DevRevError, bool] | None:
+    def _read_answer(self, response: requests.Response, endpoint: str, target: str, throttled: Throttled,
+                     retry_transient: bool) -> JsonObject | tuple[str, DevRevError, bool] | None:
         """What one HTTP answer means, as `_attempt` returns it; raises for a 3xx move and
         for a 4xx (never retried), and RateLimitError once the 429 retries are spent."""
         self.pacer.release(response.headers)
@@ -331,7 +333,7 @@ class DevRevClient:
             raise RunWideFault(f"cannot reach DevRev at {self.base_url}: {self.breaker.cause}; "
                                f"check the network or DEVREV_BASE_URL")
 
-    def _throttle_delay(self, response, endpoint: str, throttled: "Throttled") -> float:
+    def _throttle_delay(self, response: requests.Response, endpoint: str, throttled: "Throttled") -> float:
         """How long to wait after a 429 (its Retry-After, in seconds or as a date, else
         backing off); RateLimitError, with advice that names the likely cause, when the
         throttle retries are spent."""
@@ -349,7 +351,7 @@ class DevRevClient:
                     throttled.retries.used, self.throttle_retry.attempts)
         return delay
 
-    def _call_for(self, endpoint: str, body: dict, key: str) -> dict:
+    def _call_for(self, endpoint: str, body: JsonObject, key: str) -> JsonObject:
         """A call whose answer holds one object under `key` (reads and `set` updates: safe to
         repeat); ResponseError, not KeyError, when DevRev's answer lacks it."""
         value = self.call(endpoint, body, retry_transient=True).get(key)
@@ -357,7 +359,7 @@ class DevRevClient:
             raise ResponseError(f"the answer has no '{key}' object", endpoint=endpoint)
         return value
 
-    def _retry_after(self, response) -> float | None:
+    def _retry_after(self, response: requests.Response) -> float | None:
         """The 429's wait in seconds: its Retry-After header (seconds or an HTTP-date,
         measured against the answer's Date), else the body's retry_after; at most one
         rate-limit window."""
@@ -369,7 +371,7 @@ class DevRevClient:
                 seconds = None
         return None if seconds is None else min(seconds, facts.RATE_LIMIT_WINDOW_SECONDS)
 
-    def _error(self, response, endpoint: str, cls: type[DevRevError]) -> DevRevError:
+    def _error(self, response: requests.Response, endpoint: str, cls: type[DevRevError]) -> DevRevError:
         status = response.status_code
         error_type = field_name = None
         try:
@@ -390,7 +392,8 @@ class DevRevClient:
         return cls(self._redact(message), status=status, error_type=error_type, endpoint=endpoint,
                    field_name=field_name)
 
-    def paginate(self, endpoint: str, body: dict, items_key: str, *, strict: bool = False) -> Iterator[dict]:
+    def paginate(self, endpoint: str, body: JsonObject, items_key: str, *,
+                 strict: bool = False) -> Iterator[JsonObject]:
         """Every item of a list endpoint once, following next_cursor to the end (walk_pages,
         with an item DevRev repeats across pages yielded once).
 
@@ -410,8 +413,8 @@ class DevRevClient:
                     seen_ids.add(item_id)
                 yield item
 
-    def walk_pages(self, endpoint: str, body: dict, items_key: str, *, paged: bool = True,
-                   strict: bool = False) -> Iterator[list[dict]]:
+    def walk_pages(self, endpoint: str, body: JsonObject, items_key: str, *, paged: bool = True,
+                   strict: bool = False) -> Iterator[list[JsonObject]]:
         """Each page of a listing as DevRev sent it, following next_cursor to the end.
 
         For walks over a whole tenant: unlike `paginate` it keeps no per-item state, so
@@ -451,27 +454,27 @@ class DevRevClient:
             seen_cursors.add(cursor)
 
     # ----------------------------------------------------------------- rev users
-    def get_self(self) -> dict:
+    def get_self(self) -> JsonObject:
         """The dev user the token belongs to (dev-users.self): proves the token works."""
         return self._call_for("dev-users.self", {}, "dev_user")
 
-    def get_rev_user(self, user_id: str) -> dict:
+    def get_rev_user(self, user_id: str) -> JsonObject:
         return self._call_for("rev-users.get", {"id": user_id}, "rev_user")
 
-    def list_rev_users(self, *, email: str | None = None, external_ref: str | None = None) -> Iterator[dict]:
-        body: dict = {}
+    def list_rev_users(self, *, email: str | None = None, external_ref: str | None = None) -> Iterator[JsonObject]:
+        body: JsonObject = {}
         if email is not None:
             body["email"] = [email]
         if external_ref is not None:
             body["external_ref"] = [external_ref]
         return self.paginate("rev-users.list", body, "rev_users")
 
-    def update_rev_user_external_ref(self, user_id: str, external_ref: str) -> dict:
+    def update_rev_user_external_ref(self, user_id: str, external_ref: str) -> JsonObject:
         """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
         return self._call_for("rev-users.update", {"id": user_id, "external_ref": external_ref}, "rev_user")
 
     def create_rev_user(self, *, email: str, display_name: str | None, rev_org: str,
-                        external_ref: str) -> dict:
+                        external_ref: str) -> JsonObject:
         """rev-users.create (201): a new contact in workspace `rev_org` (its id) carrying
         `external_ref`; returns the new rev_user. Never repeated by the client (a repeat
         could create a second contact): the caller checks with list_rev_users first.
@@ -485,47 +488,47 @@ class DevRevClient:
             raise ResponseError("the answer has no 'rev_user' object", endpoint="rev-users.create")
         return user
 
-    def merge_rev_users(self, primary_user: str, secondary_user: str) -> dict:
+    def merge_rev_users(self, primary_user: str, secondary_user: str) -> JsonObject:
         """Ask DevRev to merge `secondary_user` into `primary_user` (asynchronous)."""
         return self.call("rev-users.merge", {"primary_user": primary_user, "secondary_user": secondary_user},
                          retry_transient=False)
 
     # ----------------------------------------------------------------- tickets
-    def list_tickets(self, reported_by: str) -> Iterator[dict]:
+    def list_tickets(self, reported_by: str) -> Iterator[JsonObject]:
         return self.paginate("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")
 
-    def list_reported_works(self, reported_by: str) -> Iterator[dict]:
+    def list_reported_works(self, reported_by: str) -> Iterator[JsonObject]:
         """Every work item (tickets, issues) a user reports: to prove a contact owns nothing."""
         return self.paginate("works.list", {"reported_by": [reported_by]}, "works", strict=True)
 
-    def get_work(self, work_id: str) -> dict:
+    def get_work(self, work_id: str) -> JsonObject:
         return self._call_for("works.get", {"id": work_id}, "work")
 
-    def set_ticket_reporters(self, ticket_id: str, reporter_ids: list[str]) -> dict:
+    def set_ticket_reporters(self, ticket_id: str, reporter_ids: list[str]) -> JsonObject:
         return self._call_for("works.update", {"id": ticket_id, "type": "ticket",
                                                "reported_by": {"set": list(reporter_ids)}}, "work")
 
     # ----------------------------------------------------------------- conversations
-    def list_conversations(self, member: str, *, strict: bool = False) -> Iterator[dict]:
+    def list_conversations(self, member: str, *, strict: bool = False) -> Iterator[JsonObject]:
         return self.paginate("conversations.list", {"members": [member]}, "conversations", strict=strict)
 
-    def get_conversation(self, conversation_id: str) -> dict:
+    def get_conversation(self, conversation_id: str) -> JsonObject:
         return self._call_for("conversations.get", {"id": conversation_id}, "conversation")
 
-    def set_conversation_members(self, conversation_id: str, member_ids: list[str]) -> dict:
+    def set_conversation_members(self, conversation_id: str, member_ids: list[str]) -> JsonObject:
         return self._call_for("conversations.update", {"id": conversation_id, "members": {"set": list(member_ids)}},
                               "conversation")
 
     # ----------------------------------------------------------------- timeline
-    def list_timeline_entries(self, object_id: str) -> Iterator[dict]:
+    def list_timeline_entries(self, object_id: str) -> Iterator[JsonObject]:
         return self.paginate("timeline-entries.list", {"object": object_id}, "timeline_entries")
 
     # ----------------------------------------------------------------- artifacts
-    def get_artifact(self, artifact_id: str) -> dict:
+    def get_artifact(self, artifact_id: str) -> JsonObject:
         """{"artifact": {...}, "version": {...}} as DevRev returns it."""
         return self.call("artifacts.get", {"id": artifact_id}, retry_transient=True)
 
-    def locate_artifact(self, artifact_id: str) -> dict:
+    def locate_artifact(self, artifact_id: str) -> JsonObject:
         """{"url": ..., "expires_at"?: ...}: a presigned URL to fetch without the token."""
         data = self.call("artifacts.locate", {"id": artifact_id}, retry_transient=True)
         if not isinstance(data.get("url"), str):

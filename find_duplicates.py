@@ -33,7 +33,7 @@ from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc, new_run_id
 from plumbing.files import atomic_write_bytes
 from plumbing.version import TOOL_VERSION
-from runs.support import open_client, progress, sandbox_held, target_of
+from runs.support import RunTarget, add_rate_limit_option, open_client, progress, sandbox_held, target_of
 
 log = logging.getLogger("find_duplicates")  # its module name, also when run as __main__
 
@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --output (and its .review.csv)")
     p.add_argument("--ticket-counts", action="store_true",
                    help="fill TICKET_COUNT live: one paged ticket count per contact of each merge set")
-    p.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE",
-                   help="client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT or 200)")
+    add_rate_limit_option(p)
     p.add_argument("--report-dir", default="reports",
                    help="where the report of what was found goes (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
@@ -89,15 +88,16 @@ def _main(argv) -> int:
         load_dotenv(os.path.join(os.getcwd(), ".env"))
     run_id = new_run_id()
     secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
+    target = RunTarget(args.sandbox, args.rate_limit)
     with cli.run_logging(args.log_dir, "find", run_id, secret) as log_path:
         log.info("run %s: finding duplicate contacts in %s; log %s", run_id,
                  "the sandbox" if args.sandbox else "DevRev", log_path or "off")
         stop = cli.StopSignal()
         # a --sandbox scan holds the emulator's lock, as the merge and the restore do
-        with sandbox_held(args), open_client(args, stop) as client, \
+        with sandbox_held(target), open_client(target, stop) as client, \
                 cli.graceful_stop(stop, "Stopping after the call in flight; nothing is written."):
             header = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
-                      "started_at": iso_utc(), "target": target_of(args, client)}
+                      "started_at": iso_utc(), "target": target_of(target, client)}
             findings = _scan(args, client, stop)
             if not isinstance(findings, Findings):
                 return findings
@@ -148,7 +148,7 @@ def _write(args, findings: Findings, header: dict) -> None:
           f"{sum(len(g.rows) for g in findings.skipped)} in skipped groups) and {review_path(args.output)}.")
     if findings.merge_sets:
         sandbox = " --sandbox" if args.sandbox else ""
-        print(f"Next: python3 merge_contacts.py{sandbox} --csv {shlex.quote(args.output)} --preview")
+        print(f"Next: {cli.command_for('merge_contacts.py')}{sandbox} --csv {shlex.quote(args.output)} --preview")
     else:
         print("No merge set found: nothing to merge.")
     print(f"Report: {reports.html_path(json_path)}")

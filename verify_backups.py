@@ -25,7 +25,7 @@ import sys
 import time
 from datetime import datetime
 
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import compact_utc, iso_utc, utc_now
@@ -52,20 +52,20 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
-def check_all(folders: list[str], *, quick: bool = False) -> list[backup_verify.Verification]:
+def check_all(folders: list[str], *, quick: bool = False) -> list[verification.Verification]:
     """verify_backup() for each folder; never raises on a bad backup."""
     results = []
     for folder in folders:
         try:
-            results.append(backup_verify.verify_backup(folder, quick=quick))
+            results.append(verification.verify_backup(folder, quick=quick))
         except OSError as exc:  # e.g. the folder vanished or became unreadable mid-check
-            failed = backup_verify.Verification(folder)
+            failed = verification.Verification(folder)
             failed.add(".", f"cannot be checked ({exc.strerror or exc})")
             results.append(failed)
     return results
 
 
-def build_report(backup_dir: str, results: list[backup_verify.Verification], *, quick: bool,
+def build_report(backup_dir: str, results: list[verification.Verification], *, quick: bool,
                  checked_at: datetime) -> dict:
     ok = sum(1 for r in results if r.ok)
     return {"format": REPORT_FORMAT,
@@ -87,7 +87,7 @@ def report_path(report_dir: str, checked_at: datetime) -> str:
     return path
 
 
-def format_lines(results: list[backup_verify.Verification]) -> list[str]:
+def format_lines(results: list[verification.Verification]) -> list[str]:
     """`OK <folder>`, or one `FAILED <folder>: <path>: <reason>` per problem; then the summary."""
     lines = []
     for r in results:
@@ -108,7 +108,7 @@ def _check_usage(args) -> list[str]:
     if os.path.exists(args.report_dir) and not os.path.isdir(args.report_dir):
         raise UsageError(f"--report-dir is not a folder: {args.report_dir}")
     try:
-        found = backup_verify.backup_folders(args.backup_dir, args.report_dir)
+        found = verification.backup_folders(args.backup_dir, args.report_dir)
     except OSError as exc:
         raise UsageError(f"cannot list {args.backup_dir}: {exc.strerror or exc}") from None
     if not found:

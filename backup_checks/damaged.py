@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from typing import Any
 
 from backup import BackupFolderError
 from plumbing.files import fsync_dir
@@ -26,7 +27,7 @@ def accept_path(folder: str) -> str:
     return folder.rstrip(os.sep) + ACCEPT_SUFFIX
 
 
-def writes_sent(steps: dict[str, dict], duplicate_id: str) -> list[str]:
+def writes_sent(steps: dict[str, dict[str, Any]], duplicate_id: str) -> list[str]:
     """The journal steps (of one set, as Journal.steps gives them) that wrote or may have
     written to DevRev for this duplicate: its moves of any round, its merge, and the set's
     external_ref. An intent counts: the call may have reached DevRev."""

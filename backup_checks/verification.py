@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from backup import (
     CONVERSATIONS,
@@ -37,7 +38,7 @@ from devrev_api import assumptions as facts
 class Verification:
     folder: str
     problems: list[tuple[str, str]] = field(default_factory=list)   # (path relative to folder, reason)
-    counts: dict = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -46,7 +47,7 @@ class Verification:
     def add(self, path: str, reason: str) -> None:
         self.problems.append((path, reason))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"folder": self.folder, "ok": self.ok, "counts": self.counts,
                 "problems": [{"path": p, "reason": r} for p, r in self.problems]}
 
@@ -59,7 +60,9 @@ def _sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _load_json(folder: str, relpath: str, result: Verification, object_hook=None):
+def _load_json(folder: str, relpath: str, result: Verification,
+               object_hook: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+    """The file's JSON value, of any shape (the callers check it); None when it is missing or unreadable."""
     try:
         with open(file_path(folder, relpath), "rb") as fh:
             return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
@@ -90,7 +93,7 @@ def verify_backup(folder: str, *, quick: bool = False) -> Verification:
     return result
 
 
-def _read_manifest(folder: str, result: Verification) -> dict | None:
+def _read_manifest(folder: str, result: Verification) -> dict[str, Any] | None:
     """verification.json with `files` (list) and `counts` (dict), or None when the folder
     has no usable manifest (the reason added to `result`). An edited manifest is returned,
     with that problem added: the other checks still run."""
@@ -114,10 +117,11 @@ def _read_manifest(folder: str, result: Verification) -> dict | None:
     return manifest
 
 
-def _check_listed_files(folder: str, files: list, result: Verification, *, quick: bool) -> dict[str, dict]:
+def _check_listed_files(folder: str, files: list[Any], result: Verification, *,
+                        quick: bool) -> dict[str, dict[str, Any]]:
     """Each file the manifest lists: a safe path, a regular private file inside the folder,
     of the listed size (and sha256 unless `quick`). Returns the listed files by path."""
-    listed: dict[str, dict] = {}
+    listed: dict[str, dict[str, Any]] = {}
     inside = os.path.realpath(folder) + os.sep
     for item in files:
         path = item.get("path") if isinstance(item, dict) else None
@@ -130,7 +134,8 @@ def _check_listed_files(folder: str, files: list, result: Verification, *, quick
     return listed
 
 
-def _check_file(folder: str, inside: str, path: str, item: dict, result: Verification, *, quick: bool) -> bool:
+def _check_file(folder: str, inside: str, path: str, item: dict[str, Any], result: Verification, *,
+                quick: bool) -> bool:
     """One listed file against its manifest entry; False when it is missing, not a
     regular file inside the folder, of another size or unreadable (its mode then goes
     unchecked)."""
@@ -158,7 +163,7 @@ def _check_file(folder: str, inside: str, path: str, item: dict, result: Verific
     return True
 
 
-def _check_unlisted(folder: str, listed: dict, result: Verification) -> None:
+def _check_unlisted(folder: str, listed: dict[str, dict[str, Any]], result: Verification) -> None:
     """Files on disk the manifest does not list, and sub-folders others can read."""
     for dirpath, dirnames, filenames in os.walk(folder):
         for name in sorted(filenames):
@@ -170,7 +175,8 @@ def _check_unlisted(folder: str, listed: dict, result: Verification) -> None:
                            result, directory=True)
 
 
-def _check_contents(folder: str, listed: dict, counts: dict, result: Verification) -> None:
+def _check_contents(folder: str, listed: dict[str, dict[str, Any]], counts: dict[str, Any],
+                    result: Verification) -> None:
     """The JSON files read back: listed, valid, and agreeing with the manifest's counts."""
     for name in JSON_FILES:
         if name not in listed:
@@ -182,7 +188,7 @@ def _check_contents(folder: str, listed: dict, counts: dict, result: Verificatio
     _check_counts(folder, listed, counts, tickets, conversations, result)
 
 
-def _checked_fields(obj: dict) -> dict:
+def _checked_fields(obj: dict[str, Any]) -> dict[str, Any]:
     """Of each object that has a display id, only what the checks read: a backup of
     thousands of tickets is checked without holding them whole."""
     if "display_id" not in obj:
@@ -190,8 +196,9 @@ def _checked_fields(obj: dict) -> dict:
     return {k: obj[k] for k in ("id", "display_id", "artifacts", "file") if k in obj}
 
 
-def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversations, result: Verification) -> None:
-    objects: list[dict] = []
+def _check_counts(folder: str, listed: dict[str, dict[str, Any]], counts: dict[str, Any], tickets: object,
+                  conversations: object, result: Verification) -> None:
+    objects: list[dict[str, Any]] = []
     for name, data, key in ((TICKETS, tickets, "tickets"), (CONVERSATIONS, conversations, "conversations")):
         if data is None:
             continue
@@ -204,7 +211,8 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
         if len(kept) != len(data):
             result.add(name, f"holds {len(data) - len(kept)} entries that are not {key} (no id)")
         objects += kept
-    entries_counts = counts.get("entries") if isinstance(counts.get("entries"), dict) else {}
+    raw_entries_counts = counts.get("entries")
+    entries_counts: dict[str, Any] = raw_entries_counts if isinstance(raw_entries_counts, dict) else {}
     expected_attachments: set[str] = set()
     messages, all_entries_read = 0, True
     for obj in objects:
@@ -226,10 +234,10 @@ def _check_counts(folder: str, listed: dict, counts: dict, tickets, conversation
             result.add(relpath, f"holds {len(entries)} entries, the manifest counts {entries_counts.get(display_id)}")
         messages += sum(1 for e in entries if isinstance(e, dict) and e.get("type") == facts.MESSAGE_ENTRY_TYPE)
         for art in _referenced_artifacts(obj, [e for e in entries if isinstance(e, dict)]):
-            name = (art.get("file") or {}).get("name")
+            file_name = (art.get("file") or {}).get("name")
             prefix = attachment_prefix(display_id, artifact_label(art))
-            if name:  # (an empty name was saved as "attachment", as collect() names it)
-                path = attachment_path(display_id, artifact_label(art), str(name))
+            if file_name:  # (an empty name was saved as "attachment", as collect() names it)
+                path = attachment_path(display_id, artifact_label(art), str(file_name))
                 expected_attachments.add(path)
                 if path not in listed:
                     result.add(path, f"missing: attachment {art.get('display_id')} referenced by {display_id}")

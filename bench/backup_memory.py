@@ -32,7 +32,7 @@ import tracemalloc
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import backup
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from devrev_client import DevRevClient
 from devrev_sandbox.server import DevRevSandbox
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         print(f"tracemalloc peak of Python allocations during the backup: {traced_peak / MIB:.2f} MiB")
 
         started = time.perf_counter()
-        check = backup_verify.verify_backup(result.folder)
+        check = verification.verify_backup(result.folder)
         verify_seconds = time.perf_counter() - started
         print(f"verify_backup: {'OK' if check.ok else 'FAILED ' + repr(check.problems)} in {verify_seconds:.2f} s "
               f"= {result.total_bytes / MIB / verify_seconds:.1f} MiB/s (sha256 of every file); "

@@ -3,7 +3,7 @@
 One command prints, side by side:
   1. the share of the rate limit R one big duplicate (--objects tickets and conversations)
      reaches with 1, 4 and 8 workers at --latency per call, and its calls against the
-     minimum (merge_engine.minimum_calls), and the calls per set of --sets ordinary sets;
+     minimum (merging.call_estimates.minimum_calls), and the calls per set of --sets ordinary sets;
   2. peak RSS and time of the merge of a huge duplicate (--big objects) at 1x, 2x and 4x
      a quarter of its size (the tool in a child process, os.wait4; the emulator here);
   3. peak RSS and time to the first API call of a preview of a --rows-row CSV;

@@ -22,7 +22,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import devrev_client
 import merge_contacts
 from backup import collect
 from devrev_client import DevRevClient
@@ -41,7 +40,7 @@ def dataset_for(args):
 
 
 def minimum_for(dataset) -> int:
-    """The least calls a careful merge of this dataset can make (see merge_engine.minimum_calls)."""
+    """The least calls a careful merge of this dataset can make (see merging.call_estimates.minimum_calls)."""
     with DevRevSandbox(dataset.seed, token=TOKEN) as sandbox:
         client = DevRevClient(TOKEN, sandbox.base_url, calls_per_minute=1e9)
         total = 0
@@ -63,12 +62,12 @@ def run_once(args, dataset, workers: int, *, client_cap: float, pacing: bool) ->
     saved_env = {k: os.environ.get(k) for k in ("DEVREV_API_TOKEN", "DEVREV_BASE_URL", "DEVREV_RATE_LIMIT")}
     os.environ.update(DEVREV_API_TOKEN=TOKEN, DEVREV_BASE_URL=sandbox.base_url)
     os.environ.pop("DEVREV_RATE_LIMIT", None)
-    original_reserve = devrev_client.ServerPacer.reserve
+    original_reserve = pacing.ServerPacer.reserve
     if not pacing:
         def no_pacing(self):
             original_reserve(self)
             return 0.0
-        devrev_client.ServerPacer.reserve = no_pacing
+        pacing.ServerPacer.reserve = no_pacing
     started = time.monotonic()
     try:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -79,7 +78,7 @@ def run_once(args, dataset, workers: int, *, client_cap: float, pacing: bool) ->
                 "--savepoint", os.path.join(workdir, "savepoints", "journal.sqlite3")])
         wall = time.monotonic() - started
     finally:
-        devrev_client.ServerPacer.reserve = original_reserve
+        pacing.ServerPacer.reserve = original_reserve
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

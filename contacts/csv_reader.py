@@ -385,7 +385,7 @@ class ContactsReader:
         for row in reader: ...            # ContactRow, validated, in file order
 
     Every iteration re-reads the file from the top. The same contact twice is the
-    caller's check (read_contacts, contacts_index). keep_raw: each row keeps its raw text.
+    caller's check (read_contacts, contacts.index). keep_raw: each row keeps its raw text.
     """
 
     def __init__(self, path: str, *, keep_raw: bool = False, scan: _Scan | None = None):
@@ -488,7 +488,7 @@ class ContactsReader:
                     number += reader.line_num - 1
 
     def email_of(self, record: list[str]) -> str:
-        """The grouping key of a record already checked (contacts_index's second pass)."""
+        """The grouping key of a record already checked (contacts.index's second pass)."""
         return email_key(record[self._email_at])
 
     def row(self, start_line: int, record: list[str], raw: str = "") -> ContactRow:
@@ -516,7 +516,7 @@ def duplicate_row_error(row: ContactRow, first_line: int) -> CsvInputError:
 def read_contacts(path: str, *, keep_raw: bool = True) -> ContactsFile:
     """Read and validate the whole contacts CSV, every row in memory (with its raw text
     unless keep_raw=False): for small files and the sample tool. A run over a large file
-    uses contacts_index.index_contacts, which keeps only the merge sets' rows.
+    uses contacts.index.index_contacts, which keeps only the merge sets' rows.
     Raises CsvInputError on anything unusable."""
     reader = ContactsReader(path, keep_raw=keep_raw)
     result = reader.file

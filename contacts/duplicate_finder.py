@@ -1,6 +1,6 @@
 """Finding the merge sets in DevRev itself: walk every contact once, group them by email.
 
-The grouping is contacts_csv's own (`email_key` decides which contacts share an email,
+The grouping is contacts.csv_reader's own (`email_key` decides which contacts share an email,
 `group_contacts` decides merge set or skipped group), so the CSV written here groups
 exactly as merge_contacts.py will group it. A tenant can hold hundreds of thousands of
 contacts and only a few hundred duplicates, so the contacts are not kept in memory: each
@@ -40,7 +40,7 @@ from contacts.csv_reader import (
     row_problem,
 )
 from devrev_api import assumptions as facts
-from operator_view.reports import csv_cell
+from plumbing.csv_files import csv_cell
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def walk_contacts(client, index: ContactIndex, counts: ScanCounts, *,
 
 
 def find_groups(index: ContactIndex) -> tuple[list[MergeSet], list[SkippedGroup], dict[str, str]]:
-    """Every email group of two or more contacts, grouped by contacts_csv.group_contacts.
+    """Every email group of two or more contacts, grouped by contacts.csv_reader.group_contacts.
 
     Returns (merge sets, skipped groups, email key -> "merge_set" or the skip reason).
     """
@@ -319,9 +319,9 @@ def find_duplicates(client, folder: str, *, endpoint: str = facts.CONTACT_WALK_E
 
 # --------------------------------------------------------------------------- output
 def contacts_csv_bytes(findings: Findings) -> bytes:
-    """The contacts CSV (UTF-8, CRLF, contacts_csv's columns), merge sets and skipped groups
+    """The contacts CSV (UTF-8, CRLF, contacts.csv_reader's columns), merge sets and skipped groups
     in email order; informative cells formula-escaped (the required ones passed
-    contacts_csv's own checks, which refuse formulas)."""
+    contacts.csv_reader's own checks, which refuse formulas)."""
     groups = sorted([(ms.key, ms.rows) for ms in findings.merge_sets] +
                     [(g.key, g.rows) for g in findings.skipped], key=lambda pair: pair[0])
     out = io.StringIO()

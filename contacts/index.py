@@ -3,7 +3,7 @@
 An export can hold half a million contacts of which a few hundred are merge sets. Keeping
 every row (and its raw text) costs about 2 KiB a row; this index keeps, per email, one
 int per row (its line and whether it is a primary or a copy), groups them exactly as
-contacts_csv.group_contacts does, and re-reads the file for the rows it needs: the merge
+contacts.csv_reader.group_contacts does, and re-reads the file for the rows it needs: the merge
 sets' (before any API call), and the skipped groups' (streamed to a report file).
 """
 from __future__ import annotations

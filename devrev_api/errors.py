@@ -1,7 +1,7 @@
 """The DevRev client's errors: one class per way a call can fail, each message saying what to do.
 
 Kept apart from devrev_client so the download and config-check modules raise the same
-types without importing the client; devrev_client re-exports every name here.
+types without importing the client. Import them from here (devrev_client does not re-export them).
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class DownloadError(DevRevError):
     URL may work on a retry."""
 
     def __init__(self, message: str, *, expired: bool = False, transient: bool = False, cause: str | None = None,
-                 **kw):
+                 **kw: Any) -> None:
         self.expired = expired
         self.transient = transient
         self.cause = cause  # connection_cause() when no connection could be opened
@@ -119,6 +119,6 @@ STATUS_ERRORS = {400: BadRequestError, 401: AuthError, 403: PermissionDeniedErro
 def clean_text(text: Any, limit: int = 300) -> str:
     """`text` as one printable line of at most `limit` characters (… when cut): for values
     from DevRev's answers or the user's config that go into messages."""
-    text = "" if text is None else str(text)
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return text[:limit] + ("…" if len(text) > limit else "")
+    raw = "" if text is None else str(text)
+    line = "".join(ch if ch.isprintable() else " " for ch in raw).strip()
+    return line[:limit] + ("…" if len(line) > limit else "")

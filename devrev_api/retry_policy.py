@@ -4,8 +4,7 @@ The one retry policy (`Backoff`, counted per operation by `Retries`) for every c
 download and the engine's polls; Retry-After in both of RFC 9110's forms; what a 429
 storm says about its cause (`Throttled`); and `FaultBreaker`, which tells a fault every
 set would meet (DevRev unreachable, or 5xx to everything) from one set's bad luck.
-Kept apart from devrev_client so the policy reads in one place; devrev_client re-exports
-these names.
+Kept apart from devrev_client so the policy reads in one place.
 """
 from __future__ import annotations
 
@@ -145,7 +144,7 @@ class Backoff:
             self.sleep(min(delay, left))
             yield min(delay, left)
 
-    def with_(self, **changes) -> "Backoff":
+    def with_(self, **changes: Any) -> "Backoff":
         """A copy with some fields changed (e.g. another sleep, or no jitter)."""
         return replace(self, **changes)
 

@@ -2,7 +2,7 @@
 
 A real HTTP server on 127.0.0.1 that speaks the part of the DevRev REST API the tool
 uses, with the spec's shapes and DevRev's strictness (and, where DevRev's behaviour is
-unknown, the strict side of the choices in `devrev_assumptions`). It also injects the
+unknown, the strict side of the choices in `devrev_api.assumptions`). It also injects the
 faults production has: latency, 5xx, dropped connections, 429 bursts, slow downloads.
 Attachments are served by a second server on another port, without auth, from
 presigned, expiring URLs. `merge_contacts.py --sandbox` starts it in-process; alone:

@@ -236,7 +236,7 @@ class Tenant:
     seed: dict                     # "rev_users" is a one-shot generator: load it once
     contacts: int
     merge_sets: list[dict]         # {"email", "primary": DON, "duplicates": [DONs]}
-    skipped: dict[str, str]        # email -> the reason code contacts_csv gives its group
+    skipped: dict[str, str]        # email -> the reason code contacts.csv_reader gives its group
     without_email: int
 
 

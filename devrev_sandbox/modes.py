@@ -1,6 +1,6 @@
 """How the emulator behaves where DevRev's real behaviour is unknown: one switch per guess.
 
-The defaults are the strict side of the guesses in `devrev_assumptions`. A test, bench or
+The defaults are the strict side of the guesses in `devrev_api.assumptions`. A test, bench or
 rehearsal picks another answer with DevRevSandbox(modes=BehaviourModes(...)) (or the old
 keyword of the same name, e.g. merge_outcome=...), or `python -m devrev_sandbox --mode
 name=value`, so the tool can be run against each plausible DevRev. A new unknown gets a

@@ -18,6 +18,7 @@ from backup import CONVERSATIONS, TICKETS, display_of, load_metadata
 from devrev_api import assumptions as facts
 from devrev_api.errors import NotFoundError
 from devrev_client import DevRevClient
+from runs.outcomes import SetOutcome
 
 STAMPS = facts.MODIFICATION_STAMPS
 WRITTEN = {"ticket": "reported_by", "conversation": "members", "contact": "external_ref"}
@@ -65,12 +66,12 @@ def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, st
     return list(seen.values()), renames
 
 
-def check_set(client: DevRevClient, outcome: dict) -> dict:
+def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
     """Re-read every ticket and conversation the set's backups hold, and the primary, and
     compare each with its backed-up copy. Returns
     {"set", "checked", "differences": [{"object", "field", "before", "after"}]}; an object
     DevRev no longer serves is a difference too. Raises DevRevError if a read fails."""
-    folders = [b for d in outcome.get("duplicates") or [] for b in d.get("backups") or []]
+    folders = [b for d in outcome.duplicates for b in d.backups]
     objects, renames = _backed_up(folders)
     found = []
     for kind, before in objects:
@@ -82,7 +83,7 @@ def check_set(client: DevRevClient, outcome: dict) -> dict:
             found.append({"object": display_of(before), "field": "(object)", "before": "present", "after": "gone"})
             continue
         found += differences(kind, before, after, renames)
-    return {"set": outcome["email"], "checked": len(objects), "differences": found}
+    return {"set": outcome.email, "checked": len(objects), "differences": found}
 
 
 def summary(result: dict) -> str:

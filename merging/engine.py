@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from backup import (
@@ -49,7 +49,7 @@ from devrev_api.errors import (
 from devrev_client import DevRevClient
 from merging.call_estimates import estimate_calls, set_overhead_calls
 from merging.live_checks import SetSkipped, is_retired, recreated_duplicates, resolve_contacts
-from merging.plan import finished_outcome, set_key
+from merging.plan import blank_line, finished_outcome, set_key
 from merging.preview_estimate import sampled_duplicate
 from merging.set_numbers import journal_numbers
 from operator_view.summary import plural
@@ -57,6 +57,7 @@ from plumbing.cli import log_subject
 from plumbing.clock import utc_now
 from plumbing.fanout import Fanout, fan_map, slot_of
 from runs.journal import Journal, is_finished, parse_step, step_name
+from runs.outcomes import SetOutcome, SetStatus
 
 log = logging.getLogger(__name__)
 
@@ -162,22 +163,21 @@ class SetMerger:
         with self._locks_guard:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
-    def merge(self, ms: MergeSet) -> dict:
+    def merge(self, ms: MergeSet) -> SetOutcome:
         """Merge (or resume) one set; returns its report line. Every line logged meanwhile,
         by any module, names the set's email (cli.log_subject). Holds one --workers slot."""
         with log_subject(ms.email), slot_of(self.options.fanout):
             return self._merge_set(ms)
 
-    def _merge_set(self, ms: MergeSet) -> dict:
+    def _merge_set(self, ms: MergeSet) -> SetOutcome:
         key = set_key(ms)
         started = self.clock()
         record = self.journal.set_record(key)
         if record and is_finished(record["status"], self.options.keep_duplicate):
             return finished_outcome(ms, record, self.journal.steps(key))
-        outcome = {"email": ms.email, "set_key": key, "status": None, "reason": None, "error": None,
-                   "primary": ms.primary.rev_user_id, "duplicates": []}
+        outcome = blank_line(ms)
         ctx = record["context"] if record and record.get("context") else None
-        outcome["resumed"] = ctx is not None
+        outcome.resumed = ctx is not None
         try:
             if ctx is None and self._skip_as_previewed(key, ms, outcome):
                 return outcome
@@ -186,13 +186,13 @@ class SetMerger:
             else:
                 self._check_primary_still_active(ctx)
                 self._check_not_recreated(key, ctx)
-            outcome["primary"] = ctx["primary"]["display_id"]
+            outcome.primary = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
                 self._merge_duplicate(key, ms, ctx, dup)
             self._finish(key, ms, ctx, outcome)
         except SetSkipped as exc:
             self.journal.set_status(key, ms.email, "skipped", reason=exc.reason, error=exc.detail)
-            outcome.update(status="skipped", reason=exc.reason, error=exc.detail)
+            outcome.status, outcome.reason, outcome.error = SetStatus.SKIPPED, exc.reason, exc.detail
         except BackupFolderError as exc:
             # the backup folder itself cannot be written: every set would fail alike
             raise RunAborted(f"{exc}; nothing was changed for {ms.email}: fix the folder and re-run to "
@@ -201,16 +201,16 @@ class SetMerger:
             if _stops_the_run(exc):
                 raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
-            outcome.update(status="failed", error=str(exc))
+            outcome.status, outcome.error = SetStatus.FAILED, str(exc)
             log.error("failed: %s", exc)
         finally:
-            outcome["duration_s"] = round(self.clock() - started, 3)
+            outcome.duration_s = round(self.clock() - started, 3)
             if ctx is not None:
                 with contextlib.suppress(Exception):  # the journal may be what failed
-                    outcome.update(journal_numbers(self.journal.steps(key), ctx["duplicates"]))
+                    outcome = replace(outcome, **journal_numbers(self.journal.steps(key), ctx["duplicates"]))
         return outcome
 
-    def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: dict) -> bool:
+    def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: SetOutcome) -> bool:
         """Never merge a set the preview showed as skipped, even if it would pass now: True
         (and the set recorded skipped) when the preview skipped it."""
         shown = self.previews.get(ms.key) or {}
@@ -218,7 +218,7 @@ class SetMerger:
             return False
         detail = f"skipped as in the preview: {shown.get('detail')}"
         self.journal.set_status(key, ms.email, "skipped", reason=shown.get("reason"), error=detail)
-        outcome.update(status="skipped", reason=shown.get("reason"), error=detail)
+        outcome.status, outcome.reason, outcome.error = SetStatus.SKIPPED, shown.get("reason"), detail
         return True
 
     def _start(self, key: str, ms: MergeSet) -> dict:
@@ -233,23 +233,23 @@ class SetMerger:
         self.journal.set_status(key, ms.email, "in_progress", context=ctx)
         return ctx
 
-    def _finish(self, key: str, ms: MergeSet, ctx: dict, outcome: dict) -> None:
+    def _finish(self, key: str, ms: MergeSet, ctx: dict, outcome: SetOutcome) -> None:
         """Every duplicate is cleared (and retired, when merging): the primary takes the newest
         reference, and the set is recorded merged, or moved_only when the duplicates stay."""
         if self.options.keep_duplicate:
-            status = "moved_only"
+            status = SetStatus.MOVED_ONLY
         elif self.merge_denied and not all(self.journal.is_done(key, step_name("retired", d["id"]))
                                            for d in ctx["duplicates"]):
-            status = "moved_only"
-            outcome["note"] = self.merge_denied
+            status = SetStatus.MOVED_ONLY
+            outcome.note = self.merge_denied
         else:
-            outcome["external_ref_set"] = self._take_reference(key, ctx)
-            outcome["other_duplicate_refs"] = [d["external_ref"] for d in ctx["duplicates"]
-                                               if d["external_ref"] != outcome["external_ref_set"]]
-            status = "merged"
-        ctx["external_ref_set"] = outcome.get("external_ref_set")
+            outcome.external_ref_set = self._take_reference(key, ctx)
+            outcome.other_duplicate_refs = [d["external_ref"] for d in ctx["duplicates"]
+                                            if d["external_ref"] != outcome.external_ref_set]
+            status = SetStatus.MERGED
+        ctx["external_ref_set"] = outcome.external_ref_set
         self.journal.set_status(key, ms.email, status, context=ctx)
-        outcome["status"] = status
+        outcome.status = status
 
     def _check_primary_still_active(self, ctx: dict) -> None:
         """On resume: the primary read when the set started must still be there and active."""
@@ -289,7 +289,7 @@ class SetMerger:
 
     def _sweep(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> dict | None:
         """The look after the merge. A listing filtered by the retired duplicate may be
-        refused (400/404, devrev_assumptions.RETIRED_FILTER_ERRORS): once a fresh read shows
+        refused (400/404, devrev_api.assumptions.RETIRED_FILTER_ERRORS): once a fresh read shows
         the duplicate retired, that means it owns nothing."""
         try:
             self._clear(key, ms, ctx, dup)

@@ -13,7 +13,7 @@ from devrev_client import DevRevClient
 
 def is_retired(user: dict | None) -> bool:
     """How a merged duplicate looks once DevRev has processed the merge ([I]): gone (None,
-    a 404), in one of devrev_assumptions.RETIRED_STATES, or carrying `primary_identity`."""
+    a 404), in one of devrev_api.assumptions.RETIRED_STATES, or carrying `primary_identity`."""
     return user is None or user.get("state") in facts.RETIRED_STATES or bool(user.get("primary_identity"))
 
 

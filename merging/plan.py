@@ -2,17 +2,19 @@
 
 The engine owns the resume decision: which sets this run processes and which earlier runs
 finished (they cost no call and keep their place in the report), and, for a set a run did
-not finish, what its journal says DevRev holds. Kept apart from merge_engine.py, which
+not finish, what its journal says DevRev holds. Kept apart from merging/engine.py, which
 merges one set, so the CLI and the report read the plan without the merge machinery.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from contacts.csv_reader import MergeSet, user_id_key
 from merging.set_numbers import journal_numbers
 from runs.journal import Journal, is_finished
+from runs.outcomes import SetOutcome, SetStatus
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges:
     return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
 
 
-def journal_line(journal: Journal, ms: MergeSet) -> dict:
+def journal_line(journal: Journal, ms: MergeSet) -> dict[str, Any]:
     """What the journal says DevRev holds for a set this run did not finish (stopped,
     interrupted, a run-wide fault): its numbers (journal_numbers), {} if it never started.
     Never raises: the journal may be what failed."""
@@ -60,17 +62,20 @@ def journal_line(journal: Journal, ms: MergeSet) -> dict:
         return {}
 
 
-def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> dict:
+def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None = None) -> SetOutcome:
     """The merge report line of a set an earlier run finished (from its journal record and,
     given its `steps`, what it moved: see journal_numbers)."""
     ctx = record["context"] or {}
-    outcome = {"email": ms.email, "set_key": set_key(ms), "status": record["status"], "reason": None, "error": None,
-               "primary": ctx.get("primary", {}).get("display_id"), "duplicates": [], "resumed": True,
-               "finished_earlier": True, "note": "already finished in an earlier run",
-               "external_ref_set": ctx.get("external_ref_set"), "duration_s": 0.0}
-    if steps is not None:
-        outcome.update(journal_numbers(steps, ctx.get("duplicates") or []))
-    return outcome
+    numbers = journal_numbers(steps, ctx.get("duplicates") or []) if steps is not None else {}
+    return SetOutcome(ms.email, set_key(ms), SetStatus(record["status"]),
+                      primary=ctx.get("primary", {}).get("display_id"), resumed=True, finished_earlier=True,
+                      note="already finished in an earlier run", external_ref_set=ctx.get("external_ref_set"),
+                      duration_s=0.0, **numbers)
+
+
+def blank_line(ms: MergeSet) -> SetOutcome:
+    """A set's merge report line before anything is known of it (runs.over_sets.SetRunKind)."""
+    return SetOutcome(ms.email, set_key(ms), primary=ms.primary.rev_user_id)
 
 
 def finished_preview(ms: MergeSet, record: dict) -> dict:

@@ -32,7 +32,7 @@ def _pages(n: float, page_limit: int) -> int:
 
 def calls_from_counts(tickets: int, conversations: int, timeline_pages: int, attachments: int, page_limit: int,
                       *, merge: bool) -> int:
-    """merge_engine.estimate_calls from counts alone: listing pages, timeline pages, one
+    """merging.call_estimates.estimate_calls from counts alone: listing pages, timeline pages, one
     artifacts.locate per attachment, one update per item, the fresh re-read before the
     moves, the two listings that show the duplicate owns nothing; merge, poll, two listings."""
     listing = _pages(tickets, page_limit) + _pages(conversations, page_limit)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from contacts.csv_reader import email_key
 from operator_view import reports
 from plumbing.cli import UsageError
+from runs.preview_gate import newest_complete
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
     """None when `preview` shows everything the run would do, else one line naming the
     first difference. todo: (email key, email) of each set the run will start, in order.
     A set the preview showed as skipped is fine: the run skips it too, without a call
-    (merge_engine.SetMerger), so it never merges a set the preview showed as skipped."""
+    (merging.engine.SetMerger), so it never merges a set the preview showed as skipped."""
     shown = Scope.of_preview(preview)
     if shown.csv_sha256 != run.csv_sha256:
         return "the preview was made from other CSV bytes"
@@ -84,19 +85,9 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
 def choose_preview(previews: list[tuple[str, dict]], run: Scope,
                    todo: list[tuple[str, str]]) -> tuple[str | None, dict | None, str | None]:
     """The newest complete preview (previews: (path, data), newest first), if it shows
-    everything the run would do: (path, data, None); else (None, None, its difference).
-
-    Only the newest counts: an older, wider preview must not unlock what the admin's
-    latest preview did not show ("preview N sets, run N sets"); an interrupted preview
-    (not complete) unlocks nothing and hides nothing."""
-    for path, data in previews:
-        if data.get("complete") is not True:
-            continue
-        difference = scope_difference(data, run, todo)
-        if difference is None:
-            return path, data, None
-        return None, None, f"{difference} ({path}, the newest complete preview)"
-    return None, None, "no complete preview"
+    everything the run would do: (path, data, None); else (None, None, its difference)
+    (runs.preview_gate: only the newest counts)."""
+    return newest_complete(previews, lambda data: scope_difference(data, run, todo))
 
 
 def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:

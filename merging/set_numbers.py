@@ -7,32 +7,15 @@ once DevRev's answer (or a fresh read) confirmed it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 from runs.journal import parse_step
+from runs.outcomes import DuplicateOutcome
 
 
-@dataclass
-class DuplicateOutcome:
-    """One duplicate's part of a set's report line (its numbers from the journal)."""
-    id: str
-    display_id: str
-    external_ref: str
-    tickets_moved: int = 0
-    conversations_moved: int = 0
-    messages: int = 0
-    attachments: int = 0
-    backups: list[str] = field(default_factory=list)
-    backups_verified: bool = False
-    drift_appeared: list[str] = field(default_factory=list)
-    drift_vanished: list[str] = field(default_factory=list)
-    custom_field_refs: list[str] = field(default_factory=list)   # objects naming it in custom fields
-    retired: bool = False
-
-
-def journal_numbers(steps: dict[str, dict], duplicates: list[dict]) -> dict:
+def journal_numbers(steps: dict[str, dict], duplicates: list[dict]) -> dict[str, Any]:
     """A set's numbers from its journal alone, whatever its outcome, so a report says what
-    DevRev holds: {"duplicates": [DuplicateOutcome as a dict, one per duplicate in
+    DevRev holds, as SetOutcome fields: {"duplicates": [DuplicateOutcome, one per duplicate in
     `duplicates` (the context's idents)], "moved_ticket_ids": [DON, ...],
     "moved_conversation_ids": [DON, ...]}. A move counts once DevRev's answer (or a fresh
     read) confirmed it; an item moved for two duplicates of the set counts once in the
@@ -41,7 +24,7 @@ def journal_numbers(steps: dict[str, dict], duplicates: list[dict]) -> dict:
     for dup in duplicates:
         out = DuplicateOutcome(dup["id"], dup.get("display_id") or dup["id"], dup.get("external_ref"))
         _fill_from_journal(steps, dup["id"], out, moved)
-        outs.append(out.__dict__)
+        outs.append(out)
     return {"duplicates": outs, "moved_ticket_ids": list(moved["ticket"]),
             "moved_conversation_ids": list(moved["conversation"])}
 

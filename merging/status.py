@@ -11,6 +11,7 @@ from contacts.index import index_contacts
 from merging.plan import set_key
 from merging.progress import resume_point
 from operator_view import screens, summary
+from plumbing import cli
 from plumbing.cli import ExitCode
 from runs.journal import Journal
 from runs.support import SANDBOX_DIR
@@ -25,7 +26,7 @@ def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: b
         sandbox_savepoint = os.path.join(SANDBOX_DIR, "savepoints.sqlite3")
         if sandbox_hint and os.path.exists(sandbox_savepoint):
             print(f"The sandbox rehearsal's savepoint is {sandbox_savepoint}: add --sandbox "
-                  f"(python3 merge_contacts.py --sandbox --status) to see it.")
+                  f"({cli.command_for('merge_contacts.py')} --sandbox --status) to see it.")
         return ExitCode.OK
     journal = Journal(savepoint, "status")
     try:

@@ -11,54 +11,21 @@ import io
 import json
 import os
 
-from operator_view import html_page as html_report
-from operator_view import summary
-from plumbing.files import atomic_write_bytes, atomic_write_json, durable_file, make_private_dir
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-
-def csv_cell(value) -> str:
-    """A CSV cell a spreadsheet will show as text, never run as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, tuple)):
-        value = " ".join(str(v) for v in value)
-    text = str(value)
-    if text.startswith(_FORMULA_START) and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_cell(row.get(c)) for c in columns])
-    atomic_write_bytes(path, out.getvalue().encode("utf-8"))
+from operator_view import html_page, summary
+from plumbing.csv_files import csv_cell, write_csv
+from plumbing.files import atomic_write_json, durable_file, make_private_dir
 
 
 def write_report(report_dir: str, name: str, data: dict, columns: list[str], rows: list[dict],
                  html_columns: list[str] | None = None) -> tuple[str, str]:
-    """Write `<name>.json` (data), `.csv` (rows) and `.html` (html_report's page of the same
+    """Write `<name>.json` (data), `.csv` (rows) and `.html` (html_page's page of the same
     rows, `html_columns` shown); returns the JSON and CSV paths (`html_path` gives the third)."""
     make_private_dir(report_dir)
     json_path = os.path.join(report_dir, f"{name}.json")
     csv_path = os.path.join(report_dir, f"{name}.csv")
     atomic_write_json(json_path, data)
     write_csv(csv_path, columns, rows)
-    html_report.write(html_path(json_path), data, rows=rows, columns=html_columns or columns)
+    html_page.write(html_path(json_path), data, rows=rows, columns=html_columns or columns)
     return json_path, csv_path
 
 
@@ -75,7 +42,7 @@ SKIPPED_COLUMNS = ["email", "reason", "line", "REV_USER_ID", "EMAIL", "EXTERNAL_
 def write_skipped_rows(report_dir: str, name: str, rows) -> str:
     """Stream every row of the CSV's skipped groups to `<name>_skipped.csv` (one line per
     contact, its group's reason code first), in flat memory however many there are.
-    rows: iterable of (reason code, contacts_csv.ContactRow). Returns the path."""
+    rows: iterable of (reason code, contacts.csv_reader.ContactRow). Returns the path."""
     make_private_dir(report_dir)
     path = os.path.join(report_dir, f"{name}_skipped.csv")
     with durable_file(path) as fh:

@@ -39,7 +39,8 @@ import secrets
 import signal
 import sys
 import threading
-from typing import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
 from plumbing.version import TOOL_NAME, TOOL_VERSION
 
@@ -74,6 +75,15 @@ class UsageError(UserError):
     """Bad usage or input: one line for the user, exit 2."""
 
 
+def command_for(script: str) -> str:
+    """How the admin runs `script` (e.g. "merge_contacts.py") in the way they ran this one: the
+    installed command ("devrev-merge-contacts") when this process is one, else
+    "python3 merge_contacts.py" from the checkout. For the hints the tool prints."""
+    if os.path.basename(sys.argv[0]).startswith("devrev-"):
+        return "devrev-" + script.removesuffix(".py").replace("_", "-")
+    return f"python3 {script}"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line (a `UsageError`), not a usage dump and exit.
 
@@ -81,7 +91,7 @@ class ArgumentParser(argparse.ArgumentParser):
     on a tool that changes production data.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         launcher = os.path.basename(sys.argv[0])
         if launcher.startswith("devrev-"):   # an installed command (pyproject's [project.scripts]) says its own name
@@ -90,11 +100,14 @@ class ArgumentParser(argparse.ArgumentParser):
         self.add_argument("--version", action="version", version=f"%(prog)s ({TOOL_NAME}) {TOOL_VERSION}",
                           help="print the tool's version and exit")
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _number(text: str, kind: type, what: str) -> float | int:
+_N = TypeVar("_N", int, float)
+
+
+def _number(text: str, kind: Callable[[str], _N], what: str) -> _N:
     try:
         value = kind(str(text).strip())
     except ValueError:
@@ -126,7 +139,7 @@ def float_between(low: float, high: float) -> Callable[[str], float]:
 
 
 # a pace below one call a minute would leave a run silent for hours; above DevRev's largest
-# documented quota it only hides typos (devrev_assumptions: the rate limit section)
+# documented quota it only hides typos (devrev_api.assumptions: the rate limit section)
 rate_limit = float_between(1, 100_000)
 
 
@@ -213,7 +226,7 @@ class _RunIdFilter(logging.Filter):
         super().__init__()
         self.run_id = run_id
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         record.run_id = self.run_id
         subject = _LOG_SUBJECT.get()
         record.subject = f"{subject}: " if subject else ""
@@ -244,7 +257,7 @@ def _is_own_top_level(name: str) -> bool:
 class _ConsoleHandler(logging.Handler):
     """INFO and up of our own loggers to stderr, written around the progress bar."""
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             from tqdm import tqdm
             tqdm.write(self.format(record), file=sys.stderr)
@@ -299,12 +312,12 @@ class _LogFileHandler(logging.FileHandler):
 
     _failed = False
 
-    def handleError(self, record):  # noqa: N802 - logging's name
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         if self._failed:
             return
         self._failed = True
-        reason = sys.exc_info()[1]
-        reason = describe_os_error(reason) if isinstance(reason, OSError) else reason
+        error = sys.exc_info()[1]
+        reason = describe_os_error(error) if isinstance(error, OSError) else error
         print(f"warning: the log file {self.baseFilename} can no longer be written ({reason}); "
               f"going on without it", file=sys.stderr, flush=True)
 
@@ -386,7 +399,7 @@ def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in f
         yield stop
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         if stop.event.is_set():
             raise KeyboardInterrupt
         stop.signal_name = signal.Signals(signum).name

@@ -21,7 +21,7 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,10 +54,11 @@ class Fanout:
         results in item order. If any call raises, the items not started are dropped, the
         ones running finish, and the first exception (in item order) is raised."""
         items = list(items)
-        helpers = self._borrow(min(len(items) - 1, self.workers - 1)) if self._executor and len(items) > 1 else 0
-        if not helpers:
+        executor = self._executor
+        helpers = self._borrow(min(len(items) - 1, self.workers - 1)) if executor and len(items) > 1 else 0
+        if executor is None or not helpers:   # (no executor: no helpers were borrowed)
             return [fn(item) for item in items]
-        results: list = [None] * len(items)
+        results: list[R | None] = [None] * len(items)
         errors: dict[int, BaseException] = {}
         lock = threading.Lock()
         queue = iter(range(len(items)))
@@ -83,20 +84,20 @@ class Fanout:
                 self._slots.release()
 
         # each helper runs in a copy of the caller's context (the log line's subject, cli.log_subject)
-        futures = [self._executor.submit(contextvars.copy_context().run, helper) for _ in range(helpers)]
+        futures = [executor.submit(contextvars.copy_context().run, helper) for _ in range(helpers)]
         work()
         for future in futures:
             future.result()
         if errors:
             raise errors[min(errors)]
-        return results
+        return cast(list[R], results)   # no error: every item's slot holds its result
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
 
-def slot_of(pool: Fanout | None) -> contextlib.AbstractContextManager:
+def slot_of(pool: Fanout | None) -> contextlib.AbstractContextManager[None]:
     """One of the pool's slots for a set's thread (nothing to hold without a pool)."""
     return pool.slot() if pool is not None else contextlib.nullcontext()
 

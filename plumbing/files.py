@@ -27,7 +27,7 @@ def make_private_dir(path: str) -> str:
     return path
 
 
-def open_private(path: str, mode: str = "xb"):
+def open_private(path: str, mode: str = "xb") -> BinaryIO:
     """Open a new file that only its owner can read (fails if it exists, for "x")."""
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
     flags |= os.O_EXCL if "x" in mode else os.O_TRUNC

@@ -3,7 +3,7 @@
 Every folder is verified first (the same check as verify_backups.py); a folder that does
 not verify, or whose metadata cannot be read, is never used, and its merge set is held
 back whole (an undo from part of a set's backups would leave it half restored). Folders
-are checked by `backup_verify.verify_backup` and read only through backup.py's layout
+are checked by `verification.verify_backup` and read only through backup.py's layout
 helpers and typed loaders (`load_metadata`, `load_moves`).
 
 A merge set here is the email and primary of the backups; each of its duplicates gathers
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import backup
 from backup import BackupError, Move
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from contacts.csv_reader import DUPLICATE_PREFIX, email_key
 
 
@@ -109,7 +109,7 @@ _FOLDER_NAME = re.compile(r"_\d{8}_\d{6}_")
 def _read_folder(path: str) -> _Folder | FailedFolder:
     """A verified, readable folder, or why it is not used."""
     try:
-        check = backup_verify.verify_backup(path)
+        check = verification.verify_backup(path)
     except OSError as exc:
         return FailedFolder(path, ".", f"cannot be checked ({exc.strerror or exc})")
     if not check.ok:
@@ -161,7 +161,7 @@ def load_backup_sets(backup_dir: str) -> tuple[list[BackupSet], list[FailedFolde
     OSError if `backup_dir` cannot be listed.
     """
     # `--backup-dir backups/<one backup>` means that folder, as for verify_backups.py
-    read = [_read_folder(path) for path in backup_verify.backup_folders(backup_dir)]
+    read = [_read_folder(path) for path in verification.backup_folders(backup_dir)]
     failed = [r for r in read if isinstance(r, FailedFolder)]
     good = sorted((r for r in read if isinstance(r, _Folder)), key=lambda f: (f.started_at, f.path))
     sets: dict[tuple[str, str], BackupSet] = {}

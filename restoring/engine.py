@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Any, Callable
 
 from backup import Move, ids_of
 from devrev_api.errors import ConflictError, DevRevError, NotFoundError, ResponseError, ServerError, TransportError
@@ -30,10 +31,12 @@ from merging.live_checks import is_retired
 from plumbing.cli import log_subject
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from runs.journal import Journal, step_name
+from runs.outcomes import RestoredDuplicate, SetOutcome, SetStatus, to_json
 
 log = logging.getLogger(__name__)
 
-FINISHED = "restored"
+FINISHED = SetStatus.RESTORED
+GIVE_BACK_OUTCOMES = ("moved_back", "already_back", "deleted_since", "left_alone")   # RestoredDuplicate's lists
 
 
 # --------------------------------------------------------------------------- the lists
@@ -183,7 +186,7 @@ def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
     "status": "would_restore" | "failed", "reason"?: backup_failed | primary_unusable |
     external_ref_taken, "error"?, "duplicates": [plan_duplicate(...), latest merged first]}.
     """
-    record = _set_header(bset)
+    record = to_json(blank_line(bset))
     if bset.failed:
         record.update(status="failed", reason="backup_failed", error=_failed_text(bset))
         return record
@@ -208,11 +211,11 @@ def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
     return record
 
 
-def _set_header(bset: BackupSet) -> dict:
-    return {"email": bset.email, "set_key": bset.key, "fingerprint": bset.fingerprint,
-            "primary": {"id": bset.primary["id"], "display_id": bset.primary.get("display_id"),
-                        "external_ref": bset.primary.get("external_ref")},
-            "backups": bset.folders, "duplicates": []}
+def blank_line(bset: BackupSet) -> SetOutcome:
+    """A set's restore report line before anything is known of it (runs.over_sets.SetRunKind)."""
+    return SetOutcome(bset.email, bset.key, fingerprint=bset.fingerprint, backups=list(bset.folders),
+                      primary={"id": bset.primary["id"], "display_id": bset.primary.get("display_id"),
+                               "external_ref": bset.primary.get("external_ref")})
 
 
 def _failed_text(bset: BackupSet) -> str:
@@ -220,36 +223,41 @@ def _failed_text(bset: BackupSet) -> str:
            f"nothing of this set was touched"
 
 
-def finished_record(bset: BackupSet, record: dict, *, preview: bool) -> dict:
+def finished_record(bset: BackupSet, record: dict, *, preview: bool) -> SetOutcome:
     """The report line of a set an earlier run restored (from its journal record)."""
-    out = _set_header(bset)
-    out.update(status="already_restored" if preview else FINISHED, resumed=True, earlier=True,
-               note=f"restored in run {record['run_id']} (savepoint)",
-               duplicates=(record.get("context") or {}).get("duplicates", []))
-    return out
+    return replace(blank_line(bset), status=SetStatus.ALREADY_RESTORED if preview else SetStatus.RESTORED,
+                   resumed=True, earlier=True, note=f"restored in run {record['run_id']} (savepoint)",
+                   duplicates=[RestoredDuplicate.from_json(d)
+                               for d in (record.get("context") or {}).get("duplicates", [])])
 
 
-def journal_progress(journal: Journal, bset: BackupSet) -> list[dict]:
+def journal_progress(journal: Journal, bset: BackupSet) -> dict[str, Any]:
     """What the restore journal says was done for a set this run did not finish (stopped or
-    interrupted), per duplicate: {"id", "display_id", "external_ref", "recreated", and the
-    item ids per outcome: "moved_back", "already_back", "deleted_since", "left_alone"}; [] if
-    nothing was done. Never raises: the journal may be what failed."""
+    interrupted), as SetOutcome fields: {"duplicates": [RestoredDuplicate with "recreated"
+    and the display ids per outcome: moved_back, already_back, deleted_since, left_alone]},
+    {} if nothing was done. Never raises: the journal may be what failed."""
     try:
         steps = journal.steps(bset.key)
     except Exception:  # noqa: BLE001 - a report line without numbers beats no report
-        return []
+        return {}
     out = []
     for dup in bset.duplicates:
-        line = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
-                "recreated": (steps.get(step_name("recreate", dup.id)) or {}).get("status") == "done",
-                "moved_back": [], "already_back": [], "deleted_since": [], "left_alone": []}
+        line = RestoredDuplicate(dup.id, dup.display_id, dup.external_ref,
+                                 recreated=(steps.get(step_name("recreate", dup.id)) or {}).get("status") == "done")
         for move in dup.moves:
             record = steps.get(step_name(f"{move.kind}_back", dup.id, item=move.id)) or {}
             if record.get("status") == "done":
-                line[(record.get("data") or {}).get("outcome", "moved_back")].append(move.display_id)
-        if line["recreated"] or any(line[k] for k in ("moved_back", "already_back", "deleted_since", "left_alone")):
+                _given_back(line, (record.get("data") or {}).get("outcome", "moved_back"), move.display_id)
+        if line.recreated or line.moved_back or line.already_back or line.deleted_since or line.left_alone:
             out.append(line)
-    return out
+    return {"duplicates": out} if out else {}
+
+
+def _given_back(line: RestoredDuplicate, outcome: str, display_id: str) -> None:
+    """Add an item's display id to the list its give-back outcome names."""
+    if outcome not in GIVE_BACK_OUTCOMES:   # a journal's word, checked before it names a field
+        raise ValueError(f"unknown give-back outcome {outcome!r}")
+    getattr(line, outcome).append(display_id)
 
 
 # --------------------------------------------------------------------------- the real run
@@ -270,12 +278,12 @@ class SetRestorer:
         with self._locks_guard:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
-    def restore(self, bset: BackupSet) -> dict:
+    def restore(self, bset: BackupSet) -> SetOutcome:
         """_restore, every line it logs naming the set's email (cli.log_subject)."""
         with log_subject(bset.email):
             return self._restore(bset)
 
-    def _restore(self, bset: BackupSet) -> dict:
+    def _restore(self, bset: BackupSet) -> SetOutcome:
         """Restore one set; returns its report line: the preview's header plus "status"
         ("restored" or "failed"), "error"?, "resumed", "duration_s" and per duplicate "new_id",
         "new_display_id", "recreated", "primary_ref_back" and the display ids it "moved_back",
@@ -285,8 +293,8 @@ class SetRestorer:
         record = self.journal.set_record(key)
         if record and record["status"] == FINISHED:
             return finished_record(bset, record, preview=False)
-        out = _set_header(bset)
-        out["resumed"] = bool(record)
+        out = blank_line(bset)
+        out.resumed = bool(record)
         try:
             if bset.failed:
                 raise SetFailed(_failed_text(bset))
@@ -294,53 +302,52 @@ class SetRestorer:
             primary = live_primary(self.client, bset)
             if not any(r["status"] == "done" for r in self.journal.steps(key).values()):
                 _check_no_backup_missing(self.client, bset, primary)   # before the set's first write
-            out["primary"]["external_ref_now"] = primary.get("external_ref")
+            out.primary["external_ref_now"] = primary.get("external_ref")
             for dup in reversed(bset.duplicates):
-                result = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
-                          "backups": list(dup.folders)}
-                out["duplicates"].append(result)
+                result = RestoredDuplicate(dup.id, dup.display_id, dup.external_ref, backups=list(dup.folders))
+                out.duplicates.append(result)
                 self._restore_duplicate(key, bset, dup, primary["id"], result)
-            self.journal.set_status(key, bset.email, FINISHED, context={"duplicates": out["duplicates"]})
-            out["status"] = FINISHED
+            self.journal.set_status(key, bset.email, FINISHED, context={"duplicates": to_json(out.duplicates)})
+            out.status = SetStatus.RESTORED
         except (SetFailed, DevRevError) as exc:
             if isinstance(exc, DevRevError) and exc.status in (401, 403):
                 raise
             self.journal.set_status(key, bset.email, "failed", error=str(exc))
-            out.update(status="failed", error=str(exc))
+            out.status, out.error = SetStatus.FAILED, str(exc)
             log.error("restore failed: %s", exc)
-        out["duration_s"] = round(self.clock() - started, 3)
+        out.duration_s = round(self.clock() - started, 3)
         return out
 
     def _restore_duplicate(self, key: str, bset: BackupSet, dup: DuplicateBackup, primary_id: str,
-                           result: dict) -> None:
+                           result: RestoredDuplicate) -> None:
         new = self._contact_for(key, dup, primary_id, result)
-        result.update(new_id=new["id"], new_display_id=new.get("display_id"))
+        result.new_id, result.new_display_id = new["id"], new.get("display_id")
         for move in dup.moves:
             outcome = self._give_back(key, dup, move, new["id"], primary_id)
-            result.setdefault(outcome, []).append(move.display_id)
+            _given_back(result, outcome, move.display_id)
         self._verify_back(key, dup, new["id"])
         log.info("%s restored as %s (%d items given back)", dup.display_id, new.get("display_id"),
-                 len(result.get("moved_back", [])))
+                 len(result.moved_back))
 
     # ------------------------------------------------------------------ the contact
-    def _contact_for(self, key: str, dup: DuplicateBackup, primary_id: str, result: dict) -> dict:
+    def _contact_for(self, key: str, dup: DuplicateBackup, primary_id: str, result: RestoredDuplicate) -> dict:
         """The duplicate to give the items back to: the kept one, or the one created again."""
         step = step_name("recreate", dup.id)
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
             data = record["data"]
-            result.update(recreated=not data.get("kept"), primary_ref_back=self._ref_given_back(key, dup))
+            result.recreated, result.primary_ref_back = not data.get("kept"), self._ref_given_back(key, dup)
             return {"id": data["id"], "display_id": data.get("display_id")}
         if record is None:
             live = _read_or_none(self.client.get_rev_user, dup.id)
             if not is_retired(live):
                 self.journal.done(key, step, {"id": dup.id, "display_id": dup.display_id, "kept": True})
-                result.update(recreated=False, primary_ref_back=None)
+                result.recreated, result.primary_ref_back = False, None
                 return {"id": dup.id, "display_id": dup.display_id}
-        result["primary_ref_back"] = self._give_primary_its_ref(key, dup, primary_id)
+        result.primary_ref_back = self._give_primary_its_ref(key, dup, primary_id)
         new = self._create(key, dup, asked_before=record is not None)
         self.journal.done(key, step, {"id": new["id"], "display_id": new.get("display_id")})
-        result["recreated"] = True
+        result.recreated = True
         log.info("created %s again as %s (external_ref %s)", dup.display_id, new.get("display_id"), dup.external_ref)
         return new
 

@@ -29,7 +29,7 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, cast
 
 from plumbing.cli import UserError
 from plumbing.clock import iso_utc
@@ -175,7 +175,7 @@ class Journal:
                          (iso_utc(digits=6), self.run_id, set_key, step, status, _dump(data)))
 
     def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
-                   error: str | None = None, context: dict | None = None) -> None:
+                   error: str | None = None, context: dict[str, Any] | None = None) -> None:
         with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT context FROM sets WHERE set_key = ?", (set_key,)).fetchone()
@@ -228,7 +228,7 @@ class Journal:
             self._event(set_key, step, "refused", None)
 
     # ------------------------------------------------------------------ reads
-    def step(self, set_key: str, step: str) -> dict | None:
+    def step(self, set_key: str, step: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT status, data FROM steps WHERE set_key = ? AND step = ?",
                                    (set_key, step)).fetchone()
@@ -238,12 +238,12 @@ class Journal:
         record = self.step(set_key, step)
         return bool(record and record["status"] == "done")
 
-    def steps(self, set_key: str) -> dict[str, dict]:
+    def steps(self, set_key: str) -> dict[str, dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT step, status, data FROM steps WHERE set_key = ?", (set_key,)).fetchall()
         return {r[0]: {"status": r[1], "data": _load(r[2])} for r in rows}
 
-    def set_record(self, set_key: str) -> dict | None:
+    def set_record(self, set_key: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT email, status, reason, error, context, updated_at, run_id FROM sets "
                                    "WHERE set_key = ?", (set_key,)).fetchone()
@@ -252,10 +252,11 @@ class Journal:
         return {"set_key": set_key, "email": row[0], "status": row[1], "reason": row[2], "error": row[3],
                 "context": _load(row[4]), "updated_at": row[5], "run_id": row[6]}
 
-    def all_sets(self) -> list[dict]:
+    def all_sets(self) -> list[dict[str, Any]]:
         with self._lock:
             keys = [r[0] for r in self._db.execute("SELECT set_key FROM sets ORDER BY rowid")]
-        return [self.set_record(k) for k in keys]
+        # each key was just read from `sets`, and no row of it is ever deleted: no record is None
+        return cast(list[dict[str, Any]], [self.set_record(k) for k in keys])
 
     def step_counts(self) -> dict[str, dict[str, int]]:
         """Per set: how many steps are done and how many are still intents."""

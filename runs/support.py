@@ -8,6 +8,7 @@ The sets of a run go through the same worker pool and progress bar.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import logging
@@ -15,6 +16,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from devrev_api import assumptions as facts
@@ -29,19 +31,43 @@ SANDBOX_CALLS_PER_MINUTE = 60000  # the emulator's default pace: no real limit t
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class RunTarget:
+    """Where a run goes and how it may call it, built once by each script from its options:
+    the emulator (`sandbox`, emptied first with `sandbox_reset`, playing `sandbox_modes`, a
+    devrev_sandbox.modes.BehaviourModes) or DevRev from the environment; `rate_limit` caps
+    calls per minute (None: the default, see RATE_LIMIT_HELP); `workers` sizes the
+    connection pool (None: the client's default)."""
+    sandbox: bool
+    rate_limit: float | None = None
+    workers: int | None = None
+    sandbox_reset: bool = False
+    sandbox_modes: Any = None
+
+
+RATE_LIMIT_HELP = (f"client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT, else the pace DevRev "
+                   f"announces in X-Ratelimit-Limit, else {facts.DEFAULT_CALLS_PER_MINUTE}; with --sandbox: "
+                   f"{SANDBOX_CALLS_PER_MINUTE})")
+
+
+def add_rate_limit_option(parser: argparse.ArgumentParser) -> None:
+    """--rate-limit, the same words in every script that calls DevRev."""
+    parser.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE", help=RATE_LIMIT_HELP)
+
+
 @contextlib.contextmanager
-def sandbox_held(args) -> Iterator[None]:
-    """With `args.sandbox`: hold the sandbox's lock (`.sandbox/run.lock`) for the whole run,
+def sandbox_held(target: RunTarget) -> Iterator[None]:
+    """With `target.sandbox`: hold the sandbox's lock (`.sandbox/run.lock`) for the whole run,
     so a second run (and above all a --sandbox-reset) cannot pull the emulator's state from
-    under the first; then empty `.sandbox/` if `args.sandbox_reset` (absent: False). Without
-    --sandbox it does nothing. UsageError while another run holds the lock."""
-    if not args.sandbox:
+    under the first; then empty `.sandbox/` if `target.sandbox_reset`. Without --sandbox it
+    does nothing. UsageError while another run holds the lock."""
+    if not target.sandbox:
         yield
         return
     from plumbing.files import make_private_dir
     make_private_dir(SANDBOX_DIR)
     fd = os.open(os.path.join(SANDBOX_DIR, SANDBOX_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-    reset = getattr(args, "sandbox_reset", False)
+    reset = target.sandbox_reset
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,29 +95,29 @@ def _empty_sandbox() -> None:
 
 
 @contextlib.contextmanager
-def open_client(args, stop: cli.StopSignal) -> Iterator[DevRevClient]:
-    """The run's DevRevClient, closed on exit: with `args.sandbox` the emulator started on
-    `.sandbox/state.json` (seeded from examples/, `args.sandbox_modes` if set) and stopped
-    on exit; else DevRev from the environment (DEVREV_API_TOKEN, DEVREV_BASE_URL; ConfigError
-    when unusable). `args.rate_limit` caps calls per minute; `args.workers`, when present,
+def open_client(target: RunTarget, stop: cli.StopSignal) -> Iterator[DevRevClient]:
+    """The run's DevRevClient, closed on exit: with `target.sandbox` the emulator started on
+    `.sandbox/state.json` (seeded from its demo data, playing `target.sandbox_modes`) and
+    stopped on exit; else DevRev from the environment (DEVREV_API_TOKEN, DEVREV_BASE_URL;
+    ConfigError when unusable). `target.rate_limit` caps calls per minute; `target.workers`
     sizes the connection pool (2 per worker, at least 16). `stop` interrupts waits."""
     sandbox = None
-    workers = getattr(args, "workers", None)
+    workers = target.workers
     pool = {"pool_size": max(16, workers * 2)} if workers else {}
     try:
-        if args.sandbox:
+        if target.sandbox:
             from devrev_sandbox.dataset import DEMO_SEED
             from devrev_sandbox.server import DEFAULT_TOKEN, DevRevSandbox
             from plumbing.files import make_private_dir
             make_private_dir(SANDBOX_DIR)
             sandbox = DevRevSandbox(DEMO_SEED, state_file=os.path.join(SANDBOX_DIR, "state.json"),
-                                    modes=getattr(args, "sandbox_modes", None)).start()
+                                    modes=target.sandbox_modes).start()
             log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
             client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url,
-                                  calls_per_minute=args.rate_limit or SANDBOX_CALLS_PER_MINUTE,
+                                  calls_per_minute=target.rate_limit or SANDBOX_CALLS_PER_MINUTE,
                                   stop_event=stop.event, **pool)
         else:
-            client = DevRevClient.from_env(calls_per_minute=args.rate_limit, stop_event=stop.event, **pool)
+            client = DevRevClient.from_env(calls_per_minute=target.rate_limit, stop_event=stop.event, **pool)
         try:
             yield client
         finally:
@@ -101,10 +127,10 @@ def open_client(args, stop: cli.StopSignal) -> Iterator[DevRevClient]:
             sandbox.stop()
 
 
-def target_of(args, client: DevRevClient | None = None) -> str:
+def target_of(target: RunTarget, client: DevRevClient | None = None) -> str:
     """Where the run goes: "sandbox", or DevRev's base URL without a trailing slash (the
     client's, else DEVREV_BASE_URL's, else the default). A preview must name the same."""
-    if args.sandbox:
+    if target.sandbox:
         return "sandbox"
     if client is not None:
         return client.base_url

@@ -153,3 +153,20 @@ def pytest_terminal_summary(terminalreporter):
         f"DevRev spec validation: {SPEC_STATS['requests']} requests and {SPEC_STATS['responses']} responses "
         f"checked, {SPEC_STATS['mismatches']} mismatches")
 
+
+
+def _measured_slow() -> set[str]:
+    """The node ids tools/measure_slow.py measured at 0.5 s or more (tests/slow_tests.txt)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
+    if not os.path.exists(path):
+        return set()
+    with open(path, encoding="utf-8") as fh:
+        return {line.split("  #")[0].strip() for line in fh if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` what was measured slow, so `-m "not slow"` is the quick command."""
+    slow = _measured_slow()
+    for item in items:
+        if item.nodeid in slow:
+            item.add_marker(pytest.mark.slow)

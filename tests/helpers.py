@@ -19,7 +19,7 @@ import requests
 import devrev_client
 import merge_contacts
 from devrev_sandbox.dataset import Dataset
-from runs import journal as journal_module
+from runs import journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"  # what every test emulator accepts; must never be written
@@ -213,7 +213,7 @@ class MergeGuard:
 
 def journal_problems(path) -> list[str]:
     """journal.check() plus: no intent left open anywhere."""
-    db = journal_module.Journal(str(path), "check")
+    db = journal.Journal(str(path), "check")
     try:
         problems = db.check()
     finally:

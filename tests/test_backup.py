@@ -23,13 +23,13 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
+import plumbing.files
 import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
-from backup_checks import verification as backup_verify
-from devrev_sandbox import dataset as sandbox_dataset
+from backup_checks import verification
+from devrev_sandbox import dataset
 from helpers import ROOT
-from plumbing import clock as timeutil
-from plumbing import files as fileutil
+from plumbing import clock
 from plumbing.files import safe_name
 
 
@@ -87,7 +87,7 @@ def small_dataset(**kw):
     options = dict(seed=5, tickets=(4, 4), conversations=(2, 2), comments=(2, 3), attachment_rate=0.7,
                    two_duplicate_sets=0, skipped=False)
     options.update(kw)
-    return sandbox_dataset.build_dataset(1, **options)
+    return dataset.build_dataset(1, **options)
 
 
 @pytest.fixture
@@ -97,14 +97,14 @@ def small_backup(make_sandbox, make_client, tmp_path):
     sandbox = make_sandbox(data.seed)
     client = make_client(sandbox)
     result = run_backup(client, sandbox, str(tmp_path / "backups"), data.merge_sets[0])
-    assert backup_verify.verify_backup(result.folder).ok
+    assert verification.verify_backup(result.folder).ok
     assert result.counts["attachments"] >= 2 and result.counts["messages"] >= 2
     return result.folder
 
 
 # --------------------------------------------------------------------------- round trip
 def test_round_trip_matches_the_emulator_file_by_file(make_sandbox, make_client, tmp_path):
-    data = sandbox_dataset.build_dataset(1, seed=11, big_set_tickets=120, conversations=(3, 3), comments=(1, 3),
+    data = dataset.build_dataset(1, seed=11, big_set_tickets=120, conversations=(3, 3), comments=(1, 3),
                                          attachment_rate=0.9, two_duplicate_sets=0, skipped=False)
     sandbox = make_sandbox(data.seed)
     client = make_client(sandbox)
@@ -115,7 +115,7 @@ def test_round_trip_matches_the_emulator_file_by_file(make_sandbox, make_client,
                                  primary=primary, duplicate=duplicate, run_id="run-1")
     folder = result.folder
 
-    check = backup_verify.verify_backup(folder)
+    check = verification.verify_backup(folder)
     assert check.ok, check.problems
     assert os.listdir(root) == [os.path.basename(folder)]  # no .partial left
     assert not folder.endswith(PARTIAL_SUFFIX)
@@ -316,7 +316,7 @@ TAMPERINGS = {
 @pytest.mark.parametrize("tamper", list(TAMPERINGS.values()), ids=list(TAMPERINGS))
 def test_tampering_is_detected_and_named(small_backup, tamper):
     path, reason_part = tamper(small_backup)
-    check = backup_verify.verify_backup(small_backup)
+    check = verification.verify_backup(small_backup)
     assert not check.ok
     assert path in problem_paths(check), check.problems
     assert any(reason_part in r for r in reasons_for(check, path)), check.problems
@@ -324,23 +324,23 @@ def test_tampering_is_detected_and_named(small_backup, tamper):
 
 def test_a_rehashed_count_edit_is_caught_by_the_count_check_alone(small_backup):
     _edit_count_rehashed(small_backup)
-    check = backup_verify.verify_backup(small_backup)
+    check = verification.verify_backup(small_backup)
     assert problem_paths(check) == ["tickets.json"], check.problems  # the manifest's own hash still matches
 
 
 def test_an_edited_manifest_names_itself_and_the_file(small_backup):
     _edit_manifest_size(small_backup)
     first = load(small_backup, MANIFEST)["files"][0]["path"]
-    check = backup_verify.verify_backup(small_backup)
+    check = verification.verify_backup(small_backup)
     assert set(problem_paths(check)) == {MANIFEST, first}
 
 
 def test_a_leftover_partial_folder_is_incomplete(small_backup):
     partial = small_backup + PARTIAL_SUFFIX
     shutil.copytree(small_backup, partial)
-    check = backup_verify.verify_backup(partial)
+    check = verification.verify_backup(partial)
     assert check.problems == [(".", "incomplete backup: interrupted before it was finished (.partial)")]
-    assert partial in backup_verify.find_backups(os.path.dirname(small_backup))
+    assert partial in verification.find_backups(os.path.dirname(small_backup))
 
 
 def test_quick_catches_truncation_but_not_a_same_size_change(make_sandbox, make_client, tmp_path):
@@ -351,17 +351,17 @@ def test_quick_catches_truncation_but_not_a_same_size_change(make_sandbox, make_
     truncated = run_backup(client, sandbox, str(tmp_path / "a"), merge_set).folder
     changed = run_backup(client, sandbox, str(tmp_path / "b"), merge_set).folder
     path, _ = _truncate(truncated)
-    assert path in problem_paths(backup_verify.verify_backup(truncated, quick=True))
+    assert path in problem_paths(verification.verify_backup(truncated, quick=True))
     _flip_byte(changed)
-    assert backup_verify.verify_backup(changed, quick=True).ok  # sizes only: documented blind spot
-    assert not backup_verify.verify_backup(changed).ok
+    assert verification.verify_backup(changed, quick=True).ok  # sizes only: documented blind spot
+    assert not verification.verify_backup(changed).ok
 
 
 def test_an_unreadable_file_is_a_problem_not_a_crash(small_backup, monkeypatch):
     def refuse(path):
         raise PermissionError(errno.EACCES, "Permission denied", path)
-    monkeypatch.setattr(backup_verify, "_sha256_file", refuse)
-    check = backup_verify.verify_backup(small_backup)
+    monkeypatch.setattr(verification, "_sha256_file", refuse)
+    check = verification.verify_backup(small_backup)
     assert not check.ok
     assert all("cannot be read (Permission denied)" in r for _, r in check.problems)
 
@@ -372,7 +372,7 @@ def test_a_folder_swapped_for_a_link_outside_is_caught(small_backup, tmp_path):
     outside = str(tmp_path / "elsewhere")
     shutil.move(inner, outside)
     os.symlink(outside, inner)
-    check = backup_verify.verify_backup(small_backup)
+    check = verification.verify_backup(small_backup)
     assert relpath in problem_paths(check)
     assert any("outside the backup folder" in r for r in reasons_for(check, relpath))
 
@@ -432,7 +432,7 @@ def test_hostile_names_stay_inside_the_backup_folder(make_sandbox, make_client, 
     attachments = [p for p in all_files(folder) if "/attachments/" in p]
     assert len(attachments) == len(HOSTILE_NAMES) + 3 == result.counts["attachments"]
     assert len(all_files(folder)) == len(attachments) + 3 + 4  # 3 messages.json, 3 JSON files + manifest
-    check = backup_verify.verify_backup(folder)
+    check = verification.verify_backup(folder)
     assert check.ok, check.problems
     # the names are kept, as they were, in the metadata
     assert sorted(a["file_name"] for a in load(folder, "metadata.json")["attachments"]) == \
@@ -495,7 +495,7 @@ def test_a_full_disk_is_a_backup_error_and_leaves_no_folder(make_sandbox, make_c
     if target == "open_private":
         def refuse(*args, **kwargs):
             raise full
-        monkeypatch.setattr(fileutil, "open_private", refuse)
+        monkeypatch.setattr(plumbing.files, "open_private", refuse)
     elif target == "fsync_after_some_files":
         real_fsync, calls = os.fsync, []
 
@@ -546,11 +546,11 @@ def test_remove_partials_clears_a_crashed_backup_then_a_new_one_verifies(make_sa
     primary, duplicate = contacts(client, sandbox, merge_set)
     # a crash mid-backup (a kill -9) leaves its .partial folder behind
     _, partial = backup._reserve_folder(root, backup.backup_folder_name(merge_set["email"], duplicate["display_id"],
-                                                                        timeutil.utc_now()))
-    assert backup_verify.verify_backup(partial).problems[0][1].startswith("incomplete backup")
+                                                                        clock.utc_now()))
+    assert verification.verify_backup(partial).problems[0][1].startswith("incomplete backup")
     assert backup.remove_partials(root, merge_set["email"], duplicate["display_id"]) == [os.path.basename(partial)]
     folder = run_backup(client, sandbox, root, merge_set).folder
-    assert os.listdir(root) == [os.path.basename(folder)] and backup_verify.verify_backup(folder).ok
+    assert os.listdir(root) == [os.path.basename(folder)] and verification.verify_backup(folder).ok
 
 
 # --------------------------------------------------------------------------- verify_backups.py
@@ -563,7 +563,7 @@ def backups_dir(make_sandbox, make_client, tmp_path):
     root = str(tmp_path / "backups")
     for index in range(2):
         run_backup(client, sandbox, root, data.merge_sets[0], dup_index=index)
-    assert len(backup_verify.find_backups(root)) == 2
+    assert len(verification.find_backups(root)) == 2
     return root
 
 
@@ -576,7 +576,7 @@ def run_cli(capsys, *argv) -> tuple[int, list[str], str]:
 def test_cli_all_ok(backups_dir, tmp_path, capsys):
     reports = str(tmp_path / "reports")
     code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports)
-    folders = backup_verify.find_backups(backups_dir)
+    folders = verification.find_backups(backups_dir)
     assert code == 0 and err == ""
     assert lines[:2] == [f"OK {f}" for f in folders]
     assert lines[2] == "2 backups checked: 2 OK, 0 FAILED"
@@ -591,7 +591,7 @@ def test_cli_all_ok(backups_dir, tmp_path, capsys):
 
 
 def test_cli_failed_lines_name_each_file(backups_dir, tmp_path, capsys):
-    good, bad = backup_verify.find_backups(backups_dir)
+    good, bad = verification.find_backups(backups_dir)
     flipped, _ = _flip_byte(bad)
     deleted, _ = _delete(bad)
     partial = good + PARTIAL_SUFFIX
@@ -599,8 +599,8 @@ def test_cli_failed_lines_name_each_file(backups_dir, tmp_path, capsys):
     code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", str(tmp_path / "r"))
     assert code == 1 and err == ""
     expected = []
-    for folder in backup_verify.find_backups(backups_dir):  # the order the command checks them in
-        check = backup_verify.verify_backup(folder)
+    for folder in verification.find_backups(backups_dir):  # the order the command checks them in
+        check = verification.verify_backup(folder)
         expected += [f"OK {folder}"] if check.ok else [f"FAILED {folder}: {p}: {r}" for p, r in check.problems]
     assert lines[:-2] == expected and len(expected) >= 4
     assert f"OK {good}" in lines
@@ -614,7 +614,7 @@ def test_cli_failed_lines_name_each_file(backups_dir, tmp_path, capsys):
 
 
 def test_cli_json_and_quick(backups_dir, tmp_path, capsys):
-    good, bad = backup_verify.find_backups(backups_dir)
+    good, bad = verification.find_backups(backups_dir)
     _flip_byte(bad)  # same size: --quick does not see it, a full check does
     reports = str(tmp_path / "reports")
     code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports, "--json", "--quick")
@@ -641,7 +641,7 @@ def test_cli_skips_a_report_folder_kept_inside_the_backup_folder(backups_dir, ca
 
 
 def test_cli_escapes_control_characters(backups_dir, tmp_path, capsys):
-    good, _ = backup_verify.find_backups(backups_dir)
+    good, _ = verification.find_backups(backups_dir)
     with open(os.path.join(good, "\x1b[2Jevil\u202e.txt"), "w") as fh:
         fh.write("x")
     code, lines, _ = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", str(tmp_path / "r"))
@@ -681,7 +681,7 @@ def test_cli_as_a_command(backups_dir, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.splitlines()[-2] == "2 backups checked: 2 OK, 0 FAILED"
     assert len(os.listdir(tmp_path / "reports")) == 1
-    _truncate(backup_verify.find_backups(backups_dir)[0])
+    _truncate(verification.find_backups(backups_dir)[0])
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "verify_backups.py"), "--backup-dir", backups_dir,
                           "--quick"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1 and "(truncated)" in bad.stdout and bad.stderr == ""

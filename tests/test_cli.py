@@ -400,3 +400,11 @@ def test_env_example_names_exactly_the_scripts_that_read_env():
     header = open(os.path.join(ROOT, ".env.example"), encoding="utf-8").read().split("\n\n")[0]
     assert "Only merge_contacts.py, find_duplicates.py and restore_contacts.py read .env" in " ".join(
         header.replace("#", " ").split())
+
+
+@pytest.mark.parametrize("argv0, expected", [("/usr/bin/devrev-find-duplicates", "devrev-merge-contacts"),
+                                             ("find_duplicates.py", "python3 merge_contacts.py")])
+def test_hints_name_the_command_as_the_admin_runs_it(argv0, expected, monkeypatch):
+    """An installed command's hints name installed commands; a checkout's name its scripts."""
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert cli.command_for("merge_contacts.py") == expected

@@ -1,4 +1,4 @@
-"""contacts_index: a large CSV grouped in flat memory, exactly as group_contacts groups it."""
+"""contacts.index: a large CSV grouped in flat memory, exactly as group_contacts groups it."""
 from __future__ import annotations
 
 import csv
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from contacts import index as contacts_index
+import contacts.index
 from contacts.csv_reader import CsvInputError, group_contacts, read_contacts
 from contacts.index import EXAMPLES_PER_REASON, index_contacts
 from devrev_sandbox.dataset import CSV_COLUMNS, DEMO_CSV, build_dataset
@@ -61,7 +61,7 @@ def test_index_refuses_what_read_contacts_refuses_with_the_same_line(name):
 
 
 def test_same_contact_twice_is_found_even_when_every_id_hashes_alike(tmp_path, monkeypatch):
-    monkeypatch.setattr(contacts_index, "hash", lambda _: 7, raising=False)
+    monkeypatch.setattr(contacts.index, "hash", lambda _: 7, raising=False)
     good = tmp_path / "good.csv"
     good.write_text("REV_USER_ID,EMAIL,EXTERNAL_REF\nREVU-a1,a@x.example,REVU-a1\nREVU-b2,a@x.example,user_b2\n"
                     "REVU-c3,c@x.example,REVU-c3\n", encoding="utf-8")

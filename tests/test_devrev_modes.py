@@ -1,4 +1,4 @@
-"""The mode matrix: the whole merge of the demo data (examples/) under every way DevRev may
+"""The mode matrix: the whole merge of the demo data (devrev_sandbox/demo/) under every way DevRev may
 plausibly answer where its behaviour is unknown (devrev_sandbox/modes.py), each ending in
 the expected state. Sources for each row: ../shared/devrev-api.md section 14."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.modes import BehaviourModes
 from helpers import MergeRun, expected_after_merge, normalized
 
-DEMO = build_dataset(12, seed=7)   # == examples/ (README: how they are regenerated)
+DEMO = build_dataset(12, seed=7)   # == devrev_sandbox/demo/ (CONTRIBUTING: how it is regenerated)
 CUSTOM_FIELD = "app_email_integration__members"
 
 

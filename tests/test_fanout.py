@@ -108,7 +108,7 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
     import json
 
     import backup
-    from backup_checks import verification as backup_verify
+    from backup_checks import verification
     from devrev_client import DevRevClient
     from helpers import TEST_TOKEN
 
@@ -139,4 +139,4 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
     for m in metadata:
         del m["started_at"], m["finished_at"]
     assert metadata[0] == metadata[1]
-    assert all(backup_verify.verify_backup(r.folder).ok for r in results)
+    assert all(verification.verify_backup(r.folder).ok for r in results)

@@ -4,7 +4,7 @@
    the savepoint) that stops being writable mid-run leaves the journal consistent, says
    one line, and a re-run writes the report.
 5. Inputs as real tools export them: Excel's `sep=,` line; email domains compared in
-   their IDNA form (one rule in contacts_csv.email_key for every script); one backup
+   their IDNA form (one rule in contacts.csv_reader.email_key for every script); one backup
    folder given to verify_backups.py is verified.
 6. Numbers that tell the truth: every report row and total comes from the journal, for
    every outcome, and an item moved for two duplicates of one set counts once.
@@ -21,6 +21,7 @@ import pytest
 import backup
 import create_test_sample
 import merge_contacts
+import runs.journal
 import verify_backups
 from contacts.csv_reader import (
     SKIP_INVALID_DOMAIN,
@@ -34,13 +35,12 @@ from devrev_sandbox.dataset import build_dataset
 from helpers import TEST_TOKEN, MergeRun, expected_after_merge, normalized
 from plumbing import cli
 from plumbing.cli import ExitCode
-from runs import journal as journal_module
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "field_cases")
 
 
 def _journal_problems(tmp_path) -> list[str]:
-    db = journal_module.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
+    db = runs.journal.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
     try:
         return db.check()
     finally:
@@ -130,7 +130,7 @@ def test_a_savepoint_unwritable_mid_run_stops_once_and_a_rerun_finishes(tmp_path
                                                                          capsys):
     import sqlite3
     dataset, sandbox, run, before = _merge_ready(tmp_path, monkeypatch, make_sandbox, sets=3)
-    real_step = journal_module.Journal._step
+    real_step = runs.journal.Journal._step
     calls = {"n": 0}
 
     def failing_step(self, *args):
@@ -140,14 +140,14 @@ def test_a_savepoint_unwritable_mid_run_stops_once_and_a_rerun_finishes(tmp_path
                 raise sqlite3.OperationalError("disk I/O error")
         return real_step(self, *args)
 
-    monkeypatch.setattr(journal_module.Journal, "_step", failing_step)
+    monkeypatch.setattr(runs.journal.Journal, "_step", failing_step)
     capsys.readouterr()
     assert run.run("--workers", "1") == ExitCode.FAILED
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert "can no longer be written (disk I/O error)" in line and "Traceback" not in err
     assert _journal_problems(tmp_path) == [] or all("open intent" in p for p in _journal_problems(tmp_path))
-    monkeypatch.setattr(journal_module.Journal, "_step", real_step)
+    monkeypatch.setattr(runs.journal.Journal, "_step", real_step)
     assert run.run("--workers", "1") == 0
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, dataset, merged)
@@ -245,7 +245,7 @@ def test_an_invalid_idna_domain_is_reported_not_guessed(tmp_path):
 
 
 def test_the_run_s_flat_index_groups_by_the_same_rule(tmp_path):
-    """merge_contacts reads the CSV through contacts_index: the same sep= and IDNA rules."""
+    """merge_contacts reads the CSV through contacts.index: the same sep= and IDNA rules."""
     from contacts.index import index_contacts
     assert [len(m.duplicates) for m in index_contacts(os.path.join(CASES, "idn-domains.csv")).merge_sets] == [1, 1]
     excel = index_contacts(os.path.join(CASES, "excel-sep-line.csv"))

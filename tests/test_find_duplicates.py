@@ -27,7 +27,7 @@ from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
 from devrev_sandbox.faults import Scripted
 from devrev_sandbox.server import DevRevSandbox
 from helpers import TEST_TOKEN
-from runs import support as run_support
+from runs import support
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -174,7 +174,7 @@ def test_review_file_lists_look_alikes_and_unusable_contacts_never_in_the_csv(ma
 
 
 def test_domain_spellings_and_odd_ids_group_exactly_as_the_csv_grouping(make_sandbox, make_client, tmp_path):
-    """Whatever the email rule of contacts_csv makes of an IDNA domain and its punycode
+    """Whatever the email rule of contacts.csv_reader makes of an IDNA domain and its punycode
     spelling, the finder makes the same (it calls the same code); a DON the CSV's pattern
     does not know is written as the contact's REVU- display id."""
     sandbox = make_sandbox({"workspaces": [{"key": "acme"}], "rev_users": [
@@ -343,10 +343,9 @@ def test_the_run_writes_the_html_report_page_with_every_value_escaped(tmp_path, 
 
 
 def test_a_sandbox_scan_is_refused_while_another_run_holds_the_sandbox(tmp_path, monkeypatch, capsys):
-    import argparse
 
     monkeypatch.chdir(tmp_path)
-    with run_support.sandbox_held(argparse.Namespace(sandbox=True)):
+    with support.sandbox_held(support.RunTarget(sandbox=True)):
         assert find_duplicates.main(["--sandbox", "--output", "found.csv"]) == 2
     assert "another run is using the sandbox" in capsys.readouterr().err
     assert not os.path.exists("found.csv")

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import pytest
 
 import backup
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from devrev_sandbox.dataset import build_dataset
 from helpers import (
     ROOT,
@@ -159,7 +159,7 @@ def test_sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tm
     # every backup verifies; the .partial folders of killed backups are gone
     folders = run.backups()
     assert not [f for f in folders if f.endswith(backup.PARTIAL_SUFFIX)]
-    bad = {f: backup_verify.verify_backup(f).problems for f in folders if not backup_verify.verify_backup(f).ok}
+    bad = {f: verification.verify_backup(f).problems for f in folders if not verification.verify_backup(f).ok}
     assert not bad
     names = [os.path.basename(f) for f in folders]
     for ms in dataset.merge_sets:  # every duplicate has its verified backup

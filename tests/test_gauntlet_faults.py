@@ -19,7 +19,7 @@ import time
 import pytest
 
 import backup
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.faults import Faults
 from helpers import (
@@ -31,7 +31,7 @@ from helpers import (
     owners_of,
     ownership_violations,
 )
-from plumbing import files as fileutil
+from plumbing import files
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_faulty_full_merge_ends_exactly_like_a_clean_one(tmp_path, monkeypatch, 
     folders = run.backups()
     assert len(folders) >= sum(len(ms["duplicates"]) for ms in dataset50.merge_sets)
     assert not [f for f in folders if f.endswith(backup.PARTIAL_SUFFIX)]
-    bad = {f: backup_verify.verify_backup(f).problems for f in folders if not backup_verify.verify_backup(f).ok}
+    bad = {f: verification.verify_backup(f).problems for f in folders if not verification.verify_backup(f).ok}
     assert not bad
     assert ownership_violations(sandbox, owners) == []
     assert guard.merges >= sum(len(ms["duplicates"]) for ms in dataset50.merge_sets) and guard.violations == []
@@ -115,7 +115,7 @@ def test_writes_whose_answer_is_lost_end_exactly_like_a_clean_run(tmp_path, monk
             lost[entry["endpoint"]] = lost.get(entry["endpoint"], 0) + 1
     assert {"works.update", "conversations.update", "rev-users.merge", "rev-users.update"} <= set(lost), lost
     assert ownership_violations(sandbox, owners) == [] and guard.violations == []
-    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+    assert all(verification.verify_backup(f).ok for f in run.backups())
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
 
 
@@ -131,7 +131,7 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
     before = sandbox.dump()
     assert run.preview() == 0
     victim_prefix = backup.folder_prefix(victim["email"])
-    real_open = fileutil.open_private
+    real_open = files.open_private
     filled = []
 
     class FullDisk:
@@ -161,7 +161,7 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
         rel = os.path.relpath(path, tmp_path / "backups")
         return FullDisk(fh) if rel.startswith(victim_prefix + "_") else fh
 
-    monkeypatch.setattr(fileutil, "open_private", open_on_full_disk)
+    monkeypatch.setattr(files, "open_private", open_on_full_disk)
     capsys.readouterr()
     assert run.run("--workers", "2") == 1
     assert filled, "the full disk was never hit"
@@ -191,9 +191,9 @@ def test_disk_full_during_a_backup_fails_that_set_and_changes_nothing_for_it(tmp
     assert not [n for n in os.listdir(tmp_path / "backups") if n.startswith(victim_prefix + "_")]
 
     # space freed: the re-run finishes the job exactly like a clean run
-    monkeypatch.setattr(fileutil, "open_private", real_open)
+    monkeypatch.setattr(files, "open_private", real_open)
     assert run.run() == 0
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(normalized(before), sandbox, dataset, merged)
-    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+    assert all(verification.verify_backup(f).ok for f in run.backups())
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []

@@ -17,7 +17,7 @@ import threading
 import pytest
 
 import backup
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.faults import Faults, Scripted
 from helpers import (
@@ -118,7 +118,7 @@ class Scenario:
         assert self.guard.merges and self.guard.violations == []
         folders = self.run.backups()
         assert folders and not [f for f in folders if f.endswith(backup.PARTIAL_SUFFIX)]
-        assert all(backup_verify.verify_backup(f).ok for f in folders)
+        assert all(verification.verify_backup(f).ok for f in folders)
         assert journal_problems(self.tmp_path / "savepoints" / "j.sqlite3") == []
 
 
@@ -164,7 +164,7 @@ def test_hostile_attachment_names_stay_inside_the_backup_folder(tmp_path, monkey
     assert s.guard.merges and s.guard.violations == []
     root = os.path.realpath(tmp_path / "backups")
     folders = s.run.backups()
-    assert folders and all(backup_verify.verify_backup(f).ok for f in folders)
+    assert folders and all(verification.verify_backup(f).ok for f in folders)
     saved = 0
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -226,7 +226,7 @@ def test_html_502_pages_and_cut_off_answers_are_retried_to_a_clean_end(tmp_path,
     assert not any(s.sandbox._scripted.values())
     assert ownership_violations(s.sandbox, s.owners) == []
     assert s.guard.merges and s.guard.violations == []
-    assert all(backup_verify.verify_backup(f).ok for f in s.run.backups())
+    assert all(verification.verify_backup(f).ok for f in s.run.backups())
 
 
 # --------------------------------------------------------------------------- bad answers to reads
@@ -262,7 +262,7 @@ def test_empty_pages_with_a_stuck_cursor_do_not_hide_tickets(tmp_path, monkeypat
     assert normalized(s.sandbox.dump()) == s.expected
     assert ownership_violations(s.sandbox, s.owners) == []
     assert s.guard.merges and s.guard.violations == []
-    assert all(backup_verify.verify_backup(f).ok for f in s.run.backups())
+    assert all(verification.verify_backup(f).ok for f in s.run.backups())
 
 
 def _lie_at_verification(tmp_path, monkeypatch, make_sandbox):

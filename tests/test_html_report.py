@@ -9,8 +9,7 @@ import pytest
 
 from devrev_sandbox.dataset import build_dataset
 from helpers import MergeRun
-from operator_view import html_page as html_report
-from operator_view import reports
+from operator_view import html_page, reports
 
 SVG_NS = "http://www.w3.org/2000/svg"
 SCRIPT = "<script>alert(1)</script>"
@@ -134,7 +133,7 @@ def test_render_is_generic_for_other_scripts_reports():
               "results": [{"name": "folder-a", "status": "restored", "tickets": 3},
                           {"name": f"folder-{SCRIPT}", "status": "failed", "error": FORMULA}],
               "totals": {"restored": 1, "failed": 1}}
-    doc = parse(html_report.render(report))
+    doc = parse(html_page.render(report))
     assert_self_contained_and_inert(doc)
     assert text_of(doc.find(".//h1")) == "Restore report"
     headings, rows = table(doc, "sets")
@@ -148,7 +147,7 @@ def test_render_is_generic_for_other_scripts_reports():
 @pytest.mark.parametrize("limit, line_drawn", [(200, True), (60000, False)])
 def test_the_chart_shows_calls_per_minute_against_the_rate_limit(limit, line_drawn):
     series = [{"minute": f"2026-01-01T00:0{m}Z", "calls": calls} for m, calls in enumerate([150, 199, 0, 80])]
-    doc = parse(html_report.render({"kind": "merge_report", "calls_per_minute": series, "rate_limit": limit,
+    doc = parse(html_page.render({"kind": "merge_report", "calls_per_minute": series, "rate_limit": limit,
                                     "sets": []}))
     bars = svg(doc, "rect")
     assert [bar_title(b) for b in bars][1] == "2026-01-01T00:01Z: 199 calls"
@@ -165,12 +164,12 @@ def test_drift_since_the_preview_has_its_own_table():
     report = {"kind": "merge_report", "sets": [], "skipped": []}
     rows = [{"email": "a@x.example", "status": "merged", "drift_appeared": ["TKT-9", SCRIPT], "drift_vanished": []},
             {"email": "b@x.example", "status": "merged", "drift_appeared": [], "drift_vanished": []}]
-    doc = parse(html_report.render(report, rows=rows, columns=reports.MERGE_HTML_COLUMNS[:2] + ["drift_appeared",
+    doc = parse(html_page.render(report, rows=rows, columns=reports.MERGE_HTML_COLUMNS[:2] + ["drift_appeared",
                                                                                                  "drift_vanished"]))
     headings, shown = table(doc, "sets")
     assert headings == ["email", "status"]  # drift is not repeated in the sets table
     drift = doc.find(".//table[@id='drift']")
     cells = [[text_of(td) for td in tr.findall("td")] for tr in drift.findall("./tbody/tr")]
     assert cells == [["a@x.example", f"TKT-9, {SCRIPT}", ""]]
-    assert "Drift since the preview" not in text_of(parse(html_report.render({"kind": "preview", "sets": rows[:0]}))
+    assert "Drift since the preview" not in text_of(parse(html_page.render({"kind": "preview", "sets": rows[:0]}))
                                                     .find(".//body"))

@@ -8,13 +8,13 @@ import sys
 import pytest
 
 import backup
-import devrev_client
-from backup_checks import verification as backup_verify
+import runs.journal
+from backup_checks import verification
+from devrev_api.errors import RunInterrupted
 from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.faults import Scripted
 from helpers import ROOT, TEST_TOKEN, MergeRun, capture_stop_event, expected_after_merge, files_a_ticket, normalized
-from merging import engine as merge_engine
-from runs import journal as journal_module
+from merging import engine
 
 LIVE_SKIPS = {"email_mismatch", "contact_inactive", "contact_not_found", "cross_workspace", "external_ref_mismatch"}
 CSV_SKIPS = {"single_contact", "no_primary", "several_primaries", "unknown_reference_format"}
@@ -107,7 +107,7 @@ def test_full_run_moves_everything_and_changes_nothing_else(tmp_path, monkeypatc
         if any(sandbox.key_id(d) in w["reported_by"] for d in ms["duplicates"]))
     folders = run.backups()
     assert len(folders) == sum(len(ms["duplicates"]) for ms in big_dataset.merge_sets)
-    assert all(backup_verify.verify_backup(f).ok for f in folders)
+    assert all(verification.verify_backup(f).ok for f in folders)
     # the live-skipped sets were left untouched, their tickets included
     for key in ("sleepy-dup0", "split-dup0", "moved-dup0", "renamed-dup0"):
         assert after["rev_users"][sandbox.key_id(key)]["retired"] is False
@@ -128,7 +128,7 @@ def test_completed_run_rerun_makes_no_writes(tmp_path, monkeypatch, make_sandbox
 
 def _count_boundaries(tmp_path, monkeypatch, make_sandbox, dataset) -> int:
     calls = {"n": 0}
-    real_intent, real_done = journal_module.Journal.intent, journal_module.Journal.done
+    real_intent, real_done = runs.journal.Journal.intent, runs.journal.Journal.done
 
     def counting(real):
         def wrapper(self, *a, **kw):
@@ -136,14 +136,14 @@ def _count_boundaries(tmp_path, monkeypatch, make_sandbox, dataset) -> int:
             return real(self, *a, **kw)
         return wrapper
 
-    monkeypatch.setattr(journal_module.Journal, "intent", counting(real_intent))
-    monkeypatch.setattr(journal_module.Journal, "done", counting(real_done))
+    monkeypatch.setattr(runs.journal.Journal, "intent", counting(real_intent))
+    monkeypatch.setattr(runs.journal.Journal, "done", counting(real_done))
     sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
     (tmp_path / "count").mkdir()
     run = MergeRun(tmp_path / "count", sandbox, dataset, monkeypatch)
     assert run.run("--skip-preview-check", "--workers", "1") == 0
-    monkeypatch.setattr(journal_module.Journal, "intent", real_intent)
-    monkeypatch.setattr(journal_module.Journal, "done", real_done)
+    monkeypatch.setattr(runs.journal.Journal, "intent", real_intent)
+    monkeypatch.setattr(runs.journal.Journal, "done", real_done)
     return calls["n"], normalized(sandbox.dump())
 
 
@@ -157,7 +157,7 @@ def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path
                             two_duplicate_sets=1, skipped=False)
     total, reference = _count_boundaries(tmp_path, monkeypatch, make_sandbox, dataset)
     assert total > 10
-    real_intent, real_done = journal_module.Journal.intent, journal_module.Journal.done
+    real_intent, real_done = runs.journal.Journal.intent, runs.journal.Journal.done
     for boundary in range(1, total + 1):
         calls = {"n": 0}
 
@@ -169,20 +169,20 @@ def test_exception_at_every_step_boundary_then_rerun_ends_in_same_state(tmp_path
                 return real(self, *a, **kw)
             return wrapper
 
-        monkeypatch.setattr(journal_module.Journal, "intent", crashing(real_intent))
-        monkeypatch.setattr(journal_module.Journal, "done", crashing(real_done))
+        monkeypatch.setattr(runs.journal.Journal, "intent", crashing(real_intent))
+        monkeypatch.setattr(runs.journal.Journal, "done", crashing(real_done))
         sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
         workdir = tmp_path / f"b{boundary}"
         workdir.mkdir()
         run = MergeRun(workdir, sandbox, dataset, monkeypatch)
         with pytest.raises(Crash):
             run.run("--skip-preview-check", "--workers", "1")
-        monkeypatch.setattr(journal_module.Journal, "intent", real_intent)
-        monkeypatch.setattr(journal_module.Journal, "done", real_done)
+        monkeypatch.setattr(runs.journal.Journal, "intent", real_intent)
+        monkeypatch.setattr(runs.journal.Journal, "done", real_done)
         assert run.run("--skip-preview-check", "--workers", "1") == 0, f"boundary {boundary}"
         assert normalized(sandbox.dump()) == reference, f"boundary {boundary}"
-        assert all(backup_verify.verify_backup(f).ok for f in run.backups()), f"boundary {boundary}"
-        db = journal_module.Journal(str(workdir / "savepoints" / "j.sqlite3"), "check")
+        assert all(verification.verify_backup(f).ok for f in run.backups()), f"boundary {boundary}"
+        db = runs.journal.Journal(str(workdir / "savepoints" / "j.sqlite3"), "check")
         assert db.check() == []
         db.close()
         sandbox.stop()
@@ -275,7 +275,7 @@ def test_duplicate_owning_nothing_still_gets_a_backup(tmp_path, monkeypatch, mak
     primary_ref = sandbox.dump()["rev_users"][sandbox.key_id(dataset.merge_sets[0]["primary"])]["external_ref"]
     assert run.preview() == 0 and run.run() == 0
     [folder] = run.backups()
-    assert backup_verify.verify_backup(folder).ok
+    assert verification.verify_backup(folder).ok
     meta = backup.load_metadata(folder)
     assert meta["primary"]["id"] == sandbox.key_id(dataset.merge_sets[0]["primary"])
     assert meta["original_external_refs"]["primary"] == primary_ref
@@ -307,15 +307,15 @@ def test_poll_backoff_and_time_limit(tmp_path, make_sandbox, make_client, small_
         now["t"] += seconds
 
     client = make_client(sandbox, sleep=fake_sleep)
-    journal = journal_module.Journal(str(tmp_path / "j.sqlite3"), "r")
-    options = merge_engine.MergeOptions(backup_dir=str(tmp_path / "b"), run_id="r", merge_timeout=20)
-    merger = merge_engine.SetMerger(client, journal, options, clock=lambda: now["t"])
+    journal = runs.journal.Journal(str(tmp_path / "j.sqlite3"), "r")
+    options = engine.MergeOptions(backup_dir=str(tmp_path / "b"), run_id="r", merge_timeout=20)
+    merger = engine.SetMerger(client, journal, options, clock=lambda: now["t"])
     from contacts.csv_reader import group_contacts, read_contacts
     path = tmp_path / "c.csv"
     path.write_text(small_dataset.csv_text())
     ms = group_contacts(read_contacts(str(path)).rows)[0][0]
     outcome = merger.merge(ms)
-    assert outcome["status"] == "failed" and "not retired within 20 s" in outcome["error"]
+    assert outcome.status == "failed" and "not retired within 20 s" in outcome.error
     assert waits[0] <= 0.5
     assert waits == sorted(waits[:-1]) + waits[-1:]   # backs off (the last wait is cut at the deadline)
     assert max(waits) <= 5
@@ -345,7 +345,7 @@ def test_resume_removes_own_partial_backup(tmp_path, monkeypatch, make_sandbox, 
         monkeypatch.setattr(backup._Writer, "write_json", die)
         return real_write(client, root, **kw)
 
-    monkeypatch.setattr(merge_engine, "write_backup", crash_midway)
+    monkeypatch.setattr(engine, "write_backup", crash_midway)
     assert run.preview() == 0
     with pytest.raises(Crash):
         run.run("--workers", "1")
@@ -386,7 +386,7 @@ def test_token_rejected_mid_run_starts_no_further_set(tmp_path, monkeypatch, mak
     assert touched <= {sandbox.key_id(first["primary"])} | {sandbox.key_id(d) for d in first["duplicates"]} | \
         {f"REVU-{u['suffix']}" for u in small_dataset.seed["rev_users"]
          if u["key"] in [first["primary"], *first["duplicates"]]}
-    db = journal_module.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
+    db = runs.journal.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
     assert db.check() == []
     db.close()
     # and a re-run with a good token finishes the job
@@ -468,7 +468,7 @@ def test_drift_since_preview_and_new_ticket_during_the_run(tmp_path, monkeypatch
     assert dup["drift_appeared"] == [dump["works"][appeared]["display_id"]]
     assert dup["drift_vanished"] == []
     assert len(dup["backups"]) == 2  # the mid-run ticket got a backup round of its own
-    assert all(backup_verify.verify_backup(f).ok for f in dup["backups"])
+    assert all(verification.verify_backup(f).ok for f in dup["backups"])
     assert dup["tickets_moved"] == len(preview_tickets) + 2
     assert not any(dup_id in [u["id"] for u in w["reported_by"]] for w in dump["works"].values())
 
@@ -538,14 +538,14 @@ def test_concurrent_workers_resume_with_another_count(tmp_path, monkeypatch, mak
     interrupted = run.latest_report()
     assert interrupted["interrupted"] is True
     assert any(s["status"] != "merged" for s in interrupted["sets"])
-    db = journal_module.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
+    db = runs.journal.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
     assert db.check() == []
     db.close()
     assert run.run("--workers", "2") == 0
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(before, sandbox, dataset, merged)
     assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}
-    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+    assert all(verification.verify_backup(f).ok for f in run.backups())
 
 
 def test_an_interrupted_run_reports_what_devrev_holds(tmp_path, monkeypatch, make_sandbox):
@@ -583,7 +583,7 @@ def test_ctrl_c_during_the_canary_re_read_is_an_interrupt_not_a_crash(tmp_path, 
 
     def stopped_mid_read(client, outcome):
         stopper["event"].set()                     # Ctrl-C while the canary re-reads
-        raise devrev_client.RunInterrupted("stopped")
+        raise RunInterrupted("stopped")
 
     monkeypatch.setattr(canary, "check_set", stopped_mid_read)
     assert run.run() == 130
@@ -619,7 +619,7 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_exits_130(tmp_path, make_sand
     assert proc.returncode == 130, err.decode()
     assert len(sandbox.api_calls()) <= at_signal + 1  # only the call that was in flight
     assert b"Traceback" not in err and b"re-run the same command" in err.lower()
-    db = journal_module.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
+    db = runs.journal.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "check")
     assert db.check() == []
     db.close()
     assert run.latest_report()["interrupted"] is True

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 
 import backup
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from devrev_sandbox.dataset import build_dataset
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, files_a_ticket, ids
-from merging import engine as merge_engine
-from runs import journal as journal_module
+from merging import engine
+from runs import journal
 
 
 def test_ticket_shared_by_two_sets_keeps_both_customers(tmp_path, monkeypatch, make_sandbox):
@@ -69,7 +69,7 @@ def test_ticket_filed_while_devrev_merges_is_backed_up_and_moved(tmp_path, monke
     outcome = run.latest_report()["sets"][0]
     assert outcome["status"] == "merged"
     assert len(outcome["duplicates"][0]["backups"]) == 2
-    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+    assert all(verification.verify_backup(f).ok for f in run.backups())
     tickets_json = [backup.load_metadata(f)["moves"]["tickets"] for f in outcome["duplicates"][0]["backups"]]
     assert [t["id"] for t in tickets_json[1]] == [filed["id"]]
 
@@ -127,7 +127,7 @@ def test_rounds_are_counted_per_run(tmp_path, monkeypatch, make_sandbox):
     assert run.run() == 0
     dump = sandbox.dump()
     assert not any(sandbox.key_id(dup) in ids(w["reported_by"]) for w in dump["works"].values())
-    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+    assert all(verification.verify_backup(f).ok for f in run.backups())
 
 
 def test_two_runs_cannot_share_a_savepoint(tmp_path, monkeypatch, make_sandbox, capsys):
@@ -136,7 +136,7 @@ def test_two_runs_cannot_share_a_savepoint(tmp_path, monkeypatch, make_sandbox, 
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0
     sandbox.clear_log()
-    holder = journal_module.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "other", exclusive=True)
+    holder = journal.Journal(str(tmp_path / "savepoints" / "j.sqlite3"), "other", exclusive=True)
     try:
         assert run.run() == 2
         assert "another run is using the savepoint" in capsys.readouterr().err
@@ -170,7 +170,7 @@ def test_failed_backup_verification_exits_1_not_130_with_workers(tmp_path, monke
     sandbox = make_sandbox(dataset.seed)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0
-    real_write = merge_engine.write_backup
+    real_write = engine.write_backup
     first = dataset.merge_sets[0]["email"]
 
     def corrupting(client, root, **kw):
@@ -180,7 +180,7 @@ def test_failed_backup_verification_exits_1_not_130_with_workers(tmp_path, monke
                 fh.write(b" ")
         return result
 
-    monkeypatch.setattr(merge_engine, "write_backup", corrupting)
+    monkeypatch.setattr(engine, "write_backup", corrupting)
     assert run.run("--workers", "2") == 1
     report = run.latest_report()
     assert report["interrupted"] is False

@@ -6,8 +6,7 @@ import backup
 from devrev_client import DevRevClient
 from devrev_sandbox.dataset import build_dataset
 from helpers import TEST_TOKEN, MergeRun
-from merging import engine as merge_engine
-from merging import preview_estimate
+from merging import call_estimates, preview_estimate
 
 
 def _reads(sandbox, endpoint: str) -> int:
@@ -55,7 +54,7 @@ def test_calls_from_counts_is_the_engines_estimate(make_sandbox):
             for merge in (True, False):
                 assert preview_estimate.calls_from_counts(
                     len(snap.tickets), len(snap.conversations), pages, len(snap.attachments), client.page_limit,
-                    merge=merge) == merge_engine.estimate_calls(snap, client.page_limit, merge=merge)
+                    merge=merge) == call_estimates.estimate_calls(snap, client.page_limit, merge=merge)
     finally:
         client.close()
 

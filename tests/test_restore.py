@@ -19,11 +19,12 @@ import pytest
 
 import backup
 import restore_contacts
+import restoring.run
 from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
 from devrev_sandbox.faults import Faults
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, normalized
-from restoring import backup_sets as restore_backups
-from restoring import engine as restore_engine
+from operator_view import restore_reports
+from restoring import backup_sets, engine
 from runs.journal import Journal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -296,18 +297,18 @@ def test_a_listing_that_lags_is_looked_at_again_for_a_while(tmp_path, monkeypatc
         return iter([]) if len(calls) <= lag else real_list(reporter)
 
     client.list_tickets = lagging
-    sets, _ = restore_backups.load_backup_sets(str(run.dir / "backups"))
+    sets, _ = backup_sets.load_backup_sets(str(run.dir / "backups"))
     (bset,) = [s for s in sets if s.email == small_dataset.merge_sets[2]["email"]]
     journal = Journal(str(tmp_path / "r.sqlite3"), "run", exclusive=True)
     try:
-        out = restore_engine.SetRestorer(client, journal, clock=lambda: now[0]).restore(bset)
+        out = engine.SetRestorer(client, journal, clock=lambda: now[0]).restore(bset)
     finally:
         journal.close()
-    assert out["status"] == status
+    assert out.status == status
     if status == "restored":
         assert slept == [0.2, 0.4]
     else:
-        assert "does not return" in out["error"] and sum(slept) == pytest.approx(10.0) and max(slept) == 2.0
+        assert "does not return" in out.error and sum(slept) == pytest.approx(10.0) and max(slept) == 2.0
 
 
 def test_help_states_what_a_restore_cannot_give_back(capsys):
@@ -355,12 +356,12 @@ def test_a_contact_merged_again_after_a_restore_is_restored_from_both_merges(tmp
 
 
 def test_restored_users_keeps_order_and_the_primary_where_it_was():
-    f = restore_engine.restored_users
+    f = engine.restored_users
     assert f(["a", "P", "b"], ["a", "D", "b"], "D", "N", "P") == ["a", "N", "b"]
     assert f(["P", "x"], ["P", "D"], "D", "N", "P") == ["P", "N", "x"]          # the primary was there before
     assert f(["P"], ["D", "P"], "D", "N", "P") == ["N", "P"]
     assert f(["a", "b"], ["a", "D"], "D", "N", "P") is None                      # the primary was taken off since
-    assert restore_engine.after_merge(["A", "B", "x"], {"A", "B"}, "P") == ["P", "x"]
+    assert engine.after_merge(["A", "B", "x"], {"A", "B"}, "P") == ["P", "x"]
 
 
 # --------------------------------------------------------------------------- crashes
@@ -482,7 +483,7 @@ def test_backup_dir_may_name_one_backup_folder(tmp_path, monkeypatch, make_sandb
     run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
     single = small_dataset.merge_sets[1]
     (folder,) = [f for f in run.backups() if os.path.basename(f).startswith(backup.folder_prefix(single["email"]))]
-    sets, failed = restore_backups.load_backup_sets(folder)
+    sets, failed = backup_sets.load_backup_sets(folder)
     assert failed == [] and [s.email for s in sets] == [single["email"]]
 
 
@@ -505,7 +506,26 @@ def test_the_restore_preview_and_report_have_the_html_page_with_every_value_esca
         assert_self_contained_and_inert(doc)
         assert hostile in text_of(doc.find(".//body"))
         _, shown = table(doc, "sets")
-        rows = restore_contacts.report_rows(report) if kind == "restore_report" else \
-            restore_contacts.preview_rows(report)
+        rows = restore_reports.report_rows(report) if kind == "restore_report" else \
+            restore_reports.preview_rows(report)
         assert [r["email"] for r in shown] == [r["email"] for r in rows] and len(rows) == 4
         assert {r["_class"] for r in shown} == {"ok"}
+
+
+def test_only_the_newest_restore_preview_unlocks_a_restore_as_for_the_merge(tmp_path, monkeypatch, make_sandbox,
+                                                                          small_dataset):
+    """An older preview of every set must not unlock what the admin's latest preview (one set,
+    --only) did not show: the restore follows the merge's rule (runs.preview_gate)."""
+    sandbox = make_sandbox(small_dataset.seed)
+    restore = RestoreRun(_merge(tmp_path, monkeypatch, sandbox, small_dataset))
+    merged = normalized(sandbox.dump())
+    clock = iter(f"2026-12-05T08:00:{s:02d}Z" for s in range(60))      # each report a second newer
+    monkeypatch.setattr(restoring.run, "iso_utc", lambda: next(clock))
+    assert restore.run("--preview") == 0                                # every set
+    one = small_dataset.merge_sets[0]["email"]
+    assert restore.run("--preview", "--only", one) == 0
+    sandbox.clear_log()
+    assert restore.run() == 2                                          # the newest shows one set only
+    assert sandbox.write_attempts() == [] and normalized(sandbox.dump()) == merged
+    assert restore.run("--only", one) == 0                             # what it shows, it unlocks
+    assert {s["status"] for s in restore.report()["sets"]} == {"restored"}

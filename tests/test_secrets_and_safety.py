@@ -22,7 +22,7 @@ import pytest
 import backup
 import merge_contacts
 import verify_backups
-from backup_checks import verification as backup_verify
+from backup_checks import verification
 from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.faults import Scripted
 from helpers import (
@@ -34,7 +34,7 @@ from helpers import (
     normalized,
     owners_of,
 )
-from merging import engine as merge_engine
+from merging import engine
 from plumbing import cli
 
 # the token whole, and pieces of it long enough to identify it
@@ -102,7 +102,7 @@ def test_token_never_written_or_printed_and_everything_is_private(tmp_path, monk
     journal = tmp_path / "savepoints" / "j.sqlite3"
     assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(journal.parent).st_mode) == 0o700
-    assert all(backup_verify.verify_backup(f).ok for f in run.backups())
+    assert all(verification.verify_backup(f).ok for f in run.backups())
 
     # the attachment host was used, and never with an Authorization header
     downloads = [e for e in sandbox.request_log if e["server"] == "files"]
@@ -182,7 +182,7 @@ def test_backup_that_does_not_verify_stops_the_run_before_any_write(tmp_path, mo
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     before = sandbox.dump()
     assert run.preview() == 0
-    real_write = merge_engine.write_backup
+    real_write = engine.write_backup
     corrupted = []
 
     def write_then_corrupt(client, root, **kw):
@@ -191,7 +191,7 @@ def test_backup_that_does_not_verify_stops_the_run_before_any_write(tmp_path, mo
             corrupted.append(_flip_a_byte(result.folder))
         return result
 
-    monkeypatch.setattr(merge_engine, "write_backup", write_then_corrupt)
+    monkeypatch.setattr(engine, "write_backup", write_then_corrupt)
     capsys.readouterr()
     assert run.run("--workers", "1") == 1
     assert "/attachments/" in corrupted[0]
@@ -215,7 +215,7 @@ def test_backup_that_does_not_verify_stops_the_run_before_any_write(tmp_path, mo
     assert "sha256 does not match" in capsys.readouterr().out
 
     # a re-run writes a fresh backup, verifies it, and finishes the job
-    monkeypatch.setattr(merge_engine, "write_backup", real_write)
+    monkeypatch.setattr(engine, "write_backup", real_write)
     assert run.run() == 0
     merged = {ms["email"] for ms in dataset.merge_sets}
     assert normalized(sandbox.dump()) == expected_after_merge(normalized(before), sandbox, dataset, merged)
@@ -250,7 +250,7 @@ def test_backup_damaged_before_any_write_is_set_aside_and_taken_again(tmp_path, 
     def crash(*a, **kw):
         raise Crash("killed right after the backup was verified")
 
-    monkeypatch.setattr(merge_engine.SetMerger, "_move_all", crash)
+    monkeypatch.setattr(engine.SetMerger, "_move_all", crash)
     with pytest.raises(Crash):
         run.run()
     monkeypatch.undo()
@@ -266,13 +266,13 @@ def test_backup_damaged_before_any_write_is_set_aside_and_taken_again(tmp_path, 
                                                               {dataset.merge_sets[0]["email"]})
     folders = run.backups()
     fresh = [f for f in folders if not f.endswith(".elsewhere") and ".damaged-" not in f]
-    assert len(fresh) == 1 and backup_verify.verify_backup(fresh[0]).ok   # (the same name, when in the same second)
+    assert len(fresh) == 1 and verification.verify_backup(fresh[0]).ok   # (the same name, when in the same second)
     aside = [f for f in folders if ".damaged-" in f]
     if how == "byte":
         assert "set aside as" in err
         assert len(aside) == 1 and aside[0].startswith(folder + ".damaged-")   # kept, as evidence
         assert os.path.exists(aside[0] + changed[len(folder):])
-        assert not backup_verify.verify_backup(aside[0]).ok
+        assert not verification.verify_backup(aside[0]).ok
     else:
         assert "nothing to set aside" in err and aside == [] and folder + ".elsewhere" in folders
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
@@ -293,7 +293,7 @@ def test_backup_damaged_after_writes_fails_that_set_only_until_restored_or_its_l
     def crash(*a, **kw):
         raise Crash("killed after the first set's moves, before its check")
 
-    monkeypatch.setattr(merge_engine.SetMerger, "_verify", crash)
+    monkeypatch.setattr(engine.SetMerger, "_verify", crash)
     with pytest.raises(Crash):
         run.run("--workers", "1")
     monkeypatch.undo()
@@ -318,7 +318,7 @@ def test_backup_damaged_after_writes_fails_that_set_only_until_restored_or_its_l
     expected["rev_users"][dup] = before["rev_users"][dup]
     expected["rev_users"][primary] = before["rev_users"][primary]
     assert normalized(sandbox.dump()) == expected
-    assert run.backups()[0] == folder and not backup_verify.verify_backup(folder).ok   # untouched, still there
+    assert run.backups()[0] == folder and not verification.verify_backup(folder).ok   # untouched, still there
     assert not [f for f in run.backups() if ".damaged-" in f]
 
     # the operator cannot restore it and accepts the loss: the set finishes
@@ -329,7 +329,7 @@ def test_backup_damaged_after_writes_fails_that_set_only_until_restored_or_its_l
     [aside] = [f for f in run.backups() if ".damaged-" in f and os.path.isdir(f)]
     # a fresh backup taken in the same second as the damaged one has its name: then it verifies
     assert aside.startswith(folder + ".damaged-")
-    assert not os.path.exists(folder) or backup_verify.verify_backup(folder).ok
+    assert not os.path.exists(folder) or verification.verify_backup(folder).ok
     assert os.path.exists(aside + ".accept-loss") and not os.path.exists(folder + ".accept-loss")   # used once
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
 
@@ -345,5 +345,5 @@ def test_no_option_skips_backup_verification():
     for attempt in (["--skip-verify"], ["--no-verify"], ["--skip-backup"], ["--force"], ["--no-backup"]):
         with pytest.raises(cli.UsageError, match="unrecognized arguments"):
             parser.parse_args(["--csv", "x.csv", *attempt])
-    fields = {f.name for f in dataclasses.fields(merge_engine.MergeOptions)}
+    fields = {f.name for f in dataclasses.fields(engine.MergeOptions)}
     assert not [f for f in fields if "verif" in f or ("backup" in f and f != "backup_dir")]

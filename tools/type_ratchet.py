@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"new type errors: {rest} > {baseline}; fix them (the list is above)")
         return 1
     if rest < baseline:
-        print(f"fewer type errors than the baseline: run `python tools/type_ratchet.py --update` to keep it so")
+        print("fewer type errors than the baseline: run `python tools/type_ratchet.py --update` to keep it so")
         return 1
     return 0
 

@@ -1,7 +1,9 @@
-"""README.md and the scripts' options agree (after sqlite-utils' tests/test_docs.py).
+"""The README, the docs/ pages and the scripts' options agree (after sqlite-utils' tests/test_docs.py).
 
-Every option of every script appears in the README, and every `--option` the README names
-for a script exists in that script's parser. The scripts are every top-level *.py that
+Every option of every script appears in README.md or a docs/ page, and every `--option` they
+name for a script exists in that script's parser. Each page is read on its own, by the rules
+below; an option no rule attributes falls to the README's main script. Every relative link
+resolves, to a file and, with a #fragment, to one of its headings. The scripts are every top-level *.py that
 defines both `build_parser` and `main`, so a new script is covered by being written.
 
 Which script a README mention belongs to: an option in a command (`python3 x.py --opt`, in
@@ -28,12 +30,21 @@ import pytest
 from helpers import ROOT
 
 README = os.path.join(ROOT, "README.md")
-# a script file, or a module run with `python3 -m module` (not a script here: its options are not checked)
-_SCRIPT = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.py\b|(?<=-m )[\w.]+)")
+DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+PAGES = [README, *DOCS]                                   # a user's pages: their options are checked
+LINKED = [*PAGES, *(os.path.join(ROOT, name) for name in ("CONTRIBUTING.md", "CHANGELOG.md"))]
+# a script file, a module run with `python3 -m module` (not a script here: its options are not
+# checked), or an installed command (`devrev-merge-contacts` is merge_contacts.py)
+_SCRIPT = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.py\b|(?<=-m )[\w.]+|devrev-[a-z-]+\b)")
 _OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 _INLINE_CODE = re.compile(r"`([^`]+)`")
 _HEADING = re.compile(r"^(#+)\s+(.*)$")
-_COMMAND = re.compile(r"^\s*(?:\$\s+)?python3?\s")       # a command runs python; a bare name is prose
+_COMMAND = re.compile(r"^\s*(?:\$\s+)?(?:python3?\s|devrev-)")   # runs python or a command; a bare name is prose
+
+
+def _script_of(name: str) -> str:
+    """An installed command's script (devrev-merge-contacts: merge_contacts.py); else the name."""
+    return name[len("devrev-"):].replace("-", "_") + ".py" if name.startswith("devrev-") else name
 
 
 def discover_scripts() -> list[str]:
@@ -68,7 +79,7 @@ def _commands_in(text: str) -> list[tuple[int, int, str]]:
     """(start, end, script) spans of a command's text: from a script name to the end of the
     text or the next script name (`a.py ... && b.py ...`)."""
     names = list(_SCRIPT.finditer(text))
-    return [(m.start(), names[i + 1].start() if i + 1 < len(names) else len(text), m.group(1))
+    return [(m.start(), names[i + 1].start() if i + 1 < len(names) else len(text), _script_of(m.group(1)))
             for i, m in enumerate(names)]
 
 
@@ -90,7 +101,7 @@ def _prose_mentions(text: str, lineno: int, state: dict) -> list[Mention]:
         events += [(start + m.start(), "command option", (m.group(), script))
                    for m in _OPTION.finditer(text[start:end])]
     prose = "".join(" " if any(s <= i < e for s, e, _ in spans) else c for i, c in enumerate(text))
-    events += [(m.start(), "script", m.group(1)) for m in _SCRIPT.finditer(prose)]
+    events += [(m.start(), "script", _script_of(m.group(1))) for m in _SCRIPT.finditer(prose)]
     events += [(m.start(), "option", m.group()) for m in _OPTION.finditer(prose)]
     found = []
     for _pos, kind, value in sorted(events, key=lambda event: event[0]):
@@ -107,7 +118,9 @@ def _prose_mentions(text: str, lineno: int, state: dict) -> list[Mention]:
     return found
 
 
-def readme_mentions(path: str = README) -> list[Mention]:
+def readme_mentions(path: str = README, main: str | None = None) -> list[Mention]:
+    """Every option a page names, with the script it belongs to; `main`: the script an option
+    no rule attributes falls to (default: the page's first command's)."""
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().splitlines()
     mentions: list[Mention] = []
@@ -135,35 +148,75 @@ def readme_mentions(path: str = README) -> list[Mention]:
             continue
         heading = _HEADING.match(line)
         if heading:
-            named = _SCRIPT.findall(heading.group(2))
+            named = [_script_of(n) for n in _SCRIPT.findall(heading.group(2))]
             state.update(paragraph_script=None, section_command=None, heading_script=named[0] if named else None)
             continue
         if not line.strip() or line.lstrip().startswith(("- ", "* ", "|")) or re.match(r"\s*\d+\.\s", line):
             state["paragraph_script"] = None                # a new paragraph, list item or table row
         mentions += _prose_mentions(line, lineno, state)
-    main = state.get("main")
+    main = main or state.get("main")
     return [Mention(m.option, main, m.line) if m.script == "<main>" else m for m in mentions]
 
 
-MENTIONS = readme_mentions()
+def all_mentions() -> dict[str, list[Mention]]:
+    """The mentions of every page (README.md, docs/*.md), by page."""
+    readme = readme_mentions(README)
+    main = next((m.script for m in readme if m.script.endswith(".py")), None)
+    return {README: readme, **{page: readme_mentions(page, main) for page in PAGES[1:]}}
+
+
+PAGE_MENTIONS = all_mentions()
+MENTIONS = [m for mentions in PAGE_MENTIONS.values() for m in mentions]
 
 
 def test_the_scripts_are_discovered():
     assert {"merge_contacts.py", "create_test_sample.py", "verify_backups.py"} <= set(SCRIPTS)
-    assert "fileutil.py" not in SCRIPTS and "devrev_sandbox.py" not in SCRIPTS   # no build_parser
+    assert "devrev_client.py" not in SCRIPTS and "backup.py" not in SCRIPTS   # library modules: no build_parser
 
 
 @pytest.mark.parametrize("script, option", sorted((s, o) for s in SCRIPTS for o in parser_options(s)))
 def test_every_option_is_in_the_readme(script, option):
     assert any(m.script == script and m.option == option for m in MENTIONS), \
-        f"{script} {option} is not documented in README.md"
+        f"{script} {option} is not documented in README.md or docs/"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_option_the_readme_names_exists(script):
     known = parser_options(script)
-    unknown = sorted({f"line {m.line}: {m.option}" for m in MENTIONS if m.script == script and m.option not in known})
-    assert not unknown, f"README.md names options {script} does not have: {', '.join(unknown)}"
+    unknown = sorted({f"{os.path.relpath(page, ROOT)} line {m.line}: {m.option}"
+                      for page, mentions in PAGE_MENTIONS.items() for m in mentions
+                      if m.script == script and m.option not in known})
+    assert not unknown, f"the docs name options {script} does not have: {', '.join(unknown)}"
+
+
+def _anchors(page: str) -> set[str]:
+    """GitHub's anchors for a page's headings."""
+    with open(page, encoding="utf-8") as fh:
+        headings = [m.group(2) for line in fh if (m := _HEADING.match(line))]
+    return {re.sub(r"[^\w\- ]", "", h.lower().replace("`", "")).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", LINKED, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_relative_link_resolves(page):
+    with open(page, encoding="utf-8") as fh:
+        links = re.findall(r"\]\(([^)\s]+)\)", fh.read())
+    broken = []
+    for link in links:
+        if re.match(r"[a-z]+:", link):
+            continue                                   # https://..., mailto:
+        target, _, fragment = link.partition("#")
+        path = os.path.normpath(os.path.join(os.path.dirname(page), target)) if target else page
+        if not os.path.exists(path):
+            broken.append(link)
+        elif fragment and path.endswith(".md") and fragment not in _anchors(path):
+            broken.append(link)
+    assert not broken, f"{os.path.relpath(page, ROOT)}: broken links {broken}"
+
+
+def test_the_readme_links_every_docs_page():
+    with open(README, encoding="utf-8") as fh:
+        readme = fh.read()
+    assert [page for page in DOCS if f"docs/{os.path.basename(page)}" not in readme] == []
 
 
 def test_the_reader_attributes_options_as_documented(tmp_path):

@@ -1,4 +1,4 @@
-"""damaged_backup: which journal steps count as writes, and how a folder is set aside."""
+"""backup_checks.damaged: which journal steps count as writes, and how a folder is set aside."""
 from __future__ import annotations
 
 import errno
@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+import backup_checks.damaged
 from backup import BackupFolderError
-from backup_checks import damaged as damaged_backup
 from runs.journal import step_name
 
 NOW = datetime(2026, 11, 30, 10, 15, 7, tzinfo=timezone.utc)
@@ -17,11 +17,11 @@ NOW = datetime(2026, 11, 30, 10, 15, 7, tzinfo=timezone.utc)
 def test_writes_sent_counts_moves_merge_and_the_primary_reference_of_that_duplicate_only():
     steps = {step_name("backup", "d1", 1): {}, step_name("verify", "d1", 1): {},
              step_name("backup", "d2", 1): {}, step_name("ticket", "d2", 1, "t1"): {}}
-    assert damaged_backup.writes_sent(steps, "d1") == []
+    assert backup_checks.damaged.writes_sent(steps, "d1") == []
     moved = {**steps, step_name("conversation", "d1", 2, "c1"): {}, step_name("merge", "d1"): {}}
-    assert damaged_backup.writes_sent(moved, "d1") == [step_name("conversation", "d1", 2, "c1"),
+    assert backup_checks.damaged.writes_sent(moved, "d1") == [step_name("conversation", "d1", 2, "c1"),
                                                        step_name("merge", "d1")]
-    assert damaged_backup.writes_sent({**steps, "external_ref": {}}, "d1") == ["external_ref"]
+    assert backup_checks.damaged.writes_sent({**steps, "external_ref": {}}, "d1") == ["external_ref"]
 
 
 def test_set_aside_renames_never_deletes_and_takes_the_acceptance_file_along(tmp_path):
@@ -31,11 +31,11 @@ def test_set_aside_renames_never_deletes_and_takes_the_acceptance_file_along(tmp
     (tmp_path / "ben_20261130_100000_REVU-1.accept-loss").write_text("")
     taken = tmp_path / "ben_20261130_100000_REVU-1.damaged-20261130T101507Z"
     taken.mkdir()                                               # an earlier set-aside in the same second
-    moved = damaged_backup.set_aside(str(folder), NOW)
+    moved = backup_checks.damaged.set_aside(str(folder), NOW)
     assert moved == str(taken) + "-2" and (tmp_path / moved / "tickets.json").read_text() == "[]"
     assert not folder.exists() and os.path.exists(moved + ".accept-loss")
-    assert not os.path.exists(damaged_backup.accept_path(str(folder)))
-    assert damaged_backup.set_aside(str(folder), NOW) is None   # missing: nothing to rename
+    assert not os.path.exists(backup_checks.damaged.accept_path(str(folder)))
+    assert backup_checks.damaged.set_aside(str(folder), NOW) is None   # missing: nothing to rename
 
 
 def test_set_aside_in_a_folder_that_cannot_be_written_is_a_backup_folder_error(tmp_path, monkeypatch):
@@ -45,7 +45,7 @@ def test_set_aside_in_a_folder_that_cannot_be_written_is_a_backup_folder_error(t
     def refuse(src, dst):
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(damaged_backup.os, "rename", refuse)
+    monkeypatch.setattr(backup_checks.damaged.os, "rename", refuse)
     with pytest.raises(BackupFolderError, match="could not set the damaged backup .* aside: Permission denied"):
-        damaged_backup.set_aside(str(folder), NOW)
+        backup_checks.damaged.set_aside(str(folder), NOW)
     assert folder.is_dir()

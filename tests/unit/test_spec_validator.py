@@ -10,7 +10,7 @@ import pytest
 
 from spec_validator import DEFAULT_FIXTURE, SpecValidator
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 USER = "don:identity:dvrv-us-1:devo/0:revu/1"
 OTHER = "don:identity:dvrv-us-1:devo/0:revu/2"
 DEV = "don:identity:dvrv-us-1:devo/0:devu/7"

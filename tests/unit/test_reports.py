@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from operator_view import reports, screens
+from plumbing import csv_files
 
 DUP_A = {"display_id": "REVU-a", "tickets": ["TKT-1", "TKT-2"], "conversations": ["CONV-1"], "messages": 5,
          "attachments": 2, "attachment_bytes": 3000}
@@ -42,7 +43,7 @@ def read_csv(path) -> list[list[str]]:
 @pytest.mark.parametrize("value", ["=HYPERLINK(\"http://x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx",
                                    "\nx"])
 def test_formula_like_cells_are_prefixed_with_a_quote(value):
-    assert reports.csv_cell(value) == "'" + value
+    assert csv_files.csv_cell(value) == "'" + value
 
 
 @pytest.mark.parametrize("value, shown", [(None, ""), (True, "yes"), (False, "no"), (-5, "-5"), ("+3.5", "+3.5"),
@@ -50,7 +51,7 @@ def test_formula_like_cells_are_prefixed_with_a_quote(value):
                                           (("=a", "b"), "'=a b"), ("jane@acme.example", "jane@acme.example"),
                                           ("a=b", "a=b")])
 def test_other_cells_are_shown_as_they_are(value, shown):
-    assert reports.csv_cell(value) == shown
+    assert csv_files.csv_cell(value) == shown
 
 
 # --------------------------------------------------------------------------- rows

@@ -1,4 +1,4 @@
-"""merge_engine.plan_run: the one resume decision, and reports' totals built once."""
+"""merging.plan.plan_run: the one resume decision, and reports' totals built once."""
 from __future__ import annotations
 
 from contacts.csv_reader import group_contacts, read_contacts
@@ -27,7 +27,7 @@ def test_plan_skips_finished_sets_and_caps_only_the_unfinished(tmp_path):
     assert set(kept.finished) == {sets[1].key, sets[2].key} and [m.email for m in kept.todo] == \
         ["c0@x.example", "c3@x.example"]
     outcome = finished_outcome(sets[1], plan.finished[sets[1].key])
-    assert outcome["status"] == "merged" and outcome["primary"] == "REVU-p1" and outcome["resumed"] is True
+    assert outcome.status == "merged" and outcome.primary == "REVU-p1" and outcome.resumed is True
     assert finished_preview(sets[1], plan.finished[sets[1].key])["status"] == "already_merged"
     journal.close()
     fresh = plan_run(None, sets, max_merges=None, keep_duplicate=False)

@@ -1,4 +1,4 @@
-"""contacts_csv.py: reading the admins' CSV, BOMs, grouping into merge sets, skip reasons, errors.
+"""contacts.csv_reader.py: reading the admins' CSV, BOMs, grouping into merge sets, skip reasons, errors.
 
 The corpus of broken and malicious files is refused end to end in test_hostile_input.py;
 these are the reader's and the grouping's own outcomes.
@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 
-from contacts import csv_reader as contacts_csv
+import contacts.csv_reader
 from contacts.csv_reader import CsvInputError, email_key, group_contacts, read_contacts, user_id_key
 
 DON = "don:identity:dvrv-us-1:devo/0Acme:revu/Hq2ZzP0k"
@@ -79,9 +79,9 @@ def test_double_utf8_bom_is_read_as_the_same_contacts(tmp_path):
 
 def test_the_same_contact_as_don_and_as_display_id_is_one_key():
     assert user_id_key(DON) == user_id_key("REVU-Hq2ZzP0k") == "Hq2ZzP0k"
-    assert contacts_csv.is_valid_rev_user_id(DON) and contacts_csv.is_valid_rev_user_id("REVU-Hq2ZzP0k")
-    assert not contacts_csv.is_valid_rev_user_id("revu-Hq2ZzP0k")
-    assert not contacts_csv.is_valid_rev_user_id("don:core:dvrv-us-1:devo/0Acme:ticket/1")
+    assert contacts.csv_reader.is_valid_rev_user_id(DON) and contacts.csv_reader.is_valid_rev_user_id("REVU-Hq2ZzP0k")
+    assert not contacts.csv_reader.is_valid_rev_user_id("revu-Hq2ZzP0k")
+    assert not contacts.csv_reader.is_valid_rev_user_id("don:core:dvrv-us-1:devo/0Acme:ticket/1")
 
 
 # --------------------------------------------------------------------------- grouping
@@ -106,11 +106,11 @@ def test_grouping_makes_merge_sets_and_gives_every_other_group_its_reason(tmp_pa
     assert merge_sets[0].key == "ann@acme.example"
     assert [r.rev_user_id for r in merge_sets[0].rows] == ["REVU-p1", "REVU-d1", "REVU-d2"]
     assert [(g.email, g.reason, len(g.rows)) for g in skipped] == [
-        ("solo@acme.example", contacts_csv.SKIP_SINGLE_CONTACT, 1),
-        ("nop@acme.example", contacts_csv.SKIP_NO_PRIMARY, 2),
-        ("two@acme.example", contacts_csv.SKIP_SEVERAL_PRIMARIES, 3),
-        ("odd@acme.example", contacts_csv.SKIP_UNKNOWN_REFERENCE, 2)]
-    assert [g.detail for g in skipped] == [contacts_csv.CSV_SKIP_REASONS[g.reason] for g in skipped]
+        ("solo@acme.example", contacts.csv_reader.SKIP_SINGLE_CONTACT, 1),
+        ("nop@acme.example", contacts.csv_reader.SKIP_NO_PRIMARY, 2),
+        ("two@acme.example", contacts.csv_reader.SKIP_SEVERAL_PRIMARIES, 3),
+        ("odd@acme.example", contacts.csv_reader.SKIP_UNKNOWN_REFERENCE, 2)]
+    assert [g.detail for g in skipped] == [contacts.csv_reader.CSV_SKIP_REASONS[g.reason] for g in skipped]
     assert all(g.detail for g in skipped)
 
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from plumbing import files as fileutil
+import plumbing.files
 from plumbing.files import atomic_write_bytes, durable_file
 
 
@@ -46,7 +46,7 @@ def test_a_failing_block_leaves_the_old_file_and_no_temporary(tmp_path):
 
 def test_sync_dir_false_leaves_the_folder_sync_to_the_caller(tmp_path, monkeypatch):
     synced_dirs = []
-    monkeypatch.setattr(fileutil, "fsync_dir", synced_dirs.append)
+    monkeypatch.setattr(plumbing.files, "fsync_dir", synced_dirs.append)
     with durable_file(str(tmp_path / "x"), sync_dir=False) as fh:
         fh.write(b"x")
     assert synced_dirs == []

@@ -1,0 +1,363 @@
+"""The merge's run: from checked settings to an exit code, a preview or a merge report.
+
+merge_contacts.py parses and checks the command line into `MergeSettings`, then calls `run`
+(or `run_check` for --check). A run checks its input (the CSV, the preview that must show
+it, the folders, the savepoint), plans from the journal, then previews the sets or merges
+them on the workers through the one run over sets (runs.over_sets): the first set alone,
+then, unless --no-canary, its objects re-read and compared with its backups.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from contacts.csv_reader import MergeSet, email_key
+from contacts.index import ContactsIndex, index_contacts
+from devrev_api.errors import DevRevError, RunInterrupted, RunWideFault
+from devrev_sandbox.dataset import DEMO_CSV
+from merging import canary, preflight
+from merging.engine import MergeOptions, RunAborted, SetMerger, preview_set
+from merging.plan import RunPlan, blank_line, finished_outcome, finished_preview, journal_line, plan_run, set_key
+from merging.preview_scope import Scope, candidate_previews, preview_showing
+from merging.progress import resume_point
+from operator_view import reports, screens, summary
+from operator_view.summary import plural
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.clock import iso_utc
+from plumbing.fanout import Fanout
+from plumbing.version import TOOL_VERSION
+from runs.journal import Journal
+from runs.outcomes import SetStatus, to_json
+from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, journal_problems
+from runs.support import RunTarget, open_client, sandbox_held, target_of
+
+log = logging.getLogger(__name__)
+PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
+ESTIMATE_NOTE = ("Messages, attachments, calls and backup sizes are estimates from the first timeline page of a few "
+                 "tickets and conversations per duplicate; `--preview --full` counts them all.")
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """One run's options, checked (one field per option of build_parser, plus what is derived
+    from them): what every function below reads, instead of argparse's namespace."""
+    csv: str | None
+    preview: bool
+    status: bool
+    check: bool
+    full: bool
+    sandbox: bool
+    sandbox_reset: bool
+    sandbox_mode: tuple[str, ...]
+    backup_dir: str
+    report_dir: str
+    log_dir: str
+    savepoint: str | None
+    rate_limit: float | None
+    workers: int
+    max_merges: int | None
+    only: str | None
+    keep_duplicate: bool
+    allow_cross_org: bool
+    skip_preview_check: bool
+    no_canary: bool
+    merge_timeout: float
+    sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
+
+    @property
+    def target(self) -> RunTarget:
+        return RunTarget(self.sandbox, self.rate_limit, self.workers, self.sandbox_reset, self.sandbox_modes)
+
+    def options(self) -> dict[str, Any]:
+        """The options as the reports record them (the command line's, not what is derived)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if k not in ("status", "sandbox_modes")}
+
+
+def run_check(settings: MergeSettings) -> int:
+    """--check: the preflight alone, one line per check on stdout; 0 if all pass, else 1."""
+    merge_set = None
+    if settings.csv or settings.sandbox:
+        index = _chosen_groups(settings, index_contacts(settings.csv or DEMO_CSV), settings.csv or DEMO_CSV)
+        merge_set = index.merge_sets[0] if index.merge_sets else None
+    stop = cli.StopSignal()
+    with open_client(settings.target, stop) as client, cli.graceful_stop(stop):
+        checks = preflight.run_checks(client, merge_set)
+    for check in checks:
+        print(check.line())
+    if merge_set is None:
+        print("note   filters: not checked (" + ("the CSV holds no merge set)" if settings.csv or settings.sandbox
+                                                 else "give --csv to check them on its first merge set)"))
+    return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
+
+
+def _check_folders(settings: MergeSettings, savepoint: str) -> None:
+    """Every folder the run writes must be usable before the first API call (UsageError if not)."""
+    cli.check_writable_dir(settings.report_dir, "--report-dir")
+    if not settings.preview:
+        cli.check_writable_dir(settings.backup_dir, "--backup-dir")
+        cli.check_writable_dir(os.path.dirname(os.path.abspath(savepoint)), "--savepoint")
+
+
+def _open_journal(settings: MergeSettings, savepoint: str, run_id: str) -> Journal | None:
+    """The savepoint journal: the run's own (locked), or for a preview the existing one, read only."""
+    if not settings.preview:
+        return Journal(savepoint, run_id, exclusive=True)
+    return Journal(savepoint, run_id) if os.path.exists(savepoint) else None
+
+
+def run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
+    """Check everything the run needs (input, preview, folders, savepoint), then run it."""
+    csv_path = settings.csv or DEMO_CSV
+    index = _chosen_groups(settings, index_contacts(csv_path), csv_path)
+    scope = _scope(settings, index.file.sha256)
+    candidates = None if settings.preview or settings.skip_preview_check else \
+        candidate_previews(settings.report_dir, scope)
+    with sandbox_held(settings.target):
+        return _run_checked(settings, run_id, savepoint, log_path, csv_path, index, scope, candidates)
+
+
+def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | None, csv_path: str,
+                 index: ContactsIndex, scope: Scope, candidates: list[tuple[str, dict]] | None) -> int:
+    """Run the checked input: open the savepoint, plan, then preview or merge."""
+    merge_sets = index.merge_sets
+    _check_folders(settings, savepoint)
+    journal = _open_journal(settings, savepoint, run_id)
+    try:
+        plan = plan_run(journal, merge_sets, max_merges=settings.max_merges, keep_duplicate=settings.keep_duplicate)
+        preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo])
+        log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
+                 "preview of" if settings.preview else "merge of", "the sandbox" if settings.sandbox else "DevRev",
+                 plural(len(merge_sets), "merge set"), summary.groups_clause(index.skipped_total), csv_path,
+                 log_path or "off")
+        if journal is not None:
+            log.info("savepoint %s", os.path.abspath(savepoint))
+        stop = cli.StopSignal()
+        stop_note = [PREVIEW_STOP] if settings.preview else []
+        with open_client(settings.target, stop) as client, cli.graceful_stop(stop, *stop_note), \
+                contextlib.ExitStack() as stack:
+            # a run with nothing left to do calls nothing, and needs no preflight; the filters are
+            # checked on the first set it will merge (not one its preview showed skipped)
+            first = next((m for m in plan.todo if (previews.get(m.key) or {}).get("status") != "skipped"), None)
+            try:
+                failed = preflight.at_start(client, first) if plan.todo else None
+            except RunWideFault as exc:
+                what = "no preview report written" if settings.preview else "nothing was started"
+                raise RunStopped(f"{exc} ({what})") from None
+            if failed is not None:
+                return failed
+            options = MergeOptions(backup_dir=os.path.abspath(settings.backup_dir), run_id=run_id,
+                                   keep_duplicate=settings.keep_duplicate, allow_cross_org=settings.allow_cross_org,
+                                   merge_timeout=settings.merge_timeout, preview_full=settings.full,
+                                   fanout=stack.enter_context(contextlib.closing(Fanout(settings.workers))))
+            common = _report_header(settings, run_id, client, csv_path, index)
+            if settings.preview:
+                return _preview(settings, client, plan, options, common, stop, index)
+            merger = SetMerger(client, journal, options, previews)
+            return _merge(settings, merger, merge_sets, plan, common, stop, preview_path)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def _chosen_groups(settings: MergeSettings, index: ContactsIndex, csv_path: str) -> ContactsIndex:
+    """The CSV's merge sets and skipped groups, narrowed to --only's email."""
+    if settings.only:
+        index = index.narrowed(settings.only)
+        if not index.merge_sets and not index.skipped_total:
+            raise UsageError(f"no contact with email {settings.only!r} in {csv_path}")
+    return index
+
+
+def _scope(settings: MergeSettings, csv_sha256: str) -> Scope:
+    """Every option of this run that changes what it does (a preview records its own)."""
+    return Scope(csv_sha256=csv_sha256, target=target_of(settings.target), keep_duplicate=settings.keep_duplicate,
+                 allow_cross_org=settings.allow_cross_org, only=email_key(settings.only) if settings.only else None,
+                 max_merges=settings.max_merges)
+
+
+def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
+    """What the preview and the merge report share: the run, the target, the CSV, the skipped
+    groups (counted by reason; the first few of each listed with their rows)."""
+    return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
+            "target": target_of(settings.target, client), "scope": _scope(settings, index.file.sha256).to_json(),
+            "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count},
+            "options": settings.options(),
+            "skipped_counts": index.skipped_counts,
+            "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
+                         "rows": [r.as_dict() for r in g.rows]} for g in index.skipped_examples]}
+
+
+def _write_skipped(settings: MergeSettings, name: str, common: dict, index: ContactsIndex) -> None:
+    """Every row of the skipped groups to `<name>_skipped.csv`, streamed from the CSV."""
+    if index.skipped_total:
+        common["skipped_file"] = reports.write_skipped_rows(settings.report_dir, name, index.skipped_rows())
+
+
+def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal,
+             index: ContactsIndex) -> int:
+    """Preview the plan's sets (read only) and write the preview report; returns the exit code."""
+    run: PreviewRun[MergeSet] = PreviewRun(stop, lambda ms, error: {"email": ms.email, "set_key": set_key(ms),
+                                                                     "status": "failed", "error": error})
+    run.records.update({ms.key: finished_preview(ms, plan.finished[ms.key]) for ms in plan.order
+                        if ms.key in plan.finished})
+    run.run(plan.todo, lambda ms: preview_set(client, ms, options), settings.workers)
+    records, exit_code = run.records, run.exit_code()
+    if run.fault is not None and exit_code != ExitCode.USAGE:
+        log.debug("preview stopped: %s", run.fault)
+        raise RunStopped(f"{run.fault} (no preview report written)")
+    if exit_code == ExitCode.USAGE:
+        log.error("preview stopped; no preview report written")
+        return exit_code
+    interrupted = exit_code == ExitCode.INTERRUPTED
+    _write_skipped(settings, f"preview_{common['run_id']}", common, index)
+    preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
+                   interrupted_by=stop.reason if interrupted else None, exit_code=int(exit_code),
+                   sets=[records[m.key] for m in plan.order if m.key in records], **_api_usage(client))
+    json_path, csv_path = _write(reports.write_preview, settings.report_dir, f"preview_{common['run_id']}", preview)
+    if interrupted:
+        missing = len(plan.order) - len(preview["sets"])
+        _say(f"Preview interrupted by {stop.reason} before {plural(missing, 'merge set')}: it is incomplete and "
+             f"cannot unlock a real run. Nothing was changed in DevRev; run the preview again.", stream=sys.stderr)
+        _say(_written("Incomplete preview written:", json_path, csv_path))
+        return exit_code
+    print(screens.format_preview(preview, more_in=preview.get("skipped_file") or csv_path))
+    if preview["totals"].get("estimated_contents"):  # on screen under the summary (the JSON says `estimated`)
+        print(screens.wrap_text(ESTIMATE_NOTE))
+    _say(summary.describe_preview(preview["totals"]), printed=True)
+    _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
+    return exit_code
+
+
+def _written(title: str, json_path: str, csv_path: str) -> str:
+    """The report paths, one a line, the HTML page first (the one to open)."""
+    return "\n".join([title] + [f"  {path}" for path in (reports.html_path(json_path), json_path, csv_path)])
+
+
+def _say(text: str, *, stream=None, printed: bool = False) -> None:
+    """Print `text` wrapped to the screen's 100 columns (stdout unless `stream`) and end the
+    log file with it, unwrapped (`printed`: it is already on screen: only log it)."""
+    if not printed:
+        print(screens.wrap_text(text), file=stream or sys.stdout, flush=True)
+    for line in text.splitlines():
+        log.info("%s", line, extra=cli.FILE_ONLY)
+
+
+def _api_usage(client) -> dict:
+    """The report's API figures: call counts, calls per minute, the client-side rate limit."""
+    return {"api": {k: v for k, v in client.stats.items() if ":" not in k},
+            "calls_per_minute": client.calls_per_minute_series(), "rate_limit": client.calls_per_minute}
+
+
+def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet], plan: RunPlan, common: dict,
+           stop: cli.StopSignal, preview_path: str | None) -> int:
+    """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
+    started = time.monotonic()
+    kind = SetRunKind("merge", blank_line, lambda ms: journal_line(merger.journal, ms), stopping_errors=(RunAborted,))
+    tally = SetRun(kind, stop)
+    tally.lines.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
+                        for ms in plan.order if ms.key in plan.finished})
+    if plan.finished:
+        log.info("%s already finished in earlier runs (savepoint)", plural(len(plan.finished), "merge set"))
+    _say_resumes(merger.journal, plan)
+    canary_result = None
+    try:
+        rest, canary_result = _first_set_alone(settings, merger, plan.todo, tally, stop)
+        tally.run(rest, merger.merge, settings.workers)
+    finally:
+        problems = journal_problems(merger.journal)
+    exit_code = tally.exit_code()
+    if merger.merge_denied:  # sets left moved_only that were to be merged: a later run must finish them
+        exit_code = exit_code.worse(ExitCode.FAILED)
+    interrupted = exit_code == ExitCode.INTERRUPTED
+    report = dict(common, kind="merge_report", finished_at=iso_utc(), preview=preview_path,
+                  sets=to_json(tally.report_lines(merge_sets)),
+                  canary=canary_result,
+                  interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
+                  journal_problems=problems, exit_code=int(exit_code),
+                  duration_s=round(time.monotonic() - started, 3), **_api_usage(merger.client))
+    json_path, csv_path = _write(reports.write_merge_report, settings.report_dir, f"merge_report_{common['run_id']}",
+                                 report)
+    if interrupted:
+        log.warning("interrupted by %s", stop.reason)
+        print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
+    _say("\n".join(run_summary(report["totals"])))
+    _say(_written("Reports:", json_path, csv_path))
+    if tally.fault is not None:
+        raise RunStopped(str(tally.fault))
+    return exit_code
+
+
+def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[MergeSet], tally: SetRun[MergeSet],
+                     stop: cli.StopSignal) -> tuple[list[MergeSet], dict | None]:
+    """Run sets one at a time until one is merged (or moved) in this run: a token that
+    may not write stops the run before a second set starts, and, unless --no-canary, the
+    objects that set touched are re-read and compared with its backups (canary.py). Any
+    change the tool did not make stops the run (exit 1). Returns the sets left to run on
+    the workers, and the canary's result (None when none ran)."""
+    todo = list(todo)
+    while todo and not stop.is_set():
+        ms = todo.pop(0)
+        tally.run([ms], merger.merge, 1, "first set")
+        outcome = tally.lines.get(ms.key)
+        if outcome is None or outcome.status not in (SetStatus.MERGED, SetStatus.MOVED_ONLY) \
+                or not outcome.duplicates:
+            continue
+        if settings.no_canary:
+            return todo, None
+        try:
+            result = canary.check_set(merger.client, outcome)
+        except RunInterrupted:
+            # stopped while re-reading: the set is merged; the next run's first set is the canary
+            log.info("canary %s: stopped by %s before its re-read ended", ms.email, stop.reason)
+            return todo, None
+        except DevRevError as exc:
+            result = {"set": ms.email, "checked": 0, "differences": [], "error": str(exc)}
+            log.error("canary %s: could not re-read: %s; the run stopped before the next set", ms.email, exc)
+            tally.stop_for_canary()
+            return todo, result
+        line = canary.summary(result)
+        if result["differences"]:
+            log.error("%s", line, extra=cli.FILE_ONLY)
+            _say(line, stream=sys.stderr)
+            tally.stop_for_canary()
+        else:
+            log.info("%s", line)
+        return todo, result
+    return todo, None
+
+
+def _write(writer, report_dir: str, name: str, data: dict) -> tuple[str, str]:
+    """Write a report; a folder that stopped being writable mid-run is one line, exit 1 (the
+    savepoint keeps every result, so the same command re-run writes the report)."""
+    try:
+        return writer(report_dir, name, data)
+    except OSError as exc:
+        raise RunStopped(f"could not write the report in {report_dir}: {cli.describe_os_error(exc)}; the "
+                         f"savepoint keeps every result: fix the folder and re-run the same command to write "
+                         f"it") from None
+
+
+def run_summary(totals: dict) -> list[str]:
+    """The two lines that end a merge: what this run did, then the totals so far."""
+    mine = totals["this_run"]
+    return [f"This run: {summary.describe_counts(mine, source='worked on')}; "
+            f"{summary.describe_moved(mine['tickets_moved'], mine['conversations_moved'])}.",
+            f"So far: {summary.describe_counts(totals)}; "
+            f"{summary.describe_moved(totals['tickets_moved'], totals['conversations_moved'])}."]
+
+
+def _say_resumes(journal: Journal, plan: RunPlan) -> None:
+    """Name each set this run resumes from the savepoint, and where it stood."""
+    points = [(ms.email, resume_point(journal, set_key(ms))) for ms in plan.todo]
+    points = [(email, point) for email, point in points if point is not None]
+    if points:
+        log.info("resuming %s from the savepoint:", plural(len(points), "merge set"))
+    for email, point in points:
+        log.info("  %s: %s", email, point)

@@ -1,0 +1,81 @@
+"""The restore's report rows: one per duplicate of each set, then the backup folders not used.
+
+The restore preview and the restore report are written by operator_view.reports.write_report
+(JSON, CSV, HTML) from these rows; the screen's table reads them too.
+"""
+from __future__ import annotations
+
+import json
+
+from operator_view import reports
+from runs.outcomes import SetStatus
+
+PREVIEW_COLUMNS = ["email", "status", "primary", "duplicate", "action", "primary_ref_back", "tickets", "conversations",
+                   "changed_since", "deleted_since", "left_alone", "backups", "detail"]
+REPORT_COLUMNS = ["email", "status", "primary", "duplicate", "new_contact", "recreated", "primary_ref_back",
+                  "moved_back", "already_back", "deleted_since", "left_alone", "backups", "error"]
+
+
+def _items(dup: dict, kind: str | None = None, action: str | None = None) -> list[str]:
+    return [i["display_id"] for i in dup.get("items", []) if (kind is None or i["kind"] == kind)
+            and (action is None or i.get("action") == action)]
+
+
+def preview_rows(preview: dict) -> list[dict]:
+    """One row per duplicate of each set (one per set when it has none to show), then the
+    backup folders that are not used."""
+    rows = []
+    for s in preview["sets"]:
+        primary = (s.get("primary") or {}).get("display_id")
+        for dup in s.get("duplicates") or [{}]:
+            rows.append({"email": s["email"], "status": s["status"], "primary": primary,
+                         "duplicate": dup.get("display_id"),
+                         "action": None if not dup else ("re-create" if dup.get("recreate") else "use as is"),
+                         "primary_ref_back": dup.get("primary_ref_back"),
+                         "tickets": _items(dup, "ticket", "move_back"),
+                         "conversations": _items(dup, "conversation", "move_back"),
+                         "changed_since": [f"{i['display_id']} {json.dumps(i['changed_since'], sort_keys=True)}"
+                                           for i in dup.get("items", []) if i.get("changed_since")],
+                         "deleted_since": _items(dup, action="deleted_since"),
+                         "left_alone": _items(dup, action="left_alone"), "backups": dup.get("backups"),
+                         "detail": s.get("error") or s.get("note") or dup.get("blocked_by")})
+    rows += [{"email": f.get("email"), "status": "backup_failed", "backups": [f["folder"]],
+              "detail": f"{f['path']}: {f['reason']}"} for f in preview["failed_folders"]]
+    return rows
+
+
+def report_rows(report: dict) -> list[dict]:
+    """One row per duplicate of each set, then the backup folders that are not used."""
+    rows = []
+    for s in report["sets"]:
+        primary = (s.get("primary") or {}).get("display_id")
+        for dup in s.get("duplicates") or [{}]:
+            rows.append({"email": s["email"], "status": s["status"], "primary": primary,
+                         "duplicate": dup.get("display_id"), "new_contact": dup.get("new_display_id"),
+                         "recreated": dup.get("recreated"), "primary_ref_back": dup.get("primary_ref_back"),
+                         **{k: dup.get(k, []) for k in ("moved_back", "already_back", "deleted_since", "left_alone")},
+                         "backups": dup.get("backups"), "error": s.get("error") or s.get("note"),
+                         "earlier": bool(s.get("earlier"))})
+    rows += [{"email": f.get("email"), "status": "backup_failed", "backups": [f["folder"]],
+              "error": f"{f['path']}: {f['reason']}"} for f in report["failed_folders"]]
+    return rows
+
+
+def report_totals(report: dict, rows: list[dict]) -> dict:
+    count = lambda status: sum(1 for s in report["sets"] if s["status"] == status)  # noqa: E731
+    return {"sets": len(report["sets"]), "restored": count(SetStatus.RESTORED), "failed": count("failed"),
+            "pending": count("pending") + count("interrupted"), "folders_failed": len(report["failed_folders"]),
+            "contacts_recreated": sum(1 for r in rows if r.get("recreated") and not r.get("earlier")),
+            "items_moved_back": sum(len(r.get("moved_back") or []) for r in rows if not r.get("earlier"))}
+
+
+def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
+    """`<name>.json`, `.csv` and `.html` of a restore preview; returns (json path, csv path)."""
+    return reports.write_report(report_dir, name, preview, PREVIEW_COLUMNS, preview_rows(preview))
+
+
+def write_restore_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:
+    """The restore report's files, its "totals" added first; returns (json path, csv path)."""
+    rows = report_rows(report)
+    report["totals"] = report_totals(report, rows)
+    return reports.write_report(report_dir, name, report, REPORT_COLUMNS, rows)

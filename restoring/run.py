@@ -1,0 +1,198 @@
+"""The restore's run: from checked settings to an exit code, a restore preview or report.
+
+restore_contacts.py parses the command line into `RestoreSettings` and calls `run`. A run
+reads and verifies the backups (narrowed to --only), checks the preview that must show it
+(runs.preview_gate), then previews the sets or restores them on the workers through the one
+run over sets (runs.over_sets), and writes the report (operator_view.restore_reports).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from contacts.csv_reader import email_key
+from operator_view import reports, restore_reports, screens
+from plumbing import cli
+from plumbing.cli import ExitCode, UsageError
+from plumbing.clock import iso_utc
+from plumbing.version import TOOL_VERSION
+from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
+from restoring.engine import FINISHED, SetRestorer, blank_line, finished_record, journal_progress, preview_set
+from runs.journal import Journal
+from runs.outcomes import SetStatus, to_json
+from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, journal_problems
+from runs.preview_gate import newest_complete
+from runs.support import RunTarget, open_client, sandbox_held, target_of
+
+PREVIEWABLE = ("would_restore", "already_restored")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """One restore's options (one field per option of build_parser): what every function
+    of the run reads, instead of argparse's namespace."""
+    backup_dir: str
+    only: str | None
+    preview: bool
+    sandbox: bool
+    report_dir: str
+    log_dir: str
+    savepoint: str | None
+    rate_limit: float | None
+    workers: int
+    skip_preview_check: bool
+
+    @property
+    def target(self) -> RunTarget:
+        return RunTarget(self.sandbox, self.rate_limit, self.workers)
+
+    def options(self) -> dict[str, Any]:
+        """The options as the reports record them."""
+        return asdict(self)
+
+
+def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[FailedFolder]]:
+    """The backups' merge sets (narrowed to --only) and the folders that do not verify."""
+    if not os.path.isdir(settings.backup_dir):
+        raise UsageError(f"--backup-dir {settings.backup_dir}: not a folder (nothing was merged from here?)")
+    sets, failed = load_backup_sets(settings.backup_dir)
+    if not sets and not failed:
+        raise UsageError(f"no backups in {settings.backup_dir}")
+    if settings.only:
+        wanted = email_key(settings.only)
+        sets = [s for s in sets if s.email_key == wanted]
+        failed = [f for f in failed if any(f in s.failed for s in sets)
+                  or (f.email is not None and email_key(f.email) == wanted)]
+        if not sets and not failed:
+            raise UsageError(f"no backup of a merge set with email {settings.only!r} in {settings.backup_dir}")
+    return sets, failed
+
+
+def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
+    sets, failed = _backup_sets(settings)
+    cli.check_writable_dir(settings.report_dir, "--report-dir")
+    if not settings.preview:
+        cli.check_writable_dir(os.path.dirname(os.path.abspath(savepoint)), "--savepoint")
+    journal = Journal(savepoint, run_id, exclusive=True) if not settings.preview else \
+        (Journal(savepoint, run_id) if os.path.exists(savepoint) else None)
+    try:
+        for bad in failed:
+            log.error("%s (not used)", bad.line())
+        finished = {s.key: r for s in sets for r in [journal.set_record(s.key) if journal else None]
+                    if r and r["status"] == FINISHED}
+        todo = [s for s in sets if s.key not in finished and not s.failed]
+        preview_path = None if settings.preview or settings.skip_preview_check else _required_preview(settings, todo)
+        log.info("run %s (%s %s): %d merge sets in %s (%d already restored), %d backup folders not used; log %s",
+                 run_id, "preview of a restore on" if settings.preview else "restore on",
+                 "the sandbox" if settings.sandbox else "DevRev", len(sets), settings.backup_dir, len(finished),
+                 len(failed),
+                 log_path or "off")
+        stop = cli.StopSignal()
+        # a --sandbox run holds the emulator's lock, as merge_contacts.py's do
+        with sandbox_held(settings.target), open_client(settings.target, stop) as client, cli.graceful_stop(stop):
+            header = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
+                      "target": target_of(settings.target, client), "backup_dir": os.path.abspath(settings.backup_dir),
+                      "options": settings.options(), "failed_folders": [f.__dict__ for f in failed]}
+            if settings.preview:
+                return _preview(settings, client, sets, finished, header, stop)
+            return _restore(settings, SetRestorer(client, journal), sets, finished, header, stop, preview_path)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def _required_preview(settings: RestoreSettings, todo: list[BackupSet]) -> str:
+    """The newest complete restore preview against the same DevRev, if it shows every set this
+    run will restore, from these exact backups (runs.preview_gate: only the newest counts);
+    UsageError naming what it does not show."""
+    target = target_of(settings.target)
+    previews = [(path, data) for path, data in reports.load_reports(settings.report_dir, "restore_preview")
+                if data.get("target") == target and isinstance(data.get("sets"), list)]
+    path, _, why = newest_complete(previews, lambda data: _not_shown(todo, data))
+    if path is None:
+        raise UsageError(f"no complete restore preview of these backups against {target} in {settings.report_dir}/ "
+                         f"shows this run ({why}): run with --preview first and read it, restore the sets it "
+                         f"shows with --only EMAIL, or pass --skip-preview-check")
+    return path
+
+
+def _not_shown(todo: list[BackupSet], preview: dict) -> str | None:
+    """Why a preview does not show this run's restore, in a few words; None if it does."""
+    seen = {s.get("set_key"): s for s in preview["sets"] if isinstance(s, dict)}
+    for bset in todo:
+        shown = seen.get(bset.key)
+        if not (shown and shown.get("fingerprint") == bset.fingerprint and shown.get("status") in PREVIEWABLE):
+            return _set_not_shown(bset, shown)
+    return None
+
+
+def _set_not_shown(bset: BackupSet, shown: dict | None) -> str:
+    """Why a preview does not show one set's restore."""
+    if shown is None:
+        return f"it does not cover {bset.email}"
+    if shown.get("fingerprint") != bset.fingerprint:
+        return f"the backups of {bset.email} changed since"
+    return f"it shows {bset.email} as {shown.get('status')}: {shown.get('error') or shown.get('reason')}"
+
+
+def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished: dict, header: dict,
+             stop: cli.StopSignal) -> int:
+    run: PreviewRun[BackupSet] = PreviewRun(
+        stop, lambda bset, error: to_json(replace(blank_line(bset), status=SetStatus.FAILED, error=error)),
+        code=ExitCode.FAILED if header["failed_folders"] else ExitCode.OK)
+    run.records.update({s.key: to_json(finished_record(s, finished[s.key], preview=True))
+                        for s in sets if s.key in finished})
+    run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s), settings.workers)
+    records, code = run.records, run.exit_code()
+    if run.fault is not None and code != ExitCode.USAGE:
+        raise RunStopped(f"{run.fault} (no preview report written)")
+    if code in (ExitCode.USAGE, ExitCode.INTERRUPTED):
+        log.error("preview %s; no preview report written",
+                  "stopped" if code == ExitCode.USAGE else f"interrupted by {stop.reason}")
+        return code
+    preview = dict(header, kind="restore_preview", created_at=iso_utc(), complete=True,
+                   sets=[records[s.key] for s in sets if s.key in records])
+    paths = restore_reports.write_preview(settings.report_dir, f"restore_preview_{header['run_id']}", preview)
+    print(screens.format_table(["email", "status", "duplicate", "action", "tickets", "convs", "note"],
+                               [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
+                                 len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
+                                for r in restore_reports.preview_rows(preview)], right=(4, 5), caps={0: 30, 2: 16}))
+    print(f"\nPreview written to {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}. Nothing was changed "
+          f"in DevRev.")
+    return code
+
+
+def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[BackupSet], finished: dict, header: dict,
+             stop: cli.StopSignal, preview_path: str | None) -> int:
+    started = time.monotonic()
+    kind = SetRunKind("restore", blank_line, lambda bset: journal_progress(restorer.journal, bset))
+    run = SetRun(kind, stop, code=ExitCode.FAILED if header["failed_folders"] else ExitCode.OK)
+    run.lines.update({s.key: finished_record(s, finished[s.key], preview=False) for s in sets if s.key in finished})
+    try:
+        run.run([s for s in sets if s.key not in finished], restorer.restore, settings.workers)
+    finally:
+        problems = journal_problems(restorer.journal)
+    code = run.exit_code()
+    report = dict(header, kind="restore_report", finished_at=iso_utc(), preview=preview_path,
+                  sets=to_json(run.report_lines(sets)),
+                  interrupted=code == ExitCode.INTERRUPTED,
+                  interrupted_by=stop.reason if code == ExitCode.INTERRUPTED else None,
+                  journal_problems=problems, exit_code=int(code),
+                  api={k: v for k, v in restorer.client.stats.items() if ":" not in k},
+                  duration_s=round(time.monotonic() - started, 3))
+    paths = restore_reports.write_restore_report(settings.report_dir, f"restore_report_{header['run_id']}", report)
+    t = report["totals"]
+    print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, {t['folders_failed']} "
+          f"backup folders not used; {t['contacts_recreated']} contacts created again, {t['items_moved_back']} "
+          f"tickets and conversations given back. Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
+    if code == ExitCode.INTERRUPTED:
+        print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
+    if run.fault is not None:
+        raise RunStopped(str(run.fault))
+    return code
