@@ -212,9 +212,9 @@ def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None
 
 def custom_field_refs(objects: Iterable[dict[str, Any]], contact_id: str) -> list[dict[str, Any]]:
     """The objects whose custom_fields name the contact, as [{"object": display id, "id":
-    DON, "fields": [field names]}]. The public works.update cannot set custom fields, so
-    the tool lists these references and never moves them ([C] S10: an email
-    integration's members field holds contact ids)."""
+    DON, "fields": [field names]}]. The tool lists these references and does not move them
+    yet, though the 2026 public works.update can set custom fields with their schema named
+    ([C] S15; [C] S10: an email integration's members field holds contact ids)."""
     found = []
     for obj in objects:
         names = sorted(name for name, value in (obj.get("custom_fields") or {}).items()

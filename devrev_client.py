@@ -473,6 +473,14 @@ class DevRevClient:
         """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
         return self._call_for("rev-users.update", {"id": user_id, "external_ref": external_ref}, "rev_user")
 
+    def update_rev_user_external_refs(self, user_id: str, external_refs: list[str]) -> JsonObject:
+        """Set one contact's whole `external_refs` list (a `set`-style write: safe to repeat).
+        Only for a tenant whose contacts carry the list (multi-association contacts): the
+        caller sends it only after a read returned `external_refs`. ConflictError (409, or the
+        status in devrev_api.assumptions.EXTERNAL_REF_CONFLICT_STATUS) when another contact
+        holds one of them. [C] S16 rev-users-update-request.external_refs, S17"""
+        return self._call_for("rev-users.update", {"id": user_id, "external_refs": list(external_refs)}, "rev_user")
+
     def create_rev_user(self, *, email: str, display_name: str | None, rev_org: str,
                         external_ref: str) -> JsonObject:
         """rev-users.create (201): a new contact in workspace `rev_org` (its id) carrying
@@ -522,6 +530,21 @@ class DevRevClient:
     # ----------------------------------------------------------------- timeline
     def list_timeline_entries(self, object_id: str) -> Iterator[JsonObject]:
         return self.paginate("timeline-entries.list", {"object": object_id}, "timeline_entries")
+
+    def create_timeline_note(self, object_id: str, body: str, *, external_ref: str) -> JsonObject:
+        """An internal comment on an object's timeline (a contact's too), marked with
+        `external_ref`, which DevRev keeps unique within that timeline; returns the entry.
+        Never repeated by the client (a repeat could write it twice): a caller whose answer
+        was lost looks for `external_ref` on the timeline first. [C] S15
+        timeline-entries-create-request(-timeline-comment), timeline-entry-object-type rev_user"""
+        entry = self.call("timeline-entries.create", {"object": object_id, "type": "timeline_comment", "body": body,
+                                                      "body_type": "text", "visibility": "internal",
+                                                      "external_ref": external_ref},
+                          retry_transient=False).get("timeline_entry")
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ResponseError("timeline-entries.create answered without the entry it made",
+                                endpoint="timeline-entries.create")
+        return entry
 
     # ----------------------------------------------------------------- artifacts
     def get_artifact(self, artifact_id: str) -> JsonObject:

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run without a preview of this CSV in --report-dir (not recommended)")
     p.add_argument("--no-canary", action="store_true",
                    help="do not re-read and compare the first merged set's objects before the others start")
+    p.add_argument("--no-merge-note", action="store_true",
+                   help="do not leave an internal note on each merged primary's timeline in DevRev saying what was "
+                        "merged into it, when, by which run, and where the backup is")
     p.add_argument("--merge-timeout", type=cli.positive_float, default=120.0, metavar="SECONDS",
                    help="how long to wait for DevRev to retire a merged duplicate (default: 120)")
     return p

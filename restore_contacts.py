@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SANDBOX_SAVEPOINT})")
     add_rate_limit_option(p)
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets restored at once (default: 4)")
+    p.add_argument("--no-restore-note", action="store_true",
+                   help="do not leave an internal note on each restored set's primary saying what was given back")
     p.add_argument("--skip-preview-check", action="store_true",
                    help="run without a preview of these backups in --report-dir (not recommended)")
     return p

@@ -81,10 +81,19 @@ MERGE_PERMISSION = "rev_user:all"
 # [I] external_ref is unique among contacts that are not retired, and a clash on update
 # is refused with this status (409 conflict; the real code may be 400).
 EXTERNAL_REF_CONFLICT_STATUS = 409
+# [C] S16/S17 (devrev-api.md section 15): contacts of orgs with multi-association contacts carry
+# `external_refs`, a list rev-users.update sets whole; [I] a contact read without that field
+# belongs to an org that keeps one reference per contact (the tool then names, in the preview
+# and the report, the merged duplicates' references no contact holds), and a contact read with
+# it keeps every merged duplicate's reference there (the emulator: mode contact_external_refs,
+# the list's first item being external_ref). The tool never relies on that order: it sets
+# external_ref and the list apart.
+CONTACT_REFS_FIELD = "external_refs"
 
 # [C] S10: email tickets carry contact ids in custom_fields (app_email_integration__members);
-# [C] S1: the public works.update cannot set custom fields. The tool lists such references
-# (preview, backup, report) and never moves them; [I] no public filter finds a ticket that
+# [C] S15 (the 2026 public spec) reverses S1: works.update CAN set custom fields, with their
+# schema named (custom_schema_spec; without it, 400). The tool does not move them yet (issue 21
+# section 2): it lists such references (preview, backup, report); [I] no public filter finds a ticket that
 # names a contact only there (backup.custom_field_refs).
 # [C] S10 6 of 6 conversations.list {members: [contact]} came back empty; [I] whether the
 # filter matches contacts on every tenant is unproven: the preflight (--check) compares what

@@ -143,7 +143,21 @@ def _rev_users_get(state: SandboxState, settings: Settings, body: dict) -> dict:
     state.count_get(user)
     if _gone(state, settings, user):
         raise ApiError(404, "not_found", f"rev user {body['id']} not found")
-    return {"rev_user": state.render_user(user)}
+    return {"rev_user": _render_contact(state, settings, user)}
+
+
+def _refs_of(settings: Settings, user: dict) -> list[str]:
+    """Every reference a contact holds: its external_ref, and with contact_external_refs
+    the rest of its list."""
+    first = [user["external_ref"]] if user.get("external_ref") else []
+    return first + (user.get("external_refs_extra", []) if settings.modes.contact_external_refs else [])
+
+
+def _render_contact(state: SandboxState, settings: Settings, user: dict) -> dict:
+    out = state.render_user(user)
+    if settings.modes.contact_external_refs:
+        out["external_refs"] = _refs_of(settings, user)
+    return out
 
 
 _CONTACT_FILTERS = {"email", "external_ref", "rev_org", "created_by", "is_verified", "created_date", "modified_date"}
@@ -161,7 +175,7 @@ def _contact_filter(state: SandboxState, settings: Settings, body: dict) -> Call
     def keep(u: dict) -> bool:
         return (not _gone(state, settings, u)
                 and (emails is None or u.get("email") in emails)
-                and (refs is None or u.get("external_ref") in refs)
+                and (refs is None or any(r in refs for r in _refs_of(settings, u)))
                 and (orgs is None or u.get("rev_org") in orgs)
                 and (creators is None or u.get("created_by") in creators)
                 and (verified is None or bool(u.get("is_verified")) == verified)
@@ -176,7 +190,7 @@ def _rev_users_list(state: SandboxState, settings: Settings, body: dict) -> dict
     check_mode(body)
     keep = _contact_filter(state, settings, body)
     first, cursor = keyset_page(body, state.rev_users_newest_first(), keep, "rev-users.list", limit)
-    return _listing("rev_users", [state.render_user(u) for u in first], cursor)
+    return _listing("rev_users", [_render_contact(state, settings, u) for u in first], cursor)
 
 
 @route("rev-users.scan", fields=_CONTACT_FILTERS | {"cursor"}, readonly=True, arrays=_CONTACT_ARRAYS)
@@ -185,22 +199,29 @@ def _rev_users_scan(state: SandboxState, settings: Settings, body: dict) -> dict
     keep = _contact_filter(state, settings, body)
     first, cursor = keyset_page(body, state.rev_users_newest_first(), keep, "rev-users.scan",
                                 settings.modes.scan_page_size)
-    return _listing("rev_users", [state.render_user(u) for u in first], cursor)
+    return _listing("rev_users", [_render_contact(state, settings, u) for u in first], cursor)
 
 
-@route("rev-users.update", fields={"id", "external_ref", "display_name", "description"}, readonly=False)
+@route("rev-users.update", fields={"id", "external_ref", "external_refs", "display_name", "description"},
+       readonly=False)
 def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> dict:
     _forbid(settings, "rev-users.update")
     user = _rev_user(state, body)
     if _gone(state, settings, user):
         raise ApiError(404, "not_found", f"rev user {body['id']} not found")
+    if "external_refs" in body:
+        _set_external_refs(state, settings, body, user)
     if "external_ref" in body:
         user["external_ref"] = _free_external_ref(state, settings, body, user)
+        extra = [r for r in user.get("external_refs_extra", []) if r != user["external_ref"]]
+        user.pop("external_refs_extra", None)
+        if extra:
+            user["external_refs_extra"] = extra
     for name in ("display_name", "description"):
         if name in body:
             user[name] = require(body, name)
     state.touch(user)
-    return {"rev_user": state.render_user(user)}
+    return {"rev_user": _render_contact(state, settings, user)}
 
 
 def _free_external_ref(state: SandboxState, settings: Settings, body: dict, user: dict | None) -> str:
@@ -208,13 +229,37 @@ def _free_external_ref(state: SandboxState, settings: Settings, body: dict, user
     ref = require(body, "external_ref")
     if not ref.strip():
         raise ApiError(400, "invalid_field", "external_ref must not be empty", field_name="external_ref")
+    _check_free(state, settings, ref, user)
+    return ref
+
+
+def _check_free(state: SandboxState, settings: Settings, ref: str, user: dict | None) -> None:
+    """The conflict answer if a contact that is not retired (but `user`) holds `ref`."""
     for other in state.users.values():
-        if other is not user and other["type"] == "rev_user" and other.get("external_ref") == ref \
+        if other is not user and other["type"] == "rev_user" and ref in _refs_of(settings, other) \
                 and not _retired(state, settings, other):
             status = settings.modes.external_ref_conflict_status
             raise ApiError(status, "conflict" if status == 409 else "bad_request",
                            f"external_ref {ref!r} is already used by another contact")
-    return ref
+
+
+def _set_external_refs(state: SandboxState, settings: Settings, body: dict, user: dict) -> None:
+    """rev-users.update's `external_refs` (the whole list; its first item becomes external_ref),
+    with contact_external_refs on; refused (400) without it."""
+    if not settings.modes.contact_external_refs:
+        raise ApiError(400, "invalid_field", "external_refs: multi-association contacts are not enabled",
+                       field_name="external_refs")
+    refs = body["external_refs"]
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs) \
+            or len(set(refs)) != len(refs):
+        raise ApiError(400, "invalid_field", "external_refs must be a list of distinct, non-empty strings",
+                       field_name="external_refs")
+    for ref in refs:
+        _check_free(state, settings, ref, user)
+    user["external_ref"] = refs[0]
+    user.pop("external_refs_extra", None)
+    if refs[1:]:
+        user["external_refs_extra"] = list(refs[1:])
 
 
 @route("rev-users.create", fields={"email", "display_name", "external_ref", "rev_org", "description"},
@@ -231,7 +276,7 @@ def _rev_users_create(state: SandboxState, settings: Settings, body: dict) -> di
     ref = _free_external_ref(state, settings, body, None) if "external_ref" in body else None
     fields = {name: require(body, name) for name in ("email", "display_name", "description") if name in body}
     user = state.create_rev_user(org["id"], ref, **fields)
-    return {"rev_user": state.render_user(user)}
+    return {"rev_user": _render_contact(state, settings, user)}
 
 
 @route("rev-users.merge", fields={"primary_user", "secondary_user"}, readonly=False)
@@ -332,12 +377,37 @@ def _visible(state: SandboxState, entry: dict) -> bool:
 @route("timeline-entries.list", fields={"object", "visibility"} | PAGING, readonly=True, arrays={"visibility"})
 def _timeline_list(state: SandboxState, settings: Settings, body: dict) -> dict:
     object_id = require(body, "object")
-    parent = resolve(state, object_id, "object", {**state.works, **state.conversations})
+    parent = _timeline_parent(state, settings, object_id)
     visibility = enum_list(body, "visibility", ["external", "internal", "private", "public"])
     items = [e for e in state.entries.get(parent["id"], [])
              if (visibility is None or e["visibility"] in visibility) and _visible(state, e)]
     first, cursor = page(body, items, "timeline-entries.list", settings.page_cap)
     return _listing("timeline_entries", [state.render_entry(e) for e in first], cursor)
+
+
+def _timeline_parent(state: SandboxState, settings: Settings, object_id: str) -> dict:
+    """The ticket, conversation or contact (a rev_user has a timeline of its own, [C] S15
+    timeline-entry-object-type) whose timeline `object_id` names."""
+    contacts = {u["id"]: u for u in state.users.values() if u["type"] == "rev_user" and not _gone(state, settings, u)}
+    return resolve(state, object_id, "object", {**state.works, **state.conversations, **contacts})
+
+
+@route("timeline-entries.create", fields={"object", "type", "body", "body_type", "visibility", "external_ref"},
+       readonly=False, status=201)
+def _timeline_create(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """A comment on a timeline; its external_ref is unique within that timeline (409)."""
+    _forbid(settings, "timeline-entries.create")
+    parent = _timeline_parent(state, settings, require(body, "object"))
+    if require(body, "type") != "timeline_comment":
+        raise ApiError(400, "invalid_field", "type must be timeline_comment", field_name="type")
+    visibility = body.get("visibility", "external")
+    if visibility not in ("external", "internal", "private", "public"):
+        raise ApiError(400, "invalid_field", f"unknown visibility {visibility!r}", field_name="visibility")
+    ref = body.get("external_ref")
+    if ref is not None and any(e.get("external_ref") == ref for e in state.entries.get(parent["id"], [])):
+        raise ApiError(409, "conflict", f"external_ref {ref!r} is already used in this timeline")
+    entry = state.add_comment(parent["id"], str(require(body, "body")), visibility=visibility, external_ref=ref)
+    return {"timeline_entry": state.render_entry(entry)}
 
 
 @route("timeline-entries.get", fields={"id"}, readonly=True)

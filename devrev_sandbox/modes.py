@@ -65,6 +65,12 @@ class BehaviourModes:
     """How many contacts one rev-users.scan page holds: the scan request has no `limit`,
     so the server alone decides (undocumented)."""
 
+    contact_external_refs: bool = False
+    """Whether contacts carry `external_refs` (DevRev's multi-association contacts, S16/S17:
+    several identifiers per contact, each unique across the org; external_ref is the list's
+    first). Off: answers have no `external_refs` and rev-users.update refuses the field
+    (what a tenant without the feature answers is undocumented: 400 here)."""
+
     retry_after_form: str = "seconds"
     """How a 429 spells Retry-After: "seconds" (`30`, what the spec declares) or "date" (an
     HTTP-date, the other form RFC 9110 allows, which a proxy in front of DevRev may send)."""
@@ -113,5 +119,6 @@ def _boolean(text: str) -> bool:
 _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _optional(float),
             "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
             "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
-            "locate_expires_at": _boolean, "scan_page_size": int, "retry_after_form": str}
+            "locate_expires_at": _boolean, "scan_page_size": int, "retry_after_form": str,
+            "contact_external_refs": _boolean}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

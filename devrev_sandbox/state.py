@@ -163,10 +163,10 @@ class SandboxState:
         return self.keys.get(key) or self.by_display.get(key) or key
 
     def _seed_work(self, spec: dict, number: int) -> None:
-        kind = spec.get("type", "ticket")  # "ticket" or "issue"
+        kind = spec.get("type", "ticket")  # "ticket", "issue", or (2026 beta work types) "opportunity", "task"
         don = self.don(kind, str(number))
         created = spec.get("created_date") or self.now()
-        prefix = "TKT" if kind == "ticket" else "ISS"
+        prefix = {"ticket": "TKT", "issue": "ISS", "opportunity": "OPP", "task": "TASK"}[kind]
         work = {"type": kind, "id": don, "display_id": f"{prefix}-{number}",
                 "title": spec.get("title", f"Work {number}"),
                 "reported_by": [self.ref(k) for k in spec.get("reported_by", [])],
@@ -179,6 +179,8 @@ class SandboxState:
         work["modified_by"] = work["created_by"]
         if spec.get("body"):
             work["body"] = spec["body"]
+        if spec.get("is_frozen") is not None:
+            work["is_frozen"] = bool(spec["is_frozen"])
         if spec.get("custom_fields"):  # contact references as seed keys are stored as DONs
             work["custom_fields"] = {k: [self.ref(v) for v in vs] if isinstance(vs, list) else vs
                                      for k, vs in spec["custom_fields"].items()}
@@ -213,6 +215,8 @@ class SandboxState:
                 "stage": {"name": spec.get("stage", "waiting_on_user")},
                 "source_channel": spec.get("source_channel", "chat"), "_seq": self.next_seq()}
         conv["modified_by"] = conv["created_by"]
+        if spec.get("is_frozen") is not None:
+            conv["is_frozen"] = bool(spec["is_frozen"])
         self.conversations[don] = conv
         self.by_display[conv["display_id"]] = don
         if spec.get("key"):
@@ -383,11 +387,26 @@ class SandboxState:
         return self._render(conv, user_lists=("members", "owned_by"), omit_empty=("owned_by",))
 
     def render_entry(self, entry: dict) -> dict:
-        parent = self.works.get(entry["object"]) or self.conversations[entry["object"]]
+        parent = self.works.get(entry["object"]) or self.conversations.get(entry["object"]) \
+            or self.users[entry["object"]]
         out = self._render(entry)
         out["object_display_id"] = parent["display_id"]
-        out["object_type"] = "ticket" if entry["object"] in self.works else "conversation"
+        out["object_type"] = ("ticket" if entry["object"] in self.works else
+                              "conversation" if entry["object"] in self.conversations else "rev_user")
         return out
+
+    def add_comment(self, parent: str, body: str, *, visibility: str, external_ref: str | None) -> dict:
+        """A comment written now by the token's user on a ticket's, conversation's or contact's
+        timeline (timeline-entries.create)."""
+        number = self.next_seq()
+        created = self.now()
+        entry = {"type": "timeline_comment", "id": f"{parent}:comment/{number}", "object": parent, "body": body,
+                 "body_type": "text", "visibility": visibility, "created_by": self.admin_id,
+                 "created_date": created, "modified_date": created, "modified_by": self.admin_id, "_seq": number}
+        if external_ref is not None:
+            entry["external_ref"] = external_ref
+        self.entries.setdefault(parent, []).append(entry)
+        return entry
 
     def render_artifact(self, art: dict) -> dict:
         return self._render(art, users=("created_by",))
@@ -411,7 +430,9 @@ class SandboxState:
         with self.lock:
             return {
                 "rev_users": {u["id"]: dict(self.render_user(u), _retired=bool(u.get("_retired")),
-                                            _state=u["state"])
+                                            _state=u["state"],
+                                            **({"_external_refs_extra": u["external_refs_extra"]}
+                                               if u.get("external_refs_extra") else {}))
                               for u in self.users.values() if u["type"] == "rev_user"},
                 "works": {w["id"]: self.render_work(w) for w in self.works.values()},
                 "conversations": {c["id"]: self.render_conversation(c) for c in self.conversations.values()},

@@ -37,7 +37,8 @@ def estimate_calls(snapshot: Snapshot, page_limit: int = facts.PAGE_LIMIT, *, me
     return minimum_calls(snapshot, page_limit, merge=merge) + fresh
 
 
-def set_overhead_calls(duplicates: int, *, merge: bool = True) -> int:
-    """Calls per set besides its duplicates: the live reads of each contact and the
-    external_ref update of the primary."""
-    return 1 + duplicates + (1 if merge else 0)
+def set_overhead_calls(duplicates: int, *, merge: bool = True, keeps_refs: bool = False) -> int:
+    """Calls per set besides its duplicates: the live reads of each contact; when merging,
+    the external_ref update of the primary and a read of its reference list, and, where
+    DevRev keeps a list (`keeps_refs`), the update that keeps every duplicate's reference."""
+    return 1 + duplicates + ((2 + (1 if keeps_refs else 0)) if merge else 0)

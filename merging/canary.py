@@ -1,8 +1,8 @@
 """The canary: after the first set of a real run is merged, every object it touched is
 read again and compared with its backup, before any other set starts.
 
-The tool writes one field per object (a ticket's reported_by, a conversation's members,
-the primary's external_ref).
+The tool writes one field per object (a ticket's reported_by, a conversation's members),
+and the primary's references (external_ref, and external_refs where DevRev keeps a list).
 If DevRev changed anything else when the tool wrote, or when it merged the contacts (a
 workflow, an automation, a merge that does more than the 2023 internal spec says), the
 first set shows it, and the run stops while only one set is affected. Expected changes
@@ -21,7 +21,7 @@ from devrev_client import DevRevClient
 from runs.outcomes import SetOutcome
 
 STAMPS = facts.MODIFICATION_STAMPS
-WRITTEN = {"ticket": "reported_by", "conversation": "members", "contact": "external_ref"}
+WRITTEN = {"ticket": {"reported_by"}, "conversation": {"members"}, "contact": {"external_ref", "external_refs"}}
 _USER_TYPES = {"rev_user", "dev_user", "sys_user", "service_account"}
 
 
@@ -44,7 +44,7 @@ def _as_ids(value, renames: dict[str, str]):
 def differences(kind: str, before: dict, after: dict, renames: dict[str, str]) -> list[dict]:
     """The fields of one object that changed, beyond what the merge is expected to change:
     [{"object", "field", "before", "after"}] (values with users as ids)."""
-    skip = set(STAMPS) | {WRITTEN[kind]}
+    skip = set(STAMPS) | WRITTEN[kind]
     old, new = _as_ids(before, renames), _as_ids(after, renames)
     return [{"object": display_of(before), "field": name, "before": old.get(name), "after": new.get(name)}
             for name in sorted(set(old) | set(new)) if name not in skip and old.get(name) != new.get(name)]

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from backup import (
     BackupError,
@@ -48,15 +48,23 @@ from devrev_api.errors import (
 )
 from devrev_client import DevRevClient
 from merging.call_estimates import estimate_calls, set_overhead_calls
-from merging.live_checks import SetSkipped, is_retired, recreated_duplicates, resolve_contacts
+from merging.live_checks import (
+    SetSkipped,
+    frozen_items,
+    is_retired,
+    other_works,
+    recreated_duplicates,
+    resolve_contacts,
+)
 from merging.plan import blank_line, finished_outcome, set_key
 from merging.preview_estimate import sampled_duplicate
 from merging.set_numbers import journal_numbers
 from operator_view.summary import plural
 from plumbing.cli import log_subject
-from plumbing.clock import utc_now
+from plumbing.clock import iso_utc, utc_now
 from plumbing.fanout import Fanout, fan_map, slot_of
 from runs.journal import Journal, is_finished, parse_step, step_name
+from runs.notes import merge_note_text, note_ref, write_note
 from runs.outcomes import SetOutcome, SetStatus
 
 log = logging.getLogger(__name__)
@@ -83,6 +91,7 @@ class MergeOptions:
     poll_start: float = 0.2
     poll_cap: float = 4.0
     max_rounds: int = 3
+    merge_note: bool = True        # leave a note on each merged primary's timeline (--no-merge-note: not)
 
 
 def swap_user(ids: list[str], old: str, new: str) -> list[str]:
@@ -98,8 +107,8 @@ def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> di
 
 
 def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
-    record = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
-              "csv_rows": [r.as_dict() for r in ms.rows]}
+    record: dict[str, Any] = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
+                              "csv_rows": [r.as_dict() for r in ms.rows]}
     try:
         primary, duplicates = resolve_contacts(client, ms, allow_cross_org=options.allow_cross_org)
     except SetSkipped as exc:
@@ -109,7 +118,10 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
                          "external_ref": primary.get("external_ref")}
     record["duplicates"] = []
     merging = not options.keep_duplicate
-    calls = set_overhead_calls(len(duplicates), merge=merging)
+    keeps_refs = isinstance(primary.get(facts.CONTACT_REFS_FIELD), list)
+    calls = set_overhead_calls(len(duplicates), merge=merging, keeps_refs=keeps_refs) + \
+        (1 if merging and options.merge_note else 0)   # the merge note on the primary
+    record["merge_note"] = merging and options.merge_note
     size = 0
     for dup in duplicates:
         ident = {"id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
@@ -129,16 +141,36 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
             "conversation_ids": [c["id"] for c in snap.conversations],
             "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
             "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False,
-            "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])]})
+            "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])],
+            "other_works": other_works(list(client.list_reported_works(dup["id"]))),
+            "frozen": frozen_items(snap.objects)})
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
-                  new_external_ref=None if options.keep_duplicate else _newest(duplicates).get("external_ref"))
+                  **({"new_external_ref": None} if options.keep_duplicate else reference_plan(primary, duplicates)))
     return record
 
 
 def _newest(duplicates: list[dict]) -> dict:
     """The duplicate modified most recently: the primary takes its `user_` reference."""
     return max(duplicates, key=lambda d: d.get("modified_date") or "")
+
+
+def _newest_first(duplicates: list[dict]) -> list[dict]:
+    return sorted(duplicates, key=lambda d: d.get("modified_date") or "", reverse=True)
+
+
+def reference_plan(primary: dict, duplicates: list[dict]) -> dict:
+    """What a merge does with the duplicates' `user_...` references, as a preview says it:
+    {"new_external_ref": the newest's (the primary's external_ref), and either
+    "refs_kept": the primary's whole list (where DevRev keeps `external_refs`), or
+    "refs_without_contact": the other duplicates' references, which no contact will hold}."""
+    newest = _newest(duplicates).get("external_ref")
+    others = [d.get("external_ref") for d in _newest_first(duplicates) if d.get("external_ref") != newest]
+    current = primary.get(facts.CONTACT_REFS_FIELD)
+    if isinstance(current, list):   # the newest takes the place of the primary's own external_ref
+        rest = [r for r in current if r != primary.get("external_ref")]
+        return {"new_external_ref": newest, "refs_kept": list(dict.fromkeys([newest, *others, *rest]))}
+    return {"new_external_ref": newest, "refs_without_contact": others}
 
 
 # --------------------------------------------------------------------------- the real run
@@ -246,6 +278,11 @@ class SetMerger:
             outcome.external_ref_set = self._take_reference(key, ctx)
             outcome.other_duplicate_refs = [d["external_ref"] for d in ctx["duplicates"]
                                             if d["external_ref"] != outcome.external_ref_set]
+            outcome.external_refs_kept = self._keep_every_reference(key, ctx, outcome.external_ref_set)
+            kept = outcome.external_refs_kept or [outcome.external_ref_set]
+            outcome.refs_without_contact = [r for r in outcome.other_duplicate_refs if r not in kept]
+            if self.options.merge_note:
+                outcome.merge_note = self._leave_note(key, ctx)
             status = SetStatus.MERGED
         ctx["external_ref_set"] = outcome.external_ref_set
         self.journal.set_status(key, ms.email, status, context=ctx)
@@ -485,10 +522,10 @@ class SetMerger:
         """What the duplicate still owns: tickets and conversations to move. Work items of
         other types (issues) are not the tool's to move: they stop the set instead."""
         works = list(self.client.list_reported_works(dup["id"]))
-        others = [display_of(w) for w in works if w.get("type") != "ticket"]
+        others = other_works(works)
         if others:
-            raise SetFailed(f"{dup['display_id']} still reports {', '.join(others)} (not tickets, which the tool "
-                            f"does not move): move them to the primary by hand, then re-run")
+            raise SetFailed(f"{dup['display_id']} still reports {', '.join(others)} (work items that are not "
+                            f"tickets, which the tool does not move): move them to the primary by hand, then re-run")
         return [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
                                                                                                       strict=True)]
 
@@ -600,6 +637,54 @@ class SetMerger:
         self.journal.done(key, step, {"before": current, "after": target})
         log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
         return target
+
+    def _leave_note(self, key: str, ctx: dict) -> str:
+        """The merge note on the primary's timeline (runs.notes); returns its entry id."""
+        numbers = journal_numbers(self.journal.steps(key), ctx["duplicates"])
+        dups = numbers["duplicates"]
+        text = merge_note_text(when=iso_utc(), run_id=self.options.run_id, duplicates=ctx["duplicates"],
+                               tickets=len(numbers["moved_ticket_ids"]),
+                               conversations=len(numbers["moved_conversation_ids"]),
+                               custom_field_refs=sum(len(d.custom_field_refs) for d in dups),
+                               backups=[os.path.basename(b) for d in dups for b in d.backups],
+                               backup_dir=self.options.backup_dir)
+        return write_note(self.client, self.journal, key, ctx["primary"]["id"],
+                          ref=note_ref("merge", key, self.options.run_id), text=text)
+
+    def _keep_every_reference(self, key: str, ctx: dict, taken: str) -> list[str] | None:
+        """Where DevRev keeps a list of references per contact (a read of the primary returns
+        `external_refs`), the primary keeps every retired duplicate's `user_...` reference in
+        it, the newest first, so an integration that still knows any of them finds the person
+        instead of creating it again; returns the list. None where DevRev keeps one reference
+        per contact: the other duplicates' references then belong to no contact (the report
+        says which). [C] S16/S17 external_refs; devrev-api.md section 15."""
+        step = step_name("external_refs")
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            return (record["data"] or {}).get("after")
+        primary_id = ctx["primary"]["id"]
+        current = self.client.get_rev_user(primary_id).get(facts.CONTACT_REFS_FIELD)
+        if not isinstance(current, list):
+            self.journal.done(key, step, {"after": None, "kept_by_devrev": "one reference per contact"})
+            return None
+        wanted = list(dict.fromkeys([taken, *(d["external_ref"] for d in _newest_first(ctx["duplicates"])),
+                                     *current]))
+        if wanted != current:
+            self.journal.intent(key, step, {"before": current, "after": wanted})
+            waits = self._poll_waits()
+            while True:
+                try:
+                    self.client.update_rev_user_external_refs(primary_id, wanted)
+                    break
+                except DevRevError as exc:
+                    if exc.status != facts.EXTERNAL_REF_CONFLICT_STATUS:
+                        raise
+                if next(waits, _TIME_UP) is _TIME_UP:   # a retired duplicate may hold its reference a moment longer
+                    raise SetFailed(f"DevRev still refuses the references {wanted!r} for the primary; re-run to "
+                                    f"finish once they are free")
+        self.journal.done(key, step, {"before": current, "after": wanted})
+        log.info("the primary %s keeps the references %s", ctx["primary"]["display_id"], ", ".join(wanted))
+        return wanted
 
     def _poll_waits(self) -> Iterator[float]:
         """Backing-off waits (poll_start, doubling to poll_cap, no jitter) through the client's

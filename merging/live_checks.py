@@ -5,6 +5,7 @@ set that fails them is skipped untouched (not a failure), with a stable reason c
 """
 from __future__ import annotations
 
+from backup import display_of
 from contacts.csv_reader import MergeSet, email_key
 from devrev_api import assumptions as facts
 from devrev_api.errors import NotFoundError
@@ -73,3 +74,15 @@ def resolve_contacts(client: DevRevClient, ms: MergeSet, *, allow_cross_org: boo
     if not allow_cross_org and any(_org(d) != _org(primary) for d in duplicates):
         raise SetSkipped("cross_workspace", "a duplicate is in another workspace than the primary")
     return primary, duplicates
+
+
+def other_works(works: list[dict]) -> list[str]:
+    """The work items among `works` that are not tickets (issues, and in the 2026 API
+    opportunities and tasks), as "<type> <display id>": the merge stops at them."""
+    return [f"{w.get('type') or 'work'} {display_of(w)}" for w in works if w.get("type") != "ticket"]
+
+
+def frozen_items(objects: list[dict]) -> list[str]:
+    """The tickets and conversations DevRev marks `is_frozen` ([C] S15; [I] an update may be
+    refused on them), as display ids."""
+    return [display_of(o) for o in objects if o.get("is_frozen")]

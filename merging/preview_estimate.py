@@ -16,6 +16,7 @@ from backup import _referenced_artifacts, custom_field_refs, display_of
 from devrev_api import assumptions as facts
 from devrev_api.errors import ResponseError
 from devrev_client import DevRevClient
+from merging.live_checks import frozen_items, other_works
 from plumbing.fanout import Fanout, fan_map
 
 JSON_OVERHEAD = 4096   # as backup.estimate_size counts each file's framing
@@ -89,7 +90,8 @@ def sampled_duplicate(client: DevRevClient, duplicate_id: str, *, merge: bool,
     attachment_bytes), the last four extrapolated from the sample, plus `estimated`
     (False only when every object was read whole and every
     attachment's size was given) and `sampled_objects` ("k of n")."""
-    tickets = list(client.list_tickets(duplicate_id))
+    works = list(client.list_reported_works(duplicate_id))       # every type: the others stop the merge
+    tickets = [w for w in works if w.get("type") == "ticket"]
     conversations = list(client.list_conversations(duplicate_id))
     objects = tickets + conversations
     s, k = _sample(client, objects, pool)
@@ -105,5 +107,6 @@ def sampled_duplicate(client: DevRevClient, duplicate_id: str, *, merge: bool,
               "timeline_entries": round(s.entries * scale), "messages": round(s.messages * scale),
               "attachments": attachments, "attachment_bytes": round(s.attachment_bytes * scale),
               "estimated": k < len(objects) or s.more > 0 or s.unsized > 0, "sampled_objects": f"{k} of {len(objects)}",
-              "custom_field_refs": [r["object"] for r in custom_field_refs(objects, duplicate_id)]}
+              "custom_field_refs": [r["object"] for r in custom_field_refs(objects, duplicate_id)],
+              "other_works": other_works(works), "frozen": frozen_items(objects)}
     return fields, calls, size

@@ -29,6 +29,7 @@ class Scope:
     allow_cross_org: bool = False
     only: str | None = None
     max_merges: int | None = None
+    merge_note: bool | None = True   # None: a preview older than the merge note
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,6 +56,9 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
     shown = Scope.of_preview(preview)
     if shown.csv_sha256 != run.csv_sha256:
         return "the preview was made from other CSV bytes"
+    if run.merge_note and not run.keep_duplicate and shown.merge_note is False:
+        return ("the preview was made with --no-merge-note; this run would leave a note on each primary: add "
+                "--no-merge-note, or preview without it")
     if shown.target != run.target:
         return f"the preview was made against {shown.target}, this run goes to {run.target}"
     if preview.get("complete") is not True:

@@ -67,6 +67,7 @@ class MergeSettings:
     allow_cross_org: bool
     skip_preview_check: bool
     no_canary: bool
+    no_merge_note: bool
     merge_timeout: float
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
@@ -155,6 +156,7 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
             options = MergeOptions(backup_dir=os.path.abspath(settings.backup_dir), run_id=run_id,
                                    keep_duplicate=settings.keep_duplicate, allow_cross_org=settings.allow_cross_org,
                                    merge_timeout=settings.merge_timeout, preview_full=settings.full,
+                                   merge_note=not settings.no_merge_note,
                                    fanout=stack.enter_context(contextlib.closing(Fanout(settings.workers))))
             common = _report_header(settings, run_id, client, csv_path, index)
             if settings.preview:
@@ -179,7 +181,7 @@ def _scope(settings: MergeSettings, csv_sha256: str) -> Scope:
     """Every option of this run that changes what it does (a preview records its own)."""
     return Scope(csv_sha256=csv_sha256, target=target_of(settings.target), keep_duplicate=settings.keep_duplicate,
                  allow_cross_org=settings.allow_cross_org, only=email_key(settings.only) if settings.only else None,
-                 max_merges=settings.max_merges)
+                 max_merges=settings.max_merges, merge_note=not settings.no_merge_note)
 
 
 def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
@@ -345,12 +347,18 @@ def _write(writer, report_dir: str, name: str, data: dict) -> tuple[str, str]:
 
 
 def run_summary(totals: dict) -> list[str]:
-    """The two lines that end a merge: what this run did, then the totals so far."""
+    """The lines that end a merge: what this run did, the totals so far, and the merged
+    duplicates' references no contact holds (where DevRev keeps one per contact)."""
     mine = totals["this_run"]
-    return [f"This run: {summary.describe_counts(mine, source='worked on')}; "
-            f"{summary.describe_moved(mine['tickets_moved'], mine['conversations_moved'])}.",
-            f"So far: {summary.describe_counts(totals)}; "
-            f"{summary.describe_moved(totals['tickets_moved'], totals['conversations_moved'])}."]
+    lines = [f"This run: {summary.describe_counts(mine, source='worked on')}; "
+             f"{summary.describe_moved(mine['tickets_moved'], mine['conversations_moved'])}.",
+             f"So far: {summary.describe_counts(totals)}; "
+             f"{summary.describe_moved(totals['tickets_moved'], totals['conversations_moved'])}."]
+    if totals.get("refs_without_contact"):
+        count = totals["refs_without_contact"]
+        lines.append(f"{plural(count, 'user_ reference')} of merged duplicates {'belongs' if count == 1 else 'belong'} "
+                     f"to no contact (this DevRev keeps one per contact): refs_without_contact in the report.")
+    return lines
 
 
 def _say_resumes(journal: Journal, plan: RunPlan) -> None:

@@ -61,7 +61,8 @@ def write_skipped_rows(report_dir: str, name: str, rows) -> str:
 NOT_A_MERGE_SET = "not_a_merge_set"  # the status of a CSV group that is not a merge set, in report rows
 PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplicate_refs", "tickets", "conversations",
                    "messages", "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
-                   "new_external_ref", "ticket_ids", "conversation_ids", "custom_field_refs", "detail"]
+                   "new_external_ref", "refs_kept", "refs_without_contact", "other_works", "frozen", "ticket_ids",
+                   "conversation_ids", "custom_field_refs", "detail"]
 
 
 # what the HTML page shows of each row (the CSV keeps every column)
@@ -89,6 +90,9 @@ def preview_rows(preview: dict) -> list[dict]:
             "estimated_calls": record.get("estimated_calls"),
             "estimated_backup_bytes": record.get("estimated_backup_bytes"),
             "new_external_ref": record.get("new_external_ref"),
+            "refs_kept": record.get("refs_kept"), "refs_without_contact": record.get("refs_without_contact"),
+            "other_works": [w for d in dups for w in d.get("other_works", [])],
+            "frozen": [f for d in dups for f in d.get("frozen", [])],
             "ticket_ids": list(dict.fromkeys(t for d in dups for t in d["tickets"])),
             "conversation_ids": list(dict.fromkeys(c for d in dups for c in d["conversations"])),
             "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])]})
@@ -128,6 +132,10 @@ def preview_totals(preview: dict) -> dict:
             "custom_field_refs": sum(len(d.get("custom_field_refs", [])) for d in dups),
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
             "estimated_contents": any(d.get("estimated") for d in dups),
+            "refs_without_contact": sum(len(s.get("refs_without_contact") or []) for s in sets),
+            "sets_with_other_works": sum(1 for s in sets
+                                         if any(d.get("other_works") for d in s.get("duplicates") or [])),
+            "frozen": sum(len(d.get("frozen", [])) for d in dups),
             "estimated_backup_bytes": sum(s.get("estimated_backup_bytes") or 0 for s in sets)}
 
 
@@ -170,8 +178,8 @@ def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[s
 # --------------------------------------------------------------------------- merge report
 MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "duplicate_refs", "tickets_moved",
                  "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
-                 "drift_vanished", "custom_field_refs", "external_ref_set", "other_duplicate_refs", "resumed",
-                 "duration_s"]
+                 "drift_vanished", "custom_field_refs", "external_ref_set", "other_duplicate_refs",
+                 "external_refs_kept", "refs_without_contact", "resumed", "duration_s"]
 
 
 MERGE_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets_moved",
@@ -199,6 +207,8 @@ def merge_rows(report: dict) -> list[dict]:
             "custom_field_refs": [x for d in dups for x in d.get("custom_field_refs", [])],
             "external_ref_set": outcome.get("external_ref_set"),
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
+            "external_refs_kept": outcome.get("external_refs_kept"),
+            "refs_without_contact": outcome.get("refs_without_contact"),
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
     for group in report["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
@@ -244,6 +254,8 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     totals["this_run"] = this_run
     # references in custom fields the tool cannot move (DevRev's merge is expected to)
     totals["custom_field_refs"] = sum(len(r.get("custom_field_refs") or []) for r in rows)
+    # user_ references of merged duplicates that no contact holds (DevRev keeps one per contact)
+    totals["refs_without_contact"] = sum(len(s.get("refs_without_contact") or []) for s in report["sets"])
     return totals
 
 

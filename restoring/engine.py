@@ -24,13 +24,16 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from backup import Move, ids_of
+from devrev_api import assumptions as facts
 from devrev_api.errors import ConflictError, DevRevError, NotFoundError, ResponseError, ServerError, TransportError
 from devrev_client import DevRevClient
 from merging.engine import SetFailed, swap_user
 from merging.live_checks import is_retired
 from plumbing.cli import log_subject
+from plumbing.clock import iso_utc
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from runs.journal import Journal, step_name
+from runs.notes import note_ref, restore_note_text, write_note
 from runs.outcomes import RestoredDuplicate, SetOutcome, SetStatus, to_json
 
 log = logging.getLogger(__name__)
@@ -125,9 +128,11 @@ def _check_no_backup_missing(client: DevRevClient, bset: BackupSet, primary: dic
 
 
 def _holder_of(client: DevRevClient, external_ref: str, *, but: str | None = None) -> dict | None:
-    """A contact that is not retired and holds `external_ref` (other than `but`), or None."""
+    """A contact that is not retired and holds `external_ref` (other than `but`), as its
+    external_ref or in its `external_refs` list, or None."""
     for user in client.list_rev_users(external_ref=external_ref):
-        if user.get("id") != but and user.get("external_ref") == external_ref and not is_retired(user):
+        holds = user.get("external_ref") == external_ref or external_ref in (user.get(facts.CONTACT_REFS_FIELD) or [])
+        if user.get("id") != but and holds and not is_retired(user):
             return user
     return None
 
@@ -150,7 +155,8 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
               "primary_ref_back": dup.primary_original_ref if gives_back else None,
               "backups": list(dup.folders), "items": []}
     if retired and not gives_back and dup.external_ref:
-        holder = _holder_of(client, dup.external_ref)
+        # the primary's own list (external_refs) gives the reference back before the re-create
+        holder = _holder_of(client, dup.external_ref, but=primary["id"])
         if holder is not None:
             record["blocked_by"] = holder.get("display_id") or holder["id"]
     set_dups = {i for d in bset.duplicates for i in [d.id, *d.replaces]}
@@ -265,10 +271,12 @@ class SetRestorer:
     """Runs (or resumes) the restore of one merge set, journaling every write."""
 
     def __init__(self, client: DevRevClient, journal: Journal, clock: Callable[[], float] = time.monotonic,
-                 listing_wait: float = 10.0):
-        """listing_wait: seconds a listing by the duplicate may take to show what it got back."""
+                 listing_wait: float = 10.0, *, note: bool = True):
+        """listing_wait: seconds a listing by the duplicate may take to show what it got back;
+        note: leave a note on the primary's timeline once the set is restored (runs.notes)."""
         self.client = client
         self.journal = journal
+        self.note = note
         self.clock = clock
         self.listing_wait = listing_wait
         self._locks_guard = threading.Lock()
@@ -303,10 +311,15 @@ class SetRestorer:
             if not any(r["status"] == "done" for r in self.journal.steps(key).values()):
                 _check_no_backup_missing(self.client, bset, primary)   # before the set's first write
             out.primary["external_ref_now"] = primary.get("external_ref")
+            refs_back = self._references_back(key, bset, primary)
+            if refs_back is not None:
+                out.primary["external_refs_back"] = refs_back
             for dup in reversed(bset.duplicates):
                 result = RestoredDuplicate(dup.id, dup.display_id, dup.external_ref, backups=list(dup.folders))
                 out.duplicates.append(result)
                 self._restore_duplicate(key, bset, dup, primary["id"], result)
+            if self.note:
+                out.primary["restore_note"] = self._leave_note(key, bset, out.duplicates, primary["id"])
             self.journal.set_status(key, bset.email, FINISHED, context={"duplicates": to_json(out.duplicates)})
             out.status = SetStatus.RESTORED
         except (SetFailed, DevRevError) as exc:
@@ -350,6 +363,42 @@ class SetRestorer:
         result.recreated = True
         log.info("created %s again as %s (external_ref %s)", dup.display_id, new.get("display_id"), dup.external_ref)
         return new
+
+    def _leave_note(self, key: str, bset: BackupSet, duplicates: list[RestoredDuplicate], primary_id: str) -> str:
+        """The restore note on the primary's timeline: what was given back, to which contact."""
+        text = restore_note_text(when=iso_utc(), run_id=self.journal.run_id,
+                                 duplicates=[{"display_id": d.display_id, "external_ref": d.external_ref,
+                                              "new_display_id": d.new_display_id} for d in duplicates],
+                                 items_back=sum(len(d.moved_back) for d in duplicates))
+        return write_note(self.client, self.journal, key, primary_id, step="restore_note",
+                          ref=note_ref("restore", key, self.journal.run_id), text=text)
+
+    def _references_back(self, key: str, bset: BackupSet, primary: dict) -> list[str] | None:
+        """Where DevRev keeps a list of references per contact (`external_refs`), the merge left
+        every duplicate's reference in the primary's list: they leave it, the primary's original
+        one first again, before any duplicate is created again (DevRev would refuse a reference
+        the primary still holds). References the primary took since are kept. Returns the list
+        written (None where DevRev keeps one reference per contact)."""
+        step = step_name("primary_refs")
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            return (record["data"] or {}).get("after")
+        current = (self.client.get_rev_user(primary["id"]) if record else primary).get(facts.CONTACT_REFS_FIELD)
+        if not isinstance(current, list):
+            self.journal.done(key, step, {"after": None})
+            return None
+        theirs = {d.external_ref for d in bset.duplicates}
+        original = bset.primary.get("external_ref") or primary.get("display_id")
+        wanted = list(dict.fromkeys([original, *(r for r in current if r not in theirs)]))
+        if wanted != current:
+            self.journal.intent(key, step, {"before": current, "after": wanted})
+            try:
+                self.client.update_rev_user_external_refs(primary["id"], wanted)
+            except ConflictError:
+                raise SetFailed(f"DevRev refuses the primary's references {wanted!r} (another contact holds one "
+                                f"now); nothing more was changed for this set") from None
+        self.journal.done(key, step, {"before": current, "after": wanted})
+        return wanted
 
     def _ref_given_back(self, key: str, dup: DuplicateBackup) -> str | None:
         record = self.journal.step(key, step_name("primary_ref", dup.id))

@@ -47,6 +47,7 @@ class RestoreSettings:
     rate_limit: float | None
     workers: int
     skip_preview_check: bool
+    no_restore_note: bool
 
     @property
     def target(self) -> RunTarget:
@@ -101,7 +102,8 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
                       "options": settings.options(), "failed_folders": [f.__dict__ for f in failed]}
             if settings.preview:
                 return _preview(settings, client, sets, finished, header, stop)
-            return _restore(settings, SetRestorer(client, journal), sets, finished, header, stop, preview_path)
+            restorer = SetRestorer(client, journal, note=not settings.no_restore_note)
+            return _restore(settings, restorer, sets, finished, header, stop, preview_path)
     finally:
         if journal is not None:
             journal.close()

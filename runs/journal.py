@@ -10,6 +10,9 @@ Step names are stored as text and must never change (old savepoints resume by th
 `step_name` builds them and `parse_step` reads them. The grammar:
 
     step       := "external_ref"                       the primary takes the newest user_ ref
+                | "external_refs"                      ...and keeps every duplicate's, where DevRev keeps a list
+                | "primary_refs"                       restore: the duplicates' refs leave the primary's list
+                | "merge_note" | "restore_note"        the note on the primary's own timeline (runs.notes)
                 | dup "|" ("merge" | "retired" | "swept")
                 | dup "|" ("backup" | "verify") "|" round
                 | dup "|" ("ticket" | "conversation") "|" round "|" item
@@ -67,7 +70,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 # Step kinds, by the parts that follow the duplicate's id in a step name.
-SET_KINDS = ("external_ref",)
+SET_KINDS = ("external_ref", "external_refs", "primary_refs", "merge_note", "restore_note")
 DUPLICATE_KINDS = ("merge", "retired", "swept", "primary_ref", "recreate", "verify_back")
 ROUND_KINDS = ("backup", "verify")
 ITEM_KINDS = ("ticket", "conversation")

@@ -103,6 +103,9 @@ class SetOutcome:
     # the merge's
     external_ref_set: str | None = None
     other_duplicate_refs: list[str] | None = None
+    external_refs_kept: list[str] | None = None    # the primary's whole list, where DevRev keeps one
+    refs_without_contact: list[str] | None = None  # duplicates' refs no contact holds after the merge
+    merge_note: str | None = None                  # the note's timeline entry on the primary (runs.notes)
     moved_ticket_ids: list[str] | None = None
     moved_conversation_ids: list[str] | None = None
     # the restore's

@@ -20,6 +20,7 @@ import devrev_client
 import merge_contacts
 from devrev_sandbox.dataset import Dataset
 from runs import journal
+from runs.notes import NOTE_REF_PREFIX
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_TOKEN = "tok-SECRET-7f3a9c-do-not-log"  # what every test emulator accepts; must never be written
@@ -80,15 +81,31 @@ def _summaries_to_ids(value):
     return value
 
 
+def is_tool_note(entry: dict) -> bool:
+    """A note the tool left on a contact's timeline (runs.notes): compared apart, see tool_notes."""
+    return str(entry.get("external_ref") or "").startswith(NOTE_REF_PREFIX + ":")
+
+
+def tool_notes(dump: dict) -> dict[str, list[dict]]:
+    """The tool's notes in an emulator state, by the contact they are on."""
+    return {parent: notes for parent, listed in dump["timeline_entries"].items()
+            for notes in [[e for e in listed if is_tool_note(e)]] if notes}
+
+
 def normalized(dump: dict) -> dict:
-    """An emulator state with references as ids and edit stamps dropped, for comparing runs."""
+    """An emulator state with references as ids, edit stamps and the tool's notes dropped
+    (tool_notes has those), for comparing runs."""
+    entries = {parent: kept for parent, listed in dump["timeline_entries"].items()
+               for kept in [[e for e in listed if not is_tool_note(e)]] if kept}
     out = {"rev_users": {}, "works": {}, "conversations": {},
-           "timeline_entries": _summaries_to_ids(dump["timeline_entries"]),
+           "timeline_entries": _summaries_to_ids(entries),
            "artifacts": _summaries_to_ids(dump["artifacts"])}
     for uid, user in dump["rev_users"].items():
         out["rev_users"][uid] = {"email": user.get("email"), "external_ref": user.get("external_ref"),
                                  "retired": user["_retired"], "state": user["_state"],
                                  "display_name": user.get("display_name")}
+        if user.get("_external_refs_extra"):   # the rest of its external_refs (mode contact_external_refs)
+            out["rev_users"][uid]["external_refs_extra"] = user["_external_refs_extra"]
     for kind, field in (("works", "reported_by"), ("conversations", "members")):
         for oid, obj in dump[kind].items():
             item = _summaries_to_ids({k: v for k, v in obj.items() if k not in (

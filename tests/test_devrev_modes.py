@@ -49,6 +49,13 @@ def _expected(before: dict, sandbox, dataset, modes: BehaviourModes) -> dict:
     renames = {sandbox.key_id(d): sandbox.key_id(ms["primary"]) for ms in dataset.merge_sets for d in ms["duplicates"]}
     for uid in renames:
         state["rev_users"][uid]["state"] = retired_state
+    if modes.contact_external_refs:   # the primary keeps every other duplicate's reference, newest first
+        seeds = {u["key"]: u for u in dataset.seed["rev_users"]}
+        for ms in dataset.merge_sets:
+            others = sorted(ms["duplicates"], key=lambda k: seeds[k].get("modified_date") or "", reverse=True)[1:]
+            if others:
+                state["rev_users"][sandbox.key_id(ms["primary"])]["external_refs_extra"] = \
+                    [seeds[k]["external_ref"] for k in others]
     if modes.merge_moves_references:
         for work in state["works"].values():
             for name, ids in (work.get("custom_fields") or {}).items():
@@ -78,6 +85,7 @@ MODES = {
     "merge_moves_every_reference_itself": dict(merge_moves_references=True),
     "offset_paging_that_shifts": dict(list_paging="offset"),
     "locate_without_expires_at": dict(locate_expires_at=False),
+    "contacts_keep_several_references": dict(contact_external_refs=True),
 }
 
 
@@ -109,6 +117,14 @@ def test_the_demo_merge_ends_in_the_expected_state(name, tmp_path, monkeypatch, 
     report = run.latest_report()
     assert report["canary"]["differences"] == [] and report["canary"]["checked"] > 0
     assert report["totals"]["custom_field_refs"] == 6
+    several = [ms for ms in dataset.merge_sets if len(ms["duplicates"]) > 1]
+    assert several   # the demo has sets with two duplicates: what becomes of the second one's reference
+    preview = run.latest_report("preview")
+    if modes.contact_external_refs:   # kept by the primary: no reference is left without a contact
+        assert report["totals"]["refs_without_contact"] == 0 == preview["totals"]["refs_without_contact"]
+        assert all(len(s["external_refs_kept"]) == 2 for s in report["sets"] if len(s["duplicates"]) == 2)
+    else:                              # named in the preview and the report, one per extra duplicate
+        assert report["totals"]["refs_without_contact"] == len(several) == preview["totals"]["refs_without_contact"]
     if name == "offset_paging_that_shifts":
         assert shifted["n"] > 0
         rounds = max(len(d["backups"]) for s in report["sets"] for d in s["duplicates"])

@@ -218,6 +218,9 @@ def test_write_discipline(tmp_path, monkeypatch, make_sandbox, small_dataset):
             assert set(body) == {"id", "external_ref"} and body["id"] in primaries
         elif entry["endpoint"] == "rev-users.merge":
             assert body["secondary_user"] in duplicates and body["primary_user"] in primaries
+        elif entry["endpoint"] == "timeline-entries.create":    # the merge note, internal, on a primary
+            assert body["object"] in primaries and body["visibility"] == "internal"
+            assert body["type"] == "timeline_comment" and body["external_ref"].startswith("devrev-contact-merge:merge:")
         else:
             pytest.fail(f"unexpected write {entry['endpoint']}")
     assert violations == []

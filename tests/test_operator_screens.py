@@ -143,17 +143,20 @@ def test_a_merge_log_ends_with_the_summary_the_report_paths_and_the_exit_code(tm
     sandbox = make_sandbox(dataset.seed)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0
-    preview_tail = log_messages(run)[-7:]
+    preview_tail = log_messages(run)[-8:]
     assert preview_tail[0].startswith("8 merge sets from the CSV: 3 would be merged")
     assert preview_tail[1].startswith("The 3 merge sets would move")
-    assert preview_tail[2] == "Preview written (nothing was changed in DevRev):"
-    assert [os.path.splitext(line.strip())[1] for line in preview_tail[3:6]] == [".html", ".json", ".csv"]
-    assert preview_tail[6] == "exit code 0: every merge set done or skipped by live checks"
+    # the dataset's set with two duplicates: this DevRev keeps one reference per contact
+    assert preview_tail[2].startswith("1 user_ reference of merged duplicates would belong to no contact")
+    assert preview_tail[3] == "Preview written (nothing was changed in DevRev):"
+    assert [os.path.splitext(line.strip())[1] for line in preview_tail[4:7]] == [".html", ".json", ".csv"]
+    assert preview_tail[7] == "exit code 0: every merge set done or skipped by live checks"
     assert run.run() == 0
-    tail = log_messages(run)[-7:]
+    tail = log_messages(run)[-8:]
     assert tail[0].startswith("This run: 8 merge sets worked on: 3 merged") and tail[1].startswith("So far: ")
-    assert tail[2] == "Reports:" and all(os.path.exists(p.strip()) for p in tail[3:6])
-    assert tail[6].startswith("exit code 0")
+    assert tail[2].startswith("1 user_ reference of merged duplicates belongs to no contact")
+    assert tail[3] == "Reports:" and all(os.path.exists(p.strip()) for p in tail[4:7])
+    assert tail[7].startswith("exit code 0")
 
 
 def test_ctrl_c_during_a_preview_says_nothing_of_resuming_and_the_log_still_ends_properly(

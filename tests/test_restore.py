@@ -22,6 +22,7 @@ import restore_contacts
 import restoring.run
 from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
 from devrev_sandbox.faults import Faults
+from devrev_sandbox.modes import BehaviourModes
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, normalized
 from operator_view import restore_reports
 from restoring import backup_sets, engine
@@ -529,3 +530,28 @@ def test_only_the_newest_restore_preview_unlocks_a_restore_as_for_the_merge(tmp_
     assert sandbox.write_attempts() == [] and normalized(sandbox.dump()) == merged
     assert restore.run("--only", one) == 0                             # what it shows, it unlocks
     assert {s["status"] for s in restore.report()["sets"]} == {"restored"}
+
+
+def test_where_contacts_keep_several_references_a_restore_takes_the_duplicates_back_off_the_primary(
+        tmp_path, monkeypatch, make_sandbox):
+    """With external_refs (multi-association contacts), the merge leaves every duplicate's
+    reference on the primary; the restore must take them off it before re-creating the
+    duplicates (DevRev would refuse a reference the primary holds), and the primary ends with
+    its own reference alone, as before the merge."""
+    dataset = build_dataset(3, seed=5, tickets=(1, 2), conversations=(0, 1), comments=(0, 1), attachment_rate=0,
+                            two_duplicate_sets=2, skipped=False)
+    sandbox = make_sandbox(dataset.seed, modes=BehaviourModes(merge_retire_after_gets=1, contact_external_refs=True))
+    before = normalized(sandbox.dump())
+    run = _merge(tmp_path, monkeypatch, sandbox, dataset)
+    merged = normalized(sandbox.dump())
+    kept = [u for u in merged["rev_users"].values() if u.get("external_refs_extra")]
+    assert len(kept) == 2                                   # both two-duplicate sets' primaries keep the other ref
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 0
+    assert {s["status"] for s in restore.report("restore_preview")["sets"]} == {"would_restore"}
+    assert restore.run() == 0
+    report = restore.report()
+    after = normalized(sandbox.dump())
+    assert after == expected_after_restore(before, after, recreated(report))
+    assert not [u for u in after["rev_users"].values() if u.get("external_refs_extra")]
+    assert all(s["primary"].get("external_refs_back") for s in report["sets"])

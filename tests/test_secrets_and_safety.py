@@ -340,8 +340,9 @@ def test_no_option_skips_backup_verification():
     assert "--skip-preview-check" in options
     risky = [o for o in options if any(word in o for word in ("verif", "backup", "skip", "force", "unsafe", "yes",
                                                               "no-", "trust", "check"))]
-    # --check is the read-only preflight; --no-canary skips the re-read after the first set, not a backup check
-    assert sorted(risky) == ["--backup-dir", "--check", "--no-canary", "--skip-preview-check"]
+    # --check is the read-only preflight; --no-canary skips the re-read after the first set, not a backup check;
+    # --no-merge-note skips the note on the primary's timeline (a write fewer)
+    assert sorted(risky) == ["--backup-dir", "--check", "--no-canary", "--no-merge-note", "--skip-preview-check"]
     for attempt in (["--skip-verify"], ["--no-verify"], ["--skip-backup"], ["--force"], ["--no-backup"]):
         with pytest.raises(cli.UsageError, match="unrecognized arguments"):
             parser.parse_args(["--csv", "x.csv", *attempt])

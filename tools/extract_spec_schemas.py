@@ -1,6 +1,10 @@
 """Extract, from DevRev's public OpenAPI spec, the request/response schemas of the operations this tool calls.
 The result (tests/fixtures/devrev_spec_schemas.json) lets tests/spec_validator.py check every emulated
-request and response against DevRev's real contract; rerun this script whenever the spec is updated."""
+request and response against DevRev's real contract; rerun this script whenever the spec is updated.
+
+The public 2026 spec is the source of truth. The few parts it lacks are taken from DevRev's beta spec,
+and only those listed in OVERRIDES; the fixture's "source" block names both files (with their sha256)
+and the overrides actually applied, so a reader sees which operation validates against which file."""
 # OpenAPI 3.0 schemas are rewritten into JSON Schema draft 2020-12: components become top-level "$defs"
 # (referenced as "#/$defs/<name>", so recursion is harmless), "nullable" becomes a "null" type, and
 # "discriminator" unions become if/then rules selecting exactly the mapped branch (see _discriminate).
@@ -10,12 +14,14 @@ import argparse
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SPEC = REPO_ROOT / ".." / "shared" / "devrev-openapi-public.yaml"
+DEFAULT_SPEC = REPO_ROOT / ".." / "shared" / "devrev-openapi-public-2026.yaml"
+DEFAULT_BETA_SPEC = REPO_ROOT / ".." / "shared" / "devrev-openapi-beta-2026.yaml"
 DEFAULT_OUTPUT = REPO_ROOT / "tests" / "fixtures" / "devrev_spec_schemas.json"
 
 OPERATIONS = [
@@ -25,7 +31,34 @@ OPERATIONS = [
     "conversations.get", "conversations.list", "conversations.update",
     "timeline-entries.list", "timeline-entries.get",
     "artifacts.get", "artifacts.locate",
+    "jobs.get", "jobs.list", "timeline-entries.create", "works.count",
 ]
+
+
+@dataclass(frozen=True)
+class Override:
+    """One part of one operation taken from another spec than the public one.
+
+    spec: the other spec ("beta", the only one today); part: "request" (the request schema and its
+    declared fields; the responses stay the public spec's, which is what the emulator answers with);
+    fields: the request fields that justify it. The override applies only while the public spec lacks
+    one of them (so it retires itself once DevRev publishes them), and extraction fails if the other
+    spec does not declare them all (so a stale entry cannot go unnoticed).
+    """
+
+    spec: str
+    part: str
+    fields: tuple[str, ...]
+
+
+# operation -> where its request schema comes from instead of the public spec, and why.
+OVERRIDES = {
+    # The public spec's rev-users-update-request has only the single external_ref; the beta one
+    # accepts external_refs (a contact's list of external identifiers).
+    "rev-users.update": Override(spec="beta", part="request", fields=("external_refs",)),
+}
+# $defs taken from the beta spec are named "beta:<component>", so they never shadow a public one.
+OVERRIDE_DEF_PREFIX = {"beta": "beta:"}
 
 SCHEMA_PREFIX = "#/components/schemas/"
 RESPONSE_PREFIX = "#/components/responses/"
@@ -38,9 +71,10 @@ SUBSCHEMA_LIST_KEYS = {"allOf", "oneOf", "anyOf"}
 
 
 class Converter:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, def_prefix: str = ""):
         self.spec = spec
         self.schemas = spec["components"]["schemas"]
+        self.def_prefix = def_prefix
         self.defs: dict[str, dict] = {}
 
     # -- helpers over the original OpenAPI nodes -------------------------------------------------
@@ -68,10 +102,11 @@ class Converter:
         if not ref.startswith(SCHEMA_PREFIX):
             raise ValueError(f"unsupported $ref {ref}")
         name = ref.removeprefix(SCHEMA_PREFIX)
-        if name not in self.defs:
-            self.defs[name] = {}  # placeholder first: recursive references terminate here
-            self.defs[name] = self.convert(self.schemas[name])
-        return {"$ref": f"#/$defs/{name}"}
+        def_name = self.def_prefix + name
+        if def_name not in self.defs:
+            self.defs[def_name] = {}  # placeholder first: recursive references terminate here
+            self.defs[def_name] = self.convert(self.schemas[name])
+        return {"$ref": f"#/$defs/{def_name}"}
 
     def convert(self, node: dict) -> dict:
         if "$ref" in node:  # OpenAPI 3.0 ignores $ref siblings
@@ -149,45 +184,84 @@ def response_schema(spec: dict, response: dict) -> dict | None:
     return response.get("content", {}).get("application/json", {}).get("schema")
 
 
-def extract(spec_path: Path) -> dict:
-    raw = spec_path.read_bytes()
+def load_spec(path: Path) -> tuple[dict, dict]:
+    """The parsed spec and its "source" description (file name, sha256, versions)."""
+    raw = path.read_bytes()
     spec = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: ~10x faster
+    source = {
+        "file": path.name,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "info_version": spec["info"]["version"],
+        "openapi": spec["openapi"],
+    }
+    return spec, source
+
+
+def request_schema(spec: dict, op: str) -> dict:
+    return spec["paths"][f"/{op}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def extract(spec_path: Path, beta_path: Path) -> dict:
+    spec, public_source = load_spec(spec_path)
+    beta, beta_source = load_spec(beta_path)
     conv = Converter(spec)
+    others = {"beta": Converter(beta, OVERRIDE_DEF_PREFIX["beta"])}
+    applied: dict[str, dict] = {}
     operations = {}
     for op in OPERATIONS:
         post = spec["paths"][f"/{op}"]["post"]
-        request = post["requestBody"]["content"]["application/json"]["schema"]
+        request, request_conv = request_schema(spec, op), conv
+        override = OVERRIDES.get(op)
+        if override is not None:
+            if override.part != "request" or override.spec not in others:
+                raise ValueError(f"{op}: unsupported override {override}")
+            other = others[override.spec]
+            other_request = request_schema(other.spec, op)
+            missing = set(override.fields) - other.field_names(other_request)
+            if missing:
+                raise ValueError(f"{op}: the {override.spec} spec does not declare {sorted(missing)}: "
+                                 f"remove or correct its entry in OVERRIDES")
+            if set(override.fields) - conv.field_names(request):
+                request, request_conv = other_request, other
+                applied[op] = {override.part: override.spec, "fields": list(override.fields)}
+            else:
+                print(f"note: the public spec now declares {list(override.fields)} on {op}: "
+                      f"its OVERRIDES entry is no longer needed")
         responses = {}
         for status, response in sorted(post["responses"].items()):
             schema = response_schema(spec, response)
             responses[str(status)] = None if schema is None else conv.convert(schema)
         operations[op] = {
-            "request": conv.convert(request),
-            "request_properties": sorted(conv.field_names(request)),
+            "request": request_conv.convert(request),
+            "request_properties": sorted(request_conv.field_names(request)),
             "responses": responses,
         }
+    defs = dict(conv.defs)
+    for other in others.values():
+        defs.update(other.defs)
     return {
-        "source": {
-            "file": spec_path.name,
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "info_version": spec["info"]["version"],
-            "openapi": spec["openapi"],
-        },
-        "$defs": conv.defs,
+        # file/sha256/info_version/openapi: the public spec, the source of every schema but the parts
+        # named in "overrides" (operation -> {part: the spec it comes from, "fields": why}); "beta": that spec.
+        "source": {**public_source, "beta": beta_source, "overrides": applied},
+        "$defs": defs,
         "operations": operations,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="DevRev OpenAPI YAML")
+    parser.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="DevRev's public OpenAPI YAML")
+    parser.add_argument("--beta-spec", type=Path, default=DEFAULT_BETA_SPEC,
+                        help="DevRev's beta OpenAPI YAML (the source of the parts listed in OVERRIDES)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="fixture JSON to write")
     args = parser.parse_args(argv)
-    doc = extract(args.spec)
+    doc = extract(args.spec, args.beta_spec)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    overrides = doc["source"]["overrides"]
     for op, entry in doc["operations"].items():
-        print(f"{op}: request + responses {', '.join(entry['responses'])}")
+        origin = f" (request from the {overrides[op]['request']} spec)" if op in overrides else ""
+        print(f"{op}: request + responses {', '.join(entry['responses'])}{origin}")
     print(f"wrote {len(doc['operations'])} operations, {len(doc['$defs'])} $defs to {args.output}")
     return 0
 

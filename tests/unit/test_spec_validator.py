@@ -57,8 +57,22 @@ def spec():
 
 
 def test_fixture_is_current_and_complete(spec):
-    assert len(spec.source["sha256"]) == 64
-    assert {"rev-users.merge", "works.update", "artifacts.locate", "timeline-entries.list"} <= spec.operations()
+    assert len(spec.source["sha256"]) == 64 and len(spec.source["beta"]["sha256"]) == 64
+    assert spec.source["file"] == "devrev-openapi-public-2026.yaml"
+    assert spec.source["beta"]["file"] == "devrev-openapi-beta-2026.yaml"
+    assert {"rev-users.merge", "works.update", "artifacts.locate", "timeline-entries.list", "jobs.get", "jobs.list",
+            "timeline-entries.create", "works.count"} <= spec.operations()
+
+
+def test_rev_users_update_request_comes_from_the_beta_spec(spec):
+    assert spec.source["overrides"] == {"rev-users.update": {"request": "beta", "fields": ["external_refs"]}}
+    assert spec.validate_request("rev-users.update", {"id": USER, "external_refs": ["a@acme.com", "b"]}) == []
+    problems = spec.validate_request("rev-users.update", {"id": USER, "external_refs": "a@acme.com"})
+    assert problems and "external_refs" in problems[0] and "is not of type 'array'" in problems[0]
+    assert spec.validate_request("rev-users.update", {"id": USER, "external_ref": "a@acme.com"}) == []
+    # only the request is overridden: rev-users.create keeps the public schema, which has no external_refs
+    assert spec.validate_request("rev-users.create", {"display_name": "x", "external_refs": ["a"]}) == [
+        "rev-users.create request: external_refs: unknown field (the spec does not declare it for rev-users.create)"]
 
 
 def test_rev_users_get_response_valid_and_invalid(spec):
@@ -106,6 +120,9 @@ def test_error_bodies(spec):
     assert spec.validate_response("rev-users.update", 400, {"type": "invalid_field"})  # field_name required
     assert spec.validate_response("rev-users.merge", 200, {}) == []
     assert spec.validate_response("rev-users.merge", 200, {"rev_user": REV_USER})     # spec: empty object
+    wrong_type = {"type": "unexpected_id_type", "field_name": "owned_by"}
+    assert spec.validate_response("works.list", 400, wrong_type)                      # 2026: value is required
+    assert spec.validate_response("works.list", 400, {**wrong_type, "value": OTHER}) == []
 
 
 def test_timeline_entries_list_response(spec):
@@ -125,13 +142,53 @@ def test_undeclared_status(spec):
     assert spec.validate_response("works.get", 418, {})
 
 
-def test_fixture_regeneration_is_deterministic(tmp_path):
+def _extractor():
     sys.path.insert(0, str(REPO / "tools"))
     import extract_spec_schemas
 
-    if not extract_spec_schemas.DEFAULT_SPEC.exists():
-        pytest.skip("DevRev OpenAPI spec not available")
+    return extract_spec_schemas
+
+
+def test_fixture_regeneration_is_deterministic(tmp_path):
+    extractor = _extractor()
+    if not (extractor.DEFAULT_SPEC.exists() and extractor.DEFAULT_BETA_SPEC.exists()):
+        pytest.skip("DevRev OpenAPI specs (public and beta 2026) not available")
     out = tmp_path / "schemas.json"
-    assert extract_spec_schemas.main(["--output", str(out)]) == 0
+    assert extractor.main(["--output", str(out)]) == 0
     assert out.read_bytes() == DEFAULT_FIXTURE.read_bytes()
-    assert json.loads(out.read_text())["source"]["file"] == "devrev-openapi-public.yaml"
+    assert json.loads(out.read_text())["source"]["file"] == "devrev-openapi-public-2026.yaml"
+
+
+def _tiny_spec(path: Path, update_fields: dict) -> Path:
+    """A minimal OpenAPI spec with one operation, x.update, whose request declares update_fields."""
+    request = {"type": "object", "properties": update_fields, "required": ["id"]}
+    body = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/x-update-request"}}}}
+    spec = {"openapi": "3.0.3", "info": {"version": "t"},
+            "components": {"schemas": {"x-update-request": request}},
+            "paths": {"/x.update": {"post": {
+                "requestBody": body,
+                "responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}}}}}}
+    path.write_text(json.dumps(spec), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+def test_override_applies_only_while_the_public_spec_lacks_its_fields(tmp_path, monkeypatch):
+    extractor = _extractor()
+    monkeypatch.setattr(extractor, "OPERATIONS", ["x.update"])
+    monkeypatch.setattr(extractor, "OVERRIDES", {"x.update": extractor.Override("beta", "request", ("refs",))})
+    ident = {"id": {"type": "string"}}
+    refs = {"refs": {"type": "array", "items": {"type": "string"}}}
+    beta = _tiny_spec(tmp_path / "beta.yaml", {**ident, **refs})
+
+    doc = extractor.extract(_tiny_spec(tmp_path / "public.yaml", ident), beta)
+    assert doc["source"]["overrides"] == {"x.update": {"request": "beta", "fields": ["refs"]}}
+    assert doc["operations"]["x.update"]["request"] == {"$ref": "#/$defs/beta:x-update-request"}
+    assert doc["operations"]["x.update"]["request_properties"] == ["id", "refs"]
+    assert doc["source"]["beta"]["file"] == "beta.yaml" and doc["source"]["file"] == "public.yaml"
+
+    doc = extractor.extract(_tiny_spec(tmp_path / "public.yaml", {**ident, **refs}), beta)
+    assert doc["source"]["overrides"] == {}                      # published: the public schema is used
+    assert doc["operations"]["x.update"]["request"] == {"$ref": "#/$defs/x-update-request"}
+
+    with pytest.raises(ValueError, match="does not declare"):   # a stale entry fails loudly
+        extractor.extract(_tiny_spec(tmp_path / "public.yaml", ident), _tiny_spec(tmp_path / "b2.yaml", ident))
