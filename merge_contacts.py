@@ -25,7 +25,7 @@ from merging.status import print_status
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import new_run_id
-from runs.support import SANDBOX_DIR, add_rate_limit_option, sandbox_held
+from runs.support import SANDBOX_DIR, add_rate_limit_option, add_sandbox_mode_option, sandbox_held, sandbox_modes
 
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
 
@@ -49,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run against the local DevRev emulator seeded with its demo data (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
                    help="with --sandbox: start the emulator and its savepoints afresh")
-    p.add_argument("--sandbox-mode", action="append", default=[], metavar="NAME=VALUE",
-                   help="with --sandbox: play an unknown DevRev behaviour another way (repeatable; "
-                        "the names are in devrev_sandbox/modes.py)")
+    add_sandbox_mode_option(p)
     p.add_argument("--backup-dir", default="backups", help="where backup folders go (default: backups/)")
     p.add_argument("--report-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
@@ -84,24 +82,12 @@ def _checked(args: argparse.Namespace) -> MergeSettings:
     """The parsed options checked together (UsageError for a combination that cannot work)."""
     if args.sandbox_reset and not args.sandbox:
         raise UsageError("--sandbox-reset only goes with --sandbox")
-    if args.sandbox_mode and not args.sandbox:
-        raise UsageError("--sandbox-mode only goes with --sandbox")
     if args.full and not args.preview:
         raise UsageError("--full only goes with --preview")
     if not args.csv and not args.sandbox and not args.status and not args.check:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
     return MergeSettings(**dict(vars(args), sandbox_mode=tuple(args.sandbox_mode)),
-                         sandbox_modes=_sandbox_modes(args.sandbox_mode))
-
-
-def _sandbox_modes(pairs: list[str]):
-    """The emulator's behaviour modes for --sandbox: merges retire at the first read
-    (a quick rehearsal), then the --sandbox-mode pairs (UsageError for a bad one)."""
-    from devrev_sandbox.modes import BehaviourModes
-    try:
-        return BehaviourModes(merge_retire_after_gets=1).with_pairs(pairs)
-    except ValueError as exc:
-        raise UsageError(str(exc).replace("--mode", "--sandbox-mode")) from None
+                         sandbox_modes=sandbox_modes(args.sandbox_mode, args.sandbox))
 
 
 # --------------------------------------------------------------------------- main

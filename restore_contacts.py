@@ -30,7 +30,7 @@ from dotenv import load_dotenv
 from plumbing import cli
 from plumbing.clock import new_run_id
 from restoring.run import RestoreSettings, run
-from runs.support import SANDBOX_DIR, add_rate_limit_option
+from runs.support import SANDBOX_DIR, add_rate_limit_option, add_sandbox_mode_option, sandbox_modes
 
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "restore_journal.sqlite3")
 SANDBOX_SAVEPOINT = os.path.join(SANDBOX_DIR, "restore_savepoints.sqlite3")
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SANDBOX_SAVEPOINT})")
     add_rate_limit_option(p)
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets restored at once (default: 4)")
+    add_sandbox_mode_option(p)
     p.add_argument("--no-restore-note", action="store_true",
                    help="do not leave an internal note on each restored set's primary saying what was given back")
     p.add_argument("--skip-preview-check", action="store_true",
@@ -65,7 +66,9 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    settings = RestoreSettings(**vars(build_parser().parse_args(argv)))
+    args = build_parser().parse_args(argv)
+    settings = RestoreSettings(**dict(vars(args), sandbox_mode=tuple(args.sandbox_mode)),
+                               sandbox_modes=sandbox_modes(args.sandbox_mode, args.sandbox))
     if not settings.sandbox:
         load_dotenv(os.path.join(os.getcwd(), ".env"))
     savepoint = settings.savepoint or (SANDBOX_SAVEPOINT if settings.sandbox else DEFAULT_SAVEPOINT)

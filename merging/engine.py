@@ -64,7 +64,7 @@ from plumbing.cli import log_subject
 from plumbing.clock import iso_utc, utc_now
 from plumbing.fanout import Fanout, fan_map, slot_of
 from runs.journal import Journal, is_finished, parse_step, step_name
-from runs.notes import merge_note_text, note_ref, write_note
+from runs.notes import NoteResult, merge_note_text, note_ref, write_note
 from runs.outcomes import SetOutcome, SetStatus
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,12 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   **({"new_external_ref": None} if options.keep_duplicate else reference_plan(primary, duplicates)))
+    blocking = [f"{d['display_id']} reports {', '.join(d['other_works'])}" for d in record["duplicates"]
+                if d.get("other_works")]
+    if blocking:   # the merge would stop at them after moving the rest: skip the set whole instead
+        record.update(status="skipped", reason="other_work_items",
+                      detail="; ".join(blocking) + " (work items that are not tickets, which the tool does not "
+                      "move): move them to the primary by hand, then preview again")
     return record
 
 
@@ -162,14 +168,15 @@ def _newest_first(duplicates: list[dict]) -> list[dict]:
 def reference_plan(primary: dict, duplicates: list[dict]) -> dict:
     """What a merge does with the duplicates' `user_...` references, as a preview says it:
     {"new_external_ref": the newest's (the primary's external_ref), and either
-    "refs_kept": the primary's whole list (where DevRev keeps `external_refs`), or
+    "external_refs_kept": the primary's whole list (where DevRev keeps `external_refs`), or
     "refs_without_contact": the other duplicates' references, which no contact will hold}."""
     newest = _newest(duplicates).get("external_ref")
     others = [d.get("external_ref") for d in _newest_first(duplicates) if d.get("external_ref") != newest]
     current = primary.get(facts.CONTACT_REFS_FIELD)
-    if isinstance(current, list):   # the newest takes the place of the primary's own external_ref
-        rest = [r for r in current if r != primary.get("external_ref")]
-        return {"new_external_ref": newest, "refs_kept": list(dict.fromkeys([newest, *others, *rest]))}
+    if isinstance(current, list):   # the newest becomes the external_ref; the primary keeps its own too
+        own = [primary["external_ref"]] if primary.get("external_ref") else []
+        kept = list(dict.fromkeys([newest, *others, *own, *current]))
+        return {"new_external_ref": newest, "external_refs_kept": kept}
     return {"new_external_ref": newest, "refs_without_contact": others}
 
 
@@ -282,9 +289,13 @@ class SetMerger:
             kept = outcome.external_refs_kept or [outcome.external_ref_set]
             outcome.refs_without_contact = [r for r in outcome.other_duplicate_refs if r not in kept]
             if self.options.merge_note:
-                outcome.merge_note = self._leave_note(key, ctx)
+                note = self._leave_note(key, ctx)
+                outcome.merge_note, outcome.merge_note_refused = note.entry, note.refused
             status = SetStatus.MERGED
         ctx["external_ref_set"] = outcome.external_ref_set
+        # what a later run's report says of this set (plan.finished_outcome)
+        ctx.update(external_refs_kept=outcome.external_refs_kept, refs_without_contact=outcome.refs_without_contact,
+                   merge_note=outcome.merge_note, merge_note_refused=outcome.merge_note_refused)
         self.journal.set_status(key, ms.email, status, context=ctx)
         outcome.status = status
 
@@ -638,8 +649,8 @@ class SetMerger:
         log.info("the primary %s now carries external_ref %s", ctx["primary"]["display_id"], target)
         return target
 
-    def _leave_note(self, key: str, ctx: dict) -> str:
-        """The merge note on the primary's timeline (runs.notes); returns its entry id."""
+    def _leave_note(self, key: str, ctx: dict) -> NoteResult:
+        """The merge note on the primary's timeline (runs.notes)."""
         numbers = journal_numbers(self.journal.steps(key), ctx["duplicates"])
         dups = numbers["duplicates"]
         text = merge_note_text(when=iso_utc(), run_id=self.options.run_id, duplicates=ctx["duplicates"],
@@ -667,7 +678,9 @@ class SetMerger:
         if not isinstance(current, list):
             self.journal.done(key, step, {"after": None, "kept_by_devrev": "one reference per contact"})
             return None
+        # the newest first (the external_ref), then the others, then the primary's own, kept too
         wanted = list(dict.fromkeys([taken, *(d["external_ref"] for d in _newest_first(ctx["duplicates"])),
+                                     *([ctx["primary"]["external_ref"]] if ctx["primary"].get("external_ref") else []),
                                      *current]))
         if wanted != current:
             self.journal.intent(key, step, {"before": current, "after": wanted})

@@ -70,7 +70,9 @@ def finished_outcome(ms: MergeSet, record: dict, steps: dict[str, dict] | None =
     return SetOutcome(ms.email, set_key(ms), SetStatus(record["status"]),
                       primary=ctx.get("primary", {}).get("display_id"), resumed=True, finished_earlier=True,
                       note="already finished in an earlier run", external_ref_set=ctx.get("external_ref_set"),
-                      duration_s=0.0, **numbers)
+                      external_refs_kept=ctx.get("external_refs_kept"),
+                      refs_without_contact=ctx.get("refs_without_contact"), merge_note=ctx.get("merge_note"),
+                      merge_note_refused=ctx.get("merge_note_refused"), duration_s=0.0, **numbers)
 
 
 def blank_line(ms: MergeSet) -> SetOutcome:

@@ -67,7 +67,8 @@ def _filter_check(name: str, items: list[dict], field: str, contact: dict) -> Ch
     if not items:
         return Check(name, True, f"returned nothing for {label} (nothing to compare; check by hand that it "
                                  f"owns none)")
-    return Check(name, True, f"each of the {len(items)} items returned for {label} lists it in {field}")
+    each = "the one item" if len(items) == 1 else f"each of the {len(items)} items"
+    return Check(name, True, f"{each} returned for {label} lists it in {field}")
 
 
 def check_filters(client: DevRevClient, merge_set: MergeSet) -> list[Check]:

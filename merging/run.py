@@ -354,6 +354,11 @@ def run_summary(totals: dict) -> list[str]:
              f"{summary.describe_moved(mine['tickets_moved'], mine['conversations_moved'])}.",
              f"So far: {summary.describe_counts(totals)}; "
              f"{summary.describe_moved(totals['tickets_moved'], totals['conversations_moved'])}."]
+    if totals.get("merge_notes_refused"):
+        count = totals["merge_notes_refused"]
+        lines.append(f"{plural(count, 'merge note')} {'was' if count == 1 else 'were'} not written: DevRev refused "
+                     f"{'it' if count == 1 else 'them'} (merge_note_refused in the report says why); the merges are "
+                     f"done. --no-merge-note leaves the notes out.")
     if totals.get("refs_without_contact"):
         count = totals["refs_without_contact"]
         lines.append(f"{plural(count, 'user_ reference')} of merged duplicates {'belongs' if count == 1 else 'belong'} "

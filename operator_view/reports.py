@@ -61,8 +61,8 @@ def write_skipped_rows(report_dir: str, name: str, rows) -> str:
 NOT_A_MERGE_SET = "not_a_merge_set"  # the status of a CSV group that is not a merge set, in report rows
 PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplicate_refs", "tickets", "conversations",
                    "messages", "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
-                   "new_external_ref", "refs_kept", "refs_without_contact", "other_works", "frozen", "ticket_ids",
-                   "conversation_ids", "custom_field_refs", "detail"]
+                   "new_external_ref", "external_refs_kept", "refs_without_contact", "other_works", "frozen",
+                   "ticket_ids", "conversation_ids", "custom_field_refs", "detail"]
 
 
 # what the HTML page shows of each row (the CSV keeps every column)
@@ -90,7 +90,8 @@ def preview_rows(preview: dict) -> list[dict]:
             "estimated_calls": record.get("estimated_calls"),
             "estimated_backup_bytes": record.get("estimated_backup_bytes"),
             "new_external_ref": record.get("new_external_ref"),
-            "refs_kept": record.get("refs_kept"), "refs_without_contact": record.get("refs_without_contact"),
+            "external_refs_kept": record.get("external_refs_kept"),
+            "refs_without_contact": record.get("refs_without_contact"),
             "other_works": [w for d in dups for w in d.get("other_works", [])],
             "frozen": [f for d in dups for f in d.get("frozen", [])],
             "ticket_ids": list(dict.fromkeys(t for d in dups for t in d["tickets"])),
@@ -179,7 +180,8 @@ def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[s
 MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "duplicate_refs", "tickets_moved",
                  "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
                  "drift_vanished", "custom_field_refs", "external_ref_set", "other_duplicate_refs",
-                 "external_refs_kept", "refs_without_contact", "resumed", "duration_s"]
+                 "external_refs_kept", "refs_without_contact", "merge_note", "merge_note_refused", "resumed",
+                 "duration_s"]
 
 
 MERGE_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets_moved",
@@ -209,6 +211,7 @@ def merge_rows(report: dict) -> list[dict]:
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
             "external_refs_kept": outcome.get("external_refs_kept"),
             "refs_without_contact": outcome.get("refs_without_contact"),
+            "merge_note": outcome.get("merge_note"), "merge_note_refused": outcome.get("merge_note_refused"),
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
     for group in report["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
@@ -256,6 +259,7 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     totals["custom_field_refs"] = sum(len(r.get("custom_field_refs") or []) for r in rows)
     # user_ references of merged duplicates that no contact holds (DevRev keeps one per contact)
     totals["refs_without_contact"] = sum(len(s.get("refs_without_contact") or []) for s in report["sets"])
+    totals["merge_notes_refused"] = sum(1 for s in report["sets"] if s.get("merge_note_refused"))
     return totals
 
 

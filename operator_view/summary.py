@@ -107,18 +107,18 @@ def describe_preview(totals: dict) -> str:
              f"{plural(totals['estimated_calls'], 'API call')} and {size(totals['estimated_backup_bytes'])} "
              f"of backups.")
     if totals.get("sets_with_other_works"):
-        moves += (f"\n{plural(totals['sets_with_other_works'], 'merge set')} would stop before the merge: a duplicate "
-                  f"reports work items that are not tickets (other_works in the report names each type and id); "
-                  f"move them to the primary by hand first.")
+        moves += (f"\n{plural(totals['sets_with_other_works'], 'merge set')} skipped (other_work_items): a "
+                  f"duplicate reports work items that are not tickets, which the tool does not move (the set's "
+                  f"line names each type and id); move them to the primary by hand, then preview again.")
     if totals.get("frozen"):
         moves += (f"\n{plural(totals['frozen'], 'ticket or conversation', 'tickets and conversations')} "
-                  f"{'is' if totals['frozen'] == 1 else 'are'} frozen in DevRev, which may refuse to update them "
-                  f"(frozen in the report).")
+                  f"{'is' if totals['frozen'] == 1 else 'are'} frozen in DevRev, which may refuse to update "
+                  f"{'it' if totals['frozen'] == 1 else 'them'} (frozen in the report).")
     orphans = totals.get("refs_without_contact")
     if orphans:
         moves += (f"\n{plural(orphans, 'user_ reference')} of merged duplicates would belong to no contact: this "
                   f"DevRev keeps one reference per contact and the primary takes the newest (refs_without_contact "
-                  f"in the report lists them).")
+                  f"in the report names each).")
     return f"{head}.\n{moves}"
 
 

@@ -33,7 +33,7 @@ from plumbing.cli import log_subject
 from plumbing.clock import iso_utc
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from runs.journal import Journal, step_name
-from runs.notes import note_ref, restore_note_text, write_note
+from runs.notes import NoteResult, note_ref, restore_note_text, write_note
 from runs.outcomes import RestoredDuplicate, SetOutcome, SetStatus, to_json
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,10 @@ class SetRestorer:
                 out.duplicates.append(result)
                 self._restore_duplicate(key, bset, dup, primary["id"], result)
             if self.note:
-                out.primary["restore_note"] = self._leave_note(key, bset, out.duplicates, primary["id"])
+                note = self._leave_note(key, bset, out.duplicates, primary["id"])
+                out.primary["restore_note"] = note.entry
+                if note.refused:
+                    out.primary["restore_note_refused"] = note.refused
             self.journal.set_status(key, bset.email, FINISHED, context={"duplicates": to_json(out.duplicates)})
             out.status = SetStatus.RESTORED
         except (SetFailed, DevRevError) as exc:
@@ -364,7 +367,8 @@ class SetRestorer:
         log.info("created %s again as %s (external_ref %s)", dup.display_id, new.get("display_id"), dup.external_ref)
         return new
 
-    def _leave_note(self, key: str, bset: BackupSet, duplicates: list[RestoredDuplicate], primary_id: str) -> str:
+    def _leave_note(self, key: str, bset: BackupSet, duplicates: list[RestoredDuplicate],
+                    primary_id: str) -> NoteResult:
         """The restore note on the primary's timeline: what was given back, to which contact."""
         text = restore_note_text(when=iso_utc(), run_id=self.journal.run_id,
                                  duplicates=[{"display_id": d.display_id, "external_ref": d.external_ref,

@@ -48,14 +48,16 @@ class RestoreSettings:
     workers: int
     skip_preview_check: bool
     no_restore_note: bool
+    sandbox_mode: tuple[str, ...] = ()
+    sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
     @property
     def target(self) -> RunTarget:
-        return RunTarget(self.sandbox, self.rate_limit, self.workers)
+        return RunTarget(self.sandbox, self.rate_limit, self.workers, sandbox_modes=self.sandbox_modes)
 
     def options(self) -> dict[str, Any]:
-        """The options as the reports record them."""
-        return asdict(self)
+        """The options as the reports record them (the command line's, not what is derived)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "sandbox_modes"}
 
 
 def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[FailedFolder]]:
@@ -116,7 +118,7 @@ def _required_preview(settings: RestoreSettings, todo: list[BackupSet]) -> str:
     target = target_of(settings.target)
     previews = [(path, data) for path, data in reports.load_reports(settings.report_dir, "restore_preview")
                 if data.get("target") == target and isinstance(data.get("sets"), list)]
-    path, _, why = newest_complete(previews, lambda data: _not_shown(todo, data))
+    path, _, why = newest_complete(previews, lambda data: _not_shown(todo, data, not settings.no_restore_note))
     if path is None:
         raise UsageError(f"no complete restore preview of these backups against {target} in {settings.report_dir}/ "
                          f"shows this run ({why}): run with --preview first and read it, restore the sets it "
@@ -124,13 +126,15 @@ def _required_preview(settings: RestoreSettings, todo: list[BackupSet]) -> str:
     return path
 
 
-def _not_shown(todo: list[BackupSet], preview: dict) -> str | None:
+def _not_shown(todo: list[BackupSet], preview: dict, writes_notes: bool) -> str | None:
     """Why a preview does not show this run's restore, in a few words; None if it does."""
     seen = {s.get("set_key"): s for s in preview["sets"] if isinstance(s, dict)}
     for bset in todo:
         shown = seen.get(bset.key)
         if not (shown and shown.get("fingerprint") == bset.fingerprint and shown.get("status") in PREVIEWABLE):
             return _set_not_shown(bset, shown)
+    if writes_notes and (preview.get("options") or {}).get("no_restore_note") is True:
+        return "it was made with --no-restore-note; this run would leave a note on each primary: add --no-restore-note"
     return None
 
 

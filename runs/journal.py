@@ -280,9 +280,10 @@ class Journal:
                 "SELECT COUNT(*) FROM steps s JOIN sets t ON s.set_key = t.set_key "
                 "WHERE s.status = 'intent' AND t.status IN ('merged', 'moved_only', 'restored')").fetchone()[0]
         if orphan:
-            problems.append(f"{orphan} steps belong to no set")
+            problems.append(f"{orphan} step{'s belong' if orphan != 1 else ' belongs'} to no set")
         if finished_with_intents:
-            problems.append(f"{finished_with_intents} intents left open in finished sets")
+            problems.append(f"{finished_with_intents} intent{'s' if finished_with_intents != 1 else ''} left open in "
+                            f"finished sets")
         return problems
 
 

@@ -8,10 +8,12 @@ note it wrote instead of writing a second one.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from devrev_api.errors import ConflictError, ResponseError, ServerError, TransportError
+from devrev_api.errors import ConflictError, DevRevError, ResponseError, ServerError, TransportError
 from devrev_client import DevRevClient
 from plumbing.version import TOOL_NAME, TOOL_VERSION
 from runs.journal import Journal, step_name
@@ -22,9 +24,15 @@ NOTE_REF_PREFIX = "devrev-contact-merge"   # every note's external_ref starts so
 
 
 def note_ref(kind: str, set_key: str, run_id: str) -> str:
-    """The note's external_ref: `devrev-contact-merge:<kind>:<set key>:<run id>` (kind: merge
-    or restore); one per set and run, so a re-run after a restore writes a new one."""
-    return f"{NOTE_REF_PREFIX}:{kind}:{set_key}:{run_id}"
+    """The note's external_ref: `devrev-contact-merge:<kind>:<16 hex of the set key's sha256>:<run
+    id>` (kind: merge or restore): one per set and run, so a re-run after a restore writes a new
+    one; short whatever the set (DevRev caps it at 512 characters, S15) and without the email."""
+    digest = hashlib.sha256(set_key.encode("utf-8")).hexdigest()[:16]
+    return f"{NOTE_REF_PREFIX}:{kind}:{digest}:{run_id}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def merge_note_text(*, when: str, run_id: str, duplicates: list[dict[str, Any]], tickets: int, conversations: int,
@@ -32,8 +40,8 @@ def merge_note_text(*, when: str, run_id: str, duplicates: list[dict[str, Any]],
     """The merge note: `duplicates` are the merged contacts' idents (display_id, external_ref)."""
     merged = "; ".join(f"{d.get('display_id')} ({d.get('external_ref')})" for d in duplicates)
     lines = [f"Merged into this contact by {TOOL_NAME} {TOOL_VERSION} on {when} (run {run_id}): {merged}.",
-             f"Moved here: {tickets} ticket(s) and {conversations} conversation(s); {custom_field_refs} "
-             f"custom-field reference(s) to the merged contact(s) were found.",
+             f"Moved here: {_count(tickets, 'ticket')} and {_count(conversations, 'conversation')}; "
+             f"{_count(custom_field_refs, 'custom-field reference')} to the merged contacts found.",
              f"Backups (restore_contacts.py can undo this merge from them): {', '.join(backups) or 'none'} "
              f"in {backup_dir}."]
     return "\n".join(lines)
@@ -43,19 +51,42 @@ def restore_note_text(*, when: str, run_id: str, duplicates: list[dict[str, Any]
     """The restore note: `duplicates` as {display_id, external_ref, new_display_id}."""
     back = "; ".join(f"{d.get('display_id')} ({d.get('external_ref')}) as {d.get('new_display_id')}"
                      for d in duplicates)
-    return (f"Restored by {TOOL_NAME} {TOOL_VERSION} on {when} (run {run_id}): {back}. {items_back} ticket(s) and "
-            f"conversation(s) were given back to them.")
+    return (f"Restored by {TOOL_NAME} {TOOL_VERSION} on {when} (run {run_id}): {back}. "
+            f"{_count(items_back, 'ticket or conversation')} given back to them.")
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    """What became of a note: its timeline entry's id, or why DevRev refused it."""
+    entry: str | None
+    refused: str | None = None
 
 
 def write_note(client: DevRevClient, journal: Journal, set_key: str, contact_id: str, *, ref: str, text: str,
-               step: str = "merge_note") -> str:
-    """Write the note once (journal step `step`, a set step); returns the entry's id. After an
-    intent without its done (a stop, a lost answer), the contact's timeline is searched for `ref`
-    first. Raises DevRevError when DevRev refuses it (the set stays resumable)."""
+               step: str = "merge_note") -> NoteResult:
+    """Write the note once (journal step `step`, a set step). After an intent without its done
+    (a stop, a lost answer), the contact's timeline is searched for `ref` first. A note DevRev
+    refuses (a 4xx: the token may not comment on contacts, a field it does not take) is recorded
+    as refused and never stops the set: the merge it reports is done. Raises DevRevError only for
+    a failure that outlasts the retries (5xx, no connection): the set stays resumable."""
     name = step_name(step)
     record = journal.step(set_key, name)
     if record and record["status"] == "done":
-        return str((record["data"] or {}).get("entry"))
+        data = record["data"] or {}
+        return NoteResult(data.get("entry"), data.get("refused"))
+    try:
+        return NoteResult(_write(client, journal, set_key, contact_id, name, record, ref=ref, text=text))
+    except DevRevError as exc:
+        if exc.status is None or exc.status >= 500 or exc.status in (401, 429):
+            raise
+        journal.done(set_key, name, {"external_ref": ref, "entry": None, "refused": str(exc)})
+        log.warning("the note on the contact's timeline was not written: %s (--no-merge-note and --no-restore-note "
+                    "leave it out)", exc)
+        return NoteResult(None, str(exc))
+
+
+def _write(client: DevRevClient, journal: Journal, set_key: str, contact_id: str, name: str,
+           record: dict[str, Any] | None, *, ref: str, text: str) -> str:
     if record:   # written before a stop? its external_ref says so
         ref = (record["data"] or {}).get("external_ref", ref)
         found = _written(client, contact_id, ref)

@@ -106,6 +106,7 @@ class SetOutcome:
     external_refs_kept: list[str] | None = None    # the primary's whole list, where DevRev keeps one
     refs_without_contact: list[str] | None = None  # duplicates' refs no contact holds after the merge
     merge_note: str | None = None                  # the note's timeline entry on the primary (runs.notes)
+    merge_note_refused: str | None = None          # why DevRev refused the note (the merge itself is done)
     moved_ticket_ids: list[str] | None = None
     moved_conversation_ids: list[str] | None = None
     # the restore's

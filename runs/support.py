@@ -50,6 +50,28 @@ RATE_LIMIT_HELP = (f"client-side cap on API calls per minute (default: DEVREV_RA
                    f"{SANDBOX_CALLS_PER_MINUTE})")
 
 
+def add_sandbox_mode_option(parser: argparse.ArgumentParser) -> None:
+    """--sandbox-mode NAME=VALUE (repeatable), the same in every script that starts the emulator."""
+    parser.add_argument("--sandbox-mode", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --sandbox: play an unknown DevRev behaviour another way (repeatable; the names are "
+                             "in devrev_sandbox/modes.py); give a restore the modes its merge was rehearsed with")
+
+
+def sandbox_modes(pairs: list[str], sandbox: bool) -> Any:
+    """The emulator's behaviour modes for --sandbox: merges retire at the first read (a quick
+    rehearsal), then the --sandbox-mode pairs; None without --sandbox. UsageError for a bad
+    pair, or pairs without --sandbox."""
+    if not sandbox:
+        if pairs:
+            raise UsageError("--sandbox-mode only goes with --sandbox")
+        return None
+    from devrev_sandbox.modes import BehaviourModes
+    try:
+        return BehaviourModes(merge_retire_after_gets=1).with_pairs(pairs)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("--mode", "--sandbox-mode")) from None
+
+
 def add_rate_limit_option(parser: argparse.ArgumentParser) -> None:
     """--rate-limit, the same words in every script that calls DevRev."""
     parser.add_argument("--rate-limit", type=cli.rate_limit, metavar="CALLS_PER_MINUTE", help=RATE_LIMIT_HELP)

@@ -53,9 +53,9 @@ def _expected(before: dict, sandbox, dataset, modes: BehaviourModes) -> dict:
         seeds = {u["key"]: u for u in dataset.seed["rev_users"]}
         for ms in dataset.merge_sets:
             others = sorted(ms["duplicates"], key=lambda k: seeds[k].get("modified_date") or "", reverse=True)[1:]
-            if others:
-                state["rev_users"][sandbox.key_id(ms["primary"])]["external_refs_extra"] = \
-                    [seeds[k]["external_ref"] for k in others]
+            own = before["rev_users"][sandbox.key_id(ms["primary"])]["external_ref"]   # the primary keeps its own
+            state["rev_users"][sandbox.key_id(ms["primary"])]["external_refs_extra"] = \
+                [seeds[k]["external_ref"] for k in others] + [own]
     if modes.merge_moves_references:
         for work in state["works"].values():
             for name, ids in (work.get("custom_fields") or {}).items():
@@ -122,7 +122,7 @@ def test_the_demo_merge_ends_in_the_expected_state(name, tmp_path, monkeypatch, 
     preview = run.latest_report("preview")
     if modes.contact_external_refs:   # kept by the primary: no reference is left without a contact
         assert report["totals"]["refs_without_contact"] == 0 == preview["totals"]["refs_without_contact"]
-        assert all(len(s["external_refs_kept"]) == 2 for s in report["sets"] if len(s["duplicates"]) == 2)
+        assert all(len(s["external_refs_kept"]) == 3 for s in report["sets"] if len(s["duplicates"]) == 2)
     else:                              # named in the preview and the report, one per extra duplicate
         assert report["totals"]["refs_without_contact"] == len(several) == preview["totals"]["refs_without_contact"]
     if name == "offset_paging_that_shifts":

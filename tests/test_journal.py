@@ -97,7 +97,7 @@ def test_check_reports_orphan_steps_and_intents_left_in_finished_sets(db, path):
     db.intent("jane", "move:TKT-1")
     db.intent("kim", "move:TKT-2")
     db.done("ghost", "move:TKT-9")                                 # a step whose set was never recorded
-    assert db.check() == ["1 steps belong to no set", "2 intents left open in finished sets"]
+    assert db.check() == ["1 step belongs to no set", "2 intents left open in finished sets"]
 
 
 @pytest.mark.parametrize("status, keep_duplicate, finished", [

@@ -9,6 +9,7 @@ import pytest
 import devrev_client
 from devrev_api.errors import TransportError
 from devrev_sandbox.dataset import build_dataset
+from devrev_sandbox.faults import Scripted
 from helpers import MergeRun, tool_notes
 
 
@@ -36,7 +37,8 @@ def test_each_merged_primary_gets_one_internal_note_saying_what_was_merged(tmp_p
             user = dump["rev_users"][sandbox.key_id(dup)]
             assert user["display_id"] in note["body"] and user["external_ref"] in note["body"]
         assert report["run_id"] in note["body"]
-        assert f"{len(line['moved_ticket_ids'])} ticket(s)" in note["body"]
+        moved = len(line["moved_ticket_ids"])
+        assert f"Moved here: {moved} ticket{'' if moved == 1 else 's'} and " in note["body"]
         assert all(os.path.basename(b) in note["body"] for d in line["duplicates"] for b in d["backups"])
     sandbox.clear_log()
     assert run.run() == 0                            # a finished run writes no second note
@@ -111,3 +113,43 @@ def test_the_restore_leaves_its_own_note_unless_asked_not_to(note, tmp_path, mon
     restored = [n for listed in notes.values() for n in listed if ":restore:" in n["external_ref"]]
     assert len(restored) == (len(dataset.merge_sets) if note else 0)
     assert all("Restored by devrev-contact-merge" in n["body"] for n in restored)
+
+
+@pytest.mark.parametrize("status, kind", [(403, "forbidden"), (400, "bad_request")])
+def test_a_note_devrev_refuses_leaves_the_merged_sets_merged_and_says_so(status, kind, tmp_path, monkeypatch,
+                                                                         make_sandbox):
+    dataset = _dataset()
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    sandbox.script("timeline-entries.create",
+                   *[Scripted(status, {"type": kind, "message": "not allowed here"})] * len(dataset.merge_sets))
+    assert run.run() == 0                            # the merges are done; the note is not the set's failure
+    report = run.latest_report()
+    assert {s["status"] for s in report["sets"]} == {"merged"}
+    assert report["totals"]["merge_notes_refused"] == len(dataset.merge_sets)
+    assert all(s.get("merge_note") is None and "not allowed here" in s["merge_note_refused"] for s in report["sets"])
+    assert report["journal_problems"] == [] and tool_notes(sandbox.dump()) == {}
+    sandbox.clear_log()
+    assert run.run() == 0                            # not asked again: the refusal is journaled
+    assert [e for e in sandbox.writes() if e["endpoint"] == "timeline-entries.create"] == []
+    assert run.latest_report()["totals"]["merge_notes_refused"] == len(dataset.merge_sets)
+
+
+def test_a_restore_that_would_write_notes_its_preview_did_not_show_is_refused(tmp_path, monkeypatch, make_sandbox):
+    from test_restore import RestoreRun
+    dataset = _dataset()
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0 and run.run() == 0
+    restore = RestoreRun(run)
+    assert restore.run("--preview", "--no-restore-note") == 0
+    sandbox.clear_log()
+    assert restore.run() == 2 and sandbox.write_attempts() == []
+    assert restore.run("--no-restore-note") == 0
+
+
+def test_sandbox_mode_goes_with_sandbox_only_in_the_restore_too(tmp_path, capsys):
+    import restore_contacts
+    assert restore_contacts.main(["--backup-dir", str(tmp_path), "--sandbox-mode", "contact_external_refs=true"]) == 2
+    assert "--sandbox-mode only goes with --sandbox" in capsys.readouterr().err

@@ -38,9 +38,32 @@ def test_the_preview_names_other_work_items_and_frozen_ones_and_the_merge_stops_
     assert [w for d in first["duplicates"] for w in d["other_works"]] == [f"{kind} {other['display_id']}"]
     assert preview["totals"]["sets_with_other_works"] == 1 and preview["totals"]["frozen"] == 1
     assert len([f for d in second["duplicates"] for f in d["frozen"]]) == 1
-    assert run.run() == 1
+    assert first["status"] == "skipped" and first["reason"] == "other_work_items"
+    assert f"{kind} {other['display_id']}" in first["detail"]
+    before = sandbox.dump()
+    assert run.run() == 0                            # skipped as the preview showed: nothing of it touched
     report = run.latest_report()
     line = next(s for s in report["sets"] if s["email"] == first["email"])
-    assert line["status"] == "failed" and f"{kind} {other['display_id']}" in line["error"]
-    dup = sandbox.dump()["rev_users"][sandbox.key_id(dataset.merge_sets[0]["duplicates"][0])]
-    assert dup["_retired"] is False                  # never merged while it still reports something
+    assert line["status"] == "skipped" and line["reason"] == "other_work_items"
+    dup = sandbox.key_id(dataset.merge_sets[0]["duplicates"][0])
+    after = sandbox.dump()
+    assert after["rev_users"][dup]["_retired"] is False
+    for kind_, field in (("works", "reported_by"), ("conversations", "members")):
+        assert {i for i, o in after[kind_].items() if dup in [u["id"] for u in o[field]]} == \
+            {i for i, o in before[kind_].items() if dup in [u["id"] for u in o[field]]}
+
+
+def test_the_merge_still_stops_at_one_that_appeared_after_the_preview(tmp_path, monkeypatch, make_sandbox):
+    """The late check stays: an issue filed under the duplicate after the preview stops the set."""
+    dataset = _dataset("issue")
+    dataset.seed["tickets"] = [t for t in dataset.seed["tickets"] if t.get("key") != "other-w"]
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    dup = dataset.merge_sets[0]["duplicates"][0]
+    sandbox.add_ticket({"title": "an issue filed meanwhile", "type": "issue", "reported_by": [dup],
+                        "owned_by": ["agent1"]})
+    assert run.run() == 1
+    line = next(s for s in run.latest_report()["sets"] if s["email"] == dataset.merge_sets[0]["email"])
+    assert line["status"] == "failed" and "issue ISS-" in line["error"]
+    assert sandbox.dump()["rev_users"][sandbox.key_id(dup)]["_retired"] is False

@@ -18,7 +18,7 @@ def test_where_devrev_keeps_one_reference_the_others_belong_to_no_contact():
 
 def test_where_devrev_keeps_a_list_the_primary_keeps_every_reference_newest_first():
     plan = reference_plan({"external_ref": "REVU-p", "external_refs": ["REVU-p", "crm-7"]}, [OLD, NEW])
-    assert plan == {"new_external_ref": "user_new", "refs_kept": ["user_new", "user_old", "crm-7"]}
+    assert plan == {"new_external_ref": "user_new", "external_refs_kept": ["user_new", "user_old", "REVU-p", "crm-7"]}
 
 
 def test_the_preview_summary_names_references_left_without_a_contact():
