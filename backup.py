@@ -9,6 +9,9 @@ to undo the merge), every timeline entry of those, and every attachment's bytes:
       metadata.json  tickets.json  conversations.json
       conversations/<TKT-n | CONV-n>/messages.json
       conversations/<TKT-n | CONV-n>/attachments/<artifact id>_<file name>
+      contact/messages.json                          the duplicate's own timeline (its contact page)
+      contact/attachments/<artifact id>_<file name>  files of those notes and of the contact itself
+      custom_field_tickets.json   tickets naming the duplicate only in a custom field (where found)
       verification.json   (written last: path, size, sha256 of every file; counts)
 
 The folder is built as `<name>.partial` and renamed when complete, so a crash never
@@ -24,11 +27,12 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
 from devrev_api import assumptions as facts
+from devrev_api.custom_fields import fields_naming
 from devrev_api.errors import DownloadError
 from devrev_client import DevRevClient
 from plumbing.clock import iso_utc, utc_now
@@ -36,7 +40,7 @@ from plumbing.fanout import Fanout, fan_map
 from plumbing.files import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
 from plumbing.version import TOOL_NAME, TOOL_VERSION
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: the contact page and custom-field references (a format-1 folder has neither)
 DISK_MARGIN_BYTES = 16 << 20
 
 
@@ -59,6 +63,9 @@ TICKETS = "tickets.json"
 CONVERSATIONS = "conversations.json"
 MANIFEST = "verification.json"
 JSON_FILES = (METADATA, TICKETS, CONVERSATIONS)
+CONTACT_PAGE = "contact/messages.json"
+CONTACT_FOLDER = "contact"
+CUSTOM_FIELD_TICKETS = "custom_field_tickets.json"
 PARTIAL_SUFFIX = ".partial"
 FOLDER_TIME_FORMAT = "%Y%m%d_%H%M%S"
 
@@ -100,15 +107,16 @@ def messages_path(object_display_id: str) -> str:
     return f"conversations/{object_folder(object_display_id)}/messages.json"
 
 
-def attachment_prefix(object_display_id: str, artifact_label: str) -> str:
-    """`conversations/<object>/attachments/<artifact>_`: every file of that artifact starts so."""
-    return (f"conversations/{object_folder(object_display_id)}/attachments/"
-            f"{safe_name(artifact_label, max_bytes=40, fallback='artifact')}_")
+def attachment_prefix(object_display_id: str, artifact_label: str, *, on_contact: bool = False) -> str:
+    """`conversations/<object>/attachments/<artifact>_` (`contact/attachments/<artifact>_` for
+    the duplicate's own page): every file of that artifact starts so."""
+    folder = CONTACT_FOLDER if on_contact else f"conversations/{object_folder(object_display_id)}"
+    return f"{folder}/attachments/{safe_name(artifact_label, max_bytes=40, fallback='artifact')}_"
 
 
-def attachment_path(object_display_id: str, artifact_label: str, file_name: str) -> str:
+def attachment_path(object_display_id: str, artifact_label: str, file_name: str, *, on_contact: bool = False) -> str:
     """Where an attachment's bytes are saved (`file_name` as DevRev gives it)."""
-    return attachment_prefix(object_display_id, artifact_label) + safe_name(file_name)
+    return attachment_prefix(object_display_id, artifact_label, on_contact=on_contact) + safe_name(file_name)
 
 
 def is_attachment(relpath: str) -> bool:
@@ -129,10 +137,11 @@ class Attachment:
     name: str
     size: int | None
     mime_type: str | None
+    on_contact: bool = False      # a file of the duplicate's own page (its notes or its record)
 
     @property
     def relpath(self) -> str:
-        return attachment_path(self.object_display_id, self.display_id, self.name)
+        return attachment_path(self.object_display_id, self.display_id, self.name, on_contact=self.on_contact)
 
 
 @dataclass
@@ -142,6 +151,9 @@ class Snapshot:
     conversations: list[dict[str, Any]]
     entries: dict[str, list[dict[str, Any]]]  # object display id -> its timeline entries
     attachments: list[Attachment]
+    # tickets that name the duplicate only in a custom field (works.list's custom_fields filter)
+    custom_field_tickets: list[dict[str, Any]] = field(default_factory=list)
+    contact_page: ContactPage | None = None
 
     @property
     def objects(self) -> list[dict[str, Any]]:
@@ -188,14 +200,7 @@ def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None
     def one(obj: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None, int, list[Attachment], int]:
         display_id = display_of(obj)
         entries = list(client.list_timeline_entries(obj["id"]))
-        attachments = []
-        for art in _referenced_artifacts(obj, entries):
-            info = art.get("file") or {}
-            if not info.get("name") or info.get("size") is None:
-                # summaries may be bare {id, display_id}: ask for the artifact itself
-                info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
-            attachments.append(Attachment(display_id, art["id"], artifact_label(art),
-                                          str(info.get("name") or "attachment"), info.get("size"), info.get("type")))
+        attachments = _attachments(client, display_id, _referenced_artifacts(obj, entries))
         messages = sum(1 for e in entries if e.get("type") == facts.MESSAGE_ENTRY_TYPE)
         if writer is not None:
             writer.write_json(messages_path(display_id), entries)
@@ -210,18 +215,95 @@ def read_timelines(client: DevRevClient, snapshot: Snapshot, pool: Fanout | None
     return counts, messages
 
 
+def _attachments(client: DevRevClient, holder_display_id: str, artifacts: list[dict[str, Any]], *,
+                 on_contact: bool = False) -> list[Attachment]:
+    """The files of these artifact summaries; a bare summary ({id, display_id}) costs one
+    artifacts.get for its name and size."""
+    out = []
+    for art in artifacts:
+        info = art.get("file") or {}
+        if not info.get("name") or info.get("size") is None:
+            info = (client.get_artifact(art["id"]).get("artifact") or {}).get("file") or {}
+        out.append(Attachment(holder_display_id, art["id"], artifact_label(art), str(info.get("name") or "attachment"),
+                              info.get("size"), info.get("type"), on_contact=on_contact))
+    return out
+
+
+@dataclass
+class ContactPage:
+    """The duplicate's own contact page: every entry of its timeline (agents' notes and system
+    events) and the files of those notes and of the contact record itself. DevRev's merge
+    deletes the secondary ([C] S15, devrev-api.md section 14), so these exist only here after it."""
+    entries: list[dict[str, Any]]
+    attachments: list[Attachment]
+
+    @property
+    def notes(self) -> int:
+        """The entries the restore can write again (comments)."""
+        return sum(1 for e in self.entries if e.get("type") == facts.MESSAGE_ENTRY_TYPE)
+
+    @property
+    def file_bytes(self) -> int:
+        return sum(a.size or 0 for a in self.attachments)
+
+
+def read_contact_page(client: DevRevClient, contact: dict[str, Any]) -> ContactPage:
+    """The contact's timeline (every page) and files, `contact` being its record as
+    rev-users.get returned it (its `artifacts` are the files on the record). Raises
+    DevRevError on a failed read."""
+    entries = list(client.list_timeline_entries(contact["id"]))
+    return ContactPage(entries, _attachments(client, display_of(contact), _referenced_artifacts(contact, entries),
+                                             on_contact=True))
+
+
 def custom_field_refs(objects: Iterable[dict[str, Any]], contact_id: str) -> list[dict[str, Any]]:
     """The objects whose custom_fields name the contact, as [{"object": display id, "id":
-    DON, "fields": [field names]}]. The tool lists these references and does not move them
-    yet, though the 2026 public works.update can set custom fields with their schema named
-    ([C] S15; [C] S10: an email integration's members field holds contact ids)."""
+    DON, "fields": [field names]}] (devrev_api.custom_fields.fields_naming)."""
     found = []
     for obj in objects:
-        names = sorted(name for name, value in (obj.get("custom_fields") or {}).items()
-                       if value == contact_id or (isinstance(value, list) and contact_id in value))
+        names = sorted(fields_naming(obj, contact_id))
         if names:
             found.append({"object": display_of(obj), "id": obj.get("id"), "fields": names})
     return found
+
+
+@dataclass(frozen=True)
+class CustomFieldMove:
+    """One ticket or conversation whose custom fields name the duplicate, with those fields'
+    values before the merge (what an undo gives back) and its subtype (its schema)."""
+    kind: str                 # "ticket" or "conversation"
+    id: str
+    display_id: str
+    fields: dict[str, Any]    # field name -> value before the merge
+    subtype: str | None = None
+
+    @classmethod
+    def of(cls, kind: str, obj: dict[str, Any], contact_id: str) -> "CustomFieldMove | None":
+        fields = fields_naming(obj, contact_id)
+        return cls(kind, obj["id"], display_of(obj), fields, obj.get("subtype")) if fields else None
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> "CustomFieldMove":
+        """From one entry of metadata.json's custom_field_moves; ValueError if it lacks a part."""
+        if entry.get("kind") not in Move.FIELDS or not isinstance(entry.get("id"), str) \
+                or not isinstance(entry.get("fields"), dict) or not entry["fields"]:
+            raise ValueError(f"not a custom-field move: {entry!r}")
+        subtype = entry.get("subtype")
+        return cls(entry["kind"], entry["id"], str(entry.get("display_id") or entry["id"]), dict(entry["fields"]),
+                   subtype if isinstance(subtype, str) else None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "display_id": self.display_id, "fields": self.fields,
+                "subtype": self.subtype}
+
+
+def custom_field_moves(snapshot: "Snapshot", contact_id: str) -> list[CustomFieldMove]:
+    """Every object of the snapshot (those found by a custom field only included) whose
+    custom fields name the contact."""
+    kinds = [("ticket", o) for o in snapshot.tickets + snapshot.custom_field_tickets] + \
+        [("conversation", o) for o in snapshot.conversations]
+    moves = (CustomFieldMove.of(kind, obj, contact_id) for kind, obj in kinds)
+    return [m for m in moves if m is not None]
 
 
 def artifact_label(art: dict[str, Any]) -> str:
@@ -384,7 +466,8 @@ def estimate_size(snapshot: Snapshot, json_overhead: int = 4096) -> int:
 
 def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict[str, Any]],
                  primary: dict[str, Any], duplicate: dict[str, Any], run_id: str, snapshot: Snapshot | None = None,
-                 pool: Fanout | None = None) -> BackupResult:
+                 pool: Fanout | None = None, contact_page: bool = True,
+                 custom_field_filter: bool = False) -> BackupResult:
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
     Raises BackupError (with the .partial folder removed) on any failure: a download
@@ -392,16 +475,32 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     itself cannot be written. Without a `snapshot`, each object's timeline is written as
     soon as it is read and not kept (memory flat in the number of objects; the result's
     snapshot then holds no entries: `counts` has them). With a pool, timelines are read
-    and attachments downloaded in parallel.
+    and attachments downloaded in parallel. contact_page: read and save the duplicate's own
+    timeline and files (False once DevRev retired it: its page is gone or moved);
+    custom_field_filter: also list the tickets naming it only in a custom field (works.list's
+    custom_fields filter, where the tenant takes it: the preflight's probe).
     """
     started, final, partial = _start_folder(backup_root, email, duplicate, snapshot)
     writer = _Writer(partial)
     try:
         snapshot, entry_counts, messages = _write_objects(client, writer, backup_root, duplicate, snapshot, pool)
+        if custom_field_filter:
+            snapshot.custom_field_tickets = _tickets_naming(client, snapshot, duplicate["id"])
+            writer.write_json(CUSTOM_FIELD_TICKETS, snapshot.custom_field_tickets)
+        if contact_page and snapshot.contact_page is None:
+            snapshot.contact_page = read_contact_page(client, duplicate)
+        page = snapshot.contact_page if contact_page else None
+        if page is not None:
+            writer.write_json(CONTACT_PAGE, page.entries)
+            check_free_space(backup_root, page.file_bytes)
+            fan_map(pool, lambda att: writer.download(client, att), page.attachments)
         writer.write_json(METADATA, _metadata(writer, snapshot, started, email=email, csv_rows=csv_rows,
-                                              primary=primary, duplicate=duplicate, run_id=run_id))
+                                              primary=primary, duplicate=duplicate, run_id=run_id, page=page))
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
-                  "entries": entry_counts, "messages": messages, "attachments": len(snapshot.attachments)}
+                  "entries": entry_counts, "messages": messages, "attachments": len(snapshot.attachments),
+                  "custom_field_tickets": len(snapshot.custom_field_tickets) if custom_field_filter else None,
+                  "contact_entries": len(page.entries) if page else None,
+                  "contact_files": len(page.attachments) if page else None}
         _seal(writer, counts, final, backup_root)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
@@ -451,8 +550,30 @@ def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, dupl
     return snapshot, entry_counts, snapshot.message_count
 
 
+def _tickets_naming(client: DevRevClient, snapshot: Snapshot, contact_id: str) -> list[dict[str, Any]]:
+    """Tickets that name the contact in a custom field (the known contact fields, and any field
+    naming it on a listed object) and are not among the tickets it reports."""
+    names = set(facts.CONTACT_CUSTOM_FIELDS)
+    for obj in snapshot.objects:
+        names.update(fields_naming(obj, contact_id))
+    listed = {t["id"] for t in snapshot.tickets}
+    found: dict[str, dict[str, Any]] = {}
+    for name in sorted(names):
+        for ticket in client.list_tickets_naming(name, contact_id):
+            if ticket["id"] not in listed and fields_naming(ticket, contact_id):
+                found.setdefault(ticket["id"], ticket)
+    return list(found.values())
+
+
+def _file_json(att: Attachment, saved: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"object": att.object_display_id, "artifact_id": att.artifact_id, "display_id": att.display_id,
+            "file_name": att.name, "mime_type": att.mime_type, "declared_size": att.size,
+            "path": att.relpath, "sha256": saved[att.relpath]["sha256"]}
+
+
 def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: str, csv_rows: list[dict[str, Any]],
-              primary: dict[str, Any], duplicate: dict[str, Any], run_id: str) -> dict[str, Any]:
+              primary: dict[str, Any], duplicate: dict[str, Any], run_id: str,
+              page: ContactPage | None) -> dict[str, Any]:
     """metadata.json: both contacts, the moves an undo needs, and each attachment's file
     (its sha256 as `writer` saved it)."""
     saved = {f["path"]: f for f in writer.files}
@@ -469,16 +590,21 @@ def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: 
                                    "duplicate": duplicate.get("external_ref")},
         "moves": {"tickets": [Move.of("ticket", t).to_json() for t in snapshot.tickets],
                   "conversations": [Move.of("conversation", c).to_json() for c in snapshot.conversations]},
-        "custom_field_refs": custom_field_refs(snapshot.objects, duplicate["id"]),
-        "attachments": [{"object": a.object_display_id, "artifact_id": a.artifact_id, "display_id": a.display_id,
-                         "file_name": a.name, "mime_type": a.mime_type, "declared_size": a.size,
-                         "path": a.relpath, "sha256": saved[a.relpath]["sha256"]}
-                        for a in snapshot.attachments],
+        "custom_field_refs": custom_field_refs(snapshot.objects + snapshot.custom_field_tickets, duplicate["id"]),
+        "custom_field_moves": [m.to_json() for m in custom_field_moves(snapshot, duplicate["id"])],
+        "attachments": [_file_json(a, saved) for a in snapshot.attachments],
+        "contact_page": None if page is None else {
+            "entries": len(page.entries), "notes": page.notes,
+            "record_artifacts": [a["id"] for a in duplicate.get("artifacts") or []
+                                 if isinstance(a, dict) and a.get("id")],
+            "files": [_file_json(a, saved) for a in page.attachments]},
         "undo": ("To undo: for each entry of moves.tickets call works.update with reported_by "
                  "{\"set\": <reported_by>}, for each of moves.conversations conversations.update with "
-                 "members {\"set\": <members>}, and set the primary's external_ref back to "
-                 "original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
-                 "through the API; recreate it from `duplicate` if needed."),
+                 "members {\"set\": <members>}, give each of custom_field_moves its fields back (works.update / "
+                 "conversations.update custom_fields with custom_schema_spec), and set the primary's external_ref "
+                 "back to original_external_refs.primary. A contact retired by rev-users.merge cannot be restored "
+                 "through the API; recreate it from `duplicate` if needed, and write the notes of "
+                 "contact/messages.json on it again (restore_contacts.py does all of this)."),
     }
 
 
@@ -502,8 +628,8 @@ def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> S
     def kept(kind: str, objects: Iterable[dict[str, Any]], into: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for obj in objects:
             keep = {k: obj[k] for k in ("id", "display_id", Move.FIELDS[kind], "artifacts") if k in obj}
-            if custom_field_refs([obj], duplicate_id):   # listed in metadata.json (custom_field_refs)
-                keep["custom_fields"] = obj["custom_fields"]
+            if fields_naming(obj, duplicate_id):   # listed in metadata.json (custom_field_moves)
+                keep.update({k: obj[k] for k in ("custom_fields", "subtype") if k in obj})
             into.append(keep)
             yield obj
 
@@ -553,3 +679,66 @@ def load_moves(folder: str) -> list[Move]:
         raise BackupError(f"cannot read {METADATA} of the backup {folder}: {exc.strerror or exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BackupError(f"{METADATA} of the backup {folder} has no readable list of moves") from None
+
+
+def load_custom_field_moves(folder: str) -> list[CustomFieldMove]:
+    """`metadata.json["custom_field_moves"]` ([] in a format-1 backup, which has none):
+    [{"kind": "ticket" | "conversation", "id": DON, "display_id", "fields": {name: value
+    before the merge}, "subtype": str | null}]. Raises BackupError when it is not that shape."""
+    try:
+        entries = load_metadata(folder).get("custom_field_moves") or []
+        if not isinstance(entries, list):
+            raise TypeError("custom_field_moves is not a list")
+        return [CustomFieldMove.from_json(entry) for entry in entries]
+    except OSError as exc:
+        raise BackupError(f"cannot read {METADATA} of the backup {folder}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BackupError(f"{METADATA} of the backup {folder} has no readable list of custom-field moves") from None
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    """One file of the duplicate's page as the backup holds it (path checked by verify_backup)."""
+    artifact_id: str
+    file_name: str
+    mime_type: str | None
+    path: str            # relative to the backup folder
+    size: int
+
+
+@dataclass(frozen=True)
+class SavedContactPage:
+    """The duplicate's own page as a backup holds it: its timeline entries (oldest first, as
+    DevRev listed them), the files by artifact id, and the ids of the files on the record."""
+    entries: list[dict[str, Any]]
+    files: dict[str, SavedFile]
+    record_artifacts: list[str]
+
+
+def load_contact_page(folder: str) -> SavedContactPage | None:
+    """The contact page a backup holds, or None (a format-1 backup, or a round taken after
+    DevRev retired the duplicate). Sizes come from the manifest (verify_backup checked them),
+    never from metadata.json. Raises BackupError when the files cannot be read."""
+    try:
+        metadata = load_metadata(folder)
+        page = metadata.get("contact_page")
+        if page is None:
+            return None
+        with open(file_path(folder, CONTACT_PAGE), encoding="utf-8") as fh:
+            entries = json.load(fh)
+        with open(file_path(folder, MANIFEST), encoding="utf-8") as fh:
+            sizes = {f["path"]: int(f["size"]) for f in json.load(fh)["files"]}
+        files = {}
+        for item in page["files"]:
+            path = str(item["path"])
+            if path not in sizes or not path.startswith(CONTACT_FOLDER + "/attachments/"):
+                raise ValueError(f"file {path!r} is not a listed file of the contact page")
+            files[str(item["artifact_id"])] = SavedFile(str(item["artifact_id"]), str(item["file_name"]),
+                                                        item.get("mime_type"), path, sizes[path])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("the contact page is not a list of entries")
+        return SavedContactPage(entries, files, [str(a) for a in page.get("record_artifacts") or []])
+    except OSError as exc:
+        raise BackupError(f"cannot read the contact page of the backup {folder}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BackupError(f"the contact page of the backup {folder} is not readable ({exc})") from None

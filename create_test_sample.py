@@ -4,7 +4,8 @@
 
 A random sample of rows would split merge sets (a primary without its duplicate), so
 this picks whole merge sets, grouped exactly as merge_contacts.py groups them (the
-grouping code is shared: contacts.csv_reader.group_contacts), whose rows add up to --size
+grouping code is shared: contacts.csv_reader.group_contacts, with the primaries earlier
+merges made, read from the merge's savepoint as the merge reads them), whose rows add up to --size
 contacts. When no combination hits --size exactly it takes the largest total below it
 and says so. Among the choices of that total it prefers the sets whose duplicates have
 the fewest tickets (TICKET_COUNT), so the rehearsal is quick, but at least one: a set whose
@@ -27,11 +28,21 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from contacts.csv_reader import ContactRow, ContactsFile, MergeSet, SkippedGroup, group_contacts, read_contacts
+from contacts.csv_reader import (
+    ContactRow,
+    ContactsFile,
+    EarlierPrimary,
+    MergeSet,
+    SkippedGroup,
+    group_contacts,
+    read_contacts,
+)
 from operator_view.summary import plural
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.files import atomic_write_bytes
+from runs.journal import earlier_primaries
+from runs.support import MERGE_SAVEPOINT, SANDBOX_MERGE_SAVEPOINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --output file")
     p.add_argument("--include-skipped", action="store_true",
                    help="also include one group the CSV skips (e.g. a single contact), counted in --size")
+    p.add_argument("--savepoint", metavar="FILE",
+                   help=f"the merge's savepoint journal, read only, to group as merge_contacts.py does with it: "
+                        f"a contact an earlier merge made primary (its external_ref now a user_ reference) is its "
+                        f"group's primary (default: {MERGE_SAVEPOINT}, used if it exists; for a --sandbox "
+                        f"rehearsal give {SANDBOX_MERGE_SAVEPOINT})")
     return p
 
 
@@ -208,7 +224,7 @@ def _main(argv) -> int:
         contacts = read_contacts(args.input)
     except ValueError as exc:  # a value the reader did not expect (e.g. a TICKET_COUNT of '²')
         raise UsageError(f"{args.input}: unusable value in the CSV ({exc})") from None
-    merge_sets, skipped = group_contacts(contacts.rows)
+    merge_sets, skipped = group_contacts(contacts.rows, _earlier(args))
     picked = select(merge_sets, skipped, args.size, random.Random(seed), args.include_skipped)
     rows = [r for ms in picked.merge_sets for r in ms.rows] + (picked.skipped.rows if picked.skipped else [])
     data = sample_bytes(contacts, rows)
@@ -222,11 +238,21 @@ def _main(argv) -> int:
     return ExitCode.OK
 
 
+def _earlier(args) -> list[EarlierPrimary]:
+    """The primaries earlier merges made, from --savepoint (or the merge's default one): none
+    when it does not exist (a note on stderr when --savepoint named it)."""
+    savepoint = args.savepoint or MERGE_SAVEPOINT
+    if args.savepoint and not os.path.isfile(savepoint):
+        print(f"note: no savepoint at {savepoint}: no earlier merge is known", file=sys.stderr)
+    return earlier_primaries(savepoint)
+
+
 def _print_summary(args, seed: int, picked: Selection, merge_set_count: int) -> None:
     print(f"seed: {seed}" + ("" if args.seed is not None else f" (pass --seed {seed} to pick this sample again)"))
     print(f"picked {plural(len(picked.merge_sets), 'merge set')}:")
     for ms in picked.merge_sets:
-        print(f"  {ms.email} ({len(ms.rows)} contacts, {_tickets(ms)})")
+        print(f"  {ms.email} ({len(ms.rows)} contacts, {_tickets(ms)}"
+              + (f"; {ms.primary_note}" if ms.primary_note else "") + ")")
     if picked.skipped:
         g = picked.skipped
         print(f"plus 1 skipped group: {g.email} ({plural(len(g.rows), 'contact')}, {g.reason})")

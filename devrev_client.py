@@ -53,6 +53,7 @@ from devrev_api.retry_policy import (
     parse_seconds,
     transport_failure,
 )
+from devrev_api.uploads import ArtifactUploads
 from plumbing.cli import Redactor
 from plumbing.version import TOOL_NAME, TOOL_VERSION
 
@@ -118,6 +119,9 @@ class DevRevClient:
         self.downloads = ArtifactDownloads(self.session, timeout=timeout, retry=self.retry,
                                            locate=lambda artifact_id: self.locate_artifact(artifact_id),
                                            wait=self.wait, check_stop=self._check_stop, count=self._count)
+        self.uploads = ArtifactUploads(self.session, timeout=timeout, retry=self.retry,
+                                       prepare=lambda name, mime: self.prepare_artifact(name, mime),
+                                       wait=self.wait, check_stop=self._check_stop, count=self._count)
 
     @staticmethod
     def check_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -509,6 +513,24 @@ class DevRevClient:
         """Every work item (tickets, issues) a user reports: to prove a contact owns nothing."""
         return self.paginate("works.list", {"reported_by": [reported_by]}, "works", strict=True)
 
+    def list_tickets_naming(self, field_name: str, contact_id: str) -> Iterator[JsonObject]:
+        """Tickets whose custom field `field_name` (a list of contact ids) holds `contact_id`:
+        works.list's `custom_fields` filter. BadRequestError where the tenant refuses the filter
+        (the preflight probes it first). [C] S16/S17 works-list custom_fields; [I] its shape
+        (devrev_api.assumptions.CONTACT_CUSTOM_FIELDS)."""
+        return self.paginate("works.list", {"type": ["ticket"], "custom_fields": {field_name: [contact_id]}}, "works")
+
+    def set_custom_fields(self, kind: str, object_id: str, fields: JsonObject, schema: JsonObject) -> JsonObject:
+        """Set some custom fields of a ticket (kind "ticket") or a conversation, each field's schema
+        named in `schema` (a custom-schema-spec); fields left out stay unchanged. Returns the
+        object as DevRev now holds it. A `set`-style write: safe to repeat. [C] S15
+        works-update-request / conversations-update-request custom_fields, custom-schema-spec"""
+        if kind == "ticket":
+            return self._call_for("works.update", {"id": object_id, "type": "ticket", "custom_fields": dict(fields),
+                                                   "custom_schema_spec": dict(schema)}, "work")
+        return self._call_for("conversations.update", {"id": object_id, "custom_fields": dict(fields),
+                                                       "custom_schema_spec": dict(schema)}, "conversation")
+
     def get_work(self, work_id: str) -> JsonObject:
         return self._call_for("works.get", {"id": work_id}, "work")
 
@@ -531,16 +553,18 @@ class DevRevClient:
     def list_timeline_entries(self, object_id: str) -> Iterator[JsonObject]:
         return self.paginate("timeline-entries.list", {"object": object_id}, "timeline_entries")
 
-    def create_timeline_note(self, object_id: str, body: str, *, external_ref: str) -> JsonObject:
+    def create_timeline_note(self, object_id: str, body: str, *, external_ref: str,
+                             artifacts: list[str] | None = None) -> JsonObject:
         """An internal comment on an object's timeline (a contact's too), marked with
         `external_ref`, which DevRev keeps unique within that timeline; returns the entry.
         Never repeated by the client (a repeat could write it twice): a caller whose answer
         was lost looks for `external_ref` on the timeline first. [C] S15
         timeline-entries-create-request(-timeline-comment), timeline-entry-object-type rev_user"""
-        entry = self.call("timeline-entries.create", {"object": object_id, "type": "timeline_comment", "body": body,
-                                                      "body_type": "text", "visibility": "internal",
-                                                      "external_ref": external_ref},
-                          retry_transient=False).get("timeline_entry")
+        request: JsonObject = {"object": object_id, "type": "timeline_comment", "body": body, "body_type": "text",
+                               "visibility": facts.CONTACT_NOTE_VISIBILITY, "external_ref": external_ref}
+        if artifacts:
+            request["artifacts"] = list(artifacts)   # ids of uploaded artifacts (at most 50, S15)
+        entry = self.call("timeline-entries.create", request, retry_transient=False).get("timeline_entry")
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise ResponseError("timeline-entries.create answered without the entry it made",
                                 endpoint="timeline-entries.create")
@@ -550,6 +574,19 @@ class DevRevClient:
     def get_artifact(self, artifact_id: str) -> JsonObject:
         """{"artifact": {...}, "version": {...}} as DevRev returns it."""
         return self.call("artifacts.get", {"id": artifact_id}, retry_transient=True)
+
+    def prepare_artifact(self, file_name: str, file_type: str | None) -> JsonObject:
+        """artifacts.prepare: a new artifact's {id, url, form_data} to upload its bytes to
+        (client.uploads does). Not repeated by the client: a repeat only leaves an unused
+        artifact, but the caller decides. [C] S15 artifacts-prepare-request/response"""
+        body: JsonObject = {"file_name": file_name}
+        if file_type:
+            body["file_type"] = file_type
+        data = self.call("artifacts.prepare", body, retry_transient=True)
+        if not isinstance(data.get("id"), str) or not isinstance(data.get("url"), str) \
+                or not isinstance(data.get("form_data"), list):
+            raise ResponseError("artifacts.prepare gave no id, url and form_data", endpoint="artifacts.prepare")
+        return data
 
     def locate_artifact(self, artifact_id: str) -> JsonObject:
         """{"url": ..., "expires_at"?: ...}: a presigned URL to fetch without the token."""

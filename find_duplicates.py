@@ -24,6 +24,7 @@ import sys
 
 from dotenv import load_dotenv
 
+from contacts.csv_reader import EarlierPrimary
 from contacts.duplicate_finder import Findings, contacts_csv_bytes, find_duplicates, review_csv_bytes, summary_lines
 from devrev_api import assumptions as facts
 from devrev_api.errors import AuthError, DevRevError, RunInterrupted
@@ -33,7 +34,18 @@ from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc, new_run_id
 from plumbing.files import atomic_write_bytes
 from plumbing.version import TOOL_VERSION
-from runs.support import RunTarget, add_rate_limit_option, open_client, progress, sandbox_held, target_of
+from runs.journal import earlier_primaries
+from runs.support import (
+    MERGE_SAVEPOINT,
+    SANDBOX_MERGE_SAVEPOINT,
+    RunTarget,
+    add_rate_limit_option,
+    merge_savepoint,
+    open_client,
+    progress,
+    sandbox_held,
+    target_of,
+)
 
 log = logging.getLogger("find_duplicates")  # its module name, also when run as __main__
 
@@ -51,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
     p.add_argument("--sandbox", action="store_true",
                    help="scan the local DevRev emulator seeded with its demo data (no token, no network)")
+    p.add_argument("--savepoint", metavar="FILE",
+                   help=f"the merge's savepoint journal, read only, to recognise the contacts earlier merges made "
+                        f"primary (their external_ref is now a user_ reference), so their groups are merge sets "
+                        f"again, as merge_contacts.py groups them with the same savepoint (default: "
+                        f"{MERGE_SAVEPOINT}; with --sandbox: {SANDBOX_MERGE_SAVEPOINT}; used if it exists)")
     return p
 
 
@@ -98,14 +115,28 @@ def _main(argv) -> int:
                 cli.graceful_stop(stop, "Stopping after the call in flight; nothing is written."):
             header = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
                       "started_at": iso_utc(), "target": target_of(target, client)}
-            findings = _scan(args, client, stop)
+            findings = _scan(args, client, stop, _earlier(args))
             if not isinstance(findings, Findings):
                 return findings
         _write(args, findings, header)
         return ExitCode.OK
 
 
-def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
+def _earlier(args) -> list[EarlierPrimary]:
+    """The contacts the merge's savepoint says earlier merges made primary ([] without one)."""
+    savepoint = merge_savepoint(args.savepoint, args.sandbox)
+    if not os.path.exists(savepoint):
+        if args.savepoint:
+            log.warning("no savepoint at %s: no earlier merge is known (primaries are recognised by their "
+                        "REVU- reference, or by their own display id in external_refs)", savepoint)
+        return []
+    found = earlier_primaries(savepoint)
+    log.info("savepoint %s: %d contact%s earlier merges made primary", os.path.abspath(savepoint), len(found),
+             "" if len(found) == 1 else "s")
+    return found
+
+
+def _scan(args, client, stop: cli.StopSignal, earlier: list[EarlierPrimary]) -> Findings | ExitCode:
     """The walk with its progress bar; an exit code instead when it could not complete."""
     folder = os.path.dirname(os.path.abspath(args.output))
     # DevRev does not say how many contacts there are: the bar shows the count so far and the rate
@@ -116,7 +147,7 @@ def _scan(args, client, stop: cli.StopSignal) -> Findings | ExitCode:
                 bar.set_postfix(pages=counts.pages, refresh=False)
         try:
             return find_duplicates(client, folder, endpoint=facts.CONTACT_WALK_ENDPOINT,
-                                   ticket_counts=args.ticket_counts, on_page=on_page)
+                                   ticket_counts=args.ticket_counts, on_page=on_page, earlier=earlier)
         except RunInterrupted:
             log.error("interrupted by %s: nothing written; run the same command again", stop.reason)
             return ExitCode.INTERRUPTED
@@ -163,12 +194,14 @@ def find_report(args, findings: Findings, header: dict) -> dict:
     group found: FIND_COLUMNS, status "merge_set" or "skipped" (with its reason code)."""
     c = findings.counts
     rows = [{"email": ms.email, "status": "merge_set", "contacts": len(ms.rows), "primary": ms.primary.rev_user_id,
-             "duplicates": [d.rev_user_id for d in ms.duplicates]} for ms in findings.merge_sets]
+             "duplicates": [d.rev_user_id for d in ms.duplicates], "detail": ms.primary_note}
+            for ms in findings.merge_sets]
     rows += [{"email": g.email, "status": "skipped", "reason": g.reason, "contacts": len(g.rows), "detail": g.detail}
              for g in findings.skipped]
     totals = {"scanned": c.scanned, "pages": c.pages, "without_email": c.without_email,
               "already_merged": c.already_merged, "not_usable_in_csv": sum(c.unusable.values()),
-              "merge_sets": len(findings.merge_sets), "skipped_groups": len(findings.skipped),
+              "merge_sets": len(findings.merge_sets), "earlier_primaries": findings.earlier_primaries,
+              "skipped_groups": len(findings.skipped),
               "for_review": len(findings.review)}
     return dict(header, finished_at=iso_utc(), output=os.path.abspath(args.output),
                 review=os.path.abspath(review_path(args.output)), options=vars(args), totals=totals, sets=rows)

@@ -25,9 +25,15 @@ from merging.status import print_status
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import new_run_id
-from runs.support import SANDBOX_DIR, add_rate_limit_option, add_sandbox_mode_option, sandbox_held, sandbox_modes
-
-DEFAULT_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
+from runs.support import (
+    MERGE_SAVEPOINT,
+    SANDBOX_MERGE_SAVEPOINT,
+    add_rate_limit_option,
+    add_sandbox_mode_option,
+    merge_savepoint,
+    sandbox_held,
+    sandbox_modes,
+)
 
 log = logging.getLogger("merge_contacts")  # its module name, also when run as __main__
 
@@ -54,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
     p.add_argument("--savepoint", metavar="FILE",
-                   help=f"the savepoint journal (default: {DEFAULT_SAVEPOINT}; with --sandbox: "
-                        f"{SANDBOX_DIR}/savepoints.sqlite3)")
+                   help=f"the savepoint journal (default: {MERGE_SAVEPOINT}; with --sandbox: "
+                        f"{SANDBOX_MERGE_SAVEPOINT}); its merged sets also tell which user_ contacts "
+                        f"earlier merges made primary, so their email groups are merge sets again")
     add_rate_limit_option(p)
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
                    help="API calls made at once: merge sets, or the independent calls of one (default: 4)")
@@ -100,8 +107,7 @@ def _main(argv) -> int:
     settings = _checked(build_parser().parse_args(argv))
     if not settings.sandbox:
         load_dotenv(os.path.join(os.getcwd(), ".env"))
-    savepoint = settings.savepoint or (os.path.join(SANDBOX_DIR, "savepoints.sqlite3") if settings.sandbox
-                                   else DEFAULT_SAVEPOINT)
+    savepoint = merge_savepoint(settings.savepoint, settings.sandbox)
     if settings.status:
         return print_status(savepoint, settings.csv or (DEMO_CSV if settings.sandbox else None),
                             sandbox_hint=not settings.sandbox and not settings.savepoint)
@@ -111,7 +117,7 @@ def _main(argv) -> int:
     with cli.run_logging(settings.log_dir, "merge", run_id, secret) as log_path:
         if settings.check:
             with sandbox_held(settings.target):
-                return run_check(settings)
+                return run_check(settings, savepoint)
         code = cli.run_main(lambda _argv: _logged_run(settings, run_id, savepoint, log_path))
         log.info("exit code %d: %s", code, EXIT_MEANING.get(code, ""), extra=cli.FILE_ONLY)
         return code

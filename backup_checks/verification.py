@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from backup import (
+    CONTACT_FOLDER,
+    CONTACT_PAGE,
     CONVERSATIONS,
+    CUSTOM_FIELD_TICKETS,
     JSON_FILES,
     MANIFEST,
     METADATA,
@@ -183,9 +186,62 @@ def _check_contents(folder: str, listed: dict[str, dict[str, Any]], counts: dict
             result.add(name, "missing from the manifest")
     tickets = _load_json(folder, TICKETS, result, _checked_fields) if TICKETS in listed else None
     conversations = _load_json(folder, CONVERSATIONS, result, _checked_fields) if CONVERSATIONS in listed else None
-    if METADATA in listed:
-        _load_json(folder, METADATA, result)
-    _check_counts(folder, listed, counts, tickets, conversations, result)
+    metadata = _load_json(folder, METADATA, result) if METADATA in listed else None
+    contact_files = _check_contact_page(folder, listed, counts, metadata, result)
+    _check_custom_field_tickets(folder, listed, counts, result)
+    _check_counts(folder, listed, counts, tickets, conversations, result, contact_files)
+
+
+def _check_contact_page(folder: str, listed: dict[str, dict[str, Any]], counts: dict[str, Any], metadata: Any,
+                        result: Verification) -> set[str]:
+    """The duplicate's own page (a format-2 backup: counts.contact_entries is a number): its
+    timeline holds as many entries as counted, and every file its notes or its record refer
+    to is saved. Returns the contact files it expects."""
+    expected: set[str] = set()
+    if counts.get("contact_entries") is None and CONTACT_PAGE not in listed:
+        return expected   # a format-1 backup, or a round taken after DevRev retired the duplicate
+    if CONTACT_PAGE not in listed:
+        result.add(CONTACT_PAGE, "missing: the duplicate's own timeline")
+        return expected
+    entries = _load_json(folder, CONTACT_PAGE, result)
+    if not isinstance(entries, list):
+        if entries is not None:
+            result.add(CONTACT_PAGE, "should hold a list")
+        return expected
+    if len(entries) != counts.get("contact_entries"):
+        result.add(CONTACT_PAGE, f"holds {len(entries)} entries, the manifest counts {counts.get('contact_entries')}")
+    record = (metadata or {}).get("duplicate") if isinstance(metadata, dict) else None
+    holder = record if isinstance(record, dict) else {}
+    for art in _referenced_artifacts(holder, [e for e in entries if isinstance(e, dict)]):
+        file_name = (art.get("file") or {}).get("name")
+        if file_name:
+            path = attachment_path("", artifact_label(art), str(file_name), on_contact=True)
+            expected.add(path)
+            if path not in listed:
+                result.add(path, f"missing: file {art.get('display_id')} of the duplicate's own page")
+        else:
+            prefix = attachment_prefix("", artifact_label(art), on_contact=True)
+            matches = {p for p in listed if p.startswith(prefix)}
+            expected |= matches
+            if not matches:
+                result.add(prefix + "*", f"missing: file {art.get('display_id')} of the duplicate's own page")
+    saved = {p for p in listed if p.startswith(CONTACT_FOLDER + "/") and is_attachment(p)}
+    if len(saved) != counts.get("contact_files"):
+        result.add(MANIFEST, f"counts {counts.get('contact_files')} files of the contact page, {len(saved)} are listed")
+    return expected
+
+
+def _check_custom_field_tickets(folder: str, listed: dict[str, dict[str, Any]], counts: dict[str, Any],
+                                result: Verification) -> None:
+    """The tickets found by a custom field only, where the backup looked for them."""
+    if counts.get("custom_field_tickets") is None:
+        return
+    if CUSTOM_FIELD_TICKETS not in listed:
+        result.add(CUSTOM_FIELD_TICKETS, "missing from the manifest")
+        return
+    data = _load_json(folder, CUSTOM_FIELD_TICKETS, result, _checked_fields)
+    if data is not None and (not isinstance(data, list) or len(data) != counts.get("custom_field_tickets")):
+        result.add(CUSTOM_FIELD_TICKETS, f"should hold a list of {counts.get('custom_field_tickets')} tickets")
 
 
 def _checked_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +253,7 @@ def _checked_fields(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_counts(folder: str, listed: dict[str, dict[str, Any]], counts: dict[str, Any], tickets: object,
-                  conversations: object, result: Verification) -> None:
+                  conversations: object, result: Verification, contact_files: set[str]) -> None:
     objects: list[dict[str, Any]] = []
     for name, data, key in ((TICKETS, tickets, "tickets"), (CONVERSATIONS, conversations, "conversations")):
         if data is None:
@@ -250,8 +306,9 @@ def _check_counts(folder: str, listed: dict[str, dict[str, Any]], counts: dict[s
             and messages != counts.get("messages"):
         result.add(MANIFEST, f"counts {counts.get('messages')} messages, the messages.json files hold {messages}")
     saved = {p for p in listed if is_attachment(p)}
-    for path in sorted(saved - expected_attachments):
+    for path in sorted(saved - expected_attachments - contact_files):
         result.add(path, "attachment not referenced by any message of the backup")
+    saved = {p for p in saved if not p.startswith(CONTACT_FOLDER + "/")}
     if len(saved) != counts.get("attachments"):
         result.add(MANIFEST, f"counts {counts.get('attachments')} attachments, {len(saved)} are listed")
 

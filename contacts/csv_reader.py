@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import idna
@@ -24,6 +24,9 @@ from plumbing.cli import UserError
 
 REQUIRED_COLUMNS = ("REV_USER_ID", "EMAIL", "EXTERNAL_REF")
 OPTIONAL_COLUMNS = ("DISPLAY_NAME", "FULL_NAME", "TICKET_COUNT", "CREATED_AT", "UPDATED_AT")
+# Optional too, read when present: every reference DevRev lists for the contact (`external_refs`,
+# in tenants with multi-association contacts), separated by spaces. find_duplicates.py writes it.
+REFS_COLUMN = "EXTERNAL_REFS"
 PRIMARY_PREFIX = "REVU-"      # DevRev-native contacts: external_ref is their own display id
 DUPLICATE_PREFIX = "user_"    # copies made by an import, widget or integration
 
@@ -37,8 +40,10 @@ CSV_SKIP_REASONS = {
     SKIP_INVALID_DOMAIN: "the email's domain is not a valid internationalized domain name (IDNA), so the tool "
                          "cannot tell which spellings are the same mailbox",
     SKIP_SINGLE_CONTACT: "only one contact has this email",
-    SKIP_NO_PRIMARY: f"no contact with a {PRIMARY_PREFIX} external reference",
-    SKIP_SEVERAL_PRIMARIES: f"more than one contact with a {PRIMARY_PREFIX} external reference",
+    SKIP_NO_PRIMARY: f"no contact with a {PRIMARY_PREFIX} external reference, nor one an earlier merge made "
+                     f"primary",
+    SKIP_SEVERAL_PRIMARIES: f"more than one contact with a {PRIMARY_PREFIX} external reference or made primary by "
+                            f"an earlier merge",
     SKIP_UNKNOWN_REFERENCE: f"an external reference is neither {PRIMARY_PREFIX}... nor {DUPLICATE_PREFIX}...",
 }
 
@@ -67,6 +72,7 @@ class ContactRow:
     created_at: str = ""
     updated_at: str = ""
     raw: str = ""
+    external_refs: tuple[str, ...] = ()   # the EXTERNAL_REFS column's references, when the CSV has one
 
     @property
     def email_key(self) -> str:
@@ -80,11 +86,70 @@ class ContactRow:
     def is_duplicate(self) -> bool:
         return self.external_ref.startswith(DUPLICATE_PREFIX)
 
+    @property
+    def own_reference(self) -> str:
+        """The contact's own REVU- display id (from REV_USER_ID, a DON or the display id)."""
+        return own_reference(self.rev_user_id)
+
+    @property
+    def keeps_own_reference(self) -> bool:
+        """EXTERNAL_REFS holds the contact's own display id (keeps_own_reference)."""
+        return keeps_own_reference(self.rev_user_id, self.external_refs)
+
     def as_dict(self) -> dict:
         return {"line": self.line, "REV_USER_ID": self.rev_user_id, "EMAIL": self.email,
                 "EXTERNAL_REF": self.external_ref, "DISPLAY_NAME": self.display_name,
                 "FULL_NAME": self.full_name, "TICKET_COUNT": self.ticket_count,
-                "CREATED_AT": self.created_at, "UPDATED_AT": self.updated_at}
+                "CREATED_AT": self.created_at, "UPDATED_AT": self.updated_at,
+                **({REFS_COLUMN: " ".join(self.external_refs)} if self.external_refs else {})}
+
+
+@dataclass(frozen=True)
+class EarlierPrimary:
+    """A contact an earlier merge made a set's primary. Its external_ref is now the `user_...`
+    reference it took (its display id stays REVU-...), so the CSV alone no longer tells it is
+    the DevRev-native contact of its email: this record does. Read from the merge's savepoint
+    (runs.journal.earlier_primaries); or, with run_id None, recognised from the contact's own
+    references (its EXTERNAL_REFS holds its display id: ContactRow.keeps_own_reference)."""
+    id: str                         # the contact's DON (a REVU- display id is matched alike)
+    display_id: str                 # its REVU- display id
+    external_ref_set: str | None    # the `user_...` reference the merge gave it
+    email: str                      # the merged set's email
+    run_id: str | None              # the run that merged it; None: recognised from its references
+
+    @property
+    def note(self) -> str:
+        """One phrase for a preview or a report."""
+        if self.run_id is None:
+            return f"primary from an earlier merge (its references still hold {self.display_id})"
+        return f"primary from an earlier merge (run {self.run_id})"
+
+
+class EarlierPrimaries:
+    """The earlier primaries a grouping recognises, by contact: a DON and its REVU- display id
+    are one (user_id_key). Given oldest first, the newest record of a contact wins."""
+
+    def __init__(self, records: Iterable[EarlierPrimary] = ()):
+        self._by_key: dict[str, EarlierPrimary] = {}
+        for record in records:
+            for ident in (record.id, record.display_id):
+                if is_valid_rev_user_id(ident):    # (a DON of another shape: its display id matches)
+                    self._by_key[user_id_key(ident)] = record
+
+    def __len__(self) -> int:
+        return len(set(self._by_key.values()))
+
+    def recognises(self, rev_user_id: str, external_refs: tuple[str, ...] = ()) -> bool:
+        """Whether this contact is an earlier merge's primary (as `of` decides, from its cells)."""
+        return user_id_key(rev_user_id) in self._by_key or keeps_own_reference(rev_user_id, external_refs)
+
+    def of(self, row: ContactRow) -> EarlierPrimary | None:
+        """The record that makes `row` an earlier merge's primary, or None: from the savepoint,
+        else from its own references (EXTERNAL_REFS holding its display id; run_id None)."""
+        found = self._by_key.get(user_id_key(row.rev_user_id))
+        if found is None and row.keeps_own_reference:
+            found = EarlierPrimary(row.rev_user_id, row.own_reference, row.external_ref, row.email.strip(), None)
+        return found
 
 
 @dataclass
@@ -92,6 +157,8 @@ class MergeSet:
     email: str
     primary: ContactRow
     duplicates: list[ContactRow]
+    # set when the primary is a `user_...` row an earlier merge made primary (group_contacts)
+    earlier_primary: EarlierPrimary | None = None
 
     @property
     def key(self) -> str:
@@ -100,6 +167,11 @@ class MergeSet:
     @property
     def rows(self) -> list[ContactRow]:
         return [self.primary, *self.duplicates]
+
+    @property
+    def primary_note(self) -> str | None:
+        """"primary from an earlier merge (run X)" when it is one, for a preview or a report."""
+        return self.earlier_primary.note if self.earlier_primary is not None else None
 
 
 @dataclass
@@ -189,6 +261,18 @@ def user_id_key(rev_user_id: str) -> str:
     """The same contact whether written as a DON or as its REVU- display id."""
     match = _DON.fullmatch(rev_user_id)
     return match.group(1) if match else rev_user_id[len(PRIMARY_PREFIX):]
+
+
+def own_reference(rev_user_id: str) -> str:
+    """A contact's own REVU- display id, from its DON or its display id."""
+    return PRIMARY_PREFIX + user_id_key(rev_user_id)
+
+
+def keeps_own_reference(rev_user_id: str, external_refs: tuple[str, ...]) -> bool:
+    """The contact's references (EXTERNAL_REFS) hold its own display id: a DevRev-native
+    contact whose external_ref an earlier merge replaced by a `user_...` one, its REVU- one
+    kept in the list (tenants with multi-association contacts)."""
+    return bool(external_refs) and own_reference(rev_user_id) in external_refs
 
 
 def is_valid_rev_user_id(value: str) -> bool:
@@ -420,6 +504,7 @@ class ContactsReader:
         _check_columns(self.path, header, columns)
         self._index = {name: i for i, name in enumerate(columns) if name}
         self._id_at, self._email_at, self._ref_at = (self._index[name] for name in REQUIRED_COLUMNS)
+        self._refs_at = self._index.get(REFS_COLUMN)
         return ContactsFile(self.path, self.scan.sha256, self.scan.bom, header_raw, columns,
                             newline=_line_end(header_raw), preamble=preamble)
 
@@ -487,6 +572,10 @@ class ContactsReader:
                     yield number, next(reader)
                     number += reader.line_num - 1
 
+    def references(self, record: list[str]) -> tuple[str, ...]:
+        """The record's EXTERNAL_REFS references (() when the CSV has no such column)."""
+        return () if self._refs_at is None else references_in(record[self._refs_at])
+
     def email_of(self, record: list[str]) -> str:
         """The grouping key of a record already checked (contacts.index's second pass)."""
         return email_key(record[self._email_at])
@@ -499,10 +588,18 @@ class ContactsReader:
         return ContactRow(line=start_line, rev_user_id=rev_user_id, email=email, external_ref=external_ref,
                           display_name=cell.get("DISPLAY_NAME", ""), full_name=cell.get("FULL_NAME", ""),
                           ticket_count=int(count) if count.isascii() and count.isdigit() else None,
-                          created_at=cell.get("CREATED_AT", ""), updated_at=cell.get("UPDATED_AT", ""), raw=raw)
+                          created_at=cell.get("CREATED_AT", ""), updated_at=cell.get("UPDATED_AT", ""), raw=raw,
+                          external_refs=self.references(record))
 
 
 _OPTIONAL = frozenset(OPTIONAL_COLUMNS)
+_REFERENCE = re.compile(r"[^\s,;\[\]\"']+")
+
+
+def references_in(cell: str) -> tuple[str, ...]:
+    """The references of an EXTERNAL_REFS cell: separated by spaces (as find_duplicates.py
+    writes them), commas or semicolons; brackets and quotes (a JSON list) are ignored."""
+    return tuple(_REFERENCE.findall(cell))
 
 
 def _hint(exc: csv.Error) -> str:
@@ -533,26 +630,56 @@ def read_contacts(path: str, *, keep_raw: bool = True) -> ContactsFile:
     return result
 
 
-def group_contacts(rows: list[ContactRow]) -> tuple[list[MergeSet], list[SkippedGroup]]:
-    """Group rows by email; return the merge sets and the skipped groups, in file order."""
+def as_earlier_primaries(earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None) -> EarlierPrimaries:
+    """`earlier` as the lookup the grouping uses (built once; None: no savepoint record)."""
+    return earlier if isinstance(earlier, EarlierPrimaries) else EarlierPrimaries(earlier or ())
+
+
+def primary_of(members: list[ContactRow], earlier: EarlierPrimaries) -> tuple[list[ContactRow], list[ContactRow]]:
+    """A group's (primaries, duplicates): a primary is a REVU- row or a `user_...` row an earlier
+    merge made primary (earlier.of); the duplicates are the other `user_...` rows."""
+    primaries: list[ContactRow] = []
+    duplicates: list[ContactRow] = []
+    for row in members:
+        if row.is_primary or (row.is_duplicate and earlier.of(row) is not None):
+            primaries.append(row)
+        elif row.is_duplicate:
+            duplicates.append(row)
+    return primaries, duplicates
+
+
+def merge_set_of(email: str, primary: ContactRow, duplicates: list[ContactRow],
+                 earlier: EarlierPrimaries) -> MergeSet:
+    """The merge set, noting an earlier merge's primary (a `user_...` row) as such."""
+    return MergeSet(email, primary, duplicates, None if primary.is_primary else earlier.of(primary))
+
+
+def group_contacts(rows: list[ContactRow], earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None = None
+                   ) -> tuple[list[MergeSet], list[SkippedGroup]]:
+    """Group rows by email; return the merge sets and the skipped groups, in file order.
+
+    A group's primary is its one REVU- row or, in a group without one, its one `user_...` row
+    that an earlier merge made primary: a contact in `earlier` (the merge's savepoint,
+    runs.journal.earlier_primaries) or whose EXTERNAL_REFS holds its own display id. Two
+    such rows, or one beside a REVU- row: several_primaries."""
+    lookup = as_earlier_primaries(earlier)
     groups: dict[str, list[ContactRow]] = {}
     for row in rows:
         groups.setdefault(row.email_key, []).append(row)
     merge_sets, skipped = [], []
     for members in groups.values():
         email = members[0].email.strip()
-        primaries = [r for r in members if r.is_primary]
-        duplicates = [r for r in members if r.is_duplicate]
+        primaries, duplicates = primary_of(members, lookup)
         if email_domain_problem(email):
             skipped.append(SkippedGroup(email, members, SKIP_INVALID_DOMAIN))
         elif len(members) == 1:
             skipped.append(SkippedGroup(email, members, SKIP_SINGLE_CONTACT))
-        elif len(primaries) + len(duplicates) < len(members):
+        elif any(not (r.is_primary or r.is_duplicate) for r in members):
             skipped.append(SkippedGroup(email, members, SKIP_UNKNOWN_REFERENCE))
         elif not primaries:
             skipped.append(SkippedGroup(email, members, SKIP_NO_PRIMARY))
         elif len(primaries) > 1:
             skipped.append(SkippedGroup(email, members, SKIP_SEVERAL_PRIMARIES))
         else:
-            merge_sets.append(MergeSet(email, primaries[0], duplicates))
+            merge_sets.append(merge_set_of(email, primaries[0], duplicates, lookup))
     return merge_sets, skipped

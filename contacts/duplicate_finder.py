@@ -8,6 +8,11 @@ page goes into a scratch sqlite3 index on disk (private folder, removed afterwar
 and only the groups of two or more contacts are read back. Peak memory grows with the
 candidate groups, not with the tenant (bench/find_duplicates_scan.py measures it).
 
+A contact an earlier merge made primary carries a `user_...` external_ref (its display id stays
+REVU-...): its group is a merge set again when the merge's savepoint names it (`earlier`), or
+when DevRev's `external_refs` for it hold its own display id (written to the CSV's EXTERNAL_REFS
+column, so merge_contacts.py recognises it the same way).
+
 Contacts that look related but do not share an email are listed for a person to look
 at, never grouped: the same local part at two domains of one site (`jane@eu.acme.com`,
 `jane@us.acme.com`), or the same name at one domain with different local parts.
@@ -30,13 +35,19 @@ from typing import Callable, Iterable, Iterator
 from contacts.csv_reader import (
     OPTIONAL_COLUMNS,
     PRIMARY_PREFIX,
+    REFS_COLUMN,
     REQUIRED_COLUMNS,
     ContactRow,
+    EarlierPrimaries,
+    EarlierPrimary,
     MergeSet,
     SkippedGroup,
+    as_earlier_primaries,
     email_key,
     group_contacts,
     is_valid_rev_user_id,
+    own_reference,
+    references_in,
     row_problem,
 )
 from devrev_api import assumptions as facts
@@ -44,7 +55,7 @@ from plumbing.csv_files import csv_cell
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS]
+CSV_COLUMNS = [*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, REFS_COLUMN]
 # Not the contacts CSV's names on purpose: merge_contacts.py refuses this file.
 REVIEW_COLUMNS = ["REVIEW_GROUP", "REASON", "CONTACT_ID", "CONTACT_EMAIL", "CONTACT_EXTERNAL_REF", "DISPLAY_NAME",
                   "FULL_NAME", "WORKSPACE", "OWN_EMAIL_GROUP", "CREATED_AT", "UPDATED_AT"]
@@ -85,6 +96,11 @@ class Findings:
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(sorted(Counter(g.reason for g in self.skipped).items()))
 
+    @property
+    def earlier_primaries(self) -> int:
+        """Merge sets whose primary an earlier merge made (MergeSet.earlier_primary)."""
+        return sum(1 for ms in self.merge_sets if ms.earlier_primary is not None)
+
 
 # --------------------------------------------------------------------------- keys
 def _site(domain: str) -> str:
@@ -110,6 +126,17 @@ def _clean(value) -> str:
     return "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text).strip()
 
 
+def csv_references(user: dict) -> tuple[str, ...]:
+    """The contact's `external_refs` (tenants with multi-association contacts) as the CSV's
+    EXTERNAL_REFS column holds them, in DevRev's order: only the references the column can
+    hold whole (no separator, no control character; a display id is always one), so the
+    merge reads back exactly these and groups the contact as the finder did."""
+    refs = user.get(facts.CONTACT_REFS_FIELD)
+    if not isinstance(refs, list):
+        return ()
+    return tuple(dict.fromkeys(r for r in refs if isinstance(r, str) and r.isprintable() and references_in(r) == (r,)))
+
+
 def merged_away(user: dict) -> bool:
     """A contact an earlier merge already retired (still readable on some tenants). Narrower
     than live_checks.is_retired on purpose: a deactivated contact is kept, so the preview
@@ -122,10 +149,10 @@ _SCHEMA = """
 CREATE TABLE contact (
   id TEXT PRIMARY KEY, seq INTEGER, usable INTEGER, problem TEXT, email_key TEXT, local TEXT,
   domain TEXT, site TEXT, name_key TEXT, workspace TEXT, email TEXT, external_ref TEXT,
-  display_name TEXT, full_name TEXT, created_at TEXT, updated_at TEXT)
+  display_name TEXT, full_name TEXT, created_at TEXT, updated_at TEXT, refs TEXT)
 """
 _FIELDS = ("id", "seq", "usable", "problem", "email_key", "local", "domain", "site", "name_key", "workspace",
-           "email", "external_ref", "display_name", "full_name", "created_at", "updated_at")
+           "email", "external_ref", "display_name", "full_name", "created_at", "updated_at", "refs")
 
 
 class ContactIndex:
@@ -159,8 +186,13 @@ class ContactIndex:
             return
         self.seq += 1
         don, ref = str(user.get("id") or ""), str(user.get("external_ref") or "").strip()
-        if not is_valid_rev_user_id(don) and is_valid_rev_user_id(str(user.get("display_id") or "")):
-            don = user["display_id"]   # a DON the CSV's pattern does not know: its REVU- id then
+        refs = csv_references(user)
+        display_id = str(user.get("display_id") or "")
+        if is_valid_rev_user_id(display_id) and (not is_valid_rev_user_id(don) or (
+                display_id in refs and own_reference(don) != display_id)):
+            # a DON the CSV's pattern does not know, or one the CSV cannot tell its display id
+            # from (which its references hold): its REVU- id then
+            don = display_id
         problem = row_problem(don, email, ref)
         key = email_key(email) if problem is None else None
         local, _, domain = (key or email).rpartition("@")
@@ -169,7 +201,7 @@ class ContactIndex:
                name_key(user.get("full_name"), user.get("display_name")),
                _clean(org.get("display_name") or org.get("display_id") or org.get("id")), email, ref,
                _clean(user.get("display_name")), _clean(user.get("full_name")),
-               _clean(user.get("created_date")), _clean(user.get("modified_date")))
+               _clean(user.get("created_date")), _clean(user.get("modified_date")), " ".join(refs))
         cursor = self.db.execute(f"INSERT OR IGNORE INTO contact VALUES ({','.join('?' * len(_FIELDS))})", row)
         if cursor.rowcount == 0:
             counts.repeated += 1
@@ -226,7 +258,8 @@ def contact_row(row: dict, line: int = 0) -> ContactRow:
     """The index's row as the CSV reader's ContactRow (what group_contacts takes)."""
     return ContactRow(line=line, rev_user_id=row["id"], email=row["email"], external_ref=row["external_ref"],
                       display_name=row["display_name"], full_name=row["full_name"],
-                      created_at=row["created_at"], updated_at=row["updated_at"])
+                      created_at=row["created_at"], updated_at=row["updated_at"],
+                      external_refs=tuple(row["refs"].split()) if row["refs"] else ())
 
 
 # --------------------------------------------------------------------------- the walk
@@ -251,11 +284,14 @@ def walk_contacts(client, index: ContactIndex, counts: ScanCounts, *,
     index.finish()
 
 
-def find_groups(index: ContactIndex) -> tuple[list[MergeSet], list[SkippedGroup], dict[str, str]]:
-    """Every email group of two or more contacts, grouped by contacts.csv_reader.group_contacts.
+def find_groups(index: ContactIndex, earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None = None
+                ) -> tuple[list[MergeSet], list[SkippedGroup], dict[str, str]]:
+    """Every email group of two or more contacts, grouped by contacts.csv_reader.group_contacts
+    (with `earlier`, the primaries of the merge's savepoint, as the merge will group them).
 
     Returns (merge sets, skipped groups, email key -> "merge_set" or the skip reason).
     """
+    lookup = as_earlier_primaries(earlier)
     merge_sets: list[MergeSet] = []
     skipped: list[SkippedGroup] = []
     outcome: dict[str, str] = {}
@@ -263,7 +299,7 @@ def find_groups(index: ContactIndex) -> tuple[list[MergeSet], list[SkippedGroup]
     for group in index.email_groups():
         rows = [contact_row(r, line + i) for i, r in enumerate(group)]
         line += len(rows)
-        sets, skips = group_contacts(rows)
+        sets, skips = group_contacts(rows, lookup)
         merge_sets += sets
         skipped += skips
         for found in sets:
@@ -297,17 +333,21 @@ def count_tickets(client, merge_sets: list[MergeSet]) -> dict[str, int]:
 
 
 def find_duplicates(client, folder: str, *, endpoint: str = facts.CONTACT_WALK_ENDPOINT,
-                    ticket_counts: bool = False, on_page=None) -> Findings:
+                    ticket_counts: bool = False, on_page=None,
+                    earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None = None) -> Findings:
     """Walk the tenant, group, and (with ticket_counts) count the merge sets' tickets.
 
     folder: where the scratch index lives while it runs (removed before returning).
+    earlier: the contacts earlier merges made primary (the merge's savepoint,
+    runs.journal.earlier_primaries); a contact whose `external_refs` hold its own display id
+    is recognised as one without it (contacts.csv_reader.EarlierPrimaries.of).
     Raises the client's errors; nothing is left on disk then either.
     """
     counts = ScanCounts()
     index = ContactIndex(folder)
     try:
         walk_contacts(client, index, counts, endpoint=endpoint, on_page=on_page)
-        merge_sets, skipped, outcome = find_groups(index)
+        merge_sets, skipped, outcome = find_groups(index, earlier)
         review = review_rows(index, outcome)
     finally:
         index.close()
@@ -332,7 +372,7 @@ def contacts_csv_bytes(findings: Findings) -> bytes:
             tickets = findings.ticket_counts.get(row.rev_user_id)
             writer.writerow([row.rev_user_id, row.email, row.external_ref, csv_cell(row.display_name),
                              csv_cell(row.full_name), "" if tickets is None else tickets,
-                             csv_cell(row.created_at), csv_cell(row.updated_at)])
+                             csv_cell(row.created_at), csv_cell(row.updated_at), csv_cell(row.external_refs)])
     return out.getvalue().encode("utf-8")
 
 
@@ -359,6 +399,8 @@ def summary_lines(findings: Findings, endpoint: str) -> list[str]:
              f"groups found (2+ contacts with one email): {findings.groups}",
              f"merge sets: {len(findings.merge_sets)} "
              f"({sum(len(ms.duplicates) for ms in findings.merge_sets)} duplicates)",
+             *([f"merge sets whose primary an earlier merge made: {findings.earlier_primaries}"]
+               if findings.earlier_primaries else []),
              f"skipped groups: {len(findings.skipped)}"
              + (f" ({', '.join(f'{k} {v}' for k, v in skipped.items())})" if skipped else ""),
              f"related but not grouped, for review: {len(findings.review)} contacts in {clusters} clusters"]

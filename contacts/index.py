@@ -2,13 +2,14 @@
 
 An export can hold half a million contacts of which a few hundred are merge sets. Keeping
 every row (and its raw text) costs about 2 KiB a row; this index keeps, per email, one
-int per row (its line and whether it is a primary or a copy), groups them exactly as
+int per row (its line and whether it is a primary, a copy, or a copy an earlier merge made
+primary: contacts.csv_reader.EarlierPrimaries), groups them exactly as
 contacts.csv_reader.group_contacts does, and re-reads the file for the rows it needs: the merge
 sets' (before any API call), and the skipped groups' (streamed to a report file).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from contacts.csv_reader import (
@@ -23,25 +24,35 @@ from contacts.csv_reader import (
     ContactsFile,
     ContactsReader,
     CsvInputError,
+    EarlierPrimaries,
+    EarlierPrimary,
     MergeSet,
     SkippedGroup,
+    as_earlier_primaries,
     duplicate_row_error,
     email_domain_problem,
     email_key,
+    merge_set_of,
+    primary_of,
     user_id_key,
 )
 
 EXAMPLES_PER_REASON = 3
-_OTHER, _PRIMARY, _DUPLICATE = 0, 1, 2
+_OTHER, _PRIMARY, _DUPLICATE, _EARLIER = 0, 1, 2, 3   # _EARLIER: a user_ row an earlier merge made primary
 _MERGE_SET = -1
 _REASONS = [SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE, SKIP_NO_PRIMARY, SKIP_SEVERAL_PRIMARIES, SKIP_INVALID_DOMAIN]
 _INVALID_DOMAIN = _REASONS.index(SKIP_INVALID_DOMAIN)
 
 
-def _kind(external_ref: str) -> int:
-    """As ContactRow.is_primary / is_duplicate tell them apart."""
-    return _PRIMARY if external_ref.startswith(PRIMARY_PREFIX) else \
-        _DUPLICATE if external_ref.startswith(DUPLICATE_PREFIX) else _OTHER
+def _kind(reader: ContactsReader, record: list[str], rev_user_id: str, external_ref: str,
+          earlier: EarlierPrimaries) -> int:
+    """As contacts.csv_reader.primary_of tells them apart (ContactRow.is_primary / is_duplicate,
+    and a `user_...` row an earlier merge made primary)."""
+    if external_ref.startswith(PRIMARY_PREFIX):
+        return _PRIMARY
+    if not external_ref.startswith(DUPLICATE_PREFIX):
+        return _OTHER
+    return _EARLIER if earlier.recognises(rev_user_id, reader.references(record)) else _DUPLICATE
 
 
 def _classify(kinds: list[int]) -> int:
@@ -50,7 +61,7 @@ def _classify(kinds: list[int]) -> int:
         return 0
     if _OTHER in kinds:
         return 1
-    primaries = kinds.count(_PRIMARY)
+    primaries = kinds.count(_PRIMARY) + kinds.count(_EARLIER)
     return 2 if primaries == 0 else 3 if primaries > 1 else _MERGE_SET
 
 
@@ -70,6 +81,7 @@ class ContactsIndex:
     _reader: ContactsReader = field(repr=False)
     _fate: dict[str, int] = field(repr=False)      # email key -> _MERGE_SET or an index into _REASONS
     _only: str | None = None
+    earlier: EarlierPrimaries = field(default_factory=EarlierPrimaries, repr=False)   # what grouped it
 
     @property
     def skipped_total(self) -> int:
@@ -86,7 +98,7 @@ class ContactsIndex:
         if fate is not None and fate != _MERGE_SET and not examples:
             examples = [SkippedGroup(g[0].email.strip(), g, _REASONS[fate]) for g in self._rows_of({key}).values()]
         return ContactsIndex(self.file, [m for m in self.merge_sets if m.key == key], counts, examples,
-                             self._reader, self._fate, key)
+                             self._reader, self._fate, key, self.earlier)
 
     def skipped_rows(self) -> Iterator[tuple[str, ContactRow]]:
         """(reason code, row) for every row of a skipped group, in file order; re-reads the file
@@ -109,10 +121,12 @@ class ContactsIndex:
         return groups
 
 
-def index_contacts(path: str) -> ContactsIndex:
+def index_contacts(path: str, earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None = None) -> ContactsIndex:
     """Validate the whole CSV (every check read_contacts makes, same messages) and group it,
     keeping full rows only for the merge sets and a few skipped groups per reason.
-    Raises CsvInputError on anything unusable."""
+    earlier: the contacts earlier merges made primary (runs.journal.earlier_primaries), as
+    group_contacts takes them. Raises CsvInputError on anything unusable."""
+    lookup = as_earlier_primaries(earlier)
     reader = ContactsReader(path)
     groups: dict = {}   # email key -> packed row (line << 2 | kind), or a list of them
     seen: set[int] = set()
@@ -124,7 +138,7 @@ def index_contacts(path: str) -> ContactsIndex:
         if ident in seen:
             _check_repeat(reader, reader.row(line, record))      # a true repeat, or two ids with one hash
         seen.add(ident)
-        packed = line << 2 | _kind(external_ref)
+        packed = line << 2 | _kind(reader, record, rev_user_id, external_ref, lookup)
         key = email_key(email)
         held = groups.get(key)
         if held is None:
@@ -149,12 +163,13 @@ def index_contacts(path: str) -> ContactsIndex:
             wanted.update(p >> 2 for p in packed)
         if outcome != _MERGE_SET:
             counts[_REASONS[outcome]] += 1
-    return _build(reader, fate, counts, wanted)
+    return _build(reader, fate, counts, wanted, lookup)
 
 
-def _build(reader: ContactsReader, fate: dict[str, int], counts: dict[str, int], wanted: set[int]) -> ContactsIndex:
+def _build(reader: ContactsReader, fate: dict[str, int], counts: dict[str, int], wanted: set[int],
+           earlier: EarlierPrimaries) -> ContactsIndex:
     """Second pass: the full rows of the merge sets and of the example skipped groups."""
-    index = ContactsIndex(reader.file, [], counts, [], reader, fate)
+    index = ContactsIndex(reader.file, [], counts, [], reader, fate, earlier=earlier)
     groups: dict[str, list[ContactRow]] = {}
     for line, record in reader.records_at(wanted):
         row = reader.row(line, record)
@@ -162,8 +177,8 @@ def _build(reader: ContactsReader, fate: dict[str, int], counts: dict[str, int],
     for key, members in groups.items():
         email = members[0].email.strip()
         if fate[key] == _MERGE_SET:
-            primary = next(r for r in members if r.is_primary)
-            index.merge_sets.append(MergeSet(email, primary, [r for r in members if r.is_duplicate]))
+            primaries, duplicates = primary_of(members, earlier)
+            index.merge_sets.append(merge_set_of(email, primaries[0], duplicates, earlier))
         else:
             index.skipped_examples.append(SkippedGroup(email, members, _REASONS[fate[key]]))
     return index

@@ -91,10 +91,26 @@ EXTERNAL_REF_CONFLICT_STATUS = 409
 CONTACT_REFS_FIELD = "external_refs"
 
 # [C] S10: email tickets carry contact ids in custom_fields (app_email_integration__members);
-# [C] S15 (the 2026 public spec) reverses S1: works.update CAN set custom fields, with their
-# schema named (custom_schema_spec; without it, 400). The tool does not move them yet (issue 21
-# section 2): it lists such references (preview, backup, report); [I] no public filter finds a ticket that
-# names a contact only there (backup.custom_field_refs).
+# [C] S15 (the 2026 public spec) reverses S1: works.update and conversations.update CAN set custom
+# fields, each with its schema named in custom_schema_spec (an unnamed one: 400), and a schema left
+# out of the spec stays unchanged, so the tool sends only the fields it changes. It replaces the
+# duplicate by the primary in every custom field of every ticket and conversation it moves
+# (merging/custom_fields.py), and the restore gives them back.
+# [I] how a field's name says its schema (custom-schema-spec: apps, subtype, tenant_fragment):
+# `tnt__x` is the tenant's fragment (tenant_fragment: true), `ctype__x` the object's subtype
+# (subtype: the object's own `subtype`), any other `<prefix>__x` the app `<prefix>` (apps:
+# [prefix]; e.g. app_email_integration__members). DevRev's customization guide names tnt__ and
+# ctype__; the app rule is inferred from S10's field names.
+TENANT_FIELD_PREFIX = "tnt__"
+SUBTYPE_FIELD_PREFIX = "ctype__"
+# [C] S10 the fields known to name contacts: a tenant may have more (every custom field naming the
+# duplicate on a listed ticket is moved whatever its name); these are the ones the works.list
+# `custom_fields` filter is asked about, to find tickets naming the duplicate only there.
+CONTACT_CUSTOM_FIELDS = ("app_email_integration__members",)
+# [C] S16/S17 works.list takes a `custom_fields` filter (public types; DevRev's MCP server sends it
+# to the public endpoint), S15 does not declare it: [I] a tenant may refuse it with 400. The
+# preflight probes it read-only; [I] its shape {"<field>": [contact id]} matching a list-valued
+# field that contains the id (emulator mode works_custom_fields_filter).
 # [C] S10 6 of 6 conversations.list {members: [contact]} came back empty; [I] whether the
 # filter matches contacts on every tenant is unproven: the preflight (--check) compares what
 # works.list reported_by and conversations.list members return with the contact asked for
@@ -108,10 +124,24 @@ MODIFICATION_STAMPS = ("modified_date", "modified_by")
 # reads the expiry: it downloads at once and locates again once if the URL was refused
 # (emulator mode locate_expires_at=false, and a short url_ttl, in tests/test_devrev_modes.py).
 
+# [C] S15 artifacts.prepare answers {id, url, form_data}; [I] the upload is an HTTP POST of
+# multipart/form-data to `url` carrying every form_data field and then the bytes as a part
+# named "file" (the presigned-POST convention of the object stores DevRev's URLs point at),
+# without the token. The restore uploads a backed-up file again this way before attaching it.
+UPLOAD_FILE_FIELD = "file"
+
 # --- timeline entries ------------------------------------------------------------
 # [I] real responses may hold entry types other than comments; "messages" are the
 # entries of this type, and backups keep every entry raw whatever its type.
 MESSAGE_ENTRY_TYPE = "timeline_comment"
+# [C] S15 timeline-entry-object-type includes rev_user: a contact has a timeline of its own
+# (agents' notes, with files), and S17's RevUser carries `artifacts` (files on the contact).
+# [I] what DevRev's merge does with the secondary's timeline is undocumented: it may be deleted
+# with the contact or moved to the primary (emulator mode contact_timeline_on_merge). The backup
+# holds it whole; the restore writes each comment again on the re-created contact as an internal
+# comment (the API cannot set an author or a date: both are written into the text), and entries
+# of other types (system events) cannot be written through the API: the restore report counts them.
+CONTACT_NOTE_VISIBILITY = "internal"
 
 # --- redirects -----------------------------------------------------------------
 # [I] a 301 means the object's id changed (new id in Location). The client never

@@ -104,6 +104,17 @@ class DownloadError(DevRevError):
         super().__init__(message, **kw)
 
 
+class UploadError(DevRevError):
+    """A file could not be uploaded to the URL artifacts.prepare gave (restore only).
+
+    transient: a 5xx, 429 or a dropped connection: the same form may work on a retry."""
+
+    def __init__(self, message: str, *, transient: bool = False, cause: str | None = None, **kw: Any) -> None:
+        self.transient = transient
+        self.cause = cause
+        super().__init__(message, **kw)
+
+
 class RunWideFault(DevRevError):
     """DevRev cannot be reached, or fails every call, whatever the set: the run stops.
 

@@ -5,7 +5,8 @@ uses, with the spec's shapes and DevRev's strictness (and, where DevRev's behavi
 unknown, the strict side of the choices in `devrev_api.assumptions`). It also injects the
 faults production has: latency, 5xx, dropped connections, 429 bursts, slow downloads.
 Attachments are served by a second server on another port, without auth, from
-presigned, expiring URLs. `merge_contacts.py --sandbox` starts it in-process; alone:
+presigned, expiring URLs; it also takes uploads (artifacts.prepare's presigned
+multipart POST). `merge_contacts.py --sandbox` starts it in-process; alone:
 
     python -m devrev_sandbox --port 8080 --seed devrev_sandbox/demo/demo_seed.json
 

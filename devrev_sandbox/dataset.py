@@ -3,13 +3,22 @@
 One generator, so the demo under demo/, the end-to-end tests and bench/ all
 exercise the same shapes: merge sets with tickets over several pages, tickets
 reported by both contacts, conversations with dev users, comments with attachments,
-sets with two duplicates, and a group for every reason the tool skips one.
+sets with two duplicates, and a group for every reason the tool skips one. The demo
+(build_demo) also has the 2026 shapes (`extras`): a duplicate's own contact page, with
+notes and files, and email tickets naming contacts in a custom field.
 
     python -m devrev_sandbox.dataset --sets 12 --seed 7 --out-dir devrev_sandbox/demo
+
+Seed format, besides workspaces and dev users: a rev user may carry `comments` (its contact
+page) and `artifacts` (files on the contact); tickets take `comments`, `artifacts`,
+`custom_fields` (lists of contact seed keys become ids), `subtype`, `custom_schema_fragments`;
+conversations take `comments` and `custom_fields`. A comment is {body, by, visibility,
+created_date, artifacts}; an artifact {number, name, type, size, or content_b64 / content_seed}.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import io
 import json
@@ -36,6 +45,7 @@ DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
 DEMO_SEED = os.path.join(DEMO_DIR, "demo_seed.json")
 DEMO_CSV = os.path.join(DEMO_DIR, "demo_contacts.csv")
 BASE_TIME = 1704067200.0  # 2024-01-01T00:00:00Z
+EMAIL_MEMBERS_FIELD = "app_email_integration__members"   # S10: email tickets name their contacts here
 FIRST_NAMES = ["ana", "ben", "chen", "dara", "emil", "fatou", "gus", "hana", "ivo", "jun", "kai", "lea",
                "mo", "nia", "omar", "pia", "quin", "rae", "sami", "tove", "uma", "vik", "wen", "xia", "yara", "zed"]
 
@@ -178,11 +188,14 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
                   conversations: tuple[int, int] = (0, 3), comments: tuple[int, int] = (0, 3),
                   attachment_rate: float = 0.3, attachment_size: tuple[int, int] = (200, 40_000),
                   big_set_tickets: int = 0, two_duplicate_sets: int = 1, skipped: bool = True,
-                  devo: str = "DEVO1x") -> Dataset:
+                  extras: bool = False, devo: str = "DEVO1x") -> Dataset:
     """A dataset of `sets` merge sets (plus, if `skipped`, one group per skip reason).
 
     big_set_tickets: give the first set that many tickets (several pages).
     two_duplicate_sets: how many sets have two `user_` duplicates.
+    extras: the first set's first duplicate also has a contact page (two agents' notes, one
+    with a file, and a file on the contact) and two email tickets name it in a custom field
+    (_add_contact_page_and_email_tickets); the demo has them, other datasets do not.
     """
     b = _Builder(seed, devo)
     acme, globex = b.workspace("acme", "Acme Inc"), b.workspace("globex", "Globex Corp")
@@ -226,7 +239,55 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
                                   "workspace": workspace, "created_by": primary["key"], "created_date": b.stamp()})
 
     skipped_reasons = _add_skipped_groups(b, acme, globex, agents) if skipped else {}
+    if extras and merge_sets:
+        _add_contact_page_and_email_tickets(b, merge_sets[0], agents)
     return Dataset(b.seed, b.rows, merge_sets, skipped_reasons)
+
+
+def build_demo() -> Dataset:
+    """The demo under demo/ (what `python -m devrev_sandbox.dataset` writes by default)."""
+    return build_dataset(12, seed=7, extras=True)
+
+
+def _text_file(lines: list[str]) -> str:
+    """A small text file's content_b64."""
+    return base64.b64encode(("\n".join(lines) + "\n").encode("utf-8")).decode("ascii")
+
+
+def _add_contact_page_and_email_tickets(b: _Builder, merge_set: dict, agents: list[str]) -> None:
+    """The 2026 shapes on `merge_set`'s first duplicate, added after everything else so no
+    other object's number or date moves: agents' notes on its own contact page (one with a
+    file) and a file on the contact itself; an email ticket its primary reports that names
+    the duplicate in EMAIL_MEMBERS_FIELD, and one the duplicate reports that names it there."""
+    primary, dup_key = merge_set["primary"], merge_set["duplicates"][0]
+    dup = next(u for u in b.seed["rev_users"] if u["key"] == dup_key)
+    name = dup_key.split("-")[0].title()
+    dup["comments"] = [
+        {"by": agents[0], "visibility": "internal", "created_date": b.stamp(),
+         "body": f"Call with {name}: wants invoices sent to the billing address; notes attached.",
+         "artifacts": [{"number": 8001, "name": "call-notes.txt", "type": "text/plain", "content_b64": _text_file([
+             f"Call notes: {name} ({dup['email']})",
+             "- invoices go to the billing address from March on",
+             "- prefers email to phone; reachable mornings",
+             "- second account under the same address: ask before merging",
+             "- follow-up: send the updated contract by Friday",
+             "- escalation contact: their finance lead",
+             "- next review: end of quarter"])}]},
+        {"by": agents[1], "visibility": "internal", "created_date": b.stamp(),
+         "body": f"{name} confirmed the new billing address by email.", "artifacts": []}]
+    dup["artifacts"] = [{"number": 8002, "name": "contact-card.vcf", "type": "text/vcard", "content_b64": _text_file([
+        "BEGIN:VCARD", "VERSION:4.0", f"FN:{name} Example", f"EMAIL:{dup['email']}",
+        "NOTE:billing contact; imported from the email integration", "END:VCARD"])}]
+    workspace = dup["workspace"]
+    for key, reporter, members in ((f"{primary}-email", primary, [primary, dup_key]),
+                                   (f"{dup_key}-email", dup_key, [dup_key])):
+        b.seed["tickets"].append({
+            "key": key, "title": f"{name}: email thread", "reported_by": [reporter], "owned_by": [agents[0]],
+            "workspace": workspace, "created_by": reporter, "created_date": b.stamp(), "source_channel": "email",
+            "subtype": "email", "custom_fields": {EMAIL_MEMBERS_FIELD: members}})
+    for row in b.rows:   # the duplicate reports one ticket more: its TICKET_COUNT stays right
+        if row["EXTERNAL_REF"] == dup["external_ref"] and str(row["TICKET_COUNT"]).isdigit():
+            row["TICKET_COUNT"] = int(row["TICKET_COUNT"]) + 1
 
 
 @dataclass
@@ -301,11 +362,14 @@ def main(argv=None) -> int:
     parser.add_argument("--big-set-tickets", type=int, default=0)
     parser.add_argument("--out-dir", default=DEMO_DIR)
     parser.add_argument("--name", default="demo", help="file prefix: <name>_seed.json, <name>_contacts.csv")
+    parser.add_argument("--no-extras", action="store_true",
+                        help="leave out the contact page and the email tickets (build_dataset's extras)")
     args = parser.parse_args(argv)
     if args.sets < 0:
         parser.error("--sets must be 0 or more")
     os.makedirs(args.out_dir, exist_ok=True)
-    dataset = build_dataset(args.sets, seed=args.seed, big_set_tickets=args.big_set_tickets)
+    dataset = build_dataset(args.sets, seed=args.seed, big_set_tickets=args.big_set_tickets,
+                            extras=not args.no_extras)
     seed_path = os.path.join(args.out_dir, f"{args.name}_seed.json")
     csv_path = os.path.join(args.out_dir, f"{args.name}_contacts.csv")
     dataset.write(seed_path, csv_path)

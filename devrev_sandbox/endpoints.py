@@ -17,6 +17,7 @@ from .validation import (
     boolean,
     check_fields,
     check_mode,
+    custom_schema_spec,
     date_filter,
     enum_list,
     id_list,
@@ -25,6 +26,7 @@ from .validation import (
     page_limit,
     require,
     resolve,
+    schema_names_field,
     set_ids,
     string_list,
 )
@@ -36,11 +38,13 @@ class Settings:
 
     page_cap: the largest page served. modes: how to play DevRev where its behaviour is
     unknown. locate_url(artifact) -> (presigned url, expiry epoch seconds): the file
-    host's signer.
+    host's signer. upload_form(artifact) -> (upload url, form fields [{key, value}], expiry
+    epoch seconds): the file host's presigned POST for a prepared artifact.
     """
     page_cap: int
     modes: BehaviourModes
     locate_url: Callable[[dict], tuple[str, float]]
+    upload_form: Callable[[dict], tuple[str, list[dict], float]]
 
 
 Handler = Callable[[SandboxState, Settings, dict], dict]
@@ -309,22 +313,84 @@ def _works_get(state: SandboxState, settings: Settings, body: dict) -> dict:
     return {"work": state.render_work(work)}
 
 
-@route("works.list", fields={"type", "reported_by", "owned_by"} | PAGING, readonly=True,
+@route("works.list", fields={"type", "reported_by", "owned_by", "custom_fields"} | PAGING, readonly=True,
        arrays={"type", "reported_by", "owned_by"})
 def _works_list(state: SandboxState, settings: Settings, body: dict) -> dict:
     types = enum_list(body, "type", ["issue", "ticket"])
     reporters = id_list(state, body, "reported_by")
     owners = id_list(state, body, "owned_by")
+    custom = _custom_fields_filter(settings, body)
     _filter_on_retired(state, settings, reporters, "reported_by")
     items = [w for w in state.works.values()
              if (types is None or w["type"] in types)
              and (reporters is None or set(reporters) & set(w["reported_by"]))
-             and (owners is None or set(owners) & set(w["owned_by"]))]
+             and (owners is None or set(owners) & set(w["owned_by"]))
+             and (custom is None or custom(w))]
     first, cursor = page(body, items, "works.list", settings.page_cap, settings.modes.list_paging)
     return _listing("works", [state.render_work(w) for w in first], cursor)
 
 
-@route("works.update", fields={"id", "type", "reported_by", "owned_by"}, readonly=False)
+def _custom_fields_filter(settings: Settings, body: dict) -> Callable[[dict], bool] | None:
+    """works.list's `custom_fields` filter ({field: value or [values]}) as a predicate, or None
+    when absent; refused (400) unless modes.works_custom_fields_filter accepts it. A work
+    matches when, for every field named, its value is one of the values or, list-valued,
+    holds one of them."""
+    if "custom_fields" not in body:
+        return None
+    if settings.modes.works_custom_fields_filter == "refused":
+        raise ApiError(400, "bad_request", "works.list does not take the field 'custom_fields' on this tenant")
+    wanted = body["custom_fields"]
+    if not isinstance(wanted, dict) or not wanted:
+        raise ApiError(400, "invalid_field", "custom_fields must be an object of field: value(s)",
+                       field_name="custom_fields")
+    choices = {name: value if isinstance(value, list) else [value] for name, value in wanted.items()}
+
+    def keep(work: dict) -> bool:
+        fields = work.get("custom_fields") or {}
+        for name, values in choices.items():
+            have = fields.get(name)
+            held = have if isinstance(have, list) else [have] if name in fields else []
+            if not any(v in held for v in values):
+                return False
+        return True
+    return keep
+
+
+def _set_custom_fields(state: SandboxState, settings: Settings, body: dict, obj: dict) -> None:
+    """A write's `custom_fields`: each field's schema must be named in `custom_schema_spec`
+    (validation.schema_names_field; else 400 invalid_field), and only the fields sent change
+    (a null value clears one): "if a custom schema is not included it remains unchanged". A
+    value naming a contact (a rev user id, alone or in a list) must name a live one (400)."""
+    spec = custom_schema_spec(body)
+    if "custom_fields" not in body:
+        return
+    fields = body["custom_fields"]
+    if not isinstance(fields, dict):
+        raise ApiError(400, "invalid_field", "custom_fields must be an object", field_name="custom_fields")
+    for name, value in fields.items():
+        if not schema_names_field(name, spec, obj.get("subtype")):
+            raise ApiError(400, "invalid_field", f"custom field {name!r}: its schema is not named in "
+                           "custom_schema_spec (tnt__: tenant_fragment, ctype__: the object's subtype, "
+                           "<app>__: apps)", field_name="custom_fields")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item.startswith("don:identity:") and ":revu/" in item:
+                user = state.users.get(item)
+                if user is None or _retired(state, settings, user):
+                    raise ApiError(400, "invalid_field", f"custom field {name!r} names an unknown or deleted "
+                                   f"contact {item}", field_name="custom_fields")
+    current = dict(obj.get("custom_fields") or {})
+    for name, value in fields.items():
+        if value is None:
+            current.pop(name, None)
+        else:
+            current[name] = value
+    obj.pop("custom_fields", None)
+    if current:
+        obj["custom_fields"] = current
+
+
+@route("works.update", fields={"id", "type", "reported_by", "owned_by", "custom_fields", "custom_schema_spec",
+                               "custom_schema_fragments"}, readonly=False)
 def _works_update(state: SandboxState, settings: Settings, body: dict) -> dict:
     _forbid(settings, "works.update")
     work = resolve(state, require(body, "id"), "id", state.works)
@@ -332,6 +398,10 @@ def _works_update(state: SandboxState, settings: Settings, body: dict) -> dict:
         raise ApiError(400, "bad_request", f"type {body['type']!r} does not match the work's type")
     reporters = _set_users(state, settings, body, "reported_by", allow_empty=True)
     owners = _set_users(state, settings, body, "owned_by", allow_empty=False)
+    fragments = string_list(body, "custom_schema_fragments", "ids")
+    _set_custom_fields(state, settings, body, work)
+    if fragments is not None:
+        work["custom_schema_fragments"] = list(fragments)
     if reporters is not None:
         work["reported_by"] = reporters
     if owners is not None:
@@ -358,11 +428,12 @@ def _conversations_list(state: SandboxState, settings: Settings, body: dict) -> 
     return _listing("conversations", [state.render_conversation(c) for c in first], cursor)
 
 
-@route("conversations.update", fields={"id", "members"}, readonly=False)
+@route("conversations.update", fields={"id", "members", "custom_fields", "custom_schema_spec"}, readonly=False)
 def _conversations_update(state: SandboxState, settings: Settings, body: dict) -> dict:
     _forbid(settings, "conversations.update")
     conv = resolve(state, require(body, "id"), "id", state.conversations)
     members = _set_users(state, settings, body, "members", allow_empty=False)
+    _set_custom_fields(state, settings, body, conv)
     if members is not None:
         conv["members"] = members
     state.touch(conv)
@@ -392,22 +463,48 @@ def _timeline_parent(state: SandboxState, settings: Settings, object_id: str) ->
     return resolve(state, object_id, "object", {**state.works, **state.conversations, **contacts})
 
 
-@route("timeline-entries.create", fields={"object", "type", "body", "body_type", "visibility", "external_ref"},
-       readonly=False, status=201)
+@route("timeline-entries.create", fields={"object", "type", "body", "body_type", "visibility", "external_ref",
+                                        "artifacts"}, readonly=False, status=201)
 def _timeline_create(state: SandboxState, settings: Settings, body: dict) -> dict:
-    """A comment on a timeline; its external_ref is unique within that timeline (409)."""
+    """A text comment on a timeline, with uploaded artifacts attached; its external_ref is
+    unique within that timeline (409)."""
     _forbid(settings, "timeline-entries.create")
     parent = _timeline_parent(state, settings, require(body, "object"))
     if require(body, "type") != "timeline_comment":
         raise ApiError(400, "invalid_field", "type must be timeline_comment", field_name="type")
+    if body.get("body_type", "text") != "text":
+        raise ApiError(400, "invalid_field", "the sandbox writes text comments only", field_name="body_type")
     visibility = body.get("visibility", "external")
     if visibility not in ("external", "internal", "private", "public"):
         raise ApiError(400, "invalid_field", f"unknown visibility {visibility!r}", field_name="visibility")
+    files = _attachable(state, body)
     ref = body.get("external_ref")
     if ref is not None and any(e.get("external_ref") == ref for e in state.entries.get(parent["id"], [])):
         raise ApiError(409, "conflict", f"external_ref {ref!r} is already used in this timeline")
-    entry = state.add_comment(parent["id"], str(require(body, "body")), visibility=visibility, external_ref=ref)
+    entry = state.add_comment(parent["id"], str(require(body, "body")), visibility=visibility, external_ref=ref,
+                              artifacts=files)
     return {"timeline_entry": state.render_entry(entry)}
+
+
+MAX_COMMENT_ARTIFACTS = 50   # timeline-entries-create-request-timeline-comment: artifacts maxItems
+
+
+def _attachable(state: SandboxState, body: dict) -> list[str]:
+    """The DONs of a comment's `artifacts`: at most 50 distinct ids (DONs: references, see
+    facts.DISPLAY_IDS_ACCEPTED_IN_REFERENCES), each of an artifact that exists and was uploaded
+    (a prepared one without content cannot be attached); else 400 invalid_field naming `artifacts`."""
+    values = id_list(state, body, "artifacts") or []
+    if len(values) > MAX_COMMENT_ARTIFACTS or len(set(values)) != len(values):
+        raise ApiError(400, "invalid_field", f"artifacts must hold at most {MAX_COMMENT_ARTIFACTS} distinct ids",
+                       field_name="artifacts")
+    found = []
+    for value in values:
+        art = state.artifacts.get(value)
+        if art is None or art.get("_pending"):
+            raise ApiError(400, "invalid_field", f"artifact {value} does not exist or has not been uploaded",
+                           field_name="artifacts")
+        found.append(art["id"])
+    return found
 
 
 @route("timeline-entries.get", fields={"id"}, readonly=True)
@@ -429,9 +526,40 @@ def _artifacts_get(state: SandboxState, settings: Settings, body: dict) -> dict:
 
 @route("artifacts.locate", fields={"id", "version"}, readonly=True)
 def _artifacts_locate(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """A presigned URL of the artifact's bytes; 404 for one prepared and never uploaded."""
     art = resolve(state, require(body, "id"), "id", state.artifacts)
+    if art.get("_pending"):
+        raise ApiError(404, "not_found", f"artifact {body['id']} has no uploaded file yet")
     url, expires = settings.locate_url(art)
     return {"url": url, "expires_at": iso(expires)} if settings.modes.locate_expires_at else {"url": url}
+
+
+# artifact-configuration-set (artifacts-prepare-request)
+CONFIGURATION_SETS = ("article_media", "default", "email_media", "job_data", "marketplace_listing_icon",
+                      "marketplace_media", "org_logo", "plug_css", "plug_setting", "plug_setting_banner_card",
+                      "portal_css", "snap_in_functions_code", "snap_widget", "user_profile_picture", "work")
+
+
+@route("artifacts.prepare", fields={"file_name", "file_type", "configuration_set"}, readonly=False)
+def _artifacts_prepare(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """A new artifact without content, and the presigned POST its bytes go to (the file host
+    takes the upload: server.DevRevSandbox._handle_upload). Until then artifacts.get answers
+    its file without a size, artifacts.locate 404s and a comment cannot attach it."""
+    _forbid(settings, "artifacts.prepare")
+    name = require(body, "file_name")
+    if not name.strip():
+        raise ApiError(400, "invalid_field", "file_name must not be empty", field_name="file_name")
+    file_type = body.get("file_type")
+    if file_type is not None and (not isinstance(file_type, str) or not file_type.strip()):
+        raise ApiError(400, "invalid_field", "file_type must be a non-empty string", field_name="file_type")
+    config = body.get("configuration_set")
+    if config is not None and config not in CONFIGURATION_SETS:
+        raise ApiError(400, "invalid_enum_value", f"unknown configuration_set {config!r}",
+                       field_name="configuration_set", value=str(config), allowed_values=list(CONFIGURATION_SETS))
+    art = state.prepare_artifact(name, file_type)
+    url, form, expires = settings.upload_form(art)
+    art["_upload"] = {"form": form, "expires": expires}
+    return {"id": art["id"], "url": url, "form_data": form}
 
 
 WRITE_ENDPOINTS = frozenset(name for name, r in ROUTES.items() if not r.readonly)

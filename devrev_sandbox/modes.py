@@ -18,6 +18,8 @@ RETIRED_FILTER_ANSWERS = ("empty", "400", "404")
 TOKEN_PERMISSIONS = ("all", "no_merge", "read_only")
 LIST_PAGINGS = ("keyset", "offset")
 RETRY_AFTER_FORMS = ("seconds", "date")
+CONTACT_TIMELINE_ON_MERGE = ("deleted", "moved")
+WORKS_CUSTOM_FIELDS_FILTERS = ("refused", "accepted")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,20 @@ class BehaviourModes:
     """How a 429 spells Retry-After: "seconds" (`30`, what the spec declares) or "date" (an
     HTTP-date, the other form RFC 9110 allows, which a proxy in front of DevRev may send)."""
 
+    contact_timeline_on_merge: str = "deleted"
+    """What becomes of a merged secondary's own contact page when it retires (DevRev's merge
+    deletes the secondary, 2023 internal spec; what happens to its timeline is undocumented,
+    devrev-api.md S15): "deleted" (its timeline entries are removed, its files emptied and, unless
+    another object still holds them, the artifacts themselves deleted) or "moved" (its entries
+    go to the end of the primary's timeline, keeping their ids and dates, and its files are
+    appended to the primary's). Applies whatever merge_outcome is."""
+
+    works_custom_fields_filter: str = "refused"
+    """Whether works.list takes a `custom_fields` filter, which only the beta spec (S16) and the
+    SDK types (S17) declare: "refused" (400 bad_request naming the field, a tenant whose public
+    endpoint does not take it) or "accepted" ({"<field>": value or [values]}: a work whose field
+    equals one of the values, or, list-valued, contains one of them)."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
@@ -84,7 +100,9 @@ class BehaviourModes:
             raise ValueError("scan_page_size must be 1 or more")
         for name, allowed in (("retired_filter_answer", RETIRED_FILTER_ANSWERS),
                               ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS),
-                              ("retry_after_form", RETRY_AFTER_FORMS)):
+                              ("retry_after_form", RETRY_AFTER_FORMS),
+                              ("contact_timeline_on_merge", CONTACT_TIMELINE_ON_MERGE),
+                              ("works_custom_fields_filter", WORKS_CUSTOM_FIELDS_FILTERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -120,5 +138,6 @@ _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _op
             "merge_outcome": str, "merge_moves_references": _boolean, "external_ref_conflict_status": int,
             "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
             "locate_expires_at": _boolean, "scan_page_size": int, "retry_after_form": str,
-            "contact_external_refs": _boolean}
+            "contact_external_refs": _boolean, "contact_timeline_on_merge": str,
+            "works_custom_fields_filter": str}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

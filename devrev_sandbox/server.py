@@ -3,10 +3,15 @@
 The API server checks the token, injects the configured faults, applies the server-side
 rate limit, parses the request and hands it to its route; every call is logged (without
 the token) for tests to inspect. The attachment host serves artifact bytes from
-presigned, expiring URLs, without auth, like an object store.
+presigned, expiring URLs, without auth, like an object store, and takes the uploads
+artifacts.prepare presigns (a multipart/form-data POST, like an object store's).
 """
 from __future__ import annotations
 
+import base64
+import email.parser
+import email.policy
+import hashlib
 import hmac
 import json
 import math
@@ -27,13 +32,15 @@ from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError, json_bytes
 from .faults import JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted, retry_after_value
 from .modes import MODE_NAMES, BehaviourModes
-from .state import SandboxState
+from .state import SandboxState, iso
 from .validation import parse_request
 
 DEFAULT_TOKEN = "sandbox-token"
 # DevRev's documented window (5 minutes) with a quota no test or rehearsal reaches, so
 # every answer carries X-Ratelimit-* headers as DevRev's do; pass rate_limit=None for none.
 DEFAULT_RATE_LIMIT = (100_000, float(facts.RATE_LIMIT_WINDOW_SECONDS))
+# The largest upload the file host takes (a bigger one: 400 EntityTooLarge, nothing stored).
+UPLOAD_MAX_BYTES = 64 * 1024 * 1024
 
 
 class DevRevSandbox:
@@ -139,7 +146,8 @@ class DevRevSandbox:
 
     def settings(self) -> Settings:
         """The knobs the endpoint handlers read, as configured now."""
-        return Settings(page_cap=self.page_cap, modes=self.modes, locate_url=self.locate_url)
+        return Settings(page_cap=self.page_cap, modes=self.modes, locate_url=self.locate_url,
+                        upload_form=self.upload_form)
 
     # inspection --------------------------------------------------------------
     def dump(self) -> dict:
@@ -157,7 +165,8 @@ class DevRevSandbox:
         return self._log_where(lambda e: e["server"] == "api")
 
     def writes(self) -> list[dict]:
-        """Every write call that changed state (answered or not)."""
+        """Every write call that changed state (answered or not), uploads to the file host
+        included (server "files", endpoint "upload")."""
         return self._log_where(lambda e: bool(e.get("applied")))
 
     def write_attempts(self) -> list[dict]:
@@ -299,10 +308,30 @@ class DevRevSandbox:
         sig = self._signature(number, str(int(expires)))
         return f"{self.files_base_url}/blobs/{number}?expires={int(expires)}&sig={sig}", expires
 
+    def upload_form(self, art: dict) -> tuple[str, list[dict], float]:
+        """The presigned POST of a prepared artifact: the file host's URL for it, the form
+        fields an upload must carry as they are (an object store's key, content type, policy
+        and signature), and when they expire (epoch s)."""
+        expires = self.clock() + self.url_ttl
+        number = art["display_id"].split("-", 1)[1]
+        key = f"{self.state.devo}/artifacts/{number}/{art['file']['name']}"
+        fields = {"key": key}
+        if art["file"].get("type"):
+            fields["Content-Type"] = art["file"]["type"]
+        policy = {"expiration": iso(expires), "conditions": [{k: v} for k, v in fields.items()]}
+        fields["policy"] = base64.b64encode(json.dumps(policy).encode()).decode()
+        fields["x-amz-signature"] = hmac.new(self._secret, f"upload:{number}:{fields['policy']}".encode(),
+                                             hashlib.sha256).hexdigest()
+        return f"{self.files_base_url}/upload/{number}", [{"key": k, "value": v} for k, v in fields.items()], expires
+
     def _handle_file(self, handler: "_Handler", method: str) -> None:
         parts = urlsplit(handler.path)
         entry = self._log({"server": "files", "method": method, "path": parts.path,
                            "auth": handler.headers.get("Authorization") is not None, "t": time.time()})
+        upload = re.fullmatch(r"/upload/(\d+)", parts.path)
+        if method == "POST" and upload:
+            entry["endpoint"] = "upload"   # named like an API call, so writes() can say what changed
+            return self._handle_upload(handler, entry, upload.group(1))
         match = re.fullmatch(r"/blobs/(\d+)", parts.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if method != "GET" or not match:
@@ -321,7 +350,7 @@ class DevRevSandbox:
             return _send_error(handler, entry, 403, b"<Error><Code>AccessDenied</Code><Message>Request has expired"
                                                     b"</Message></Error>")
         art = self.state.artifact_copy(number)
-        if art is None:
+        if art is None or art.get("_pending"):
             return _send_error(handler, entry, 404, b"no such object")
         fault = self._injector.pick_download()
         entry["fault"] = fault
@@ -337,6 +366,67 @@ class DevRevSandbox:
         handler.send_stream(200, art["_size"], lambda start, n: self.state.artifact_bytes(art, start, n),
                             {"Content-Type": art["file"]["type"]}, self.faults.download_bytes_per_second,
                             cut_at=art["_size"] // 2 if fault == "cut" else None)
+
+
+    def _handle_upload(self, handler: "_Handler", entry: dict, number: str) -> None:
+        """An upload to a prepared artifact (artifacts.prepare's url): multipart/form-data with
+        every form field the artifact was given, as given (else 403), then the bytes as the
+        part named "file" (fields after it are ignored, as an object store does); 204 once
+        stored. The same form again, while it is valid, replaces the bytes (an object store
+        overwrites a key), so an upload whose answer was lost can be sent again."""
+        length = handler.headers.get("Content-Length", "")
+        if not length.strip().isdigit():
+            handler.close_connection = True
+            return _send_error(handler, entry, 411, b"<Error><Code>MissingContentLength</Code></Error>")
+        if int(length) > UPLOAD_MAX_BYTES:
+            handler.close_connection = True
+            return _send_error(handler, entry, 400, b"<Error><Code>EntityTooLarge</Code></Error>")
+        raw = handler.read_body()
+        if entry["auth"]:
+            return _send_error(handler, entry, 400, b"<Error><Code>InvalidArgument</Code><Message>Only one auth "
+                                                    b"mechanism allowed</Message></Error>")
+        form = _multipart_form(handler.headers.get("Content-Type", ""), raw)
+        if form is None:
+            return _send_error(handler, entry, 400, b"<Error><Code>MalformedPOSTRequest</Code><Message>The body "
+                                                    b"of your POST request is not well-formed multipart/form-data."
+                                                    b"</Message></Error>")
+        fields, file_part = form
+        if file_part is None:
+            return _send_error(handler, entry, 400, b"<Error><Code>InvalidArgument</Code><Message>POST requires "
+                                                    b"exactly one file upload per request.</Message></Error>")
+        with self.state.lock:
+            status = self.state.store_upload(number, fields, file_part[0], file_part[1])
+            if status == 204:
+                entry["applied"] = True
+                self._persist()
+        if status == 404:
+            return _send_error(handler, entry, 404, b"<Error><Code>NoSuchUpload</Code></Error>")
+        if status == 403:
+            return _send_error(handler, entry, 403, b"<Error><Code>AccessDenied</Code><Message>Invalid according "
+                                                    b"to Policy</Message></Error>")
+        entry["status"] = 204
+        handler.send_empty(204)
+
+
+def _multipart_form(content_type: str, raw: bytes) -> tuple[dict[str, str], tuple[bytes, str | None] | None] | None:
+    """A multipart/form-data body as (the text fields before the part named "file", (that
+    part's bytes, its content type) or None); None when the body is not such a form."""
+    if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+        return None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+    if not message.is_multipart() or message.defects:
+        return None
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if not isinstance(name, str):
+            return None
+        if name == "file":
+            return fields, (data, part.get_content_type() if part.get("Content-Type") else None)
+        fields[name] = data.decode("utf-8", "replace")
+    return fields, None
 
 
 def _mode_attribute(name: str) -> property:
@@ -400,6 +490,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def send_empty(self, status: int) -> None:
+        """An answer without a body (204): no Content-Length, as RFC 9110 asks."""
+        self.send_response(status)
         self.end_headers()
 
     def send(self, status: int, data: bytes, headers: dict) -> None:

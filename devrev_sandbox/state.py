@@ -66,6 +66,7 @@ class SandboxState:
         self.by_display: dict[str, str] = {}
         self.keys: dict[str, str] = {}           # seed key -> DON
         self.seq = 0
+        self.artifact_counter = 10000   # the last artifact number given (see new_artifact_number)
         self.changed = False   # set when a read retired a contact: the server persists then
         self.admin_id = self._add_user("dev_user", "devu/1", "DEVU-1", display_name="sandbox-admin",
                                        email="admin@sandbox.invalid", full_name="Sandbox Admin")
@@ -108,7 +109,12 @@ class SandboxState:
 
     # seeding --------------------------------------------------------------
     def load_seed(self, seed: dict) -> None:
-        """Build objects from a seed (see devrev_sandbox/dataset.py for the format)."""
+        """Build objects from a seed (see devrev_sandbox/dataset.py for the format).
+
+        A rev user may carry `comments` (its contact page's timeline, tickets' comment format)
+        and `artifacts` (files on the contact record); both are built after every ticket and
+        conversation, so adding them to a seed shifts no other object's numbers."""
+        pages: list[tuple[str, dict]] = []   # (contact DON, its seed entry) with a contact page
         with self.lock:
             self.devo = seed.get("devo", self.devo)
             for org in seed.get("workspaces", []):
@@ -141,10 +147,19 @@ class SandboxState:
                     if rev.get(stamp):
                         user[stamp] = rev[stamp]
                 self.keys[rev["key"]] = don
+                if rev.get("comments") or rev.get("artifacts"):
+                    pages.append((don, rev))
             for number, ticket in enumerate(seed.get("tickets", []), start=1):
                 self._seed_work(ticket, ticket.get("number", number))
             for number, conv in enumerate(seed.get("conversations", []), start=1):
                 self._seed_conversation(conv, conv.get("number", number))
+            for don, rev in pages:
+                user = self.users[don]
+                files = [self._seed_artifact(a, user["created_by"], user["created_date"])
+                         for a in rev.get("artifacts", [])]
+                if files:
+                    user["artifacts"] = files
+                self._seed_comments(don, rev.get("comments", []))
 
     def create_rev_user(self, org_id: str, external_ref: str | None, **fields) -> dict:
         """A contact created now by the token's user (rev-users.create); its external_ref
@@ -181,9 +196,12 @@ class SandboxState:
             work["body"] = spec["body"]
         if spec.get("is_frozen") is not None:
             work["is_frozen"] = bool(spec["is_frozen"])
-        if spec.get("custom_fields"):  # contact references as seed keys are stored as DONs
-            work["custom_fields"] = {k: [self.ref(v) for v in vs] if isinstance(vs, list) else vs
-                                     for k, vs in spec["custom_fields"].items()}
+        if spec.get("subtype"):
+            work["subtype"] = spec["subtype"]
+        if spec.get("custom_fields"):
+            work["custom_fields"] = self._seed_custom_fields(spec["custom_fields"])
+        if spec.get("custom_schema_fragments"):
+            work["custom_schema_fragments"] = list(spec["custom_schema_fragments"])
         if spec.get("workspace") and kind == "ticket":
             work["rev_org"] = self.ref(spec["workspace"])
         if kind != "ticket":  # ticket-only fields
@@ -195,6 +213,10 @@ class SandboxState:
         if spec.get("key"):
             self.keys[spec["key"]] = don
         self._seed_comments(don, spec.get("comments", []))
+
+    def _seed_custom_fields(self, fields: dict) -> dict:
+        """Seed custom fields, with contact references in lists given as seed keys stored as DONs."""
+        return {k: [self.ref(v) for v in vs] if isinstance(vs, list) else vs for k, vs in fields.items()}
 
     def add_work(self, spec: dict) -> str:
         """Create a ticket (or, with "type": "issue", an issue) now from a seed-format spec;
@@ -217,6 +239,8 @@ class SandboxState:
         conv["modified_by"] = conv["created_by"]
         if spec.get("is_frozen") is not None:
             conv["is_frozen"] = bool(spec["is_frozen"])
+        if spec.get("custom_fields"):
+            conv["custom_fields"] = self._seed_custom_fields(spec["custom_fields"])
         self.conversations[don] = conv
         self.by_display[conv["display_id"]] = don
         if spec.get("key"):
@@ -237,7 +261,7 @@ class SandboxState:
                             "_seq": number})
 
     def _seed_artifact(self, spec: dict, author: str, created: str) -> str:
-        number = spec.get("number") or (10000 + len(self.artifacts) + 1)
+        number = spec.get("number") or self.new_artifact_number()
         don = self.don("artifact", str(number))
         content_b64 = spec.get("content_b64")
         size = len(base64.b64decode(content_b64)) if content_b64 is not None else int(spec.get("size", 0))
@@ -251,9 +275,55 @@ class SandboxState:
         self.by_display[f"artifact-{number}"] = don
         return don
 
+    def new_artifact_number(self) -> int:
+        """The next free artifact number (10001 and up): numbers are never reused, even after a
+        deletion, so an old display id never names a new file."""
+        self.artifact_counter = max(self.artifact_counter, 10000 + len(self.artifacts)) + 1
+        while f"artifact-{self.artifact_counter}" in self.by_display:
+            self.artifact_counter += 1
+        return self.artifact_counter
+
+    def prepare_artifact(self, file_name: str, file_type: str | None) -> dict:
+        """A new artifact created now by the token's user (artifacts.prepare), without content
+        until its upload: `_pending`, its file without a size (and without a type when none
+        was named)."""
+        number = self.new_artifact_number()
+        don = self.don("artifact", str(number))
+        now = self.now()
+        file = {"name": file_name, **({"type": file_type} if file_type else {})}
+        art = {"id": don, "display_id": f"artifact-{number}", "created_by": self.admin_id, "created_date": now,
+               "modified_date": now, "file": file, "_size": 0, "_content_b64": None, "_content_seed": number,
+               "_pending": True}
+        self.artifacts[don] = art
+        self.by_display[art["display_id"]] = don
+        return art
+
+    def store_upload(self, number: str, fields: dict[str, str], data: bytes, content_type: str | None) -> int:
+        """Take an upload of artifact `artifact-<number>` to the file host: 404 when no such
+        artifact, 403 unless the form carries every field its prepare gave as given and is
+        not expired, else 204 with the bytes stored (size, and the type when prepare named none)."""
+        art = self.artifacts.get(self.by_display.get(f"artifact-{number}", ""))
+        if art is None:
+            return 404
+        upload = art.get("_upload")
+        if upload is None or self.clock() > upload["expires"] \
+                or any(fields.get(f["key"]) != f["value"] for f in upload["form"]):
+            return 403
+        art["_content_b64"] = base64.b64encode(data).decode("ascii")
+        art["_size"] = len(data)
+        art["file"]["size"] = len(data)
+        art["file"].setdefault("type", content_type or "application/octet-stream")
+        art.pop("_pending", None)
+        art["modified_date"] = self.now()
+        return 204
+
     def artifact_bytes(self, art: dict, start: int, length: int) -> bytes:
+        """`length` bytes of the artifact from `start`; stored content is decoded only around
+        that slice (4 base64 characters per 3 bytes), so streaming a big upload stays linear."""
         if art.get("_content_b64") is not None:
-            return base64.b64decode(art["_content_b64"])[start:start + length]
+            first, end = start // 3, -(-(start + length) // 3)
+            chunk = base64.b64decode(art["_content_b64"][first * 4:end * 4])
+            return chunk[start - first * 3:start - first * 3 + length]
         return generated_bytes(art["_content_seed"], start, length)
 
     # merging --------------------------------------------------------------
@@ -288,23 +358,54 @@ class SandboxState:
                     user["primary_identity"] = pending["primary"]
                 if modes.merge_moves_references:
                     self.move_references(user["id"], pending["primary"])
+                self._retire_contact_page(user, pending["primary"], modes.contact_timeline_on_merge)
                 self.changed = True
         return bool(user.get("_retired"))
 
+    def _retire_contact_page(self, user: dict, primary_id: str, how: str) -> None:
+        """A retiring secondary's own timeline and files, as modes.contact_timeline_on_merge says:
+        "moved" appends them to the primary's (entries keep their ids and dates; their `object`
+        becomes the primary); "deleted" removes the entries and empties its files, deleting
+        every artifact they held that no other object still holds."""
+        entries = self.entries.pop(user["id"], [])
+        files = user.pop("artifacts", [])
+        if how == "moved":
+            for entry in entries:
+                entry["object"] = primary_id
+            if entries:
+                self.entries.setdefault(primary_id, []).extend(entries)
+            if files:
+                primary = self.users[primary_id]
+                primary["artifacts"] = list(dict.fromkeys(primary.get("artifacts", []) + files))
+            return
+        dropped = files + [a for e in entries for a in e.get("artifacts", [])]
+        held = self._held_artifacts() if dropped else set()
+        for art_id in dropped:
+            if art_id not in held:
+                self.artifacts.pop(art_id, None)   # its display id stays taken: numbers are never reused
+
+    def _held_artifacts(self) -> set[str]:
+        """Every artifact some work item, timeline entry or contact still holds."""
+        held = {a for w in self.works.values() for a in w.get("artifacts", [])}
+        held |= {a for es in self.entries.values() for e in es for a in e.get("artifacts", [])}
+        held |= {a for u in self.users.values() for a in u.get("artifacts", [])}
+        return held
+
     def move_references(self, old: str, new: str) -> None:
         """Replace contact `old` by `new` in every ticket's reporters and conversation's
-        members, and in every contact id list or id of a work item's custom_fields."""
+        members, and in every contact id list or id of a work item's or conversation's
+        custom_fields."""
         for obj, key in [(w, "reported_by") for w in self.works.values()] + \
                         [(c, "members") for c in self.conversations.values()]:
             if old in obj[key]:
                 swapped = [new if u == old else u for u in obj[key]]
                 obj[key] = list(dict.fromkeys(swapped))
-        for work in self.works.values():
-            for name, value in (work.get("custom_fields") or {}).items():
+        for obj in list(self.works.values()) + list(self.conversations.values()):
+            for name, value in (obj.get("custom_fields") or {}).items():
                 if value == old:
-                    work["custom_fields"][name] = new
+                    obj["custom_fields"][name] = new
                 elif isinstance(value, list) and old in value:
-                    work["custom_fields"][name] = list(dict.fromkeys(new if v == old else v for v in value))
+                    obj["custom_fields"][name] = list(dict.fromkeys(new if v == old else v for v in value))
 
     def touch(self, obj: dict) -> None:
         """Stamp a write by the token's user (the sandbox admin)."""
@@ -341,11 +442,15 @@ class SandboxState:
         return {"id": art["id"], "display_id": art["display_id"], "file": dict(art["file"])}
 
     def render_user(self, user: dict) -> dict:
+        """A rev user as DevRev answers it; its files (`artifacts`, S17's RevUser and the beta
+        rev-user; the public 2026 rev-user does not declare them) as summaries, when it has any."""
         out = self.user_summary(user["id"])
         out.pop("type", None)
         for key in ("created_date", "modified_date", "is_verified", "custom_fields"):
             if user.get(key) is not None:
                 out[key] = copy.deepcopy(user[key])
+        if user.get("artifacts"):
+            out["artifacts"] = [self.artifact_summary(a) for a in user["artifacts"]]
         for key in ("created_by", "modified_by"):
             if user.get(key):
                 out[key] = self.user_summary(user[key])
@@ -395,9 +500,10 @@ class SandboxState:
                               "conversation" if entry["object"] in self.conversations else "rev_user")
         return out
 
-    def add_comment(self, parent: str, body: str, *, visibility: str, external_ref: str | None) -> dict:
+    def add_comment(self, parent: str, body: str, *, visibility: str, external_ref: str | None,
+                    artifacts: list[str] | None = None) -> dict:
         """A comment written now by the token's user on a ticket's, conversation's or contact's
-        timeline (timeline-entries.create)."""
+        timeline (timeline-entries.create), with these (uploaded) artifacts attached."""
         number = self.next_seq()
         created = self.now()
         entry = {"type": "timeline_comment", "id": f"{parent}:comment/{number}", "object": parent, "body": body,
@@ -405,6 +511,8 @@ class SandboxState:
                  "created_date": created, "modified_date": created, "modified_by": self.admin_id, "_seq": number}
         if external_ref is not None:
             entry["external_ref"] = external_ref
+        if artifacts:
+            entry["artifacts"] = list(artifacts)
         self.entries.setdefault(parent, []).append(entry)
         return entry
 

@@ -268,3 +268,39 @@ def date_filter(body: dict, name: str):
         return (("after" not in bounds or moment >= bounds["after"])
                 and ("before" not in bounds or moment <= bounds["before"]))
     return keep
+
+
+_SCHEMA_SPEC_FIELDS = {"apps": list, "subtype": str, "tenant_fragment": bool, "validate_required_fields": bool}
+
+
+def custom_schema_spec(body: dict) -> dict:
+    """body's `custom_schema_spec` (custom-schema-spec: apps, subtype, tenant_fragment,
+    validate_required_fields), checked; {} when absent."""
+    spec = body.get("custom_schema_spec")
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise ApiError(400, "invalid_field", "custom_schema_spec must be an object", field_name="custom_schema_spec")
+    for name, value in spec.items():
+        kind = _SCHEMA_SPEC_FIELDS.get(name)
+        if kind is None or not isinstance(value, kind) or (kind is list and not all(isinstance(a, str) for a in value)):
+            raise ApiError(400, "invalid_field", f"custom_schema_spec.{name} is not a custom-schema-spec field "
+                           "of the right type", field_name="custom_schema_spec")
+    return spec
+
+
+def schema_names_field(name: str, spec: dict, subtype: str | None) -> bool:
+    """Whether custom_schema_spec `spec` names the schema custom field `name` belongs to, on an
+    object whose own `subtype` is `subtype`: DevRev refuses (400) a write of a custom field whose
+    schema the request leaves out ([C] S15 custom-schema-spec). The schema is read from the
+    name's prefix ([I] devrev_api.assumptions): `tnt__x` the tenant fragment (tenant_fragment:
+    true), `ctype__x` the object's subtype (subtype: that subtype), any other `<prefix>__x` the
+    app `<prefix>` (apps: [..., prefix, ...]); a name without `__` names no schema (False)."""
+    prefix, sep, rest = name.partition("__")
+    if not sep or not prefix or not rest:
+        return False
+    if prefix == "tnt":
+        return spec.get("tenant_fragment") is True
+    if prefix == "ctype":
+        return subtype is not None and spec.get("subtype") == subtype
+    return prefix in spec.get("apps", [])

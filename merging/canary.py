@@ -7,7 +7,9 @@ If DevRev changed anything else when the tool wrote, or when it merged the conta
 workflow, an automation, a merge that does more than the 2023 internal spec says), the
 first set shows it, and the run stops while only one set is affected. Expected changes
 are not differences: modification stamps, the written field, user summaries' embedded
-state, and DevRev's own merge replacing the duplicate by the primary anywhere.
+state, DevRev's own merge replacing the duplicate by the primary anywhere (custom fields the
+tool moved included), and the primary gaining the duplicates' own files (a merge that moves
+the contact page, [I] devrev_api.assumptions).
 """
 from __future__ import annotations
 
@@ -50,20 +52,36 @@ def differences(kind: str, before: dict, after: dict, renames: dict[str, str]) -
             for name in sorted(set(old) | set(new)) if name not in skip and old.get(name) != new.get(name)]
 
 
-def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, str]]:
+def _artifact_ids(contact: dict) -> list[str]:
+    return [a["id"] for a in contact.get("artifacts") or [] if isinstance(a, dict) and "id" in a]
+
+
+def _with_files_moved(before: dict, after: dict, moved: set[str]) -> dict:
+    """The primary's record as a merge that moves the duplicates' files leaves it: `before`
+    with after's artifacts when those are before's plus some of `moved` (else `before`)."""
+    old, new = _artifact_ids(before), _artifact_ids(after)
+    if new != old and set(old) <= set(new) and set(new) - set(old) <= moved:
+        return dict(before, artifacts=after.get("artifacts"))
+    return before
+
+
+def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, str], set[str]]:
     """Each object the backups hold, first copy wins: [(kind, object)] (the primary's
-    record as kind "contact"), and the renames (every duplicate's id -> the primary's id)."""
+    record as kind "contact"), the renames (every duplicate's id -> the primary's id), and
+    the ids of the files on the duplicates' records."""
     seen: dict[str, tuple[str, dict]] = {}
     renames: dict[str, str] = {}
+    files: set[str] = set()
     for folder in folders:
         meta = load_metadata(folder)
         renames[meta["duplicate"]["id"]] = meta["primary"]["id"]
+        files.update(_artifact_ids(meta["duplicate"]))
         seen.setdefault(meta["primary"]["id"], ("contact", meta["primary"]))
         for kind, name in (("ticket", TICKETS), ("conversation", CONVERSATIONS)):
             with open(os.path.join(folder, name), encoding="utf-8") as fh:
                 for obj in json.load(fh):
                     seen.setdefault(obj["id"], (kind, obj))
-    return list(seen.values()), renames
+    return list(seen.values()), renames, files
 
 
 def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
@@ -72,7 +90,7 @@ def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
     {"set", "checked", "differences": [{"object", "field", "before", "after"}]}; an object
     DevRev no longer serves is a difference too. Raises DevRevError if a read fails."""
     folders = [b for d in outcome.duplicates for b in d.backups]
-    objects, renames = _backed_up(folders)
+    objects, renames, files = _backed_up(folders)
     found = []
     for kind, before in objects:
         read = {"ticket": client.get_work, "conversation": client.get_conversation,
@@ -82,6 +100,8 @@ def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
         except NotFoundError:
             found.append({"object": display_of(before), "field": "(object)", "before": "present", "after": "gone"})
             continue
+        if kind == "contact":
+            before = _with_files_moved(before, after, files)
         found += differences(kind, before, after, renames)
     return {"set": outcome.email, "checked": len(objects), "differences": found}
 

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 from backup import (
@@ -27,14 +27,16 @@ from backup import (
     display_of,
     estimate_size,
     ids_of,
+    load_custom_field_moves,
     load_moves,
     remove_partials,
     write_backup,
 )
 from backup_checks.damaged import accept_path, aside_note, refusal, set_aside, writes_sent
 from backup_checks.verification import verify_backup
-from contacts.csv_reader import MergeSet
+from contacts.csv_reader import DUPLICATE_PREFIX, MergeSet
 from devrev_api import assumptions as facts
+from devrev_api.custom_fields import fields_naming
 from devrev_api.errors import (
     BadRequestError,
     ConflictError,
@@ -48,6 +50,7 @@ from devrev_api.errors import (
 )
 from devrev_client import DevRevClient
 from merging.call_estimates import estimate_calls, set_overhead_calls
+from merging.custom_field_moves import CustomFieldRefused, move_custom_fields
 from merging.live_checks import (
     SetSkipped,
     frozen_items,
@@ -57,7 +60,8 @@ from merging.live_checks import (
     resolve_contacts,
 )
 from merging.plan import blank_line, finished_outcome, set_key
-from merging.preview_estimate import sampled_duplicate
+from merging.preflight import CustomFieldsFilter
+from merging.preview_estimate import contact_page_and_field_refs, sampled_duplicate
 from merging.set_numbers import journal_numbers
 from operator_view.summary import plural
 from plumbing.cli import log_subject
@@ -92,6 +96,8 @@ class MergeOptions:
     poll_cap: float = 4.0
     max_rounds: int = 3
     merge_note: bool = True        # leave a note on each merged primary's timeline (--no-merge-note: not)
+    # whether works.list takes the custom_fields filter: probed once per run (preflight.CustomFieldsFilter)
+    custom_fields_filter: CustomFieldsFilter = field(default_factory=CustomFieldsFilter)
 
 
 def swap_user(ids: list[str], old: str, new: str) -> list[str]:
@@ -109,6 +115,8 @@ def preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> di
 def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> dict:
     record: dict[str, Any] = {"email": ms.email, "set_key": set_key(ms), "primary": ms.primary.rev_user_id,
                               "csv_rows": [r.as_dict() for r in ms.rows]}
+    if ms.earlier_primary is not None:
+        record["primary_from"] = ms.earlier_primary.note
     try:
         primary, duplicates = resolve_contacts(client, ms, allow_cross_org=options.allow_cross_org)
     except SetSkipped as exc:
@@ -123,27 +131,19 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
         (1 if merging and options.merge_note else 0)   # the merge note on the primary
     record["merge_note"] = merging and options.merge_note
     size = 0
+    filter_accepted = bool(duplicates) and options.custom_fields_filter.ask(client, duplicates[0]["id"])
+    record["custom_fields_filter"] = filter_accepted
     for dup in duplicates:
         ident = {"id": dup["id"], "display_id": dup.get("display_id"), "external_ref": dup.get("external_ref"),
                  "modified_date": dup.get("modified_date")}
         if not options.preview_full:
             fields, dup_calls, dup_size = sampled_duplicate(client, dup["id"], merge=merging, pool=options.fanout)
-            calls, size = calls + dup_calls, size + dup_size
-            record["duplicates"].append({**ident, **fields})
-            continue
-        snap = collect(client, dup["id"], options.fanout)
-        calls += estimate_calls(snap, client.page_limit, merge=merging)
-        size += estimate_size(snap)
-        record["duplicates"].append({
-            **ident, "tickets": [display_of(t) for t in snap.tickets],
-            "ticket_ids": [t["id"] for t in snap.tickets],
-            "conversations": [display_of(c) for c in snap.conversations],
-            "conversation_ids": [c["id"] for c in snap.conversations],
-            "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
-            "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False,
-            "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])],
-            "other_works": other_works(list(client.list_reported_works(dup["id"]))),
-            "frozen": frozen_items(snap.objects)})
+        else:
+            fields, dup_calls, dup_size = _read_whole(client, dup, merging, options)
+        extra, extra_calls, extra_size = contact_page_and_field_refs(
+            client, dup, fields["custom_field_refs"], filter_accepted=filter_accepted, page_limit=client.page_limit)
+        calls, size = calls + dup_calls + extra_calls, size + dup_size + extra_size
+        record["duplicates"].append({**ident, **fields, **extra})
     record.update(status="would_merge" if not options.keep_duplicate else "would_move",
                   estimated_calls=calls, estimated_backup_bytes=size,
                   **({"new_external_ref": None} if options.keep_duplicate else reference_plan(primary, duplicates)))
@@ -154,6 +154,21 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
                       detail="; ".join(blocking) + " (work items that are not tickets, which the tool does not "
                       "move): move them to the primary by hand, then preview again")
     return record
+
+
+def _read_whole(client: DevRevClient, dup: dict, merging: bool, options: MergeOptions) -> tuple[dict, int, int]:
+    """--preview --full: every timeline entry of every object read; (fields, calls, bytes)."""
+    snap = collect(client, dup["id"], options.fanout)
+    fields = {
+        "tickets": [display_of(t) for t in snap.tickets], "ticket_ids": [t["id"] for t in snap.tickets],
+        "conversations": [display_of(c) for c in snap.conversations],
+        "conversation_ids": [c["id"] for c in snap.conversations],
+        "messages": snap.message_count, "timeline_entries": sum(len(e) for e in snap.entries.values()),
+        "attachments": len(snap.attachments), "attachment_bytes": snap.attachment_bytes, "estimated": False,
+        "custom_field_refs": [r["object"] for r in custom_field_refs(snap.objects, dup["id"])],
+        "other_works": other_works(list(client.list_reported_works(dup["id"]))),
+        "frozen": frozen_items(snap.objects)}
+    return fields, estimate_calls(snap, client.page_limit, merge=merging), estimate_size(snap)
 
 
 def _newest(duplicates: list[dict]) -> dict:
@@ -172,6 +187,9 @@ def reference_plan(primary: dict, duplicates: list[dict]) -> dict:
     "refs_without_contact": the other duplicates' references, which no contact will hold}."""
     newest = _newest(duplicates).get("external_ref")
     others = [d.get("external_ref") for d in _newest_first(duplicates) if d.get("external_ref") != newest]
+    own = primary.get("external_ref")
+    if own and own.startswith(DUPLICATE_PREFIX) and own != newest and own not in others:
+        others.append(own)   # a primary an earlier merge gave a user_ reference gives it up now
     current = primary.get(facts.CONTACT_REFS_FIELD)
     if isinstance(current, list):   # the newest becomes the external_ref; the primary keeps its own too
         own = [primary["external_ref"]] if primary.get("external_ref") else []
@@ -285,6 +303,9 @@ class SetMerger:
             outcome.external_ref_set = self._take_reference(key, ctx)
             outcome.other_duplicate_refs = [d["external_ref"] for d in ctx["duplicates"]
                                             if d["external_ref"] != outcome.external_ref_set]
+            own = ctx["primary"].get("external_ref")
+            if own and own.startswith(DUPLICATE_PREFIX) and own != outcome.external_ref_set:
+                outcome.other_duplicate_refs.append(own)   # taken by an earlier merge, given up now
             outcome.external_refs_kept = self._keep_every_reference(key, ctx, outcome.external_ref_set)
             kept = outcome.external_refs_kept or [outcome.external_ref_set]
             outcome.refs_without_contact = [r for r in outcome.other_duplicate_refs if r not in kept]
@@ -392,9 +413,21 @@ class SetMerger:
         # Both contacts as the live checks read them: the tool never writes the duplicate,
         # and the primary's external_ref changes only after every duplicate is retired.
         # Streamed: each timeline goes to disk as it is read (memory flat in the duplicate's size).
-        result = write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
-                              primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
-                              pool=self.options.fanout)
+        # its own page is read while it is a contact: once the merge was asked, DevRev deleted or moved it
+        def write(custom_field_filter: bool):
+            return write_backup(self.client, self.options.backup_dir, email=ms.email, csv_rows=ctx["csv_rows"],
+                                primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
+                                pool=self.options.fanout,
+                                contact_page=self.journal.step(key, step_name("merge", dup["id"])) is None,
+                                custom_field_filter=custom_field_filter)
+        filtered = self._filter_accepted(dup)
+        try:
+            result = write(filtered)
+        except BadRequestError as exc:
+            if not (filtered and exc.endpoint == "works.list"):
+                raise
+            self.options.custom_fields_filter.refused_now(exc)
+            result = write(False)
         counts = result.counts
         check = verify_backup(result.folder)
         if not check.ok:
@@ -405,7 +438,9 @@ class SetMerger:
                 **({"replaces": replaced} if replaced else {})}
         if round_no == 1:
             data.update(self._drift(ms, dup, set(counts["entries"])))
-        data["custom_field_refs"] = [r["object"] for r in custom_field_refs(result.snapshot.objects, dup["id"])]
+        data["custom_field_refs"] = [r["object"] for r in custom_field_refs(
+            result.snapshot.objects + result.snapshot.custom_field_tickets, dup["id"])]
+        data.update(contact_entries=counts["contact_entries"], contact_files=counts["contact_files"])
         self.journal.done(key, step, data)
         log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(counts["tickets"], "ticket"),
                  plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
@@ -462,6 +497,26 @@ class SetMerger:
             # the items are independent (each journaled and locked on its own): in parallel
             fan_map(self.options.fanout, move_one, pending)
         self._close_unlisted(key, {m.id for m in moves}, dup["id"], primary_id, round_no)
+        self._move_custom_fields(key, folder, dup, primary_id, round_no)
+
+    def _move_custom_fields(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
+        """The primary in place of the duplicate in the custom fields of every object the backup
+        lists as naming it there (merging.custom_field_moves), each under its item's lock."""
+        def move_one(item) -> None:
+            with self._item_lock(item.id):
+                try:
+                    move_custom_fields(self.client, self.journal, key,
+                                       step_name("custom_fields", dup["id"], round_no, item.id), item,
+                                       dup["id"], primary_id)
+                except CustomFieldRefused as exc:
+                    raise SetFailed(str(exc)) from None
+                finally:
+                    self._written_at[item.id] = self.clock()
+        fan_map(self.options.fanout, move_one, load_custom_field_moves(folder))
+
+    def _filter_accepted(self, dup: dict) -> bool:
+        """Whether works.list takes the custom_fields filter here (asked once per run)."""
+        return self.options.custom_fields_filter.ask(self.client, dup["id"])
 
     def _close_unlisted(self, key: str, listed: set[str], dup_id: str, primary_id: str, round_no: int) -> None:
         """Moves of this round left as intents that the round's backup does not list (it was
@@ -537,8 +592,18 @@ class SetMerger:
         if others:
             raise SetFailed(f"{dup['display_id']} still reports {', '.join(others)} (work items that are not "
                             f"tickets, which the tool does not move): move them to the primary by hand, then re-run")
-        return [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
+        left = [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
                                                                                                       strict=True)]
+        if self._filter_accepted(dup):   # a ticket naming it in a custom field only is still its own
+            try:
+                for name in facts.CONTACT_CUSTOM_FIELDS:
+                    left += [display_of(t) for t in self.client.list_tickets_naming(name, dup["id"])
+                             if fields_naming(t, dup["id"]) and display_of(t) not in left]
+            except BadRequestError as exc:
+                if is_retired(self._read_duplicate(dup["id"])):
+                    raise   # a listing by a retired contact: _sweep decides
+                self.options.custom_fields_filter.refused_now(exc)
+        return left
 
     def _verify(self, key: str, dup: dict, round_no: int) -> list[str]:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
@@ -656,7 +721,7 @@ class SetMerger:
         text = merge_note_text(when=iso_utc(), run_id=self.options.run_id, duplicates=ctx["duplicates"],
                                tickets=len(numbers["moved_ticket_ids"]),
                                conversations=len(numbers["moved_conversation_ids"]),
-                               custom_field_refs=sum(len(d.custom_field_refs) for d in dups),
+                               custom_field_refs=sum(len(d.custom_fields_moved) for d in dups),
                                backups=[os.path.basename(b) for d in dups for b in d.backups],
                                backup_dir=self.options.backup_dir)
         return write_note(self.client, self.journal, key, ctx["primary"]["id"],

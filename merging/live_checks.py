@@ -69,6 +69,12 @@ def resolve_contacts(client: DevRevClient, ms: MergeSet, *, allow_cross_org: boo
             raise SetSkipped("contact_inactive", f"{row.rev_user_id} is {user.get('state')!r} in DevRev")
         live.append(user)
     primary, duplicates = live[0], live[1:]
+    earlier = ms.earlier_primary
+    if earlier is not None and earlier.run_id is None \
+            and earlier.display_id not in (primary.get(facts.CONTACT_REFS_FIELD) or []):
+        # recognised from the CSV's EXTERNAL_REFS alone: DevRev must still say it keeps its own reference
+        raise SetSkipped("external_ref_mismatch", f"{ms.primary.rev_user_id} does not hold its own "
+                                                  f"{earlier.display_id} among its external_refs in DevRev")
     if len({u["id"] for u in live}) != len(live):
         raise SetSkipped("same_contact", "two rows of the set are the same DevRev contact")
     if not allow_cross_org and any(_org(d) != _org(primary) for d in duplicates):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from backup import display_of, ids_of
 from contacts.csv_reader import MergeSet
-from devrev_api.errors import AuthError, DevRevError, NotFoundError, RunInterrupted, RunWideFault
+from devrev_api import assumptions as facts
+from devrev_api.errors import AuthError, BadRequestError, DevRevError, NotFoundError, RunInterrupted, RunWideFault
 from devrev_client import DevRevClient
 from merging.live_checks import is_retired
 from plumbing.cli import ExitCode
@@ -97,6 +99,57 @@ def check_filters(client: DevRevClient, merge_set: MergeSet) -> list[Check]:
     return checks
 
 
+def probe_custom_fields_filter(client: DevRevClient, contact_id: str) -> bool:
+    """Whether works.list takes the `custom_fields` filter on this tenant (one read of one
+    item: a 400 says no). [C] S16/S17; [I] devrev_api.assumptions.CONTACT_CUSTOM_FIELDS.
+    Raises DevRevError for any other failure."""
+    try:
+        client.call("works.list", {"type": ["ticket"], "custom_fields": {facts.CONTACT_CUSTOM_FIELDS[0]: [contact_id]},
+                                   "limit": 1}, retry_transient=True)
+        return True
+    except BadRequestError:
+        return False
+
+
+@dataclass
+class CustomFieldsFilter:
+    """The probe's answer, asked once per run (by the preview or the first backup), shared by
+    every set: None until asked."""
+    accepted: bool | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def refused_now(self, exc: DevRevError) -> None:
+        """A listing with the filter was refused after the probe said yes: no more use of it this run."""
+        with self._lock:
+            self.accepted = False
+        log.warning("works.list refused the custom_fields filter after the probe took it (%s): tickets naming a "
+                    "duplicate only in a custom field are no longer looked for in this run", exc)
+
+    def ask(self, client: DevRevClient, contact_id: str) -> bool:
+        with self._lock:
+            if self.accepted is None:
+                self.accepted = probe_custom_fields_filter(client, contact_id)
+                log.info("%s", custom_fields_filter_line(self.accepted))
+            return self.accepted
+
+
+def custom_fields_filter_line(accepted: bool) -> str:
+    if accepted:
+        return ("works.list takes the custom_fields filter: tickets that name a duplicate only in a custom field "
+                "are found, backed up and moved too")
+    return ("works.list refuses the custom_fields filter (400): tickets that name a duplicate only in a custom "
+            "field cannot be found on this tenant (how many is unknown); those found on its tickets and "
+            "conversations are moved")
+
+
+def check_custom_fields_filter(client: DevRevClient, contact_id: str) -> Check:
+    try:
+        accepted = probe_custom_fields_filter(client, contact_id)
+    except DevRevError as exc:
+        return Check("works.list custom_fields", False, str(exc), exc)
+    return Check("works.list custom_fields", True, custom_fields_filter_line(accepted))
+
+
 def run_checks(client: DevRevClient, merge_set: MergeSet | None) -> list[Check]:
     """Every check, in order (the filters only when a set is given, and only once the
     token is accepted). Read-only: reads of DevRev, nothing else."""
@@ -106,6 +159,7 @@ def run_checks(client: DevRevClient, merge_set: MergeSet | None) -> list[Check]:
     checks.append(check_rate_limit(client))
     if merge_set is not None:
         checks += check_filters(client, merge_set)
+        checks.append(check_custom_fields_filter(client, merge_set.primary.rev_user_id))
     return checks
 
 

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from backup import _referenced_artifacts, custom_field_refs, display_of
+from backup import _referenced_artifacts, custom_field_refs, display_of, read_contact_page
 from devrev_api import assumptions as facts
 from devrev_api.errors import ResponseError
 from devrev_client import DevRevClient
@@ -109,4 +109,28 @@ def sampled_duplicate(client: DevRevClient, duplicate_id: str, *, merge: bool,
               "estimated": k < len(objects) or s.more > 0 or s.unsized > 0, "sampled_objects": f"{k} of {len(objects)}",
               "custom_field_refs": [r["object"] for r in custom_field_refs(objects, duplicate_id)],
               "other_works": other_works(works), "frozen": frozen_items(objects)}
+    return fields, calls, size
+
+
+def contact_page_and_field_refs(client: DevRevClient, duplicate: dict, objects_naming: list[str], *,
+                                filter_accepted: bool, page_limit: int) -> tuple[dict, int, int]:
+    """What else the preview shows of one duplicate, read whole (both are small): its own
+    page (timeline entries, notes, files and their bytes: backup.read_contact_page), and the
+    tickets naming it only in a custom field (where works.list takes that filter). Returns
+    (preview fields, estimated calls, estimated backup bytes); `objects_naming` are the display
+    ids of its own tickets and conversations that name it in a custom field."""
+    page = read_contact_page(client, duplicate)
+    only: list[str] = []
+    if filter_accepted:
+        listed = set(objects_naming)
+        for name in facts.CONTACT_CUSTOM_FIELDS:
+            only += [display_of(t) for t in client.list_tickets_naming(name, duplicate["id"])
+                     if display_of(t) not in listed and display_of(t) not in only]
+    moves = len(objects_naming) + len(only)
+    calls = _pages(len(page.entries), page_limit) + len(page.attachments) + 2 * moves \
+        + (len(facts.CONTACT_CUSTOM_FIELDS) if filter_accepted else 0)
+    size = 2 * len(json.dumps(page.entries)) + page.file_bytes + JSON_OVERHEAD
+    fields = {"contact_entries": len(page.entries), "contact_notes": page.notes,
+              "contact_files": len(page.attachments), "contact_file_bytes": page.file_bytes,
+              "custom_field_only": only, "custom_fields_to_move": moves}
     return fields, calls, size

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from contacts.csv_reader import MergeSet, email_key
+from contacts.csv_reader import EarlierPrimary, MergeSet, email_key
 from contacts.index import ContactsIndex, index_contacts
 from devrev_api.errors import DevRevError, RunInterrupted, RunWideFault
 from devrev_sandbox.dataset import DEMO_CSV
@@ -32,10 +32,10 @@ from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
 from plumbing.fanout import Fanout
 from plumbing.version import TOOL_VERSION
-from runs.journal import Journal
+from runs.journal import Journal, earlier_primaries
 from runs.outcomes import SetStatus, to_json
 from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, journal_problems
-from runs.support import RunTarget, open_client, sandbox_held, target_of
+from runs.support import SANDBOX_DIR, RunTarget, open_client, sandbox_held, target_of
 
 log = logging.getLogger(__name__)
 PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
@@ -81,11 +81,12 @@ class MergeSettings:
                 if k not in ("status", "sandbox_modes")}
 
 
-def run_check(settings: MergeSettings) -> int:
+def run_check(settings: MergeSettings, savepoint: str | None = None) -> int:
     """--check: the preflight alone, one line per check on stdout; 0 if all pass, else 1."""
     merge_set = None
     if settings.csv or settings.sandbox:
-        index = _chosen_groups(settings, index_contacts(settings.csv or DEMO_CSV), settings.csv or DEMO_CSV)
+        csv_path = settings.csv or DEMO_CSV
+        index = _chosen_groups(settings, index_contacts(csv_path, _earlier(settings, savepoint)), csv_path)
         merge_set = index.merge_sets[0] if index.merge_sets else None
     stop = cli.StopSignal()
     with open_client(settings.target, stop) as client, cli.graceful_stop(stop):
@@ -116,7 +117,10 @@ def _open_journal(settings: MergeSettings, savepoint: str, run_id: str) -> Journ
 def run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
     """Check everything the run needs (input, preview, folders, savepoint), then run it."""
     csv_path = settings.csv or DEMO_CSV
-    index = _chosen_groups(settings, index_contacts(csv_path), csv_path)
+    index = _chosen_groups(settings, index_contacts(csv_path, _earlier(settings, savepoint)), csv_path)
+    for ms in index.merge_sets:
+        if ms.primary_note:
+            log.info("%s: %s is the %s", ms.email, ms.primary.rev_user_id, ms.primary_note)
     scope = _scope(settings, index.file.sha256)
     candidates = None if settings.preview or settings.skip_preview_check else \
         candidate_previews(settings.report_dir, scope)
@@ -166,6 +170,20 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
     finally:
         if journal is not None:
             journal.close()
+
+
+def _earlier(settings: MergeSettings, savepoint: str | None) -> list[EarlierPrimary]:
+    """The contacts earlier merges made primary, from the run's savepoint: a group whose
+    primary one of them is (now with a `user_...` external_ref) is a merge set again. None
+    ([]) without a savepoint yet, or when --sandbox-reset is about to empty it."""
+    if savepoint is None or (settings.sandbox_reset and _within(savepoint, SANDBOX_DIR)):
+        return []
+    return earlier_primaries(savepoint)
+
+
+def _within(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def _chosen_groups(settings: MergeSettings, index: ContactsIndex, csv_path: str) -> ContactsIndex:
@@ -354,6 +372,15 @@ def run_summary(totals: dict) -> list[str]:
              f"{summary.describe_moved(mine['tickets_moved'], mine['conversations_moved'])}.",
              f"So far: {summary.describe_counts(totals)}; "
              f"{summary.describe_moved(totals['tickets_moved'], totals['conversations_moved'])}."]
+    if totals.get("custom_fields_moved") or totals.get("custom_field_refs"):
+        moved, found = totals.get("custom_fields_moved") or 0, totals.get("custom_field_refs") or 0
+        lines.append(f"Custom fields: {plural(found, 'ticket or conversation', 'tickets and conversations')} named a "
+                     f"merged duplicate; {moved} of them name the primary now (custom_fields_moved in the report).")
+    if totals.get("contact_entries") or totals.get("contact_files"):
+        entries = plural(totals.get("contact_entries") or 0, "timeline entry", "timeline entries")
+        lines.append(f"The duplicates' own contact pages: {entries} and "
+                     f"{plural(totals.get('contact_files') or 0, 'file')} backed up (restore_contacts.py writes "
+                     f"them again).")
     if totals.get("merge_notes_refused"):
         count = totals["merge_notes_refused"]
         lines.append(f"{plural(count, 'merge note')} {'was' if count == 1 else 'were'} not written: DevRev refused "

@@ -43,6 +43,8 @@ def _fill_from_journal(steps: dict, d: str, out: DuplicateOutcome, moved: dict[s
             out.messages += data.get("messages", 0)
             out.attachments += data.get("attachments", 0)
             out.custom_field_refs += [r for r in data.get("custom_field_refs", []) if r not in out.custom_field_refs]
+            out.contact_entries = max(out.contact_entries, data.get("contact_entries") or 0)
+            out.contact_files = max(out.contact_files, data.get("contact_files") or 0)
             if step.round == 1:
                 out.drift_appeared = data.get("drift_appeared", [])
                 out.drift_vanished = data.get("drift_vanished", [])
@@ -52,5 +54,9 @@ def _fill_from_journal(steps: dict, d: str, out: DuplicateOutcome, moved: dict[s
             else:
                 out.conversations_moved += 1
             moved[step.kind][step.item] = True
+        elif step.kind == "custom_fields" and data.get("after") is not None:
+            shown = str(data.get("display_id") or step.item)
+            if shown not in out.custom_fields_moved:
+                out.custom_fields_moved.append(shown)
         elif step.kind == "retired":
             out.retired = True

@@ -13,7 +13,7 @@ from merging.progress import resume_point
 from operator_view import screens, summary
 from plumbing import cli
 from plumbing.cli import ExitCode
-from runs.journal import Journal
+from runs.journal import Journal, earlier_primaries
 from runs.support import SANDBOX_DIR
 
 
@@ -33,7 +33,7 @@ def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: b
         records = {s["set_key"]: s for s in journal.all_sets()}
         counts = journal.step_counts()
         problems = journal.check()
-        wanted, not_merge_sets = _status_sets(csv_path, records)
+        wanted, not_merge_sets = _status_sets(csv_path, records, savepoint)
         rows = [_status_row(journal, key, email, records.get(key), counts) for key, email in wanted]
     finally:
         journal.close()
@@ -50,12 +50,13 @@ def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: b
     return ExitCode.OK
 
 
-def _status_sets(csv_path: str | None, records: dict) -> tuple[list[tuple[str, str]], int]:
-    """[(set_key, email)] to show, in CSV order when the CSV is given, and how many of the
-    CSV's groups are not merge sets (0 without a CSV)."""
+def _status_sets(csv_path: str | None, records: dict, savepoint: str) -> tuple[list[tuple[str, str]], int]:
+    """[(set_key, email)] to show, in CSV order when the CSV is given (grouped as the run
+    groups it: with the primaries of the savepoint's merges), and how many of the CSV's
+    groups are not merge sets (0 without a CSV)."""
     if not csv_path:
         return [(key, r["email"]) for key, r in records.items()], 0
-    index = index_contacts(csv_path)
+    index = index_contacts(csv_path, earlier_primaries(savepoint))
     return [(set_key(ms), ms.email) for ms in index.merge_sets], index.skipped_total
 
 

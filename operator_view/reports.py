@@ -62,12 +62,14 @@ NOT_A_MERGE_SET = "not_a_merge_set"  # the status of a CSV group that is not a m
 PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplicate_refs", "tickets", "conversations",
                    "messages", "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
                    "new_external_ref", "external_refs_kept", "refs_without_contact", "other_works", "frozen",
-                   "ticket_ids", "conversation_ids", "custom_field_refs", "detail"]
+                   "ticket_ids", "conversation_ids", "custom_field_refs", "custom_field_only", "contact_notes",
+                   "contact_entries", "contact_files", "contact_file_bytes", "detail"]
 
 
 # what the HTML page shows of each row (the CSV keeps every column)
 PREVIEW_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets", "conversations",
-                        "messages", "attachments", "estimated_calls", "detail"]
+                        "messages", "attachments", "custom_field_refs", "contact_notes", "contact_files",
+                        "estimated_calls", "detail"]
 
 
 def preview_rows(preview: dict) -> list[dict]:
@@ -96,7 +98,10 @@ def preview_rows(preview: dict) -> list[dict]:
             "frozen": [f for d in dups for f in d.get("frozen", [])],
             "ticket_ids": list(dict.fromkeys(t for d in dups for t in d["tickets"])),
             "conversation_ids": list(dict.fromkeys(c for d in dups for c in d["conversations"])),
-            "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])]})
+            "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])],
+            "custom_field_only": [r for d in dups for r in d.get("custom_field_only", [])],
+            **{k: sum(d.get(k) or 0 for d in dups) if dups else None
+               for k in ("contact_notes", "contact_entries", "contact_files", "contact_file_bytes")}})
     for group in preview["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
                      "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]],
@@ -111,7 +116,7 @@ def _distinct(dups: list[dict], ids_key: str, names_key: str) -> set[str]:
 
 def _csv_refs(record: dict) -> list[str]:
     """The `user_...` references of a set's duplicates as the CSV gives them (a skipped set)."""
-    refs = [r.get("EXTERNAL_REF") for r in record.get("csv_rows") or []]
+    refs = [r.get("EXTERNAL_REF") for r in (record.get("csv_rows") or [])[1:]]   # the first row is the primary
     return [ref for ref in refs if ref and not str(ref).startswith("REVU-")]
 
 
@@ -130,7 +135,12 @@ def preview_totals(preview: dict) -> dict:
             "conversations": len(_distinct(dups, "conversation_ids", "conversations")),
             "messages": sum(d["messages"] for d in dups), "attachments": sum(d["attachments"] for d in dups),
             "attachment_bytes": sum(d["attachment_bytes"] for d in dups),
-            "custom_field_refs": sum(len(d.get("custom_field_refs", [])) for d in dups),
+            "custom_field_refs": sum(len(d.get("custom_field_refs", [])) + len(d.get("custom_field_only", []))
+                                     for d in dups),
+            "custom_fields_filter": next((s["custom_fields_filter"] for s in sets if "custom_fields_filter" in s),
+                                         None),
+            **{k: sum(d.get(k) or 0 for d in dups)
+               for k in ("contact_notes", "contact_entries", "contact_files", "contact_file_bytes")},
             "estimated_calls": sum(s.get("estimated_calls") or 0 for s in sets),
             "estimated_contents": any(d.get("estimated") for d in dups),
             "refs_without_contact": sum(len(s.get("refs_without_contact") or []) for s in sets),
@@ -179,7 +189,8 @@ def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[s
 # --------------------------------------------------------------------------- merge report
 MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "duplicate_refs", "tickets_moved",
                  "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
-                 "drift_vanished", "custom_field_refs", "external_ref_set", "other_duplicate_refs",
+                 "drift_vanished", "custom_field_refs", "custom_fields_moved", "contact_entries", "contact_files",
+                 "external_ref_set", "other_duplicate_refs",
                  "external_refs_kept", "refs_without_contact", "merge_note", "merge_note_refused", "resumed",
                  "duration_s"]
 
@@ -207,6 +218,9 @@ def merge_rows(report: dict) -> list[dict]:
             "drift_appeared": [x for d in dups for x in d["drift_appeared"]],
             "drift_vanished": [x for d in dups for x in d["drift_vanished"]],
             "custom_field_refs": [x for d in dups for x in d.get("custom_field_refs", [])],
+            "custom_fields_moved": [x for d in dups for x in d.get("custom_fields_moved", [])],
+            "contact_entries": sum(d.get("contact_entries") or 0 for d in dups),
+            "contact_files": sum(d.get("contact_files") or 0 for d in dups),
             "external_ref_set": outcome.get("external_ref_set"),
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
             "external_refs_kept": outcome.get("external_refs_kept"),
@@ -255,8 +269,11 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     this_run.pop("not_merge_sets")
     this_run.update(moved(mine))
     totals["this_run"] = this_run
-    # references in custom fields the tool cannot move (DevRev's merge is expected to)
+    # objects naming a duplicate in a custom field, and those whose fields name the primary now
     totals["custom_field_refs"] = sum(len(r.get("custom_field_refs") or []) for r in rows)
+    totals["custom_fields_moved"] = sum(len(r.get("custom_fields_moved") or []) for r in rows)
+    totals["contact_entries"] = sum(r.get("contact_entries") or 0 for r in rows)
+    totals["contact_files"] = sum(r.get("contact_files") or 0 for r in rows)
     # user_ references of merged duplicates that no contact holds (DevRev keeps one per contact)
     totals["refs_without_contact"] = sum(len(s.get("refs_without_contact") or []) for s in report["sets"])
     totals["merge_notes_refused"] = sum(1 for s in report["sets"] if s.get("merge_note_refused"))

@@ -11,9 +11,16 @@ from operator_view import reports
 from runs.outcomes import SetStatus
 
 PREVIEW_COLUMNS = ["email", "status", "primary", "duplicate", "action", "primary_ref_back", "tickets", "conversations",
-                   "changed_since", "deleted_since", "left_alone", "backups", "detail"]
+                   "changed_since", "deleted_since", "left_alone", "custom_fields_back", "notes_back", "files_back",
+                   "entries_not_writable", "backups", "detail"]
 REPORT_COLUMNS = ["email", "status", "primary", "duplicate", "new_contact", "recreated", "primary_ref_back",
-                  "moved_back", "already_back", "deleted_since", "left_alone", "backups", "error"]
+                  "moved_back", "already_back", "deleted_since", "left_alone", "custom_fields_back",
+                  "custom_fields_left", "notes_back", "files_back", "entries_not_writable", "backups", "error"]
+# what a restore cannot give back, said in every restore report (the API's limits)
+NOT_GIVEN_BACK = ("a re-created contact has a new id and display id; notes written again have new ids, are "
+                  "internal, and carry their original author, date and visibility in their text (the API cannot "
+                  "set an author or a date); entries other than comments (system events) are not written again "
+                  "(entries_not_writable); the notes the merge and the restore leave on the primary stay")
 
 
 def _items(dup: dict, kind: str | None = None, action: str | None = None) -> list[str]:
@@ -37,7 +44,10 @@ def preview_rows(preview: dict) -> list[dict]:
                          "changed_since": [f"{i['display_id']} {json.dumps(i['changed_since'], sort_keys=True)}"
                                            for i in dup.get("items", []) if i.get("changed_since")],
                          "deleted_since": _items(dup, action="deleted_since"),
-                         "left_alone": _items(dup, action="left_alone"), "backups": dup.get("backups"),
+                         "left_alone": _items(dup, action="left_alone"),
+                         "custom_fields_back": dup.get("custom_fields"), "notes_back": dup.get("notes"),
+                         "files_back": dup.get("files"), "entries_not_writable": dup.get("entries_not_writable"),
+                         "backups": dup.get("backups"),
                          "detail": s.get("error") or s.get("note") or dup.get("blocked_by")})
     rows += [{"email": f.get("email"), "status": "backup_failed", "backups": [f["folder"]],
               "detail": f"{f['path']}: {f['reason']}"} for f in preview["failed_folders"]]
@@ -53,7 +63,9 @@ def report_rows(report: dict) -> list[dict]:
             rows.append({"email": s["email"], "status": s["status"], "primary": primary,
                          "duplicate": dup.get("display_id"), "new_contact": dup.get("new_display_id"),
                          "recreated": dup.get("recreated"), "primary_ref_back": dup.get("primary_ref_back"),
-                         **{k: dup.get(k, []) for k in ("moved_back", "already_back", "deleted_since", "left_alone")},
+                         **{k: dup.get(k, []) for k in ("moved_back", "already_back", "deleted_since", "left_alone",
+                                                        "custom_fields_back", "custom_fields_left")},
+                         **{k: dup.get(k) for k in ("notes_back", "files_back", "entries_not_writable")},
                          "backups": dup.get("backups"), "error": s.get("error") or s.get("note"),
                          "earlier": bool(s.get("earlier"))})
     rows += [{"email": f.get("email"), "status": "backup_failed", "backups": [f["folder"]],
@@ -66,7 +78,10 @@ def report_totals(report: dict, rows: list[dict]) -> dict:
     return {"sets": len(report["sets"]), "restored": count(SetStatus.RESTORED), "failed": count("failed"),
             "pending": count("pending") + count("interrupted"), "folders_failed": len(report["failed_folders"]),
             "contacts_recreated": sum(1 for r in rows if r.get("recreated") and not r.get("earlier")),
-            "items_moved_back": sum(len(r.get("moved_back") or []) for r in rows if not r.get("earlier"))}
+            "items_moved_back": sum(len(r.get("moved_back") or []) for r in rows if not r.get("earlier")),
+            "custom_fields_back": sum(len(r.get("custom_fields_back") or []) for r in rows if not r.get("earlier")),
+            "notes_back": sum(r.get("notes_back") or 0 for r in rows if not r.get("earlier")),
+            "files_back": sum(r.get("files_back") or 0 for r in rows if not r.get("earlier"))}
 
 
 def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
@@ -78,4 +93,5 @@ def write_restore_report(report_dir: str, name: str, report: dict) -> tuple[str,
     """The restore report's files, its "totals" added first; returns (json path, csv path)."""
     rows = report_rows(report)
     report["totals"] = report_totals(report, rows)
+    report["not_given_back"] = NOT_GIVEN_BACK
     return reports.write_report(report_dir, name, report, REPORT_COLUMNS, rows)

@@ -114,12 +114,33 @@ def describe_preview(totals: dict) -> str:
         moves += (f"\n{plural(totals['frozen'], 'ticket or conversation', 'tickets and conversations')} "
                   f"{'is' if totals['frozen'] == 1 else 'are'} frozen in DevRev, which may refuse to update "
                   f"{'it' if totals['frozen'] == 1 else 'them'} (frozen in the report).")
+    moves += describe_other_references(totals, preview=True)
     orphans = totals.get("refs_without_contact")
     if orphans:
         moves += (f"\n{plural(orphans, 'user_ reference')} of merged duplicates would belong to no contact: this "
                   f"DevRev keeps one reference per contact and the primary takes the newest (refs_without_contact "
                   f"in the report names each).")
     return f"{head}.\n{moves}"
+
+
+def describe_other_references(totals: dict, *, preview: bool) -> str:
+    """The lines on what else a merge touches: custom-field references and the duplicates' own
+    contact pages (each line starts with a newline; "" when there is nothing to say)."""
+    out = ""
+    refs, would = totals.get("custom_field_refs") or 0, "would be" if preview else "were"
+    if refs:
+        out += (f"\n{plural(refs, 'ticket or conversation', 'tickets and conversations')} "
+                f"{'names' if refs == 1 else 'name'} a duplicate in a custom field: the primary {would} put in its "
+                f"place there (custom_field_refs in the report).")
+    if totals.get("custom_fields_filter") is False:
+        out += ("\nThis DevRev refuses works.list's custom_fields filter: tickets that name a duplicate only in a "
+                "custom field cannot be found (how many is unknown); they would keep naming the retired contact.")
+    if totals.get("contact_entries"):
+        out += (f"\nThe duplicates' own contact pages hold {plural(totals.get('contact_notes') or 0, 'note')} "
+                f"({plural(totals['contact_entries'], 'timeline entry', 'timeline entries')}) and "
+                f"{plural(totals.get('contact_files') or 0, 'file')} ({size(totals.get('contact_file_bytes') or 0)}): "
+                f"backed up before the merge, and written again by restore_contacts.py.")
+    return out
 
 
 def size(n: int | float | None) -> str:

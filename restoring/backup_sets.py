@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 import backup
-from backup import BackupError, Move
+from backup import BackupError, CustomFieldMove, Move, SavedContactPage
 from backup_checks import verification
 from contacts.csv_reader import DUPLICATE_PREFIX, email_key
 
@@ -50,6 +50,10 @@ class DuplicateBackup:
     primary_original_ref: str | None   # the primary's external_ref before the merge
     folders: list[str] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
+    # objects whose custom fields named it, with those fields before the merge (earliest backup wins)
+    custom_field_moves: list[CustomFieldMove] = field(default_factory=list)
+    # its own page, as each backup round that read it saved it: (folder, page)
+    contact_pages: list[tuple[str, SavedContactPage]] = field(default_factory=list)
     # item id -> the contact that was on it before the merge, when an earlier merge of the
     # same contact (same external_ref, an older id) moved it; see _supersede
     earlier: dict[str, str] = field(default_factory=dict)
@@ -101,6 +105,8 @@ class _Folder:
     metadata: dict
     moves: list[Move]
     manifest_sha256: str
+    custom_field_moves: list[CustomFieldMove]
+    contact_page: SavedContactPage | None
 
 
 _FOLDER_NAME = re.compile(r"_\d{8}_\d{6}_")
@@ -119,6 +125,8 @@ def _read_folder(path: str) -> _Folder | FailedFolder:
     try:
         metadata = backup.load_metadata(path)
         moves = backup.load_moves(path)
+        field_moves = backup.load_custom_field_moves(path)
+        page = backup.load_contact_page(path)
         with open(backup.file_path(path, backup.MANIFEST), encoding="utf-8") as fh:
             digest = json.load(fh)["manifest_sha256"]
         for part in ("primary", "duplicate"):
@@ -132,7 +140,7 @@ def _read_folder(path: str) -> _Folder | FailedFolder:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return FailedFolder(path, backup.METADATA, "not a readable backup record (contacts, email or moves missing)",
                             _email_of(path))
-    return _Folder(path, str(metadata.get("started_at") or ""), metadata, moves, digest)
+    return _Folder(path, str(metadata.get("started_at") or ""), metadata, moves, digest, field_moves, page)
 
 
 def _email_of(path: str) -> str | None:
@@ -194,6 +202,12 @@ def _supersede(bset: BackupSet) -> None:
             if (move.kind, move.id) not in seen:
                 keep.moves.append(move)
                 keep.earlier[move.id] = dup.old_id(move)
+        fields_seen = {m.id for m in keep.custom_field_moves}
+        for field_move in dup.custom_field_moves:
+            if field_move.id not in fields_seen:
+                keep.custom_field_moves.append(field_move)
+                keep.earlier.setdefault(field_move.id, dup.earlier.get(field_move.id, dup.id))
+        # its own page: the latest contact's (a restore wrote the earlier one's notes on it)
         keep.replaces.append(dup.id)
     bset.duplicates = [d for d in bset.duplicates if latest.get(d.external_ref or d.id) is d]
 
@@ -207,6 +221,10 @@ def _add_folder(bset: BackupSet, folder: _Folder) -> None:
     dup.folders.append(folder.path)
     seen = {(m.kind, m.id) for m in dup.moves}
     dup.moves += [m for m in folder.moves if (m.kind, m.id) not in seen]   # the earliest backup's users win
+    fields_seen = {m.id for m in dup.custom_field_moves}
+    dup.custom_field_moves += [m for m in folder.custom_field_moves if m.id not in fields_seen]
+    if folder.contact_page is not None:
+        dup.contact_pages.append((folder.path, folder.contact_page))
     bset.fingerprints[os.path.basename(folder.path)] = folder.manifest_sha256
     for row in folder.metadata["merge_set"].get("csv_rows") or []:
         ref, rev_user_id = row.get("EXTERNAL_REF"), row.get("REV_USER_ID")

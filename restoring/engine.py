@@ -23,15 +23,17 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
-from backup import Move, ids_of
+from backup import CustomFieldMove, Move, ids_of
 from devrev_api import assumptions as facts
 from devrev_api.errors import ConflictError, DevRevError, NotFoundError, ResponseError, ServerError, TransportError
 from devrev_client import DevRevClient
+from merging.custom_field_moves import CustomFieldRefused, holds, read_object, write_fields
 from merging.engine import SetFailed, swap_user
 from merging.live_checks import is_retired
 from plumbing.cli import log_subject
 from plumbing.clock import iso_utc
 from restoring.backup_sets import BackupSet, DuplicateBackup
+from restoring.contact_page import ContactPageError, give_page_back, page_counts
 from runs.journal import Journal, step_name
 from runs.notes import NoteResult, note_ref, restore_note_text, write_note
 from runs.outcomes import RestoredDuplicate, SetOutcome, SetStatus, to_json
@@ -144,13 +146,15 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
     "primary_ref_back": the primary's original ref when it must give the duplicate's back (else
     None), "blocked_by"?: display id of a contact holding the duplicate's ref, "backups": [folder],
     "items": [{"kind", "id", "display_id", "action": "move_back" | "already_back" | "left_alone" |
-    "deleted_since", "changed_since"?: {"added": [id], "removed": [id]} ({} when unchanged)}]}.
+    "deleted_since", "changed_since"?: {"added": [id], "removed": [id]} ({} when unchanged)}],
+    "custom_fields": [display ids of items whose custom fields it gets back], "notes", "files",
+    "entries_not_writable": what its own page gets written again (restoring.contact_page)}.
     Raises DevRevError on a failed read.
     """
     live = _read_or_none(client.get_rev_user, dup.id)
     retired = is_retired(live)
     gives_back = retired and primary.get("external_ref") == dup.external_ref
-    record = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
+    record: dict[str, Any] = {"id": dup.id, "display_id": dup.display_id, "external_ref": dup.external_ref,
               "state": "retired" if retired else "kept", "recreate": retired,
               "primary_ref_back": dup.primary_original_ref if gives_back else None,
               "backups": list(dup.folders), "items": []}
@@ -176,6 +180,8 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
             else:
                 item["action"] = "move_back"
         record["items"].append(item)
+    record["custom_fields"] = [m.display_id for m in dup.custom_field_moves]
+    record.update(page_counts(dup) if retired else {"notes": 0, "files": 0, "entries_not_writable": 0})
     return record
 
 
@@ -341,7 +347,16 @@ class SetRestorer:
         for move in dup.moves:
             outcome = self._give_back(key, dup, move, new["id"], primary_id)
             _given_back(result, outcome, move.display_id)
+        for field_move in dup.custom_field_moves:
+            outcome = self._fields_back(key, dup, field_move, new["id"], primary_id)
+            back = outcome in ("moved_back", "already_back")
+            (result.custom_fields_back if back else result.custom_fields_left).append(field_move.display_id)
         self._verify_back(key, dup, new["id"])
+        if result.recreated:   # a duplicate that was kept still has its own page
+            try:
+                give_page_back(self.client, self.journal, key, dup, new["id"], result)
+            except ContactPageError as exc:
+                raise SetFailed(f"the notes of {dup.display_id} cannot be written again: {exc}") from None
         log.info("%s restored as %s (%d items given back)", dup.display_id, new.get("display_id"),
                  len(result.moved_back))
 
@@ -508,6 +523,49 @@ class SetRestorer:
         if new_id not in updated:   # DevRev's answer is the item as it now stands
             raise SetFailed(f"{move.display_id}: DevRev did not apply the new {move.field_name} ({updated})")
         self.journal.done(key, step, {"outcome": "moved_back", "before": current, "after": updated})
+        return "moved_back"
+
+    def _fields_back(self, key: str, dup: DuplicateBackup, item: CustomFieldMove, new_id: str,
+                     primary_id: str) -> str:
+        """Give an item's custom fields back to the duplicate (its re-created contact), journaled;
+        the fields the merge changed only, each as restored_users says for its list (a single id:
+        back only if the primary still holds it). Returns moved_back, already_back, left_alone
+        (changed since the merge) or deleted_since."""
+        step = step_name("custom_fields_back", dup.id, item=item.id)
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            return str((record["data"] or {}).get("outcome", "moved_back"))
+        old = dup.earlier.get(item.id, dup.id)
+        with self._item_lock(item.id):
+            obj = read_object(self.client, item.kind, item.id)
+            if obj is None:
+                self.journal.done(key, step, {"outcome": "deleted_since"})
+                return "deleted_since"
+            now_fields = obj.get("custom_fields") or {}
+            wanted: dict[str, Any] = {}
+            for name, before in item.fields.items():
+                now = now_fields.get(name)
+                if holds(now, new_id):
+                    continue
+                back: list[str] | str | None = None
+                if isinstance(before, list):
+                    if isinstance(now, list):
+                        back = restored_users(now, before, old, new_id, primary_id)
+                elif now == primary_id and before == old:
+                    back = new_id
+                if back is not None:
+                    wanted[name] = back
+            if not wanted:
+                outcome = "already_back" if all(holds(now_fields.get(n), new_id) for n in item.fields) \
+                    else "left_alone"
+                self.journal.done(key, step, {"outcome": outcome, "now": {n: now_fields.get(n) for n in item.fields}})
+                return outcome
+            self.journal.intent(key, step, {"before": {n: now_fields.get(n) for n in wanted}, "after": wanted})
+            try:
+                after = write_fields(self.client, item, wanted, obj.get("subtype"), gone=None, present=new_id)
+            except CustomFieldRefused as exc:
+                raise SetFailed(str(exc)) from None
+        self.journal.done(key, step, {"outcome": "moved_back", "after": after})
         return "moved_back"
 
     def _verify_back(self, key: str, dup: DuplicateBackup, new_id: str) -> None:

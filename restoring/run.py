@@ -16,6 +16,7 @@ from typing import Any
 
 from contacts.csv_reader import email_key
 from operator_view import reports, restore_reports, screens
+from operator_view.summary import plural
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
@@ -196,7 +197,11 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
     t = report["totals"]
     print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, {t['folders_failed']} "
           f"backup folders not used; {t['contacts_recreated']} contacts created again, {t['items_moved_back']} "
-          f"tickets and conversations given back. Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
+          f"tickets and conversations given back, "
+          f"{plural(t['custom_fields_back'], 'ticket or conversation', 'tickets and conversations')} with their "
+          f"custom fields given back, {plural(t['notes_back'], 'contact note')} "
+          f"({plural(t['files_back'], 'file')}) written again. "
+          f"Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
     if code == ExitCode.INTERRUPTED:
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     if run.fault is not None:

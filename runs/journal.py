@@ -16,8 +16,11 @@ Step names are stored as text and must never change (old savepoints resume by th
                 | dup "|" ("merge" | "retired" | "swept")
                 | dup "|" ("backup" | "verify") "|" round
                 | dup "|" ("ticket" | "conversation") "|" round "|" item
+                | dup "|" "custom_fields" "|" round "|" item    the primary in place of dup in its custom fields
                 | dup "|" ("primary_ref" | "recreate" | "verify_back")      restore_contacts.py
                 | dup "|" ("ticket_back" | "conversation_back") "|" item   restore_contacts.py
+                | dup "|" "custom_fields_back" "|" item          restore: the item's custom fields given back
+                | dup "|" "note_back" "|" entry                  restore: a note of dup's own page written again
     dup, item  := a DevRev id (DON) without "|";  round := 1, 2, ... (decimal)
 
 The restore's steps (its own savepoint file) are about the merged duplicate `dup` (the
@@ -32,8 +35,10 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from typing import Any, Iterator, NamedTuple, cast
 
+from contacts.csv_reader import EarlierPrimary
 from plumbing.cli import UserError
 from plumbing.clock import iso_utc
 from plumbing.files import PRIVATE_FILE_MODE, make_private_dir
@@ -73,8 +78,9 @@ CREATE TABLE IF NOT EXISTS events (
 SET_KINDS = ("external_ref", "external_refs", "primary_refs", "merge_note", "restore_note")
 DUPLICATE_KINDS = ("merge", "retired", "swept", "primary_ref", "recreate", "verify_back")
 ROUND_KINDS = ("backup", "verify")
-ITEM_KINDS = ("ticket", "conversation")
-BACK_KINDS = ("ticket_back", "conversation_back")   # an item given back to the duplicate: no round
+ITEM_KINDS = ("ticket", "conversation", "custom_fields")
+# an item given back to the duplicate (no round); a note of its page written again (item: the entry's id)
+BACK_KINDS = ("ticket_back", "conversation_back", "custom_fields_back", "note_back")
 
 
 class Step(NamedTuple):
@@ -293,3 +299,44 @@ def _dump(data: Any) -> str | None:
 
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def earlier_primaries(path: str) -> list[EarlierPrimary]:
+    """The contacts merges recorded in the savepoint `path` made primary, oldest first: one
+    per set merged (status "merged"), from the context the merge kept ({"primary": {"id",
+    "display_id", "external_ref"}, "external_ref_set": the `user_...` reference it took}).
+    A later merge's grouping recognises them (contacts.csv_reader.group_contacts).
+
+    Read only: no savepoint file is no record ([]), and none is created; the file is opened
+    read-only, never locked, so a run holding it is not disturbed (sqlite may leave the WAL's
+    empty `-wal` and `-shm` side files beside it, owner-only like the file; the next run's
+    Journal removes them). JournalError (one line) if it is not a savepoint sqlite can read."""
+    if not os.path.isfile(path):
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=30)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sets'").fetchone() is None:
+                return []     # an empty file (a run stopped before it wrote the schema): nothing merged
+            rows = db.execute("SELECT email, context, run_id FROM sets WHERE status = 'merged' "
+                              "ORDER BY updated_at, rowid").fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"the savepoint file {path} cannot be read ({exc})") from None
+    found = []
+    for email, context, run_id in rows:
+        try:
+            ctx = json.loads(context) if context else None
+        except ValueError:
+            ctx = None
+        primary = ctx.get("primary") if isinstance(ctx, dict) else None
+        if not isinstance(ctx, dict) or not isinstance(primary, dict) or not isinstance(primary.get("id"), str):
+            continue     # not a context the merge wrote: nothing to recognise
+        ref_set, display_id = ctx.get("external_ref_set"), primary.get("display_id")
+        found.append(EarlierPrimary(id=primary["id"], display_id=display_id if isinstance(display_id, str) else "",
+                                    external_ref_set=ref_set if isinstance(ref_set, str) else None,
+                                    email=str(email), run_id=str(run_id)))
+    return found
+
+
+def _uri_path(path: str) -> str:
+    """A file path as an sqlite URI's path (absolute, `?` and `#` escaped)."""
+    return urllib.parse.quote(os.path.abspath(path), safe="/")

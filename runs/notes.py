@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from devrev_api.errors import ConflictError, DevRevError, ResponseError, ServerError, TransportError
 from devrev_client import DevRevClient
@@ -31,8 +31,8 @@ def note_ref(kind: str, set_key: str, run_id: str) -> str:
     return f"{NOTE_REF_PREFIX}:{kind}:{digest}:{run_id}"
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _count(n: int, noun: str, nouns: str | None = None) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
 
 
 def merge_note_text(*, when: str, run_id: str, duplicates: list[dict[str, Any]], tickets: int, conversations: int,
@@ -41,7 +41,8 @@ def merge_note_text(*, when: str, run_id: str, duplicates: list[dict[str, Any]],
     merged = "; ".join(f"{d.get('display_id')} ({d.get('external_ref')})" for d in duplicates)
     lines = [f"Merged into this contact by {TOOL_NAME} {TOOL_VERSION} on {when} (run {run_id}): {merged}.",
              f"Moved here: {_count(tickets, 'ticket')} and {_count(conversations, 'conversation')}; "
-             f"{_count(custom_field_refs, 'custom-field reference')} to the merged contacts found.",
+             f"{_count(custom_field_refs, 'ticket or conversation', 'tickets or conversations')} whose custom "
+             f"fields named them now name this contact.",
              f"Backups (restore_contacts.py can undo this merge from them): {', '.join(backups) or 'none'} "
              f"in {backup_dir}."]
     return "\n".join(lines)
@@ -85,19 +86,35 @@ def write_note(client: DevRevClient, journal: Journal, set_key: str, contact_id:
         return NoteResult(None, str(exc))
 
 
+def write_entry(client: DevRevClient, journal: Journal, set_key: str, contact_id: str, step: str, *, ref: str,
+                text: str, upload: Callable[[], list[str]] | None = None, data: dict[str, Any] | None = None) -> str:
+    """Write one internal comment on a contact's timeline once, under the journal step named
+    `step` (a full step name), marked `ref`; `upload()` gives the ids of the files to attach,
+    called only when the comment is really written (after its intent). Returns the entry's id;
+    a step done already returns the id it recorded. Raises DevRevError when DevRev refuses it
+    or a failure outlasts the retries (the step stays an intent: a re-run looks for `ref`)."""
+    record = journal.step(set_key, step)
+    if record and record["status"] == "done":
+        return str((record["data"] or {}).get("entry"))
+    return _write(client, journal, set_key, contact_id, step, record, ref=ref, text=text, upload=upload, data=data)
+
+
 def _write(client: DevRevClient, journal: Journal, set_key: str, contact_id: str, name: str,
-           record: dict[str, Any] | None, *, ref: str, text: str) -> str:
+           record: dict[str, Any] | None, *, ref: str, text: str, upload: Callable[[], list[str]] | None = None,
+           data: dict[str, Any] | None = None) -> str:
+    extra = dict(data or {})
     if record:   # written before a stop? its external_ref says so
         ref = (record["data"] or {}).get("external_ref", ref)
         found = _written(client, contact_id, ref)
         if found is not None:
-            journal.done(set_key, name, {"external_ref": ref, "entry": found})
+            journal.done(set_key, name, {**extra, "external_ref": ref, "entry": found})
             return found
-    journal.intent(set_key, name, {"external_ref": ref})
+    journal.intent(set_key, name, {**extra, "external_ref": ref})
+    artifacts = upload() if upload is not None else None
     retries = client.retry.start()
     while True:
         try:
-            entry_id = str(client.create_timeline_note(contact_id, text, external_ref=ref)["id"])
+            entry_id = str(client.create_timeline_note(contact_id, text, external_ref=ref, artifacts=artifacts)["id"])
             break
         except ConflictError:              # the external_ref is taken on this timeline: by this very note
             found = _written(client, contact_id, ref)
@@ -115,7 +132,7 @@ def _write(client: DevRevClient, journal: Journal, set_key: str, contact_id: str
             if found is not None:
                 entry_id = found
                 break
-    journal.done(set_key, name, {"external_ref": ref, "entry": entry_id})
+    journal.done(set_key, name, {**extra, "external_ref": ref, "entry": entry_id})
     log.info("note %s written on the contact's timeline", entry_id)
     return entry_id
 

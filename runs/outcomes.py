@@ -52,6 +52,9 @@ class DuplicateOutcome:
     drift_appeared: list[str] = field(default_factory=list)
     drift_vanished: list[str] = field(default_factory=list)
     custom_field_refs: list[str] = field(default_factory=list)   # objects naming it in custom fields
+    custom_fields_moved: list[str] = field(default_factory=list)  # ...whose fields now name the primary
+    contact_entries: int = 0      # entries of its own page (contact timeline) backed up
+    contact_files: int = 0        # files of its own page backed up
     retired: bool = False
 
 
@@ -71,6 +74,12 @@ class RestoredDuplicate:
     already_back: list[str] = field(default_factory=list)
     deleted_since: list[str] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
+    custom_fields_back: list[str] = field(default_factory=list)   # items whose custom fields name it again
+    custom_fields_left: list[str] = field(default_factory=list)   # ...changed since the merge: left as they are
+    notes_back: int = 0            # notes of its own page written again on the re-created contact
+    files_back: int = 0            # files re-attached to them
+    entries_not_writable: int = 0  # entries of its page of other types (system events): the API writes none
+    notes_found_on_primary: int = 0   # its notes DevRev's merge had moved to the primary (left there)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RestoredDuplicate":

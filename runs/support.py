@@ -27,6 +27,10 @@ from plumbing.cli import UsageError
 SANDBOX_DIR = ".sandbox"
 SANDBOX_LOCK = "run.lock"  # held by every --sandbox run; --sandbox-reset keeps it
 SANDBOX_CALLS_PER_MINUTE = 60000  # the emulator's default pace: no real limit to respect
+# The merge's savepoint journal (merge_contacts.py --savepoint), also read by find_duplicates.py
+# and create_test_sample.py to recognise the contacts earlier merges made primary
+MERGE_SAVEPOINT = os.path.join("savepoints", "merge_journal.sqlite3")
+SANDBOX_MERGE_SAVEPOINT = os.path.join(SANDBOX_DIR, "savepoints.sqlite3")
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,11 @@ class RunTarget:
 RATE_LIMIT_HELP = (f"client-side cap on API calls per minute (default: DEVREV_RATE_LIMIT, else the pace DevRev "
                    f"announces in X-Ratelimit-Limit, else {facts.DEFAULT_CALLS_PER_MINUTE}; with --sandbox: "
                    f"{SANDBOX_CALLS_PER_MINUTE})")
+
+
+def merge_savepoint(given: str | None, sandbox: bool) -> str:
+    """The merge's savepoint file: --savepoint, else the default (the sandbox's with --sandbox)."""
+    return given or (SANDBOX_MERGE_SAVEPOINT if sandbox else MERGE_SAVEPOINT)
 
 
 def add_sandbox_mode_option(parser: argparse.ArgumentParser) -> None:

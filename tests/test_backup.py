@@ -243,7 +243,7 @@ def _edit_count_rehashed(folder):
 
 
 def _edit_entries_count_rehashed(folder):
-    path = next(p for p in all_files(folder) if p.endswith("/messages.json"))
+    path = next(p for p in all_files(folder) if p.startswith("conversations/") and p.endswith("/messages.json"))
     display_id = path.split("/")[1]
 
     def edit(manifest):
@@ -431,7 +431,7 @@ def test_hostile_names_stay_inside_the_backup_folder(make_sandbox, make_client, 
 
     attachments = [p for p in all_files(folder) if "/attachments/" in p]
     assert len(attachments) == len(HOSTILE_NAMES) + 3 == result.counts["attachments"]
-    assert len(all_files(folder)) == len(attachments) + 3 + 4  # 3 messages.json, 3 JSON files + manifest
+    assert len(all_files(folder)) == len(attachments) + 3 + 1 + 4  # messages, contact page, JSON, manifest
     check = verification.verify_backup(folder)
     assert check.ok, check.problems
     # the names are kept, as they were, in the metadata

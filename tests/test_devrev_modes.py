@@ -17,7 +17,7 @@ from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.modes import BehaviourModes
 from helpers import MergeRun, expected_after_merge, normalized
 
-DEMO = build_dataset(12, seed=7)   # == devrev_sandbox/demo/ (CONTRIBUTING: how it is regenerated)
+DEMO = build_dataset(12, seed=7)   # devrev_sandbox/demo/ without its extras (dataset.build_demo; CONTRIBUTING)
 CUSTOM_FIELD = "app_email_integration__members"
 
 
@@ -32,8 +32,8 @@ def _with_custom_fields(dataset, count: int = 6):
         if dups and tagged < count:
             ticket["custom_fields"] = {CUSTOM_FIELD: [dups[0], owner[dups[0]]]}
             tagged += 1
-    # and one ticket naming a duplicate only there: no public filter finds it, the tool never
-    # lists it; only DevRev's own merge (in the mode that moves references) can change it
+    # and one ticket naming a duplicate only there: only works.list's custom_fields filter finds it
+    # (mode works_custom_fields_filter=accepted), or DevRev's own merge in the mode that moves references
     dup = next(iter(owner))
     data.seed["tickets"].append({"key": "unlisted-t", "title": "names the copy only in a custom field",
                                  "reported_by": [owner[dup]], "owned_by": ["agent1"],
@@ -56,8 +56,12 @@ def _expected(before: dict, sandbox, dataset, modes: BehaviourModes) -> dict:
             own = before["rev_users"][sandbox.key_id(ms["primary"])]["external_ref"]   # the primary keeps its own
             state["rev_users"][sandbox.key_id(ms["primary"])]["external_refs_extra"] = \
                 [seeds[k]["external_ref"] for k in others] + [own]
-    if modes.merge_moves_references:
-        for work in state["works"].values():
+    for wid, work in state["works"].items():
+        # the tool moves the custom fields of the tickets it lists (a duplicate reports them, or, where
+        # works.list takes the custom_fields filter, names it there); DevRev's own merge, in the mode
+        # that moves references, those of every ticket
+        if modes.merge_moves_references or modes.works_custom_fields_filter == "accepted" \
+                or set(before["works"][wid]["reported_by"]) & set(renames):
             for name, ids in (work.get("custom_fields") or {}).items():
                 work["custom_fields"][name] = list(dict.fromkeys(renames.get(i, i) for i in ids))
     return json.loads(json.dumps(state, sort_keys=True))
@@ -86,6 +90,8 @@ MODES = {
     "offset_paging_that_shifts": dict(list_paging="offset"),
     "locate_without_expires_at": dict(locate_expires_at=False),
     "contacts_keep_several_references": dict(contact_external_refs=True),
+    "merged_contact_page_moved_to_primary": dict(contact_timeline_on_merge="moved"),
+    "works_list_takes_the_custom_fields_filter": dict(works_custom_fields_filter="accepted"),
 }
 
 
@@ -116,7 +122,8 @@ def test_the_demo_merge_ends_in_the_expected_state(name, tmp_path, monkeypatch, 
         assert refused
     report = run.latest_report()
     assert report["canary"]["differences"] == [] and report["canary"]["checked"] > 0
-    assert report["totals"]["custom_field_refs"] == 6
+    found_by_filter = modes.works_custom_fields_filter == "accepted"   # the ticket naming it only there
+    assert report["totals"]["custom_field_refs"] == 6 + found_by_filter == report["totals"]["custom_fields_moved"]
     several = [ms for ms in dataset.merge_sets if len(ms["duplicates"]) > 1]
     assert several   # the demo has sets with two duplicates: what becomes of the second one's reference
     preview = run.latest_report("preview")

@@ -146,7 +146,7 @@ def test_groups_exactly_as_the_csv_grouping_and_writes_a_csv_the_merge_accepts(m
         assert line in out, out
     text = open("found.csv", encoding="utf-8", newline="").read()
     assert text.startswith("REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,FULL_NAME,TICKET_COUNT,CREATED_AT,"
-                           "UPDATED_AT\r\n")
+                           "UPDATED_AT,EXTERNAL_REFS\r\n")
     assert "'" + HOSTILE_NAME.replace('"', '""') in text and "\x1b" not in text and "line2" in text
     assert sandbox.request_log and all(e["endpoint"] == "rev-users.list" for e in sandbox.api_calls())
 

@@ -68,6 +68,8 @@ class Scenario:
         # the preflight's reads would take the answers scripted for the merge
         # (tests/test_preflight_and_canary.py covers the preflight)
         monkeypatch.setattr(preflight, "at_start", lambda client, merge_set: None)
+        # ...and so would the run's probe of works.list's custom_fields filter (as this tenant answers it)
+        monkeypatch.setattr(preflight, "probe_custom_fields_filter", lambda client, contact_id: False)
         self.tmp_path = tmp_path
         self.owners = owners_of(self.sandbox, self.dataset)
         self.expected = self.expect()

@@ -32,6 +32,7 @@ OPERATIONS = [
     "timeline-entries.list", "timeline-entries.get",
     "artifacts.get", "artifacts.locate",
     "jobs.get", "jobs.list", "timeline-entries.create", "works.count",
+    "artifacts.prepare",
 ]
 
 
@@ -56,6 +57,9 @@ OVERRIDES = {
     # The public spec's rev-users-update-request has only the single external_ref; the beta one
     # accepts external_refs (a contact's list of external identifiers).
     "rev-users.update": Override(spec="beta", part="request", fields=("external_refs",)),
+    # The public spec's works-list-request has no custom_fields filter; the beta one (and DevRev's
+    # SDK types, S17) has it: the tool asks for tickets naming a contact only in a custom field.
+    "works.list": Override(spec="beta", part="request", fields=("custom_fields",)),
 }
 # $defs taken from the beta spec are named "beta:<component>", so they never shadow a public one.
 OVERRIDE_DEF_PREFIX = {"beta": "beta:"}

@@ -65,7 +65,8 @@ def test_fixture_is_current_and_complete(spec):
 
 
 def test_rev_users_update_request_comes_from_the_beta_spec(spec):
-    assert spec.source["overrides"] == {"rev-users.update": {"request": "beta", "fields": ["external_refs"]}}
+    assert spec.source["overrides"] == {"rev-users.update": {"request": "beta", "fields": ["external_refs"]},
+                                        "works.list": {"request": "beta", "fields": ["custom_fields"]}}
     assert spec.validate_request("rev-users.update", {"id": USER, "external_refs": ["a@acme.com", "b"]}) == []
     problems = spec.validate_request("rev-users.update", {"id": USER, "external_refs": "a@acme.com"})
     assert problems and "external_refs" in problems[0] and "is not of type 'array'" in problems[0]
@@ -73,6 +74,12 @@ def test_rev_users_update_request_comes_from_the_beta_spec(spec):
     # only the request is overridden: rev-users.create keeps the public schema, which has no external_refs
     assert spec.validate_request("rev-users.create", {"display_name": "x", "external_refs": ["a"]}) == [
         "rev-users.create request: external_refs: unknown field (the spec does not declare it for rev-users.create)"]
+
+
+def test_works_list_request_comes_from_the_beta_spec_for_its_custom_fields_filter(spec):
+    filtered = {"type": ["ticket"], "custom_fields": {"app_email_integration__members": [USER]}}
+    assert spec.validate_request("works.list", filtered) == []
+    assert spec.validate_request("works.list", {"custom_fields": ["x"]})   # an object, not a list
 
 
 def test_rev_users_get_response_valid_and_invalid(spec):
