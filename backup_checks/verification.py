@@ -7,6 +7,7 @@ problem is listed, each naming its file; nothing is repaired.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -57,7 +58,9 @@ class Verification:
 
 def _sha256_file(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(os.open(path, _SAFE_OPEN), "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -65,17 +68,27 @@ def _sha256_file(path: str) -> str:
 
 def _load_json(folder: str, relpath: str, result: Verification,
                object_hook: Callable[[dict[str, Any]], Any] | None = None) -> Any:
-    """The file's JSON value, of any shape (the callers check it); None when it is missing or unreadable."""
+    """The file's JSON value, of any shape (the callers check it); None when it is missing, unreadable,
+    or not a regular file (a link or a FIFO planted under its name is never followed nor waited on:
+    the file checks report it)."""
     try:
-        with open(file_path(folder, relpath), "rb") as fh:
+        fd = os.open(file_path(folder, relpath), _SAFE_OPEN)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
             return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
     except FileNotFoundError:
         return None  # reported by the file checks
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:   # a symbolic link (O_NOFOLLOW): reported by the file checks
+            return None
+        result.add(relpath, f"cannot be read ({exc.strerror})")
     except (ValueError, UnicodeDecodeError):
         result.add(relpath, "not valid JSON")
-    except OSError as exc:
-        result.add(relpath, f"cannot be read ({exc.strerror})")
     return None
+
+
+_SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def verify_backup(folder: str, *, quick: bool = False) -> Verification:
@@ -204,10 +217,11 @@ def _check_contact_page(folder: str, listed: dict[str, dict[str, Any]], counts: 
         result.add(CONTACT_PAGE, "missing: the duplicate's own timeline")
         return expected
     entries = _load_json(folder, CONTACT_PAGE, result)
+    saved = {p for p in listed if p.startswith(CONTACT_FOLDER + "/") and is_attachment(p)}
     if not isinstance(entries, list):
         if entries is not None:
             result.add(CONTACT_PAGE, "should hold a list")
-        return expected
+        return saved   # its files cannot be matched to its notes: the page's own problem says why
     if len(entries) != counts.get("contact_entries"):
         result.add(CONTACT_PAGE, f"holds {len(entries)} entries, the manifest counts {counts.get('contact_entries')}")
     record = (metadata or {}).get("duplicate") if isinstance(metadata, dict) else None
@@ -225,7 +239,6 @@ def _check_contact_page(folder: str, listed: dict[str, dict[str, Any]], counts: 
             expected |= matches
             if not matches:
                 result.add(prefix + "*", f"missing: file {art.get('display_id')} of the duplicate's own page")
-    saved = {p for p in listed if p.startswith(CONTACT_FOLDER + "/") and is_attachment(p)}
     if len(saved) != counts.get("contact_files"):
         result.add(MANIFEST, f"counts {counts.get('contact_files')} files of the contact page, {len(saved)} are listed")
     return expected
@@ -274,17 +287,18 @@ def _check_counts(folder: str, listed: dict[str, dict[str, Any]], counts: dict[s
     for obj in objects:
         display_id = display_of(obj)
         relpath = messages_path(display_id)
+        unmatched = {p for p in listed if p.startswith(relpath.rsplit("/", 1)[0] + "/attachments/")}
         if relpath not in listed:
             result.add(relpath, f"missing: no messages for {display_id}")
-            all_entries_read = False
+            all_entries_read, expected_attachments = False, expected_attachments | unmatched
             continue
         entries = _load_json(folder, relpath, result)
         if entries is None:
-            all_entries_read = False
+            all_entries_read, expected_attachments = False, expected_attachments | unmatched
             continue
         if not isinstance(entries, list):
             result.add(relpath, "should hold a list")
-            all_entries_read = False
+            all_entries_read, expected_attachments = False, expected_attachments | unmatched
             continue
         if len(entries) != entries_counts.get(display_id):
             result.add(relpath, f"holds {len(entries)} entries, the manifest counts {entries_counts.get(display_id)}")

@@ -26,6 +26,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from contacts.csv_reader import (
     DUPLICATE_PREFIX,
@@ -81,7 +82,7 @@ class _Builder:
     def __init__(self, seed: int, devo: str):
         self.rng = random.Random(seed)
         self.devo = devo
-        self.seed = {"devo": devo, "workspaces": [], "dev_users": [], "rev_users": [], "tickets": [],
+        self.seed: dict[str, Any] = {"devo": devo, "workspaces": [], "dev_users": [], "rev_users": [], "tickets": [],
                      "conversations": []}
         self.rows: list[dict] = []
         self.clock = BASE_TIME
@@ -122,7 +123,7 @@ class _Builder:
             ticket_count, user["created_date"], user["modified_date"]))
 
     def attachments(self, rate: float, sizes: tuple[int, int]) -> list[dict]:
-        out = []
+        out: list[dict] = []
         while self.rng.random() < rate and len(out) < 3:
             self.artifact_number += 1
             kind = self.rng.choice([("screenshot.png", "image/png"), ("invoice.pdf", "application/pdf"),

@@ -110,7 +110,8 @@ def summary(result: dict) -> str:
     """One line for the screen."""
     diffs = result["differences"]
     if not diffs:
-        return f"canary {result['set']}: {result['checked']} objects re-read, nothing changed but what the tool wrote"
+        return (f"canary {result['set']}: {result['checked']} objects re-read, nothing changed but what the tool "
+                f"wrote and the merge is expected to change")
     first = diffs[0]
     return (f"canary {result['set']}: {len(diffs)} change(s) in fields the tool did not write (e.g. "
             f"{first['object']}: {first['field']}); the run stopped before the next set, see the report")

@@ -187,9 +187,10 @@ def reference_plan(primary: dict, duplicates: list[dict]) -> dict:
     "refs_without_contact": the other duplicates' references, which no contact will hold}."""
     newest = _newest(duplicates).get("external_ref")
     others = [d.get("external_ref") for d in _newest_first(duplicates) if d.get("external_ref") != newest]
-    own = primary.get("external_ref")
-    if own and own.startswith(DUPLICATE_PREFIX) and own != newest and own not in others:
-        others.append(own)   # a primary an earlier merge gave a user_ reference gives it up now
+    taken_before = primary.get("external_ref")
+    if taken_before and taken_before.startswith(DUPLICATE_PREFIX) and taken_before != newest \
+            and taken_before not in others:
+        others.append(taken_before)   # a primary an earlier merge gave a user_ reference gives it up now
     current = primary.get(facts.CONTACT_REFS_FIELD)
     if isinstance(current, list):   # the newest becomes the external_ref; the primary keeps its own too
         own = [primary["external_ref"]] if primary.get("external_ref") else []
@@ -381,13 +382,13 @@ class SetMerger:
             round_no = 1
         elif self.journal.is_done(key, step_name("verify", d, round_no)):
             # the last round ended clean, but earlier: look again before relying on it
-            if not self._leftovers(dup):
+            if not self._leftovers(dup, ms):
                 return
             round_no += 1
         for _ in range(self.options.max_rounds):
             folder = self._backup(key, ms, ctx, dup, round_no)
             self._move_all(key, folder, dup, ctx["primary"]["id"], round_no)
-            leftovers = self._verify(key, dup, round_no)
+            leftovers = self._verify(key, ms, dup, round_no)
             if not leftovers:
                 return
             log.warning("%s appeared under %s meanwhile: backing them up and moving them too",
@@ -420,7 +421,7 @@ class SetMerger:
                                 pool=self.options.fanout,
                                 contact_page=self.journal.step(key, step_name("merge", dup["id"])) is None,
                                 custom_field_filter=custom_field_filter)
-        filtered = self._filter_accepted(dup)
+        filtered = self._filter_accepted(dup, ms)
         try:
             result = write(filtered)
         except BadRequestError as exc:
@@ -514,8 +515,12 @@ class SetMerger:
                     self._written_at[item.id] = self.clock()
         fan_map(self.options.fanout, move_one, load_custom_field_moves(folder))
 
-    def _filter_accepted(self, dup: dict) -> bool:
-        """Whether works.list takes the custom_fields filter here (asked once per run)."""
+    def _filter_accepted(self, dup: dict, ms: MergeSet) -> bool:
+        """Whether to look for tickets naming the duplicate only in a custom field: works.list takes
+        the custom_fields filter (asked once per run), and the set's preview looked for them too (a
+        run never moves what its preview could not show)."""
+        if (self.previews.get(ms.key) or {}).get("custom_fields_filter") is False:
+            return False
         return self.options.custom_fields_filter.ask(self.client, dup["id"])
 
     def _close_unlisted(self, key: str, listed: set[str], dup_id: str, primary_id: str, round_no: int) -> None:
@@ -584,7 +589,7 @@ class SetMerger:
         self.journal.done(key, step, {"before": current, "after": updated})
         log.debug("moved %s: %s %s -> %s", item.display_id, field_name, current, updated)
 
-    def _leftovers(self, dup: dict) -> list[str]:
+    def _leftovers(self, dup: dict, ms: MergeSet) -> list[str]:
         """What the duplicate still owns: tickets and conversations to move. Work items of
         other types (issues) are not the tool's to move: they stop the set instead."""
         works = list(self.client.list_reported_works(dup["id"]))
@@ -594,7 +599,7 @@ class SetMerger:
                             f"tickets, which the tool does not move): move them to the primary by hand, then re-run")
         left = [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
                                                                                                       strict=True)]
-        if self._filter_accepted(dup):   # a ticket naming it in a custom field only is still its own
+        if self._filter_accepted(dup, ms):   # a ticket naming it in a custom field only is still its own
             try:
                 for name in facts.CONTACT_CUSTOM_FIELDS:
                     left += [display_of(t) for t in self.client.list_tickets_naming(name, dup["id"])
@@ -605,9 +610,9 @@ class SetMerger:
                 self.options.custom_fields_filter.refused_now(exc)
         return left
 
-    def _verify(self, key: str, dup: dict, round_no: int) -> list[str]:
+    def _verify(self, key: str, ms: MergeSet, dup: dict, round_no: int) -> list[str]:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
-        left = self._leftovers(dup)
+        left = self._leftovers(dup, ms)
         if not left:
             self.journal.done(key, step_name("verify", dup["id"], round_no), {"owns_nothing": True})
         return left

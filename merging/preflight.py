@@ -129,17 +129,15 @@ class CustomFieldsFilter:
         with self._lock:
             if self.accepted is None:
                 self.accepted = probe_custom_fields_filter(client, contact_id)
-                log.info("%s", custom_fields_filter_line(self.accepted))
+                log.debug("%s", custom_fields_filter_line(self.accepted))   # the preflight and the summary say it
             return self.accepted
 
 
 def custom_fields_filter_line(accepted: bool) -> str:
     if accepted:
-        return ("works.list takes the custom_fields filter: tickets that name a duplicate only in a custom field "
-                "are found, backed up and moved too")
-    return ("works.list refuses the custom_fields filter (400): tickets that name a duplicate only in a custom "
-            "field cannot be found on this tenant (how many is unknown); those found on its tickets and "
-            "conversations are moved")
+        return ("taken: tickets that name a duplicate only in a custom field are found, backed up and moved too")
+    return ("not taken by this DevRev (400): tickets that name a duplicate only in a custom field cannot be found "
+            "(how many is unknown); the custom fields of the tickets and conversations a duplicate is on are moved")
 
 
 def check_custom_fields_filter(client: DevRevClient, contact_id: str) -> Check:

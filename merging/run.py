@@ -120,7 +120,8 @@ def run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | No
     index = _chosen_groups(settings, index_contacts(csv_path, _earlier(settings, savepoint)), csv_path)
     for ms in index.merge_sets:
         if ms.primary_note:
-            log.info("%s: %s is the %s", ms.email, ms.primary.rev_user_id, ms.primary_note)
+            log.info("%s: %s is the %s", ms.email, ms.earlier_primary.display_id if ms.earlier_primary else
+                     ms.primary.rev_user_id, ms.primary_note)
     scope = _scope(settings, index.file.sha256)
     candidates = None if settings.preview or settings.skip_preview_check else \
         candidate_previews(settings.report_dir, scope)
@@ -375,7 +376,8 @@ def run_summary(totals: dict) -> list[str]:
     if totals.get("custom_fields_moved") or totals.get("custom_field_refs"):
         moved, found = totals.get("custom_fields_moved") or 0, totals.get("custom_field_refs") or 0
         lines.append(f"Custom fields: {plural(found, 'ticket or conversation', 'tickets and conversations')} named a "
-                     f"merged duplicate; {moved} of them name the primary now (custom_fields_moved in the report).")
+                     f"merged duplicate; {moved} of them {'names' if moved == 1 else 'name'} the primary now "
+                     f"(custom_fields_moved in the report).")
     if totals.get("contact_entries") or totals.get("contact_files"):
         entries = plural(totals.get("contact_entries") or 0, "timeline entry", "timeline entries")
         lines.append(f"The duplicates' own contact pages: {entries} and "

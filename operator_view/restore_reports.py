@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from operator_view import reports
+from operator_view.summary import plural
 from runs.outcomes import SetStatus
 
 PREVIEW_COLUMNS = ["email", "status", "primary", "duplicate", "action", "primary_ref_back", "tickets", "conversations",
@@ -15,7 +16,8 @@ PREVIEW_COLUMNS = ["email", "status", "primary", "duplicate", "action", "primary
                    "entries_not_writable", "backups", "detail"]
 REPORT_COLUMNS = ["email", "status", "primary", "duplicate", "new_contact", "recreated", "primary_ref_back",
                   "moved_back", "already_back", "deleted_since", "left_alone", "custom_fields_back",
-                  "custom_fields_left", "notes_back", "files_back", "entries_not_writable", "backups", "error"]
+                  "custom_fields_left", "notes_back", "files_back", "entries_not_writable", "notes_found_on_primary",
+                  "backups", "error"]
 # what a restore cannot give back, said in every restore report (the API's limits)
 NOT_GIVEN_BACK = ("a re-created contact has a new id and display id; notes written again have new ids, are "
                   "internal, and carry their original author, date and visibility in their text (the API cannot "
@@ -54,6 +56,26 @@ def preview_rows(preview: dict) -> list[dict]:
     return rows
 
 
+def preview_also(preview: dict) -> str:
+    """What a restore would give back besides tickets and conversations, in one or two sentences
+    ("" when nothing): the custom fields, and the duplicates' own notes and files."""
+    dups = [d for s in preview["sets"] if s.get("status") == "would_restore" for d in s.get("duplicates") or []]
+    fields = sum(len(d.get("custom_fields") or []) for d in dups)
+    notes, files = sum(d.get("notes") or 0 for d in dups), sum(d.get("files") or 0 for d in dups)
+    other = sum(d.get("entries_not_writable") or 0 for d in dups)
+    out = []
+    if fields:
+        items = plural(fields, "ticket or conversation", "tickets and conversations")
+        out.append(f"It would also give back the custom fields of {items} (where the primary still holds the "
+                   f"duplicate's place).")
+    if notes or files:
+        out.append(f"It would write {plural(notes, 'note')} of the duplicates' own contact pages again on the "
+                   f"re-created contacts, as internal comments with their author and date in their text, and "
+                   f"re-attach {plural(files, 'file')}" + (f"; {plural(other, 'entry', 'entries')} of other types "
+                                                           f"cannot be written through the API." if other else "."))
+    return " ".join(out)
+
+
 def report_rows(report: dict) -> list[dict]:
     """One row per duplicate of each set, then the backup folders that are not used."""
     rows = []
@@ -65,7 +87,8 @@ def report_rows(report: dict) -> list[dict]:
                          "recreated": dup.get("recreated"), "primary_ref_back": dup.get("primary_ref_back"),
                          **{k: dup.get(k, []) for k in ("moved_back", "already_back", "deleted_since", "left_alone",
                                                         "custom_fields_back", "custom_fields_left")},
-                         **{k: dup.get(k) for k in ("notes_back", "files_back", "entries_not_writable")},
+                         **{k: dup.get(k) for k in ("notes_back", "files_back", "entries_not_writable",
+                                                    "notes_found_on_primary")},
                          "backups": dup.get("backups"), "error": s.get("error") or s.get("note"),
                          "earlier": bool(s.get("earlier"))})
     rows += [{"email": f.get("email"), "status": "backup_failed", "backups": [f["folder"]],

@@ -112,6 +112,8 @@ def format_preview(preview: dict, *, width: int = WIDTH, more_in: str | None = N
     rows = [_set_row(record) for record in preview["sets"]]
     notes = {n: record.get("detail") for n, record in enumerate(preview["sets"])
              if record["status"] == "skipped" and record.get("detail")}
+    notes.update({n: record["primary_from"] for n, record in enumerate(preview["sets"])
+                  if n not in notes and record.get("primary_from")})
     for row, note in _group_rows(preview.get("skipped") or [], more_in, per_reason, preview.get("skipped_counts")):
         notes[len(rows)] = note
         rows.append(row)

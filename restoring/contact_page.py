@@ -116,6 +116,16 @@ def give_page_back(client: DevRevClient, journal: Journal, set_key: str, dup: Du
                    record_files_text(dup.display_id, [f.file_name for f in files]), folder, files, result)
 
 
+def notes_on(client: DevRevClient, contact_id: str, dup: DuplicateBackup) -> int:
+    """How many of the duplicate's backed-up entries are on `contact_id`'s timeline (a merge that
+    moved its page to the primary: [I] devrev_api.assumptions): they stay there, and the report says
+    how many. One listing; 0 without a read when the backups hold no entry."""
+    ids = {e.get("id") for _folder, page in dup.contact_pages for e in page.entries}
+    if not ids:
+        return 0
+    return sum(1 for e in client.list_timeline_entries(contact_id) if e.get("id") in ids)
+
+
 def page_counts(dup: DuplicateBackup) -> dict[str, int]:
     """What give_page_back would write, from the backups alone: {"notes", "files",
     "entries_not_writable"} (a note for the record's files counts in "files" only)."""

@@ -30,11 +30,12 @@ from devrev_client import DevRevClient
 from merging.custom_field_moves import CustomFieldRefused, holds, read_object, write_fields
 from merging.engine import SetFailed, swap_user
 from merging.live_checks import is_retired
+from operator_view.summary import plural
 from plumbing.cli import log_subject
 from plumbing.clock import iso_utc
 from restoring.backup_sets import BackupSet, DuplicateBackup
-from restoring.contact_page import ContactPageError, give_page_back, page_counts
-from runs.journal import Journal, step_name
+from restoring.contact_page import RECORD_FILES, ContactPageError, give_page_back, notes_on, page_counts
+from runs.journal import Journal, parse_step, step_name
 from runs.notes import NoteResult, note_ref, restore_note_text, write_note
 from runs.outcomes import RestoredDuplicate, SetOutcome, SetStatus, to_json
 
@@ -230,9 +231,20 @@ def blank_line(bset: BackupSet) -> SetOutcome:
                                "external_ref": bset.primary.get("external_ref")})
 
 
-def _failed_text(bset: BackupSet) -> str:
-    return f"{len(bset.failed)} backup folder(s) of this set do not verify ({bset.failed[0].line()}); " \
-           f"nothing of this set was touched"
+def _failed_text(bset: BackupSet, earlier_writes: int = 0) -> str:
+    head = f"{len(bset.failed)} backup folder(s) of this set do not verify ({bset.failed[0].line()})"
+    if not earlier_writes:
+        return f"{head}; nothing of this set was touched"
+    return (f"{head}, and an earlier restore run already made {earlier_writes} journaled step(s) of this set: "
+            f"it is partly restored; put the folder back byte for byte from your copy of the backups and re-run "
+            f"to finish it (nothing more was changed now)")
+
+
+def earlier_steps(journal: Journal, bset: BackupSet) -> int:
+    """The journaled steps earlier runs made for this set's email and primary, under any set key:
+    a folder that stopped verifying drops its duplicate from the key (BackupSet.key)."""
+    prefix = f"{bset.email_key}|{bset.primary['id']}|"
+    return sum(c["done"] + c["intent"] for key, c in journal.step_counts().items() if key.startswith(prefix))
 
 
 def finished_record(bset: BackupSet, record: dict, *, preview: bool) -> SetOutcome:
@@ -260,7 +272,18 @@ def journal_progress(journal: Journal, bset: BackupSet) -> dict[str, Any]:
             record = steps.get(step_name(f"{move.kind}_back", dup.id, item=move.id)) or {}
             if record.get("status") == "done":
                 _given_back(line, (record.get("data") or {}).get("outcome", "moved_back"), move.display_id)
-        if line.recreated or line.moved_back or line.already_back or line.deleted_since or line.left_alone:
+        for field_move in dup.custom_field_moves:
+            record = steps.get(step_name("custom_fields_back", dup.id, item=field_move.id)) or {}
+            if record.get("status") == "done":
+                back = (record.get("data") or {}).get("outcome") in ("moved_back", "already_back")
+                (line.custom_fields_back if back else line.custom_fields_left).append(field_move.display_id)
+        for name, record in steps.items():
+            step = parse_step(name)
+            if step.kind == "note_back" and step.duplicate == dup.id and record.get("status") == "done":
+                line.files_back += int((record.get("data") or {}).get("files") or 0)
+                line.notes_back += not str(step.item).startswith(RECORD_FILES)
+        if line.recreated or line.moved_back or line.already_back or line.deleted_since or line.left_alone \
+                or line.custom_fields_back or line.notes_back or line.files_back:
             out.append(line)
     return {"duplicates": out} if out else {}
 
@@ -311,7 +334,7 @@ class SetRestorer:
         out.resumed = bool(record)
         try:
             if bset.failed:
-                raise SetFailed(_failed_text(bset))
+                raise SetFailed(_failed_text(bset, earlier_steps(self.journal, bset)))
             self.journal.set_status(key, bset.email, "in_progress")
             primary = live_primary(self.client, bset)
             if not any(r["status"] == "done" for r in self.journal.steps(key).values()):
@@ -357,8 +380,9 @@ class SetRestorer:
                 give_page_back(self.client, self.journal, key, dup, new["id"], result)
             except ContactPageError as exc:
                 raise SetFailed(f"the notes of {dup.display_id} cannot be written again: {exc}") from None
-        log.info("%s restored as %s (%d items given back)", dup.display_id, new.get("display_id"),
-                 len(result.moved_back))
+            result.notes_found_on_primary = notes_on(self.client, primary_id, dup)
+        log.info("%s restored as %s (%s given back)", dup.display_id, new.get("display_id"),
+                 plural(len(result.moved_back), "item"))
 
     # ------------------------------------------------------------------ the contact
     def _contact_for(self, key: str, dup: DuplicateBackup, primary_id: str, result: RestoredDuplicate) -> dict:

@@ -86,8 +86,13 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
     journal = Journal(savepoint, run_id, exclusive=True) if not settings.preview else \
         (Journal(savepoint, run_id) if os.path.exists(savepoint) else None)
     try:
+        started = journal.step_counts() if journal is not None else {}
+        partly = {bad.folder for bad in failed
+                  if bad.email is not None and any(key.startswith(email_key(bad.email) + "|") for key in started)}
         for bad in failed:
-            log.error("%s (not used)", bad.line())
+            log.error("%s (not used%s)", bad.line(), "; an earlier restore run already restored part of its merge set: "
+                      "put the folder back byte for byte from your copy of the backups and re-run to finish it"
+                      if bad.folder in partly else "")
         finished = {s.key: r for s in sets for r in [journal.set_record(s.key) if journal else None]
                     if r and r["status"] == FINISHED}
         todo = [s for s in sets if s.key not in finished and not s.failed]
@@ -102,7 +107,8 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
         with sandbox_held(settings.target), open_client(settings.target, stop) as client, cli.graceful_stop(stop):
             header = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
                       "target": target_of(settings.target, client), "backup_dir": os.path.abspath(settings.backup_dir),
-                      "options": settings.options(), "failed_folders": [f.__dict__ for f in failed]}
+                      "options": settings.options(),
+                      "failed_folders": [dict(f.__dict__, partly_restored=f.folder in partly) for f in failed]}
             if settings.preview:
                 return _preview(settings, client, sets, finished, header, stop)
             restorer = SetRestorer(client, journal, note=not settings.no_restore_note)
@@ -170,6 +176,9 @@ def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished:
                                [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
                                  len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
                                 for r in restore_reports.preview_rows(preview)], right=(4, 5), caps={0: 30, 2: 16}))
+    also = restore_reports.preview_also(preview)
+    if also:
+        print("\n" + screens.wrap_text(also))
     print(f"\nPreview written to {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}. Nothing was changed "
           f"in DevRev.")
     return code
@@ -195,9 +204,10 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
                   duration_s=round(time.monotonic() - started, 3))
     paths = restore_reports.write_restore_report(settings.report_dir, f"restore_report_{header['run_id']}", report)
     t = report["totals"]
-    print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, {t['folders_failed']} "
-          f"backup folders not used; {t['contacts_recreated']} contacts created again, {t['items_moved_back']} "
-          f"tickets and conversations given back, "
+    print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, "
+          f"{plural(t['folders_failed'], 'backup folder')} not used; "
+          f"{plural(t['contacts_recreated'], 'contact')} created again, "
+          f"{plural(t['items_moved_back'], 'ticket or conversation', 'tickets and conversations')} given back, "
           f"{plural(t['custom_fields_back'], 'ticket or conversation', 'tickets and conversations')} with their "
           f"custom fields given back, {plural(t['notes_back'], 'contact note')} "
           f"({plural(t['files_back'], 'file')}) written again. "

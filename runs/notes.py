@@ -53,7 +53,7 @@ def restore_note_text(*, when: str, run_id: str, duplicates: list[dict[str, Any]
     back = "; ".join(f"{d.get('display_id')} ({d.get('external_ref')}) as {d.get('new_display_id')}"
                      for d in duplicates)
     return (f"Restored by {TOOL_NAME} {TOOL_VERSION} on {when} (run {run_id}): {back}. "
-            f"{_count(items_back, 'ticket or conversation')} given back to them.")
+            f"{_count(items_back, 'ticket or conversation', 'tickets and conversations')} given back to them.")
 
 
 @dataclass(frozen=True)

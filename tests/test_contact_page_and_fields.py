@@ -5,6 +5,7 @@ cannot give back (new ids; a note's author and date, written into its text)."""
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import json
 import os
@@ -125,6 +126,8 @@ def test_demo_merge_then_restore_gives_back_contact_pages_files_and_custom_field
                                        if e["type"] == "timeline_comment")
     assert totals["custom_fields_back"] == len(moved)
     assert "new id" in rreport["not_given_back"]
+    on_primary = sum(d.get("notes_found_on_primary", 0) for s in rreport["sets"] for d in s["duplicates"])
+    assert on_primary == (sum(len(pages_before.get(uid, [])) for uid in merged_dups) if page_mode == "moved" else 0)
 
     sandbox.clear_log()                       # a finished restore re-run writes nothing
     assert restore.run() == 0 and sandbox.write_attempts() == []
@@ -216,3 +219,64 @@ def test_the_preview_screen_names_contact_pages_custom_fields_and_a_refused_filt
     assert "refuses works.list's custom_fields filter" in out
     totals = run.latest_report("preview")["totals"]
     assert totals["contact_notes"] == 2 and totals["contact_files"] == 2 and totals["custom_fields_filter"] is False
+
+
+def test_a_run_finds_no_ticket_by_custom_field_when_its_preview_could_not(tmp_path, monkeypatch, make_sandbox):
+    dataset = _small()
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)   # the preview meets a refusing tenant
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    assert run.latest_report("preview")["totals"]["custom_fields_filter"] is False
+    sandbox.works_custom_fields_filter = "accepted"                     # ...and the run one that takes it
+    assert run.run() == 0
+    dup = sandbox.key_id(dataset.merge_sets[0]["duplicates"][0])
+    only_there = [w for w in sandbox.dump()["works"].values()
+                  if dup in (w.get("custom_fields") or {}).get("app_email_integration__members", [])]
+    assert len(only_there) == 1                         # the preview could not show it: left as it was
+    assert run.latest_report()["totals"]["custom_fields_moved"] == 1
+    assert not [e for e in sandbox.api_calls() if e["endpoint"] == "works.list"
+                and "custom_fields" in (e.get("body") or {}) and e["status"] == 200
+                and (e["body"]["custom_fields"].get("app_email_integration__members") or [None])[0] == dup]
+
+
+def test_a_fifo_or_a_link_planted_in_a_backup_is_reported_at_once(tmp_path, monkeypatch, make_sandbox):
+    dataset = _small()
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0 and run.run() == 0
+    folder = next(f for f in run.backups() if (load_contact_page(f) or SavedContactPage([], {}, [])).files)
+    page = os.path.join(folder, "contact", "messages.json")
+    os.remove(page)
+    os.mkfifo(page)                                     # would hang a reader that waits for a writer
+    assert dict(verify_backup(folder).problems)["contact/messages.json"] == "not a regular file"
+    os.remove(page)
+    os.symlink("/etc/hostname", page)
+    problems = verify_backup(folder).problems
+    assert ("contact/messages.json", "not a regular file") in problems and len(problems) == 1
+
+
+def test_a_partly_restored_set_whose_backup_stops_verifying_says_so(tmp_path, monkeypatch, make_sandbox):
+    dataset = _small()
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0 and run.run() == 0
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 0
+    real = devrev_client.DevRevClient.create_timeline_note
+
+    def stop_at_the_first_note_back(self, object_id, body, *, external_ref, artifacts=None):
+        if ":note-back:" in external_ref:
+            raise KeyboardInterrupt
+        return real(self, object_id, body, external_ref=external_ref, artifacts=artifacts)
+
+    monkeypatch.setattr(devrev_client.DevRevClient, "create_timeline_note", stop_at_the_first_note_back)
+    assert restore.run() != 0                           # stopped before the first note was written
+    folder = next(f for f in run.backups() if (load_contact_page(f) or SavedContactPage([], {}, [])).files)
+    os.remove(os.path.join(folder, *next(iter(load_contact_page(folder).files.values())).path.split("/")))
+    monkeypatch.setattr(devrev_client.DevRevClient, "create_timeline_note", real)
+    assert restore.run("--skip-preview-check") == 1
+    report = restore.report()
+    assert not [s for s in report["sets"] if s["email"] == dataset.merge_sets[0]["email"]]   # its only folder
+    assert [f["partly_restored"] for f in report["failed_folders"]] == [True]
+    logs = "".join(open(p, encoding="utf-8").read() for p in glob.glob(str(tmp_path / "logs" / "*.log")))
+    assert logs.count("an earlier restore run already restored part of its merge set") == 1

@@ -74,6 +74,9 @@ def expected_after_restore(before: dict, after: dict, mapping: dict[str, str]) -
         assert after["rev_users"][old]["retired"] is True   # a retired contact never comes back by itself
     for kind, field in (("works", "reported_by"), ("conversations", "members")):
         for obj in state[kind].values():
+            if not set(obj[field]) & set(mapping):
+                continue    # the merge never listed it (a ticket naming a duplicate only in a custom field,
+                # on a tenant refusing works.list's custom_fields filter): it still names the retired contact
             obj[field] = [mapping.get(u, u) for u in obj[field]]
             for name, value in (obj.get("custom_fields") or {}).items():   # custom fields naming it too
                 obj["custom_fields"][name] = [mapping.get(v, v) for v in value] if isinstance(value, list) \

@@ -52,3 +52,15 @@ def test_a_saved_file_is_read_only_if_regular_and_of_its_recorded_size(tmp_path)
     os.symlink("/etc/hostname", folder / "contact" / "attachments" / "l_l.txt")
     with pytest.raises(ContactPageError):
         read_saved_file(str(folder), SavedFile("art/2", "l.txt", None, "contact/attachments/l_l.txt", 3))
+
+
+def test_the_restore_preview_says_what_else_it_gives_back():
+    from operator_view.restore_reports import preview_also
+    preview = {"sets": [{"status": "would_restore", "duplicates": [
+        {"custom_fields": ["TKT-1", "TKT-2"], "notes": 1, "files": 2, "entries_not_writable": 1}]},
+        {"status": "failed", "duplicates": [{"custom_fields": ["TKT-9"], "notes": 5}]}]}
+    text = preview_also(preview)
+    assert "custom fields of 2 tickets and conversations" in text
+    assert "write 1 note of the duplicates' own contact pages" in text and "re-attach 2 files" in text
+    assert "1 entry of other types cannot be written" in text
+    assert preview_also({"sets": [{"status": "would_restore", "duplicates": [{}]}]}) == ""
