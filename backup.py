@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Iterator
@@ -653,11 +654,21 @@ def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> 
 
 
 # --------------------------------------------------------------------------- typed loaders
+def read_regular(path: str) -> bytes:
+    """A file's bytes, only if it is a regular file: a link is not followed and a FIFO or device
+    is never waited on or read (OSError), whatever was planted under a backup's file name."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return fh.read()
+
+
 def load_metadata(folder: str) -> dict[str, Any]:
-    """metadata.json of a backup, as written. Raises OSError or ValueError if unreadable."""
-    with open(file_path(folder, METADATA), encoding="utf-8") as fh:
-        metadata: dict[str, Any] = json.load(fh)   # as written (a hand-edited file: the callers' checks)
-        return metadata
+    """metadata.json of a backup, as written. Raises OSError (also for a link or a FIFO in its
+    place) or ValueError if unreadable."""
+    metadata: dict[str, Any] = json.loads(read_regular(file_path(folder, METADATA)).decode("utf-8"))
+    return metadata   # as written (a hand-edited file: the callers' checks)
 
 
 def load_moves(folder: str) -> list[Move]:
@@ -724,10 +735,9 @@ def load_contact_page(folder: str) -> SavedContactPage | None:
         page = metadata.get("contact_page")
         if page is None:
             return None
-        with open(file_path(folder, CONTACT_PAGE), encoding="utf-8") as fh:
-            entries = json.load(fh)
-        with open(file_path(folder, MANIFEST), encoding="utf-8") as fh:
-            sizes = {f["path"]: int(f["size"]) for f in json.load(fh)["files"]}
+        entries = json.loads(read_regular(file_path(folder, CONTACT_PAGE)).decode("utf-8"))
+        sizes = {f["path"]: int(f["size"])
+                 for f in json.loads(read_regular(file_path(folder, MANIFEST)).decode("utf-8"))["files"]}
         files = {}
         for item in page["files"]:
             path = str(item["path"])

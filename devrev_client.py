@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 class DevRevClient:
     """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
 
-    MAX_EMPTY_PAGES = 5  # a listing that only ever answers "no items, but more" is broken
+    MAX_EMPTY_PAGES = facts.MAX_EMPTY_PAGES_IN_A_ROW   # sparse pages are normal (S15); endless ones are not
+    MAX_PAGES = facts.MAX_PAGES_PER_LISTING
 
     def __init__(self, token: str, base_url: str = facts.DEFAULT_BASE_URL, *,
                  calls_per_minute: float | None = None,
@@ -418,19 +419,23 @@ class DevRevClient:
                 yield item
 
     def walk_pages(self, endpoint: str, body: JsonObject, items_key: str, *, paged: bool = True,
-                   strict: bool = False) -> Iterator[list[JsonObject]]:
+                   strict: bool = False, max_pages: int | None = None) -> Iterator[list[JsonObject]]:
         """Each page of a listing as DevRev sent it, following next_cursor to the end.
 
         For walks over a whole tenant: unlike `paginate` it keeps no per-item state, so
         memory stays flat however many items there are (a caller that must not see an
         item twice removes repeats itself). paged=False is for `*.scan` operations, which
-        take no `limit` or `mode` (the server sizes the page). A repeated cursor raises
-        ResponseError (after an empty page it ends the walk, unless `strict`), and so do
-        MAX_EMPTY_PAGES empty pages in a row.
+        take no `limit` or `mode` (the server sizes the page). Empty and short pages are
+        followed while their cursor is new ([C] S15: a page may hold fewer entries, or none,
+        while more exist). A repeated cursor raises ResponseError (after an empty page it ends
+        the walk, unless `strict`), and so do MAX_EMPTY_PAGES empty pages in a row and more than
+        `max_pages` pages (default MAX_PAGES; a walk over a whole tenant passes its own): a
+        cursor that never ends still ends, with one line.
         """
         seen_cursors: set[str] = set()
         cursor = None
-        empty_pages = 0
+        empty_pages = pages = 0
+        limit = self.MAX_PAGES if max_pages is None else max_pages
         while True:
             request = dict(body, limit=self.page_limit) if paged else dict(body)
             if cursor:
@@ -445,10 +450,13 @@ class DevRevClient:
             cursor = data.get("next_cursor")
             if not cursor:
                 return
-            empty_pages = 0 if items else empty_pages + 1
+            empty_pages, pages = (0 if items else empty_pages + 1), pages + 1
             if empty_pages >= self.MAX_EMPTY_PAGES:
                 raise ResponseError(f"DevRev sent {empty_pages} empty pages in a row, each with a new cursor; "
                                     f"the listing cannot be trusted", endpoint=endpoint)
+            if pages >= limit:
+                raise ResponseError(f"DevRev's cursor had not ended after {pages} pages; the listing cannot be "
+                                    f"trusted", endpoint=endpoint)
             if cursor in seen_cursors:
                 if not items and not strict:
                     log.warning("%s returned an empty page with a repeated cursor: stopping there", endpoint)

@@ -274,7 +274,8 @@ def walk_contacts(client, index: ContactIndex, counts: ScanCounts, *,
     the index then holds a partial walk, which the caller discards.
     """
     paged = endpoint != "rev-users.scan"
-    for page in client.walk_pages(endpoint, {}, "rev_users", paged=paged):
+    # a whole tenant: 10,000,000 pages at most (a million contacts take 10,000-20,000)
+    for page in client.walk_pages(endpoint, {}, "rev_users", paged=paged, max_pages=10_000_000):
         counts.pages += 1
         counts.scanned += len(page)
         for user in page:

@@ -26,6 +26,14 @@ ACCEPTED_API_VERSIONS = ("2022-10-20", "2024-01-24")  # [I] emulator: others are
 # 100). The client asks for 100 and follows next_cursor whatever size the server sends.
 PAGE_LIMIT = 100
 SANDBOX_PAGE_CAP = 100   # [I] the emulator clamps `limit` to this (configurable per emulator)
+# [C] S15 timeline-entries.list: "fewer (possibly zero) entries may be returned even if there are
+# more entries"; the returned cursor is guaranteed to advance. So an empty or short page is no
+# end: the client follows the cursor while it is new. [I] how many empty pages in a row a real
+# timeline can give is unknown: the client stops a listing only after this many (a cursor that
+# never ends, new every page) or after MAX_PAGES_PER_LISTING pages in all, with one line. Both
+# are far beyond any real listing (10,000 pages of 100 = a million items for one contact).
+MAX_EMPTY_PAGES_IN_A_ROW = 1000
+MAX_PAGES_PER_LISTING = 10_000
 # [C] rev-users.scan takes no `limit`: the server picks its page size. [I] how big is
 # undocumented; the emulator serves this many (the list's documented default).
 SCAN_PAGE_SIZE = 50

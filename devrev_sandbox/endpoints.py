@@ -28,6 +28,7 @@ from .validation import (
     resolve,
     schema_names_field,
     set_ids,
+    sparse_page,
     string_list,
 )
 
@@ -452,7 +453,11 @@ def _timeline_list(state: SandboxState, settings: Settings, body: dict) -> dict:
     visibility = enum_list(body, "visibility", ["external", "internal", "private", "public"])
     items = [e for e in state.entries.get(parent["id"], [])
              if (visibility is None or e["visibility"] in visibility) and _visible(state, e)]
-    first, cursor = page(body, items, "timeline-entries.list", settings.page_cap)
+    if settings.modes.timeline_empty_pages:
+        first, cursor = sparse_page(body, items, "timeline-entries.list", settings.page_cap,
+                                    settings.modes.timeline_empty_pages)
+    else:
+        first, cursor = page(body, items, "timeline-entries.list", settings.page_cap)
     return _listing("timeline_entries", [state.render_entry(e) for e in first], cursor)
 
 

@@ -91,6 +91,11 @@ class BehaviourModes:
     endpoint does not take it) or "accepted" ({"<field>": value or [values]}: a work whose field
     equals one of the values, or, list-valued, contains one of them)."""
 
+    timeline_empty_pages: int = 0
+    """How sparse timeline pages are: 0, full pages; N, one entry per page at most and N empty
+    pages (each with a new cursor) before each entry, as [C] S15 allows for timeline-entries.list
+    ("fewer (possibly zero) entries may be returned even if there are more")."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
@@ -98,6 +103,8 @@ class BehaviourModes:
             raise ValueError("external_ref_conflict_status must be 400 or 409")
         if self.scan_page_size < 1:
             raise ValueError("scan_page_size must be 1 or more")
+        if self.timeline_empty_pages < 0:
+            raise ValueError("timeline_empty_pages must be 0 or more")
         for name, allowed in (("retired_filter_answer", RETIRED_FILTER_ANSWERS),
                               ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS),
                               ("retry_after_form", RETRY_AFTER_FORMS),
@@ -139,5 +146,5 @@ _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _op
             "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
             "locate_expires_at": _boolean, "scan_page_size": int, "retry_after_form": str,
             "contact_external_refs": _boolean, "contact_timeline_on_merge": str,
-            "works_custom_fields_filter": str}
+            "works_custom_fields_filter": str, "timeline_empty_pages": int}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -172,6 +172,43 @@ def page(body: dict, items: list[dict], endpoint: str, page_cap: int,
     return first, next_cursor
 
 
+def sparse_page(body: dict, items: list[dict], endpoint: str, page_cap: int,
+                empty_before_each: int) -> tuple[list[dict], str | None]:
+    """`page` (keyset) as the 2026 spec allows a timeline to answer ([C] S15: "fewer (possibly
+    zero) entries may be returned even if there are more"; the cursor always advances): each
+    page holds one entry at most, and `empty_before_each` empty pages, each with a new cursor,
+    come before every one of them."""
+    page(body, [], endpoint, page_cap)        # the same checks of limit, mode and cursor
+    digest = _filters_digest(endpoint, body)
+    items = sorted(items, key=lambda o: o["_seq"], reverse=True)
+    after = _cursor_key(body, digest)
+    if after is not None:
+        items = [o for o in items if o["_seq"] < after]
+    if not items:
+        return [], None
+    served = _cursor_extra(body)
+    if served < empty_before_each:
+        key = after if after is not None else items[0]["_seq"] + 1
+        return [], _encode_cursor(key, digest, served + 1)
+    return items[:1], _encode_cursor(items[0]["_seq"], digest, 0) if len(items) > 1 else None
+
+
+def _encode_cursor(key: int, digest: str, empties: int = 0) -> str:
+    data = {"k": key, "f": digest, **({"e": empties} if empties else {})}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def _cursor_extra(body: dict) -> int:
+    """How many empty pages the cursor says were served in a row (sparse_page); 0 without one."""
+    cursor = body.get("cursor")
+    if not cursor:
+        return 0
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(cursor.encode()).decode()).get("e", 0))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return 0
+
+
 def _cursor_key(body: dict, digest: str) -> int | None:
     """The position a request's cursor points after (None without a cursor); 400 as DevRev
     answers for a cursor that is not ours or was made for other filters."""

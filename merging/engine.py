@@ -216,6 +216,7 @@ class SetMerger:
         self._item_locks: dict[str, threading.Lock] = {}
         self._written_at: dict[str, float] = {}
         self.merge_denied: str | None = None   # why rev-users.merge is refused (403), once it was
+        self._filter_held_back = False         # said once: the preview could not use the custom_fields filter
 
     def _item_lock(self, item_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -519,9 +520,16 @@ class SetMerger:
         """Whether to look for tickets naming the duplicate only in a custom field: works.list takes
         the custom_fields filter (asked once per run), and the set's preview looked for them too (a
         run never moves what its preview could not show)."""
-        if (self.previews.get(ms.key) or {}).get("custom_fields_filter") is False:
+        accepted = self.options.custom_fields_filter.ask(self.client, dup["id"])
+        if accepted and (self.previews.get(ms.key) or {}).get("custom_fields_filter") is False:
+            with self._locks_guard:
+                first, self._filter_held_back = not self._filter_held_back, True
+            if first:
+                log.warning("works.list takes the custom_fields filter now, but the preview could not use it: tickets "
+                            "that name a duplicate only in a custom field are not looked for in this run either "
+                            "(it does what the preview showed); preview again to include them")
             return False
-        return self.options.custom_fields_filter.ask(self.client, dup["id"])
+        return accepted
 
     def _close_unlisted(self, key: str, listed: set[str], dup_id: str, primary_id: str, round_no: int) -> None:
         """Moves of this round left as intents that the round's backup does not list (it was

@@ -63,16 +63,20 @@ def preview_also(preview: dict) -> str:
     fields = sum(len(d.get("custom_fields") or []) for d in dups)
     notes, files = sum(d.get("notes") or 0 for d in dups), sum(d.get("files") or 0 for d in dups)
     other = sum(d.get("entries_not_writable") or 0 for d in dups)
+    record_notes = sum(d.get("record_note") or 0 for d in dups)
     out = []
     if fields:
         items = plural(fields, "ticket or conversation", "tickets and conversations")
         out.append(f"It would also give back the custom fields of {items} (where the primary still holds the "
                    f"duplicate's place).")
     if notes or files:
+        more = f" (and {plural(record_notes, 'note')} for the files that were on the contacts themselves)" \
+            if record_notes else ""
         out.append(f"It would write {plural(notes, 'note')} of the duplicates' own contact pages again on the "
-                   f"re-created contacts, as internal comments with their author and date in their text, and "
-                   f"re-attach {plural(files, 'file')}" + (f"; {plural(other, 'entry', 'entries')} of other types "
-                                                           f"cannot be written through the API." if other else "."))
+                   f"re-created contacts (new ids), as internal comments with their author and date in their text"
+                   f"{more}, and re-attach {plural(files, 'file')}"
+                   + (f"; {plural(other, 'entry', 'entries')} of other types cannot be written through the API."
+                      if other else "."))
     return " ".join(out)
 
 

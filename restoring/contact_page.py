@@ -128,7 +128,8 @@ def notes_on(client: DevRevClient, contact_id: str, dup: DuplicateBackup) -> int
 
 def page_counts(dup: DuplicateBackup) -> dict[str, int]:
     """What give_page_back would write, from the backups alone: {"notes", "files",
-    "entries_not_writable"} (a note for the record's files counts in "files" only)."""
+    "entries_not_writable", "record_note"} (record_note: 1 when the record's own files go on one
+    more note; those files count in "files")."""
     seen: set[str] = set()
     notes = files = other = 0
     on_record: set[str] = set()
@@ -147,7 +148,8 @@ def page_counts(dup: DuplicateBackup) -> dict[str, int]:
             files += len(found)
             on_notes |= {f.artifact_id for f in found}
         on_record |= {a for a in page.record_artifacts if a in page.files and a not in on_notes}
-    return {"notes": notes, "files": files + len(on_record), "entries_not_writable": other}
+    return {"notes": notes, "files": files + len(on_record), "entries_not_writable": other,
+            "record_note": 1 if on_record else 0}
 
 
 def oldest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -56,7 +56,11 @@ def restored_users(current: list[str], before: list[str], old: str, new: str, pr
     in place of the primary, order kept. When the primary was on the item before the merge
     (`before`), it keeps its place and the duplicate comes back where it was. None when the
     primary is no longer on an item it was moved to (someone changed it since: left alone).
+    When the item still holds exactly the people the merge left on it, it gets the backup's
+    order back (a ticket reported by [D, someone, P] comes back as [N, someone, P]).
     """
+    if set(current) == set(after_merge(before, {old}, primary)):
+        return list(dict.fromkeys(new if u == old else u for u in before))
     if primary in before:
         out = list(current)
         out.insert(min(before.index(old) if old in before else len(out), len(out)), new)
@@ -182,7 +186,8 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
                 item["action"] = "move_back"
         record["items"].append(item)
     record["custom_fields"] = [m.display_id for m in dup.custom_field_moves]
-    record.update(page_counts(dup) if retired else {"notes": 0, "files": 0, "entries_not_writable": 0})
+    record.update(page_counts(dup) if retired
+                  else {"notes": 0, "files": 0, "entries_not_writable": 0, "record_note": 0})
     return record
 
 
@@ -232,12 +237,23 @@ def blank_line(bset: BackupSet) -> SetOutcome:
 
 
 def _failed_text(bset: BackupSet, earlier_writes: int = 0) -> str:
-    head = f"{len(bset.failed)} backup folder(s) of this set do not verify ({bset.failed[0].line()})"
+    head = f"{plural(len(bset.failed), 'backup folder')} of this set {'does' if len(bset.failed) == 1 else 'do'} " \
+           f"not verify ({bset.failed[0].line()})"
     if not earlier_writes:
         return f"{head}; nothing of this set was touched"
     return (f"{head}, and an earlier restore run already made {earlier_writes} journaled step(s) of this set: "
             f"it is partly restored; put the folder back byte for byte from your copy of the backups and re-run "
             f"to finish it (nothing more was changed now)")
+
+
+def restored_earlier(journal: Journal, bset: BackupSet) -> dict | None:
+    """The journal's record of this set's email and primary when an earlier run restored it
+    whole, under any set key (a folder that stopped verifying since drops its duplicate from
+    the key), else None."""
+    prefix = f"{bset.email_key}|{bset.primary['id']}|"
+    mine = {d.id for d in bset.duplicates}   # ...and of these very duplicates (not a later merge's)
+    return next((r for r in journal.all_sets() if r["set_key"].startswith(prefix) and r["status"] == FINISHED
+                 and mine <= set(r["set_key"][len(prefix):].split(","))), None)
 
 
 def earlier_steps(journal: Journal, bset: BackupSet) -> int:
@@ -330,6 +346,10 @@ class SetRestorer:
         record = self.journal.set_record(key)
         if record and record["status"] == FINISHED:
             return finished_record(bset, record, preview=False)
+        if bset.failed and (whole := restored_earlier(self.journal, bset)) is not None:
+            done = finished_record(bset, whole, preview=False)
+            done.note = f"{done.note}; since then {_failed_text(bset).split(';')[0]}: nothing to do"
+            return done
         out = blank_line(bset)
         out.resumed = bool(record)
         try:

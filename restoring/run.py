@@ -87,21 +87,24 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
         (Journal(savepoint, run_id) if os.path.exists(savepoint) else None)
     try:
         started = journal.step_counts() if journal is not None else {}
-        partly = {bad.folder for bad in failed
-                  if bad.email is not None and any(key.startswith(email_key(bad.email) + "|") for key in started)}
+        whole = {r["set_key"].split("|")[0] for r in (journal.all_sets() if journal is not None else [])
+                 if r["status"] == FINISHED}
+        partly = {bad.folder for bad in failed if bad.email is not None and email_key(bad.email) not in whole
+                  and any(key.startswith(email_key(bad.email) + "|") for key in started)}
         for bad in failed:
-            log.error("%s (not used%s)", bad.line(), "; an earlier restore run already restored part of its merge set: "
-                      "put the folder back byte for byte from your copy of the backups and re-run to finish it"
-                      if bad.folder in partly else "")
+            said = "; an earlier restore run already restored part of its merge set: put the folder back byte for " \
+                "byte from your copy of the backups and re-run to finish it" if bad.folder in partly else \
+                "; its merge set was restored by an earlier run" \
+                if bad.email is not None and email_key(bad.email) in whole else ""
+            log.error("%s (not used%s)", bad.line(), said)
         finished = {s.key: r for s in sets for r in [journal.set_record(s.key) if journal else None]
                     if r and r["status"] == FINISHED}
         todo = [s for s in sets if s.key not in finished and not s.failed]
         preview_path = None if settings.preview or settings.skip_preview_check else _required_preview(settings, todo)
-        log.info("run %s (%s %s): %d merge sets in %s (%d already restored), %d backup folders not used; log %s",
+        log.info("run %s (%s %s): %s in %s (%d already restored), %s not used; log %s",
                  run_id, "preview of a restore on" if settings.preview else "restore on",
-                 "the sandbox" if settings.sandbox else "DevRev", len(sets), settings.backup_dir, len(finished),
-                 len(failed),
-                 log_path or "off")
+                 "the sandbox" if settings.sandbox else "DevRev", plural(len(sets), "merge set"), settings.backup_dir,
+                 len(finished), plural(len(failed), "backup folder"), log_path or "off")
         stop = cli.StopSignal()
         # a --sandbox run holds the emulator's lock, as merge_contacts.py's do
         with sandbox_held(settings.target), open_client(settings.target, stop) as client, cli.graceful_stop(stop):

@@ -92,6 +92,7 @@ MODES = {
     "contacts_keep_several_references": dict(contact_external_refs=True),
     "merged_contact_page_moved_to_primary": dict(contact_timeline_on_merge="moved"),
     "works_list_takes_the_custom_fields_filter": dict(works_custom_fields_filter="accepted"),
+    "timeline_pages_short_and_empty": dict(timeline_empty_pages=8),   # S15: fewer, or none, while more exist
 }
 
 

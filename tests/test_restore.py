@@ -204,7 +204,7 @@ def test_a_tampered_backup_is_refused_and_its_set_left_alone(tmp_path, monkeypat
         sorted([(folder, victim["email"]), (pair_folder, pair["email"])])
     # a set with one good and one bad backup is held back whole
     (held,) = [s for s in report["sets"] if s["email"] == pair["email"]]
-    assert held["status"] == "failed" and "do not verify" in held["error"]
+    assert held["status"] == "failed" and "does not verify" in held["error"]
     assert report["totals"]["folders_failed"] == 2 and report["totals"]["restored"] == 1
     after = normalized(sandbox.dump())
     victims = {sandbox.key_id(k) for k in victim["duplicates"]}
@@ -377,6 +377,8 @@ def test_restored_users_keeps_order_and_the_primary_where_it_was():
     assert f(["a", "P", "b"], ["a", "D", "b"], "D", "N", "P") == ["a", "N", "b"]
     assert f(["P", "x"], ["P", "D"], "D", "N", "P") == ["P", "N", "x"]          # the primary was there before
     assert f(["P"], ["D", "P"], "D", "N", "P") == ["N", "P"]
+    assert f(["P", "s"], ["D", "s", "P"], "D", "N", "P") == ["N", "s", "P"]          # the backup's order
+    assert f(["s", "P"], ["D", "s", "P"], "D", "N", "P") == ["N", "s", "P"]          # whatever order now
     assert f(["a", "b"], ["a", "D"], "D", "N", "P") is None                      # the primary was taken off since
     assert engine.after_merge(["A", "B", "x"], {"A", "B"}, "P") == ["P", "x"]
 

@@ -38,7 +38,7 @@ def test_page_counts_notes_files_and_the_rest_each_once():
     again = SavedContactPage([_entry(1, artifacts=["art/1"])], files, [])   # a later round repeats entry 1
     dup = DuplicateBackup("dup", "REVU-dup", None, None, None, None, None,
                           contact_pages=[("f1", page), ("f2", again)])
-    assert page_counts(dup) == {"notes": 2, "files": 2, "entries_not_writable": 1}
+    assert page_counts(dup) == {"notes": 2, "files": 2, "entries_not_writable": 1, "record_note": 1}
 
 
 def test_a_saved_file_is_read_only_if_regular_and_of_its_recorded_size(tmp_path):
@@ -57,10 +57,10 @@ def test_a_saved_file_is_read_only_if_regular_and_of_its_recorded_size(tmp_path)
 def test_the_restore_preview_says_what_else_it_gives_back():
     from operator_view.restore_reports import preview_also
     preview = {"sets": [{"status": "would_restore", "duplicates": [
-        {"custom_fields": ["TKT-1", "TKT-2"], "notes": 1, "files": 2, "entries_not_writable": 1}]},
+        {"custom_fields": ["TKT-1", "TKT-2"], "notes": 1, "files": 2, "entries_not_writable": 1, "record_note": 1}]},
         {"status": "failed", "duplicates": [{"custom_fields": ["TKT-9"], "notes": 5}]}]}
     text = preview_also(preview)
     assert "custom fields of 2 tickets and conversations" in text
     assert "write 1 note of the duplicates' own contact pages" in text and "re-attach 2 files" in text
-    assert "1 entry of other types cannot be written" in text
+    assert "1 entry of other types cannot be written" in text and "1 note for the files that were on" in text
     assert preview_also({"sets": [{"status": "would_restore", "duplicates": [{}]}]}) == ""
