@@ -30,7 +30,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from devrev_api import assumptions as facts
 from devrev_api.custom_fields import fields_naming
@@ -551,19 +551,27 @@ def _write_objects(client: DevRevClient, writer: _Writer, backup_root: str, dupl
     return snapshot, entry_counts, snapshot.message_count
 
 
+def tickets_naming(client: DevRevClient, contact_id: str, names: Iterable[str] = facts.CONTACT_CUSTOM_FIELDS,
+                   *, besides: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Tickets whose custom fields `names` name the contact (works.list's custom_fields filter,
+    one listing per field), each once, but those whose id is in `besides`. Raises DevRevError
+    (BadRequestError where the tenant refuses the filter)."""
+    skip = set(besides)
+    found: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(names)):
+        for ticket in client.list_tickets_naming(name, contact_id):
+            if ticket["id"] not in skip and fields_naming(ticket, contact_id):
+                found.setdefault(ticket["id"], ticket)
+    return list(found.values())
+
+
 def _tickets_naming(client: DevRevClient, snapshot: Snapshot, contact_id: str) -> list[dict[str, Any]]:
     """Tickets that name the contact in a custom field (the known contact fields, and any field
     naming it on a listed object) and are not among the tickets it reports."""
     names = set(facts.CONTACT_CUSTOM_FIELDS)
     for obj in snapshot.objects:
         names.update(fields_naming(obj, contact_id))
-    listed = {t["id"] for t in snapshot.tickets}
-    found: dict[str, dict[str, Any]] = {}
-    for name in sorted(names):
-        for ticket in client.list_tickets_naming(name, contact_id):
-            if ticket["id"] not in listed and fields_naming(ticket, contact_id):
-                found.setdefault(ticket["id"], ticket)
-    return list(found.values())
+    return tickets_naming(client, contact_id, names, besides=(t["id"] for t in snapshot.tickets))
 
 
 def _file_json(att: Attachment, saved: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -654,13 +662,20 @@ def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> 
 
 
 # --------------------------------------------------------------------------- typed loaders
+def open_regular(path: str) -> BinaryIO:
+    """A backup file opened for reading, only if it is a regular file: a link is not followed
+    (OSError ELOOP) and a FIFO or device is never waited on or read (OSError EINVAL), whatever was
+    planted under a backup's file name. Every reader of a backup folder opens through it."""
+    fh = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)), "rb")
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fh
+
+
 def read_regular(path: str) -> bytes:
-    """A file's bytes, only if it is a regular file: a link is not followed and a FIFO or device
-    is never waited on or read (OSError), whatever was planted under a backup's file name."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
+    """A backup file's bytes (open_regular)."""
+    with open_regular(path) as fh:
         return fh.read()
 
 

@@ -34,6 +34,7 @@ from backup import (
     is_attachment,
     manifest_digest,
     messages_path,
+    open_regular,
 )
 from devrev_api import assumptions as facts
 
@@ -58,9 +59,7 @@ class Verification:
 
 def _sha256_file(path: str) -> str:
     digest = hashlib.sha256()
-    with os.fdopen(os.open(path, _SAFE_OPEN), "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -72,23 +71,18 @@ def _load_json(folder: str, relpath: str, result: Verification,
     or not a regular file (a link or a FIFO planted under its name is never followed nor waited on:
     the file checks report it)."""
     try:
-        fd = os.open(file_path(folder, relpath), _SAFE_OPEN)
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return None
+        with open_regular(file_path(folder, relpath)) as fh:
             return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
     except FileNotFoundError:
         return None  # reported by the file checks
     except OSError as exc:
-        if exc.errno == errno.ELOOP:   # a symbolic link (O_NOFOLLOW): reported by the file checks
+        if exc.errno in (errno.ELOOP, errno.EINVAL):   # a link or a FIFO: reported by the file checks
             return None
         result.add(relpath, f"cannot be read ({exc.strerror})")
     except (ValueError, UnicodeDecodeError):
         result.add(relpath, "not valid JSON")
     return None
 
-
-_SAFE_OPEN = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def verify_backup(folder: str, *, quick: bool = False) -> Verification:

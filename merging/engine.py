@@ -30,13 +30,13 @@ from backup import (
     load_custom_field_moves,
     load_moves,
     remove_partials,
+    tickets_naming,
     write_backup,
 )
 from backup_checks.damaged import accept_path, aside_note, refusal, set_aside, writes_sent
 from backup_checks.verification import verify_backup
 from contacts.csv_reader import DUPLICATE_PREFIX, MergeSet
 from devrev_api import assumptions as facts
-from devrev_api.custom_fields import fields_naming
 from devrev_api.errors import (
     BadRequestError,
     ConflictError,
@@ -609,9 +609,8 @@ class SetMerger:
                                                                                                       strict=True)]
         if self._filter_accepted(dup, ms):   # a ticket naming it in a custom field only is still its own
             try:
-                for name in facts.CONTACT_CUSTOM_FIELDS:
-                    left += [display_of(t) for t in self.client.list_tickets_naming(name, dup["id"])
-                             if fields_naming(t, dup["id"]) and display_of(t) not in left]
+                left += [shown for t in tickets_naming(self.client, dup["id"]) for shown in [display_of(t)]
+                         if shown not in left]
             except BadRequestError as exc:
                 if is_retired(self._read_duplicate(dup["id"])):
                     raise   # a listing by a retired contact: _sweep decides

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from backup import _referenced_artifacts, custom_field_refs, display_of, read_contact_page
+from backup import _referenced_artifacts, custom_field_refs, display_of, read_contact_page, tickets_naming
 from devrev_api import assumptions as facts
 from devrev_api.errors import ResponseError
 from devrev_client import DevRevClient
@@ -122,10 +122,8 @@ def contact_page_and_field_refs(client: DevRevClient, duplicate: dict, objects_n
     page = read_contact_page(client, duplicate)
     only: list[str] = []
     if filter_accepted:
-        listed = set(objects_naming)
-        for name in facts.CONTACT_CUSTOM_FIELDS:
-            only += [display_of(t) for t in client.list_tickets_naming(name, duplicate["id"])
-                     if display_of(t) not in listed and display_of(t) not in only]
+        only = [shown for t in tickets_naming(client, duplicate["id"])
+                for shown in [display_of(t)] if shown not in objects_naming]
     moves = len(objects_naming) + len(only)
     calls = _pages(len(page.entries), page_limit) + len(page.attachments) + 2 * moves \
         + (len(facts.CONTACT_CUSTOM_FIELDS) if filter_accepted else 0)

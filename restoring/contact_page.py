@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import stat
 from typing import Any
 
-from backup import SavedContactPage, SavedFile, file_path
+from backup import SavedContactPage, SavedFile, file_path, open_regular
 from devrev_api import assumptions as facts
 from devrev_client import DevRevClient
 from plumbing.version import TOOL_NAME
@@ -68,15 +66,11 @@ def record_files_text(duplicate_display_id: str, names: list[str]) -> str:
 def read_saved_file(folder: str, saved: SavedFile) -> bytes:
     """The bytes of a backed-up file: a regular file (no link followed), exactly the size the
     manifest recorded. Raises ContactPageError otherwise."""
-    path = file_path(folder, saved.path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with open_regular(file_path(folder, saved.path)) as fh:
+            data = fh.read(saved.size + 1)
     except OSError as exc:
-        raise ContactPageError(f"{saved.path} of {folder} cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise ContactPageError(f"{saved.path} of {folder} is not a regular file")
-        data = fh.read(saved.size + 1)
+        raise ContactPageError(f"{saved.path} of {folder} cannot be read ({exc.strerror})") from None
     if len(data) != saved.size:
         raise ContactPageError(f"{saved.path} of {folder} is not the {saved.size} bytes its manifest records")
     return data
