@@ -352,7 +352,9 @@ class DevRevClient:
                                  f"{throttled.waited:.0f} s of waiting", status=429, error_type="too_many_requests",
                                  endpoint=endpoint, retry_after=retry_after, hint=throttled.advice())
         throttled.waited += delay
-        log.warning("DevRev throttled %s (429): waiting %.2fs (retry %d/%d)", endpoint, delay,
+        # on screen with its reason: a long silent wait looks like a hang
+        log.warning("DevRev's rate limit: waiting %.2fs (%s) before retrying %s (429, retry %d/%d)", delay,
+                    "Retry-After" if retry_after is not None else "backing off: no Retry-After", endpoint,
                     throttled.retries.used, self.throttle_retry.attempts)
         return delay
 
@@ -379,6 +381,7 @@ class DevRevClient:
     def _error(self, response: requests.Response, endpoint: str, cls: type[DevRevError]) -> DevRevError:
         status = response.status_code
         error_type = field_name = None
+        object_ids: tuple[str, ...] = ()
         try:
             body = response.json()
         except ValueError:
@@ -387,6 +390,9 @@ class DevRevClient:
             error_type = self._redact(clean_text(body.get("type"), 60)) or None
             field_name = self._redact(clean_text(body.get("field_name"), 80)) or None
             message = clean_text(body.get("message") or body.get("detail")) or "no message"
+            named = body.get("object_ids")   # a 403's objects ([C] S6): the refusal is about them
+            if isinstance(named, list):
+                object_ids = tuple(self._redact(clean_text(i, 120)) for i in named[:5] if isinstance(i, str) and i)
         elif body is not None:
             message = f"HTTP {status} with a JSON {type(body).__name__} instead of an error object"
         else:
@@ -395,7 +401,7 @@ class DevRevClient:
         if cls is AuthError and status == 401:
             message = f"DevRev rejected the token ({message})"
         return cls(self._redact(message), status=status, error_type=error_type, endpoint=endpoint,
-                   field_name=field_name)
+                   field_name=field_name, object_ids=object_ids)
 
     def paginate(self, endpoint: str, body: JsonObject, items_key: str, *,
                  strict: bool = False) -> Iterator[JsonObject]:
@@ -513,6 +519,18 @@ class DevRevClient:
         return self.call("rev-users.merge", {"primary_user": primary_user, "secondary_user": secondary_user},
                          retry_transient=False)
 
+    def get_job(self, job_id: str) -> JsonObject:
+        """jobs.get: one asynchronous job (a merge runs as one). [C] S15 /jobs.get"""
+        return self._call_for("jobs.get", {"id": job_id}, "job")
+
+    def list_jobs(self, category: str, *, created_by: str | None = None) -> Iterator[list[JsonObject]]:
+        """jobs.list of one `job_category`, newest first, page by page (lists of jobs): the caller
+        stops when it has found its job. [C] S15 /jobs.list (category, created_by, sort_by)."""
+        body: JsonObject = {"category": [category], "sort_by": ["created_date:desc"]}
+        if created_by is not None:
+            body["created_by"] = [created_by]
+        return self.walk_pages("jobs.list", body, "jobs")
+
     # ----------------------------------------------------------------- tickets
     def list_tickets(self, reported_by: str) -> Iterator[JsonObject]:
         return self.paginate("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")
@@ -547,8 +565,14 @@ class DevRevClient:
                                                "reported_by": {"set": list(reporter_ids)}}, "work")
 
     # ----------------------------------------------------------------- conversations
-    def list_conversations(self, member: str, *, strict: bool = False) -> Iterator[JsonObject]:
-        return self.paginate("conversations.list", {"members": [member]}, "conversations", strict=strict)
+    def list_conversations(self, member: str | None, *, strict: bool = False,
+                           rev_org: str | None = None) -> Iterator[JsonObject]:
+        """A contact's conversations (`members`), or with member None those of a workspace
+        (`rev_orgs`, [C] S1, S15), or both filters at once."""
+        body: JsonObject = {"members": [member]} if member is not None else {}
+        if rev_org is not None:
+            body["rev_orgs"] = [rev_org]
+        return self.paginate("conversations.list", body, "conversations", strict=strict)
 
     def get_conversation(self, conversation_id: str) -> JsonObject:
         return self._call_for("conversations.get", {"id": conversation_id}, "conversation")

@@ -50,6 +50,14 @@ RATE_LIMIT_WINDOW_SECONDS = 300  # [C] the window resets every 5 minutes
 # user's clients. [I] X-Ratelimit-Limit counts calls per window: with no rate given, the
 # client paces at that limit spread evenly over RATE_LIMIT_WINDOW_SECONDS.
 RATE_LIMIT_HEADER = "X-Ratelimit-Limit"
+# [C] S3 X-Ratelimit-Reset is an epoch time, on DevRev's clock. [I] it is read against the same
+# answer's Date header (DevRev's clock too), so a skewed local clock changes nothing; a reset
+# further than one window (plus this slack, for Date's whole seconds) from Date, or before it,
+# means DevRev's own clocks disagree: it is not waited for, the 429's Retry-After (seconds,
+# needing no clock) is. Emulator mode server_clock_skew.
+CLOCK_SLACK_SECONDS = 5
+# a wait on DevRev's rate limit longer than this is said on screen (WARNING) with its reason
+LONG_WAIT_SECONDS = 5.0
 # [I] the default quota is unpublished; the docs' example is 1000 per 5 minutes, i.e.
 # 200 per minute. This is the client-side cap when DEVREV_RATE_LIMIT is not set.
 DEFAULT_CALLS_PER_MINUTE = 200
@@ -83,6 +91,20 @@ MERGE_RETIRE_OUTCOME = "404"
 # undocumented. Once a fresh read shows the duplicate retired, these statuses on its
 # listings mean "owns nothing".
 RETIRED_FILTER_ERRORS = frozenset({400, 404})
+# [C] S15 jobs.get / jobs.list: merges run as jobs of this category, in one of these states
+# (queued, started, in_progress, completed, failed), with `progress` in percent. [I] how a job is
+# tied to its rev-users.merge (the answer is an empty acknowledgement): the job's metadata_list
+# holds the secondary's DON as a value (metadata-type includes `don`). When no job names the
+# duplicate, the tool takes it that there is none. Read only after --merge-timeout ran out.
+MERGE_JOB_CATEGORY = "merge_revuser"
+MERGE_JOB_RUNNING_STATES = frozenset({"queued", "started", "in_progress"})
+MERGE_JOB_FAILED_STATE = "failed"
+# how many pages of the token's merge jobs, newest first, are searched for the duplicate's job
+MERGE_JOB_PAGES = 5
+# [I] how many times one duplicate's merge is asked in all, across runs, while DevRev's job for
+# it fails (or none exists) and the duplicate stays active: a failure DevRev repeats is not
+# worked around by asking more, and the set's line then says so.
+MERGE_ATTEMPTS = 3
 # [C] S6 a scoped token needs this permission for rev-users.merge; a 403 there leaves the
 # set moved_only (the tool says which permission is missing).
 MERGE_PERMISSION = "rev_user:all"
@@ -126,11 +148,36 @@ CONTACT_CUSTOM_FIELDS = ("app_email_integration__members",)
 # [I] fields DevRev stamps on every write: the canary ignores them when it compares the first
 # set's objects with their backup.
 MODIFICATION_STAMPS = ("modified_date", "modified_by")
+# [I] DevRev's lists may show an item's old reporters or members for a few seconds after a write
+# (issue 22; emulator mode listing_lag_seconds). The verification trusts a fresh read of a listed
+# item over the list, and waits between rounds this long, doubling each round (1 s, 2 s, ...).
+ROUND_PAUSE_SECONDS = 1.0
+# Fields a server process changes without anyone writing them: a change in one is reported in
+# the canary's section (`moved_by_themselves`) and does not stop the run. Names as the canary
+# compares them (a custom field as `custom_fields.<name>`), shell-style patterns, each with why.
+# [C] S15 (ticket `sync_metadata`, `state_display_name`; tickets' and conversations' `sentiment*`,
+# `sla_summary`), S10 (real tickets' timers `tnt__work_duration`, `tnt__work_duration_counter`).
+# [I] that nothing else changes by itself: any other field changed stops the run (a workflow or
+# automation reacting to the tool's writes), and so does `stage`, whose display name may follow.
+FIELDS_THAT_CHANGE_BY_THEMSELVES = {
+    "custom_fields.*work_duration*": "a work-duration timer DevRev keeps running",
+    "sync_metadata": "an integration's sync bookkeeping (last sync in or out)",
+    "state_display_name": "the display name DevRev gives the ticket's state",
+    "sentiment*": "DevRev's sentiment analysis of the conversation",
+    "sla_summary": "the SLA clock's stage",
+}
 
 # --- artifacts -----------------------------------------------------------------
 # [C] S1 artifacts.locate requires only `url`; `expires_at` is optional. The backup never
 # reads the expiry: it downloads at once and locates again once if the URL was refused
 # (emulator mode locate_expires_at=false, and a short url_ttl, in tests/test_devrev_modes.py).
+# [I] a URL issued moments ago may still be refused for a moment (an object store not yet
+# honouring a fresh signature, or its clock behind DevRev's). A refused URL is located again
+# and fetched at once, then located again and fetched after backing-off waits (0.5 s doubling
+# to 4 s) until this many seconds have been waited in all;
+# only then is the download failed, saying the host kept refusing fresh URLs (not "expired").
+# Emulator mode download_url_refused_seconds.
+PRESIGNED_URL_REFUSAL_SECONDS = 10.0
 
 # [C] S15 artifacts.prepare answers {id, url, form_data}; [I] the upload is an HTTP POST of
 # multipart/form-data to `url` carrying every form_data field and then the bytes as a part
@@ -155,3 +202,12 @@ CONTACT_NOTE_VISIBILITY = "internal"
 # [I] a 301 means the object's id changed (new id in Location). The client never
 # follows it (a library would turn the POST into a GET); it raises MovedError.
 MOVED_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+# --- the preflight's known conversation ------------------------------------------
+# [C] S1, S15 conversations.list takes `rev_orgs` (a contact's workspace, its `rev_org`) and, new
+# in S15, `account`; S15's conversation carries `account`, no workspace. [I] no public field leads
+# from a workspace or a contact to its account (only the beta rev-org has `account`), so the
+# preflight lists the workspace's conversations by `rev_orgs` and needs one with a contact member
+# returned when listing that member's (preflight.check_known_member): a `members` filter answering
+# nothing (S10's 6 of 6) fails it (emulator mode conversations_members_filter=empty). The emulator
+# gives each workspace an account of its own ([I]) and takes both filters.

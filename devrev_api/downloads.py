@@ -1,4 +1,4 @@
-"""Attachment downloads: presigned URLs fetched without the token, retried, and re-located when expired.
+"""Attachment downloads: presigned URLs fetched without the token, retried, and re-located when refused.
 
 Apart from the REST calls because a download talks to another host (the file store the
 presigned URL points at), never carries the token, and has its own failure modes and
@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, ContextManager
+from typing import Any, BinaryIO, Callable, ContextManager, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from devrev_api import assumptions as facts
 from devrev_api.config import check_url_scheme
 from devrev_api.errors import ConfigError, DownloadError, RunWideFault
 from devrev_api.retry_policy import (
@@ -28,6 +29,19 @@ from devrev_api.retry_policy import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _refusal_waits(jitter: bool) -> Iterator[float]:
+    """The waits between locating a refused URL again and fetching it: none the first time,
+    then backing off (0.5 s doubling to 4 s) until PRESIGNED_URL_REFUSAL_SECONDS are waited."""
+    yield 0.0
+    waited = 0.0
+    for delay in Backoff(attempts=None, base=0.5, cap=4.0, jitter=jitter).delays():
+        delay = min(delay, facts.PRESIGNED_URL_REFUSAL_SECONDS - waited)
+        if delay <= 0:
+            return
+        waited += delay
+        yield delay
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -93,7 +107,7 @@ class ArtifactDownloads:
                     url = urljoin(url, response.headers["Location"])
                     continue
                 if status in (401, 403, 410):
-                    raise DownloadError(f"the attachment URL was refused (HTTP {status}; expired?)",
+                    raise DownloadError("the attachment host refused the URL",
                                         status=status, endpoint="download", expired=True)
                 if status != 200:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"),
@@ -132,13 +146,17 @@ class ArtifactDownloads:
 
         A transient failure on the file host (5xx, 429, a dropped connection, a read
         timeout, a body cut off) is retried on the same URL after a backoff (a 429's
-        Retry-After wins); a refused or expired URL (401/403/410) is located again with
-        artifacts.locate and retried. `open_out` must discard what was written when its
-        block raises (plumbing.files.durable_file does), so a partial file is never kept.
-        Raises DownloadError once the retries are spent or for a failure a retry cannot
-        fix (a body longer or shorter than declared, a redirect off https).
+        Retry-After wins). A refused URL (401/403/410) is located again with artifacts.locate
+        and fetched at once (it may have expired on the way); refused again, it is located again
+        and fetched after a backing-off wait (a fresh URL may be refused for a moment after it
+        is issued), until PRESIGNED_URL_REFUSAL_SECONDS have been waited in all.
+        `open_out` must discard what was written when its block raises (plumbing.files.durable_file
+        does), so a partial file is never kept. Raises DownloadError once the retries (or that
+        time) are spent or for a failure a retry cannot fix (a body longer or shorter than
+        declared, a redirect off https).
         """
         retries = self.retry.start()
+        refusal_waits, refused_for = _refusal_waits(self.retry.jitter), 0.0
         url = self._locate(artifact_id)["url"]
         while True:
             self._check_file_breaker(url)
@@ -150,16 +168,25 @@ class ArtifactDownloads:
             except DownloadError as exc:
                 self._count_file_fault(exc, artifact_id)
                 self._check_file_breaker(url)
-                delay = retries.next_delay(exc.retry_after) if (exc.transient or exc.expired) else None
-                if delay is None:
-                    raise
-                self._count("download_retries")
-                log.info("retrying the download of %s after %s (attempt %d/%d)", artifact_id, exc.message,
-                         retries.used, self.retry.attempts)
                 if exc.expired:
-                    url = self._locate(artifact_id)["url"]  # a fresh URL at once: no wait needed
+                    delay = next(refusal_waits, None)
+                    if delay is None:   # not an old URL: every fresh one was refused too
+                        raise DownloadError(f"the attachment host kept refusing {artifact_id}'s download URL for "
+                                            f"{refused_for:.0f} s, a freshly located one each time",
+                                            status=exc.status, endpoint="download",
+                                            hint="re-run later to resume") from None
+                    refused_for += delay
                 else:
-                    self._wait(delay)
+                    delay = retries.next_delay(exc.retry_after) if exc.transient else None
+                    if delay is None:
+                        raise
+                self._count("download_retries")
+                log.info("retrying the download of %s after %s (%s)", artifact_id, exc.message,
+                         f"located again, fetched {delay:.1f} s later" if exc.expired
+                         else f"attempt {retries.used}/{self.retry.attempts}")
+                if exc.expired:   # a fresh URL first, then the wait: a URL is refused for a moment after it is issued
+                    url = self._locate(artifact_id)["url"]
+                self._wait(delay)
 
     def _count_file_fault(self, exc: DownloadError, artifact_id: str) -> None:
         """Feed the file host's breaker: no connection at all, or a 5xx, counts; any other answer resets it."""

@@ -25,9 +25,8 @@ class DevRevError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, error_type: str | None = None,
                  endpoint: str | None = None, field_name: str | None = None,
-                 retry_after: float | None = None, location: str | None = None, hint: str | None = None):
-        if hint is not None:
-            self.hint = hint
+                 retry_after: float | None = None, location: str | None = None, hint: str | None = None,
+                 object_ids: tuple[str, ...] = ()):
         self.message = message
         self.status = status
         self.error_type = error_type
@@ -35,7 +34,13 @@ class DevRevError(Exception):
         self.field_name = field_name
         self.retry_after = retry_after
         self.location = location
+        # the objects a 403 names ([C] S6 `object_ids`): the refusal is about them, not the whole run
+        self.object_ids = tuple(object_ids)
+        self.hint = hint if hint is not None else self._default_hint()
         super().__init__(self._render())
+
+    def _default_hint(self) -> str:
+        return type(self).hint
 
     def _render(self) -> str:
         where = f"{self.endpoint}: " if self.endpoint else ""
@@ -49,12 +54,37 @@ class DevRevError(Exception):
         return text
 
 
+_NEW_TOKEN = ("make a new personal access token (DevRev settings, Personal Access Token) and put it in "
+              "DEVREV_API_TOKEN (the environment or .env), then re-run to resume")
+# what a 401's `type` says ([C] S15 error-unauthorized): the advice that fits that cause
+UNAUTHORIZED_HINTS = {
+    "token_expired": f"the token has expired: {_NEW_TOKEN}",
+    "token_revoked": f"the token was revoked: {_NEW_TOKEN}",
+    "dev_org_deactivated": ("the DevRev organization of this token is deactivated: a new token will not help; "
+                            "ask your DevRev admin or DevRev support"),
+    "unauthenticated": "check DEVREV_API_TOKEN (a valid personal access token of a DevRev admin)",
+}
+
+
 class AuthError(DevRevError):
-    hint = "check DEVREV_API_TOKEN (a valid personal access token of a DevRev admin)"
+    hint = UNAUTHORIZED_HINTS["unauthenticated"]
+
+    def _default_hint(self) -> str:
+        """The advice for the cause a 401 names (`type`), else the class's."""
+        if self.status == 401 and self.error_type in UNAUTHORIZED_HINTS:
+            return UNAUTHORIZED_HINTS[self.error_type]
+        return type(self).hint
 
 
 class PermissionDeniedError(AuthError):
     hint = "the token's user lacks permission for this call; use an admin's token"
+
+    def _default_hint(self) -> str:
+        """A 403 naming its objects is about them: the token may not write those, this set fails."""
+        if self.object_ids:
+            return (f"the token may not write {', '.join(self.object_ids)}; give the token's user access to "
+                    f"it in DevRev, then re-run to resume")
+        return type(self).hint
 
 
 class NotFoundError(DevRevError):
@@ -92,7 +122,7 @@ class MovedError(DevRevError):
 class DownloadError(DevRevError):
     """An attachment could not be fetched in full from its located URL.
 
-    expired: the URL was refused (401/403/410): locate the artifact again.
+    expired: the URL was refused (401/403/410; expired, or fresh and not yet honoured): locate it again.
     transient: a 5xx, 429, dropped connection, read timeout or a body cut off: the same
     URL may work on a retry."""
 

@@ -8,6 +8,7 @@ headers so calls wait for a nearly spent window to reset instead of meeting a 42
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -15,6 +16,9 @@ from typing import Any, Callable
 from ratelimit import RateLimitException, limits
 
 from devrev_api import assumptions as facts
+from devrev_api.retry_policy import answer_time
+
+log = logging.getLogger(__name__)
 
 
 class ClientPace:
@@ -46,7 +50,11 @@ class ServerPacer:
     Reads X-Ratelimit-Remaining / X-Ratelimit-Reset from every response. While more
     than `margin` calls are left (after subtracting calls still in flight), calls go at
     once; when the budget is down to the margin, callers wait for the window's reset
-    instead of meeting a 429.
+    instead of meeting a 429. The reset is an epoch time on DevRev's clock, so it is read
+    against the answer's own Date (no clock of ours involved); a reset further off than one
+    window cannot be right (DevRev's clocks disagree) and is not waited for: the 429's
+    Retry-After, in seconds, says how long instead. A wait over LONG_WAIT_SECONDS is
+    said on screen (WARNING), once per window.
     """
 
     def __init__(self, *, margin: int = 2, clock: Callable[[], float] = time.time):
@@ -56,6 +64,8 @@ class ServerPacer:
         self._remaining: int | None = None
         self._reset_at: float | None = None
         self._in_flight = 0
+        self._announced: float | None = None      # the reset whose long wait was said
+        self._doubted = False                     # an implausible reset was said once
         self.announced_limit: int | None = None   # X-Ratelimit-Limit: calls per DevRev's window
 
     def reserve(self) -> float:
@@ -70,8 +80,12 @@ class ServerPacer:
                 return 0.0
             if self._remaining - (self._in_flight - 1) > self.margin:
                 return 0.0
-            wait = min(self._reset_at - now, facts.RATE_LIMIT_WINDOW_SECONDS)
-            return max(0.0, wait) + 0.05
+            wait = max(0.0, min(self._reset_at - now, facts.RATE_LIMIT_WINDOW_SECONDS)) + 0.05
+            if wait > facts.LONG_WAIT_SECONDS and self._announced != self._reset_at:
+                self._announced = self._reset_at
+                log.warning("DevRev's rate limit: waiting %.0f s (X-Ratelimit-Reset: %d calls left in its window)",
+                            wait, self._remaining)
+            return wait
 
     def release(self, headers: Any = None) -> None:
         with self._lock:
@@ -84,10 +98,19 @@ class ServerPacer:
             if limit and limit >= 1:
                 self.announced_limit = int(limit)
             try:
-                self._remaining = int(remaining)
-                self._reset_at = float(reset)
+                remaining_calls, reset_at = int(remaining), float(reset)
             except (TypeError, ValueError):
                 return
+            left = reset_at - answer_time(headers, self.clock)   # both on DevRev's clock
+            if not -facts.CLOCK_SLACK_SECONDS <= left <= facts.RATE_LIMIT_WINDOW_SECONDS + facts.CLOCK_SLACK_SECONDS:
+                if not self._doubted:
+                    self._doubted = True
+                    log.warning("DevRev's X-Ratelimit-Reset is %.0f s from its answer's time, beyond its %d s "
+                                "window (its clocks disagree): pacing by Retry-After instead", left,
+                                facts.RATE_LIMIT_WINDOW_SECONDS)
+                self._remaining = self._reset_at = None
+                return
+            self._remaining, self._reset_at = remaining_calls, self.clock() + max(0.0, left)
 
 
 def _finite_number(value: Any) -> float | None:

@@ -118,7 +118,7 @@ class Backoff:
         """Seconds to wait before retry `attempt` (0-based); `retry_after` (a server's hint, >= 0) wins."""
         if retry_after is not None:
             return max(0.0, retry_after)
-        ceiling = min(self.cap, self.base * (2 ** attempt))
+        ceiling = min(self.cap, self.base * (2 ** min(attempt, 64)))   # no float overflow in an endless wait
         return random.uniform(ceiling / 2, ceiling) if self.jitter else ceiling
 
     def delays(self) -> Iterator[float]:

@@ -84,6 +84,14 @@ def _listing(key: str, items: list[dict], next_cursor: str | None) -> dict:
     return out
 
 
+def _work_out(state: SandboxState, settings: Settings, work: dict) -> dict:
+    return state.render_work(work, ticking=settings.modes.fields_change_by_themselves)
+
+
+def _conversation_out(state: SandboxState, settings: Settings, conv: dict) -> dict:
+    return state.render_conversation(conv, ticking=settings.modes.fields_change_by_themselves)
+
+
 def _retired(state: SandboxState, settings: Settings, user: dict) -> bool:
     return state.retire_if_due(user, settings.modes)
 
@@ -303,15 +311,53 @@ def _rev_users_merge(state: SandboxState, settings: Settings, body: dict) -> dic
         if pending["primary"] != primary["id"]:
             raise ApiError(400, "bad_request", "the secondary user is already being merged into another user")
         return {}
+    if settings.modes.merge_job == "refused":
+        raise ApiError(400, "bad_request", "merge limit exceeded: the user has reached the maximum number of "
+                                           "merges allowed")
     state.begin_merge(secondary, primary["id"], after_gets=settings.modes.merge_retire_after_gets,
-                      delay=settings.modes.merge_retire_delay)
+                      delay=settings.modes.merge_retire_delay, job=settings.modes.merge_job)
     return {}
+
+
+_JOB_STATES = ["completed", "failed", "in_progress", "queued", "started"]
+_JOB_ARRAYS = {"category", "created_by", "owned_by_id", "parent_ids", "sort_by", "state"}
+
+
+@route("jobs.get", fields={"id"}, readonly=True)
+def _jobs_get(state: SandboxState, settings: Settings, body: dict) -> dict:
+    job = state.jobs.get(require(body, "id"))
+    if job is None:
+        raise ApiError(404, "not_found", f"job {body['id']} not found")
+    return {"job": state.render_job(job)}
+
+
+@route("jobs.list", fields=_JOB_ARRAYS | PAGING, readonly=True, arrays=_JOB_ARRAYS)
+def _jobs_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """Newest first, the only order the emulator serves (sort_by created_date:desc or none)."""
+    limit = page_limit(body, settings.page_cap)
+    check_mode(body)
+    categories = string_list(body, "category")
+    states = enum_list(body, "state", _JOB_STATES)
+    creators = id_list(state, body, "created_by")
+    for name in ("owned_by_id", "parent_ids"):
+        id_list(state, body, name)
+    sort = string_list(body, "sort_by")
+    if sort not in (None, [], ["created_date:desc"]):
+        raise ApiError(400, "invalid_field", "the emulator sorts jobs by created_date:desc only", field_name="sort_by")
+
+    def keep(job: dict) -> bool:
+        return ((categories is None or job["job_category"] in categories)
+                and (states is None or job["state"] in states)
+                and (creators is None or job["created_by"] in creators))
+    newest_first = sorted(state.jobs.values(), key=lambda j: -j["_seq"])
+    first, cursor = keyset_page(body, newest_first, keep, "jobs.list", limit)
+    return _listing("jobs", [state.render_job(j) for j in first], cursor)
 
 
 @route("works.get", fields={"id"}, readonly=True)
 def _works_get(state: SandboxState, settings: Settings, body: dict) -> dict:
     work = resolve(state, require(body, "id"), "id", state.works)
-    return {"work": state.render_work(work)}
+    return {"work": _work_out(state, settings, work)}
 
 
 @route("works.list", fields={"type", "reported_by", "owned_by", "custom_fields"} | PAGING, readonly=True,
@@ -322,13 +368,23 @@ def _works_list(state: SandboxState, settings: Settings, body: dict) -> dict:
     owners = id_list(state, body, "owned_by")
     custom = _custom_fields_filter(settings, body)
     _filter_on_retired(state, settings, reporters, "reported_by")
+    listed = {w["id"]: _as_listed(state, w) for w in state.works.values()}
     items = [w for w in state.works.values()
              if (types is None or w["type"] in types)
-             and (reporters is None or set(reporters) & set(w["reported_by"]))
+             and (reporters is None or set(reporters) & set(listed[w["id"]]["reported_by"]))
              and (owners is None or set(owners) & set(w["owned_by"]))
              and (custom is None or custom(w))]
     first, cursor = page(body, items, "works.list", settings.page_cap, settings.modes.list_paging)
-    return _listing("works", [state.render_work(w) for w in first], cursor)
+    return _listing("works", [_work_out(state, settings, listed[w["id"]]) for w in first], cursor)
+
+
+def _as_listed(state: SandboxState, work: dict) -> dict:
+    """The work as a lagging list shows it (mode listing_lag_seconds): its reporters from
+    before the last write, until the lag is over."""
+    lag = work.get("_listed_before")
+    if lag and state.clock() < lag["until"]:
+        return dict(work, reported_by=lag["reported_by"])
+    return work
 
 
 def _custom_fields_filter(settings: Settings, body: dict) -> Callable[[dict], bool] | None:
@@ -404,29 +460,51 @@ def _works_update(state: SandboxState, settings: Settings, body: dict) -> dict:
     if fragments is not None:
         work["custom_schema_fragments"] = list(fragments)
     if reporters is not None:
+        if settings.modes.listing_lag_seconds:
+            work["_listed_before"] = {"reported_by": list(_as_listed(state, work)["reported_by"]),
+                                      "until": state.clock() + settings.modes.listing_lag_seconds}
         work["reported_by"] = reporters
     if owners is not None:
         work["owned_by"] = owners
     state.touch(work)
-    return {"work": state.render_work(work)}
+    return {"work": _work_out(state, settings, work)}
 
 
 @route("conversations.get", fields={"id"}, readonly=True)
 def _conversations_get(state: SandboxState, settings: Settings, body: dict) -> dict:
     conv = resolve(state, require(body, "id"), "id", state.conversations)
-    return {"conversation": state.render_conversation(conv)}
+    return {"conversation": _conversation_out(state, settings, conv)}
 
 
-@route("conversations.list", fields={"members", "owned_by"} | PAGING, readonly=True, arrays={"members", "owned_by"})
+def _org_ids(state: SandboxState, body: dict, name: str, kind: str) -> list[str] | None:
+    """An `account` / `rev_orgs` filter: ids of that kind only (400 invalid_id for another object's)."""
+    ids = id_list(state, body, name)
+    for value in ids or ():
+        if f":{kind}/" not in value:
+            raise ApiError(400, "invalid_id", f"{name} must hold {kind} ids, got {value!r}", field_name=name)
+    return ids
+
+
+_CONVERSATION_ARRAYS = {"members", "owned_by", "account", "rev_orgs"}
+
+
+@route("conversations.list", fields=_CONVERSATION_ARRAYS | PAGING, readonly=True, arrays=_CONVERSATION_ARRAYS)
 def _conversations_list(state: SandboxState, settings: Settings, body: dict) -> dict:
+    """members (modes.conversations_members_filter), owned_by, and (S15) the conversation's
+    `account` or workspace (`rev_orgs`); the filters given all apply."""
     members = id_list(state, body, "members")
     owners = id_list(state, body, "owned_by")
+    accounts, orgs = _org_ids(state, body, "account", "account"), _org_ids(state, body, "rev_orgs", "revo")
     _filter_on_retired(state, settings, members, "members")
+    if members is not None and settings.modes.conversations_members_filter == "empty":
+        members = []
     items = [c for c in state.conversations.values()
              if (members is None or set(members) & set(c["members"]))
-             and (owners is None or set(owners) & set(c["owned_by"]))]
+             and (owners is None or set(owners) & set(c["owned_by"]))
+             and (accounts is None or state.conversation_account(c) in accounts)
+             and (orgs is None or c.get("_rev_org") in orgs)]
     first, cursor = page(body, items, "conversations.list", settings.page_cap, settings.modes.list_paging)
-    return _listing("conversations", [state.render_conversation(c) for c in first], cursor)
+    return _listing("conversations", [_conversation_out(state, settings, c) for c in first], cursor)
 
 
 @route("conversations.update", fields={"id", "members", "custom_fields", "custom_schema_spec"}, readonly=False)
@@ -438,7 +516,7 @@ def _conversations_update(state: SandboxState, settings: Settings, body: dict) -
     if members is not None:
         conv["members"] = members
     state.touch(conv)
-    return {"conversation": state.render_conversation(conv)}
+    return {"conversation": _conversation_out(state, settings, conv)}
 
 
 def _visible(state: SandboxState, entry: dict) -> bool:

@@ -19,6 +19,10 @@ from typing import Any, Callable
 from .errors import ApiError, json_bytes
 
 JSON = "application/json"
+# a 401's `type` ([C] S15 error-unauthorized) and the emulator's message for it
+TOKEN_REFUSALS = {"token_expired": "the token has expired", "token_revoked": "the token was revoked",
+                  "dev_org_deactivated": "the dev org is deactivated",
+                  "unauthenticated": "missing or invalid authorization token"}
 
 
 @dataclass
@@ -56,7 +60,18 @@ class Faults:
     # the same Retry-After (the window's end: seconds or a date, per modes.retry_after_form).
     throttle_endpoint: str | None = None
     throttle_seconds: float = 45.0
+    # The token refused mid-run: after token_refusal_after calls are served, every call is
+    # answered 401 with this `type` (one of TOKEN_REFUSALS, the spec's error-unauthorized).
+    token_refusal: str | None = None
+    token_refusal_after: int = 0
+    # Objects the token may not write (DONs): a write naming one (`id`, or a timeline entry's
+    # `object`) is answered 403 forbidden with `object_ids` naming it ([C] S6), nothing changed.
+    forbidden_objects: tuple = ()
     seed: int = 0
+
+    def __post_init__(self):
+        if self.token_refusal is not None and self.token_refusal not in TOKEN_REFUSALS:
+            raise ValueError(f"token_refusal must be one of {', '.join(TOKEN_REFUSALS)}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,25 @@ class FaultInjector:
             self._rng = random.Random(faults.seed)
             self._burst_left = 0
             self._throttle_end: float | None = None
+            self._served = 0
+
+    def token_refused(self) -> ApiError | None:
+        """The 401 for this (authorized) call once the token is refused (Faults.token_refusal), else None."""
+        f = self.faults
+        if f.token_refusal is None:
+            return None
+        with self._lock:
+            self._served += 1
+            if self._served <= f.token_refusal_after:
+                return None
+        return ApiError(401, f.token_refusal, TOKEN_REFUSALS[f.token_refusal])
+
+    def forbidden(self, object_ids: list[str]) -> ApiError | None:
+        """The 403 for a write naming an object of Faults.forbidden_objects, else None."""
+        named = [i for i in object_ids if i in self.faults.forbidden_objects]
+        if not named:
+            return None
+        return ApiError(403, "forbidden", f"not allowed to write {named[0]}", object_ids=named)
 
     def throttled_until(self, endpoint: str, now: float) -> float | None:
         """The end of `endpoint`'s throttle window (epoch s) while it lasts, else None."""
@@ -202,7 +236,8 @@ class RateLimiter:
             self._window_used += 1
         return None
 
-    def headers(self) -> dict:
+    def headers(self, skew: float = 0.0) -> dict:
+        """X-Ratelimit-* for an answer; `skew` seconds added to the reset (a clock off from Date's)."""
         if not self.limit:
             return {}
         calls, window = self.limit
@@ -211,7 +246,7 @@ class RateLimiter:
                 return {}
             return {"X-Ratelimit-Limit": str(calls),
                     "X-Ratelimit-Remaining": str(max(0, calls - self._window_used)),
-                    "X-Ratelimit-Reset": str(math.ceil(self._window_start + window))}
+                    "X-Ratelimit-Reset": str(math.ceil(self._window_start + window + skew))}
 
 
 def retry_after_value(seconds: float, form: str, now: float) -> str:

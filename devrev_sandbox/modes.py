@@ -20,6 +20,8 @@ LIST_PAGINGS = ("keyset", "offset")
 RETRY_AFTER_FORMS = ("seconds", "date")
 CONTACT_TIMELINE_ON_MERGE = ("deleted", "moved")
 WORKS_CUSTOM_FIELDS_FILTERS = ("refused", "accepted")
+MERGE_JOBS = ("completed", "failed_first", "in_progress", "refused", "lost_first")
+CONVERSATIONS_MEMBERS_FILTERS = ("applied", "empty")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,41 @@ class BehaviourModes:
     pages (each with a new cursor) before each entry, as [C] S15 allows for timeline-entries.list
     ("fewer (possibly zero) entries may be returned even if there are more")."""
 
+    merge_job: str = "completed"
+    """How DevRev's merge job ([C] S15 jobs.get/list, category merge_revuser) ends: "completed"
+    (it completes when the secondary retires), "failed_first" (the first merge asked of each
+    secondary fails when it would have retired: the job reads `failed` and the secondary stays
+    active; a later ask works), "in_progress" (the job never ends and the secondary stays
+    active), "refused" (rev-users.merge answers 400 with DevRev's reason, a limit on merges per
+    contact, and nothing starts) or "lost_first" (the first ask is acknowledged, but no job is
+    made and nothing happens; a later ask works)."""
+
+    download_url_refused_seconds: float = 0.0
+    """How long a fresh download URL (artifacts.locate's) is refused with 403 after it is issued,
+    in seconds of the emulator's clock: 0, served at once; N, the file host not yet honouring the
+    signature (an object store's replication, or its clock behind DevRev's). Undocumented."""
+
+    server_clock_skew: float = 0.0
+    """Seconds DevRev's rate-limit clock is off from the one stamping answers' Date: added to
+    X-Ratelimit-Reset (an epoch time on DevRev's clock, [C] S3); 0, the two agree."""
+
+    conversations_members_filter: str = "applied"
+    """How conversations.list applies its `members` filter: "applied" (the conversations the
+    users take part in) or "empty" (no conversation, whoever is named: what 6 of 6 real calls
+    answered, devrev-api.md section 14), for the preflight's known-conversation check to catch."""
+
+    fields_change_by_themselves: bool = False
+    """Whether answers carry fields a server process keeps changing, as real tickets do ([C] S15,
+    S10): tickets a work-duration timer (`custom_fields.tnt__work_duration_counter`, one more on
+    every answer) and `sync_metadata` (last sync now), conversations `sentiment_modified_date`
+    (now). Only answers tick; the stored objects (and dump()) do not."""
+
+    listing_lag_seconds: float = 0.0
+    """How long works.list keeps showing a ticket's old reporters after reported_by was set
+    (seconds of emulator time): filtered and rendered as before the write, while works.get
+    already answers the new ones. DevRev's lists may lag behind writes for a few seconds
+    (issue 22, [I] how long)."""
+
     def __post_init__(self):
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
@@ -103,13 +140,21 @@ class BehaviourModes:
             raise ValueError("external_ref_conflict_status must be 400 or 409")
         if self.scan_page_size < 1:
             raise ValueError("scan_page_size must be 1 or more")
+        if self.listing_lag_seconds < 0:
+            raise ValueError("listing_lag_seconds must be 0 or more")
         if self.timeline_empty_pages < 0:
             raise ValueError("timeline_empty_pages must be 0 or more")
+        if not 0 <= self.download_url_refused_seconds < float("inf"):
+            raise ValueError("download_url_refused_seconds must be 0 or more")
+        if not abs(self.server_clock_skew) < float("inf"):
+            raise ValueError("server_clock_skew must be a finite number of seconds")
         for name, allowed in (("retired_filter_answer", RETIRED_FILTER_ANSWERS),
                               ("token_permissions", TOKEN_PERMISSIONS), ("list_paging", LIST_PAGINGS),
                               ("retry_after_form", RETRY_AFTER_FORMS),
                               ("contact_timeline_on_merge", CONTACT_TIMELINE_ON_MERGE),
-                              ("works_custom_fields_filter", WORKS_CUSTOM_FIELDS_FILTERS)):
+                              ("works_custom_fields_filter", WORKS_CUSTOM_FIELDS_FILTERS),
+                              ("merge_job", MERGE_JOBS),
+                              ("conversations_members_filter", CONVERSATIONS_MEMBERS_FILTERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -146,5 +191,8 @@ _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _op
             "retired_filter_answer": str, "token_permissions": str, "list_paging": str,
             "locate_expires_at": _boolean, "scan_page_size": int, "retry_after_form": str,
             "contact_external_refs": _boolean, "contact_timeline_on_merge": str,
-            "works_custom_fields_filter": str, "timeline_empty_pages": int}
+            "works_custom_fields_filter": str, "timeline_empty_pages": int, "merge_job": str,
+            "fields_change_by_themselves": _boolean, "listing_lag_seconds": float,
+            "download_url_refused_seconds": float, "server_clock_skew": float,
+            "conversations_members_filter": str}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -93,6 +93,7 @@ class DevRevSandbox:
             rate_limit = (rate_limit, float(facts.RATE_LIMIT_WINDOW_SECONDS))
         self._limiter = RateLimiter(rate_limit, clock, rate_limit_shared)
         self._secret = os.urandom(16)
+        self._issued: dict[str, float] = {}   # a download URL's signature -> when it was last issued
         self._ports = (port, files_port)
         self._servers: list[ThreadingHTTPServer] = []
         self.base_url = self.files_base_url = ""
@@ -209,6 +210,10 @@ class DevRevSandbox:
         if not self._authorized(auth_header):
             return self._answer(handler, entry, body,
                                 ApiError(401, "unauthenticated", "missing or invalid authorization token"))
+        refused = self._injector.token_refused()
+        if refused is not None:
+            entry["fault"] = "token_refused"
+            return self._answer(handler, entry, body, refused)
         until = self._injector.throttled_until(endpoint, self.clock())
         if until is not None:
             entry["fault"] = "throttle"
@@ -229,6 +234,11 @@ class DevRevSandbox:
         if route is None or (method == "GET" and not route.readonly):
             # no such route: not an answer of that operation to validate
             return self._answer(handler, entry, body, ApiError(404, None, "route not found"), validate=False)
+        forbidden = self._injector.forbidden(_named_objects(self.state, body)) \
+            if endpoint in WRITE_ENDPOINTS else None
+        if forbidden is not None:
+            entry["fault"] = "forbidden"
+            return self._answer(handler, entry, body, forbidden)
         drop_after = (endpoint in WRITE_ENDPOINTS and self.faults.drop_after_write_rate
                       and self._injector.chance(self.faults.drop_after_write_rate))
         result = self._run(route, endpoint, body, entry)
@@ -283,7 +293,7 @@ class DevRevSandbox:
         if self.validator is not None and validate and entry["endpoint"] in ROUTES:
             self.validator(entry["endpoint"], body, status, payload)
         headers = {"Content-Type": JSON}
-        headers.update(self._limiter.headers())
+        headers.update(self._limiter.headers(self.modes.server_clock_skew))
         if status == 429:
             now = self.clock()
             seconds = until - now if until is not None else float(payload.get("retry_after", 1))
@@ -306,6 +316,7 @@ class DevRevSandbox:
         expires = self.clock() + self.url_ttl
         number = art["display_id"].split("-", 1)[1]
         sig = self._signature(number, str(int(expires)))
+        self._issued[sig] = self.clock()   # modes.download_url_refused_seconds counts from here
         return f"{self.files_base_url}/blobs/{number}?expires={int(expires)}&sig={sig}", expires
 
     def upload_form(self, art: dict) -> tuple[str, list[dict], float]:
@@ -348,6 +359,10 @@ class DevRevSandbox:
             expired = True
         if not hmac.compare_digest(expected, query.get("sig", "")) or expired:
             return _send_error(handler, entry, 403, b"<Error><Code>AccessDenied</Code><Message>Request has expired"
+                                                    b"</Message></Error>")
+        if self.clock() < self._issued.get(expected, 0.0) + self.modes.download_url_refused_seconds:
+            entry["fault"] = "fresh_url_refused"
+            return _send_error(handler, entry, 403, b"<Error><Code>AccessDenied</Code><Message>Access Denied"
                                                     b"</Message></Error>")
         art = self.state.artifact_copy(number)
         if art is None or art.get("_pending"):
@@ -438,6 +453,14 @@ def _mode_attribute(name: str) -> property:
 
 for _name in MODE_NAMES:
     setattr(DevRevSandbox, _name, _mode_attribute(_name))
+
+
+def _named_objects(state: SandboxState, body: Any) -> list[str]:
+    """The DONs a write names as its target (`id`, a timeline entry's `object`, a merge's contacts)."""
+    if not isinstance(body, dict):
+        return []
+    return [state.ref(v) for v in (body.get(k) for k in ("id", "object", "secondary_user", "primary_user"))
+            if isinstance(v, str)]
 
 
 def _version_refusal(handler: "_Handler") -> ApiError | None:

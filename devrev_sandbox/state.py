@@ -63,6 +63,8 @@ class SandboxState:
         self.conversations: dict[str, dict] = {}
         self.entries: dict[str, list[dict]] = {}   # parent DON -> entries (oldest first)
         self.artifacts: dict[str, dict] = {}
+        self.jobs: dict[str, dict] = {}          # merge jobs by DON
+        self.ticks = 0                           # answers given with ticking fields (mode fields_change_by_themselves)
         self.by_display: dict[str, str] = {}
         self.keys: dict[str, str] = {}           # seed key -> DON
         self.seq = 0
@@ -75,7 +77,7 @@ class SandboxState:
 
     # ids ------------------------------------------------------------------
     def don(self, kind: str, suffix: str) -> str:
-        space = "identity" if kind.split("/")[0] in ("revu", "devu", "sysu", "revo", "svcacc") else "core"
+        space = "identity" if kind.split("/")[0] in ("revu", "devu", "sysu", "revo", "svcacc", "account") else "core"
         return f"don:{space}:{REGION}:devo/{self.devo}:{kind}/{suffix}"
 
     def next_seq(self) -> int:
@@ -121,8 +123,10 @@ class SandboxState:
                 suffix = org.get("suffix") or stable_suffix("org:" + org["key"], 8)
                 don = self.don("revo", suffix)
                 self.orgs[don] = {"type": "rev_org", "id": don, "display_id": f"REV-{suffix}",
-                                  "display_name": org.get("display_name", org["key"])}
+                                  "display_name": org.get("display_name", org["key"]),
+                                  "account": self.don("account", suffix)}   # [I] an account per workspace
                 self.by_display[f"REV-{suffix}"] = don
+                self.by_display[f"ACC-{suffix}"] = self.orgs[don]["account"]
                 self.keys[org["key"]] = don
             for n, dev in enumerate(seed.get("dev_users", []), start=2):
                 number = dev.get("number", n)
@@ -241,6 +245,10 @@ class SandboxState:
             conv["is_frozen"] = bool(spec["is_frozen"])
         if spec.get("custom_fields"):
             conv["custom_fields"] = self._seed_custom_fields(spec["custom_fields"])
+        # its workspace: the seed's, else its first contact's (the answer shows that workspace's account)
+        orgs = [self.users[m]["rev_org"] for m in members if m in self.users and self.users[m].get("rev_org")]
+        if spec.get("workspace") or orgs:
+            conv["_rev_org"] = self.ref(spec["workspace"]) if spec.get("workspace") else orgs[0]
         self.conversations[don] = conv
         self.by_display[conv["display_id"]] = don
         if spec.get("key"):
@@ -328,11 +336,41 @@ class SandboxState:
 
     # merging --------------------------------------------------------------
     def begin_merge(self, secondary: dict, primary_id: str, *, after_gets: int | None,
-                    delay: float | None) -> None:
+                    delay: float | None, job: str = "completed", by: str | None = None) -> None:
         """Mark `secondary` as merged into `primary_id`; it retires after `after_gets`
-        reads or `delay` seconds, whichever comes first (None: never by that rule)."""
+        reads or `delay` seconds, whichever comes first (None: never by that rule). `job` is
+        modes.merge_job: how the merge_revuser job made for it (created by `by`) ends."""
+        secondary["_merge_asks"] = asks = secondary.get("_merge_asks", 0) + 1
+        if job == "lost_first" and asks == 1:
+            return   # acknowledged, and nothing made of it
         secondary["_merge"] = {"primary": primary_id, "gets_left": after_gets,
-                               "at": None if delay is None else self.clock() + delay}
+                               "at": None if delay is None else self.clock() + delay,
+                               "job": self._new_merge_job(secondary, primary_id, by or self.admin_id),
+                               "fails": job == "failed_first" and asks == 1}
+
+    def _new_merge_job(self, secondary: dict, primary_id: str, by: str) -> str:
+        """A merge_revuser job in progress, naming both contacts in its metadata ([I] the link,
+        devrev_api.assumptions.MERGE_JOB_CATEGORY)."""
+        number = len(self.jobs) + 1
+        don = self.don("job", str(number))
+        now = self.now()
+        self.jobs[don] = {"id": don, "display_id": f"JOB-{number}", "job_category": "merge_revuser",
+                          "job_id": f"merge_revuser-{number}", "state": "in_progress", "progress": 40,
+                          "retry_count": 0, "title": f"Merge {secondary.get('display_id')} into "
+                          f"{self.users[primary_id].get('display_id')}",
+                          "metadata_list": [{"key": "primary_user", "type": "don", "value": primary_id},
+                                            {"key": "secondary_user", "type": "don", "value": secondary["id"]}],
+                          "created_by": by, "created_date": now, "modified_date": now, "_seq": self.next_seq()}
+        return don
+
+    def _end_job(self, job_id: str | None, state: str) -> None:
+        job = self.jobs.get(job_id or "")
+        if job:
+            job.update(state=state, progress=100 if state == "completed" else job["progress"],
+                       modified_date=self.now())
+
+    def render_job(self, job: dict) -> dict:
+        return self._render(job, users=("created_by",))
 
     def count_get(self, user: dict) -> None:
         """A rev-users.get of a merged secondary: one read closer to retirement."""
@@ -347,7 +385,14 @@ class SandboxState:
         if pending and not user.get("_retired"):
             due = pending.get("gets_left") is not None and pending["gets_left"] <= 0
             due = due or (pending.get("at") is not None and self.clock() >= pending["at"])
+            due = due and modes.merge_job != "in_progress"   # a job that never ends, while the mode says so
+            if due and pending.get("fails"):   # DevRev's job failed: the secondary stays as it was
+                self._end_job(pending.get("job"), "failed")
+                del user["_merge"]
+                self.changed = True
+                return False
             if due:
+                self._end_job(pending.get("job"), "completed")
                 user["_retired"] = True
                 if modes.merge_outcome in ("404", "deleted"):
                     user["_gone"] = modes.merge_outcome == "404"
@@ -482,14 +527,33 @@ class SandboxState:
                 del out[key]
         return out
 
-    def render_work(self, work: dict) -> dict:
+    def render_work(self, work: dict, *, ticking: bool = False) -> dict:
+        """A work as DevRev answers it; `ticking` (mode fields_change_by_themselves): with a timer
+        and sync bookkeeping that change on every answer."""
         out = self._render(work, user_lists=("reported_by", "owned_by"))
         if work.get("rev_org"):
             out["rev_org"] = self.org_summary(work["rev_org"])
+        if ticking:
+            self.ticks += 1
+            out["custom_fields"] = dict(out.get("custom_fields") or {}, tnt__work_duration_counter=self.ticks)
+            out["sync_metadata"] = {"origin_system": "sandbox-sync", "last_sync_in": {"sync_date": self.now()}}
         return out
 
-    def render_conversation(self, conv: dict) -> dict:
-        return self._render(conv, user_lists=("members", "owned_by"), omit_empty=("owned_by",))
+    def conversation_account(self, conv: dict) -> str | None:
+        """The account of the conversation's workspace (states saved before accounts have none)."""
+        return self.orgs.get(conv.get("_rev_org", ""), {}).get("account")
+
+    def render_conversation(self, conv: dict, *, ticking: bool = False) -> dict:
+        out = self._render(conv, user_lists=("members", "owned_by"), omit_empty=("owned_by",))
+        if ticking:
+            self.ticks += 1
+            out["sentiment_modified_date"] = iso(self.clock() + self.ticks / 1000)
+        account = self.conversation_account(conv)
+        if account:
+            org = self.orgs[conv["_rev_org"]]
+            out["account"] = {"id": account, "display_id": "ACC-" + account.rsplit("/", 1)[1],
+                              "display_name": org["display_name"]}
+        return out
 
     def render_entry(self, entry: dict) -> dict:
         parent = self.works.get(entry["object"]) or self.conversations.get(entry["object"]) \
@@ -525,13 +589,14 @@ class SandboxState:
             return copy.deepcopy({"devo": self.devo, "seq": self.seq, "orgs": self.orgs, "users": self.users,
                                   "works": self.works, "conversations": self.conversations,
                                   "entries": self.entries, "artifacts": self.artifacts,
-                                  "by_display": self.by_display, "keys": self.keys})
+                                  "by_display": self.by_display, "keys": self.keys, "jobs": self.jobs})
 
     def load_json(self, data: dict) -> None:
         with self.lock:
             for key in ("devo", "seq", "orgs", "users", "works", "conversations", "entries", "artifacts",
                         "by_display", "keys"):
                 setattr(self, key, copy.deepcopy(data[key]))
+            self.jobs = copy.deepcopy(data.get("jobs", {}))   # a state saved before jobs had none
 
     def dump(self) -> dict:
         """The state as a client would see it (rendered), for tests to diff."""

@@ -9,10 +9,13 @@ first set shows it, and the run stops while only one set is affected. Expected c
 are not differences: modification stamps, the written field, user summaries' embedded
 state, DevRev's own merge replacing the duplicate by the primary anywhere (custom fields the
 tool moved included), and the primary gaining the duplicates' own files (a merge that moves
-the contact page, [I] devrev_api.assumptions).
+the contact page, [I] devrev_api.assumptions). Fields a server process changes by itself
+(timers, sync bookkeeping, sentiment: FIELDS_THAT_CHANGE_BY_THEMSELVES) are reported apart and
+do not stop the run; any other change does.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 
@@ -20,6 +23,7 @@ from backup import CONVERSATIONS, TICKETS, display_of, load_metadata
 from devrev_api import assumptions as facts
 from devrev_api.errors import NotFoundError
 from devrev_client import DevRevClient
+from operator_view.summary import plural
 from runs.outcomes import SetOutcome
 
 STAMPS = facts.MODIFICATION_STAMPS
@@ -43,13 +47,43 @@ def _as_ids(value, renames: dict[str, str]):
     return value
 
 
-def differences(kind: str, before: dict, after: dict, renames: dict[str, str]) -> list[dict]:
-    """The fields of one object that changed, beyond what the merge is expected to change:
-    [{"object", "field", "before", "after"}] (values with users as ids)."""
+def _fields(obj: dict) -> dict:
+    """The object's fields as the canary compares them: each custom field on its own
+    (`custom_fields.<name>`), so a timer there is told from a contact id the tool moved."""
+    out = {k: v for k, v in obj.items() if k != "custom_fields"}
+    custom = obj.get("custom_fields")
+    if isinstance(custom, dict):
+        out.update({f"custom_fields.{name}": value for name, value in custom.items()})
+    elif custom is not None:
+        out["custom_fields"] = custom
+    return out
+
+
+def changes_by_itself(name: str) -> str | None:
+    """Why field `name` changes with no one writing it (devrev_api.assumptions
+    FIELDS_THAT_CHANGE_BY_THEMSELVES), or None: a change there is a side effect."""
+    return next((why for pattern, why in facts.FIELDS_THAT_CHANGE_BY_THEMSELVES.items()
+                 if fnmatch.fnmatchcase(name, pattern)), None)
+
+
+def all_changes(kind: str, before: dict, after: dict, renames: dict[str, str]) -> list[dict]:
+    """Every field of one object that changed beyond what the merge is expected to change:
+    [{"object", "field", "before", "after"}] (values with users as ids), each with "why" when
+    a server process explains it (changes_by_itself)."""
     skip = set(STAMPS) | WRITTEN[kind]
-    old, new = _as_ids(before, renames), _as_ids(after, renames)
-    return [{"object": display_of(before), "field": name, "before": old.get(name), "after": new.get(name)}
-            for name in sorted(set(old) | set(new)) if name not in skip and old.get(name) != new.get(name)]
+    old, new = _fields(_as_ids(before, renames)), _fields(_as_ids(after, renames))
+    found = []
+    for name in sorted(set(old) | set(new)):
+        if name not in skip and old.get(name) != new.get(name):
+            change = {"object": display_of(before), "field": name, "before": old.get(name), "after": new.get(name)}
+            why = changes_by_itself(name)
+            found.append(dict(change, why=why) if why else change)
+    return found
+
+
+def differences(kind: str, before: dict, after: dict, renames: dict[str, str]) -> list[dict]:
+    """The changes no server process explains (all_changes without a "why"): the ones that stop a run."""
+    return [c for c in all_changes(kind, before, after, renames) if "why" not in c]
 
 
 def _artifact_ids(contact: dict) -> list[str]:
@@ -91,7 +125,8 @@ def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
     DevRev no longer serves is a difference too. Raises DevRevError if a read fails."""
     folders = [b for d in outcome.duplicates for b in d.backups]
     objects, renames, files = _backed_up(folders)
-    found = []
+    found: list[dict] = []
+    by_themselves: list[dict] = []
     for kind, before in objects:
         read = {"ticket": client.get_work, "conversation": client.get_conversation,
                 "contact": client.get_rev_user}[kind]
@@ -102,16 +137,22 @@ def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
             continue
         if kind == "contact":
             before = _with_files_moved(before, after, files)
-        found += differences(kind, before, after, renames)
-    return {"set": outcome.email, "checked": len(objects), "differences": found}
+        for change in all_changes(kind, before, after, renames):
+            (by_themselves if "why" in change else found).append(change)
+    return {"set": outcome.email, "checked": len(objects), "differences": found,
+            "moved_by_themselves": by_themselves}
 
 
 def summary(result: dict) -> str:
     """One line for the screen."""
     diffs = result["differences"]
+    moved = result.get("moved_by_themselves") or []
     if not diffs:
+        names = sorted({c["field"] for c in moved})
+        also = (f"; {plural(len(names), 'field')} that DevRev changes by itself also changed ({', '.join(names)}), "
+                f"as expected" if names else "")
         return (f"canary {result['set']}: {result['checked']} objects re-read, nothing changed but what the tool "
-                f"wrote and the merge is expected to change")
+                f"wrote and the merge is expected to change{also}")
     first = diffs[0]
     return (f"canary {result['set']}: {len(diffs)} change(s) in fields the tool did not write (e.g. "
             f"{first['object']}: {first['field']}); the run stopped before the next set, see the report")

@@ -56,16 +56,18 @@ from merging.live_checks import (
     frozen_items,
     is_retired,
     other_works,
+    primary_change,
     recreated_duplicates,
     resolve_contacts,
 )
+from merging.merge_jobs import merge_job_of
 from merging.plan import blank_line, finished_outcome, set_key
 from merging.preflight import CustomFieldsFilter
 from merging.preview_estimate import contact_page_and_field_refs, sampled_duplicate
 from merging.set_numbers import journal_numbers
 from operator_view.summary import plural
 from plumbing.cli import log_subject
-from plumbing.clock import iso_utc, utc_now
+from plumbing.clock import instant, iso_utc, utc_now
 from plumbing.fanout import Fanout, fan_map, slot_of
 from runs.journal import Journal, is_finished, parse_step, step_name
 from runs.notes import NoteResult, merge_note_text, note_ref, write_note
@@ -75,7 +77,12 @@ log = logging.getLogger(__name__)
 
 
 class SetFailed(Exception):
-    """This set cannot go on now; the journal keeps where it stopped."""
+    """This set cannot go on now; the journal keeps where it stopped. retry_later: DevRev is
+    still working on it (a merge job in progress), so a later run finishes it."""
+
+    def __init__(self, message: str, *, retry_later: bool = False):
+        super().__init__(message)
+        self.retry_later = retry_later
 
 
 class RunAborted(Exception):
@@ -173,11 +180,11 @@ def _read_whole(client: DevRevClient, dup: dict, merging: bool, options: MergeOp
 
 def _newest(duplicates: list[dict]) -> dict:
     """The duplicate modified most recently: the primary takes its `user_` reference."""
-    return max(duplicates, key=lambda d: d.get("modified_date") or "")
+    return max(duplicates, key=lambda d: instant(d.get("modified_date")))
 
 
 def _newest_first(duplicates: list[dict]) -> list[dict]:
-    return sorted(duplicates, key=lambda d: d.get("modified_date") or "", reverse=True)
+    return sorted(duplicates, key=lambda d: instant(d.get("modified_date")), reverse=True)
 
 
 def reference_plan(primary: dict, duplicates: list[dict]) -> dict:
@@ -261,6 +268,8 @@ class SetMerger:
                 raise  # the run stops; the set stays resumable from its journal
             self.journal.set_status(key, ms.email, "failed", error=str(exc))
             outcome.status, outcome.error = SetStatus.FAILED, str(exc)
+            if isinstance(exc, SetFailed) and exc.retry_later:
+                outcome.retry_later = True
             log.error("failed: %s", exc)
         finally:
             outcome.duration_s = round(self.clock() - started, 3)
@@ -286,7 +295,7 @@ class SetMerger:
         primary, duplicates = resolve_contacts(self.client, ms, allow_cross_org=self.options.allow_cross_org)
         # the duplicate whose reference the primary will take goes last, so that
         # reference stays held until the very end
-        duplicates = sorted(duplicates, key=lambda d: d.get("modified_date") or "")
+        duplicates = sorted(duplicates, key=lambda d: instant(d.get("modified_date")))
         ctx = {"primary": _ident(primary), "duplicates": [_ident(d) for d in duplicates],
                "csv_rows": [r.as_dict() for r in ms.rows]}
         self.journal.set_status(key, ms.email, "in_progress", context=ctx)
@@ -302,6 +311,10 @@ class SetMerger:
             status = SetStatus.MOVED_ONLY
             outcome.note = self.merge_denied
         else:
+            if not self.journal.is_done(key, step_name("external_ref")):
+                self._recheck_primary(ctx["primary"], "it was not given the duplicates' reference (the duplicates "
+                                      "are retired)", compare_reference=self.journal.step(key, step_name(
+                                          "external_ref")) is None)
             outcome.external_ref_set = self._take_reference(key, ctx)
             outcome.other_duplicate_refs = [d["external_ref"] for d in ctx["duplicates"]
                                             if d["external_ref"] != outcome.external_ref_set]
@@ -334,6 +347,21 @@ class SetMerger:
             raise SetFailed(f"the primary {primary['display_id']} is {user.get('state')!r} in DevRev now; "
                             f"nothing more was changed for this set")
 
+    def _recheck_primary(self, primary: dict, not_done: str, *, compare_reference: bool = True) -> None:
+        """Right before rev-users.merge and before the primary takes the reference: a fresh read
+        must still pass the live checks the primary passed when the set started (active, not
+        merged, same email, workspace and reference). SetFailed naming what changed; `not_done`
+        says what was therefore not done."""
+        try:
+            now = self.client.get_rev_user(primary["id"])
+        except NotFoundError:
+            now = None
+        change = primary_change(now, primary.get("live") or primary, compare_reference=compare_reference)
+        if change:
+            raise SetFailed(f"the primary {primary['display_id']} {change} since this set's live checks: "
+                            f"{not_done}; the tickets and conversations moved so far stay on the primary (the "
+                            f"set's backups hold them); check the contact in DevRev, then re-run")
+
     def _check_not_recreated(self, key: str, ctx: dict) -> None:
         """On resume: a duplicate whose reference another active contact holds now was merged
         and then restored (restore_contacts.py) or made again by its integration: going on
@@ -351,7 +379,7 @@ class SetMerger:
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
             retire = not (self.options.keep_duplicate or self.merge_denied)
-            if not (retire and self._merge_and_retire(key, dup, ctx["primary"]["id"])):
+            if not (retire and self._merge_and_retire(key, dup, ctx["primary"])):
                 return
         if not self.journal.is_done(key, step_name("swept", d)):
             # Anything filed under the duplicate while DevRev processed the merge would be left
@@ -386,7 +414,7 @@ class SetMerger:
             if not self._leftovers(dup, ms):
                 return
             round_no += 1
-        for _ in range(self.options.max_rounds):
+        for turn in range(self.options.max_rounds):
             folder = self._backup(key, ms, ctx, dup, round_no)
             self._move_all(key, folder, dup, ctx["primary"]["id"], round_no)
             leftovers = self._verify(key, ms, dup, round_no)
@@ -395,8 +423,11 @@ class SetMerger:
             log.warning("%s appeared under %s meanwhile: backing them up and moving them too",
                         ", ".join(leftovers), dup["display_id"])
             round_no += 1
+            if turn + 1 < self.options.max_rounds:   # a little longer each time: lists and integrations settle
+                self.client.wait(facts.ROUND_PAUSE_SECONDS * 2 ** turn)
         raise SetFailed(f"new tickets or conversations kept appearing under {dup['display_id']} for "
-                        f"{self.options.max_rounds} rounds; pause the integration that files them and re-run")
+                        f"{self.options.max_rounds} rounds (last: {', '.join(leftovers)}); pause the integration "
+                        f"that files them and re-run")
 
     def _backup(self, key: str, ms: MergeSet, ctx: dict, dup: dict, round_no: int) -> str:
         step = step_name("backup", dup["id"], round_no)
@@ -487,10 +518,14 @@ class SetMerger:
             listed_at = self.clock()
             # only the field that moves is kept: a huge duplicate's listing stays small
             fresh = {obj["id"]: {Move.FIELDS[kind]: obj.get(Move.FIELDS[kind])} for obj in listing(dup["id"])}
-            def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps) -> None:
+            earlier = self._moved_earlier(key, kind, dup["id"], round_no)
+
+            def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps,
+                         earlier=earlier) -> None:
                 with self._item_lock(item.id):
                     current = fresh.get(item.id)
-                    if self._written_at.get(item.id, float("-inf")) >= listed_at:
+                    # moved by this set before (a listing may still show its old list), or by another set since
+                    if item.id in earlier or self._written_at.get(item.id, float("-inf")) >= listed_at:
                         current = self._read_or_none(read, item.id)  # another set moved it since: read it again
                         if current is not None and dup["id"] not in ids_of(current.get(item.field_name)):
                             current = None
@@ -500,6 +535,16 @@ class SetMerger:
             fan_map(self.options.fanout, move_one, pending)
         self._close_unlisted(key, {m.id for m in moves}, dup["id"], primary_id, round_no)
         self._move_custom_fields(key, folder, dup, primary_id, round_no)
+
+    def _moved_earlier(self, key: str, kind: str, dup_id: str, round_no: int) -> set[str]:
+        """The ids of the `kind` items this set moved off the duplicate in an earlier round."""
+        found: set[str] = set()
+        for name, record in self.journal.steps(key).items():
+            step = parse_step(name)
+            if step.kind == kind and step.duplicate == dup_id and step.round is not None and step.round < round_no \
+                    and step.item is not None and record["status"] == "done":
+                found.add(step.item)
+        return found
 
     def _move_custom_fields(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
         """The primary in place of the duplicate in the custom fields of every object the backup
@@ -600,13 +645,15 @@ class SetMerger:
     def _leftovers(self, dup: dict, ms: MergeSet) -> list[str]:
         """What the duplicate still owns: tickets and conversations to move. Work items of
         other types (issues) are not the tool's to move: they stop the set instead."""
-        works = list(self.client.list_reported_works(dup["id"]))
+        works = self._still_owned(list(self.client.list_reported_works(dup["id"])), self.client.get_work,
+                                  "reported_by", dup)
         others = other_works(works)
         if others:
             raise SetFailed(f"{dup['display_id']} still reports {', '.join(others)} (work items that are not "
                             f"tickets, which the tool does not move): move them to the primary by hand, then re-run")
-        left = [display_of(w) for w in works] + [display_of(c) for c in self.client.list_conversations(dup["id"],
-                                                                                                      strict=True)]
+        conversations = self._still_owned(list(self.client.list_conversations(dup["id"], strict=True)),
+                                          self.client.get_conversation, "members", dup)
+        left = [display_of(w) for w in works] + [display_of(c) for c in conversations]
         if self._filter_accepted(dup, ms):   # a ticket naming it in a custom field only is still its own
             try:
                 left += [shown for t in tickets_naming(self.client, dup["id"]) for shown in [display_of(t)]
@@ -616,6 +663,21 @@ class SetMerger:
                     raise   # a listing by a retired contact: _sweep decides
                 self.options.custom_fields_filter.refused_now(exc)
         return left
+
+    def _still_owned(self, listed: list[dict], read: Callable[[str], dict], field_name: str, dup: dict) -> list[dict]:
+        """The listed items a fresh read shows still naming the duplicate in `field_name`. DevRev's
+        lists may show an item's old reporters or members for a while after a write ([I] issue 22):
+        an item whose fresh read no longer names the duplicate was moved already, not new."""
+        kept: list[dict] = []
+        lagging: list[dict] = []
+        for obj in listed:
+            fresh = self._read_or_none(read, obj["id"])
+            (kept if fresh is not None and dup["id"] in ids_of(fresh.get(field_name)) else lagging).append(obj)
+        if lagging:
+            log.info("%s still listed under %s, but a fresh read shows %s moved (DevRev's list lags behind "
+                     "its writes)", ", ".join(display_of(o) for o in lagging), dup["display_id"],
+                     "it" if len(lagging) == 1 else "them")
+        return kept
 
     def _verify(self, key: str, ms: MergeSet, dup: dict, round_no: int) -> list[str]:
         """[] when the duplicate owns nothing any more (each move was checked on DevRev's answer)."""
@@ -658,34 +720,83 @@ class SetMerger:
                 if is_retired(self._read_duplicate(dup["id"])):
                     return
 
-    def _merge_and_retire(self, key: str, dup: dict, primary_id: str) -> bool:
+    def _merge_and_retire(self, key: str, dup: dict, primary: dict) -> bool:
         """rev-users.merge and the poll until the duplicate is retired: True; False when
-        DevRev refuses the merge with 403 (the token may not merge: nothing was done)."""
+        DevRev refuses the merge with 403 (the token may not merge: nothing was done).
+        SetFailed when DevRev refused it with a reason (final: a later run says so at once),
+        when its merge job is still running after --merge-timeout (retry_later), or when the
+        job failed (or none exists) MERGE_ATTEMPTS times in all, across runs."""
         merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
+        record = self.journal.step(key, merge_step)
+        refused = record and record["status"] == "done" and (record["data"] or {}).get("refused")
+        if refused:
+            raise SetFailed(_refused_line(dup, refused))
         if not self.journal.is_done(key, merge_step):
-            previous = self.journal.step(key, merge_step)
-            if previous and is_retired(self._read_duplicate(dup["id"])):
-                self.journal.done(key, merge_step, {"confirmed_by": "fresh read"})
-            else:
-                self.journal.intent(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
-                try:
-                    self._ask_merge(dup, primary_id, asked_before=previous is not None)
-                except PermissionDeniedError as exc:
-                    self.journal.forget(key, merge_step)  # refused outright: nothing was done
-                    self._deny_merges(exc)
-                    return False
-                self.journal.done(key, merge_step, {"primary_user": primary_id, "secondary_user": dup["id"]})
-                log.info("asked DevRev to merge %s into the primary", dup["display_id"])
+            if record and is_retired(self._read_duplicate(dup["id"])):
+                self.journal.done(key, merge_step, dict(record["data"] or {}, confirmed_by="fresh read"))
+            elif not self._ask_journaled(key, dup, primary, attempt=_attempt(record), asked_before=bool(record)):
+                return False
         if self.journal.is_done(key, retired_step):
             return True
-        waits = self._poll_waits()
-        while not is_retired(user := self._read_duplicate(dup["id"])):
-            if next(waits, _TIME_UP) is _TIME_UP:
-                raise SetFailed(f"{dup['display_id']} was not retired within {self.options.merge_timeout:.0f} s "
-                                f"of rev-users.merge; re-run later to continue")
-        self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
-        log.info("%s is retired", dup["display_id"])
+        while True:
+            waits = self._poll_waits()
+            while not is_retired(user := self._read_duplicate(dup["id"])):
+                if next(waits, _TIME_UP) is _TIME_UP:
+                    break
+            else:
+                self.journal.done(key, retired_step, {"state": "gone" if user is None else user.get("state")})
+                log.info("%s is retired", dup["display_id"])
+                return True
+            self._ask_again_or_stop(key, dup, primary)
+
+    def _ask_journaled(self, key: str, dup: dict, primary: dict, *, attempt: int, asked_before: bool,
+                       after: str | None = None) -> bool:
+        """One journaled rev-users.merge (attempt `attempt`), after the primary was read again:
+        True once DevRev acknowledged it; False when it refused with 403 (nothing done). A
+        400/409 on a first ask is DevRev's reason for refusing: journaled as final, SetFailed."""
+        self._recheck_primary(primary, f"{dup['display_id']} was not merged into it and nothing was retired")
+        merge_step, primary_id = step_name("merge", dup["id"]), primary["id"]
+        data = {"primary_user": primary_id, "secondary_user": dup["id"], "attempt": attempt,
+                **({"after": after} if after else {})}
+        self.journal.intent(key, merge_step, data)
+        try:
+            self._ask_merge(dup, primary_id, asked_before=asked_before)
+        except PermissionDeniedError as exc:
+            self.journal.forget(key, merge_step)  # refused outright: nothing was done
+            if exc.object_ids:                    # about these contacts, not about merging: this set only
+                raise SetFailed(f"rev-users.merge of {dup['display_id']}: {exc}") from None
+            self._deny_merges(exc)
+            return False
+        except (BadRequestError, ConflictError) as exc:
+            reason = f"{exc.message}: {exc.status} {exc.error_type or 'bad_request'}"
+            self.journal.done(key, merge_step, dict(data, refused=reason))
+            raise SetFailed(_refused_line(dup, reason)) from None
+        self.journal.done(key, merge_step, data)
+        log.info("asked DevRev to merge %s into the primary%s", dup["display_id"],
+                 f" (attempt {attempt} of {facts.MERGE_ATTEMPTS})" if attempt > 1 else "")
         return True
+
+    def _ask_again_or_stop(self, key: str, dup: dict, primary: dict) -> None:
+        """--merge-timeout ran out with the duplicate still active: DevRev's merge job decides.
+        Running: SetFailed(retry_later). Failed, or no job: a new journaled attempt, up to
+        MERGE_ATTEMPTS in all; after that SetFailed."""
+        lookup = merge_job_of(self.client, dup["id"])
+        if is_retired(self._read_duplicate(dup["id"])):
+            return   # retired meanwhile: the poll sees it
+        job, waited = lookup.job, f"{self.options.merge_timeout:.0f} s"
+        if job is not None and not job.failed:
+            raise SetFailed(f"{dup['display_id']} is not retired {waited} after rev-users.merge: DevRev's merge "
+                            f"{job.describe()}; re-run later to finish it", retry_later=True)
+        attempt = _attempt(self.journal.step(key, step_name("merge", dup["id"])))
+        what = job.describe() if job is not None else (
+            f"no merge job could be read ({lookup.unreadable})" if lookup.unreadable else "DevRev shows no merge job")
+        if attempt >= facts.MERGE_ATTEMPTS:
+            raise SetFailed(f"{dup['display_id']} is still active after {plural(attempt, 'merge request')} "
+                            f"({what}); its tickets and conversations are on the primary; ask DevRev support "
+                            f"why the merge fails, then merge it in DevRev or re-run with a fresh savepoint")
+        log.warning("%s is still active %s after rev-users.merge (%s): asking again (attempt %d of %d)",
+                    dup["display_id"], waited, what, attempt + 1, facts.MERGE_ATTEMPTS)
+        self._ask_journaled(key, dup, primary, attempt=attempt + 1, asked_before=True, after=what)
 
     def _deny_merges(self, exc: DevRevError) -> None:
         """The token may not merge: say so once; every set from now on ends moved_only."""
@@ -778,10 +889,16 @@ class SetMerger:
 
     def _poll_waits(self) -> Iterator[float]:
         """Backing-off waits (poll_start, doubling to poll_cap, no jitter) through the client's
-        wait until --merge-timeout runs out: each next() waits once; the generator ends when
-        the time is up."""
+        wait until they add up to --merge-timeout seconds: each next() waits once; the
+        generator ends when the time is up. Counted in seconds waited, not read from a clock,
+        so the reads in between lengthen it a little and a fake wait in tests shortens it."""
+        waited = [0.0]
+
+        def wait(seconds: float) -> None:
+            self.client.wait(seconds)
+            waited[0] += seconds
         policy = self.client.retry.with_(attempts=None, base=self.options.poll_start, cap=self.options.poll_cap,
-                                         jitter=False, clock=self.clock)
+                                         jitter=False, sleep=wait, clock=lambda: waited[0])
         return policy.waits(self.options.merge_timeout)
 
     def _holder_of(self, external_ref: str) -> str:
@@ -794,12 +911,27 @@ class SetMerger:
 
 
 _TIME_UP = object()
+
+
+def _attempt(record: dict | None) -> int:
+    """Which rev-users.merge attempt the journal's merge step records (1 before any)."""
+    value = ((record or {}).get("data") or {}).get("attempt", 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _refused_line(dup: dict, reason: str) -> str:
+    return (f"DevRev refused to merge {dup['display_id']} into the primary ({reason}); final for this set: its "
+            f"tickets and conversations are on the primary and {dup['display_id']} stays active; a re-run "
+            f"does not ask again")
 _OWNER_LISTINGS = ("works.list", "conversations.list")
 
 
 def _stops_the_run(exc: Exception) -> bool:
-    """A fault of the whole run (DevRev unreachable, a rejected token): not this set's failure."""
-    return isinstance(exc, RunWideFault) or (isinstance(exc, DevRevError) and exc.status in (401, 403))
+    """A fault of the whole run (DevRev unreachable, a rejected token): not this set's failure.
+    A 403 naming its objects (`object_ids`) is about those objects: only their set fails."""
+    if isinstance(exc, RunWideFault):
+        return True
+    return isinstance(exc, DevRevError) and (exc.status == 401 or (exc.status == 403 and not exc.object_ids))
 
 
 def _ident(user: dict) -> dict:

@@ -82,6 +82,25 @@ def resolve_contacts(client: DevRevClient, ms: MergeSet, *, allow_cross_org: boo
     return primary, duplicates
 
 
+def primary_change(now: dict | None, then: dict, *, compare_reference: bool = True) -> str | None:
+    """What keeps the primary, read again (`now`; None: a 404), from passing the live checks it
+    passed as `then`: "is no longer in DevRev", "is 'deactivated' now", "has email ... now",
+    ...; None when nothing did. compare_reference=False once the tool may have sent its own."""
+    if now is None:
+        return "is no longer in DevRev"
+    if now.get("primary_identity"):
+        return "was merged into another contact"
+    if now.get("state", "active") != "active":
+        return f"is {now.get('state')!r} now"
+    if email_key(now.get("email") or "") != email_key(then.get("email") or ""):
+        return f"has email {now.get('email')!r} now (was {then.get('email')!r})"
+    if _org(now) != _org(then):
+        return "is in another workspace now"
+    if compare_reference and now.get("external_ref") != then.get("external_ref"):
+        return f"has external_ref {now.get('external_ref')!r} now (was {then.get('external_ref')!r})"
+    return None
+
+
 def other_works(works: list[dict]) -> list[str]:
     """The work items among `works` that are not tickets (issues, and in the 2026 API
     opportunities and tasks), as "<type> <display id>": the merge stops at them."""

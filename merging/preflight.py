@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backup import display_of, ids_of
 from contacts.csv_reader import MergeSet
@@ -25,19 +25,39 @@ from plumbing.cli import ExitCode
 log = logging.getLogger(__name__)
 
 SAMPLE = 20   # items of each listing compared (the first page is enough to see a filter ignored)
+WORKSPACE_SCAN = 100   # conversations of the workspace looked through for a known one
+KNOWN_MEMBER = "conversations.list by a known member"
+NOTHING_TO_COMPARE = ", nothing to compare"
 
 
 @dataclass
 class Check:
-    """One preflight check: its name, whether it passed, one line of detail, and the
-    DevRev error behind a failure (the caller re-raises a rejected token)."""
+    """One preflight check: its name, whether it failed (ok False stops a run), one line of
+    detail, and the DevRev error behind a failure (the caller re-raises a rejected token).
+    checked False: it could not run (detail says why): neither passed nor failed."""
     name: str
     ok: bool
     detail: str
     error: DevRevError | None = None
+    checked: bool = True
+
+    @property
+    def passed(self) -> bool:
+        return self.ok and self.checked
 
     def line(self) -> str:
-        return f"{'ok' if self.ok else 'FAILED':6} {self.name}: {self.detail}"
+        word = "FAILED" if not self.ok else "ok" if self.checked else "not checked"
+        return f"{word:6} {self.name}: {self.detail}"
+
+
+def not_checked(name: str, why: str) -> Check:
+    return Check(name, True, why, checked=False)
+
+
+def tally(checks: list[Check]) -> str:
+    """'N ok, M not checked, K failed': a check that could not run is not counted as passed."""
+    passed, failed = sum(c.passed for c in checks), sum(not c.ok for c in checks)
+    return f"{passed} ok, {len(checks) - passed - failed} not checked, {failed} failed"
 
 
 def check_token(client: DevRevClient) -> Check:
@@ -66,29 +86,77 @@ def _filter_check(name: str, items: list[dict], field: str, contact: dict) -> Ch
     if strays:
         return Check(name, False, f"returned {', '.join(strays[:3])} for {label}, which do not list it in {field}: "
                                   f"the filter is not applied as the merge relies on")
-    if not items:
-        return Check(name, True, f"returned nothing for {label} (nothing to compare; check by hand that it "
-                                 f"owns none)")
+    if not items:   # proves nothing by itself; check_filters upgrades it where the filter is proven
+        return not_checked(name, f"returned nothing for {label}{NOTHING_TO_COMPARE}")
     each = "the one item" if len(items) == 1 else f"each of the {len(items)} items"
     return Check(name, True, f"{each} returned for {label} lists it in {field}")
 
 
+def check_known_member(client: DevRevClient, contact: dict, prefer: set[str]) -> Check:
+    """The positive control of the members filter: a conversation of the contact's workspace
+    with a contact member (one of `prefer`, the set's contacts, if any) must come back when
+    listing that member's conversations. A filter answering nothing passes every other check."""
+    org = contact.get("rev_org") or {}
+    where = org.get("display_id") or org.get("id") or "its workspace"
+    if not org.get("id"):
+        return not_checked(KNOWN_MEMBER, f"{display_of(contact)} has no workspace (rev_org) to find a conversation in")
+    try:
+        scanned = list(itertools.islice(client.list_conversations(None, rev_org=org["id"]), WORKSPACE_SCAN))
+    except (BadRequestError, NotFoundError) as exc:
+        return not_checked(KNOWN_MEMBER, f"listing the conversations of {where} was refused ({exc})")
+    except DevRevError as exc:
+        return Check(KNOWN_MEMBER, False, str(exc), exc)
+    candidates = [(conv, member) for conv in scanned for member in conv.get("members") or []
+                  if member.get("type") == "rev_user" and member.get("id") and not is_retired(member)]
+    if not candidates:
+        return not_checked(KNOWN_MEMBER, f"no conversation of {where} with a contact member to test the filter with")
+    conv, member = next(((c, m) for c, m in candidates if m["id"] in prefer), candidates[0])
+    try:
+        found = any(c.get("id") == conv["id"] for c in client.list_conversations(member["id"]))
+    except (BadRequestError, NotFoundError) as exc:   # e.g. a member merged since: proves nothing either way
+        return not_checked(KNOWN_MEMBER, f"listing {display_of(member)}'s conversations was refused ({exc})")
+    except DevRevError as exc:
+        return Check(KNOWN_MEMBER, False, str(exc), exc)
+    about = f"{display_of(conv)} of {where}, which {display_of(member)} is in,"
+    if not found:
+        return Check(KNOWN_MEMBER, False, f"{about} is not returned when listing {display_of(member)}'s "
+                                          f"conversations: the filter misses conversations the merge must move")
+    return Check(KNOWN_MEMBER, True, f"{about} is returned when listing {display_of(member)}'s conversations")
+
+
+def _proven(check: Check, checks: list[Check], control: Check) -> Check:
+    """A listing that returned nothing is a pass where the same filter is proven in this
+    preflight: items of another contact that list it, or (members) the known conversation."""
+    if check.checked or check.name not in ("works.list reported_by", "conversations.list members"):
+        return check
+    if any(c.name == check.name and c.passed for c in checks):
+        return replace(check, checked=True, detail=check.detail.replace(
+            NOTHING_TO_COMPARE, " (the same filter returns another contact's items, so it owns none)"))
+    if check.name == "conversations.list members" and control.passed:
+        return replace(check, checked=True, detail=check.detail.replace(
+            NOTHING_TO_COMPARE, " (the filter returns a known conversation, below, so it owns none)"))
+    return check
+
+
 def check_filters(client: DevRevClient, merge_set: MergeSet) -> list[Check]:
     """On the set's contacts: works.list reported_by and conversations.list members return
-    only items that list that contact."""
+    only items that list that contact; then the members filter's known conversation, in the
+    workspace of the set's first contact in DevRev."""
     checks = []
+    live = []
     for row in merge_set.rows:
         try:
             contact = client.get_rev_user(row.rev_user_id)
         except NotFoundError:
-            checks.append(Check(f"filters on {row.rev_user_id}", True, "not in DevRev (gone or merged): not checked"))
+            checks.append(not_checked(f"filters on {row.rev_user_id}", "not in DevRev (gone or merged)"))
             continue
         except DevRevError as exc:
             checks.append(Check(f"filters on {row.rev_user_id}", False, str(exc), exc))
             continue
         if is_retired(contact):
-            checks.append(Check(f"filters on {row.rev_user_id}", True, "merged already: not checked"))
+            checks.append(not_checked(f"filters on {row.rev_user_id}", "merged already"))
             continue
+        live.append(contact)
         try:
             works = list(itertools.islice(client.list_reported_works(contact["id"]), SAMPLE))
             checks.append(_filter_check("works.list reported_by", works, "reported_by", contact))
@@ -96,7 +164,9 @@ def check_filters(client: DevRevClient, merge_set: MergeSet) -> list[Check]:
             checks.append(_filter_check("conversations.list members", convs, "members", contact))
         except DevRevError as exc:
             checks.append(Check(f"filters on {row.rev_user_id}", False, str(exc), exc))
-    return checks
+    control = check_known_member(client, live[0], {c["id"] for c in live}) if live else \
+        not_checked(KNOWN_MEMBER, "no contact of the set is in DevRev to find a workspace by")
+    return [_proven(c, checks, control) for c in checks] + [control]
 
 
 def probe_custom_fields_filter(client: DevRevClient, contact_id: str) -> bool:
@@ -163,8 +233,10 @@ def run_checks(client: DevRevClient, merge_set: MergeSet | None) -> list[Check]:
 
 def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | None:
     """The preflight at the start of a preview or real run, each check logged: None when
-    it passes, else the run's exit code (2 for a rejected token, 130 if stopped, 1 for
-    any other failed check); nothing is started then."""
+    none failed, else the run's exit code (2 for a rejected token, 130 if stopped, 1 for
+    any other failed check); nothing is started then. A check that could not run does not
+    stop the run (nothing proved the tenant wrong, and a tenant too small to test would be
+    locked out): it is logged as a warning and counted apart from the passes."""
     try:
         checks = run_checks(client, merge_set)
     except RunInterrupted:
@@ -176,8 +248,10 @@ def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | Non
         if not check.ok and isinstance(check.error, AuthError):
             log.error("%s; stopping the run (no set is started)", check.error)
             return ExitCode.USAGE
-        (log.info if check.ok else log.error)("preflight %s", check.line())
+        (log.info if check.passed else log.warning if check.ok else log.error)("preflight %s", check.line())
     if all(c.ok for c in checks):
+        if not all(c.checked for c in checks):
+            log.warning("preflight: %s; the run goes on (run with --check to see it alone)", tally(checks))
         return None
     log.error("the preflight failed: nothing was started (run with --check to see it alone)")
     return ExitCode.FAILED

@@ -82,7 +82,8 @@ class MergeSettings:
 
 
 def run_check(settings: MergeSettings, savepoint: str | None = None) -> int:
-    """--check: the preflight alone, one line per check on stdout; 0 if all pass, else 1."""
+    """--check: the preflight alone, one line per check on stdout; 0 if none failed, else 1
+    (a check that could not run says so, and the last line counts it apart)."""
     merge_set = None
     if settings.csv or settings.sandbox:
         csv_path = settings.csv or DEMO_CSV
@@ -96,6 +97,8 @@ def run_check(settings: MergeSettings, savepoint: str | None = None) -> int:
     if merge_set is None:
         print("note   filters: not checked (" + ("the CSV holds no merge set)" if settings.csv or settings.sandbox
                                                  else "give --csv to check them on its first merge set)"))
+    if not all(c.checked for c in checks):
+        print(f"note   {preflight.tally(checks)}: a check not checked is not a pass")
     return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
 
 

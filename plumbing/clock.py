@@ -41,3 +41,20 @@ def new_run_id(moment: datetime | None = None) -> str:
 
 def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def instant(text: object) -> datetime:
+    """An ISO 8601 date-time as DevRev sends it (`...:00Z`, `...:00.500Z`, `+02:00`, any number
+    of fraction digits) as an aware UTC instant, so dates compare by time and not as strings
+    (where `10:00:00Z` sorts after `10:00:00.500Z`). A missing or unreadable one is the epoch:
+    the oldest. Naive times are taken as UTC."""
+    if not isinstance(text, str) or not text:
+        return _EPOCH
+    try:
+        return _as_utc(datetime.fromisoformat(text.strip().replace("z", "Z")))
+    except ValueError:
+        return _EPOCH
+

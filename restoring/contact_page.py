@@ -18,6 +18,7 @@ from typing import Any
 from backup import SavedContactPage, SavedFile, file_path, open_regular
 from devrev_api import assumptions as facts
 from devrev_client import DevRevClient
+from plumbing.clock import instant
 from plumbing.version import TOOL_NAME
 from restoring.backup_sets import DuplicateBackup
 from runs.journal import Journal, step_name
@@ -148,7 +149,7 @@ def page_counts(dup: DuplicateBackup) -> dict[str, int]:
 
 def oldest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Entries by creation time (DevRev lists newest first), so the notes come back in their order."""
-    return sorted(entries, key=lambda e: (str(e.get("created_date") or ""), str(e.get("id") or "")))
+    return sorted(entries, key=lambda e: (instant(e.get("created_date")), str(e.get("id") or "")))
 
 
 def _files_of(entry: dict[str, Any], page: SavedContactPage) -> list[SavedFile]:

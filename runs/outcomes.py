@@ -108,6 +108,7 @@ class SetOutcome:
     finished_earlier: bool | None = None   # merge: an earlier run finished it
     earlier: bool | None = None            # restore: an earlier run restored it
     not_reached: bool | None = None        # this run never started it
+    retry_later: bool | None = None        # merge: DevRev still works on it (a merge job running); re-run later
     duration_s: float | None = None
     # the merge's
     external_ref_set: str | None = None

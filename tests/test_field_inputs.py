@@ -288,7 +288,8 @@ def test_a_set_failing_after_its_moves_reports_what_devrev_holds(tmp_path, monke
     assert run.run("--merge-timeout", "1") == ExitCode.FAILED
     report = run.latest_report()
     (line,) = report["sets"]
-    assert line["status"] == "failed" and "not retired within 1 s" in line["error"]
+    assert line["status"] == "failed" and "not retired 1 s after rev-users.merge" in line["error"]
+    assert "in_progress" in line["error"] and line["retry_later"] is True
     (dup,) = line["duplicates"]
     assert (dup["tickets_moved"], dup["conversations_moved"], dup["backups_verified"]) == (2, 1, True)
     assert dup["backups"] == run.backups() and len(dup["backups"]) == 1
