@@ -36,6 +36,7 @@ from devrev_api import assumptions as facts
 from devrev_api.custom_fields import fields_naming
 from devrev_api.errors import DownloadError
 from devrev_client import DevRevClient
+from plumbing import manifest_key
 from plumbing.clock import iso_utc, utc_now
 from plumbing.fanout import Fanout, fan_map
 from plumbing.files import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
@@ -369,9 +370,20 @@ def _digest_json(obj: Any) -> tuple[bytes, str]:
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    """sha256 over every field but itself and the MAC (plumbing.manifest_key), which seals it."""
+    body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", manifest_key.MAC_FIELD)}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
                                      ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def manifest_sha256_of(folder: str) -> str | None:
+    """The `manifest_sha256` a backup's verification.json holds (it names the whole backup: the
+    merge journals it, the restore holds the folder to it); None when unreadable."""
+    try:
+        value = json.loads(read_regular(file_path(folder, MANIFEST)).decode("utf-8")).get("manifest_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class _Writer:
@@ -623,6 +635,9 @@ def _seal(writer: _Writer, counts: dict[str, Any], final: str, backup_root: str)
     manifest = {"format": FORMAT_VERSION, "created_at": iso_utc(),
                 "files": sorted(writer.files, key=lambda f: f["path"]), "counts": counts}
     manifest["manifest_sha256"] = manifest_digest(manifest)
+    key = manifest_key.load_key(create=True)
+    if key is not None:
+        manifest[manifest_key.MAC_FIELD] = manifest_key.mac_of(manifest, key)
     with durable_file(file_path(writer.root, MANIFEST), sync_dir=False) as fh:
         fh.write(json_bytes(manifest))
     writer.sync_dirs()
@@ -673,16 +688,59 @@ def open_regular(path: str) -> BinaryIO:
     return fh
 
 
-def read_regular(path: str) -> bytes:
-    """A backup file's bytes (open_regular)."""
+# What a reader of a backup folder reads at most: a JSON file (the manifest included) is read
+# whole and parsed, so it is capped (a real one holds a few MiB: 7,000 tickets are ~35 MiB), and
+# its nesting too (DevRev's objects nest a dozen levels; a file nested deeper than the cap is
+# refused before anything walks it). Attachments are streamed, bounded by the manifest's size.
+MAX_JSON_BYTES = 256 << 20
+MAX_JSON_DEPTH = 200
+
+
+class JsonLimitError(ValueError):
+    """A backup's JSON file nested deeper than MAX_JSON_DEPTH (one line, no traceback)."""
+
+
+def read_regular(path: str, limit: int | None = None) -> bytes:
+    """A backup file's bytes (open_regular), at most `limit` (the size its manifest records,
+    where the reader knows it) and never more than MAX_JSON_BYTES: a larger file raises OSError
+    (EFBIG) before it is read, whatever its size claims while it is read."""
+    cap = MAX_JSON_BYTES if limit is None else max(0, min(int(limit), MAX_JSON_BYTES))
     with open_regular(path) as fh:
-        return fh.read()
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read(cap + 1) if size <= cap else b""
+    if size > cap or len(data) > cap:
+        what = "the size its manifest records" if limit is not None and limit < MAX_JSON_BYTES else \
+            f"the {MAX_JSON_BYTES >> 20} MiB a backup's JSON file may hold"
+        raise OSError(errno.EFBIG, f"larger than {what} ({max(size, len(data))} bytes)", path)
+    return data
+
+
+def parse_json(data: bytes, object_hook: Any = None) -> Any:
+    """A backup file's JSON value; ValueError if it is not JSON, JsonLimitError if it nests
+    deeper than MAX_JSON_DEPTH (never a RecursionError)."""
+    try:
+        value = json.loads(data.decode("utf-8"), object_hook=object_hook)
+    except RecursionError:
+        raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return value
+
+
+def load_json(path: str, limit: int | None = None, object_hook: Any = None) -> Any:
+    """A backup's JSON file read and parsed within the caps (read_regular, parse_json)."""
+    return parse_json(read_regular(path, limit), object_hook)
 
 
 def load_metadata(folder: str) -> dict[str, Any]:
     """metadata.json of a backup, as written. Raises OSError (also for a link or a FIFO in its
-    place) or ValueError if unreadable."""
-    metadata: dict[str, Any] = json.loads(read_regular(file_path(folder, METADATA)).decode("utf-8"))
+    place, or a file over the cap) or ValueError if unreadable or nested too deep."""
+    metadata: dict[str, Any] = load_json(file_path(folder, METADATA))
     return metadata   # as written (a hand-edited file: the callers' checks)
 
 
@@ -750,9 +808,8 @@ def load_contact_page(folder: str) -> SavedContactPage | None:
         page = metadata.get("contact_page")
         if page is None:
             return None
-        entries = json.loads(read_regular(file_path(folder, CONTACT_PAGE)).decode("utf-8"))
-        sizes = {f["path"]: int(f["size"])
-                 for f in json.loads(read_regular(file_path(folder, MANIFEST)).decode("utf-8"))["files"]}
+        sizes = {f["path"]: int(f["size"]) for f in load_json(file_path(folder, MANIFEST))["files"]}
+        entries = load_json(file_path(folder, CONTACT_PAGE), sizes.get(CONTACT_PAGE))
         files = {}
         for item in page["files"]:
             path = str(item["path"])

@@ -24,7 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from devrev_api import assumptions as facts
-from devrev_api.config import check_token, check_url_scheme
+from devrev_api.config import ALLOW_HOST_VARIABLE, check_api_host, check_token, check_url_scheme, is_local_api
 from devrev_api.downloads import ArtifactDownloads
 from devrev_api.errors import (
     STATUS_ERRORS,
@@ -64,7 +64,47 @@ USER_AGENT = f"{TOOL_NAME}/{TOOL_VERSION} (+python-requests/{requests.__version_
 log = logging.getLogger(__name__)
 
 
+def _dotenv_sets(name: str) -> bool:
+    """The .env in the working folder (which the scripts read) sets `name`."""
+    from dotenv import dotenv_values
+    try:
+        return name in dotenv_values(os.path.join(os.getcwd(), ".env"))
+    except (OSError, UnicodeError, ValueError):
+        return False
+
+
+def _read_bounded(response: requests.Response) -> bool:
+    """Read a streamed API answer into `response` (so .json() and .text work as usual), at most
+    MAX_API_ANSWER_BYTES (assumptions): True, the connection closed, when the answer is longer
+    or announces more. Raises requests' errors when the answer breaks off."""
+    limit = facts.MAX_API_ANSWER_BYTES
+    try:
+        announced = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        announced = 0
+    if announced > limit:
+        response.close()
+        return True
+    chunks, size = [], 0
+    for chunk in response.iter_content(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            return True
+        chunks.append(chunk)
+    response._content = b"".join(chunks)   # what requests itself keeps once it has read the body
+    return False
+
+
 # --------------------------------------------------------------------------- client
+def _utc_minute(minute: int) -> str:
+    """A minute since the epoch as "2026-01-02T03:04Z" (any minute a clock can show)."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(minute * 60))
+    except (OverflowError, OSError, ValueError):
+        return f"minute {minute}"
+
+
 class DevRevClient:
     """Rate-limited, retrying access to the DevRev endpoints this tool needs."""
 
@@ -119,7 +159,8 @@ class DevRevClient:
         # attachments: another host, no token, their own breaker (devrev_api/downloads.py)
         self.downloads = ArtifactDownloads(self.session, timeout=timeout, retry=self.retry,
                                            locate=lambda artifact_id: self.locate_artifact(artifact_id),
-                                           wait=self.wait, check_stop=self._check_stop, count=self._count)
+                                           wait=self.wait, check_stop=self._check_stop, count=self._count,
+                                           allow_loopback=is_local_api(base_url))
         self.uploads = ArtifactUploads(self.session, timeout=timeout, retry=self.retry,
                                        prepare=lambda name, mime: self.prepare_artifact(name, mime),
                                        wait=self.wait, check_stop=self._check_stop, count=self._count)
@@ -128,19 +169,27 @@ class DevRevClient:
     def check_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
         """(token, base URL) from DEVREV_API_TOKEN and DEVREV_BASE_URL, checked before any
         call: ConfigError (one line, never the token) for a token that cannot be a
-        DevRev token (`check_token`) or a base URL that is not https://<host>."""
+        DevRev token (`check_token`), a base URL that is not https://<host>, or one whose host
+        is outside DevRev's domains and not named by DEVREV_ALLOW_HOST (`config.check_api_host`)."""
+        return DevRevClient._checked_env(env)[:2]
+
+    @staticmethod
+    def _checked_env(env: Mapping[str, str] | None) -> tuple[str, str, str]:
+        from_os = env is None
         env = os.environ if env is None else env
         token = check_token(env.get("DEVREV_API_TOKEN"))
         base_url = (env.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL).strip().rstrip("/")
         check_url_scheme(base_url, "DEVREV_BASE_URL")
-        return token, base_url
+        line = check_api_host(base_url, env.get(ALLOW_HOST_VARIABLE),
+                              allowed_from_file=from_os and _dotenv_sets(ALLOW_HOST_VARIABLE))
+        return token, base_url, line
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "DevRevClient":
         """Build from DEVREV_API_TOKEN, DEVREV_BASE_URL and DEVREV_RATE_LIMIT (ConfigError
         if one cannot be right, see check_env)."""
+        token, base_url, line = cls._checked_env(env)
         env = os.environ if env is None else env
-        token, base_url = cls.check_env(env)
         if overrides.get("calls_per_minute") is None:
             raw = (env.get("DEVREV_RATE_LIMIT") or "").strip()
             if raw:
@@ -153,6 +202,8 @@ class DevRevClient:
                 overrides["calls_per_minute"] = value
             else:
                 overrides.pop("calls_per_minute", None)
+        # the host the token goes to, said before the first call (a .env in the working folder can change it)
+        log.info("%s", line)
         return cls(token, base_url, **overrides)
 
     def __repr__(self) -> str:
@@ -179,6 +230,7 @@ class DevRevClient:
 
     def close(self) -> None:
         self.session.close()
+        self.downloads.session.close()
 
     def __enter__(self) -> Self:
         return self
@@ -191,15 +243,24 @@ class DevRevClient:
         with self._stats_lock:
             self.stats[key] += n
 
-    def calls_per_minute_series(self) -> list[dict[str, str | int]]:
-        """Calls sent per UTC minute, from the first to the last, gaps as 0:
-        [{"minute": "2026-01-02T03:04Z", "calls": n}, ...] (for the report's chart)."""
+    def calls_per_minute_series(self, gap: int = 30) -> list[dict[str, str | int]]:
+        """Calls sent per UTC minute, the minutes that had calls in order, short gaps (up to
+        `gap` minutes) as 0: [{"minute": "2026-01-02T03:04Z", "calls": n}, ...] (for the report's
+        chart). A longer gap is one entry {"minute": its first, "calls": 0, "gap_minutes": n}:
+        the series grows with the calls made, never with the clock (a clock set years forward
+        or back mid-run adds one entry, not millions)."""
         with self._stats_lock:
-            counts = dict(self.calls_by_minute)
-        if not counts:
-            return []
-        return [{"minute": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(m * 60)), "calls": counts.get(m, 0)}
-                for m in range(min(counts), max(counts) + 1)]
+            minutes = sorted(self.calls_by_minute.items())
+        series: list[dict[str, str | int]] = []
+        for i, (minute, calls) in enumerate(minutes):
+            if i:
+                quiet = minute - minutes[i - 1][0] - 1
+                empty = range(minute - quiet, minute) if quiet <= gap else ()
+                series += [{"minute": _utc_minute(m), "calls": 0} for m in empty]
+                if quiet > gap:
+                    series.append({"minute": _utc_minute(minute - quiet), "calls": 0, "gap_minutes": quiet})
+            series.append({"minute": _utc_minute(minute), "calls": calls})
+        return series
 
     def _redact(self, text: str) -> str:
         """The token out of `text` (cli.Redactor: a short value only as a whole word); the
@@ -267,7 +328,8 @@ class DevRevClient:
                    facts.API_VERSION_HEADER: facts.API_VERSION}
         try:
             response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
-                                         allow_redirects=False)
+                                         allow_redirects=False, stream=True)
+            oversized = _read_bounded(response)
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
             self.pacer.release()
@@ -280,6 +342,11 @@ class DevRevClient:
             error = TransportError(f"could not reach DevRev at {urlsplit(url).hostname} ({failure})",
                                    endpoint=endpoint)
             return failure, error, retry_transient or never_sent(exc)
+        if oversized:
+            self.pacer.release(response.headers)
+            raise ResponseError(f"DevRev's answer had not ended after {facts.MAX_API_ANSWER_BYTES >> 20} MiB, the most "
+                                f"read for one answer (MAX_API_ANSWER_BYTES): not read further", endpoint=endpoint,
+                                hint="re-run later; if it lasts, DEVREV_BASE_URL may not be DevRev")
         return self._read_answer(response, endpoint, target, throttled, retry_transient)
 
     def _read_answer(self, response: requests.Response, endpoint: str, target: str, throttled: Throttled,

@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not leave an internal note on each merged primary's timeline in DevRev saying what was "
                         "merged into it, when, by which run, and where the backup is")
     p.add_argument("--merge-timeout", type=cli.positive_float, default=120.0, metavar="SECONDS",
-                   help="how long to wait for DevRev to retire a merged duplicate (default: 120)")
+                   help="how long to wait for DevRev to retire a merged duplicate before reading its merge job "
+                        "(default: 120)")
+    p.add_argument("--ask-refused-merges-again", action="store_true",
+                   help="ask DevRev once more to merge the duplicates whose merge it refused in an earlier run "
+                        "(once the reason it gave is gone)")
     return p
 
 

@@ -30,7 +30,14 @@ from dotenv import load_dotenv
 from plumbing import cli
 from plumbing.clock import new_run_id
 from restoring.run import RestoreSettings, run
-from runs.support import SANDBOX_DIR, add_rate_limit_option, add_sandbox_mode_option, sandbox_modes
+from runs.support import (
+    MERGE_SAVEPOINT,
+    SANDBOX_DIR,
+    SANDBOX_MERGE_SAVEPOINT,
+    add_rate_limit_option,
+    add_sandbox_mode_option,
+    sandbox_modes,
+)
 
 DEFAULT_SAVEPOINT = os.path.join("savepoints", "restore_journal.sqlite3")
 SANDBOX_SAVEPOINT = os.path.join(SANDBOX_DIR, "restore_savepoints.sqlite3")
@@ -50,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--savepoint", metavar="FILE",
                    help=f"the restore's savepoint journal (default: {DEFAULT_SAVEPOINT}; with --sandbox: "
                         f"{SANDBOX_SAVEPOINT})")
+    p.add_argument("--merge-savepoint", metavar="FILE",
+                   help=f"the merge's savepoint journal: a restore gives back only what it records the merge did "
+                        f"(default: {MERGE_SAVEPOINT}; with --sandbox: {SANDBOX_MERGE_SAVEPOINT})")
     add_rate_limit_option(p)
     p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets restored at once (default: 4)")
     add_sandbox_mode_option(p)
@@ -67,7 +77,9 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    settings = RestoreSettings(**dict(vars(args), sandbox_mode=tuple(args.sandbox_mode)),
+    merge_savepoint = args.merge_savepoint or (SANDBOX_MERGE_SAVEPOINT if args.sandbox else MERGE_SAVEPOINT)
+    settings = RestoreSettings(**dict(vars(args), sandbox_mode=tuple(args.sandbox_mode),
+                                      merge_savepoint=merge_savepoint),
                                sandbox_modes=sandbox_modes(args.sandbox_mode, args.sandbox))
     if not settings.sandbox:
         load_dotenv(os.path.join(os.getcwd(), ".env"))

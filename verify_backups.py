@@ -26,7 +26,7 @@ import time
 from datetime import datetime
 
 from backup_checks import verification
-from plumbing import cli
+from plumbing import cli, manifest_key
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import compact_utc, iso_utc, utc_now
 from plumbing.files import atomic_write_json
@@ -92,11 +92,13 @@ def format_lines(results: list[verification.Verification]) -> list[str]:
     lines = []
     for r in results:
         if r.ok:
-            lines.append(f"OK {printable(r.folder)}")
+            lines.append(f"OK {printable(r.folder)} ({manifest_key.describe(r.authenticity)})")
         for path, reason in r.problems:
             lines.append(f"FAILED {printable(r.folder)}: {printable(path)}: {printable(reason)}")
     ok = sum(1 for r in results if r.ok)
-    lines.append(f"{len(results)} backups checked: {ok} OK, {len(results) - ok} FAILED")
+    authentic = sum(1 for r in results if r.ok and r.authentic)
+    lines.append(f"{len(results)} backups checked: {ok} OK ({authentic} authentic, made by this installation), "
+                 f"{len(results) - ok} FAILED")
     return lines
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from backup import (
     METADATA,
     PARTIAL_SUFFIX,
     TICKETS,
+    JsonLimitError,
     _referenced_artifacts,
     artifact_label,
     attachment_path,
@@ -32,11 +32,13 @@ from backup import (
     display_of,
     file_path,
     is_attachment,
+    load_json,
     manifest_digest,
     messages_path,
     open_regular,
 )
 from devrev_api import assumptions as facts
+from plumbing import manifest_key
 
 
 @dataclass
@@ -44,6 +46,12 @@ class Verification:
     folder: str
     problems: list[tuple[str, str]] = field(default_factory=list)   # (path relative to folder, reason)
     counts: dict[str, Any] = field(default_factory=dict)
+    # whether this installation made the manifest (plumbing.manifest_key: authentic, forged, ...)
+    authenticity: str = manifest_key.UNSIGNED
+
+    @property
+    def authentic(self) -> bool:
+        return self.authenticity == manifest_key.AUTHENTIC
 
     @property
     def ok(self) -> bool:
@@ -53,7 +61,7 @@ class Verification:
         self.problems.append((path, reason))
 
     def to_json(self) -> dict[str, Any]:
-        return {"folder": self.folder, "ok": self.ok, "counts": self.counts,
+        return {"folder": self.folder, "ok": self.ok, "counts": self.counts, "authenticity": self.authenticity,
                 "problems": [{"path": p, "reason": r} for p, r in self.problems]}
 
 
@@ -66,22 +74,30 @@ def _sha256_file(path: str) -> str:
 
 
 def _load_json(folder: str, relpath: str, result: Verification,
-               object_hook: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+               object_hook: Callable[[dict[str, Any]], Any] | None = None, *, limit: int | None = None) -> Any:
     """The file's JSON value, of any shape (the callers check it); None when it is missing, unreadable,
     or not a regular file (a link or a FIFO planted under its name is never followed nor waited on:
-    the file checks report it)."""
+    the file checks report it). Read only up to `limit` (the manifest's size) and backup's caps
+    (MAX_JSON_BYTES, MAX_JSON_DEPTH): a larger or deeper file is a problem, never a crash."""
     try:
-        with open_regular(file_path(folder, relpath)) as fh:
-            return json.loads(fh.read().decode("utf-8"), object_hook=object_hook)
+        return load_json(file_path(folder, relpath), limit if isinstance(limit, int) else None, object_hook)
     except FileNotFoundError:
         return None  # reported by the file checks
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EINVAL):   # a link or a FIFO: reported by the file checks
             return None
         result.add(relpath, f"cannot be read ({exc.strerror})")
+    except JsonLimitError as exc:
+        result.add(relpath, f"not valid JSON: {exc}")
     except (ValueError, UnicodeDecodeError):
         result.add(relpath, "not valid JSON")
     return None
+
+
+def _size(listed: dict[str, dict[str, Any]], relpath: str) -> int | None:
+    """The size the manifest records for a listed file (None if none)."""
+    size = (listed.get(relpath) or {}).get("size")
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 
@@ -124,6 +140,13 @@ def _read_manifest(folder: str, result: Verification) -> dict[str, Any] | None:
         return None
     if manifest.get("manifest_sha256") != manifest_digest(manifest):
         result.add(MANIFEST, "manifest was edited: its own sha256 does not match")
+    try:
+        key = manifest_key.load_key(create=False)
+    except OSError:
+        key = None   # an unusable key file: nothing can be told authentic (the merge says why)
+    result.authenticity = manifest_key.authenticity(manifest, key)
+    if result.authenticity == manifest_key.FORGED:
+        result.add(MANIFEST, manifest_key.describe(manifest_key.FORGED))
     return manifest
 
 
@@ -191,9 +214,11 @@ def _check_contents(folder: str, listed: dict[str, dict[str, Any]], counts: dict
     for name in JSON_FILES:
         if name not in listed:
             result.add(name, "missing from the manifest")
-    tickets = _load_json(folder, TICKETS, result, _checked_fields) if TICKETS in listed else None
-    conversations = _load_json(folder, CONVERSATIONS, result, _checked_fields) if CONVERSATIONS in listed else None
-    metadata = _load_json(folder, METADATA, result) if METADATA in listed else None
+    tickets = _load_json(folder, TICKETS, result, _checked_fields, limit=_size(listed, TICKETS)) \
+        if TICKETS in listed else None
+    conversations = _load_json(folder, CONVERSATIONS, result, _checked_fields, limit=_size(listed, CONVERSATIONS)) \
+        if CONVERSATIONS in listed else None
+    metadata = _load_json(folder, METADATA, result, limit=_size(listed, METADATA)) if METADATA in listed else None
     contact_files = _check_contact_page(folder, listed, counts, metadata, result)
     _check_custom_field_tickets(folder, listed, counts, result)
     _check_counts(folder, listed, counts, tickets, conversations, result, contact_files)
@@ -210,7 +235,7 @@ def _check_contact_page(folder: str, listed: dict[str, dict[str, Any]], counts: 
     if CONTACT_PAGE not in listed:
         result.add(CONTACT_PAGE, "missing: the duplicate's own timeline")
         return expected
-    entries = _load_json(folder, CONTACT_PAGE, result)
+    entries = _load_json(folder, CONTACT_PAGE, result, limit=_size(listed, CONTACT_PAGE))
     saved = {p for p in listed if p.startswith(CONTACT_FOLDER + "/") and is_attachment(p)}
     if not isinstance(entries, list):
         if entries is not None:
@@ -246,7 +271,7 @@ def _check_custom_field_tickets(folder: str, listed: dict[str, dict[str, Any]], 
     if CUSTOM_FIELD_TICKETS not in listed:
         result.add(CUSTOM_FIELD_TICKETS, "missing from the manifest")
         return
-    data = _load_json(folder, CUSTOM_FIELD_TICKETS, result, _checked_fields)
+    data = _load_json(folder, CUSTOM_FIELD_TICKETS, result, _checked_fields, limit=_size(listed, CUSTOM_FIELD_TICKETS))
     if data is not None and (not isinstance(data, list) or len(data) != counts.get("custom_field_tickets")):
         result.add(CUSTOM_FIELD_TICKETS, f"should hold a list of {counts.get('custom_field_tickets')} tickets")
 
@@ -286,7 +311,7 @@ def _check_counts(folder: str, listed: dict[str, dict[str, Any]], counts: dict[s
             result.add(relpath, f"missing: no messages for {display_id}")
             all_entries_read, expected_attachments = False, expected_attachments | unmatched
             continue
-        entries = _load_json(folder, relpath, result)
+        entries = _load_json(folder, relpath, result, limit=_size(listed, relpath))
         if entries is None:
             all_entries_read, expected_attachments = False, expected_attachments | unmatched
             continue

@@ -173,11 +173,12 @@ FIELDS_THAT_CHANGE_BY_THEMSELVES = {
 # (emulator mode locate_expires_at=false, and a short url_ttl, in tests/test_devrev_modes.py).
 # [I] a URL issued moments ago may still be refused for a moment (an object store not yet
 # honouring a fresh signature, or its clock behind DevRev's). A refused URL is located again
-# and fetched at once, then located again and fetched after backing-off waits (0.5 s doubling
-# to 4 s) until this many seconds have been waited in all;
+# and fetched at once, then located again and fetched after backing-off waits (0.5, 1, 2, 4,
+# 8 s: each wait starts from a fresh URL, so one must outlast the refusal) until this many
+# seconds have been waited in all;
 # only then is the download failed, saying the host kept refusing fresh URLs (not "expired").
 # Emulator mode download_url_refused_seconds.
-PRESIGNED_URL_REFUSAL_SECONDS = 10.0
+PRESIGNED_URL_REFUSAL_SECONDS = 16.0
 
 # [C] S15 artifacts.prepare answers {id, url, form_data}; [I] the upload is an HTTP POST of
 # multipart/form-data to `url` carrying every form_data field and then the bytes as a part
@@ -211,3 +212,20 @@ MOVED_STATUSES = frozenset({301, 302, 303, 307, 308})
 # returned when listing that member's (preflight.check_known_member): a `members` filter answering
 # nothing (S10's 6 of 6) fails it (emulator mode conversations_members_filter=empty). The emulator
 # gives each workspace an account of its own ([I]) and takes both filters.
+
+# --- where the token may go, and how much is read (issue 23) ----------------------
+# [C] S1 `servers`: `{protocol}://{hostname}`, hostname default `api.devrev.ai`; every DevRev
+# host the docs name (api., app., developer., docs.) is under devrev.ai. [I] no DevRev API is
+# served from another domain: a DEVREV_BASE_URL whose host is neither one of these domains nor a
+# subdomain of one is refused before the token is sent, unless DEVREV_ALLOW_HOST (a real
+# environment variable: a .env cannot grant it) names that host; a loopback host (the emulator)
+# needs none (devrev_api.config.check_api_host).
+DEVREV_DOMAINS = ("devrev.ai",)
+# [I] DevRev does not document an attachment's largest size. An attachment whose size the API does
+# not declare (no `file.size`) is downloaded up to this many bytes and refused beyond (an endless
+# body); one with a declared size is bounded by it. The free disk is checked while streaming too.
+MAX_UNDECLARED_ATTACHMENT_BYTES = 1 << 30
+# [I] the largest API answer the client reads (streamed, counted as it arrives): a page of 100
+# objects is at most a few MiB; an answer that has not ended by this size fails its call with
+# one line (an endless JSON body). Not a DevRev limit.
+MAX_API_ANSWER_BYTES = 64 << 20

@@ -43,6 +43,72 @@ def check_url_scheme(url: str, what: str) -> None:
     raise ConfigError(f"{what} must use https (plain http only on a loopback host): {parts.scheme}://{host}")
 
 
+def is_local_api(base_url: str) -> bool:
+    """True when the API itself is the local emulator: a plain-http URL on a loopback host (every
+    test and --sandbox). Only then may attachment URLs point at loopback addresses."""
+    try:
+        parts = urlsplit(base_url)
+        return parts.scheme == "http" and is_loopback_host(parts.hostname)
+    except ValueError:
+        return False
+
+
+def is_devrev_host(host: str | None) -> bool:
+    """`host` is one of DevRev's own domains (assumptions.DEVREV_DOMAINS) or a subdomain of one."""
+    host = (host or "").lower().rstrip(".")
+    return any(host == domain or host.endswith("." + domain) for domain in facts.DEVREV_DOMAINS)
+
+
+ALLOW_HOST_VARIABLE = "DEVREV_ALLOW_HOST"
+
+
+def check_api_host(base_url: str, allowed: str | None, *, allowed_from_file: bool = False) -> str:
+    """Where the token will go: a sentence naming the host, for the run's first line. ConfigError
+    (one line, before any call) for a host outside DevRev's domains (assumptions.DEVREV_DOMAINS)
+    that `allowed` (DEVREV_ALLOW_HOST: host names, comma-separated) does not name; a loopback
+    host (the emulator) needs none. allowed_from_file: the .env in the working folder sets
+    DEVREV_ALLOW_HOST, which is not honoured (the .env is what could redirect the token)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    shown = f"{clean_text(host, 120)}" + (f":{parts.port}" if parts.port else "")
+    if is_loopback_host(host):
+        return f"DevRev API: {shown} (a loopback address: the local emulator)"
+    if is_devrev_host(host):
+        return f"DevRev API: {shown}"
+    names = {name.strip().lower().rstrip(".") for name in (allowed or "").split(",") if name.strip()}
+    if host in names and not allowed_from_file:
+        return f"DevRev API: {shown} (not a DevRev domain; allowed by {ALLOW_HOST_VARIABLE})"
+    if host in names:
+        raise ConfigError(f"{ALLOW_HOST_VARIABLE} is set in .env, which may not allow a host: DEVREV_BASE_URL "
+                          f"points at {shown}, outside DevRev's domains ({', '.join(facts.DEVREV_DOMAINS)}); remove "
+                          f"it from .env and set it in the environment if the token is meant to go there")
+    raise ConfigError(f"DEVREV_BASE_URL points at {shown}, outside DevRev's domains "
+                      f"({', '.join(facts.DEVREV_DOMAINS)}): the token would be sent there; check DEVREV_BASE_URL "
+                      f"(the environment or .env), or, if that host is meant, run with "
+                      f"{ALLOW_HOST_VARIABLE}={clean_text(host, 120)} set in the environment")
+
+
+def address_refusal(address: str, *, allow_loopback: bool) -> str | None:
+    """Why an attachment may not be fetched from IP `address` (loopback, link-local, private or
+    any other non-global address; an IPv4-mapped IPv6 address judged as its IPv4), or None when it
+    may. allow_loopback: the API is the local emulator (is_local_api), whose file host is loopback."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{clean_text(address, 60)} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None if allow_loopback else f"{ip} is a loopback address"
+    if ip.is_link_local:
+        return f"{ip} is a link-local address"
+    if ip.is_private:
+        return f"{ip} is a private address"
+    if not ip.is_global or ip.is_multicast:
+        return f"{ip} is not a public address"
+    return None
+
+
 def check_token(token: str | None, *, min_length: int = facts.MIN_TOKEN_LENGTH) -> str:
     """The token as it goes into the Authorization header: trimmed, without a `Bearer `
     prefix. ConfigError (one line, never the token) for a value that cannot be a DevRev

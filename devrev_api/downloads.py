@@ -5,19 +5,33 @@ presigned URL points at), never carries the token, and has its own failure modes
 its own breaker. DevRevClient holds one as `client.downloads`, handing it what it shares
 with the REST calls (the HTTP session, the timeout, the retry policy, the stop-aware wait,
 the call counters, artifacts.locate) explicitly at construction.
+
+Where a download may go (issue 23): https only, to hosts whose every address is public (never
+loopback, link-local or private), checked on the name's resolved addresses before the request and
+again on the address actually connected to (a name that resolves elsewhere the second time, DNS
+rebinding, is caught before a byte is sent); loopback only when the API itself is the local
+emulator (`allow_loopback`). Through an HTTP(S) proxy the connected address is the proxy's, so only
+the first check applies there. How much it may read: the declared size, else
+MAX_UNDECLARED_ATTACHMENT_BYTES; and never the disk's last STREAM_DISK_MARGIN_BYTES.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, ContextManager, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
 
 from devrev_api import assumptions as facts
-from devrev_api.config import check_url_scheme
+from devrev_api.config import address_refusal, check_url_scheme
 from devrev_api.errors import ConfigError, DownloadError, RunWideFault
 from devrev_api.retry_policy import (
     Backoff,
@@ -30,13 +44,86 @@ from devrev_api.retry_policy import (
 
 log = logging.getLogger(__name__)
 
+# the free disk an attachment download never takes (as backup.check_free_space keeps before a backup)
+STREAM_DISK_MARGIN_BYTES = 16 << 20
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (the check before a download; tests replace it)."""
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+def _free_bytes(out: BinaryIO) -> int | None:
+    """Free bytes (for an unprivileged user) on the file system `out` is written to; None when
+    `out` is no file (a BytesIO)."""
+    try:
+        stat = os.fstatvfs(out.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+class _RefusedPeer(Exception):
+    """The address a download connected to is not one it may use (raised before a byte is sent)."""
+
+
+def _peer_checking_session(allow_loopback: bool, headers: Any) -> requests.Session:
+    """A session of its own for attachments (no cookie or header of the API's but `headers`),
+    whose direct connections check the address actually connected to (address_refusal) before
+    anything is sent on them."""
+
+    def check(sock: Any) -> None:
+        try:
+            address = sock.getpeername()[0]
+        except (OSError, IndexError):
+            return
+        reason = address_refusal(str(address), allow_loopback=allow_loopback)
+        if reason is not None:
+            sock.close()
+            raise _RefusedPeer(reason)
+
+    class Plain(HTTPConnection):
+        def _new_conn(self) -> Any:
+            sock = super()._new_conn()
+            check(sock)
+            return sock
+
+    class Secure(HTTPSConnection):
+        def _new_conn(self) -> Any:
+            sock = super()._new_conn()
+            if self._tunnel_host is None:   # through a proxy tunnel the peer is the proxy
+                check(sock)
+            return sock
+
+    class PlainPool(HTTPConnectionPool):
+        ConnectionCls = Plain
+
+    class SecurePool(HTTPSConnectionPool):
+        ConnectionCls = Secure
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": PlainPool, "https": SecurePool}
+
+    session = requests.Session()
+    session.headers.update({k: v for k, v in headers.items() if k.lower() == "user-agent"})
+    adapter = Adapter(pool_connections=4, pool_maxsize=16,
+                      max_retries=Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0,
+                                        backoff_factor=0.2, allowed_methods=None, raise_on_status=False,
+                                        respect_retry_after_header=False))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
 
 def _refusal_waits(jitter: bool) -> Iterator[float]:
     """The waits between locating a refused URL again and fetching it: none the first time,
-    then backing off (0.5 s doubling to 4 s) until PRESIGNED_URL_REFUSAL_SECONDS are waited."""
+    then backing off (0.5 s, doubling, no cap) until PRESIGNED_URL_REFUSAL_SECONDS are waited:
+    each wait starts with a freshly located URL, so one wait must outlast the refusal."""
     yield 0.0
     waited = 0.0
-    for delay in Backoff(attempts=None, base=0.5, cap=4.0, jitter=jitter).delays():
+    for delay in Backoff(attempts=None, base=0.5, cap=facts.PRESIGNED_URL_REFUSAL_SECONDS, jitter=jitter).delays():
         delay = min(delay, facts.PRESIGNED_URL_REFUSAL_SECONDS - waited)
         if delay <= 0:
             return
@@ -69,8 +156,12 @@ class ArtifactDownloads:
 
     def __init__(self, session: requests.Session, *, timeout: tuple[float, float], retry: Backoff,
                  locate: Callable[[str], dict[str, Any]], wait: Callable[[float], None],
-                 check_stop: Callable[[], None], count: Callable[[str], None]) -> None:
-        self.session = session
+                 check_stop: Callable[[], None], count: Callable[[str], None],
+                 allow_loopback: bool = False) -> None:
+        # allow_loopback: the API is the local emulator (config.is_local_api), its file host on loopback
+        self.allow_loopback = allow_loopback
+        # a session of its own: the API's cookies never go to a file host; connections check their address
+        self.session = _peer_checking_session(allow_loopback, session.headers)
         self.timeout = timeout
         self.retry = retry
         self._locate = locate
@@ -86,18 +177,20 @@ class ArtifactDownloads:
 
         The URL is presigned and may live on another host: the request carries no
         Authorization header (and no .netrc credentials). Redirects are followed by hand,
-        to https (or loopback http) only. A short or long body raises DownloadError.
+        each hop checked like the first (`_check_target`: https, public addresses only). A
+        short or long body raises DownloadError; so does a body with no declared size past
+        MAX_UNDECLARED_ATTACHMENT_BYTES, and one that would leave less than
+        STREAM_DISK_MARGIN_BYTES free on `out`'s disk (checked as it streams).
         """
         for _ in range(max_redirects + 1):
             self._check_stop()
-            try:
-                check_url_scheme(url, "attachment URL")
-            except ConfigError as exc:
-                raise DownloadError(str(exc), endpoint="download") from None
-            host = urlsplit(url).hostname
+            host = self._check_target(url)
             try:
                 response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False,
                                             auth=_NoAuth(), headers={"Accept": "*/*"})
+            except _RefusedPeer as exc:
+                raise DownloadError(f"the attachment host {host} connected from {exc}: not fetched (attachments "
+                                    f"come only from public addresses)", endpoint="download") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise DownloadError(f"could not fetch the attachment from {host} ({transport_failure(exc)})",
                                     endpoint="download", transient=True, cause=connection_cause(exc)) from None
@@ -117,6 +210,7 @@ class ArtifactDownloads:
                                         retry_after=retry_after)
                 digest = hashlib.sha256()
                 size = 0
+                self._check_announced_length(response, expected_size)
                 try:
                     for chunk in response.iter_content(chunk_size):
                         if not chunk:
@@ -125,6 +219,12 @@ class ArtifactDownloads:
                         if expected_size is not None and size > expected_size:
                             raise DownloadError(f"the attachment is larger than its declared {expected_size} bytes",
                                                 endpoint="download")
+                        if expected_size is None and size > facts.MAX_UNDECLARED_ATTACHMENT_BYTES:
+                            raise DownloadError(f"the attachment declares no size and had not ended after "
+                                                f"{_mib(facts.MAX_UNDECLARED_ATTACHMENT_BYTES)} MiB, the most read "
+                                                f"for one (MAX_UNDECLARED_ATTACHMENT_BYTES): not kept",
+                                                endpoint="download")
+                        self._check_free_disk(out, len(chunk))
                         digest.update(chunk)
                         out.write(chunk)
                         self._check_stop()
@@ -138,6 +238,53 @@ class ArtifactDownloads:
                 self._count("downloads")
                 return DownloadResult(size=size, sha256=digest.hexdigest())
         raise DownloadError("too many redirects fetching the attachment", endpoint="download")
+
+    def _check_target(self, url: str) -> str:
+        """The URL's host, once the URL may be fetched: https (plain http only to loopback when the
+        API is the local emulator) and every address its host resolves to public (address_refusal).
+        DownloadError otherwise, before anything is sent. A name that does not resolve is left to
+        the request, which fails on it as before."""
+        try:
+            check_url_scheme(url, "attachment URL")
+        except ConfigError as exc:
+            raise DownloadError(str(exc), endpoint="download") from None
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme != "https" and not self.allow_loopback:
+            raise DownloadError(f"attachment URL must use https (plain http only from the local emulator): "
+                                f"{parts.scheme}://{host}", endpoint="download")
+        try:
+            addresses = _resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+        except (OSError, UnicodeError, ValueError):
+            return host
+        for address in addresses:
+            reason = address_refusal(address, allow_loopback=self.allow_loopback)
+            if reason is not None:
+                raise DownloadError(f"the attachment host {host} resolves to {reason}: not fetched (attachments "
+                                    f"come only from public addresses)", endpoint="download")
+        return host
+
+    @staticmethod
+    def _check_announced_length(response: requests.Response, expected_size: int | None) -> None:
+        """DownloadError before reading, for a Content-Length past what may be read."""
+        try:
+            announced = int(response.headers.get("Content-Length", ""))
+        except ValueError:
+            return
+        if expected_size is None and announced > facts.MAX_UNDECLARED_ATTACHMENT_BYTES:
+            raise DownloadError(f"the attachment declares no size and its host announces {_mib(announced)} MiB, "
+                                f"more than the {_mib(facts.MAX_UNDECLARED_ATTACHMENT_BYTES)} MiB read for one "
+                                f"(MAX_UNDECLARED_ATTACHMENT_BYTES): not fetched", endpoint="download")
+
+    @staticmethod
+    def _check_free_disk(out: BinaryIO, more: int) -> None:
+        """DownloadError when writing `more` bytes would leave less than STREAM_DISK_MARGIN_BYTES
+        free on the disk `out` is on (nothing to check for an in-memory `out`)."""
+        free = _free_bytes(out)
+        if free is not None and free < more + STREAM_DISK_MARGIN_BYTES:
+            raise DownloadError(f"not enough free disk space for the attachment: {_mib(free)} MiB free, "
+                                f"{_mib(STREAM_DISK_MARGIN_BYTES)} MiB kept free; free some space and re-run to "
+                                f"resume", endpoint="download")
 
     def download_artifact(self, artifact_id: str, open_out: Callable[[], ContextManager[BinaryIO]], *,
                           expected_size: int | None = None) -> DownloadResult:
@@ -204,3 +351,7 @@ class ArtifactDownloads:
             raise RunWideFault(f"cannot fetch attachments from {urlsplit(url).hostname}: "
                                f"{self.file_breaker.cause}; check the network (a proxy or firewall in front of "
                                f"the attachment host?) and re-run to resume")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}"

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from .errors import ApiError, json_bytes
 
 JSON = "application/json"
+ENDLESS_BODY_CAP = 1 << 30   # where an endless body (Faults.endless_body) stops if no client hangs up
 # a 401's `type` ([C] S15 error-unauthorized) and the emulator's message for it
 TOKEN_REFUSALS = {"token_expired": "the token has expired", "token_revoked": "the token was revoked",
                   "dev_org_deactivated": "the dev org is deactivated",
@@ -67,6 +68,10 @@ class Faults:
     # Objects the token may not write (DONs): a write naming one (`id`, or a timeline entry's
     # `object`) is answered 403 forbidden with `object_ids` naming it ([C] S6), nothing changed.
     forbidden_objects: tuple = ()
+    # An answer that never ends: every call of this endpoint (or, with "download", every fetch
+    # from the file host) is answered 200 with a body that goes on without end (a JSON list
+    # opened and never closed; no Content-Length) until the client hangs up (ENDLESS_BODY_CAP).
+    endless_body: str | None = None
     seed: int = 0
 
     def __post_init__(self):

@@ -9,6 +9,7 @@ read by the handlers through Settings.modes.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 from devrev_api import assumptions as facts
@@ -134,6 +135,11 @@ class BehaviourModes:
     (issue 22, [I] how long)."""
 
     def __post_init__(self):
+        for f in fields(self):   # numbers: finite, and only a clock skew may be below zero
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value) or abs(value) > 10**9 or (value < 0 and f.name != "server_clock_skew"):
+                    raise ValueError(f"{f.name} must be a finite number of 0 or more (a skew: within a billion)")
         if self.merge_outcome not in MERGE_OUTCOMES:
             raise ValueError(f"merge_outcome must be one of {', '.join(MERGE_OUTCOMES)}")
         if self.external_ref_conflict_status not in (400, 409):

@@ -30,7 +30,7 @@ from plumbing.files import atomic_write_bytes
 
 from .endpoints import ROUTES, WRITE_ENDPOINTS, Settings
 from .errors import ApiError, json_bytes
-from .faults import JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted, retry_after_value
+from .faults import ENDLESS_BODY_CAP, JSON, FaultAnswer, FaultInjector, Faults, RateLimiter, Scripted, retry_after_value
 from .modes import MODE_NAMES, BehaviourModes
 from .state import SandboxState, iso
 from .validation import parse_request
@@ -210,6 +210,9 @@ class DevRevSandbox:
         if not self._authorized(auth_header):
             return self._answer(handler, entry, body,
                                 ApiError(401, "unauthenticated", "missing or invalid authorization token"))
+        if self.faults.endless_body == endpoint:
+            entry["fault"], entry["status"] = "endless", 200
+            return handler.send_endless(b'{"%s":[' % endpoint.split(".")[0].encode(), b'{"id":"x"},', JSON)
         refused = self._injector.token_refused()
         if refused is not None:
             entry["fault"] = "token_refused"
@@ -367,6 +370,9 @@ class DevRevSandbox:
         art = self.state.artifact_copy(number)
         if art is None or art.get("_pending"):
             return _send_error(handler, entry, 404, b"no such object")
+        if self.faults.endless_body == "download":
+            entry["fault"], entry["status"] = "endless", 200
+            return handler.send_endless(b"", b"\0", art["file"]["type"])
         fault = self._injector.pick_download()
         entry["fault"] = fault
         if fault == "503":
@@ -542,6 +548,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         if cut_at is not None:
             self.drop()
+
+    def send_endless(self, head: bytes, filler: bytes, content_type: str) -> None:
+        """A 200 whose body never ends (Faults.endless_body): `head`, then `filler` again and again,
+        no Content-Length (the body ends when the connection closes), until the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        chunk = filler * max(1, (64 * 1024) // len(filler))
+        sent = 0
+        try:
+            self.wfile.write(head)
+            while sent < ENDLESS_BODY_CAP:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def drop(self) -> None:
         self.close_connection = True

@@ -29,6 +29,7 @@ from backup import (
     ids_of,
     load_custom_field_moves,
     load_moves,
+    manifest_sha256_of,
     remove_partials,
     tickets_naming,
     write_backup,
@@ -80,9 +81,10 @@ class SetFailed(Exception):
     """This set cannot go on now; the journal keeps where it stopped. retry_later: DevRev is
     still working on it (a merge job in progress), so a later run finishes it."""
 
-    def __init__(self, message: str, *, retry_later: bool = False):
+    def __init__(self, message: str, *, retry_later: bool = False, reason: str | None = None):
         super().__init__(message)
         self.retry_later = retry_later
+        self.reason = reason or ("merge_pending" if retry_later else None)   # a code for scripts
 
 
 class RunAborted(Exception):
@@ -103,6 +105,7 @@ class MergeOptions:
     poll_cap: float = 4.0
     max_rounds: int = 3
     merge_note: bool = True        # leave a note on each merged primary's timeline (--no-merge-note: not)
+    ask_refused_again: bool = False   # --ask-refused-merges-again: one more request where DevRev refused before
     # whether works.list takes the custom_fields filter: probed once per run (preflight.CustomFieldsFilter)
     custom_fields_filter: CustomFieldsFilter = field(default_factory=CustomFieldsFilter)
 
@@ -266,8 +269,9 @@ class SetMerger:
         except (SetFailed, BackupError, DevRevError) as exc:
             if _stops_the_run(exc):
                 raise  # the run stops; the set stays resumable from its journal
-            self.journal.set_status(key, ms.email, "failed", error=str(exc))
-            outcome.status, outcome.error = SetStatus.FAILED, str(exc)
+            reason = exc.reason if isinstance(exc, SetFailed) else None
+            self.journal.set_status(key, ms.email, "failed", reason=reason, error=str(exc))
+            outcome.status, outcome.error, outcome.reason = SetStatus.FAILED, str(exc), reason
             if isinstance(exc, SetFailed) and exc.retry_later:
                 outcome.retry_later = True
             log.error("failed: %s", exc)
@@ -466,7 +470,8 @@ class SetMerger:
         if not check.ok:
             raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
                              f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
-        data = {"folder": result.folder, "round": round_no, "messages": counts["messages"],
+        data = {"folder": result.folder, "round": round_no, "manifest_sha256": manifest_sha256_of(result.folder),
+                "messages": counts["messages"],
                 "attachments": counts["attachments"], "bytes": result.total_bytes,
                 **({"replaces": replaced} if replaced else {})}
         if round_no == 1:
@@ -729,15 +734,23 @@ class SetMerger:
         merge_step, retired_step = step_name("merge", dup["id"]), step_name("retired", dup["id"])
         record = self.journal.step(key, merge_step)
         refused = record and record["status"] == "done" and (record["data"] or {}).get("refused")
-        if refused:
-            raise SetFailed(_refused_line(dup, refused))
-        if not self.journal.is_done(key, merge_step):
+        if refused and self.options.ask_refused_again:   # the admin says the cause is gone: one more request
+            self._ask_journaled(key, dup, primary, attempt=_attempt(record) + 1, asked_before=False,
+                                after=f"refused before: {refused}")
+        elif refused:
+            raise SetFailed(_refused_line(dup, refused), reason="merge_refused")
+        elif not self.journal.is_done(key, merge_step):
             if record and is_retired(self._read_duplicate(dup["id"])):
                 self.journal.done(key, merge_step, dict(record["data"] or {}, confirmed_by="fresh read"))
             elif not self._ask_journaled(key, dup, primary, attempt=_attempt(record), asked_before=bool(record)):
                 return False
         if self.journal.is_done(key, retired_step):
             return True
+        asked_at = ((self.journal.step(key, merge_step) or {}).get("data") or {}).get("asked_at")
+        if isinstance(asked_at, (int, float)) and _wall() - asked_at >= self.options.merge_timeout \
+                and not is_retired(self._read_duplicate(dup["id"])):
+            # asked by an earlier run and waited out then: DevRev's job decides at once, no second wait
+            self._ask_again_or_stop(key, dup, primary)
         while True:
             waits = self._poll_waits()
             while not is_retired(user := self._read_duplicate(dup["id"])):
@@ -757,7 +770,7 @@ class SetMerger:
         self._recheck_primary(primary, f"{dup['display_id']} was not merged into it and nothing was retired")
         merge_step, primary_id = step_name("merge", dup["id"]), primary["id"]
         data = {"primary_user": primary_id, "secondary_user": dup["id"], "attempt": attempt,
-                **({"after": after} if after else {})}
+                "asked_at": round(_wall(), 3), **({"after": after} if after else {})}
         self.journal.intent(key, merge_step, data)
         try:
             self._ask_merge(dup, primary_id, asked_before=asked_before)
@@ -770,7 +783,7 @@ class SetMerger:
         except (BadRequestError, ConflictError) as exc:
             reason = f"{exc.message}: {exc.status} {exc.error_type or 'bad_request'}"
             self.journal.done(key, merge_step, dict(data, refused=reason))
-            raise SetFailed(_refused_line(dup, reason)) from None
+            raise SetFailed(_refused_line(dup, reason), reason="merge_refused") from None
         self.journal.done(key, merge_step, data)
         log.info("asked DevRev to merge %s into the primary%s", dup["display_id"],
                  f" (attempt {attempt} of {facts.MERGE_ATTEMPTS})" if attempt > 1 else "")
@@ -783,7 +796,10 @@ class SetMerger:
         lookup = merge_job_of(self.client, dup["id"])
         if is_retired(self._read_duplicate(dup["id"])):
             return   # retired meanwhile: the poll sees it
-        job, waited = lookup.job, f"{self.options.merge_timeout:.0f} s"
+        asked_at = ((self.journal.step(key, step_name("merge", dup["id"])) or {}).get("data") or {}).get("asked_at")
+        since = _wall() - asked_at if isinstance(asked_at, (int, float)) else self.options.merge_timeout
+        seconds = max(since, self.options.merge_timeout)
+        job, waited = lookup.job, f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:g} s"
         if job is not None and not job.failed:
             raise SetFailed(f"{dup['display_id']} is not retired {waited} after rev-users.merge: DevRev's merge "
                             f"{job.describe()}; re-run later to finish it", retry_later=True)
@@ -793,7 +809,8 @@ class SetMerger:
         if attempt >= facts.MERGE_ATTEMPTS:
             raise SetFailed(f"{dup['display_id']} is still active after {plural(attempt, 'merge request')} "
                             f"({what}); its tickets and conversations are on the primary; ask DevRev support "
-                            f"why the merge fails, then merge it in DevRev or re-run with a fresh savepoint")
+                            f"why the merge fails, then merge it in DevRev or re-run with a fresh savepoint",
+                            reason="merge_failed")
         log.warning("%s is still active %s after rev-users.merge (%s): asking again (attempt %d of %d)",
                     dup["display_id"], waited, what, attempt + 1, facts.MERGE_ATTEMPTS)
         self._ask_journaled(key, dup, primary, attempt=attempt + 1, asked_before=True, after=what)
@@ -911,6 +928,11 @@ class SetMerger:
 
 
 _TIME_UP = object()
+
+
+def _wall() -> float:
+    """Epoch seconds, for when a merge was asked (journaled, read by later runs); a test's to patch."""
+    return time.time()
 
 
 def _attempt(record: dict | None) -> int:

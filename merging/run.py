@@ -27,7 +27,7 @@ from merging.preview_scope import Scope, candidate_previews, preview_showing
 from merging.progress import resume_point
 from operator_view import reports, screens, summary
 from operator_view.summary import plural
-from plumbing import cli
+from plumbing import cli, manifest_key
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
 from plumbing.fanout import Fanout
@@ -69,6 +69,7 @@ class MergeSettings:
     no_canary: bool
     no_merge_note: bool
     merge_timeout: float
+    ask_refused_merges_again: bool = False
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
     @property
@@ -108,6 +109,12 @@ def _check_folders(settings: MergeSettings, savepoint: str) -> None:
     if not settings.preview:
         cli.check_writable_dir(settings.backup_dir, "--backup-dir")
         cli.check_writable_dir(os.path.dirname(os.path.abspath(savepoint)), "--savepoint")
+        try:   # every backup's manifest is MAC'd with it: made now, before any set starts
+            manifest_key.load_key(create=True)
+        except OSError as exc:
+            raise cli.UsageError(f"the manifest key {manifest_key.key_path()} cannot be used ({exc.strerror or exc}): "
+                                 f"move it away (a new one is made) or point {manifest_key.KEY_ENV} at a usable "
+                                 f"one") from None
 
 
 def _open_journal(settings: MergeSettings, savepoint: str, run_id: str) -> Journal | None:
@@ -165,6 +172,7 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
                                    keep_duplicate=settings.keep_duplicate, allow_cross_org=settings.allow_cross_org,
                                    merge_timeout=settings.merge_timeout, preview_full=settings.full,
                                    merge_note=not settings.no_merge_note,
+                                   ask_refused_again=settings.ask_refused_merges_again,
                                    fanout=stack.enter_context(contextlib.closing(Fanout(settings.workers))))
             common = _report_header(settings, run_id, client, csv_path, index)
             if settings.preview:
@@ -330,6 +338,17 @@ def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[Merg
         ms = todo.pop(0)
         tally.run([ms], merger.merge, 1, "first set")
         outcome = tally.lines.get(ms.key)
+        if outcome is not None and outcome.reason in ("merge_refused", "merge_pending"):
+            # DevRev did not finish the first set's merge: moving more tickets toward merges it may
+            # refuse or not finish would leave every set moved and unmerged
+            line = (f"the first set's merge did not complete ({outcome.reason.replace('_', ' ')}: see its line); "
+                    f"no other set was started: re-run later"
+                    + (", or with --ask-refused-merges-again once DevRev's reason is gone"
+                       if outcome.reason == "merge_refused" else ""))
+            log.error("%s", line, extra=cli.FILE_ONLY)
+            _say(line, stream=sys.stderr)
+            tally.stop_for_canary()
+            return todo, None
         if outcome is None or outcome.status not in (SetStatus.MERGED, SetStatus.MOVED_ONLY) \
                 or not outcome.duplicates:
             continue

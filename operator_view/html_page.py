@@ -181,9 +181,39 @@ def _drift(rows: list[dict]) -> list[dict]:
             for row in rows if row.get("drift_appeared") or row.get("drift_vanished")]
 
 
+CHART_BARS = 240   # at most this many bars: a longer series is drawn a few minutes to a bar
+
+
+def _bucketed(series: list[dict], bars: int = CHART_BARS) -> tuple[list[dict], int]:
+    """The series as at most `bars` entries {"minute", "calls" (the busiest minute's), "label"},
+    by the entries it holds (what happened), never by the time they span; and the minutes it
+    covers (an entry {"gap_minutes": n}, a long quiet stretch or a clock jump, counts n)."""
+    clean = [s for s in series if isinstance(s, dict) and isinstance(s.get("calls"), int)
+             and isinstance(s.get("minute"), str)]
+    size = max(1, -(-len(clean) // bars))
+    out = []
+    for i in range(0, len(clean), size):
+        part = clean[i:i + size]
+        peak = max(s["calls"] for s in part)
+        gap = sum(int(s.get("gap_minutes") or 0) for s in part if isinstance(s.get("gap_minutes"), int))
+        if len(part) == 1 and not gap:
+            label = f"{part[0]['minute']}: {peak} calls"
+        elif len(part) == 1:
+            label = f"{part[0]['minute']}: no calls for {plural(gap, 'minute')}"
+        else:
+            label = (f"{part[0]['minute']} to {part[-1]['minute']}: {sum(s['calls'] for s in part)} calls, "
+                     f"at most {peak} in a minute")
+        out.append({"minute": part[0]["minute"], "calls": peak, "label": label})
+    minutes = sum(int(s.get("gap_minutes") or 1) if isinstance(s.get("gap_minutes"), int) else 1 for s in clean)
+    return out, minutes
+
+
 def _chart(series: list[dict], limit: float | None, width: int = 640, height: int = 180) -> dict | None:
-    """Bars (x, y, w, h, label) of calls per minute, the rate limit's line (None when it is
-    far above the bars), and axis labels; None without data."""
+    """Bars (x, y, w, h, label) of calls per minute (at most CHART_BARS, each the busiest
+    minute of its few), the rate limit's line (None when it is far above the bars), and axis
+    labels; None without data."""
+    total = sum(s["calls"] for s in series if isinstance(s, dict) and isinstance(s.get("calls"), int))
+    series, minutes = _bucketed(series)
     if not series:
         return None
     top = max(s["calls"] for s in series)
@@ -195,11 +225,11 @@ def _chart(series: list[dict], limit: float | None, width: int = 640, height: in
     for i, s in enumerate(series):
         h = s["calls"] / scale * plot_h
         bars.append({"x": round(left + i * step + 1, 1), "y": round(bottom - h, 1), "w": round(max(step - 2, 1), 1),
-                     "h": round(h, 1), "label": f"{s['minute']}: {s['calls']} calls"})
+                     "h": round(h, 1), "label": s["label"]})
     limit_y = round(bottom - limit / scale * plot_h, 1) if limit_shown else None
     every = max(1, len(series) // 6)
     ticks = [{"x": round(left + i * step + step / 2, 1), "text": s["minute"][11:16]}
              for i, s in enumerate(series) if i % every == 0]
     return {"width": width, "height": height, "left": left, "bottom": bottom, "bars": bars, "limit": limit,
             "limit_y": limit_y, "top": top, "top_y": round(bottom - top / scale * plot_h, 1), "ticks": ticks,
-            "said": f"{plural(sum(s['calls'] for s in series), 'call')} over {plural(len(series), 'minute')}"}
+            "said": f"{plural(total, 'call')} over {plural(minutes, 'minute')}"}

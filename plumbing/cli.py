@@ -18,7 +18,9 @@ One place owns what an admin sees when a script starts, fails or is stopped:
 - `graceful_stop`: the first Ctrl-C or SIGTERM asks the work to stop after the call in
   flight and records which signal it was; the second stops at once.
 - `run_main`: the wrapper every `main(argv)` runs through, which turns every error a
-  user can cause into one line and the right exit code, never a traceback.
+  user can cause into one line and the right exit code, never a traceback; it turns core
+  dumps off (they would hold the token) and neutralises control characters in everything
+  printed (`neutralise`, also applied to every log line), so a value cannot drive the terminal.
 
 Modelled on pypa/twine (one exception base, one place that maps errors to exit codes)
 and httpie (exit codes as an enum).
@@ -193,15 +195,81 @@ class Redactor:
         return text
 
 
+# --------------------------------------------------------------------------- control characters
+# What could drive a terminal from a value DevRev or a file gave us (a display id, a name, an email,
+# DevRev's message): C0 controls but tab and newline (ESC starts every escape sequence; CR and
+# backspace overwrite what was shown), DEL, the C1 controls (0x9b is a one-byte CSI), and the
+# bidirectional overrides and isolates that reorder what a line shows.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def neutralise(text: str, keep: str = "") -> str:
+    """`text` with each such control character shown as its escape (ESC as `\\x1b`, U+202E as
+    `\\u202e`), newlines and tabs kept, and the characters in `keep` too."""
+    if not _CONTROLS.search(text):
+        return text
+    return _CONTROLS.sub(lambda m: m.group() if m.group() in keep else ascii(m.group())[1:-1], text)
+
+
 class RedactingFormatter(logging.Formatter):
-    """A Formatter whose whole output (message, arguments, traceback) is redacted."""
+    """A Formatter whose whole output (message, arguments, traceback) is redacted, and whose
+    control characters are neutralised (`neutralise`), for the console and the log file alike."""
 
     def __init__(self, fmt: str, redactor: Redactor):
         super().__init__(fmt)
         self.redact = redactor
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.redact(super().format(record))
+        return self.redact(neutralise(super().format(record)))
+
+
+class _NeutralStream:
+    """stdout or stderr as a script's body sees it (`neutral_console`): every write passes through
+    `neutralise`, so print() cannot send an escape sequence from a value to the terminal.
+    Everything else (fileno, isatty, encoding, flush) is the wrapped stream's."""
+
+    def __init__(self, inner: Any, keep: str = ""):
+        self._inner = inner
+        self._keep = keep
+
+    def write(self, text: str) -> int:
+        self._inner.write(neutralise(text, self._keep) if isinstance(text, str) else text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def neutral_console() -> Iterator[None]:
+    """sys.stdout and sys.stderr neutralise control characters inside (see _NeutralStream); stderr
+    keeps the carriage return the progress bar redraws itself with. Nested: the outer one stays."""
+    if isinstance(sys.stdout, _NeutralStream) or isinstance(sys.stderr, _NeutralStream):
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _NeutralStream(out), _NeutralStream(err, keep="\r")
+    try:
+        yield
+    finally:
+        if isinstance(sys.stdout, _NeutralStream):
+            sys.stdout = out
+        if isinstance(sys.stderr, _NeutralStream):
+            sys.stderr = err
+
+
+def disable_core_dumps() -> None:
+    """No core file for this process, whatever the shell allows (`ulimit -c`): one would hold the
+    token in clear. RLIMIT_CORE set to 0, soft and hard, where the platform has it."""
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
 
 
 _LOG_SUBJECT: contextvars.ContextVar[str | None] = contextvars.ContextVar("log_subject", default=None)
@@ -321,6 +389,15 @@ class _LogFileHandler(logging.FileHandler):
         print(f"warning: the log file {self.baseFilename} can no longer be written ({reason}); "
               f"going on without it", file=sys.stderr, flush=True)
 
+    def close(self) -> None:
+        """Close the file; what cannot be flushed to it then (disk full) is said once on stderr
+        like any failed line (handleError), never raised: a log failure after the work must not
+        change the exit code, which says what happened to the work."""
+        try:
+            super().close()
+        except OSError:
+            self.handleError(logging.makeLogRecord({}))
+
 
 def _open_log_file(log_dir: str, log_path: str) -> logging.FileHandler:
     from plumbing.files import make_private_dir, open_private
@@ -424,6 +501,14 @@ def error_line(message: str) -> None:
 
 
 def run_main(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """_run_main with core dumps disabled for the process and the console's control characters
+    neutralised (every script's main starts here)."""
+    disable_core_dumps()
+    with neutral_console():
+        return _run_main(body, argv)
+
+
+def _run_main(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run a script's body and map every error a user can cause to one line and a code.
 
     - `UserError` (bad option, CSV, savepoint, config, folder): `error: ...`, its exit code (2).

@@ -205,8 +205,13 @@ def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
     external_ref_taken, "error"?, "duplicates": [plan_duplicate(...), latest merged first]}.
     """
     record = to_json(blank_line(bset))
+    record["backups_authentic"] = bset.all_authentic
     if bset.failed:
         record.update(status="failed", reason="backup_failed", error=_failed_text(bset))
+        return record
+    if bset.refused:
+        record.update(status="failed", reason="not_what_the_merge_did", error=f"{bset.refused}; nothing of this set "
+                                                                              f"was touched")
         return record
     try:
         primary = live_primary(client, bset)
@@ -355,6 +360,8 @@ class SetRestorer:
         try:
             if bset.failed:
                 raise SetFailed(_failed_text(bset, earlier_steps(self.journal, bset)))
+            if bset.refused:
+                raise SetFailed(f"{bset.refused}; nothing more of this set was touched")
             self.journal.set_status(key, bset.email, "in_progress")
             primary = live_primary(self.client, bset)
             if not any(r["status"] == "done" for r in self.journal.steps(key).values()):

@@ -23,6 +23,7 @@ from plumbing.clock import iso_utc
 from plumbing.version import TOOL_VERSION
 from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
 from restoring.engine import FINISHED, SetRestorer, blank_line, finished_record, journal_progress, preview_set
+from restoring.merge_record import MergeRecord, NotWhatTheMergeDid, hold_to_merge
 from runs.journal import Journal
 from runs.outcomes import SetStatus, to_json
 from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, journal_problems
@@ -49,6 +50,7 @@ class RestoreSettings:
     workers: int
     skip_preview_check: bool
     no_restore_note: bool
+    merge_savepoint: str = ""   # the merge's journal: what a restore may give back (restoring.merge_record)
     sandbox_mode: tuple[str, ...] = ()
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
@@ -75,7 +77,19 @@ def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[Faile
                   or (f.email is not None and email_key(f.email) == wanted)]
         if not sets and not failed:
             raise UsageError(f"no backup of a merge set with email {settings.only!r} in {settings.backup_dir}")
-    return sets, failed
+    record = MergeRecord.load(settings.merge_savepoint) if settings.merge_savepoint else None
+    return [_held(s, record) for s in sets], failed
+
+
+def _held(bset: BackupSet, record: MergeRecord | None) -> BackupSet:
+    """The set as the merge's journal allows it (restoring.merge_record), or marked refused."""
+    if bset.failed:
+        return bset
+    try:
+        return hold_to_merge(bset, record, authentic=bset.all_authentic)
+    except NotWhatTheMergeDid as exc:
+        log.error("%s: not restored: %s", bset.email, exc)
+        return replace(bset, refused=str(exc))
 
 
 def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
@@ -99,7 +113,7 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
             log.error("%s (not used%s)", bad.line(), said)
         finished = {s.key: r for s in sets for r in [journal.set_record(s.key) if journal else None]
                     if r and r["status"] == FINISHED}
-        todo = [s for s in sets if s.key not in finished and not s.failed]
+        todo = [s for s in sets if s.key not in finished and not s.failed and not s.refused]
         preview_path = None if settings.preview or settings.skip_preview_check else _required_preview(settings, todo)
         log.info("run %s (%s %s): %s in %s (%d already restored), %s not used; log %s",
                  run_id, "preview of a restore on" if settings.preview else "restore on",

@@ -34,6 +34,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
 import urllib.parse
 from typing import Any, Iterator, NamedTuple, cast
@@ -136,37 +137,75 @@ class JournalError(UserError):
     """The savepoint file cannot be used (corrupt, locked, unwritable): one line, exit 2."""
 
 
+ROWS_SUFFIX = ".rows"     # beside the savepoint: how many changes it was ever given (Journal._seal_rows)
+_ROWS_RECORD = "devrev-merge savepoint rows {:020d}\n"   # fixed width: each write replaces the last whole
+
+
 class Journal:
-    """Thread-safe access to one savepoint file; every method commits durably."""
+    """Thread-safe access to one savepoint file; every method commits durably.
+
+    Beside it, `<savepoint>.rows` holds the number of changes (the `events` rows, numbered by
+    sqlite's AUTOINCREMENT, never reused) the savepoint was given, rewritten in place after each
+    commit (one pwrite, no fsync: written after sqlite's fsynced commit, it can only lag behind
+    it). A savepoint holding fewer changes than that lost rows (truncated, replaced by an older
+    copy, or its -wal file deleted after a crash): it is refused (JournalError), never resumed."""
 
     def __init__(self, path: str, run_id: str, *, exclusive: bool = False):
         """exclusive: hold an advisory lock on `<path>.lock` for the life of this object, so two
-        runs (a cron job and a manual run) can never work from the same savepoint at once."""
+        runs (a cron job and a manual run) can never work from the same savepoint at once. The
+        lock, the row count and the database are the path's real file's (a symlink to another
+        run's savepoint takes that run's lock)."""
         self.path = path
         self.run_id = run_id
         self._lock = threading.Lock()
         make_private_dir(os.path.dirname(os.path.abspath(path)))
+        real = os.path.realpath(path)
+        self._rows_path = real + ROWS_SUFFIX
+        self._rows_fd: int | None = None
+        self._sealed = 0
+        self._last_event: int | None = None
         self._lock_fd = None
         if exclusive:
-            self._lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+            self._lock_fd = os.open(real + ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(self._lock_fd)
                 raise JournalError(f"another run is using the savepoint {path}: wait for it to finish "
                                    f"(or stop it with Ctrl-C), then re-run") from None
-        if not os.path.exists(path):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+            recorded = _recorded_rows(self._rows_path)     # before the database: it can only lag behind
+            held_rows = _held_rows(real) if recorded else 0
+        except sqlite3.DatabaseError:
+            recorded, held_rows = None, 0                  # not a database: said below, as ever
+        except JournalError:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            raise
+        if recorded is not None and held_rows < recorded:
+            if self._lock_fd is not None:     # refused before anything is written to it: left as it is
+                os.close(self._lock_fd)
+            raise JournalError(
+                f"the savepoint {path} lost rows: it holds {held_rows} of the {recorded} changes written to it "
+                f"({self._rows_path}), so it was truncated, replaced or its -wal file deleted; nothing was "
+                f"sent: put back your copy of it (with its -wal file) and re-run, or, to start afresh knowing "
+                f"merges it recorded will not be recognised, move it and {self._rows_path} aside")
+        if not os.path.exists(real):
+            os.close(os.open(real, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        try:
+            self._db = sqlite3.connect(real, check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            held = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         except sqlite3.DatabaseError as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
             raise JournalError(f"the savepoint file {path} cannot be used ({exc}): move it aside only if "
                                f"you know no merge is half done") from None
+        self._sealed = recorded or 0
+        if exclusive and held and int(held[0]) > self._sealed:
+            self._seal_rows(int(held[0]))     # a savepoint older than its row count, or a crash's last rows
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.chmod(path + suffix, PRIVATE_FILE_MODE)
@@ -174,14 +213,34 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._rows_fd is not None:
+                os.close(self._rows_fd)
+                self._rows_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the run lock
             self._lock_fd = None
 
     # ------------------------------------------------------------------ writes
     def _event(self, set_key: str, step: str | None, status: str, data: Any) -> None:
-        self._db.execute("INSERT INTO events (at, run_id, set_key, step, status, data) VALUES (?, ?, ?, ?, ?, ?)",
-                         (iso_utc(digits=6), self.run_id, set_key, step, status, _dump(data)))
+        cursor = self._db.execute(
+            "INSERT INTO events (at, run_id, set_key, step, status, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (iso_utc(digits=6), self.run_id, set_key, step, status, _dump(data)))
+        self._last_event = cursor.lastrowid
+
+    def _seal_rows(self, rows: int) -> None:
+        """Record in `<savepoint>.rows` that the savepoint holds `rows` changes (after they
+        are committed; never lowered). JournalError if it cannot be written."""
+        if rows <= self._sealed:
+            return
+        try:
+            if self._rows_fd is None:
+                self._rows_fd = os.open(self._rows_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                        PRIVATE_FILE_MODE)
+            os.pwrite(self._rows_fd, _ROWS_RECORD.format(rows).encode("ascii"), 0)
+        except OSError as exc:
+            raise JournalError(f"the savepoint's row count {self._rows_path} can no longer be written "
+                               f"({exc.strerror or exc}): the run stops; fix it and re-run to resume") from None
+        self._sealed = rows
 
     def set_status(self, set_key: str, email: str, status: str, *, reason: str | None = None,
                    error: str | None = None, context: dict[str, Any] | None = None) -> None:
@@ -203,8 +262,12 @@ class Journal:
         written mid-run (disk full, folder gone): sqlite rolls the transaction back, so the
         journal stays as it was, and the caller sends nothing unrecorded."""
         try:
-            with self._lock, self._db:
-                yield
+            with self._lock:
+                self._last_event = None
+                with self._db:
+                    yield
+                if self._last_event is not None:
+                    self._seal_rows(self._last_event)
         except sqlite3.Error as exc:
             raise JournalError(f"the savepoint {self.path} can no longer be written ({exc}): the run stops; "
                                f"fix it and re-run the same command to resume") from None
@@ -230,7 +293,7 @@ class Journal:
     def forget(self, set_key: str, step: str) -> None:
         """Drop a step's intent whose call DevRev refused outright (a 403: nothing was done),
         so a later run asks afresh instead of treating it as possibly sent."""
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM steps WHERE set_key = ? AND step = ? AND status = 'intent'",
                              (set_key, step))
@@ -293,6 +356,40 @@ class Journal:
         return problems
 
 
+def _held_rows(path: str) -> int:
+    """How many changes the savepoint `path` holds (its last `events` number), read only,
+    writing nothing to it: 0 when it is missing, empty or has none."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=30)) as db:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone() is None:
+            return 0
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _recorded_rows(rows_path: str) -> int | None:
+    """The change count `<savepoint>.rows` holds; None when there is none (a savepoint from
+    before it, or a new one). JournalError when it is there but not such a file."""
+    try:
+        fd = os.open(rows_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"the savepoint's row count {rows_path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = os.read(fd, 256).decode("ascii", "replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+    finally:
+        os.close(fd)
+    if text == "" and os.path.getsize(rows_path) == 0:
+        return None      # created, its first count lost to a power cut (a new file's data is written later)
+    head, _, count = text.rpartition(" ")
+    if head + " " != _ROWS_RECORD[:-len("{:020d}\n")] or not count.rstrip("\n").isdigit():
+        raise JournalError(f"the savepoint's row count {rows_path} is not one this tool wrote: put back your copy "
+                           f"of it, or move it aside only if you know the savepoint beside it is whole")
+    return int(count)
+
+
 def _dump(data: Any) -> str | None:
     return None if data is None else json.dumps(data, sort_keys=True, ensure_ascii=False)
 
@@ -340,3 +437,43 @@ def earlier_primaries(path: str) -> list[EarlierPrimary]:
 def _uri_path(path: str) -> str:
     """A file path as an sqlite URI's path (absolute, `?` and `#` escaped)."""
     return urllib.parse.quote(os.path.abspath(path), safe="/")
+
+
+class SavedSet(NamedTuple):
+    """One set of a savepoint read whole: its record and every step ({name: {"status", "data"}})."""
+    set_key: str
+    email: str
+    status: str
+    context: Any
+    steps: dict[str, dict[str, Any]]
+
+
+def read_savepoint(path: str) -> list[SavedSet] | None:
+    """Every set of the savepoint `path` with its steps, read only as earlier_primaries reads
+    (never created, never locked); None when there is no such file. JournalError (one line) if
+    it is not a savepoint sqlite can read."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=30)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sets'").fetchone() is None:
+                return []
+            sets = db.execute("SELECT set_key, email, status, context FROM sets ORDER BY updated_at, rowid").fetchall()
+            steps = db.execute("SELECT set_key, step, status, data FROM steps").fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"the savepoint file {path} cannot be read ({exc})") from None
+    by_set: dict[str, dict[str, dict[str, Any]]] = {}
+    for set_key, step, status, data in steps:
+        try:
+            loaded = _load(data)
+        except ValueError:
+            loaded = None
+        by_set.setdefault(set_key, {})[step] = {"status": status, "data": loaded}
+    out = []
+    for set_key, email, status, context in sets:
+        try:
+            ctx = _load(context)
+        except ValueError:
+            ctx = None
+        out.append(SavedSet(set_key, email, status, ctx, by_set.get(set_key, {})))
+    return out

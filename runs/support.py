@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
+import stat
 import sys
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -90,39 +92,122 @@ def add_rate_limit_option(parser: argparse.ArgumentParser) -> None:
 def sandbox_held(target: RunTarget) -> Iterator[None]:
     """With `target.sandbox`: hold the sandbox's lock (`.sandbox/run.lock`) for the whole run,
     so a second run (and above all a --sandbox-reset) cannot pull the emulator's state from
-    under the first; then empty `.sandbox/` if `target.sandbox_reset`. Without --sandbox it
-    does nothing. UsageError while another run holds the lock."""
+    under the first; then empty `.sandbox/` if `target.sandbox_reset`. `.sandbox` and its lock
+    are never reached through a link (a planted `.sandbox` symlink is refused, not emptied).
+    Without --sandbox: hold this machine's lock of the DevRev tenant and token (tenant_held).
+    UsageError while another run holds the lock."""
     if not target.sandbox:
-        yield
+        with tenant_held(target_of(target), os.environ.get("DEVREV_API_TOKEN", "").strip()):
+            yield
         return
     from plumbing.files import make_private_dir
+    if os.path.islink(SANDBOX_DIR) or (os.path.lexists(SANDBOX_DIR) and not os.path.isdir(SANDBOX_DIR)):
+        raise UsageError(f"{SANDBOX_DIR} is {'a link' if os.path.islink(SANDBOX_DIR) else 'not a folder'}: the "
+                         f"sandbox keeps its state in a folder of its own there; move it away, then re-run")
     make_private_dir(SANDBOX_DIR)
-    fd = os.open(os.path.join(SANDBOX_DIR, SANDBOX_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
     reset = target.sandbox_reset
     try:
+        dir_fd = os.open(SANDBOX_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:   # swapped for a link since the check above
+        raise UsageError(f"{SANDBOX_DIR} cannot be used ({exc.strerror or exc}): move it away, then re-run") from None
+    try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            what = "reset" if reset else "use"
-            raise UsageError(f"another run is using the sandbox ({SANDBOX_DIR}/): cannot {what} it now; wait for "
-                             f"that run to finish (or stop it with Ctrl-C), then re-run") from None
-        if reset:
-            _empty_sandbox()
-        yield
+            fd = os.open(SANDBOX_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            raise UsageError(f"{SANDBOX_DIR}/{SANDBOX_LOCK} cannot be used ({exc.strerror or exc}): move it away, "
+                             f"then re-run") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                what = "reset" if reset else "use"
+                raise UsageError(f"another run is using the sandbox ({SANDBOX_DIR}/): cannot {what} it now; wait "
+                                 f"for that run to finish (or stop it with Ctrl-C), then re-run") from None
+            if reset:
+                _empty_sandbox(dir_fd)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
     finally:
-        os.close(fd)  # releases the lock
+        os.close(dir_fd)
 
 
-def _empty_sandbox() -> None:
-    """Everything in `.sandbox/` but the lock file itself."""
-    for name in os.listdir(SANDBOX_DIR):
-        path = os.path.join(SANDBOX_DIR, name)
+def _empty_sandbox(dir_fd: int) -> None:
+    """Everything in `.sandbox/` (the folder `dir_fd`, opened without following a link) but
+    the lock file itself; a link inside is removed, never followed."""
+    for name in os.listdir(dir_fd):
         if name == SANDBOX_LOCK:
             continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+        if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            shutil.rmtree(name, dir_fd=dir_fd)
         else:
-            os.unlink(path)
+            os.unlink(name, dir_fd=dir_fd)
+
+
+TENANT_LOCK_DIR_ENV = "DEVREV_MERGE_LOCK_DIR"   # where the tenant locks live (default: the user's cache)
+
+
+def tenant_lock_dir() -> str:
+    """DEVREV_MERGE_LOCK_DIR, else `$XDG_CACHE_HOME/devrev-contact-merge/locks` (~/.cache/...)."""
+    named = os.environ.get(TENANT_LOCK_DIR_ENV)
+    if named:
+        return named
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "devrev-contact-merge", "locks")
+
+
+def tenant_lock_path(base_url: str, token: str) -> str:
+    """The lock file of one DevRev tenant and token: named by a hash of both, never the token."""
+    key = hashlib.sha256(f"devrev-contact-merge lock\n{base_url}\n{token}".encode("utf-8")).hexdigest()[:32]
+    return os.path.join(tenant_lock_dir(), f"tenant-{key}.lock")
+
+
+@contextlib.contextmanager
+def tenant_held(base_url: str, token: str) -> Iterator[None]:
+    """Hold this machine's lock of the tenant `base_url` used with `token` (fcntl.flock on
+    tenant_lock_path) for the whole run, so two runs with different savepoints cannot back up
+    and merge the same sets at once; released at exit, also when the process dies. No token:
+    nothing to lock (the run stops on its configuration). UsageError (one line, naming the
+    holder: pid, script, since when) while another run holds it. Runs on other machines
+    cannot be seen: see the README's known limits."""
+    if not token:
+        yield
+        return
+    from plumbing.clock import iso_utc
+    from plumbing.files import make_private_dir
+    path = tenant_lock_path(base_url, token)
+    try:
+        make_private_dir(os.path.dirname(path))
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "a run starting or stopping"
+                os.close(fd)
+                raise UsageError(f"another run ({holder[:200]}) is using DevRev {base_url} with this "
+                                 f"token on this machine: wait for it to finish (or stop it with Ctrl-C), "
+                                 f"then re-run") from None
+            try:     # the holder before us removes the file as it lets go: lock the one at the path
+                current = os.stat(path, follow_symlinks=False)
+                same = (current.st_dev, current.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {os.path.basename(sys.argv[0] or 'python')}, since {iso_utc()}"
+                  .encode("utf-8"), 0)
+    except OSError as exc:
+        raise UsageError(f"the run lock {path} cannot be used ({exc.strerror or exc}): point "
+                         f"{TENANT_LOCK_DIR_ENV} at a folder of your own") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)      # while still held: a run waiting on this file tries again
+        os.close(fd)
 
 
 @contextlib.contextmanager

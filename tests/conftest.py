@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 
 import pytest
@@ -19,6 +20,11 @@ from devrev_client import DevRevClient
 from devrev_sandbox.server import DevRevSandbox
 from helpers import TEST_TOKEN
 from spec_validator import SpecValidator
+
+# The tests' manifest key (plumbing.manifest_key) lives in a folder of their own, never in the
+# user's configuration; subprocesses inherit it.
+os.environ["DEVREV_MERGE_KEY_FILE"] = os.path.join(tempfile.mkdtemp(prefix="merge-key-"), "manifest.key")
+os.environ["DEVREV_MERGE_LOCK_DIR"] = tempfile.mkdtemp(prefix="merge-locks-")   # the tenant locks, likewise
 
 _VALIDATOR = SpecValidator()
 SPEC_STATS = {"requests": 0, "responses": 0, "mismatches": 0}

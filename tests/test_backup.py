@@ -325,7 +325,9 @@ def test_tampering_is_detected_and_named(small_backup, tamper):
 def test_a_rehashed_count_edit_is_caught_by_the_count_check_alone(small_backup):
     _edit_count_rehashed(small_backup)
     check = verification.verify_backup(small_backup)
-    assert problem_paths(check) == ["tickets.json"], check.problems  # the manifest's own hash still matches
+    # the manifest's own hash still matches: the count check catches it, and the MAC (this installation's key)
+    assert problem_paths(check) == [MANIFEST, "tickets.json"], check.problems
+    assert check.problems[0][1].startswith("resealed: its MAC does not match")
 
 
 def test_an_edited_manifest_names_itself_and_the_file(small_backup):
@@ -578,8 +580,8 @@ def test_cli_all_ok(backups_dir, tmp_path, capsys):
     code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports)
     folders = verification.find_backups(backups_dir)
     assert code == 0 and err == ""
-    assert lines[:2] == [f"OK {f}" for f in folders]
-    assert lines[2] == "2 backups checked: 2 OK, 0 FAILED"
+    assert lines[:2] == [f"OK {f} (authentic: made by this installation)" for f in folders]
+    assert lines[2] == "2 backups checked: 2 OK (2 authentic, made by this installation), 0 FAILED"
     assert re.fullmatch(r"integrity report: .*/reports/integrity_\d{8}T\d{6}Z\.json", lines[3])
     report_file = lines[3].split(": ", 1)[1]
     assert os.path.dirname(report_file) == reports and len(lines) == 4
@@ -601,15 +603,16 @@ def test_cli_failed_lines_name_each_file(backups_dir, tmp_path, capsys):
     expected = []
     for folder in verification.find_backups(backups_dir):  # the order the command checks them in
         check = verification.verify_backup(folder)
-        expected += [f"OK {folder}"] if check.ok else [f"FAILED {folder}: {p}: {r}" for p, r in check.problems]
+        expected += [f"OK {folder} (authentic: made by this installation)"] if check.ok \
+            else [f"FAILED {folder}: {p}: {r}" for p, r in check.problems]
     assert lines[:-2] == expected and len(expected) >= 4
-    assert f"OK {good}" in lines
+    assert f"OK {good} (authentic: made by this installation)" in lines
     assert f"FAILED {bad}: {flipped}: content changed: sha256 does not match the manifest" in lines
     assert f"FAILED {bad}: {deleted}: missing" in lines
     assert f"FAILED {partial}: .: incomplete backup: interrupted before it was finished (.partial)" in lines
     for line in lines[:-2]:
-        assert re.fullmatch(r"OK \S+|FAILED \S+: [^:]+: .+", line), line
-    assert lines[-2] == "3 backups checked: 1 OK, 2 FAILED"
+        assert re.fullmatch(r"OK \S+ \(authentic: made by this installation\)|FAILED \S+: [^:]+: .+", line), line
+    assert lines[-2] == "3 backups checked: 1 OK (1 authentic, made by this installation), 2 FAILED"
     assert lines[-1].startswith("integrity report: ")
 
 
@@ -636,7 +639,7 @@ def test_cli_skips_a_report_folder_kept_inside_the_backup_folder(backups_dir, ca
     reports = os.path.join(backups_dir, "reports")
     for _ in range(2):
         code, lines, _ = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports)
-        assert code == 0 and lines[-2] == "2 backups checked: 2 OK, 0 FAILED"
+        assert code == 0 and lines[-2] == "2 backups checked: 2 OK (2 authentic, made by this installation), 0 FAILED"
     assert len(os.listdir(reports)) == 2
 
 
@@ -679,7 +682,7 @@ def test_cli_as_a_command(backups_dir, tmp_path):
     ok = subprocess.run([sys.executable, os.path.join(ROOT, "verify_backups.py"), "--backup-dir", backups_dir],
                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[-2] == "2 backups checked: 2 OK, 0 FAILED"
+    assert ok.stdout.splitlines()[-2] == "2 backups checked: 2 OK (2 authentic, made by this installation), 0 FAILED"
     assert len(os.listdir(tmp_path / "reports")) == 1
     _truncate(verification.find_backups(backups_dir)[0])
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "verify_backups.py"), "--backup-dir", backups_dir,

@@ -265,7 +265,8 @@ def test_verify_backups_given_one_backup_folder_verifies_that_folder(tmp_path, m
     capsys.readouterr()
     assert verify_backups.main(["--backup-dir", folder, "--report-dir", str(tmp_path / "audit")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == [f"OK {folder}", "1 backups checked: 1 OK, 0 FAILED"]
+    assert lines[:2] == [f"OK {folder} (authentic: made by this installation)",
+                         "1 backups checked: 1 OK (1 authentic, made by this installation), 0 FAILED"]
     shutil.copy(os.path.join(folder, backup.TICKETS), os.path.join(folder, "extra.json"))
     assert verify_backups.main(["--backup-dir", folder + "/", "--report-dir", str(tmp_path / "audit")]) == 1
     assert "extra.json: not listed in the manifest" in capsys.readouterr().out

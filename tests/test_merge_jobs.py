@@ -142,3 +142,36 @@ def test_a_merge_refused_for_one_contact_fails_that_set_only(tmp_path, monkeypat
     assert f"the token may not write {dup}" in lines[target["email"]]["error"]
     assert {s["status"] for e, s in lines.items() if e != target["email"]} == {"merged"}
     assert not sandbox.dump()["rev_users"][dup]["_retired"]
+
+
+def test_a_refusal_on_the_first_set_stops_the_run_and_can_be_asked_again(tmp_path, monkeypatch, make_sandbox,
+                                                                          capsys):
+    dataset = build_dataset(3, seed=24, tickets=(1, 2), conversations=(0, 1), two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1, merge_job="refused")
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    capsys.readouterr()
+    assert run.run() == ExitCode.FAILED
+    assert "the first set's merge did not complete (merge refused" in capsys.readouterr().err
+    lines = run.latest_report()["sets"]
+    assert [s["status"] for s in lines] == ["failed", "pending", "pending"] and lines[0]["reason"] == "merge_refused"
+    others = {sandbox.key_id(d) for ms in dataset.merge_sets[1:] for d in ms["duplicates"]}
+    assert not any(e["endpoint"] == "works.update" and set(e["body"].get("reported_by", {}).get("set", [])) & others
+                   for e in sandbox.write_attempts())
+    sandbox.merge_job = "completed"           # DevRev's reason is gone
+    assert run.run() == ExitCode.FAILED         # a re-run alone does not ask again...
+    assert run.run("--ask-refused-merges-again") == 0   # ...this does
+    assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}
+
+
+def test_a_re_run_reads_a_pending_merge_job_at_once_instead_of_waiting_again(one_set, monkeypatch):
+    run, sandbox, clock, primary, dup, owned = one_set("in_progress")
+    assert run.preview() == 0 and run.run() == ExitCode.FAILED
+    from merging import engine
+    later = time.time() + 3600
+    monkeypatch.setattr(engine, "_wall", lambda: later)   # an hour later: the request is older than the timeout
+    clock.waits.clear()
+    assert run.run() == ExitCode.FAILED
+    (line,) = run.latest_report()["sets"]
+    assert line["reason"] == "merge_pending" and "in_progress" in line["error"]
+    assert sum(clock.waits) < 1          # read the job at once, no second 120 s wait

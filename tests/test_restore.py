@@ -45,7 +45,8 @@ class RestoreRun:
 
     def paths(self) -> list[str]:
         return ["--backup-dir", str(self.dir / "backups"), "--report-dir", str(self.dir / "reports"),
-                "--log-dir", str(self.dir / "logs"), "--savepoint", str(self.dir / "savepoints" / "restore.sqlite3")]
+                "--log-dir", str(self.dir / "logs"), "--savepoint", str(self.dir / "savepoints" / "restore.sqlite3"),
+                "--merge-savepoint", str(self.dir / "savepoints" / "j.sqlite3")]
 
     def run(self, *args: str) -> int:
         return restore_contacts.main(self.paths() + list(args))
