@@ -746,8 +746,8 @@ class SetMerger:
                 return False
         if self.journal.is_done(key, retired_step):
             return True
-        asked_at = ((self.journal.step(key, merge_step) or {}).get("data") or {}).get("asked_at")
-        if isinstance(asked_at, (int, float)) and _wall() - asked_at >= self.options.merge_timeout \
+        asked_at = self._asked_at(key, dup)
+        if asked_at is not None and _wall() - asked_at >= self.options.merge_timeout \
                 and not is_retired(self._read_duplicate(dup["id"])):
             # asked by an earlier run and waited out then: DevRev's job decides at once, no second wait
             self._ask_again_or_stop(key, dup, primary)
@@ -761,6 +761,11 @@ class SetMerger:
                 log.info("%s is retired", dup["display_id"])
                 return True
             self._ask_again_or_stop(key, dup, primary)
+
+    def _asked_at(self, key: str, dup: dict) -> float | None:
+        """When the last rev-users.merge of `dup` was asked (epoch seconds, journaled), or None."""
+        value = ((self.journal.step(key, step_name("merge", dup["id"])) or {}).get("data") or {}).get("asked_at")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def _ask_journaled(self, key: str, dup: dict, primary: dict, *, attempt: int, asked_before: bool,
                        after: str | None = None) -> bool:
@@ -796,8 +801,8 @@ class SetMerger:
         lookup = merge_job_of(self.client, dup["id"])
         if is_retired(self._read_duplicate(dup["id"])):
             return   # retired meanwhile: the poll sees it
-        asked_at = ((self.journal.step(key, step_name("merge", dup["id"])) or {}).get("data") or {}).get("asked_at")
-        since = _wall() - asked_at if isinstance(asked_at, (int, float)) else self.options.merge_timeout
+        asked_at = self._asked_at(key, dup)
+        since = _wall() - asked_at if asked_at is not None else self.options.merge_timeout
         seconds = max(since, self.options.merge_timeout)
         job, waited = lookup.job, f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:g} s"
         if job is not None and not job.failed:

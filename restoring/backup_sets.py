@@ -135,8 +135,9 @@ def _read_folder(path: str) -> _Folder | FailedFolder:
         moves = backup.load_moves(path)
         field_moves = backup.load_custom_field_moves(path)
         page = backup.load_contact_page(path)
-        with open(backup.file_path(path, backup.MANIFEST), encoding="utf-8") as fh:
-            digest = json.load(fh)["manifest_sha256"]
+        digest = backup.manifest_sha256_of(path)
+        if digest is None:
+            raise ValueError("manifest_sha256")
         for part in ("primary", "duplicate"):
             if not isinstance(metadata.get(part), dict) or not isinstance(metadata[part].get("id"), str):
                 raise ValueError(part)

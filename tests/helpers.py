@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 
 import requests
 
@@ -60,6 +61,22 @@ class MergeRun:
     def backups(self) -> list[str]:
         root = self.dir / "backups"
         return sorted(str(root / n) for n in os.listdir(root)) if root.exists() else []
+
+
+class FakeClock:
+    """The emulator's time, moved on by the client's waits instead of sleeping: pass it as the
+    emulator's `clock` and patch DevRevClient.wait to `wait`; `waits` lists what was waited."""
+
+    def __init__(self):
+        self.offset = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.offset += seconds
 
 
 def ids(users) -> list[str]:

@@ -5,13 +5,12 @@ emulator and checks what DevRev holds afterwards and the set's line."""
 from __future__ import annotations
 
 import collections
-import time
 
 import pytest
 
 import devrev_client
 from devrev_sandbox.dataset import build_dataset
-from helpers import MergeRun
+from helpers import FakeClock, MergeRun
 from plumbing.cli import ExitCode
 
 
@@ -86,20 +85,11 @@ def test_a_primary_changed_before_the_reference_keeps_its_own(tmp_path, monkeypa
                 and e["body"].get("id") == primary]
 
 
-class Clock:
-    def __init__(self):
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 def test_a_list_lagging_behind_the_moves_is_not_new_work(tmp_path, monkeypatch, make_sandbox, caplog):
     dataset = _dataset()
-    clock = Clock()
+    clock = FakeClock()
     sandbox = make_sandbox(dataset.seed, clock=clock, merge_retire_after_gets=1, listing_lag_seconds=5.0)
-    monkeypatch.setattr(devrev_client.DevRevClient, "wait", lambda self, s: setattr(clock, "offset",
-                                                                                   clock.offset + s))
+    monkeypatch.setattr(devrev_client.DevRevClient, "wait", lambda _client, seconds: clock.wait(seconds))
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0 and run.run() == 0
     assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import time
 
 import pytest
 
@@ -15,7 +14,7 @@ import merge_contacts
 from devrev_api import assumptions as facts
 from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.modes import BehaviourModes
-from helpers import MergeRun, expected_after_merge, normalized
+from helpers import FakeClock, MergeRun, expected_after_merge, normalized
 
 DEMO = build_dataset(12, seed=7)   # devrev_sandbox/demo/ without its extras (dataset.build_demo; CONTRIBUTING)
 CUSTOM_FIELD = "app_email_integration__members"
@@ -67,16 +66,6 @@ def _expected(before: dict, sandbox, dataset, modes: BehaviourModes) -> dict:
     return json.loads(json.dumps(state, sort_keys=True))
 
 
-class Clock:
-    """The emulator's time, moved on by the client's waits instead of sleeping."""
-
-    def __init__(self):
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
 MODES = {
     "lists_by_retired_contact_empty": dict(retired_filter_answer="empty"),
     "lists_by_retired_contact_400": dict(retired_filter_answer="400", merge_outcome="deleted"),
@@ -109,7 +98,7 @@ MODES = {
 def test_the_demo_merge_ends_in_the_expected_state(name, tmp_path, monkeypatch, make_sandbox):
     modes = dataclasses.replace(BehaviourModes(merge_retire_after_gets=1), **MODES[name])
     dataset = _with_custom_fields(DEMO)
-    clock = Clock()
+    clock = FakeClock()
     kwargs = {"clock": clock, "modes": modes}
     if modes.retired_filter_answer == "404":   # a status the spec does not declare on these lists
         kwargs["spec_exempt"] = ("works.list response 404", "conversations.list response 404")

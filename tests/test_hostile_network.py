@@ -159,28 +159,10 @@ def test_a_name_that_resolves_elsewhere_when_connecting_is_caught_before_a_byte(
     assert not path.exists() and os.listdir(tmp_path) == []
 
 
-@contextlib.contextmanager
 def redirect_to(location: str):
-    """A loopback host answering every GET with a 302 to `location`; yields its port."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A loopback host answering every GET with a 302 to `location` (test_client's); yields its port."""
+    from test_client import redirect_server
+    return redirect_server(location)
 
 
 # --------------------------------------------------------------------------- how far downloads go

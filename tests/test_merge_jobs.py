@@ -13,17 +13,8 @@ import pytest
 import devrev_client
 from devrev_api import assumptions as facts
 from devrev_sandbox.dataset import build_dataset
-from helpers import MergeRun
+from helpers import FakeClock, MergeRun
 from plumbing.cli import ExitCode
-
-
-class Clock:
-    def __init__(self):
-        self.offset = 0.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
 
 
 @pytest.fixture
@@ -32,13 +23,9 @@ def one_set(tmp_path, monkeypatch, make_sandbox):
     def make(mode: str):
         dataset = build_dataset(1, seed=22, tickets=(2, 2), conversations=(1, 1), two_duplicate_sets=0,
                                 skipped=False)
-        clock = Clock()
+        clock = FakeClock()
         sandbox = make_sandbox(dataset.seed, clock=clock, merge_job=mode, merge_retire_after_gets=1)
-
-        def wait(self, seconds):
-            clock.waits.append(seconds)
-            clock.offset += seconds
-        monkeypatch.setattr(devrev_client.DevRevClient, "wait", wait)
+        monkeypatch.setattr(devrev_client.DevRevClient, "wait", lambda _client, seconds: clock.wait(seconds))
         run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
         primary = sandbox.key_id(dataset.merge_sets[0]["primary"])
         dup = sandbox.key_id(dataset.merge_sets[0]["duplicates"][0])

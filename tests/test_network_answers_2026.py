@@ -5,7 +5,6 @@ client's waits move the emulator's time on, nothing really sleeps."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -13,28 +12,13 @@ import devrev_client
 from devrev_api import assumptions as facts
 from devrev_sandbox.dataset import build_dataset
 from devrev_sandbox.faults import Faults
-from helpers import MergeRun, expected_after_merge, normalized
+from helpers import FakeClock, MergeRun, expected_after_merge, normalized
 
 DATA = build_dataset(4, seed=7, tickets=(1, 3), attachment_rate=0.6)
 
 
-class Clock:
-    """The emulator's time, moved on by the client's waits instead of sleeping."""
-
-    def __init__(self):
-        self.offset = 0.0
-        self.waits: list[float] = []
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def wait(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.offset += seconds
-
-
 def _run(tmp_path, monkeypatch, make_sandbox, dataset=DATA, **kwargs):
-    clock = Clock()
+    clock = FakeClock()
     sandbox = make_sandbox(dataset.seed, clock=clock, merge_retire_after_gets=1, **kwargs)
     monkeypatch.setattr(devrev_client.DevRevClient, "wait", lambda _client, seconds: clock.wait(seconds))
     return sandbox, clock, MergeRun(tmp_path, sandbox, dataset, monkeypatch)
@@ -169,7 +153,7 @@ DEMO = build_dataset(12, seed=7)
 
 
 def test_a_403_naming_one_ticket_fails_that_set_only(tmp_path, monkeypatch, make_sandbox, capsys):
-    clock = Clock()
+    clock = FakeClock()
     sandbox = make_sandbox(DEMO.seed, clock=clock, merge_retire_after_gets=1)
     monkeypatch.setattr(devrev_client.DevRevClient, "wait", lambda _client, seconds: clock.wait(seconds))
     run = MergeRun(tmp_path, sandbox, DEMO, monkeypatch)
