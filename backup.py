@@ -457,7 +457,14 @@ def _reserve_folder(backup_root: str, name: str) -> tuple[str, str]:
 
 
 def check_free_space(folder: str, needed: int) -> None:
+    """BackupError when `folder`'s disk cannot take `needed` bytes and the margin; when it is
+    below the margin itself (no backup can fit), BackupFolderError: the run stops once, with
+    the real figure, instead of failing every set with the same line."""
     free = shutil.disk_usage(folder).free
+    if free < DISK_MARGIN_BYTES:
+        raise BackupFolderError(f"not enough free disk space in {folder} for any backup: {_mib(free)} MiB are free, "
+                                f"and every backup keeps {_mib(DISK_MARGIN_BYTES)} MiB free; free some space or "
+                                f"give --backup-dir on a larger disk")
     if free < needed + DISK_MARGIN_BYTES:
         raise BackupError(f"not enough free disk space in {folder}: the backup needs about "
                           f"{_mib(needed)} MiB (+{_mib(DISK_MARGIN_BYTES)} MiB margin), {_mib(free)} MiB are free")
@@ -480,7 +487,7 @@ def estimate_size(snapshot: Snapshot, json_overhead: int = 4096) -> int:
 def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows: list[dict[str, Any]],
                  primary: dict[str, Any], duplicate: dict[str, Any], run_id: str, snapshot: Snapshot | None = None,
                  pool: Fanout | None = None, contact_page: bool = True,
-                 custom_field_filter: bool = False) -> BackupResult:
+                 custom_field_filter: bool = False, target: str | None = None) -> BackupResult:
     """Back up everything `duplicate` owns (plus both contacts) and return the folder.
 
     Raises BackupError (with the .partial folder removed) on any failure: a download
@@ -491,7 +498,9 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
     and attachments downloaded in parallel. contact_page: read and save the duplicate's own
     timeline and files (False once DevRev retired it: its page is gone or moved);
     custom_field_filter: also list the tickets naming it only in a custom field (works.list's
-    custom_fields filter, where the tenant takes it: the preflight's probe).
+    custom_fields filter, where the tenant takes it: the preflight's probe); target: the DevRev
+    it was read from, recorded in metadata.json (DevRev's base URL, or "sandbox:<epoch>" for a
+    sandbox rehearsal), so a restore never takes a backup to another DevRev.
     """
     started, final, partial = _start_folder(backup_root, email, duplicate, snapshot)
     writer = _Writer(partial)
@@ -508,7 +517,8 @@ def write_backup(client: DevRevClient, backup_root: str, *, email: str, csv_rows
             check_free_space(backup_root, page.file_bytes)
             fan_map(pool, lambda att: writer.download(client, att), page.attachments)
         writer.write_json(METADATA, _metadata(writer, snapshot, started, email=email, csv_rows=csv_rows,
-                                              primary=primary, duplicate=duplicate, run_id=run_id, page=page))
+                                              primary=primary, duplicate=duplicate, run_id=run_id, page=page,
+                                              target=target))
         counts = {"tickets": len(snapshot.tickets), "conversations": len(snapshot.conversations),
                   "entries": entry_counts, "messages": messages, "attachments": len(snapshot.attachments),
                   "custom_field_tickets": len(snapshot.custom_field_tickets) if custom_field_filter else None,
@@ -594,7 +604,7 @@ def _file_json(att: Attachment, saved: dict[str, dict[str, Any]]) -> dict[str, A
 
 def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: str, csv_rows: list[dict[str, Any]],
               primary: dict[str, Any], duplicate: dict[str, Any], run_id: str,
-              page: ContactPage | None) -> dict[str, Any]:
+              page: ContactPage | None, target: str | None = None) -> dict[str, Any]:
     """metadata.json: both contacts, the moves an undo needs, and each attachment's file
     (its sha256 as `writer` saved it)."""
     saved = {f["path"]: f for f in writer.files}
@@ -602,6 +612,7 @@ def _metadata(writer: _Writer, snapshot: Snapshot, started: datetime, *, email: 
         "format": FORMAT_VERSION,
         "tool": {"name": TOOL_NAME, "version": TOOL_VERSION},
         "run_id": run_id,
+        "target": target,            # the DevRev it was read from (restore refuses another)
         "started_at": iso_utc(started),
         "finished_at": iso_utc(),
         "merge_set": {"email": email, "csv_rows": csv_rows},
@@ -681,7 +692,13 @@ def open_regular(path: str) -> BinaryIO:
     """A backup file opened for reading, only if it is a regular file: a link is not followed
     (OSError ELOOP) and a FIFO or device is never waited on or read (OSError EINVAL), whatever was
     planted under a backup's file name. Every reader of a backup folder opens through it."""
-    fh = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)), "rb")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "not a regular file (a link)", path) from None
+        raise
+    fh = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
         fh.close()
         raise OSError(errno.EINVAL, "not a regular file", path)

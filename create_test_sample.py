@@ -37,11 +37,12 @@ from contacts.csv_reader import (
     group_contacts,
     read_contacts,
 )
+from merging.plan import set_key
 from operator_view.summary import plural
-from plumbing import cli
+from plumbing import cli, json_summary
 from plumbing.cli import ExitCode, UsageError
 from plumbing.files import atomic_write_bytes
-from runs.journal import earlier_primaries
+from runs.journal import earlier_primaries, read_savepoint
 from runs.support import MERGE_SAVEPOINT, SANDBOX_MERGE_SAVEPOINT
 
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"a contact an earlier merge made primary (its external_ref now a user_ reference) is its "
                         f"group's primary (default: {MERGE_SAVEPOINT}, used if it exists; for a --sandbox "
                         f"rehearsal give {SANDBOX_MERGE_SAVEPOINT})")
+    cli.add_json_option(p)
     return p
 
 
@@ -213,7 +215,7 @@ def _tickets(ms: MergeSet) -> str:
 
 def main(argv=None) -> int:
     """Write the sample; 0 written, 2 bad usage or input (one `error:` line on stderr)."""
-    return cli.run_main(_main, argv)
+    return cli.run_script(_main, argv, script="create_test_sample.py", kind="sample")
 
 
 def _main(argv) -> int:
@@ -225,6 +227,10 @@ def _main(argv) -> int:
     except ValueError as exc:  # a value the reader did not expect (e.g. a TICKET_COUNT of '²')
         raise UsageError(f"{args.input}: unusable value in the CSV ({exc})") from None
     merge_sets, skipped = group_contacts(contacts.rows, _earlier(args))
+    merge_sets, left_out = _not_settled(merge_sets, args.savepoint or MERGE_SAVEPOINT)
+    if left_out and not merge_sets:
+        raise UsageError(f"every merge set of the CSV was skipped by the live checks, merged or restored already "
+                         f"(savepoint {args.savepoint or MERGE_SAVEPOINT}): nothing left to rehearse with")
     picked = select(merge_sets, skipped, args.size, random.Random(seed), args.include_skipped)
     rows = [r for ms in picked.merge_sets for r in ms.rows] + (picked.skipped.rows if picked.skipped else [])
     data = sample_bytes(contacts, rows)
@@ -235,7 +241,32 @@ def _main(argv) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {cli.describe_os_error(exc)}") from None
     _print_summary(args, seed, picked, len(merge_sets))
+    if left_out:
+        print(f"note: left out {plural(len(left_out), 'merge set')} the savepoint shows as skipped by the live checks, "
+              f"merged or restored already (a rehearsal of them would prove nothing)")
+    print("(chosen from the CSV and the savepoint: the live checks run against DevRev in the preview may still "
+          "skip a set of the sample; the preview says which)")
+    json_summary.record("sample", totals={"contacts": picked.total, "merge_sets": len(picked.merge_sets),
+                                          "skipped_groups": 1 if picked.skipped else 0,
+                                          "merge_sets_in_csv": len(merge_sets)},
+                        reports={"sample_csv": os.path.abspath(args.output)}, seed=seed,
+                        merge_sets=[ms.email for ms in picked.merge_sets])
     return ExitCode.OK
+
+
+SETTLED = ("skipped", "merged", "moved_only", "restored")
+
+
+def _not_settled(merge_sets: list[MergeSet], savepoint: str) -> tuple[list[MergeSet], list[MergeSet]]:
+    """The merge sets a rehearsal can learn from, and those left out: the savepoint shows them
+    skipped by the live checks (they would be skipped again), merged, or restored. The CSV alone
+    cannot tell a set the live checks will skip; the savepoint can, for the sets a run tried."""
+    saved = read_savepoint(savepoint) if os.path.isfile(savepoint) else None
+    settled = {one.set_key for one in saved or [] if one.status in SETTLED}
+    if not settled:
+        return merge_sets, []
+    keep = [ms for ms in merge_sets if set_key(ms) not in settled]
+    return keep, [ms for ms in merge_sets if set_key(ms) in settled]
 
 
 def _earlier(args) -> list[EarlierPrimary]:

@@ -156,6 +156,7 @@ class DevRevClient:
                                                 respect_retry_after_header=False))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self._self_user: JsonObject | None = None   # dev-users.self, once asked (get_self)
         # attachments: another host, no token, their own breaker (devrev_api/downloads.py)
         self.downloads = ArtifactDownloads(self.session, timeout=timeout, retry=self.retry,
                                            locate=lambda artifact_id: self.locate_artifact(artifact_id),
@@ -163,7 +164,8 @@ class DevRevClient:
                                            allow_loopback=is_local_api(base_url))
         self.uploads = ArtifactUploads(self.session, timeout=timeout, retry=self.retry,
                                        prepare=lambda name, mime: self.prepare_artifact(name, mime),
-                                       wait=self.wait, check_stop=self._check_stop, count=self._count)
+                                       wait=self.wait, check_stop=self._check_stop, count=self._count,
+                                       allow_loopback=is_local_api(base_url))
 
     @staticmethod
     def check_env(env: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -540,8 +542,11 @@ class DevRevClient:
 
     # ----------------------------------------------------------------- rev users
     def get_self(self) -> JsonObject:
-        """The dev user the token belongs to (dev-users.self): proves the token works."""
-        return self._call_for("dev-users.self", {}, "dev_user")
+        """The dev user the token belongs to (dev-users.self): proves the token works. Asked
+        once per client (the preflight and the reports' actor block share the answer)."""
+        if self._self_user is None:
+            self._self_user = self._call_for("dev-users.self", {}, "dev_user")
+        return self._self_user
 
     def get_rev_user(self, user_id: str) -> JsonObject:
         return self._call_for("rev-users.get", {"id": user_id}, "rev_user")

@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 import sys
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -29,11 +30,12 @@ from contacts.duplicate_finder import Findings, contacts_csv_bytes, find_duplica
 from devrev_api import assumptions as facts
 from devrev_api.errors import AuthError, DevRevError, RunInterrupted
 from operator_view import reports
-from plumbing import cli
+from plumbing import cli, json_summary
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc, new_run_id
 from plumbing.files import atomic_write_bytes
 from plumbing.version import TOOL_VERSION
+from runs.actor import actor_block
 from runs.journal import earlier_primaries
 from runs.support import (
     MERGE_SAVEPOINT,
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", default="reports",
                    help="where the report of what was found goes (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
+    cli.add_log_format_option(p)
     p.add_argument("--sandbox", action="store_true",
                    help="scan the local DevRev emulator seeded with its demo data (no token, no network)")
     p.add_argument("--savepoint", metavar="FILE",
@@ -68,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                         f"primary (their external_ref is now a user_ reference), so their groups are merge sets "
                         f"again, as merge_contacts.py groups them with the same savepoint (default: "
                         f"{MERGE_SAVEPOINT}; with --sandbox: {SANDBOX_MERGE_SAVEPOINT}; used if it exists)")
+    cli.add_json_option(p)
     return p
 
 
 def main(argv=None) -> int:
     """Run the finder; returns a `cli.ExitCode` (every error a user can cause is one line)."""
-    return cli.run_main(_main, argv)
+    return cli.run_script(_main, argv, script="find_duplicates.py", kind="find_duplicates")
 
 
 def review_path(output: str) -> str:
@@ -106,18 +110,22 @@ def _main(argv) -> int:
     run_id = new_run_id()
     secret = None if args.sandbox else os.environ.get("DEVREV_API_TOKEN")
     target = RunTarget(args.sandbox, args.rate_limit)
-    with cli.run_logging(args.log_dir, "find", run_id, secret) as log_path:
+    with cli.run_logging(args.log_dir, "find", run_id, secret, log_format=args.log_format) as log_path:
         log.info("run %s: finding duplicate contacts in %s; log %s", run_id,
                  "the sandbox" if args.sandbox else "DevRev", log_path or "off")
         stop = cli.StopSignal()
         # a --sandbox scan holds the emulator's lock, as the merge and the restore do
         with sandbox_held(target), open_client(target, stop) as client, \
                 cli.graceful_stop(stop, "Stopping after the call in flight; nothing is written."):
-            header = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
+            header: dict[str, Any] = {"run_id": run_id, "kind": "find_duplicates", "tool_version": TOOL_VERSION,
                       "started_at": iso_utc(), "target": target_of(target, client)}
             findings = _scan(args, client, stop, _earlier(args))
             if not isinstance(findings, Findings):
                 return findings
+            try:   # who ran it (dev-users.self), once the scan proved the token
+                header["actor"] = actor_block(client)
+            except AuthError as exc:
+                raise UsageError(str(exc)) from None
         _write(args, findings, header)
         return ExitCode.OK
 
@@ -183,6 +191,10 @@ def _write(args, findings: Findings, header: dict) -> None:
     else:
         print("No merge set found: nothing to merge.")
     print(f"Report: {reports.html_path(json_path)}")
+    json_summary.record("find_duplicates", run_id=header["run_id"], totals=report["totals"],
+                        reports={"html": reports.html_path(json_path), "json": json_path,
+                                 "contacts_csv": os.path.abspath(args.output),
+                                 "review_csv": os.path.abspath(review_path(args.output))})
 
 
 FIND_COLUMNS = ["email", "status", "reason", "contacts", "primary", "duplicates", "detail"]

@@ -22,9 +22,11 @@ from devrev_client import DevRevClient
 from devrev_sandbox.dataset import DEMO_CSV
 from merging.run import MergeSettings, run, run_check
 from merging.status import print_status
+from operator_view import reports
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import new_run_id
+from runs.preview_gate import DEFAULT_MAX_AGE_HOURS
 from runs.support import (
     MERGE_SAVEPOINT,
     SANDBOX_MERGE_SAVEPOINT,
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backup-dir", default="backups", help="where backup folders go (default: backups/)")
     p.add_argument("--report-dir", default="reports", help="where reports go (default: reports/)")
     p.add_argument("--log-dir", default="logs", help="where logs go (default: logs/)")
+    cli.add_log_format_option(p)
     p.add_argument("--savepoint", metavar="FILE",
                    help=f"the savepoint journal (default: {MERGE_SAVEPOINT}; with --sandbox: "
                         f"{SANDBOX_MERGE_SAVEPOINT}); its merged sets also tell which user_ contacts "
@@ -69,10 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
                    help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
+    p.add_argument("--retry-skipped", action="store_true",
+                   help="try again the merge sets an earlier run's live checks skipped (by default each run, and "
+                        "each --max-merges batch, goes on with sets not tried yet)")
     p.add_argument("--keep-duplicate", action="store_true",
                    help="move tickets and conversations but do not merge the duplicate away")
     p.add_argument("--allow-cross-org", action="store_true",
                    help="merge even when the contacts are in different workspaces")
+    p.add_argument("--preview-max-age", type=cli.float_between(0.01, 24 * 365), default=DEFAULT_MAX_AGE_HOURS,
+                   metavar="HOURS", help="a preview older than this no longer unlocks a run (default: 24)")
     p.add_argument("--skip-preview-check", action="store_true",
                    help="run without a preview of this CSV in --report-dir (not recommended)")
     p.add_argument("--no-canary", action="store_true",
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ask-refused-merges-again", action="store_true",
                    help="ask DevRev once more to merge the duplicates whose merge it refused in an earlier run "
                         "(once the reason it gave is gone)")
+    cli.add_json_option(p)
     return p
 
 
@@ -104,7 +113,10 @@ def _checked(args: argparse.Namespace) -> MergeSettings:
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     """Run the tool; returns a `cli.ExitCode` (every error a user can cause is one line)."""
-    return cli.run_main(_main, argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    kind = next((k for option, k in (("--preview", "preview"), ("--status", "status"), ("--check", "check"))
+                 if option in given), "merge")
+    return cli.run_script(_main, argv, script="merge_contacts.py", kind=kind)
 
 
 def _main(argv) -> int:
@@ -113,23 +125,30 @@ def _main(argv) -> int:
         load_dotenv(os.path.join(os.getcwd(), ".env"))
     savepoint = merge_savepoint(settings.savepoint, settings.sandbox)
     if settings.status:
-        return print_status(savepoint, settings.csv or (DEMO_CSV if settings.sandbox else None),
-                            sandbox_hint=not settings.sandbox and not settings.savepoint)
+        return print_status(savepoint, settings.csv or (_rehearsal_csv(settings.report_dir) if settings.sandbox
+                                                        else None),
+                            sandbox_hint=not settings.sandbox and not settings.savepoint,
+                            csv_is_default=settings.sandbox and not settings.csv, only=settings.only)
     run_id = new_run_id()
     # a token that cannot be DevRev's or a base URL that is not one stops here, before any call
     secret = None if settings.sandbox else DevRevClient.check_env()[0]
-    with cli.run_logging(settings.log_dir, "merge", run_id, secret) as log_path:
+    with cli.run_logging(settings.log_dir, "merge", run_id, secret, log_format=settings.log_format) as log_path:
         if settings.check:
             with sandbox_held(settings.target):
                 return run_check(settings, savepoint)
         code = cli.run_main(lambda _argv: _logged_run(settings, run_id, savepoint, log_path))
-        log.info("exit code %d: %s", code, EXIT_MEANING.get(code, ""), extra=cli.FILE_ONLY)
+        log.info("exit code %d: %s", code, cli.EXIT_MEANING.get(code, ""), extra=cli.FILE_ONLY)
         return code
 
 
-EXIT_MEANING = {ExitCode.OK: "every merge set done or skipped by live checks", ExitCode.FAILED: "a merge set failed",
-                ExitCode.USAGE: "bad usage or input, nothing was changed by this run",
-                ExitCode.INTERRUPTED: "stopped by Ctrl-C or SIGTERM"}
+def _rehearsal_csv(report_dir: str) -> str:
+    """The CSV the newest --sandbox run in `report_dir` used (its merge report or preview
+    names it), else the demo CSV: `--sandbox --status` counts against what was rehearsed."""
+    used = [(str(data.get("run_id") or ""), (data.get("csv") or {}).get("path"))
+            for prefix in ("merge_report", "preview") for _, data in reports.load_reports(report_dir, prefix)
+            if data.get("target") == "sandbox"]
+    found = [(run, path) for run, path in used if isinstance(path, str) and os.path.isfile(path)]
+    return str(max(found)[1]) if found else DEMO_CSV
 
 
 def _logged_run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | None) -> int:

@@ -19,14 +19,13 @@ no backups; --report-dir cannot be written).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from datetime import datetime
 
 from backup_checks import verification
-from plumbing import cli, manifest_key
+from plumbing import cli, json_summary, manifest_key
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import compact_utc, iso_utc, utc_now
 from plumbing.files import atomic_write_json
@@ -39,11 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Verify every backup folder (complete and .partial) under --backup-dir.")
     p.add_argument("--backup-dir", required=True,
                    help="the folder holding the backup folders (e.g. backups/), or one backup folder")
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--quick", action="store_true",
                    help="compare file sizes only, not sha256 (catches truncation, not a same-size change)")
     p.add_argument("--report-dir", default="reports",
                    help="where the integrity report JSON goes (default: reports/)")
+    cli.add_json_option(p)
     return p
 
 
@@ -121,7 +120,7 @@ def _check_usage(args) -> list[str]:
 
 def main(argv=None) -> int:
     """Verify every backup under --backup-dir; 0 all OK, 1 any FAILED, 2 bad usage."""
-    return cli.run_main(_main, argv)
+    return cli.run_script(_main, argv, script="verify_backups.py", kind="verify_backups")
 
 
 def _main(argv) -> int:
@@ -133,10 +132,12 @@ def _main(argv) -> int:
     report = build_report(args.backup_dir, results, quick=args.quick, checked_at=checked_at)
     report["seconds"] = round(time.monotonic() - started, 3)
     path = _write_report(args.report_dir, report, checked_at)
+    # --json: the suite's summary (plumbing.json_summary) on stdout, the whole result under "details"
+    json_summary.record("verify_backups", totals=report["totals"], reports={"json": path},
+                        **{k: v for k, v in report.items() if k != "totals"})
     if args.json:
-        print(json.dumps(dict(report, report=path), indent=2, sort_keys=True))
         if path:
-            print(f"integrity report: {printable(path)}", file=sys.stderr)
+            print(f"integrity report: {printable(path)}")   # to stderr: --json sends the human text there
     else:
         for line in format_lines(results):
             print(line)

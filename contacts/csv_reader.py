@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -420,6 +421,9 @@ def _check_path(path: str) -> None:
         raise CsvInputError(f"contacts CSV not found: {path}")
     if os.path.isdir(path):
         raise CsvInputError(f"{path} is a folder, not a contacts CSV file")
+    if not stat.S_ISREG(os.stat(path).st_mode):   # a FIFO waits for ever, /dev/zero never ends
+        raise CsvInputError(f"{path} is not a regular file (a FIFO, a device or a socket): give the contacts CSV "
+                            f"file itself")
 
 
 def _check_columns(path: str, header: list[str] | None, columns: list[str]) -> None:

@@ -87,6 +87,12 @@ class ContactsIndex:
     def skipped_total(self) -> int:
         return sum(self.skipped_counts.values())
 
+    @property
+    def csv_merge_sets(self) -> int:
+        """The merge sets of the whole CSV, whatever --only narrowed this index to (headlines
+        say "1 merge set of the CSV's 15", not "1 merge set from the CSV")."""
+        return sum(1 for fate in self._fate.values() if fate == _MERGE_SET)
+
     def narrowed(self, email: str) -> ContactsIndex:
         """The same index holding only the group of `email` (--only)."""
         key = email_key(email)

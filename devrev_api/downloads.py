@@ -6,12 +6,8 @@ its own breaker. DevRevClient holds one as `client.downloads`, handing it what i
 with the REST calls (the HTTP session, the timeout, the retry policy, the stop-aware wait,
 the call counters, artifacts.locate) explicitly at construction.
 
-Where a download may go (issue 23): https only, to hosts whose every address is public (never
-loopback, link-local or private), checked on the name's resolved addresses before the request and
-again on the address actually connected to (a name that resolves elsewhere the second time, DNS
-rebinding, is caught before a byte is sent); loopback only when the API itself is the local
-emulator (`allow_loopback`). Through an HTTP(S) proxy the connected address is the proxy's, so only
-the first check applies there. How much it may read: the declared size, else
+Where a download may go: devrev_api.file_hosts (https, public addresses only; loopback only from
+the local emulator). How much it may read: the declared size, else
 MAX_UNDECLARED_ATTACHMENT_BYTES; and never the disk's last STREAM_DISK_MARGIN_BYTES.
 """
 from __future__ import annotations
@@ -19,20 +15,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, ContextManager, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.retry import Retry
 
 from devrev_api import assumptions as facts
-from devrev_api.config import address_refusal, check_url_scheme
-from devrev_api.errors import ConfigError, DownloadError, RunWideFault
+from devrev_api.errors import DownloadError, RunWideFault
+from devrev_api.file_hosts import HostRefused, NoAuth, RefusedPeer, checked_host, peer_checking_session
 from devrev_api.retry_policy import (
     Backoff,
     FaultBreaker,
@@ -48,11 +39,6 @@ log = logging.getLogger(__name__)
 STREAM_DISK_MARGIN_BYTES = 16 << 20
 
 
-def _resolve(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to (the check before a download; tests replace it)."""
-    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
-
-
 def _free_bytes(out: BinaryIO) -> int | None:
     """Free bytes (for an unprivileged user) on the file system `out` is written to; None when
     `out` is no file (a BytesIO)."""
@@ -61,60 +47,6 @@ def _free_bytes(out: BinaryIO) -> int | None:
     except (AttributeError, OSError, ValueError):
         return None
     return stat.f_bavail * stat.f_frsize
-
-
-class _RefusedPeer(Exception):
-    """The address a download connected to is not one it may use (raised before a byte is sent)."""
-
-
-def _peer_checking_session(allow_loopback: bool, headers: Any) -> requests.Session:
-    """A session of its own for attachments (no cookie or header of the API's but `headers`),
-    whose direct connections check the address actually connected to (address_refusal) before
-    anything is sent on them."""
-
-    def check(sock: Any) -> None:
-        try:
-            address = sock.getpeername()[0]
-        except (OSError, IndexError):
-            return
-        reason = address_refusal(str(address), allow_loopback=allow_loopback)
-        if reason is not None:
-            sock.close()
-            raise _RefusedPeer(reason)
-
-    class Plain(HTTPConnection):
-        def _new_conn(self) -> Any:
-            sock = super()._new_conn()
-            check(sock)
-            return sock
-
-    class Secure(HTTPSConnection):
-        def _new_conn(self) -> Any:
-            sock = super()._new_conn()
-            if self._tunnel_host is None:   # through a proxy tunnel the peer is the proxy
-                check(sock)
-            return sock
-
-    class PlainPool(HTTPConnectionPool):
-        ConnectionCls = Plain
-
-    class SecurePool(HTTPSConnectionPool):
-        ConnectionCls = Secure
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": PlainPool, "https": SecurePool}
-
-    session = requests.Session()
-    session.headers.update({k: v for k, v in headers.items() if k.lower() == "user-agent"})
-    adapter = Adapter(pool_connections=4, pool_maxsize=16,
-                      max_retries=Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0,
-                                        backoff_factor=0.2, allowed_methods=None, raise_on_status=False,
-                                        respect_retry_after_header=False))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def _refusal_waits(jitter: bool) -> Iterator[float]:
@@ -129,14 +61,6 @@ def _refusal_waits(jitter: bool) -> Iterator[float]:
             return
         waited += delay
         yield delay
-
-
-class _NoAuth(requests.auth.AuthBase):
-    """Strips any Authorization header (and stops requests from adding .netrc auth)."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.pop("Authorization", None)
-        return request
 
 
 @dataclass
@@ -161,7 +85,7 @@ class ArtifactDownloads:
         # allow_loopback: the API is the local emulator (config.is_local_api), its file host on loopback
         self.allow_loopback = allow_loopback
         # a session of its own: the API's cookies never go to a file host; connections check their address
-        self.session = _peer_checking_session(allow_loopback, session.headers)
+        self.session = peer_checking_session(allow_loopback, session.headers)
         self.timeout = timeout
         self.retry = retry
         self._locate = locate
@@ -187,8 +111,8 @@ class ArtifactDownloads:
             host = self._check_target(url)
             try:
                 response = self.session.get(url, stream=True, timeout=self.timeout, allow_redirects=False,
-                                            auth=_NoAuth(), headers={"Accept": "*/*"})
-            except _RefusedPeer as exc:
+                                            auth=NoAuth(), headers={"Accept": "*/*"})
+            except RefusedPeer as exc:
                 raise DownloadError(f"the attachment host {host} connected from {exc}: not fetched (attachments "
                                     f"come only from public addresses)", endpoint="download") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -240,29 +164,11 @@ class ArtifactDownloads:
         raise DownloadError("too many redirects fetching the attachment", endpoint="download")
 
     def _check_target(self, url: str) -> str:
-        """The URL's host, once the URL may be fetched: https (plain http only to loopback when the
-        API is the local emulator) and every address its host resolves to public (address_refusal).
-        DownloadError otherwise, before anything is sent. A name that does not resolve is left to
-        the request, which fails on it as before."""
+        """The URL's host once it may be fetched (file_hosts.checked_host); DownloadError otherwise."""
         try:
-            check_url_scheme(url, "attachment URL")
-        except ConfigError as exc:
+            return checked_host(url, allow_loopback=self.allow_loopback, what="attachment")
+        except HostRefused as exc:
             raise DownloadError(str(exc), endpoint="download") from None
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.scheme != "https" and not self.allow_loopback:
-            raise DownloadError(f"attachment URL must use https (plain http only from the local emulator): "
-                                f"{parts.scheme}://{host}", endpoint="download")
-        try:
-            addresses = _resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
-        except (OSError, UnicodeError, ValueError):
-            return host
-        for address in addresses:
-            reason = address_refusal(address, allow_loopback=self.allow_loopback)
-            if reason is not None:
-                raise DownloadError(f"the attachment host {host} resolves to {reason}: not fetched (attachments "
-                                    f"come only from public addresses)", endpoint="download")
-        return host
 
     @staticmethod
     def _check_announced_length(response: requests.Response, expected_size: int | None) -> None:

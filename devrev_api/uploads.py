@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import requests
 
 from devrev_api import assumptions as facts
-from devrev_api.config import check_url_scheme
-from devrev_api.downloads import _NoAuth
-from devrev_api.errors import ConfigError, UploadError
+from devrev_api.errors import UploadError
+from devrev_api.file_hosts import HostRefused, NoAuth, RefusedPeer, checked_host, peer_checking_session
 from devrev_api.retry_policy import Backoff, connection_cause, transport_failure
 
 log = logging.getLogger(__name__)
@@ -30,8 +28,12 @@ class ArtifactUploads:
 
     def __init__(self, session: requests.Session, *, timeout: tuple[float, float], retry: Backoff,
                  prepare: Callable[[str, str | None], dict[str, Any]], wait: Callable[[float], None],
-                 check_stop: Callable[[], None], count: Callable[[str], None]) -> None:
-        self.session = session
+                 check_stop: Callable[[], None], count: Callable[[str], None],
+                 allow_loopback: bool = False) -> None:
+        # allow_loopback: the API is the local emulator, its file host on loopback (file_hosts)
+        self.allow_loopback = allow_loopback
+        # a session of its own: the API's cookies never go to a file host; connections check their address
+        self.session = peer_checking_session(allow_loopback, session.headers)
         self.timeout = timeout
         self.retry = retry
         self._prepare = prepare
@@ -62,16 +64,18 @@ class ArtifactUploads:
 
     def _post(self, url: str, form: list[dict[str, str]], file_name: str, data: bytes, mime_type: str | None) -> None:
         try:
-            check_url_scheme(url, "upload URL")
-        except ConfigError as exc:
+            host = checked_host(url, allow_loopback=self.allow_loopback, what="upload")
+        except HostRefused as exc:
             raise UploadError(str(exc), endpoint="upload") from None
-        host = urlsplit(url).hostname
         fields: list[tuple[str, tuple[str | None, str | bytes, str] | tuple[None, str]]] = \
             [(str(f["key"]), (None, str(f["value"]))) for f in form]
         fields.append((facts.UPLOAD_FILE_FIELD, (file_name, data, mime_type or "application/octet-stream")))
         try:
             response = self.session.post(url, files=fields, timeout=self.timeout, allow_redirects=False,
-                                         auth=_NoAuth())
+                                         auth=NoAuth())
+        except RefusedPeer as exc:
+            raise UploadError(f"the upload host {host} connected from {exc}: nothing sent (files go to public "
+                              f"addresses only)", endpoint="upload") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise UploadError(f"could not upload the file to {host} ({transport_failure(exc)})",
                                 endpoint="upload", transient=True, cause=connection_cause(exc)) from None

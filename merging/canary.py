@@ -16,10 +16,8 @@ do not stop the run; any other change does.
 from __future__ import annotations
 
 import fnmatch
-import json
-import os
 
-from backup import CONVERSATIONS, TICKETS, display_of, load_metadata
+from backup import CONVERSATIONS, TICKETS, display_of, file_path, load_json, load_metadata
 from devrev_api import assumptions as facts
 from devrev_api.errors import NotFoundError
 from devrev_client import DevRevClient
@@ -112,9 +110,8 @@ def _backed_up(folders: list[str]) -> tuple[list[tuple[str, dict]], dict[str, st
         files.update(_artifact_ids(meta["duplicate"]))
         seen.setdefault(meta["primary"]["id"], ("contact", meta["primary"]))
         for kind, name in (("ticket", TICKETS), ("conversation", CONVERSATIONS)):
-            with open(os.path.join(folder, name), encoding="utf-8") as fh:
-                for obj in json.load(fh):
-                    seen.setdefault(obj["id"], (kind, obj))
+            for obj in load_json(file_path(folder, name)):   # regular files only, bounded (issue 23)
+                seen.setdefault(obj["id"], (kind, obj))
     return list(seen.values()), renames, files
 
 

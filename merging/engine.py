@@ -73,6 +73,7 @@ from plumbing.fanout import Fanout, fan_map, slot_of
 from runs.journal import Journal, is_finished, parse_step, step_name
 from runs.notes import NoteResult, merge_note_text, note_ref, write_note
 from runs.outcomes import SetOutcome, SetStatus
+from runs.over_sets import is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class MergeOptions:
     max_rounds: int = 3
     merge_note: bool = True        # leave a note on each merged primary's timeline (--no-merge-note: not)
     ask_refused_again: bool = False   # --ask-refused-merges-again: one more request where DevRev refused before
+    target: str | None = None      # the DevRev backed up from, in each backup (runs.support.backup_target)
     # whether works.list takes the custom_fields filter: probed once per run (preflight.CustomFieldsFilter)
     custom_fields_filter: CustomFieldsFilter = field(default_factory=CustomFieldsFilter)
 
@@ -272,14 +274,15 @@ class SetMerger:
             reason = exc.reason if isinstance(exc, SetFailed) else None
             self.journal.set_status(key, ms.email, "failed", reason=reason, error=str(exc))
             outcome.status, outcome.error, outcome.reason = SetStatus.FAILED, str(exc), reason
-            if isinstance(exc, SetFailed) and exc.retry_later:
-                outcome.retry_later = True
+            if isinstance(exc, SetFailed) and exc.retry_later or is_temporary(exc):
+                outcome.retry_later = True   # a later run may finish it alone (exit 75)
             log.error("failed: %s", exc)
         finally:
             outcome.duration_s = round(self.clock() - started, 3)
             if ctx is not None:
                 with contextlib.suppress(Exception):  # the journal may be what failed
-                    outcome = replace(outcome, **journal_numbers(self.journal.steps(key), ctx["duplicates"]))
+                    outcome = replace(outcome, **journal_numbers(self.journal.steps(key), ctx["duplicates"],
+                                                                 self.journal.run_id))
         return outcome
 
     def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: SetOutcome) -> bool:
@@ -456,7 +459,7 @@ class SetMerger:
                                 primary=ctx["primary"]["live"], duplicate=dup["live"], run_id=self.options.run_id,
                                 pool=self.options.fanout,
                                 contact_page=self.journal.step(key, step_name("merge", dup["id"])) is None,
-                                custom_field_filter=custom_field_filter)
+                                custom_field_filter=custom_field_filter, target=self.options.target)
         filtered = self._filter_accepted(dup, ms)
         try:
             result = write(filtered)
@@ -506,7 +509,12 @@ class SetMerger:
         if seen is None:
             return {}
         before = set(seen.get("tickets", [])) | set(seen.get("conversations", []))
-        return {"drift_appeared": sorted(now - before), "drift_vanished": sorted(before - now)}
+        appeared = sorted(now - before)
+        if appeared:   # named on screen and in the log, not only in the report (issue 24)
+            log.warning("%s: %s appeared since the preview; backed up and moved with the rest: %s",
+                        dup.get("display_id"), plural(len(appeared), "ticket or conversation",
+                                                      "tickets and conversations"), ", ".join(appeared))
+        return {"drift_appeared": appeared, "drift_vanished": sorted(before - now)}
 
     def _move_all(self, key: str, folder: str, dup: dict, primary_id: str, round_no: int) -> None:
         """Move what the backup lists, from one fresh paged read taken right before the writes."""

@@ -8,7 +8,7 @@ merges one set, so the CLI and the report read the plan without the merge machin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contacts.csv_reader import MergeSet, user_id_key
@@ -37,16 +37,64 @@ class RunPlan:
     todo: list[MergeSet]
     finished: dict[str, dict]
     order: list[MergeSet]
+    skipped_earlier: dict[str, dict] = field(default_factory=dict)
+    refused_earlier: dict[str, dict] = field(default_factory=dict)   # to do, DevRev refused its merge before
 
 
 def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges: int | None,
-             keep_duplicate: bool) -> RunPlan:
-    """Split `merge_sets` into finished (per the journal; None: nothing ran yet) and to do."""
+             keep_duplicate: bool, retry_skipped: bool = False) -> RunPlan:
+    """Split `merge_sets` into finished (per the journal; None: nothing ran yet), skipped by an
+    earlier run's live checks (skipped_earlier: the journal's record; not tried again unless
+    `retry_skipped`, so each batch of --max-merges goes on with sets it has not tried) and to do."""
     records = {ms.key: (journal.set_record(set_key(ms)) if journal else None) for ms in merge_sets}
     finished = {key: r for key, r in records.items() if r and is_finished(r["status"], keep_duplicate)}
-    todo = [ms for ms in merge_sets if ms.key not in finished][: max_merges or None]
-    chosen = {ms.key for ms in todo} | set(finished)
-    return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen])
+    skipped = {} if retry_skipped else {key: r for key, r in records.items() if r and r["status"] == "skipped"}
+    # merged, then put back by restore_contacts.py: its duplicate is a new contact, which these rows do not name
+    skipped.update({key: r for key, r in records.items() if r and r["status"] == "restored"})
+    todo = [ms for ms in merge_sets if ms.key not in finished and ms.key not in skipped][: max_merges or None]
+    chosen = {ms.key for ms in todo} | set(finished) | set(skipped)
+    refused = {ms.key: record for ms in todo for record in [records[ms.key]]
+               if record is not None and record.get("reason") == "merge_refused"}
+    return RunPlan(todo, finished, [ms for ms in merge_sets if ms.key in chosen], skipped, refused)
+
+
+def refused_preview(record: dict, journal_record: dict, *, ask_again: bool) -> dict:
+    """A would-merge preview line of a set whose merge DevRev refused in an earlier run: a run
+    fails it again at once without asking (status merge_refused), unless --ask-refused-merges-again."""
+    why = journal_record.get("error") or "DevRev refused the merge"
+    if ask_again:
+        return dict(record, refused_earlier=why, detail=f"asks DevRev to merge again (refused earlier: {why})")
+    return dict(record, status="merge_refused", refused_earlier=why,
+                detail=f"refused earlier, not asked again (--ask-refused-merges-again asks once more): {why}")
+
+
+SKIPPED_EARLIER_NOTE = "skipped by an earlier run's live checks (not tried again; --retry-skipped tries it)"
+
+
+RESTORED_NOTE = ("put back by restore_contacts.py: its duplicate was created again as a new contact; run "
+                 "find_duplicates.py again to find and merge it")
+
+
+def skipped_earlier_outcome(ms: MergeSet, record: dict) -> SetOutcome:
+    """The merge report line of a set an earlier run's live checks skipped, or a restore put
+    back (status restored), from its journal record; no call made."""
+    if record.get("status") == "restored":
+        return SetOutcome(ms.email, set_key(ms), SetStatus.RESTORED, primary=ms.primary.rev_user_id,
+                          finished_earlier=True, note=f"{RESTORED_NOTE} ({record.get('error')})", duration_s=0.0)
+    return SetOutcome(ms.email, set_key(ms), SetStatus.SKIPPED, reason=record.get("reason"),
+                      error=record.get("error"), primary=ms.primary.rev_user_id, finished_earlier=True,
+                      note=f"{SKIPPED_EARLIER_NOTE}, run {record.get('run_id')}", duration_s=0.0)
+
+
+def skipped_earlier_preview(ms: MergeSet, record: dict) -> dict:
+    """The preview line of a set an earlier run's live checks skipped (not tried again), or
+    a restore put back (a set to find again)."""
+    if record.get("status") == "restored":
+        return {"email": ms.email, "set_key": set_key(ms), "status": "restored", "reason": "restored",
+                "detail": f"{RESTORED_NOTE} ({record.get('error')})"}
+    return {"email": ms.email, "set_key": set_key(ms), "status": "skipped", "reason": record.get("reason"),
+            "skipped_earlier": True, "detail": f"{record.get('error') or ''} ({SKIPPED_EARLIER_NOTE}, run "
+                                               f"{record.get('run_id')})".strip()}
 
 
 def journal_line(journal: Journal, ms: MergeSet) -> dict[str, Any]:
@@ -56,7 +104,7 @@ def journal_line(journal: Journal, ms: MergeSet) -> dict[str, Any]:
     try:
         key = set_key(ms)
         ctx = (journal.set_record(key) or {}).get("context")
-        return journal_numbers(journal.steps(key), ctx.get("duplicates") or []) if ctx else {}
+        return journal_numbers(journal.steps(key), ctx.get("duplicates") or [], journal.run_id) if ctx else {}
     except Exception:  # noqa: BLE001 - a report line without numbers beats no report
         log.debug("no journal numbers for %s", ms.email, exc_info=True)
         return {}

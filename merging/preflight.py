@@ -13,6 +13,7 @@ import itertools
 import logging
 import threading
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from backup import display_of, ids_of
 from contacts.csv_reader import MergeSet
@@ -60,12 +61,24 @@ def tally(checks: list[Check]) -> str:
     return f"{passed} ok, {len(checks) - passed - failed} not checked, {failed} failed"
 
 
+def _path_hint(base_url: str, exc: DevRevError) -> str:
+    """A refusal of dev-users.self at a base URL with a path: the path, not the token, may be
+    what is wrong (DevRev's API has none: https://api.devrev.ai/dev-users.self); "" otherwise."""
+    path = urlsplit(base_url).path.strip("/")
+    wrong = f"DEVREV_BASE_URL has the path /{path}, and DevRev's API takes none (e.g. https://api.devrev.ai)"
+    if isinstance(exc, NotFoundError):   # the token was never looked at: nothing answers there
+        return f": {base_url} does not serve DevRev's API" + (f" ({wrong})" if path else "; check DEVREV_BASE_URL")
+    if path and isinstance(exc, AuthError):
+        return f"; or the base URL is wrong: {wrong}"
+    return ""
+
+
 def check_token(client: DevRevClient) -> Check:
     """dev-users.self: the token is accepted, and whose it is."""
     try:
         me = client.get_self()
     except DevRevError as exc:
-        return Check("token", False, str(exc), exc)
+        return Check("token", False, str(exc) + _path_hint(client.base_url, exc), exc)
     who = " ".join(str(p) for p in (me.get("display_id"), f"({me.get('email')})" if me.get("email") else None) if p)
     return Check("token", True, f"accepted; it belongs to {who or me.get('id')}")
 
@@ -245,8 +258,10 @@ def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | Non
     for check in checks:
         if not check.ok and isinstance(check.error, RunWideFault):
             raise check.error     # DevRev unreachable: the run's one line says so
-        if not check.ok and isinstance(check.error, AuthError):
-            log.error("%s; stopping the run (no set is started)", check.error)
+        if not check.ok and (isinstance(check.error, AuthError)
+                             or check.name == "token" and isinstance(check.error, NotFoundError)):
+            # a refused token, or a base URL where DevRev's API is not: configuration, exit 2
+            log.error("%s; stopping the run (no set is started)", check.detail)
             return ExitCode.USAGE
         (log.info if check.passed else log.warning if check.ok else log.error)("preflight %s", check.line())
     if all(c.ok for c in checks):

@@ -30,6 +30,8 @@ class Scope:
     only: str | None = None
     max_merges: int | None = None
     merge_note: bool | None = True   # None: a preview older than the merge note
+    retry_skipped: bool | None = False   # sets an earlier run's live checks skipped are tried again
+    ask_refused_again: bool | None = False   # merges DevRev refused before are asked again
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,6 +81,12 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
         if status.startswith("already_"):
             return (f"the preview showed {email} as finished by an earlier run, but the savepoint says it is "
                     f"not: preview again with this savepoint")
+        if status == "merge_refused" and run.ask_refused_again:
+            return (f"the preview showed {email}'s merge as refused earlier and not asked again (made without "
+                    f"--ask-refused-merges-again); this run would ask again: preview with it first")
+        if status == "skipped" and record.get("skipped_earlier") and run.retry_skipped:
+            return (f"the preview showed {email} as skipped by an earlier run (made without --retry-skipped); "
+                    f"this run would try it again: preview with --retry-skipped first")
         if status == "skipped" and record.get("reason") == "cross_workspace" and run.allow_cross_org \
                 and not shown.allow_cross_org:
             return (f"the preview skipped {email} (cross_workspace, made without --allow-cross-org); with "
@@ -86,12 +94,12 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
     return None
 
 
-def choose_preview(previews: list[tuple[str, dict]], run: Scope,
-                   todo: list[tuple[str, str]]) -> tuple[str | None, dict | None, str | None]:
+def choose_preview(previews: list[tuple[str, dict]], run: Scope, todo: list[tuple[str, str]], *,
+                   max_age_hours: float | None = None) -> tuple[str | None, dict | None, str | None]:
     """The newest complete preview (previews: (path, data), newest first), if it shows
-    everything the run would do: (path, data, None); else (None, None, its difference)
-    (runs.preview_gate: only the newest counts)."""
-    return newest_complete(previews, lambda data: scope_difference(data, run, todo))
+    everything the run would do and is at most `max_age_hours` old: (path, data, None); else
+    (None, None, its difference) (runs.preview_gate: only the newest counts)."""
+    return newest_complete(previews, lambda data: scope_difference(data, run, todo), max_age_hours=max_age_hours)
 
 
 def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:
@@ -104,14 +112,15 @@ def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:
     return found
 
 
-def preview_showing(candidates: list[tuple[str, dict]] | None, scope: Scope,
-                    todo: list[tuple[str, str]]) -> tuple[str | None, dict[str, dict]]:
+def preview_showing(candidates: list[tuple[str, dict]] | None, scope: Scope, todo: list[tuple[str, str]], *,
+                    max_age_hours: float | None = None) -> tuple[str | None, dict[str, dict]]:
     """The newest preview that shows everything the run would do (todo: (email key, email)
-    of each set it will start), and that preview's sets by email key; (None, {}) when the
-    run needs no preview (candidates None). Raises UsageError naming the difference."""
+    of each set it will start), at most `max_age_hours` old, and that preview's sets by email
+    key; (None, {}) when the run needs no preview (candidates None). Raises UsageError naming
+    the difference."""
     if candidates is None:
         return None, {}
-    path, preview, difference = choose_preview(candidates, scope, todo)
+    path, preview, difference = choose_preview(candidates, scope, todo, max_age_hours=max_age_hours)
     if path is None:
         raise UsageError(f"this run would do what no preview showed: {difference}")
     return path, {email_key(s["email"]): s for s in preview.get("sets", [])}

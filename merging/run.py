@@ -22,23 +22,39 @@ from devrev_api.errors import DevRevError, RunInterrupted, RunWideFault
 from devrev_sandbox.dataset import DEMO_CSV
 from merging import canary, preflight
 from merging.engine import MergeOptions, RunAborted, SetMerger, preview_set
-from merging.plan import RunPlan, blank_line, finished_outcome, finished_preview, journal_line, plan_run, set_key
+from merging.plan import (
+    RunPlan,
+    blank_line,
+    finished_outcome,
+    finished_preview,
+    journal_line,
+    plan_run,
+    refused_preview,
+    set_key,
+    skipped_earlier_outcome,
+    skipped_earlier_preview,
+)
 from merging.preview_scope import Scope, candidate_previews, preview_showing
 from merging.progress import resume_point
 from operator_view import reports, screens, summary
 from operator_view.summary import plural
-from plumbing import cli, manifest_key
+from plumbing import cli, json_summary, manifest_key
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
 from plumbing.fanout import Fanout
 from plumbing.version import TOOL_VERSION
+from runs import id_map
+from runs.actor import actor_block
 from runs.journal import Journal, earlier_primaries
 from runs.outcomes import SetStatus, to_json
-from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, journal_problems
-from runs.support import SANDBOX_DIR, RunTarget, open_client, sandbox_held, target_of
+from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, is_temporary, journal_problems
+from runs.preview_gate import DEFAULT_MAX_AGE_HOURS
+from runs.support import SANDBOX_DIR, RunTarget, backup_target, open_client, sandbox_held, target_of
 
 log = logging.getLogger(__name__)
 PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
+PREVIEW_FINISHING = ("Every set is previewed: finishing the preview's files (press Ctrl-C again to abandon them; "
+                     "nothing was changed in DevRev).")
 ESTIMATE_NOTE = ("Messages, attachments, calls and backup sizes are estimates from the first timeline page of a few "
                  "tickets and conversations per duplicate; `--preview --full` counts them all.")
 
@@ -70,6 +86,10 @@ class MergeSettings:
     no_merge_note: bool
     merge_timeout: float
     ask_refused_merges_again: bool = False
+    retry_skipped: bool = False
+    json: bool = False
+    preview_max_age: float = DEFAULT_MAX_AGE_HOURS
+    log_format: str = "text"
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
     @property
@@ -100,6 +120,11 @@ def run_check(settings: MergeSettings, savepoint: str | None = None) -> int:
                                                  else "give --csv to check them on its first merge set)"))
     if not all(c.checked for c in checks):
         print(f"note   {preflight.tally(checks)}: a check not checked is not a pass")
+    json_summary.record("check", totals={"ok": sum(1 for c in checks if c.ok and c.checked),
+                                         "failed": sum(1 for c in checks if not c.ok),
+                                         "not_checked": sum(1 for c in checks if c.ok and not c.checked)},
+                        checks=[{"name": c.name, "ok": c.ok, "checked": c.checked, "detail": c.detail}
+                                for c in checks])
     return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
 
 
@@ -126,6 +151,7 @@ def _open_journal(settings: MergeSettings, savepoint: str, run_id: str) -> Journ
 
 def run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
     """Check everything the run needs (input, preview, folders, savepoint), then run it."""
+    json_summary.record("preview" if settings.preview else "merge", run_id=run_id, log=log_path)
     csv_path = settings.csv or DEMO_CSV
     index = _chosen_groups(settings, index_contacts(csv_path, _earlier(settings, savepoint)), csv_path)
     for ms in index.merge_sets:
@@ -146,8 +172,10 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
     _check_folders(settings, savepoint)
     journal = _open_journal(settings, savepoint, run_id)
     try:
-        plan = plan_run(journal, merge_sets, max_merges=settings.max_merges, keep_duplicate=settings.keep_duplicate)
-        preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo])
+        plan = plan_run(journal, merge_sets, max_merges=settings.max_merges, keep_duplicate=settings.keep_duplicate,
+                        retry_skipped=settings.retry_skipped)
+        preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo],
+                                                 max_age_hours=settings.preview_max_age)
         log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
                  "preview of" if settings.preview else "merge of", "the sandbox" if settings.sandbox else "DevRev",
                  plural(len(merge_sets), "merge set"), summary.groups_clause(index.skipped_total), csv_path,
@@ -165,7 +193,7 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
                 failed = preflight.at_start(client, first) if plan.todo else None
             except RunWideFault as exc:
                 what = "no preview report written" if settings.preview else "nothing was started"
-                raise RunStopped(f"{exc} ({what})") from None
+                raise RunStopped(f"{exc} ({what})", temporary=is_temporary(exc)) from None
             if failed is not None:
                 return failed
             options = MergeOptions(backup_dir=os.path.abspath(settings.backup_dir), run_id=run_id,
@@ -173,8 +201,10 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
                                    merge_timeout=settings.merge_timeout, preview_full=settings.full,
                                    merge_note=not settings.no_merge_note,
                                    ask_refused_again=settings.ask_refused_merges_again,
+                                   target=backup_target(settings.target, client),
                                    fanout=stack.enter_context(contextlib.closing(Fanout(settings.workers))))
             common = _report_header(settings, run_id, client, csv_path, index)
+            common["actor"] = actor_block(client, ask=bool(plan.todo))   # who ran it (no call when nothing to do)
             if settings.preview:
                 return _preview(settings, client, plan, options, common, stop, index)
             merger = SetMerger(client, journal, options, previews)
@@ -211,7 +241,8 @@ def _scope(settings: MergeSettings, csv_sha256: str) -> Scope:
     """Every option of this run that changes what it does (a preview records its own)."""
     return Scope(csv_sha256=csv_sha256, target=target_of(settings.target), keep_duplicate=settings.keep_duplicate,
                  allow_cross_org=settings.allow_cross_org, only=email_key(settings.only) if settings.only else None,
-                 max_merges=settings.max_merges, merge_note=not settings.no_merge_note)
+                 max_merges=settings.max_merges, merge_note=not settings.no_merge_note,
+                 retry_skipped=settings.retry_skipped, ask_refused_again=settings.ask_refused_merges_again)
 
 
 def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
@@ -219,7 +250,8 @@ def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, 
     groups (counted by reason; the first few of each listed with their rows)."""
     return {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
             "target": target_of(settings.target, client), "scope": _scope(settings, index.file.sha256).to_json(),
-            "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count},
+            "csv": {"path": os.path.abspath(csv_path), "sha256": index.file.sha256, "rows": index.file.row_count,
+                    "merge_sets": index.csv_merge_sets},
             "options": settings.options(),
             "skipped_counts": index.skipped_counts,
             "skipped": [{"email": g.email, "reason": g.reason, "detail": g.detail,
@@ -239,32 +271,48 @@ def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptio
                                                                      "status": "failed", "error": error})
     run.records.update({ms.key: finished_preview(ms, plan.finished[ms.key]) for ms in plan.order
                         if ms.key in plan.finished})
+    run.records.update({ms.key: skipped_earlier_preview(ms, plan.skipped_earlier[ms.key]) for ms in plan.order
+                        if ms.key in plan.skipped_earlier})
     run.run(plan.todo, lambda ms: preview_set(client, ms, options), settings.workers)
+    for key, earlier in plan.refused_earlier.items():   # the run would fail it again at once, not merge it
+        if (run.records.get(key) or {}).get("status") == "would_merge":
+            run.records[key] = refused_preview(run.records[key], earlier, ask_again=settings.ask_refused_merges_again)
     records, exit_code = run.records, run.exit_code()
     if run.fault is not None and exit_code != ExitCode.USAGE:
         log.debug("preview stopped: %s", run.fault)
-        raise RunStopped(f"{run.fault} (no preview report written)")
+        raise RunStopped(f"{run.fault} (no preview report written)", temporary=is_temporary(run.fault))
     if exit_code == ExitCode.USAGE:
         log.error("preview stopped; no preview report written")
         return exit_code
     interrupted = exit_code == ExitCode.INTERRUPTED
+    if not interrupted:   # every set is previewed: a Ctrl-C now lets the files finish (a second abandons them)
+        stop.message = PREVIEW_FINISHING
     _write_skipped(settings, f"preview_{common['run_id']}", common, index)
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    interrupted_by=stop.reason if interrupted else None, exit_code=int(exit_code),
                    sets=[records[m.key] for m in plan.order if m.key in records], **_api_usage(client))
     json_path, csv_path = _write(reports.write_preview, settings.report_dir, f"preview_{common['run_id']}", preview)
     if interrupted:
+        json_summary.record("preview", run_id=common["run_id"], totals=preview["totals"],
+                            reports=_report_paths(json_path, csv_path), complete=False)
         missing = len(plan.order) - len(preview["sets"])
         _say(f"Preview interrupted by {stop.reason} before {plural(missing, 'merge set')}: it is incomplete and "
              f"cannot unlock a real run. Nothing was changed in DevRev; run the preview again.", stream=sys.stderr)
         _say(_written("Incomplete preview written:", json_path, csv_path))
         return exit_code
+    json_summary.record("preview", run_id=common["run_id"], totals=preview["totals"],
+                        reports=_report_paths(json_path, csv_path), complete=preview["complete"])
     print(screens.format_preview(preview, more_in=preview.get("skipped_file") or csv_path))
     if preview["totals"].get("estimated_contents"):  # on screen under the summary (the JSON says `estimated`)
         print(screens.wrap_text(ESTIMATE_NOTE))
     _say(summary.describe_preview(preview["totals"]), printed=True)
     _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
     return exit_code
+
+
+def _report_paths(json_path: str, csv_path: str) -> dict[str, str]:
+    """A report's files as the --json summary names them."""
+    return {"html": reports.html_path(json_path), "json": json_path, "csv": csv_path}
 
 
 def _written(title: str, json_path: str, csv_path: str) -> str:
@@ -295,8 +343,17 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
     tally = SetRun(kind, stop)
     tally.lines.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
                         for ms in plan.order if ms.key in plan.finished})
+    tally.lines.update({ms.key: skipped_earlier_outcome(ms, plan.skipped_earlier[ms.key]) for ms in plan.order
+                        if ms.key in plan.skipped_earlier})
     if plan.finished:
         log.info("%s already finished in earlier runs (savepoint)", plural(len(plan.finished), "merge set"))
+    restored = sum(1 for r in plan.skipped_earlier.values() if r["status"] == "restored")
+    if len(plan.skipped_earlier) > restored:
+        log.info("%s skipped by earlier runs' live checks, not tried again (--retry-skipped tries them)",
+                 plural(len(plan.skipped_earlier) - restored, "merge set"))
+    if restored:
+        log.info("%s merged, then restored since: run find_duplicates.py again to find and merge them",
+                 plural(restored, "merge set"))
     _say_resumes(merger.journal, plan)
     canary_result = None
     try:
@@ -305,6 +362,7 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
     finally:
         problems = journal_problems(merger.journal)
     exit_code = tally.exit_code()
+    _map_ids(settings.report_dir, merger.journal, tally.report_lines(merge_sets))
     if merger.merge_denied:  # sets left moved_only that were to be merged: a later run must finish them
         exit_code = exit_code.worse(ExitCode.FAILED)
     interrupted = exit_code == ExitCode.INTERRUPTED
@@ -316,14 +374,30 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
                   duration_s=round(time.monotonic() - started, 3), **_api_usage(merger.client))
     json_path, csv_path = _write(reports.write_merge_report, settings.report_dir, f"merge_report_{common['run_id']}",
                                  report)
+    json_summary.record("merge", run_id=common["run_id"], totals=report["totals"],
+                        reports=_report_paths(json_path, csv_path), preview=preview_path,
+                        interrupted_by=report["interrupted_by"], retry_later=[
+                            s["email"] for s in report["sets"] if s.get("retry_later")])
     if interrupted:
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
-    _say("\n".join(run_summary(report["totals"])))
+    _say("\n".join(run_summary(report["totals"]) + drift_lines(report["sets"])))
     _say(_written("Reports:", json_path, csv_path))
     if tally.fault is not None:
-        raise RunStopped(str(tally.fault))
+        raise RunStopped(str(tally.fault), temporary=is_temporary(tally.fault))
     return exit_code
+
+
+def _map_ids(report_dir: str, journal: Journal, lines: list) -> None:
+    """The duplicates this run retired, appended to the id map (runs.id_map); a failure to
+    write it is said, not fatal (the merges are done and journaled)."""
+    contexts = [ctx for line in lines if line.status == SetStatus.MERGED and not line.finished_earlier
+                for ctx in [(journal.set_record(line.set_key) or {}).get("context")] if isinstance(ctx, dict)]
+    try:
+        id_map.append(report_dir, id_map.merged_rows(journal.run_id, contexts))
+    except OSError as exc:
+        log.error("the id map %s could not be written (%s); the merge report lists the same ids",
+                  os.path.join(report_dir, id_map.FILE_NAME), cli.describe_os_error(exc))
 
 
 def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[MergeSet], tally: SetRun[MergeSet],
@@ -347,7 +421,7 @@ def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[Merg
                        if outcome.reason == "merge_refused" else ""))
             log.error("%s", line, extra=cli.FILE_ONLY)
             _say(line, stream=sys.stderr)
-            tally.stop_for_canary()
+            tally.stop_for_canary(ExitCode.TEMPORARY if outcome.retry_later else ExitCode.FAILED)
             return todo, None
         if outcome is None or outcome.status not in (SetStatus.MERGED, SetStatus.MOVED_ONLY) \
                 or not outcome.duplicates:
@@ -360,9 +434,10 @@ def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[Merg
             # stopped while re-reading: the set is merged; the next run's first set is the canary
             log.info("canary %s: stopped by %s before its re-read ended", ms.email, stop.reason)
             return todo, None
-        except DevRevError as exc:
+        except (DevRevError, OSError, ValueError) as exc:   # a failed read, or its backups unreadable since
             result = {"set": ms.email, "checked": 0, "differences": [], "error": str(exc)}
-            log.error("canary %s: could not re-read: %s; the run stopped before the next set", ms.email, exc)
+            what = "re-read" if isinstance(exc, DevRevError) else "read its backups"
+            log.error("canary %s: could not %s: %s; the run stopped before the next set", ms.email, what, exc)
             tally.stop_for_canary()
             return todo, result
         line = canary.summary(result)
@@ -410,11 +485,30 @@ def run_summary(totals: dict) -> list[str]:
         lines.append(f"{plural(count, 'merge note')} {'was' if count == 1 else 'were'} not written: DevRev refused "
                      f"{'it' if count == 1 else 'them'} (merge_note_refused in the report says why); the merges are "
                      f"done. --no-merge-note leaves the notes out.")
+    if totals.get("retry_later"):
+        count = totals["retry_later"]
+        lines.append(f"{plural(count, 'merge set')} of the failed {'waits' if count == 1 else 'wait'} on DevRev (a "
+                     f"merge job still running, or DevRev busy): a later run may finish "
+                     f"{'it' if count == 1 else 'them'} without a person (retry_later in the report).")
     if totals.get("refs_without_contact"):
         count = totals["refs_without_contact"]
         lines.append(f"{plural(count, 'user_ reference')} of merged duplicates {'belongs' if count == 1 else 'belong'} "
                      f"to no contact (this DevRev keeps one per contact): refs_without_contact in the report.")
     return lines
+
+
+def drift_lines(sets: list[dict]) -> list[str]:
+    """What appeared under a duplicate after the preview and was moved by this run, named per
+    set (the preview could not show it: DevRev keeps filing items under the duplicate)."""
+    found = [(s["email"], [x for d in s.get("duplicates") or [] for x in d.get("drift_appeared") or []])
+             for s in sets if not s.get("finished_earlier")]
+    found = [(email, items) for email, items in found if items]
+    if not found:
+        return []
+    count = sum(len(items) for _, items in found)
+    lines = [f"Appeared after the preview, backed up and moved too: "
+             f"{plural(count, 'ticket or conversation', 'tickets and conversations')} (drift_appeared in the report):"]
+    return lines + [f"  {email}: {', '.join(items)}" for email, items in found]
 
 
 def _say_resumes(journal: Journal, plan: RunPlan) -> None:

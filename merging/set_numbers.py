@@ -13,20 +13,28 @@ from runs.journal import parse_step
 from runs.outcomes import DuplicateOutcome
 
 
-def journal_numbers(steps: dict[str, dict], duplicates: list[dict]) -> dict[str, Any]:
+def journal_numbers(steps: dict[str, dict], duplicates: list[dict], run_id: str | None = None) -> dict[str, Any]:
     """A set's numbers from its journal alone, whatever its outcome, so a report says what
     DevRev holds, as SetOutcome fields: {"duplicates": [DuplicateOutcome, one per duplicate in
     `duplicates` (the context's idents)], "moved_ticket_ids": [DON, ...],
-    "moved_conversation_ids": [DON, ...]}. A move counts once DevRev's answer (or a fresh
-    read) confirmed it; an item moved for two duplicates of the set counts once in the
-    set's lists (each duplicate's own count still has it)."""
+    "moved_conversation_ids": [DON, ...]}, and given `run_id`, the moves that run confirmed
+    ("this_run_ticket_ids", "this_run_conversation_ids": a resumed set's earlier moves are not
+    this run's). A move counts once DevRev's answer (or a fresh read) confirmed it; an item
+    moved for two duplicates of the set counts once in the set's lists (each duplicate's own
+    count still has it)."""
     outs, moved = [], {"ticket": {}, "conversation": {}}
     for dup in duplicates:
         out = DuplicateOutcome(dup["id"], dup.get("display_id") or dup["id"], dup.get("external_ref"))
         _fill_from_journal(steps, dup["id"], out, moved)
         outs.append(out)
-    return {"duplicates": outs, "moved_ticket_ids": list(moved["ticket"]),
-            "moved_conversation_ids": list(moved["conversation"])}
+    numbers: dict[str, Any] = {"duplicates": outs, "moved_ticket_ids": list(moved["ticket"]),
+                               "moved_conversation_ids": list(moved["conversation"])}
+    if run_id is not None:
+        mine = {item for name, record in steps.items() if record.get("run_id") == run_id
+                for item in [parse_step(name).item] if item}
+        numbers["this_run_ticket_ids"] = [i for i in moved["ticket"] if i in mine]
+        numbers["this_run_conversation_ids"] = [i for i in moved["conversation"] if i in mine]
+    return numbers
 
 
 def _fill_from_journal(steps: dict, d: str, out: DuplicateOutcome, moved: dict[str, dict]) -> None:

@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import os
 
+from contacts.csv_reader import email_key
 from contacts.index import index_contacts
 from merging.plan import set_key
 from merging.progress import resume_point
 from operator_view import screens, summary
-from plumbing import cli
+from plumbing import cli, json_summary
 from plumbing.cli import ExitCode
 from runs.journal import Journal, earlier_primaries
 from runs.support import SANDBOX_DIR
 
 
-def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: bool = False) -> int:
+def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: bool = False,
+                 csv_is_default: bool = False, only: str | None = None) -> int:
     """Progress from the savepoint, no API call: the counts in the run's vocabulary (against
     the CSV's merge sets when `csv_path` is given) and each set's state. sandbox_hint: with
-    no savepoint here, point to the sandbox rehearsal's one when it exists."""
+    no savepoint here, point to the sandbox rehearsal's one when it exists. csv_is_default:
+    `csv_path` was not given but assumed (the sandbox's demo CSV): when the savepoint holds
+    sets that CSV does not, its sets are counted instead, and the line says so. only: the one
+    email (--only) whose sets are shown and counted."""
     if not os.path.exists(savepoint):
+        json_summary.record("status", totals={}, savepoint=os.path.abspath(savepoint), sets=[])
         print(f"No savepoint file at {savepoint}: no merge has run with it yet.")
         sandbox_savepoint = os.path.join(SANDBOX_DIR, "savepoints.sqlite3")
         if sandbox_hint and os.path.exists(sandbox_savepoint):
@@ -34,14 +40,31 @@ def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: b
         counts = journal.step_counts()
         problems = journal.check()
         wanted, not_merge_sets = _status_sets(csv_path, records, savepoint)
+        fell_back = csv_is_default and bool(set(records) - {key for key, _ in wanted})
+        if fell_back:
+            print(f"(The savepoint holds merge sets that {os.path.basename(str(csv_path))} does not: counting the "
+                  f"savepoint's sets; add --csv FILE to count against the CSV the rehearsal used.)")
+            csv_path = None
+            wanted, not_merge_sets = _status_sets(None, records, savepoint)
+        in_csv = len(wanted)
+        if only:
+            wanted = [(key, email) for key, email in wanted if email_key(email) == email_key(only)]
+            not_merge_sets = 0
         rows = [_status_row(journal, key, email, records.get(key), counts) for key, email in wanted]
     finally:
         journal.close()
     source = "from the CSV" if csv_path else "in the savepoint"
-    line = summary.describe_counts(summary.count_merge_sets(
-        ((records.get(key) or {}).get("status") for key, _ in wanted), not_merge_sets), source=source)
+    counts_now = summary.count_merge_sets(((records.get(key) or {}).get("status") for key, _ in wanted),
+                                          not_merge_sets)
+    if csv_path:
+        counts_now["csv_merge_sets"] = in_csv
+    line = summary.describe_counts(counts_now, source=source)
+    json_summary.record("status", totals=counts_now, savepoint=os.path.abspath(savepoint), source=source,
+                        sets=rows, journal_problems=problems)
     print(f"Savepoint {savepoint}: {line}.")
-    if not csv_path:
+    if csv_is_default and csv_path:
+        print(f"(Counted against {csv_path}, the CSV of the newest sandbox run; --csv FILE counts against another.)")
+    if not csv_path and not fell_back:
         print("(Add --csv FILE to count the CSV's sets not started yet and its groups that are not merge sets.)")
     print(screens.format_status(rows))
     if problems:

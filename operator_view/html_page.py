@@ -10,6 +10,7 @@ both, and every value is escaped by Jinja2's autoescape (a contact named
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -18,6 +19,7 @@ import jinja2
 import markupsafe
 
 from operator_view.summary import plural, size
+from plumbing.cli import EXIT_MEANING
 from plumbing.files import atomic_write_bytes
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -40,14 +42,12 @@ STATUS_CLASS = {"merged": "ok", "would_merge": "ok", "would_move": "ok", "moved_
                 "failed": "bad", "backup_failed": "bad", "would_restore": "ok", "already_restored": "done",
                 "merge_set": "ok",
                 "pending": "wait", "interrupted": "wait", "in_progress": "wait"}
-EXIT_MEANING = {0: "every set done or legitimately skipped", 1: "some set failed", 2: "bad usage or input",
-                130: "stopped by Ctrl-C or SIGTERM (re-run to resume)"}
 _HEADER_SKIP = {"sets", "rows", "results", "skipped", "totals", "api", "calls_per_minute", "journal_problems"}
 TITLES = {"preview": "Preview", "merge_report": "Merge report"}
 # the run's vocabulary (summary.py) where a bare key would mislead; other keys: "_" -> " "
 LABELS = {"skipped": "skipped by live checks", "pending": "not finished", "not_merge_sets": "groups not merge sets",
           "would_merge": "would be merged", "already_done": "finished earlier", "this_run": "this run",
-          "duplicate_refs": "duplicates (user refs)", "backups_verified": "verified", "error": "error or note"}
+          "duplicate_refs": "duplicates (user refs)", "backups_verified": "verified", "error": "error"}
 PATH_COLUMNS = ("backups", "backup", "folder")  # listed under "Backup folders", not in the table
 DRIFT_COLUMNS = ("drift_appeared", "drift_vanished")  # under "Drift since the preview"
 WHOLE_COLUMNS = ("email", "primary", "status")  # never broken inside a value; others wrap after _ @ . / -
@@ -76,7 +76,8 @@ def render(report: dict, *, rows: list[dict] | None = None, columns: list[str] |
             "columns": shown, "headings": [label(c) for c in shown], "rows": [_row(r, shown) for r in rows],
             "folders": _folders(rows, columns), "drift_known": any(c in DRIFT_COLUMNS for c in columns),
             "problems": _problems(rows),
-            "drift": _drift(rows), "chart": _chart(report.get("calls_per_minute") or [], report.get("rate_limit")),
+            "drift": _drift(rows), "canary": _canary(report.get("canary")),
+            "chart": _chart(report.get("calls_per_minute") or [], report.get("rate_limit")),
             "api": {k: v for k, v in (report.get("api") or {}).items() if ":" not in k},
             "journal_problems": report.get("journal_problems") or []}
     return _ENV.get_template("report.html.j2").render(**page)
@@ -102,6 +103,8 @@ def _header(report: dict) -> list[tuple[str, Any]]:
         items.append(("complete", "yes" if report.get("complete") else "no (a set could not be previewed)"))
     if report.get("interrupted_by"):
         items.append(("interrupted by", report["interrupted_by"]))
+    if isinstance(report.get("actor"), dict):
+        items.append(("run by", describe_actor(report["actor"])))
     options = report.get("options") or {}
     shown = ", ".join(f"{k}={v}" if v is not True else k for k, v in options.items() if v not in (None, False))
     items.append(("options", shown or "defaults"))
@@ -110,6 +113,16 @@ def _header(report: dict) -> list[tuple[str, Any]]:
     items += [(k.replace("_", " "), v) for k, v in report.items()
               if k not in known | _HEADER_SKIP and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
     return [(label, value) for label, value in items if value not in (None, "")]
+
+
+def describe_actor(actor: dict) -> str:
+    """The report's actor block in one line: "DEVU-1 (admin@x) as ops@host, tool 1.4.0"."""
+    who = actor.get("devrev_user") or {}
+    person = " ".join(str(p) for p in (who.get("display_id") or who.get("id"),
+                                       f"({who['email']})" if who.get("email") else None) if p)
+    where = "@".join(str(p) for p in (actor.get("os_user"), actor.get("host")) if p)
+    return ", ".join(p for p in ((person or "DevRev user not asked") + (f" as {where}" if where else ""),
+                                 f"tool {actor.get('tool_version')}") if p)
 
 
 def label(key: str) -> str:
@@ -161,6 +174,34 @@ def _folders(rows: list[dict], columns: list[str]) -> list[dict]:
     return out
 
 
+def _canary(result: Any) -> dict | None:
+    """The merge report's canary (merging.canary.check_set) for the page: one line, then each
+    change the tool did not make (red) and each field DevRev changed by itself (grey)."""
+    if not isinstance(result, dict):
+        return None
+    diffs = [d for d in result.get("differences") or [] if isinstance(d, dict)]
+    alone = [d for d in result.get("moved_by_themselves") or [] if isinstance(d, dict)]
+    if result.get("error"):
+        line = f"{result.get('set')}: could not re-read ({result['error']}); the run stopped before the next set"
+    elif diffs:
+        line = (f"{result.get('set')}: {plural(len(diffs), 'change')} in fields the tool did not write, of "
+                f"{plural(result.get('checked') or 0, 'object')} re-read; the run stopped before the next set")
+    else:
+        line = (f"{result.get('set')}: {plural(result.get('checked') or 0, 'object')} re-read, nothing changed but "
+                f"what the tool wrote and the merge is expected to change")
+    rows = [dict(d, status_class="bad", why="not written by the tool") for d in diffs]
+    rows += [dict(d, status_class="wait", why=d.get("why") or "DevRev changes it by itself") for d in alone]
+    return {"line": line, "rows": [{k: _short(r.get(k)) if k in ("before", "after") else r.get(k, "")
+                                    for k in ("object", "field", "before", "after", "why", "status_class")}
+                                   for r in rows]}
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """A canary value as text, cut to `limit` characters (a whole timeline would swamp the page)."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _problems(rows: list[dict]) -> list[dict]:
     """Failures first, then skips: reason (or `error`) first, then the email and the detail."""
     out = []
@@ -170,7 +211,7 @@ def _problems(rows: list[dict]) -> list[dict]:
             out.append({"status": status.replace("_", " "), "status_class": STATUS_CLASS[status],
                         "reason": row.get("reason") or ("error" if status == "failed" else "skipped"),
                         "email": row.get("email") or row.get("name") or "",
-                        "detail": row.get("error") or row.get("detail") or ""})
+                        "detail": row.get("error") or row.get("detail") or row.get("note") or ""})
     order = {"failed": 0, "skipped": 1}
     return sorted(out, key=lambda p: (order.get(p["status"], 2), p["reason"]))
 

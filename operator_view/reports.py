@@ -130,6 +130,9 @@ def preview_totals(preview: dict) -> dict:
             "skipped": sum(1 for s in sets if s["status"] == "skipped"),
             "failed": sum(1 for s in sets if s["status"] == "failed"),
             "already_done": sum(1 for s in sets if s["status"].startswith("already")),
+            "restored": sum(1 for s in sets if s["status"] == "restored"),
+            "merge_refused": sum(1 for s in sets if s["status"] == "merge_refused"),
+            "csv_merge_sets": (preview.get("csv") or {}).get("merge_sets"),
             "not_merge_sets": not_merge_sets(preview),
             "tickets": len(_distinct(dups, "ticket_ids", "tickets")),
             "conversations": len(_distinct(dups, "conversation_ids", "conversations")),
@@ -187,17 +190,17 @@ def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[s
 
 
 # --------------------------------------------------------------------------- merge report
-MERGE_COLUMNS = ["email", "status", "reason", "error", "primary", "duplicates", "duplicate_refs", "tickets_moved",
-                 "conversations_moved", "messages", "attachments", "backups", "backups_verified", "drift_appeared",
-                 "drift_vanished", "custom_field_refs", "custom_fields_moved", "contact_entries", "contact_files",
-                 "external_ref_set", "other_duplicate_refs",
+MERGE_COLUMNS = ["email", "status", "reason", "error", "note", "primary", "duplicates", "duplicate_refs",
+                 "tickets_moved", "conversations_moved", "messages", "attachments", "backups", "backups_verified",
+                 "drift_appeared", "drift_vanished", "custom_field_refs", "custom_fields_moved", "contact_entries",
+                 "contact_files", "external_ref_set", "other_duplicate_refs",
                  "external_refs_kept", "refs_without_contact", "merge_note", "merge_note_refused", "resumed",
                  "duration_s"]
 
 
 MERGE_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets_moved",
                       "conversations_moved", "backups", "backups_verified", "drift_appeared", "drift_vanished",
-                      "external_ref_set", "error"]  # drift and backups get their own sections
+                      "external_ref_set", "error", "note"]  # drift and backups get their own sections
 
 
 def merge_rows(report: dict) -> list[dict]:
@@ -206,7 +209,8 @@ def merge_rows(report: dict) -> list[dict]:
         dups = outcome.get("duplicates") or []
         rows.append({
             "email": outcome["email"], "status": outcome["status"], "reason": outcome.get("reason"),
-            "error": outcome.get("error") or outcome.get("note"), "primary": outcome.get("primary"),
+            # what went wrong, apart from what is only said ("already finished in an earlier run")
+            "error": outcome.get("error"), "note": outcome.get("note"), "primary": outcome.get("primary"),
             "duplicates": [d["display_id"] for d in dups],
             "duplicate_refs": [d.get("external_ref") for d in dups],
             # distinct items (one moved for two duplicates of the set counts once), when known
@@ -229,7 +233,7 @@ def merge_rows(report: dict) -> list[dict]:
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
     for group in report["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
-                     "error": group["detail"],
+                     "note": group["detail"],
                      "duplicate_refs": [r.get("EXTERNAL_REF") for r in group.get("rows") or []]})
     return rows
 
@@ -263,11 +267,14 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
                 "conversations_moved": _distinct_total(sets, "moved_conversation_ids", "conversations_moved")}
 
     totals = dict(summary.count_merge_sets((s["status"] for s in report["sets"]), not_merge_sets(report)),
-                  **moved(report["sets"]))
+                  **moved(report["sets"]), csv_merge_sets=(report.get("csv") or {}).get("merge_sets"))
     mine = [s for s in report["sets"] if not s.get("finished_earlier") and not s.get("not_reached")]
     this_run = summary.count_merge_sets((s["status"] for s in mine), 0)
     this_run.pop("not_merge_sets")
-    this_run.update(moved(mine))
+    # what this run itself moved: a resumed set's earlier moves are the earlier runs' (so far counts them)
+    this_run.update({"tickets_moved": _distinct_total(mine, "this_run_ticket_ids", "tickets_moved"),
+                     "conversations_moved": _distinct_total(mine, "this_run_conversation_ids",
+                                                            "conversations_moved")})
     totals["this_run"] = this_run
     # objects naming a duplicate in a custom field, and those whose fields name the primary now
     totals["custom_field_refs"] = sum(len(r.get("custom_field_refs") or []) for r in rows)
@@ -277,6 +284,8 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     # user_ references of merged duplicates that no contact holds (DevRev keeps one per contact)
     totals["refs_without_contact"] = sum(len(s.get("refs_without_contact") or []) for s in report["sets"])
     totals["merge_notes_refused"] = sum(1 for s in report["sets"] if s.get("merge_note_refused"))
+    # failed sets a later run may finish without a person (a merge job running, DevRev busy): exit 75
+    totals["retry_later"] = sum(1 for s in report["sets"] if s.get("retry_later"))
     return totals
 
 

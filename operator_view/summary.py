@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-OUTCOMES = ("merged", "moved_only", "skipped", "failed", "pending")
+OUTCOMES = ("merged", "moved_only", "skipped", "failed", "pending", "restored")
 # statuses (journal, report, preview) folded into an outcome
 _PENDING = {"pending", "interrupted", "in_progress", "not_started"}
 _IRREGULAR = {"entry": "entries", "summary": "summaries"}
@@ -35,12 +35,13 @@ def plural(n: int, noun: str, many: str | None = None) -> str:
 
 
 def outcome_of(status: str | None) -> str:
-    """The outcome a status counts as: merged, moved_only, skipped, failed or pending."""
+    """The outcome a status counts as: merged, moved_only, skipped, failed, pending or restored
+    (put back by restore_contacts.py since)."""
     if status in ("merged", "already_merged"):
         return "merged"
     if status in ("moved_only", "already_moved_only"):
         return "moved_only"
-    if status in ("skipped", "failed"):
+    if status in ("skipped", "failed", "restored"):
         return status
     return "pending"
 
@@ -49,7 +50,8 @@ def count_merge_sets(statuses: Iterable[str | None], not_merge_sets: int) -> dic
     """Counts in the one vocabulary.
 
     Returns {"merge_sets": n, "merged", "moved_only", "skipped" (by live checks), "failed",
-    "pending" (not finished), "not_merge_sets": groups of the CSV that are not merge sets}.
+    "pending" (not finished), "restored" (merged, then put back by a restore), "not_merge_sets":
+    groups of the CSV that are not merge sets}.
     """
     counts = {"merge_sets": 0, **{o: 0 for o in OUTCOMES}, "not_merge_sets": not_merge_sets}
     for status in statuses:
@@ -69,8 +71,19 @@ def describe_counts(counts: dict, *, source: str = "from the CSV") -> str:
     parts.append(f"{counts['failed']} failed")
     if counts.get("pending"):
         parts.append(f"{counts['pending']} not finished")
-    text = f"{plural(counts['merge_sets'], 'merge set')} {source}: " + ", ".join(parts)
+    if counts.get("restored"):
+        parts.append(f"{counts['restored']} restored since")
+    text = f"{_sets_from(counts, source)}: " + ", ".join(parts)
     return text + groups_clause(counts.get("not_merge_sets"))
+
+
+def _sets_from(counts: dict, source: str) -> str:
+    """`17 merge sets from the CSV`, or `1 merge set of the CSV's 15` when the options (--only,
+    --max-merges) select fewer than the CSV holds."""
+    total = counts.get("csv_merge_sets")
+    if source == "from the CSV" and isinstance(total, int) and total != counts["merge_sets"]:
+        return f"{plural(counts['merge_sets'], 'merge set')} of the CSV's {total}"
+    return f"{plural(counts['merge_sets'], 'merge set')} {source}"
 
 
 def describe_groups(n: int | None) -> str:
@@ -99,7 +112,12 @@ def describe_preview(totals: dict) -> str:
         parts.append(f"{totals['failed']} could not be previewed")
     if totals.get("already_done"):
         parts.append(f"{totals['already_done']} already finished in earlier runs")
-    head = f"{plural(totals['merge_sets'], 'merge set')} from the CSV: " + ", ".join(parts)
+    if totals.get("restored"):
+        parts.append(f"{totals['restored']} merged, then restored (find them again with find_duplicates.py)")
+    if totals.get("merge_refused"):
+        parts.append(f"{totals['merge_refused']} whose merge DevRev refused earlier (not asked again without "
+                     f"--ask-refused-merges-again)")
+    head = f"{_sets_from(totals, 'from the CSV')}: " + ", ".join(parts)
     head += groups_clause(totals.get("not_merge_sets"))
     moves = (f"The {plural(totals['would_merge'], 'merge set')} would move {plural(totals['tickets'], 'ticket')} "
              f"and {plural(totals['conversations'], 'conversation')} ({plural(totals['messages'], 'message')}, "

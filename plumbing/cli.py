@@ -2,8 +2,10 @@
 
 One place owns what an admin sees when a script starts, fails or is stopped:
 
-- `ExitCode`: 0 every piece of work done, 1 some work failed, 2 bad usage or input
-  (nothing was changed), 130 stopped by Ctrl-C or SIGTERM (re-run to resume).
+- `ExitCode`: 0 every piece of work done, 1 some work failed and needs a person, 2 bad usage
+  or input (nothing was changed), 75 a temporary failure a later run may finish without a
+  person (DevRev unreachable or throttling, a merge job still running), 130 stopped by Ctrl-C
+  or SIGTERM (re-run to resume).
 - `UserError` and its kinds (`UsageError`, and the input errors of other modules that
   subclass it): an error the user can act on, printed as one `error: ...` line.
 - `ArgumentParser`: argparse that reports a bad option as one line, and option types
@@ -11,7 +13,9 @@ One place owns what an admin sees when a script starts, fails or is stopped:
 - `run_logging`: DEBUG to `<log_dir>/<prefix>_<run id>.log`, INFO to the console around
   the progress bar, the run id on every line; every line redacted (the token, whole
   occurrences only, and the query string of any URL, where presigned signatures live);
-  third-party library lines go to the log file only.
+  third-party library lines go to the log file only. `log_format="jsonl"` (`--log-format`,
+  `add_log_format_option`) writes the file as one JSON object a line for log shippers, with
+  the same redaction; the console stays text.
 - `log_subject`: names what the lines logged inside it are about (a merge set's email), so
   with several workers every line says which set it belongs to; `FILE_ONLY` keeps a line
   (a summary already printed on stdout) off the console.
@@ -33,6 +37,7 @@ import contextvars
 import enum
 import errno
 import functools
+import json
 import logging
 import math
 import os
@@ -41,9 +46,11 @@ import secrets
 import signal
 import sys
 import threading
+from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
+from plumbing import json_summary
 from plumbing.version import TOOL_NAME, TOOL_VERSION
 
 
@@ -53,13 +60,27 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILED = 1
     USAGE = 2
+    TEMPORARY = 75      # sysexits EX_TEMPFAIL: a later run may finish this without a person
     INTERRUPTED = 130
 
     def worse(self, other: "ExitCode | int") -> "ExitCode":
-        """The code that tells more: bad usage > interrupted > failed > ok."""
-        rank = {ExitCode.OK: 0, ExitCode.FAILED: 1, ExitCode.INTERRUPTED: 2, ExitCode.USAGE: 3}
+        """The code that tells more: bad usage > interrupted > failed (a person is needed) >
+        temporary (a later run may finish it alone) > ok."""
+        rank = {ExitCode.OK: 0, ExitCode.TEMPORARY: 1, ExitCode.FAILED: 2, ExitCode.INTERRUPTED: 3,
+                ExitCode.USAGE: 4}
         other = ExitCode(other)
         return other if rank[other] > rank[self] else self
+
+
+# what each exit code tells a script (the reports, the JSON summaries and the logs say it in these words)
+EXIT_MEANING: dict[int, str] = {
+    ExitCode.OK: "every set done or skipped by the live checks",
+    ExitCode.FAILED: "a set failed and needs a person (its line says why)",
+    ExitCode.USAGE: "bad usage or input; nothing was changed by this run",
+    ExitCode.TEMPORARY: "a temporary failure (DevRev unreachable or throttling, a merge job still running): a later "
+                        "run may finish it without a person",
+    ExitCode.INTERRUPTED: "stopped by Ctrl-C or SIGTERM; re-run the same command to resume",
+}
 
 
 class UserError(Exception):
@@ -223,6 +244,51 @@ class RedactingFormatter(logging.Formatter):
         return self.redact(neutralise(super().format(record)))
 
 
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object a line (time, level, logger, run_id, subject, message, exc), for log
+    shippers that would otherwise have to parse the text format.
+
+    Every string is neutralised and redacted exactly as `RedactingFormatter` does, before it is
+    JSON-encoded: encoding first would escape a token holding `"` or `\\` so the redactor could
+    miss it. ASCII-only output, so a value Python cannot write as UTF-8 (a lone surrogate from a
+    file name) cannot make the log file fail (`_LogFileHandler` gives up after one failure)."""
+
+    def __init__(self, redactor: Redactor):
+        super().__init__()
+        self.redact = redactor
+
+    def _clean(self, text: str) -> str:
+        return self.redact(neutralise(text))
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, timezone.utc)
+        subject = getattr(record, "subject_name", None)
+        line: dict[str, Any] = {
+            "time": created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z",
+            "level": record.levelname,
+            "logger": self._clean(record.name),
+            "run_id": getattr(record, "run_id", None),
+            "subject": self._clean(subject) if subject else None,
+            "message": self._clean(record.getMessage()),
+        }
+        exc = self.formatException(record.exc_info) if record.exc_info else record.exc_text
+        if record.stack_info:
+            exc = f"{exc}\n{self.formatStack(record.stack_info)}" if exc else self.formatStack(record.stack_info)
+        if exc:
+            line["exc"] = self._clean(exc)
+        return json.dumps(line, ensure_ascii=True)
+
+
+LOG_FORMATS = ("text", "jsonl")
+
+
+def add_log_format_option(parser: argparse.ArgumentParser) -> None:
+    """`--log-format {text,jsonl}` (default text), the same for every script that logs."""
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="the log file's format: text lines, or one JSON object per line (jsonl) for log "
+                             "shippers; the same redaction either way")
+
+
 class _NeutralStream:
     """stdout or stderr as a script's body sees it (`neutral_console`): every write passes through
     `neutralise`, so print() cannot send an escape sequence from a value to the terminal.
@@ -298,6 +364,7 @@ class _RunIdFilter(logging.Filter):
         record.run_id = self.run_id
         subject = _LOG_SUBJECT.get()
         record.subject = f"{subject}: " if subject else ""
+        record.subject_name = subject   # the bare subject, for the jsonl format
         return True
 
 
@@ -334,13 +401,17 @@ class _ConsoleHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | None = None) -> Iterator[str | None]:
+def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | None = None, *,
+                log_format: str = "text") -> Iterator[str | None]:
     """Set up the run's logging; yields the log file's path (None when `log_dir` is None).
 
     The file (`<log_dir>/<prefix>_<run_id>.log`, mode 0600, folder 0700) gets DEBUG from
-    every logger; the console gets INFO from this suite's loggers only. Raises
-    `UsageError` if the log folder cannot be made or written.
+    every logger, as text lines or, with `log_format="jsonl"`, one JSON object a line
+    (`JsonLinesFormatter`); the console gets INFO from this suite's loggers only, as text.
+    Raises `UsageError` if the log folder cannot be made or written, or for an unknown format.
     """
+    if log_format not in LOG_FORMATS:
+        raise UsageError(f"--log-format {log_format!r}: must be one of {', '.join(LOG_FORMATS)}")
     redactor = Redactor(secret)
     root = logging.getLogger()
     old_level = root.level
@@ -354,7 +425,7 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
         log_path = os.path.join(log_dir, f"{prefix}_{run_id}.log")
         file_handler = _open_log_file(log_dir, log_path)
         file_handler.setLevel(logging.DEBUG)
-        file_handler.setFormatter(RedactingFormatter(
+        file_handler.setFormatter(JsonLinesFormatter(redactor) if log_format == "jsonl" else RedactingFormatter(
             "%(asctime)s [%(run_id)s] %(levelname)s %(threadName)s %(name)s: %(subject)s%(message)s", redactor))
         handlers.append(file_handler)
     for handler in handlers:
@@ -448,6 +519,9 @@ class StopSignal:
     def __init__(self, event: threading.Event | None = None):
         self.event = event or threading.Event()
         self.signal_name: str | None = None
+        # what the first Ctrl-C says when it comes now (None: graceful_stop's message): a run that
+        # moved on to writing its files says so, instead of promising a stop it will not make
+        self.message: str | None = None
 
     def is_set(self) -> bool:
         return self.event.is_set()
@@ -481,7 +555,7 @@ def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in f
             raise KeyboardInterrupt
         stop.signal_name = signal.Signals(signum).name
         stop.event.set()
-        print(f"\n{stop.reason} received. {message}", file=sys.stderr, flush=True)
+        print(f"\n{stop.reason} received. {stop.message or message}", file=sys.stderr, flush=True)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -497,7 +571,23 @@ def error_line(message: str) -> None:
     so a hostile file name cannot drive the terminal)."""
     text = " ".join(str(message).splitlines())
     text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    json_summary.note_error(text)
     print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """--json (plumbing.json_summary): one JSON object on stdout, the human text on stderr."""
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object summing up the run on stdout (schema: docs/reports-and-logs.md); "
+                             "the human text goes to stderr")
+
+
+def run_script(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None, *, script: str,
+               kind: str) -> int:
+    """run_main, and with --json the run's summary on stdout (plumbing.json_summary); kind: the
+    summary's kind when the run records none (it stopped before, e.g. on bad usage)."""
+    return json_summary.wrap(lambda args: run_main(body, args), argv, script=script, default_kind=kind,
+                             meaning=EXIT_MEANING)
 
 
 def run_main(body: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

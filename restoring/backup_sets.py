@@ -58,6 +58,9 @@ class DuplicateBackup:
     # same contact (same external_ref, an older id) moved it; see _supersede
     earlier: dict[str, str] = field(default_factory=dict)
     replaces: list[str] = field(default_factory=list)   # those older ids
+    # items the merge journal records moving off it that no backup here lists (a backup lost and
+    # accepted as lost, `<folder>.accept-loss`, after those moves): the restore cannot give them back
+    not_in_backups: list[str] = field(default_factory=list)
 
     def old_id(self, move: Move) -> str:
         """The duplicate's id on this item before the merge that moved it."""
@@ -79,6 +82,7 @@ class BackupSet:
     authentic: set[str] = field(default_factory=set)   # folder names MAC'd with this installation's key
     # why the merge journal does not allow this set to be restored (restoring.merge_record), or None
     refused: str | None = None
+    targets: set[str] = field(default_factory=set)   # the DevRev its backups were read from (metadata "target")
 
     @property
     def all_authentic(self) -> bool:
@@ -236,6 +240,8 @@ def _add_folder(bset: BackupSet, folder: _Folder) -> None:
     if folder.contact_page is not None:
         dup.contact_pages.append((folder.path, folder.contact_page))
     bset.fingerprints[os.path.basename(folder.path)] = folder.manifest_sha256
+    if isinstance(folder.metadata.get("target"), str):   # backups from 1.4.0 on say where they were read
+        bset.targets.add(folder.metadata["target"])
     if folder.authentic:
         bset.authentic.add(os.path.basename(folder.path))
     for row in folder.metadata["merge_set"].get("csv_rows") or []:

@@ -25,7 +25,14 @@ from typing import Any, Callable
 
 from backup import CustomFieldMove, Move, ids_of
 from devrev_api import assumptions as facts
-from devrev_api.errors import ConflictError, DevRevError, NotFoundError, ResponseError, ServerError, TransportError
+from devrev_api.errors import (
+    ConflictError,
+    DevRevError,
+    NotFoundError,
+    ResponseError,
+    ServerError,
+    TransportError,
+)
 from devrev_client import DevRevClient
 from merging.custom_field_moves import CustomFieldRefused, holds, read_object, write_fields
 from merging.engine import SetFailed, swap_user
@@ -35,9 +42,11 @@ from plumbing.cli import log_subject
 from plumbing.clock import iso_utc
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from restoring.contact_page import RECORD_FILES, ContactPageError, give_page_back, notes_on, page_counts
+from restoring.preview_writes import PlannedWrite, PreviewWrites, WriteNotPreviewed, planned_writes
 from runs.journal import Journal, parse_step, step_name
 from runs.notes import NoteResult, note_ref, restore_note_text, write_note
 from runs.outcomes import RestoredDuplicate, SetOutcome, SetStatus, to_json
+from runs.over_sets import is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -186,23 +195,40 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
                 item["action"] = "move_back"
         record["items"].append(item)
     record["custom_fields"] = [m.display_id for m in dup.custom_field_moves]
+    if dup.not_in_backups:   # moved by the merge, before-image lost (an accepted backup loss)
+        record["not_in_backups"] = list(dup.not_in_backups)
     record.update(page_counts(dup) if retired
                   else {"notes": 0, "files": 0, "entries_not_writable": 0, "record_note": 0})
     return record
 
 
-def preview_set(client: DevRevClient, bset: BackupSet) -> dict:
+def primary_refs_wanted(bset: BackupSet, primary: dict) -> list[str] | None:
+    """The primary's list of references (`external_refs`) as the restore leaves it: its original
+    reference first, the set's duplicates' references out, any it took since kept. None when
+    DevRev keeps one reference per contact or the list is already so (no write)."""
+    current = primary.get(facts.CONTACT_REFS_FIELD)
+    if not isinstance(current, list):
+        return None
+    theirs = {d.external_ref for d in bset.duplicates}
+    original = bset.primary.get("external_ref") or primary.get("display_id")
+    wanted = list(dict.fromkeys([original, *(r for r in current if r not in theirs)]))
+    return wanted if wanted != current else None
+
+
+def preview_set(client: DevRevClient, bset: BackupSet, *, note: bool = True) -> dict:
     """_preview_set, every line it logs naming the set's email (cli.log_subject)."""
     with log_subject(bset.email):
-        return _preview_set(client, bset)
+        return _preview_set(client, bset, note)
 
 
-def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
+def _preview_set(client: DevRevClient, bset: BackupSet, note: bool) -> dict:
     """What a restore of this set would do, read live; changes nothing.
 
     Returns {"email", "set_key", "fingerprint", "primary": {...}, "backups": [folder],
     "status": "would_restore" | "failed", "reason"?: backup_failed | primary_unusable |
-    external_ref_taken, "error"?, "duplicates": [plan_duplicate(...), latest merged first]}.
+    external_ref_taken, "error"?, "duplicates": [plan_duplicate(...), latest merged first],
+    "writes": [PlannedWrite.to_json(), ...] every write a run would make (the run makes no other,
+    restoring.preview_writes); note: the run leaves a restore note on the primary}.
     """
     record = to_json(blank_line(bset))
     record["backups_authentic"] = bset.all_authentic
@@ -231,6 +257,15 @@ def _preview_set(client: DevRevClient, bset: BackupSet) -> dict:
                       error=f"{blocked[0]['external_ref']} is held by {blocked[0]['blocked_by']} now")
     else:
         record["status"] = "would_restore"
+        lost = [i for d in record["duplicates"] for i in d.get("not_in_backups") or []]
+        if lost:
+            items = plural(len(lost), "ticket or conversation", "tickets and conversations")
+            record["note"] = (f"part of this set cannot be undone: {items} the merge moved "
+                              f"{'is' if len(lost) == 1 else 'are'} in no backup here (a backup lost and accepted as "
+                              f"lost): they stay on the primary")
+        fields = {d.id: [(m.id, m.display_id) for m in d.custom_field_moves] for d in bset.duplicates}
+        record["writes"] = [w.to_json() for w in planned_writes(record, fields, primary_refs_wanted(bset, primary),
+                                                                note=note)]
     return record
 
 
@@ -321,9 +356,11 @@ class SetRestorer:
     """Runs (or resumes) the restore of one merge set, journaling every write."""
 
     def __init__(self, client: DevRevClient, journal: Journal, clock: Callable[[], float] = time.monotonic,
-                 listing_wait: float = 10.0, *, note: bool = True):
+                 listing_wait: float = 10.0, *, note: bool = True, previewed: PreviewWrites | None = None):
         """listing_wait: seconds a listing by the duplicate may take to show what it got back;
-        note: leave a note on the primary's timeline once the set is restored (runs.notes)."""
+        note: leave a note on the primary's timeline once the set is restored (runs.notes);
+        previewed: the writes the run's preview listed (None: --skip-preview-check, no list)."""
+        self.previewed = previewed
         self.client = client
         self.journal = journal
         self.note = note
@@ -331,6 +368,14 @@ class SetRestorer:
         self.listing_wait = listing_wait
         self._locks_guard = threading.Lock()
         self._item_locks: dict[str, threading.Lock] = {}   # two sets can share a ticket
+
+    def _may(self, key: str, write: PlannedWrite) -> None:
+        """Raises SetFailed when the run's preview did not list this write (restoring.preview_writes)."""
+        if self.previewed is not None:
+            try:
+                self.previewed.check(key, write)
+            except WriteNotPreviewed as exc:
+                raise SetFailed(str(exc)) from None
 
     def _item_lock(self, item_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -381,11 +426,18 @@ class SetRestorer:
                     out.primary["restore_note_refused"] = note.refused
             self.journal.set_status(key, bset.email, FINISHED, context={"duplicates": to_json(out.duplicates)})
             out.status = SetStatus.RESTORED
+            lost = sum(len(d.not_in_backups) for d in bset.duplicates)
+            if lost:   # said in the report too, not only in the preview
+                out.note = (f"restored in part: {plural(lost, 'ticket or conversation', 'tickets and conversations')} "
+                            f"the merge moved {'is' if lost == 1 else 'are'} in no backup (a lost backup): left on "
+                            f"the primary")
         except (SetFailed, DevRevError) as exc:
             if isinstance(exc, DevRevError) and exc.status in (401, 403):
                 raise
             self.journal.set_status(key, bset.email, "failed", error=str(exc))
             out.status, out.error = SetStatus.FAILED, str(exc)
+            if is_temporary(exc):
+                out.retry_later = True   # a later run may finish it alone (exit 75)
             log.error("restore failed: %s", exc)
         out.duration_s = round(self.clock() - started, 3)
         return out
@@ -397,12 +449,18 @@ class SetRestorer:
         for move in dup.moves:
             outcome = self._give_back(key, dup, move, new["id"], primary_id)
             _given_back(result, outcome, move.display_id)
+            done = self.journal.step(key, step_name(f"{move.kind}_back", dup.id, item=move.id)) or {}
+            if outcome == "moved_back" and done.get("run_id") not in (None, self.journal.run_id):
+                result.moved_back_earlier.append(move.display_id)   # a resumed set: "this run" does not count it
         for field_move in dup.custom_field_moves:
             outcome = self._fields_back(key, dup, field_move, new["id"], primary_id)
             back = outcome in ("moved_back", "already_back")
             (result.custom_fields_back if back else result.custom_fields_left).append(field_move.display_id)
         self._verify_back(key, dup, new["id"])
         if result.recreated:   # a duplicate that was kept still has its own page
+            page = page_counts(dup)
+            if page.get("notes") or page.get("files") or page.get("record_note"):
+                self._may(key, PlannedWrite("contact_page", dup.id, dup.display_id))
             try:
                 give_page_back(self.client, self.journal, key, dup, new["id"], result)
             except ContactPageError as exc:
@@ -426,6 +484,7 @@ class SetRestorer:
                 self.journal.done(key, step, {"id": dup.id, "display_id": dup.display_id, "kept": True})
                 result.recreated, result.primary_ref_back = False, None
                 return {"id": dup.id, "display_id": dup.display_id}
+        self._may(key, PlannedWrite("recreate", dup.id, dup.display_id))
         result.primary_ref_back = self._give_primary_its_ref(key, dup, primary_id)
         new = self._create(key, dup, asked_before=record is not None)
         self.journal.done(key, step, {"id": new["id"], "display_id": new.get("display_id")})
@@ -436,6 +495,7 @@ class SetRestorer:
     def _leave_note(self, key: str, bset: BackupSet, duplicates: list[RestoredDuplicate],
                     primary_id: str) -> NoteResult:
         """The restore note on the primary's timeline: what was given back, to which contact."""
+        self._may(key, PlannedWrite("restore_note", primary_id, bset.primary.get("display_id")))
         text = restore_note_text(when=iso_utc(), run_id=self.journal.run_id,
                                  duplicates=[{"display_id": d.display_id, "external_ref": d.external_ref,
                                               "new_display_id": d.new_display_id} for d in duplicates],
@@ -453,14 +513,14 @@ class SetRestorer:
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
             return (record["data"] or {}).get("after")
-        current = (self.client.get_rev_user(primary["id"]) if record else primary).get(facts.CONTACT_REFS_FIELD)
+        live = self.client.get_rev_user(primary["id"]) if record else primary
+        current = live.get(facts.CONTACT_REFS_FIELD)
         if not isinstance(current, list):
             self.journal.done(key, step, {"after": None})
             return None
-        theirs = {d.external_ref for d in bset.duplicates}
-        original = bset.primary.get("external_ref") or primary.get("display_id")
-        wanted = list(dict.fromkeys([original, *(r for r in current if r not in theirs)]))
+        wanted = primary_refs_wanted(bset, live) or current
         if wanted != current:
+            self._may(key, PlannedWrite("primary_refs", primary["id"], primary.get("display_id")))
             self.journal.intent(key, step, {"before": current, "after": wanted})
             try:
                 self.client.update_rev_user_external_refs(primary["id"], wanted)
@@ -484,6 +544,7 @@ class SetRestorer:
         if now != dup.external_ref or not original or original == now:
             self.journal.done(key, step, {"not_needed": True, "now": now})
             return None
+        self._may(key, PlannedWrite("primary_ref", dup.id, f"{now} -> {original}"))
         self.journal.intent(key, step, {"before": now, "after": original})
         try:
             self.client.update_rev_user_external_ref(primary_id, original)
@@ -563,6 +624,7 @@ class SetRestorer:
                 self.journal.done(key, step, {"outcome": "left_alone", "now": current})
                 log.warning("%s: the primary was taken off it since the merge: left as it is", move.display_id)
                 return "left_alone"
+            self._may(key, PlannedWrite("item_back", move.id, move.display_id))
             self.journal.intent(key, step, {"before": current, "after": wanted})
             try:
                 updated = ids_of(write(move.id, wanted).get(move.field_name))
@@ -611,6 +673,7 @@ class SetRestorer:
                     else "left_alone"
                 self.journal.done(key, step, {"outcome": outcome, "now": {n: now_fields.get(n) for n in item.fields}})
                 return outcome
+            self._may(key, PlannedWrite("custom_fields_back", item.id, item.display_id))
             self.journal.intent(key, step, {"before": {n: now_fields.get(n) for n in wanted}, "after": wanted})
             try:
                 after = write_fields(self.client, item, wanted, obj.get("subtype"), gone=None, present=new_id)

@@ -145,8 +145,11 @@ def _hold_duplicate(bset: BackupSet, dup: DuplicateBackup, record: MergeRecord, 
     if len(entries) > allowed and any(m is not None and m.folders for m in merged):
         raise NotWhatTheMergeDid(f"{dup.display_id}: the backup holds {len(entries)} entries of its own page, "
                                  f"{where} recorded {allowed}")
+    listed = {(m.kind, m.id) for m in dup.moves}
+    lost = sorted({item for m in merged if m is not None for (kind, item), before in m.moved.items()
+                   if kind in ("ticket", "conversation") and isinstance(before, list) and (kind, item) not in listed})
     return replace(dup, moves=[m for m in moves if m is not None],
-                   custom_field_moves=[m for m in field_moves if m is not None])
+                   custom_field_moves=[m for m in field_moves if m is not None], not_in_backups=lost)
 
 
 def _same_contact(dup: DuplicateBackup, merged: MergedDuplicate, where: str) -> None:

@@ -17,18 +17,22 @@ from typing import Any
 from contacts.csv_reader import email_key
 from operator_view import reports, restore_reports, screens
 from operator_view.summary import plural
-from plumbing import cli
+from plumbing import cli, json_summary
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
 from plumbing.version import TOOL_VERSION
 from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
 from restoring.engine import FINISHED, SetRestorer, blank_line, finished_record, journal_progress, preview_set
+from restoring.merge_journal_marks import mark_restored
 from restoring.merge_record import MergeRecord, NotWhatTheMergeDid, hold_to_merge
+from restoring.preview_writes import PreviewWrites
+from runs import id_map
+from runs.actor import actor_block
 from runs.journal import Journal
 from runs.outcomes import SetStatus, to_json
-from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, journal_problems
-from runs.preview_gate import newest_complete
-from runs.support import RunTarget, open_client, sandbox_held, target_of
+from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, is_temporary, journal_problems
+from runs.preview_gate import DEFAULT_MAX_AGE_HOURS, newest_complete
+from runs.support import RunTarget, backup_target, open_client, sandbox_held, target_of
 
 PREVIEWABLE = ("would_restore", "already_restored")
 
@@ -51,6 +55,9 @@ class RestoreSettings:
     skip_preview_check: bool
     no_restore_note: bool
     merge_savepoint: str = ""   # the merge's journal: what a restore may give back (restoring.merge_record)
+    log_format: str = "text"
+    json: bool = False
+    preview_max_age: float = DEFAULT_MAX_AGE_HOURS
     sandbox_mode: tuple[str, ...] = ()
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
@@ -78,13 +85,23 @@ def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[Faile
         if not sets and not failed:
             raise UsageError(f"no backup of a merge set with email {settings.only!r} in {settings.backup_dir}")
     record = MergeRecord.load(settings.merge_savepoint) if settings.merge_savepoint else None
-    return [_held(s, record) for s in sets], failed
+    here = backup_target(settings.target)
+    return [_held(s, record, here) for s in sets], failed
 
 
-def _held(bset: BackupSet, record: MergeRecord | None) -> BackupSet:
-    """The set as the merge's journal allows it (restoring.merge_record), or marked refused."""
+def _held(bset: BackupSet, record: MergeRecord | None, here: str) -> BackupSet:
+    """The set as the merge's journal allows it (restoring.merge_record), or marked refused;
+    refused too when its backups were read from another DevRev than `here` (another tenant,
+    production for a sandbox run, or a sandbox emulator reset since)."""
     if bset.failed:
         return bset
+    other = sorted(t for t in bset.targets if t != here)
+    if other:
+        why = ("an earlier sandbox emulator, reset since" if other[0].startswith("sandbox:") and
+               here.startswith("sandbox:") else other[0])
+        log.error("%s: not restored: its backups were made against %s, and this restore goes to %s",
+                  bset.email, why, "the sandbox" if here.startswith("sandbox:") else here)
+        return replace(bset, refused=f"its backups were made against {why}, not the DevRev this restore goes to")
     try:
         return hold_to_merge(bset, record, authentic=bset.all_authentic)
     except NotWhatTheMergeDid as exc:
@@ -93,6 +110,7 @@ def _held(bset: BackupSet, record: MergeRecord | None) -> BackupSet:
 
 
 def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
+    json_summary.record("restore_preview" if settings.preview else "restore", run_id=run_id, log=log_path)
     sets, failed = _backup_sets(settings)
     cli.check_writable_dir(settings.report_dir, "--report-dir")
     if not settings.preview:
@@ -114,7 +132,8 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
         finished = {s.key: r for s in sets for r in [journal.set_record(s.key) if journal else None]
                     if r and r["status"] == FINISHED}
         todo = [s for s in sets if s.key not in finished and not s.failed and not s.refused]
-        preview_path = None if settings.preview or settings.skip_preview_check else _required_preview(settings, todo)
+        previewed = None if settings.preview or settings.skip_preview_check else _required_preview(settings, todo)
+        preview_path = previewed.path if previewed is not None else None
         log.info("run %s (%s %s): %s in %s (%d already restored), %s not used; log %s",
                  run_id, "preview of a restore on" if settings.preview else "restore on",
                  "the sandbox" if settings.sandbox else "DevRev", plural(len(sets), "merge set"), settings.backup_dir,
@@ -124,30 +143,31 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
         with sandbox_held(settings.target), open_client(settings.target, stop) as client, cli.graceful_stop(stop):
             header = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
                       "target": target_of(settings.target, client), "backup_dir": os.path.abspath(settings.backup_dir),
-                      "options": settings.options(),
+                      "options": settings.options(), "actor": actor_block(client, ask=bool(todo) or settings.preview),
                       "failed_folders": [dict(f.__dict__, partly_restored=f.folder in partly) for f in failed]}
             if settings.preview:
                 return _preview(settings, client, sets, finished, header, stop)
-            restorer = SetRestorer(client, journal, note=not settings.no_restore_note)
+            restorer = SetRestorer(client, journal, note=not settings.no_restore_note, previewed=previewed)
             return _restore(settings, restorer, sets, finished, header, stop, preview_path)
     finally:
         if journal is not None:
             journal.close()
 
 
-def _required_preview(settings: RestoreSettings, todo: list[BackupSet]) -> str:
-    """The newest complete restore preview against the same DevRev, if it shows every set this
-    run will restore, from these exact backups (runs.preview_gate: only the newest counts);
-    UsageError naming what it does not show."""
+def _required_preview(settings: RestoreSettings, todo: list[BackupSet]) -> PreviewWrites:
+    """The writes of the newest complete restore preview against the same DevRev, if it shows
+    every set this run will restore, from these exact backups (runs.preview_gate: only the
+    newest counts); the run makes no write it does not list. UsageError naming what it does not show."""
     target = target_of(settings.target)
     previews = [(path, data) for path, data in reports.load_reports(settings.report_dir, "restore_preview")
                 if data.get("target") == target and isinstance(data.get("sets"), list)]
-    path, _, why = newest_complete(previews, lambda data: _not_shown(todo, data, not settings.no_restore_note))
-    if path is None:
+    path, data, why = newest_complete(previews, lambda data: _not_shown(todo, data, not settings.no_restore_note),
+                                      max_age_hours=settings.preview_max_age)
+    if path is None or data is None:
         raise UsageError(f"no complete restore preview of these backups against {target} in {settings.report_dir}/ "
                          f"shows this run ({why}): run with --preview first and read it, restore the sets it "
                          f"shows with --only EMAIL, or pass --skip-preview-check")
-    return path
+    return PreviewWrites(data["sets"], path)
 
 
 def _not_shown(todo: list[BackupSet], preview: dict, writes_notes: bool) -> str | None:
@@ -155,7 +175,8 @@ def _not_shown(todo: list[BackupSet], preview: dict, writes_notes: bool) -> str 
     seen = {s.get("set_key"): s for s in preview["sets"] if isinstance(s, dict)}
     for bset in todo:
         shown = seen.get(bset.key)
-        if not (shown and shown.get("fingerprint") == bset.fingerprint and shown.get("status") in PREVIEWABLE):
+        if not (shown and shown.get("fingerprint") == bset.fingerprint and shown.get("status") in PREVIEWABLE
+                and (shown["status"] != "would_restore" or isinstance(shown.get("writes"), list))):
             return _set_not_shown(bset, shown)
     if writes_notes and (preview.get("options") or {}).get("no_restore_note") is True:
         return "it was made with --no-restore-note; this run would leave a note on each primary: add --no-restore-note"
@@ -168,6 +189,8 @@ def _set_not_shown(bset: BackupSet, shown: dict | None) -> str:
         return f"it does not cover {bset.email}"
     if shown.get("fingerprint") != bset.fingerprint:
         return f"the backups of {bset.email} changed since"
+    if shown.get("status") == "would_restore" and not isinstance(shown.get("writes"), list):
+        return f"it does not list the writes for {bset.email} (made by an older version): preview again"
     return f"it shows {bset.email} as {shown.get('status')}: {shown.get('error') or shown.get('reason')}"
 
 
@@ -178,10 +201,11 @@ def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished:
         code=ExitCode.FAILED if header["failed_folders"] else ExitCode.OK)
     run.records.update({s.key: to_json(finished_record(s, finished[s.key], preview=True))
                         for s in sets if s.key in finished})
-    run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s), settings.workers)
+    note = not settings.no_restore_note
+    run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s, note=note), settings.workers)
     records, code = run.records, run.exit_code()
     if run.fault is not None and code != ExitCode.USAGE:
-        raise RunStopped(f"{run.fault} (no preview report written)")
+        raise RunStopped(f"{run.fault} (no preview report written)", temporary=is_temporary(run.fault))
     if code in (ExitCode.USAGE, ExitCode.INTERRUPTED):
         log.error("preview %s; no preview report written",
                   "stopped" if code == ExitCode.USAGE else f"interrupted by {stop.reason}")
@@ -189,6 +213,8 @@ def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished:
     preview = dict(header, kind="restore_preview", created_at=iso_utc(), complete=True,
                    sets=[records[s.key] for s in sets if s.key in records])
     paths = restore_reports.write_preview(settings.report_dir, f"restore_preview_{header['run_id']}", preview)
+    json_summary.record("restore_preview", run_id=header["run_id"], totals=restore_reports.preview_totals(preview),
+                        reports={"html": reports.html_path(paths[0]), "json": paths[0], "csv": paths[1]})
     print(screens.format_table(["email", "status", "duplicate", "action", "tickets", "convs", "note"],
                                [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
                                  len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
@@ -212,8 +238,17 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
     finally:
         problems = journal_problems(restorer.journal)
     code = run.exit_code()
+    lines = run.report_lines(sets)
+    # the merge's journal is told which of its sets are restored (its --status, previews and re-runs say so)
+    marked = mark_restored(settings.merge_savepoint, header["run_id"], lines)
+    try:   # downstream systems learn which contact stands for each duplicate again (runs.id_map)
+        id_map.append(settings.report_dir, id_map.restored_rows(
+            header["run_id"], [line for line in lines if line.status == SetStatus.RESTORED and not line.earlier]))
+    except OSError as exc:
+        log.error("the id map in %s could not be written (%s); the restore report lists the same ids",
+                  settings.report_dir, cli.describe_os_error(exc))
     report = dict(header, kind="restore_report", finished_at=iso_utc(), preview=preview_path,
-                  sets=to_json(run.report_lines(sets)),
+                  sets=to_json(lines), merge_sets_marked_restored=marked,
                   interrupted=code == ExitCode.INTERRUPTED,
                   interrupted_by=stop.reason if code == ExitCode.INTERRUPTED else None,
                   journal_problems=problems, exit_code=int(code),
@@ -221,16 +256,23 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
                   duration_s=round(time.monotonic() - started, 3))
     paths = restore_reports.write_restore_report(settings.report_dir, f"restore_report_{header['run_id']}", report)
     t = report["totals"]
-    print(f"{t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, "
+    json_summary.record("restore", run_id=header["run_id"], totals=t, preview=preview_path,
+                        reports={"html": reports.html_path(paths[0]), "json": paths[0], "csv": paths[1]},
+                        interrupted_by=report["interrupted_by"])
+    print(f"This run: {t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, "
           f"{plural(t['folders_failed'], 'backup folder')} not used; "
           f"{plural(t['contacts_recreated'], 'contact')} created again, "
-          f"{plural(t['items_moved_back'], 'ticket or conversation', 'tickets and conversations')} given back, "
+          f"{plural(t['items_moved_back'], 'ticket or conversation', 'tickets and conversations')} given back"
+          + (f" ({t['items_moved_back_in_all']} with earlier runs)" if t["items_moved_back_in_all"] !=
+             t["items_moved_back"] else "") + ", "
           f"{plural(t['custom_fields_back'], 'ticket or conversation', 'tickets and conversations')} with their "
           f"custom fields given back, {plural(t['notes_back'], 'contact note')} "
-          f"({plural(t['files_back'], 'file')}) written again. "
+          f"({plural(t['files_back'], 'file')}) written again"
+          + (f"; {plural(t['restored_earlier'], 'merge set')} restored by earlier runs" if t["restored_earlier"]
+             else "") + ". "
           f"Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
     if code == ExitCode.INTERRUPTED:
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     if run.fault is not None:
-        raise RunStopped(str(run.fault))
+        raise RunStopped(str(run.fault), temporary=is_temporary(run.fault))
     return code

@@ -302,9 +302,9 @@ class Journal:
     # ------------------------------------------------------------------ reads
     def step(self, set_key: str, step: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT status, data FROM steps WHERE set_key = ? AND step = ?",
+            row = self._db.execute("SELECT status, data, run_id FROM steps WHERE set_key = ? AND step = ?",
                                    (set_key, step)).fetchone()
-        return None if row is None else {"status": row[0], "data": _load(row[1])}
+        return None if row is None else {"status": row[0], "data": _load(row[1]), "run_id": row[2]}
 
     def is_done(self, set_key: str, step: str) -> bool:
         record = self.step(set_key, step)
@@ -312,8 +312,9 @@ class Journal:
 
     def steps(self, set_key: str) -> dict[str, dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT step, status, data FROM steps WHERE set_key = ?", (set_key,)).fetchall()
-        return {r[0]: {"status": r[1], "data": _load(r[2])} for r in rows}
+            rows = self._db.execute("SELECT step, status, data, run_id FROM steps WHERE set_key = ?",
+                                    (set_key,)).fetchall()
+        return {r[0]: {"status": r[1], "data": _load(r[2]), "run_id": r[3]} for r in rows}
 
     def set_record(self, set_key: str) -> dict[str, Any] | None:
         with self._lock:

@@ -71,6 +71,7 @@ class RestoredDuplicate:
     recreated: bool = False
     primary_ref_back: str | None = None
     moved_back: list[str] = field(default_factory=list)
+    moved_back_earlier: list[str] = field(default_factory=list)   # of moved_back, those an earlier run gave back
     already_back: list[str] = field(default_factory=list)
     deleted_since: list[str] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
@@ -119,6 +120,8 @@ class SetOutcome:
     merge_note_refused: str | None = None          # why DevRev refused the note (the merge itself is done)
     moved_ticket_ids: list[str] | None = None
     moved_conversation_ids: list[str] | None = None
+    this_run_ticket_ids: list[str] | None = None          # of those, the ones this run moved (set_numbers)
+    this_run_conversation_ids: list[str] | None = None
     # the restore's
     fingerprint: str | None = None
     backups: list[str] | None = None

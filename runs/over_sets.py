@@ -13,7 +13,15 @@ import sqlite3
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
-from devrev_api.errors import AuthError, DevRevError, RunInterrupted, RunWideFault
+from devrev_api.errors import (
+    AuthError,
+    DevRevError,
+    RateLimitError,
+    RunInterrupted,
+    RunWideFault,
+    ServerError,
+    TransportError,
+)
 from plumbing import cli
 from plumbing.cli import ExitCode
 from runs.journal import Journal, JournalError
@@ -25,9 +33,25 @@ log = logging.getLogger(__name__)
 
 class RunStopped(cli.UserError):
     """The run stopped on a fault that every set would meet (DevRev unreachable, a folder
-    that can no longer be written): one line, exit 1; re-run the same command to resume."""
+    that can no longer be written): one line, exit 1, or 75 when the fault is DevRev's and a
+    later run may get past it alone (`temporary`); re-run the same command to resume."""
 
-    exit_code = ExitCode.FAILED
+    def __init__(self, message: str, *, temporary: bool = False):
+        super().__init__(message)
+        self.exit_code = ExitCode.TEMPORARY if temporary else ExitCode.FAILED
+
+
+def is_temporary(exc: BaseException | None) -> bool:
+    """A failure a later run may get past without a person: DevRev unreachable or failing
+    every call (RunWideFault), or a call that ran out of retries on throttling, 5xx answers or
+    a broken connection (RateLimitError, ServerError, TransportError)."""
+    return isinstance(exc, (RunWideFault, RateLimitError, ServerError, TransportError))
+
+
+def set_code(outcome: SetOutcome) -> ExitCode:
+    """A failed set's exit code: 75 when a later run may finish it alone (a merge job still
+    running, DevRev throttling), else 1 (a person must look)."""
+    return ExitCode.TEMPORARY if outcome.retry_later else ExitCode.FAILED
 
 
 class MergeSetLike(Protocol):
@@ -100,7 +124,7 @@ class SetRun(Generic[S]):
             # in flight when the fault hit: resumable from its journal, the fault said once at the end
             self.fault = self.fault or result
             self.stopped_by = self.stopped_by or "fault"
-            self.code = self.code.worse(ExitCode.FAILED)
+            self.code = self.code.worse(ExitCode.TEMPORARY if is_temporary(result) else ExitCode.FAILED)
             self.stop.set()
             return self._unfinished(item, SetStatus.PENDING, f"stopped with the run ({result}); re-run to resume")
         if isinstance(result, AuthError):
@@ -121,7 +145,7 @@ class SetRun(Generic[S]):
             result = replace(self.kind.blank_line(item), status=SetStatus.FAILED,
                              error=f"unexpected error: {type(result).__name__}: {result}")
         if result.status == SetStatus.FAILED:
-            self.code = self.code.worse(ExitCode.FAILED)
+            self.code = self.code.worse(set_code(result))
         with cli.log_subject(item.email):
             log.info("%s%s", result.status, f" ({result.reason or result.error})"
                      if result.status in (SetStatus.SKIPPED, SetStatus.FAILED) else "")
@@ -130,10 +154,11 @@ class SetRun(Generic[S]):
     def _unfinished(self, item: S, status: SetStatus, note: str) -> SetOutcome:
         return replace(self.kind.blank_line(item), status=status, note=note)
 
-    def stop_for_canary(self) -> None:
-        """The canary saw changes the tool did not make: exit 1, no further set starts."""
+    def stop_for_canary(self, code: ExitCode = ExitCode.FAILED) -> None:
+        """The canary saw changes the tool did not make, or the first set's merge did not
+        complete: no further set starts; exit `code` (1, or 75 for a merge still running)."""
         self.stopped_by = self.stopped_by or "canary"
-        self.code = self.code.worse(ExitCode.FAILED)
+        self.code = self.code.worse(code)
         self.stop.set()
 
     def exit_code(self) -> ExitCode:

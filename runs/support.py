@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -125,11 +126,44 @@ def sandbox_held(target: RunTarget) -> Iterator[None]:
                                  f"for that run to finish (or stop it with Ctrl-C), then re-run") from None
             if reset:
                 _empty_sandbox(dir_fd)
+            _ensure_epoch(dir_fd)
             yield
         finally:
             os.close(fd)  # releases the lock
     finally:
         os.close(dir_fd)
+
+
+SANDBOX_EPOCH = "epoch"   # in .sandbox/: one id per emulator life, new at each --sandbox-reset
+
+
+def _ensure_epoch(dir_fd: int) -> None:
+    """Give this emulator life its id (kept until the next reset empties the folder)."""
+    try:
+        fd = os.open(SANDBOX_EPOCH, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secrets.token_hex(8))
+
+
+def sandbox_epoch() -> str:
+    """The id of the sandbox emulator's present life (`.sandbox/epoch`); "unknown" when none
+    can be read (a sandbox made before 1.4.0, reset since or not)."""
+    path = os.path.join(SANDBOX_DIR, SANDBOX_EPOCH)
+    try:
+        if os.path.islink(path):
+            return "unknown"
+        with open(path, encoding="ascii") as fh:
+            return fh.read(64).strip() or "unknown"
+    except (OSError, UnicodeError):
+        return "unknown"
+
+
+def backup_target(target: RunTarget, client: DevRevClient | None = None) -> str:
+    """What a backup records as the DevRev it was read from: DevRev's base URL, or
+    "sandbox:<epoch>" (a rehearsal's backups belong to one emulator life: a reset ends it)."""
+    return f"sandbox:{sandbox_epoch()}" if target.sandbox else target_of(target, client)
 
 
 def _empty_sandbox(dir_fd: int) -> None:
@@ -253,15 +287,27 @@ def target_of(target: RunTarget, client: DevRevClient | None = None) -> str:
     return (os.environ.get("DEVREV_BASE_URL") or facts.DEFAULT_BASE_URL).strip().rstrip("/")
 
 
-def progress(total: int | None, desc: str, unit: str = " merge set"):
-    """A progress bar on stderr, shown only when stderr is a terminal (a context manager
-    yielding the tqdm bar, or None without tqdm). total None: a count and a rate only."""
+def progress(total: int | None, desc: str, unit: str = " merge set", file: Any = None):
+    """A progress bar on `file` (None: stderr), shown only when it is a terminal (a context
+    manager yielding the tqdm bar, or None without tqdm). total None: a count and a rate only.
+    Left before `total` (Ctrl-C, SIGTERM, an error), the bar stays at n/total and says
+    "stopped", so it does not look finished."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is in requirements.txt
         return contextlib.nullcontext(None)
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(),
-                dynamic_ncols=True)
+    stream = sys.stderr if file is None else file
+    bar = tqdm(total=total, desc=desc, unit=unit, file=stream, disable=not stream.isatty(), dynamic_ncols=True)
+
+    @contextlib.contextmanager
+    def closing() -> Iterator[Any]:
+        try:
+            yield bar
+        finally:
+            if not bar.disable and bar.total is not None and bar.n < bar.total:
+                bar.set_description(f"{desc} stopped", refresh=False)
+            bar.close()
+    return closing()
 
 
 def run_sets(items: Iterable[Any], work: Callable[[Any], Any], workers: int, stop: cli.StopSignal,

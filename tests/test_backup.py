@@ -28,7 +28,7 @@ import verify_backups
 from backup import MANIFEST, PARTIAL_SUFFIX, BackupError
 from backup_checks import verification
 from devrev_sandbox import dataset
-from helpers import ROOT
+from helpers import ROOT, MergeRun
 from plumbing import clock
 from plumbing.files import safe_name
 
@@ -474,15 +474,35 @@ def test_too_little_free_space_refuses_before_writing(make_sandbox, make_client,
 
     def tiny_disk(path):
         asked.append(path)
-        return usage(100 << 20, 99 << 20, 1 << 20)
+        return usage(100 << 20, 80 << 20, (16 << 20) + 1000)   # above the margin, below the margin + backup
     monkeypatch.setattr(shutil, "disk_usage", tiny_disk)
     root = tmp_path / "backups"
     with pytest.raises(BackupError, match=r"not enough free disk space in .*backups: the backup needs about "
-                                          r"[\d.]+ MiB \(\+16\.0 MiB margin\), 1\.0 MiB are free"):
+                                          r"[\d.]+ MiB \(\+16\.0 MiB margin\), 16\.0 MiB are free"):
         run_backup(client, sandbox, str(root), data.merge_sets[0])
-    assert asked == [str(root)]
+    assert set(asked) == {str(root)}
     assert os.listdir(root) == []
     assert [c for c in sandbox.request_log if c["server"] == "files"] == []  # not one attachment fetched
+
+
+def test_a_disk_too_small_for_any_backup_stops_the_run_once_with_the_real_figure(tmp_path, monkeypatch,
+                                                                                 make_sandbox, capsys):
+    """Issue 24 §3: below the margin no backup can fit: one line for the run (exit 1), naming the
+    free space, instead of one failed line per set; nothing is written to DevRev."""
+    usage = namedtuple("usage", "total used free")
+    data = dataset.build_dataset(4, seed=5, tickets=(1, 2), conversations=(0, 1), two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(data.seed)
+    run = MergeRun(tmp_path, sandbox, data, monkeypatch)
+    assert run.preview() == 0
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100 << 20, 97 << 20, 3 << 20)
+                        if "backups" in str(path) else real(path))
+    capsys.readouterr()
+    assert run.run() == 1
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if "not enough free disk space" in x]
+    assert len(lines) == 1 and "3.0 MiB are free" in lines[0] and "for any backup" in lines[0], err
+    assert sandbox.write_attempts() == []
 
 
 @pytest.mark.parametrize("target", ["open_private", "fsync_after_some_files", "mkdir"])
@@ -621,18 +641,21 @@ def test_cli_json_and_quick(backups_dir, tmp_path, capsys):
     _flip_byte(bad)  # same size: --quick does not see it, a full check does
     reports = str(tmp_path / "reports")
     code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports, "--json", "--quick")
-    result = json.loads("\n".join(lines))
+    (line,) = lines                     # one JSON object on stdout, the human text on stderr
+    result = json.loads(line)
     assert code == 0 and result["totals"] == {"backups": 2, "ok": 2, "failed": 0}
-    assert result["mode"].startswith("quick")
-    assert err.strip() == f"integrity report: {result['report']}" and os.path.isfile(result["report"])
+    assert result["kind"] == "verify_backups" and result["exit_code"] == 0 and result["schema_version"] == 1
+    assert result["details"]["mode"].startswith("quick")
+    path = result["reports"]["json"]
+    assert err.strip() == f"integrity report: {path}" and os.path.isfile(path)
 
     code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports, "--json")
     result = json.loads("\n".join(lines))
     assert code == 1 and result["totals"] == {"backups": 2, "ok": 1, "failed": 1}
-    failed = next(b for b in result["backups"] if not b["ok"])
+    failed = next(b for b in result["details"]["backups"] if not b["ok"])
     assert failed["folder"] == bad and failed["problems"][0]["reason"].startswith("content changed")
     assert len(os.listdir(reports)) == 2  # one report per run, never overwritten
-    assert load(reports, os.path.basename(result["report"]))["totals"] == result["totals"]
+    assert load(reports, os.path.basename(result["reports"]["json"]))["totals"] == result["totals"]
 
 
 def test_cli_skips_a_report_folder_kept_inside_the_backup_folder(backups_dir, capsys):

@@ -447,3 +447,26 @@ def test_sample_previews_cleanly_with_merge_contacts(tmp_path, capsys, monkeypat
     assert {s["status"] for s in preview["sets"]} == {"would_merge"}
     assert preview["skipped"] == []
     assert sandbox.writes() == [] and sandbox.write_attempts() == []
+
+
+def test_sets_the_savepoint_shows_skipped_or_merged_are_left_out_and_the_sample_says_so(tmp_path, capsys,
+                                                                                       monkeypatch, make_sandbox):
+    """Issue 24 §3: the sample filled the rehearsal with sets the live checks skip. Where the
+    savepoint knows (a run tried them), such sets and merged ones are left out, and it says so."""
+    from helpers import MergeRun
+    dataset = build_dataset(6, seed=3)                  # with one group per live-check skip reason
+    sandbox = make_sandbox(dataset.seed)
+    run_ = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run_.preview() == 0 and run_.run("--max-merges", "9") == 0
+    savepoint = str(tmp_path / "savepoints" / "j.sqlite3")
+    report = run_.latest_report()
+    settled = {s["email"] for s in report["sets"] if s["status"] in ("skipped", "merged")}
+    assert any(s["status"] == "skipped" for s in report["sets"])
+    sample = tmp_path / "test_contacts.csv"
+    code, out, err = run(capsys, "--input", run_.csv, "--output", sample, "--size", 100, "--seed", 1,
+                         "--savepoint", savepoint)
+    assert code == 0, err
+    sampled, _ = sample_groups(str(sample))
+    assert sampled and not set(sampled) & settled
+    assert f"left out {len(settled)} merge sets the savepoint shows" in out
+    assert "the live checks run against DevRev in the preview may still skip a set of the sample" in out

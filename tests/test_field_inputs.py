@@ -286,7 +286,7 @@ def test_a_set_failing_after_its_moves_reports_what_devrev_holds(tmp_path, monke
              for oid, o in sandbox.dump()[kind].items() if dup_id in {u["id"] for u in o[field]}}
     assert len(owned) == 3
     assert run.preview() == 0
-    assert run.run("--merge-timeout", "1") == ExitCode.FAILED
+    assert run.run("--merge-timeout", "1") == ExitCode.TEMPORARY   # DevRev still merging: a later run finishes it
     report = run.latest_report()
     (line,) = report["sets"]
     assert line["status"] == "failed" and "not retired 1 s after rev-users.merge" in line["error"]

@@ -294,14 +294,15 @@ def test_a_tls_failure_is_run_wide(make_sandbox):
 
 
 def test_unreachable_devrev_stops_a_17_set_preview_with_one_line(tmp_path):
-    """Issue 12: before, 95 s, 409 error lines, 306 of them urllib3's warnings. Now one line, exit 1."""
+    """Issue 12: before, 95 s, 409 error lines, 306 of them urllib3's warnings. Now one line, exit 75
+    (a later run may get through without a person; issue 24)."""
     dataset = build_dataset(17, seed=3, skipped=False)
     (tmp_path / "contacts.csv").write_text(dataset.csv_text(), newline="")
     url = f"http://127.0.0.1:{_closed_port()}"
     env = dict(os.environ, DEVREV_API_TOKEN=TEST_TOKEN, DEVREV_BASE_URL=url)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "merge_contacts.py"), "--csv", "contacts.csv",
                            "--preview"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == ExitCode.FAILED, proc.stderr
+    assert proc.returncode == ExitCode.TEMPORARY == 75, proc.stderr
     lines = proc.stderr.splitlines()
     errors = [line for line in lines if not line.startswith("INFO ")]
     assert errors == [f"error: cannot reach DevRev at {url}: the connection was refused; check the network or "
@@ -325,7 +326,7 @@ def test_5xx_to_everything_stops_a_merge_once_and_a_rerun_resumes(tmp_path, monk
     before = normalized(sandbox.dump())
     assert run.preview() == 0
     capsys.readouterr()
-    assert run.run("--workers", "2") == ExitCode.FAILED
+    assert run.run("--workers", "2") == ExitCode.TEMPORARY    # DevRev's fault: a later run may finish alone
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: DevRev at {sandbox.base_url} is failing: DevRev answers HTTP 50")
@@ -333,7 +334,8 @@ def test_5xx_to_everything_stops_a_merge_once_and_a_rerun_resumes(tmp_path, monk
     report = run.latest_report()
     statuses = [s["status"] for s in report["sets"]]
     # a set whose call ran out of retries before the pattern showed may fail; then no set starts
-    assert statuses.count("failed") <= 2 and statuses.count("pending") >= 4 and report["exit_code"] == 1
+    assert statuses.count("failed") <= 2 and statuses.count("pending") >= 4 and report["exit_code"] == 75
+    assert all(s.get("retry_later") for s in report["sets"] if s["status"] == "failed")
     assert set(statuses) <= {"merged", "failed", "pending"}
     after_fault = [e for e in sandbox.api_calls() if e["seq"] > failing["from"]]
     assert len(after_fault) <= 3 * 6  # a few calls' retries, not 8 sets x every retry
@@ -402,7 +404,7 @@ def test_an_unreachable_attachment_host_stops_the_run_once_and_changes_nothing(t
     files = sandbox.files_base_url
     sandbox.files_base_url = f"http://127.0.0.1:{_closed_port()}"   # located URLs now point at nothing
     capsys.readouterr()
-    assert run.run("--workers", "2") == ExitCode.FAILED
+    assert run.run("--workers", "2") == ExitCode.TEMPORARY
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if not line.startswith("INFO ")]
     assert line.startswith("error: cannot fetch attachments from 127.0.0.1: the connection was refused; check "

@@ -148,7 +148,8 @@ def test_groups_exactly_as_the_csv_grouping_and_writes_a_csv_the_merge_accepts(m
     assert text.startswith("REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,FULL_NAME,TICKET_COUNT,CREATED_AT,"
                            "UPDATED_AT,EXTERNAL_REFS\r\n")
     assert "'" + HOSTILE_NAME.replace('"', '""') in text and "\x1b" not in text and "line2" in text
-    assert sandbox.request_log and all(e["endpoint"] == "rev-users.list" for e in sandbox.api_calls())
+    # reads only: the walk, and dev-users.self for the report's actor block
+    assert sandbox.request_log and {e["endpoint"] for e in sandbox.api_calls()} == {"rev-users.list", "dev-users.self"}
 
 
 def test_review_file_lists_look_alikes_and_unusable_contacts_never_in_the_csv(make_sandbox, env):
@@ -227,7 +228,7 @@ def test_ticket_counts_are_one_paged_count_per_contact_of_a_merge_set(make_sandb
 def test_without_ticket_counts_no_ticket_is_read(make_sandbox, env):
     sandbox = env(make_sandbox(build_dataset(2, seed=3).seed))
     assert find_duplicates.main(["--output", "found.csv"]) == 0
-    assert {e["endpoint"] for e in sandbox.api_calls()} == {"rev-users.list"}
+    assert {e["endpoint"] for e in sandbox.api_calls()} == {"rev-users.list", "dev-users.self"}
     assert all(r.ticket_count is None for r in read_contacts("found.csv").rows)
 
 

@@ -20,7 +20,7 @@ import restore_contacts
 import verify_backups
 from devrev_sandbox.dataset import build_dataset
 from helpers import ROOT, MergeRun
-from merging import engine
+from merging import canary, engine
 from runs import journal as journal_module
 from runs import support
 
@@ -135,6 +135,33 @@ def test_a_resumed_merge_ends_quickly_on_a_planted_backup_file(tmp_path, monkeyp
     assert time.monotonic() - started < QUICK and "Traceback" not in out + err
     assert code in (0, 1)     # nothing was moved yet: the damaged backup is set aside and taken afresh
     assert any(n.startswith(os.path.basename(folder) + ".damaged-") for n in os.listdir(tmp_path / "backups"))
+
+
+@pytest.mark.parametrize("case", ["symlink to /dev/zero", "FIFO", "deeply nested JSON"])
+def test_the_canary_ends_in_one_line_on_a_backup_file_planted_before_its_read(tmp_path, monkeypatch, make_sandbox,
+                                                                              dataset, capsys, case):
+    """The canary re-reads the first set's backups: a file planted there between the backup and
+    that read stops the run before the next set, in one line, without a hang or a traceback."""
+    plant, name, reason = PLANTED[case]
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    real = canary.check_set
+
+    def planted_first(client, outcome):
+        plant(outcome.duplicates[0].backups[0], name)
+        return real(client, outcome)
+
+    monkeypatch.setattr(canary, "check_set", planted_first)
+    capsys.readouterr()
+    started = time.monotonic()
+    code = run.run("--workers", "1")
+    out, err = capsys.readouterr()
+    assert time.monotonic() - started < QUICK and "Traceback" not in out + err
+    log = "".join(open(p, encoding="utf-8").read() for p in (tmp_path / "logs").glob("*.log"))
+    assert code == 1 and "could not read its backups" in log and reason in log
+    merged = [s for s in run.latest_report()["sets"] if s["status"] == "merged"]
+    assert len(merged) == 1        # the first set only: the run stopped before the next
 
 
 # --------------------------------------------------------------------------- a savepoint that lost rows

@@ -98,6 +98,26 @@ def test_hostile_csv_is_refused_before_any_call(name, tmp_path, monkeypatch, mak
     assert not (tmp_path / "backups").exists() and not (tmp_path / "savepoints").exists()
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_a_csv_that_is_a_fifo_or_a_device_ends_in_one_line_at_once(kind, tmp_path, monkeypatch, capsys):
+    """--csv naming a FIFO (which waits for a writer for ever) or /dev/zero (which never ends):
+    one line, exit 2, before anything is read; the same for the sample tool's --input."""
+    import create_test_sample
+    path = str(tmp_path / "contacts.csv")
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    else:
+        path = "/dev/zero"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEVREV_API_TOKEN", TEST_TOKEN)
+    capsys.readouterr()
+    assert merge_contacts.main(["--csv", path, "--preview"]) == 2
+    assert create_test_sample.main(["--input", path, "--output", str(tmp_path / "s.csv"), "--size", "2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {path} is not a regular file (a FIFO, a device or a socket): give the contacts CSV "
+                   f"file itself"] * 2
+
+
 def test_look_alike_emails_are_never_grouped_together(tmp_path, monkeypatch, make_sandbox):
     """Unicode case folding turns different mailboxes into one: 'straße' and 'STRASSE', a
     Kelvin sign and 'K', the 'ﬁ' ligature and 'fi'. A look-alike duplicate must never be

@@ -16,15 +16,17 @@ import threading
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 import find_duplicates
 import merge_contacts
 import restore_contacts
 from devrev_api import assumptions as facts
-from devrev_api import downloads
+from devrev_api import downloads, file_hosts
 from devrev_api.downloads import STREAM_DISK_MARGIN_BYTES, ArtifactDownloads
-from devrev_api.errors import DownloadError, ResponseError
+from devrev_api.errors import DownloadError, ResponseError, UploadError
 from devrev_api.retry_policy import Backoff
+from devrev_api.uploads import ArtifactUploads
 from devrev_client import DevRevClient
 from devrev_sandbox.faults import Faults
 from helpers import ROOT, TEST_TOKEN, seed
@@ -126,7 +128,7 @@ def test_a_host_resolving_to_an_inner_address_is_never_connected_to(make_sandbox
     sb = make_sandbox(seed())
     client = make_client(sb)
     art = _artifact(sb, 9001)
-    monkeypatch.setattr(downloads, "_resolve", lambda host, port: [address] if host == "inner.example" else
+    monkeypatch.setattr(file_hosts, "_resolve", lambda host, port: [address] if host == "inner.example" else
                         ["127.0.0.1"])
     resolve_to_loopback(monkeypatch, "inner.example")
     path = tmp_path / "a.txt"
@@ -140,6 +142,39 @@ def test_a_host_resolving_to_an_inner_address_is_never_connected_to(make_sandbox
     assert not path.exists() and os.listdir(tmp_path) == []
 
 
+def _uploads_to(url: str, *, allow_loopback: bool = False) -> ArtifactUploads:
+    """Uploads whose artifacts.prepare names `url` (the rest as the client has it)."""
+    return ArtifactUploads(requests.Session(), timeout=(2.0, 5.0), retry=Backoff(0, 0.001, 0.001),
+                           prepare=lambda name, mime: {"id": "don:core:dvrv-us-1:devo/1:artifact/1", "url": url,
+                                                       "form_data": [{"key": "k", "value": "v"}]},
+                           wait=lambda s: None, check_stop=lambda: None, count=lambda key: None,
+                           allow_loopback=allow_loopback)
+
+
+@pytest.mark.parametrize("address, kind", [("169.254.169.254", "link-local"), ("10.0.0.7", "private"),
+                                           ("127.0.0.1", "loopback")])
+def test_an_upload_goes_only_to_a_public_https_host(monkeypatch, address, kind):
+    """A backed-up file sent again (the restore) goes where artifacts.prepare says only if that
+    is https on public addresses: an inner address, or plain http off the emulator, gets nothing."""
+    monkeypatch.setattr(file_hosts, "_resolve", lambda host, port: [address])
+    resolve_to_loopback(monkeypatch, "inner.example")
+    with listener() as (port, seen):
+        with pytest.raises(UploadError, match=kind):
+            _uploads_to(f"https://inner.example:{port}/bucket").upload("a.txt", b"customer data", "text/plain")
+        with pytest.raises(UploadError, match="https"):
+            _uploads_to(f"http://127.0.0.1:{port}/bucket").upload("a.txt", b"customer data", "text/plain")
+    assert seen == []   # no connection at all
+
+
+def test_an_upload_host_that_resolves_elsewhere_when_connecting_gets_no_byte(monkeypatch):
+    monkeypatch.setattr(file_hosts, "_resolve", lambda host, port: ["93.184.216.34"])
+    resolve_to_loopback(monkeypatch, "files.rebind.example")
+    with listener() as (port, seen):
+        with pytest.raises(UploadError, match="loopback"):
+            _uploads_to(f"https://files.rebind.example:{port}/b").upload("a.txt", b"customer data", "text/plain")
+    assert all(data == b"" for data in seen)
+
+
 def test_a_name_that_resolves_elsewhere_when_connecting_is_caught_before_a_byte(make_sandbox, make_client,
                                                                                monkeypatch, tmp_path):
     """DNS rebinding: the name resolves to a public address when checked, to loopback when the
@@ -147,7 +182,7 @@ def test_a_name_that_resolves_elsewhere_when_connecting_is_caught_before_a_byte(
     sb = make_sandbox(seed())
     client = make_client(sb)
     art = _artifact(sb, 9001)
-    monkeypatch.setattr(downloads, "_resolve", lambda host, port: ["93.184.216.34"])
+    monkeypatch.setattr(file_hosts, "_resolve", lambda host, port: ["93.184.216.34"])
     resolve_to_loopback(monkeypatch, "files.rebind.example")
     path = tmp_path / "a.txt"
     with listener() as (port, seen):

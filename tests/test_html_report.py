@@ -137,7 +137,7 @@ def test_render_is_generic_for_other_scripts_reports():
     assert_self_contained_and_inert(doc)
     assert text_of(doc.find(".//h1")) == "Restore report"
     headings, rows = table(doc, "sets")
-    assert headings == ["name", "status", "tickets", "error or note"]
+    assert headings == ["name", "status", "tickets", "error"]
     assert [r["name"] for r in rows] == ["folder-a", f"folder-{SCRIPT}"] and rows[1]["_class"] == "bad"
     assert text_of(doc.find(".//ul[@id='problems']/li")).startswith("error — failed: folder-<script>")
     header = {text_of(dt): text_of(dd) for dt, dd in zip(doc.findall(".//dl/dt"), doc.findall(".//dl/dd"))}

@@ -31,11 +31,11 @@ def test_intent_then_done_with_its_data_and_an_audit_trail(db, path):
     db.set_status("jane", "jane@acme.example", "in_progress", context={"primary": "REVU-p"})
     assert db.step("jane", "move:TKT-1") is None and not db.is_done("jane", "move:TKT-1")
     db.intent("jane", "move:TKT-1", {"set": ["don:p", "Zoë"]})
-    assert db.step("jane", "move:TKT-1") == {"status": "intent", "data": {"set": ["don:p", "Zoë"]}}
+    assert db.step("jane", "move:TKT-1") == {"status": "intent", "data": {"set": ["don:p", "Zoë"]}, "run_id": "run1"}
     assert not db.is_done("jane", "move:TKT-1")
     db.done("jane", "move:TKT-1", {"confirmed": True})
     assert db.is_done("jane", "move:TKT-1")
-    assert db.steps("jane") == {"move:TKT-1": {"status": "done", "data": {"confirmed": True}}}
+    assert db.steps("jane") == {"move:TKT-1": {"status": "done", "data": {"confirmed": True}, "run_id": "run1"}}
     assert db.step_counts() == {"jane": {"intent": 0, "done": 1}}
     db.set_status("jane", "jane@acme.example", "merged")           # no context given: the old one is kept
     record = db.set_record("jane")
@@ -75,8 +75,9 @@ def test_what_was_committed_survives_a_crash_and_a_new_run_takes_over(path):
     assert crashed.returncode == 9, crashed.stderr
     resumed = Journal(path, "resumed", exclusive=True)          # the dead run's lock went with it
     try:
-        assert resumed.steps("jane") == {"backup:REVU-d": {"status": "done", "data": {"folder": "/b/1"}},
-                                         "move:TKT-1": {"status": "intent", "data": {"set": ["don:p"]}}}
+        assert resumed.steps("jane") == {
+            "backup:REVU-d": {"status": "done", "data": {"folder": "/b/1"}, "run_id": "crashed"},
+            "move:TKT-1": {"status": "intent", "data": {"set": ["don:p"]}, "run_id": "crashed"}}
         assert resumed.set_record("jane")["run_id"] == "crashed"
         assert resumed.check() == []                               # an open intent of an unfinished set is fine
         resumed.done("jane", "move:TKT-1")

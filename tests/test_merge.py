@@ -421,9 +421,14 @@ def test_status_only_and_max_merges(tmp_path, monkeypatch, make_sandbox, capsys)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0
     target = dataset.merge_sets[2]["email"]
+    capsys.readouterr()
+    assert run.preview("--only", target) == 0
+    assert "1 merge set of the CSV's 4: 1 would be merged" in capsys.readouterr().out   # not "from the CSV"
     assert run.run("--only", target.upper()) == 0
+    assert "So far: 1 merge set of the CSV's 4: 1 merged" in capsys.readouterr().out
     report = run.latest_report()
     assert [s["email"] for s in report["sets"]] == [target]
+    assert run.preview() == 0                  # the newest preview showed one set: preview the rest
     assert run.run("--max-merges", "2") == 0
     statuses = [s["status"] for s in run.latest_report()["sets"]]
     assert statuses.count("merged") == 3 and statuses.count("pending") == 1
@@ -431,7 +436,48 @@ def test_status_only_and_max_merges(tmp_path, monkeypatch, make_sandbox, capsys)
     assert merge_contacts_main(run, "--status") == 0
     out = capsys.readouterr().out
     assert "3 merged" in out and target in out
+    assert merge_contacts_main(run, "--status", "--csv", run.csv, "--only", target.upper()) == 0
+    out = capsys.readouterr().out                      # --status --only: that set alone, counted alone
+    assert "1 merge set of the CSV's 4: 1 merged" in out
+    assert [line.split()[0] for line in out.splitlines()[3:]] == [target]
     assert run.run("--only", "nobody@nowhere.example") == 2
+
+
+def test_batches_go_on_with_sets_not_tried_and_retry_skipped_ones_only_when_asked(tmp_path, monkeypatch,
+                                                                                  make_sandbox, capsys):
+    """With --max-merges, sets an earlier batch's live checks skipped do not come first again
+    (every batch would merge nothing and exit 0 for ever): each batch goes on with sets it has
+    not tried; --retry-skipped (previewed with it) tries the skipped ones again."""
+    dataset = build_dataset(5, seed=9, tickets=(1, 2), two_duplicate_sets=0, skipped=False)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    deactivated = [sandbox.key_id(ms["duplicates"][0]) for ms in dataset.merge_sets[:2]]
+    with sandbox.state.lock:                 # the first two sets now fail the live checks
+        for dup in deactivated:
+            sandbox.state.users[dup]["state"] = "deactivated"
+    batches = []
+    for _ in range(4):
+        code = run.run("--max-merges", "2")
+        mine = run.latest_report()["totals"]["this_run"]
+        batches.append((code, mine["merged"], mine["skipped"]))
+    assert batches == [(0, 0, 2), (0, 2, 0), (0, 1, 0), (0, 0, 0)]
+    assert [s["status"] for s in run.latest_report()["sets"]] == ["skipped"] * 2 + ["merged"] * 3
+    capsys.readouterr()
+    assert merge_contacts_main(run, "--status", "--csv", str(run.csv)) == 0
+    out = capsys.readouterr().out
+    assert "3 merged" in out and "2 skipped" in out, out
+    with sandbox.state.lock:
+        for dup in deactivated:
+            sandbox.state.users[dup]["state"] = "active"
+    assert run.preview() == 0                         # shows them skipped earlier, not tried again
+    shown = [s for s in run.latest_report("preview")["sets"] if s.get("skipped_earlier")]
+    assert len(shown) == 2 and "--retry-skipped" in shown[0]["detail"]
+    sandbox.clear_log()
+    assert run.run("--retry-skipped") == 2            # that preview did not show them tried again
+    assert sandbox.write_attempts() == []
+    assert run.preview("--retry-skipped") == 0 and run.run("--retry-skipped") == 0
+    assert [s["status"] for s in run.latest_report()["sets"]] == ["merged"] * 5
 
 
 def merge_contacts_main(run, *args):
@@ -632,3 +678,23 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_exits_130(tmp_path, make_sand
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}
+
+
+def test_sandbox_status_counts_against_the_csv_the_rehearsal_used(tmp_path, monkeypatch, capsys):
+    """Issue 24 §3: `--sandbox --status` counted against the demo CSV whatever was merged."""
+    import merge_contacts
+    monkeypatch.chdir(tmp_path)
+    assert merge_contacts.main(["--sandbox", "--sandbox-reset", "--preview"]) == 0
+    found = tmp_path / "mine.csv"
+    import find_duplicates
+    assert find_duplicates.main(["--sandbox", "--output", str(found)]) == 0
+    rows = found.read_text(encoding="utf-8").splitlines()
+    (tmp_path / "two.csv").write_text("\n".join(rows[:1] + [r for r in rows[1:] if "ana@" in r]) + "\n",
+                                      encoding="utf-8")
+    assert merge_contacts.main(["--sandbox", "--csv", "two.csv", "--preview"]) == 0
+    assert merge_contacts.main(["--sandbox", "--csv", "two.csv"]) == 0
+    capsys.readouterr()
+    assert merge_contacts.main(["--sandbox", "--status"]) == 0
+    out = capsys.readouterr().out
+    assert "Savepoint .sandbox/savepoints.sqlite3: 2 merge sets from the CSV: 2 merged, 0 failed." in out
+    assert "the CSV of the newest sandbox run" in out and "two.csv" in out

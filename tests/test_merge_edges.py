@@ -74,6 +74,28 @@ def test_ticket_filed_while_devrev_merges_is_backed_up_and_moved(tmp_path, monke
     assert [t["id"] for t in tickets_json[1]] == [filed["id"]]
 
 
+def test_a_ticket_filed_after_the_preview_is_named_on_screen_and_in_the_log(tmp_path, monkeypatch, make_sandbox,
+                                                                            capsys):
+    """Issue 24 §3: what appeared under a duplicate after the preview and was moved is named on
+    screen and in the log, not only in the report's JSON."""
+    dataset = build_dataset(1, seed=32, tickets=(1, 1), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
+    ms = dataset.merge_sets[0]
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    new_id = sandbox.add_ticket({"title": "filed after the preview", "reported_by": [ms["duplicates"][0]],
+                                 "owned_by": ["agent1"]})
+    shown = sandbox.dump()["works"][new_id]["display_id"]
+    capsys.readouterr()
+    assert run.run() == 0
+    out = capsys.readouterr().out
+    assert "Appeared after the preview, backed up and moved too: 1 ticket or conversation" in out
+    assert f"  {ms['email']}: {shown}" in out
+    log = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "logs").glob("merge_*.log"))
+    assert f"appeared since the preview; backed up and moved with the rest: {shown}" in log
+    assert run.latest_report()["sets"][0]["duplicates"][0]["drift_appeared"] == [shown]
+
+
 def test_refused_update_is_not_taken_for_a_vanished_ticket(tmp_path, monkeypatch, make_sandbox):
     dataset = build_dataset(1, seed=33, tickets=(0, 0), conversations=(0, 0), two_duplicate_sets=0, skipped=False)
     ms = dataset.merge_sets[0]
@@ -254,3 +276,35 @@ def test_a_resumed_set_whose_retired_duplicate_was_made_again_is_not_reported_me
     (line,) = run.latest_report()["sets"]
     assert line["status"] == "failed" and "make a fresh CSV" in line["error"]
     assert len(sandbox.writes()) == writes_before                       # nothing more was changed
+
+
+def test_ctrl_c_while_the_preview_writes_its_files_says_it_finishes_them(tmp_path, monkeypatch, make_sandbox,
+                                                                        capsys):
+    """Issue 24 §3: a Ctrl-C once every set is previewed was acknowledged as "stopping" and then
+    ignored (exit 0). Now it says the files are being finished and a second Ctrl-C abandons them."""
+    import os
+    import signal
+
+    from operator_view import reports
+    dataset = build_dataset(2, seed=37, skipped=False, two_duplicate_sets=0)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    real = reports.write_preview
+    presses = {"n": 0}
+
+    def ctrl_c_while_writing(*args, **kwargs):
+        for _ in range(presses["n"]):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reports, "write_preview", ctrl_c_while_writing)
+    presses["n"] = 1
+    capsys.readouterr()
+    assert run.preview() == 0                                   # the files were finished, truthfully
+    err = capsys.readouterr().err
+    assert "Ctrl-C received. Every set is previewed: finishing the preview's files" in err
+    assert "Stopping the preview" not in err and run.latest_report("preview")["complete"] is True
+    presses["n"] = 2                                            # the second press abandons them
+    before = set(os.listdir(tmp_path / "reports"))
+    assert run.preview() == 130
+    assert set(os.listdir(tmp_path / "reports")) == before

@@ -54,7 +54,8 @@ def _merges(sandbox) -> int:
 def test_a_merge_job_still_running_says_so_and_a_later_run_finishes_it(one_set):
     run, sandbox, clock, primary, dup, owned = one_set("in_progress")
     assert run.preview() == 0
-    assert run.run() == ExitCode.FAILED   # the scheduler's "try again later" (issue 24 gives it its own code)
+    assert run.run() == ExitCode.TEMPORARY == 75   # the scheduler's "try again later", apart from 1
+    assert run.latest_report()["totals"]["retry_later"] == 1
     (line,) = run.latest_report()["sets"]
     assert line["status"] == "failed" and line["retry_later"] is True
     assert "DevRev's merge job don:core:" in line["error"] and "in_progress, 40 %" in line["error"]
@@ -145,20 +146,40 @@ def test_a_refusal_on_the_first_set_stops_the_run_and_can_be_asked_again(tmp_pat
     others = {sandbox.key_id(d) for ms in dataset.merge_sets[1:] for d in ms["duplicates"]}
     assert not any(e["endpoint"] == "works.update" and set(e["body"].get("reported_by", {}).get("set", [])) & others
                    for e in sandbox.write_attempts())
+    earlier = len(lines[0]["moved_ticket_ids"]) + len(lines[0]["moved_conversation_ids"])
+    assert earlier > 0
+    capsys.readouterr()
+    assert run.preview() == 0                   # the preview says what a run would do: not ask again
+    first = run.latest_report("preview")["sets"][0]
+    assert first["status"] == "merge_refused" and "--ask-refused-merges-again" in first["detail"]
+    out = capsys.readouterr().out
+    assert "refused earlier" in out and "whose merge DevRev refused earlier" in out and "3 would be merged" not in out
+    assert run.run("--ask-refused-merges-again") == ExitCode.USAGE     # that preview did not show asking again
+    assert run.preview("--ask-refused-merges-again") == 0
+    assert run.latest_report("preview")["sets"][0]["status"] == "would_merge"
+    assert run.preview() == 0
     sandbox.merge_job = "completed"           # DevRev's reason is gone
     assert run.run() == ExitCode.FAILED         # a re-run alone does not ask again...
+    mine = run.latest_report()["totals"]["this_run"]     # ...and moved nothing: "this run" says so
+    assert (mine["tickets_moved"], mine["conversations_moved"]) == (0, 0)
+    assert "0 tickets and 0 conversations moved" in capsys.readouterr().out.split("So far")[0]
+    assert run.preview("--ask-refused-merges-again") == 0
     assert run.run("--ask-refused-merges-again") == 0   # ...this does
-    assert {s["status"] for s in run.latest_report()["sets"]} == {"merged"}
+    report = run.latest_report()
+    assert {s["status"] for s in report["sets"]} == {"merged"}
+    totals = report["totals"]       # the first set's moves were the first run's: only "so far" counts them
+    assert totals["this_run"]["tickets_moved"] + totals["this_run"]["conversations_moved"] == \
+        totals["tickets_moved"] + totals["conversations_moved"] - earlier
 
 
 def test_a_re_run_reads_a_pending_merge_job_at_once_instead_of_waiting_again(one_set, monkeypatch):
     run, sandbox, clock, primary, dup, owned = one_set("in_progress")
-    assert run.preview() == 0 and run.run() == ExitCode.FAILED
+    assert run.preview() == 0 and run.run() == ExitCode.TEMPORARY
     from merging import engine
     later = time.time() + 3600
     monkeypatch.setattr(engine, "_wall", lambda: later)   # an hour later: the request is older than the timeout
     clock.waits.clear()
-    assert run.run() == ExitCode.FAILED
+    assert run.run() == ExitCode.TEMPORARY
     (line,) = run.latest_report()["sets"]
     assert line["reason"] == "merge_pending" and "in_progress" in line["error"]
     assert sum(clock.waits) < 1          # read the job at once, no second 120 s wait

@@ -152,7 +152,7 @@ def test_a_merge_log_ends_with_the_summary_the_report_paths_and_the_exit_code(tm
     assert preview_tail[3].startswith("1 user_ reference of merged duplicates would belong to no contact")
     assert preview_tail[4] == "Preview written (nothing was changed in DevRev):"
     assert [os.path.splitext(line.strip())[1] for line in preview_tail[5:8]] == [".html", ".json", ".csv"]
-    assert preview_tail[8] == "exit code 0: every merge set done or skipped by live checks"
+    assert preview_tail[8] == "exit code 0: every set done or skipped by the live checks"
     assert run.run() == 0
     tail = log_messages(run)[-8:]
     assert tail[0].startswith("This run: 8 merge sets worked on: 3 merged") and tail[1].startswith("So far: ")
@@ -185,7 +185,8 @@ def test_sigterm_log_ends_with_the_summary_the_report_paths_and_exit_code_130(tm
     assert code == 130, err.decode()
     tail = log_messages(run)[-7:]
     assert tail[0].startswith("This run: ") and "not finished" in tail[1]
-    assert tail[2] == "Reports:" and tail[-1] == "exit code 130: stopped by Ctrl-C or SIGTERM"
+    assert tail[2] == "Reports:"
+    assert tail[-1] == "exit code 130: stopped by Ctrl-C or SIGTERM; re-run the same command to resume"
     assert b"So far: 6 merge sets from the CSV" in out
 
 

@@ -42,6 +42,20 @@ def test_check_without_a_csv_checks_token_and_rate_limit_only(tmp_path, monkeypa
     assert {e["endpoint"] for e in sandbox.api_calls()} == {"dev-users.self"}
 
 
+def test_a_base_url_with_a_wrong_path_is_named_not_only_the_token(tmp_path, monkeypatch, make_sandbox, capsys):
+    """Issue 24: DEVREV_BASE_URL with a path (https://api.devrev.ai/internal) made every call fail
+    and was reported as a token failure alone: the line names the path too."""
+    sandbox = make_sandbox(_dataset().seed)
+    run = MergeRun(tmp_path, sandbox, _dataset(), monkeypatch)
+    monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url + "/internal")
+    capsys.readouterr()
+    assert run.preview() == 2
+    err = capsys.readouterr().err
+    assert "DEVREV_BASE_URL has the path /internal" in err and "DevRev's API takes none" in err
+    monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url)
+    assert run.preview() == 0
+
+
 def test_check_fails_on_a_rejected_token_and_on_a_filter_not_applied(tmp_path, monkeypatch, make_sandbox, capsys):
     dataset = _dataset()
     sandbox = make_sandbox(dataset.seed)
@@ -103,6 +117,9 @@ def test_the_canary_stops_the_run_on_a_change_the_tool_did_not_make(tmp_path, mo
     diffs = report["canary"]["differences"]
     assert [d["field"] for d in diffs] == ["title"] and diffs[0]["after"] == "renamed by an automation"
     assert sum(line.startswith("canary") for line in err.splitlines()) == 1
+    html = (tmp_path / "reports" / f"merge_report_{report['run_id']}.html").read_text(encoding="utf-8")
+    canary_part = html.split("Canary: the first set re-read", 1)[1].split("<h2>", 1)[0]   # its own section
+    assert "renamed by an automation" in canary_part and "not written by the tool" in canary_part
     statuses = [s["status"] for s in report["sets"]]
     assert statuses == ["merged", "pending", "pending"]
     assert changed and {e["body"].get("secondary_user") for e in sandbox.write_attempts()

@@ -118,3 +118,36 @@ def test_cross_org_run_needs_a_cross_org_preview_and_skipped_sets_stay_skipped(t
     cross_ids = {sandbox.key_id(k) for k in ("split-primary", "split-dup0")}
     assert all(i.startswith("don:") for i in cross_ids)
     assert not any(e.get("body", {}).get("id") in cross_ids for e in sandbox.api_calls())
+
+
+def test_a_preview_older_than_the_limit_unlocks_nothing():
+    """Issue 24: a preview a day old shows a DevRev that has moved on: it no longer unlocks a run."""
+    from datetime import datetime, timezone
+
+    from runs.preview_gate import too_old
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    fresh, stale = dict(_preview(BOTH), created_at="2026-12-05T00:00:00Z"), \
+        dict(_preview(BOTH), created_at="2026-12-04T11:00:00.000Z")
+    assert too_old(fresh, 24, now) is None and too_old(stale, None, now) is None
+    assert "25.0 hours old, older than the 24 hours" in too_old(stale, 24, now)
+    assert too_old(stale, 26, now) is None
+    assert "unknown age" in too_old(_preview(BOTH), 24, now)   # no readable time: too old
+    assert choose_preview([("new", stale)], Scope(SHA, TARGET), TODO, max_age_hours=24)[0] is None
+
+
+def test_a_real_run_refuses_a_preview_older_than_a_day_in_one_line(tmp_path, monkeypatch, make_sandbox, capsys):
+    from datetime import timedelta
+
+    from runs import preview_gate
+    dataset = build_dataset(2, seed=37, skipped=False, two_duplicate_sets=0)
+    sandbox = make_sandbox(dataset.seed)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0
+    later = preview_gate.utc_now() + timedelta(hours=25)
+    monkeypatch.setattr(preview_gate, "utc_now", lambda: later)
+    sandbox.clear_log()
+    capsys.readouterr()
+    assert run.run() == 2 and sandbox.api_calls() == []
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "hours old, older than the 24 hours a preview unlocks a run for" in line
+    assert run.run("--preview-max-age", "48") == 0

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
@@ -25,6 +26,7 @@ from devrev_sandbox.faults import Faults
 from devrev_sandbox.modes import BehaviourModes
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, normalized
 from operator_view import restore_reports
+from plumbing.clock import iso_utc, utc_now
 from restoring import backup_sets, engine
 from runs.journal import Journal
 
@@ -243,6 +245,40 @@ def test_a_ticket_changed_since_the_merge_keeps_that_change(tmp_path, monkeypatc
     assert now == [new if u == dup else u for u in ticket.users] + [other]
 
 
+def test_the_preview_lists_every_write_and_the_run_refuses_one_it_did_not_list(tmp_path, monkeypatch, make_sandbox,
+                                                                              small_dataset, capsys):
+    """A ticket the preview left alone (the primary was taken off it since the merge) that
+    carries the primary again by run time would need a write the admin never saw: the run
+    refuses it, names it, and writes nothing more of that set; the other sets restore."""
+    sandbox = make_sandbox(small_dataset.seed)
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    chosen = small_dataset.merge_sets[0]
+    primary, dup = sandbox.key_id(chosen["primary"]), sandbox.key_id(chosen["duplicates"][0])
+    ticket = next(m for f in run.backups() for m in backup.load_moves(f)
+                  if m.kind == "ticket" and dup in m.users and primary not in m.users)
+    other = next(u for u, user in sandbox.dump()["rev_users"].items()
+                 if not user["_retired"] and u not in (primary, dup))
+    with sandbox.state.lock:                           # the primary is taken off the ticket after the merge
+        sandbox.state.works[ticket.id]["reported_by"] = [other]
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 0
+    preview = restore.report("restore_preview")
+    shown = next(s for s in preview["sets"] if s["email"] == chosen["email"])
+    writes = {(w["write"], w["id"]) for w in shown["writes"]}
+    assert ("item_back", ticket.id) not in writes and ("restore_note", primary) in writes
+    assert {("item_back", i["id"]) for d in shown["duplicates"] for i in d["items"]
+            if i["action"] == "move_back"} <= writes
+    assert {("recreate", d["id"]) for d in shown["duplicates"]} <= writes
+    with sandbox.state.lock:                           # ... and put back on it before the run
+        sandbox.state.works[ticket.id]["reported_by"] = [primary]
+    sandbox.clear_log()
+    assert restore.run() == 1
+    line = next(s for s in restore.report()["sets"] if s["email"] == chosen["email"])
+    assert line["status"] == "failed" and ticket.display_id in line["error"] and "did not list" in line["error"]
+    assert [u["id"] for u in sandbox.dump()["works"][ticket.id]["reported_by"]] == [primary]
+    assert {s["status"] for s in restore.report()["sets"] if s["email"] != chosen["email"]} == {"restored"}
+
+
 @pytest.mark.slow
 def test_a_network_cut_after_writes_resumes_without_doing_anything_twice(tmp_path, monkeypatch, make_sandbox,
                                                                         small_dataset):
@@ -291,9 +327,15 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_a_rerun_finishes(tmp_path, mo
     assert report["totals"]["contacts_recreated"] == writes.count("rev-users.create")
     assert report["totals"]["items_moved_back"] == writes.count("works.update") + writes.count("conversations.update")
     pressed["on"] = False
+    first_run = report["totals"]["items_moved_back"]
+    sandbox.clear_log()
     assert restore.run() == 0
     after = normalized(sandbox.dump())
     assert after == expected_after_restore(before, after, recreated(restore.report()))
+    totals = restore.report()["totals"]   # "this run" counts this run's writes; the earlier run's apart
+    writes = [e["endpoint"] for e in sandbox.writes()]
+    assert totals["items_moved_back"] == writes.count("works.update") + writes.count("conversations.update")
+    assert totals["items_moved_back_in_all"] == totals["items_moved_back"] + first_run and first_run > 0
 
 
 @pytest.mark.parametrize("lag, status", [(2, "restored"), (1000, "failed")])
@@ -462,6 +504,36 @@ def test_sandbox_merge_then_sandbox_restore(tmp_path, monkeypatch):
         assert [s["status"] for s in json.load(fh)["sets"]] == ["restored"]
 
 
+def test_backups_of_an_emulator_reset_since_or_of_another_devrev_are_never_restored(tmp_path, monkeypatch,
+                                                                                     make_sandbox, capsys):
+    """Issue 24 §3: after --sandbox-reset, `restore_contacts.py --sandbox` read the backups of the
+    earlier emulator (the same demo ids, this installation's key) and restored them onto the new
+    one. Each backup records the DevRev it was read from; a restore refuses any other."""
+    import merge_contacts
+    monkeypatch.chdir(tmp_path)
+    one = "ben@customer1.example"
+    assert merge_contacts.main(["--sandbox", "--preview", "--only", one]) == 0
+    assert merge_contacts.main(["--sandbox", "--only", one]) == 0
+    (folder,) = glob.glob(str(tmp_path / "backups" / "*"))
+    assert backup.load_metadata(folder)["target"].startswith("sandbox:")
+    assert merge_contacts.main(["--sandbox", "--sandbox-reset", "--preview"]) == 0   # a new emulator life
+    capsys.readouterr()
+    assert restore_contacts.main(["--sandbox", "--preview", "--skip-preview-check"]) == 1
+    err = capsys.readouterr().err
+    assert "its backups were made against an earlier sandbox emulator, reset since" in err
+    assert restore_contacts.main(["--sandbox", "--skip-preview-check"]) == 1
+    (report,) = glob.glob(str(tmp_path / "reports" / "restore_report_*.json"))
+    with open(report, encoding="utf-8") as fh:
+        assert [s["status"] for s in json.load(fh)["sets"]] == ["failed"]
+    # and a production restore never takes a rehearsal's backups
+    sandbox = make_sandbox(DEMO_SEED)
+    monkeypatch.setenv("DEVREV_API_TOKEN", TEST_TOKEN)
+    monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url)
+    sandbox.clear_log()
+    assert restore_contacts.main(["--skip-preview-check", "--savepoint", str(tmp_path / "r2.sqlite3")]) == 1
+    assert sandbox.write_attempts() == []
+
+
 def test_a_set_whose_merged_duplicate_has_no_backup_here_is_held_back_whole(tmp_path, monkeypatch, make_sandbox,
                                                                            small_dataset, capsys):
     """A partial copy of backups/ (one duplicate's folder moved away): the restore must not
@@ -539,7 +611,8 @@ def test_only_the_newest_restore_preview_unlocks_a_restore_as_for_the_merge(tmp_
     sandbox = make_sandbox(small_dataset.seed)
     restore = RestoreRun(_merge(tmp_path, monkeypatch, sandbox, small_dataset))
     merged = normalized(sandbox.dump())
-    clock = iter(f"2026-12-05T08:00:{s:02d}Z" for s in range(60))      # each report a second newer
+    base = utc_now() - timedelta(minutes=5)
+    clock = iter(iso_utc(base + timedelta(seconds=s)) for s in range(60))   # each report a second newer
     monkeypatch.setattr(restoring.run, "iso_utc", lambda: next(clock))
     assert restore.run("--preview") == 0                                # every set
     one = small_dataset.merge_sets[0]["email"]
@@ -549,6 +622,18 @@ def test_only_the_newest_restore_preview_unlocks_a_restore_as_for_the_merge(tmp_
     assert sandbox.write_attempts() == [] and normalized(sandbox.dump()) == merged
     assert restore.run("--only", one) == 0                             # what it shows, it unlocks
     assert {s["status"] for s in restore.report()["sets"]} == {"restored"}
+
+
+def test_a_restore_preview_older_than_a_day_unlocks_nothing(tmp_path, monkeypatch, make_sandbox, small_dataset):
+    from runs import preview_gate
+    sandbox = make_sandbox(small_dataset.seed)
+    restore = RestoreRun(_merge(tmp_path, monkeypatch, sandbox, small_dataset))
+    assert restore.run("--preview") == 0
+    later = utc_now() + timedelta(hours=25)
+    monkeypatch.setattr(preview_gate, "utc_now", lambda: later)
+    sandbox.clear_log()
+    assert restore.run() == 2 and sandbox.write_attempts() == []
+    assert restore.run("--preview-max-age", "30") == 0
 
 
 def test_where_contacts_keep_several_references_a_restore_takes_the_duplicates_back_off_the_primary(
@@ -574,3 +659,83 @@ def test_where_contacts_keep_several_references_a_restore_takes_the_duplicates_b
     assert after == expected_after_restore(before, after, recreated(report))
     assert not [u for u in after["rev_users"].values() if u.get("external_refs_extra")]
     assert all(s["primary"].get("external_refs_back") for s in report["sets"])
+
+
+def test_the_merge_knows_what_the_restore_put_back_and_the_restore_has_a_status(tmp_path, monkeypatch, make_sandbox,
+                                                                                small_dataset, capsys):
+    """Issue 24 §2: after a restore, the merge's --status, preview and re-run say "restored" (a set
+    to find again), not "merged"; the restore's own --status says where it stands."""
+    import merge_contacts
+    sandbox = make_sandbox(small_dataset.seed)
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    restore = RestoreRun(run)
+    one = small_dataset.merge_sets[0]["email"]
+    assert restore.run("--preview", "--only", one) == 0 and restore.run("--only", one) == 0
+    assert restore.report()["merge_sets_marked_restored"] == 1
+    capsys.readouterr()
+    assert merge_contacts.main(["--status", "--csv", run.csv, "--savepoint",
+                                str(tmp_path / "savepoints" / "j.sqlite3")]) == 0
+    out = capsys.readouterr().out
+    assert "2 merged" in out and "1 restored since" in out
+    assert next(line for line in out.splitlines() if line.startswith(one)).split()[1] == "restored"
+    sandbox.clear_log()
+    assert run.preview() == 0
+    shown = {s["email"]: s for s in run.latest_report("preview")["sets"]}
+    assert shown[one]["status"] == "restored" and "find_duplicates.py" in shown[one]["detail"]
+    assert run.latest_report("preview")["totals"]["restored"] == 1
+    assert run.run() == 0                     # nothing merged twice, no write
+    assert sandbox.write_attempts() == []
+    line = next(s for s in run.latest_report()["sets"] if s["email"] == one)
+    assert line["status"] == "restored" and run.latest_report()["totals"]["restored"] == 1
+    from runs.journal import earlier_primaries
+    assert one not in {p.email for p in earlier_primaries(str(tmp_path / "savepoints" / "j.sqlite3"))}
+    capsys.readouterr()
+    assert restore.run("--status") == 0
+    out = capsys.readouterr().out
+    assert "1 merge set worked on: 1 restored, 0 failed, 0 not finished" in out and one in out
+
+
+def test_the_id_map_records_every_retired_contact_and_each_restore_across_runs(tmp_path, monkeypatch,
+                                                                              make_sandbox, small_dataset):
+    """Issue 24 §4: reports/id_map.csv, append-only: one row per duplicate a run retired (id,
+    display id, reference, the primary it went into, the primary's reference now, the run), and
+    one per duplicate a restore gave back (its new contact)."""
+    import csv
+    sandbox = make_sandbox(small_dataset.seed)
+    run = _merge(tmp_path, monkeypatch, sandbox, small_dataset)
+    path = tmp_path / "reports" / "id_map.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    state = sandbox.dump()
+    dups = {sandbox.key_id(d): ms for ms in small_dataset.merge_sets for d in ms["duplicates"]}
+    assert {r["duplicate_id"] for r in rows} == set(dups) and {r["event"] for r in rows} == {"merged"}
+    for r in rows:
+        primary = sandbox.key_id(dups[r["duplicate_id"]]["primary"])
+        assert r["primary_id"] == primary and r["run_id"] == run.latest_report()["run_id"]
+        assert state["rev_users"][r["duplicate_id"]]["_retired"]
+        assert r["duplicate_external_ref"].startswith("user_")
+        assert r["primary_external_ref"] == state["rev_users"][primary]["external_ref"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    before = path.read_bytes()
+    assert run.run() == 0                                    # a run with nothing to do adds nothing
+    assert path.read_bytes() == before
+    restore = RestoreRun(run)
+    assert restore.run("--preview") == 0 and restore.run() == 0
+    assert path.read_bytes().startswith(before)              # appended, never rewritten
+    restored = [r for r in csv.DictReader(path.open(encoding="utf-8")) if r["event"] == "restored"]
+    mapping = recreated(restore.report())
+    assert {r["duplicate_id"]: r["new_contact_id"] for r in restored} == mapping
+    assert len(rows) + len(restored) == len(list(csv.DictReader(path.open(encoding="utf-8"))))
+
+
+def test_an_id_map_whose_last_row_was_cut_gets_its_next_rows_on_lines_of_their_own(tmp_path):
+    import csv
+
+    from runs import id_map
+    row = id_map.IdMapRow("t", "merged", "r1", "don:1", "REVU-1", "user_1", "don:p", "REVU-p", "user_1")
+    assert id_map.append(str(tmp_path), [row]) == 1
+    path = tmp_path / id_map.FILE_NAME
+    with path.open("ab") as fh:
+        fh.write(b"t,merged,r2,don:2,REV")                   # a crash mid-row
+    assert id_map.append(str(tmp_path), [row]) == 1
+    lines = list(csv.reader(path.open(encoding="utf-8")))
+    assert lines[0] == id_map.COLUMNS and lines[1][3] == lines[3][3] == "don:1" and len(lines) == 4

@@ -14,6 +14,7 @@ after a write it fails that set only, until it is put back or its loss is accept
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import stat
 
@@ -85,9 +86,9 @@ def test_token_never_written_or_printed_and_everything_is_private(tmp_path, monk
     refusing = make_sandbox(small.seed, token="some-other-token")
     refusing.script("rev-users.get", Scripted(401, {"type": "unauthenticated", "message": f"bad token {TEST_TOKEN}"}))
     monkeypatch.setenv("DEVREV_BASE_URL", refusing.base_url)
-    step(run.run("--skip-preview-check"), 2)
+    step(run.run("--skip-preview-check", "--retry-skipped"), 2)   # the sets the live checks skipped make calls
     assert "DevRev rejected the token" in outputs[-1]
-    step(run.preview(), 2)
+    step(run.preview("--retry-skipped"), 2)
 
     # the token is in no log, report, backup, savepoint file or output
     assert [p for p in outputs if any(piece in p for piece in TOKEN_PIECES)] == []
@@ -333,6 +334,23 @@ def test_backup_damaged_after_writes_fails_that_set_only_until_restored_or_its_l
     assert os.path.exists(aside + ".accept-loss") and not os.path.exists(folder + ".accept-loss")   # used once
     assert journal_problems(tmp_path / "savepoints" / "j.sqlite3") == []
 
+    # a restore preview says that part of the set cannot be undone: what moved before the loss is in no backup
+    import shutil
+
+    import restore_contacts
+    shutil.move(aside, tmp_path / "lost")                # the operator keeps the damaged folder elsewhere
+    moved = {oid for kind, field in (("works", "reported_by"), ("conversations", "members"))
+             for oid, obj in before[kind].items() if dup in obj[field]}
+    paths = ["--backup-dir", str(tmp_path / "backups"), "--report-dir", str(tmp_path / "reports"),
+             "--log-dir", str(tmp_path / "logs"), "--savepoint", str(tmp_path / "r.sqlite3"),
+             "--merge-savepoint", str(tmp_path / "savepoints" / "j.sqlite3")]
+    assert restore_contacts.main(paths + ["--preview", "--only", victim]) == 0
+    preview = max((tmp_path / "reports").glob("restore_preview_*.json"), key=os.path.getmtime)
+    (line,) = json.loads(preview.read_text(encoding="utf-8"))["sets"]
+    assert line["status"] == "would_restore" and "part of this set cannot be undone" in line["note"]
+    assert set(line["duplicates"][0]["not_in_backups"]) == moved and moved
+    assert f"Part of 1 merge set cannot be undone ({victim})" in capsys.readouterr().out
+
 
 def test_no_option_skips_backup_verification():
     parser = merge_contacts.build_parser()
@@ -341,8 +359,10 @@ def test_no_option_skips_backup_verification():
     risky = [o for o in options if any(word in o for word in ("verif", "backup", "skip", "force", "unsafe", "yes",
                                                               "no-", "trust", "check"))]
     # --check is the read-only preflight; --no-canary skips the re-read after the first set, not a backup check;
-    # --no-merge-note skips the note on the primary's timeline (a write fewer)
-    assert sorted(risky) == ["--backup-dir", "--check", "--no-canary", "--no-merge-note", "--skip-preview-check"]
+    # --no-merge-note skips the note on the primary's timeline (a write fewer); --retry-skipped runs the live
+    # checks again on sets they skipped (they still decide)
+    assert sorted(risky) == ["--backup-dir", "--check", "--no-canary", "--no-merge-note", "--retry-skipped",
+                             "--skip-preview-check"]
     for attempt in (["--skip-verify"], ["--no-verify"], ["--skip-backup"], ["--force"], ["--no-backup"]):
         with pytest.raises(cli.UsageError, match="unrecognized arguments"):
             parser.parse_args(["--csv", "x.csv", *attempt])

@@ -11,6 +11,7 @@ from devrev_api.errors import AuthError, RunInterrupted, RunWideFault
 from merging.engine import RunAborted
 from plumbing import cli
 from plumbing.cli import ExitCode
+from runs.journal import JournalError
 from runs.outcomes import DuplicateOutcome, SetOutcome, SetStatus, to_json
 from runs.over_sets import PreviewRun, SetRun, SetRunKind
 
@@ -74,9 +75,10 @@ def test_a_stopping_error_is_exit_1_and_named_parameter_of_the_kind():
     assert [line.status for line in run.report_lines(SETS)[1:]] == [SetStatus.MERGED] * 3
 
 
-def test_a_fault_every_set_would_meet_stops_the_run_once_with_exit_1():
+def test_a_fault_every_set_would_meet_stops_the_run_once_with_exit_75():
+    """DevRev unreachable: a later run may get through without a person (75), kept apart from 1."""
     run, _ = _run({"k0": RunWideFault("DevRev is unreachable"), **{s.key: _merged(s) for s in SETS[1:]}})
-    assert run.exit_code() == ExitCode.FAILED and str(run.fault) == "DevRev is unreachable"
+    assert run.exit_code() == ExitCode.TEMPORARY and str(run.fault) == "DevRev is unreachable"
     assert "re-run to resume" in run.report_lines(SETS)[0].note
 
 
@@ -107,6 +109,22 @@ def test_a_failed_set_is_exit_1_but_the_others_go_on():
     run, _ = _run({"k0": failed, **{s.key: _merged(s) for s in SETS[1:]}})
     assert run.exit_code() == ExitCode.FAILED
     assert [line.status for line in run.report_lines(SETS)] == [SetStatus.FAILED] + [SetStatus.MERGED] * 3
+
+
+def test_a_set_a_later_run_may_finish_alone_is_75_and_one_needing_a_person_wins():
+    later = SetOutcome(SETS[0].email, "key-k0", SetStatus.FAILED, error="merge job running", retry_later=True)
+    person = SetOutcome(SETS[1].email, "key-k1", SetStatus.FAILED, error="409 conflict")
+    run, _ = _run({"k0": later, **{s.key: _merged(s) for s in SETS[1:]}})
+    assert run.exit_code() == ExitCode.TEMPORARY == 75
+    run, _ = _run({"k0": later, "k1": person, **{s.key: _merged(s) for s in SETS[2:]}})
+    assert run.exit_code() == ExitCode.FAILED
+    assert ExitCode.TEMPORARY.worse(ExitCode.INTERRUPTED) == ExitCode.INTERRUPTED
+    assert ExitCode.OK.worse(ExitCode.TEMPORARY) == ExitCode.TEMPORARY
+
+
+def test_a_savepoint_fault_needs_a_person_not_a_later_run():
+    run, _ = _run({"k0": JournalError("the savepoint cannot be written"), **{s.key: _merged(s) for s in SETS[1:]}})
+    assert run.exit_code() == ExitCode.FAILED
 
 
 def test_a_keyboard_interrupt_in_a_worker_stops_the_run_as_in_the_main_thread():

@@ -41,10 +41,10 @@ def test_merge_report_totals_and_csv_come_from_one_set_of_rows(tmp_path):
                        {"email": "b@x", "status": "interrupted", "duplicates": []}],
               "skipped": [{"email": "c@x", "reason": "single_contact", "detail": "one contact"}]}
     json_path, csv_path = reports.write_merge_report(str(tmp_path), "merge_report_x", report)
-    this_run = {"merge_sets": 2, "merged": 1, "moved_only": 0, "skipped": 0, "failed": 0, "pending": 1,
+    this_run = {"merge_sets": 2, "merged": 1, "moved_only": 0, "skipped": 0, "failed": 0, "pending": 1, "restored": 0,
                 "tickets_moved": 3, "conversations_moved": 2}
     assert report["totals"] == dict(this_run, not_merge_sets=1, this_run=this_run, custom_field_refs=0,
                                     refs_without_contact=0, merge_notes_refused=0, custom_fields_moved=0,
-                                    contact_entries=0, contact_files=0)
+                                    contact_entries=0, contact_files=0, csv_merge_sets=None, retry_later=0)
     lines = open(csv_path, encoding="utf-8").read().splitlines()
     assert lines[0].startswith("email,status") and len(lines) == 4

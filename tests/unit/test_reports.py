@@ -87,9 +87,9 @@ def test_merge_rows_sum_the_duplicates_and_flag_an_unverified_backup():
     assert jane["backups"] == ["/b/1", "/b/2"] and jane["backups_verified"] is False
     assert jane["drift_appeared"] == ["TKT-9"] and jane["other_duplicate_refs"] == ["user_a"]
     assert kim["error"] == "boom" and kim["backups_verified"] is None and kim["tickets_moved"] == 0
-    assert lee["error"] == "kept"
+    assert lee["error"] is None and lee["note"] == "kept"          # a note is not an error (issue 24)
     assert solo == {"email": "solo@acme.example", "status": "not_a_merge_set", "reason": "single_contact",
-                    "error": "only one contact", "duplicate_refs": []}
+                    "note": "only one contact", "duplicate_refs": []}
     assert set(jane) == set(reports.MERGE_COLUMNS)
 
 
