@@ -563,6 +563,12 @@ class DevRevClient:
         """Set one contact's external_ref (a `set`-style write: safe to repeat)."""
         return self._call_for("rev-users.update", {"id": user_id, "external_ref": external_ref}, "rev_user")
 
+    def update_rev_user_fields(self, user_id: str, fields: dict[str, Any]) -> JsonObject:
+        """Set some of one contact's fields (--fill-blanks, and the restore giving them back):
+        display_name, description, phone_numbers, tags (as ids), custom_fields (the whole dict).
+        A `set`-style write: safe to repeat. Returns the contact as DevRev now holds it."""
+        return self._call_for("rev-users.update", {"id": user_id, **fields}, "rev_user")
+
     def update_rev_user_external_refs(self, user_id: str, external_refs: list[str]) -> JsonObject:
         """Set one contact's whole `external_refs` list (a `set`-style write: safe to repeat).
         Only for a tenant whose contacts carry the list (multi-association contacts): the
@@ -572,15 +578,17 @@ class DevRevClient:
         return self._call_for("rev-users.update", {"id": user_id, "external_refs": list(external_refs)}, "rev_user")
 
     def create_rev_user(self, *, email: str, display_name: str | None, rev_org: str,
-                        external_ref: str) -> JsonObject:
+                        external_ref: str, profile: dict[str, Any] | None = None) -> JsonObject:
         """rev-users.create (201): a new contact in workspace `rev_org` (its id) carrying
-        `external_ref`; returns the new rev_user. Never repeated by the client (a repeat
+        `external_ref` (and `profile`: the other fields it is created with); returns the new
+        rev_user. Never repeated by the client (a repeat
         could create a second contact): the caller checks with list_rev_users first.
         ConflictError (409) when a contact that is not retired holds `external_ref`. [C] S1
         """
-        body = {"email": email, "rev_org": rev_org, "external_ref": external_ref}
+        body: dict[str, Any] = {"email": email, "rev_org": rev_org, "external_ref": external_ref}
         if display_name:
             body["display_name"] = display_name
+        body.update(profile or {})   # phone_numbers, description; tags (as ids) and custom_fields (S16/S17 beta)
         user = self.call("rev-users.create", body, retry_transient=False).get("rev_user")
         if not isinstance(user, dict) or not isinstance(user.get("id"), str):
             raise ResponseError("the answer has no 'rev_user' object", endpoint="rev-users.create")

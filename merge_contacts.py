@@ -20,6 +20,7 @@ from dotenv import load_dotenv
 
 from devrev_client import DevRevClient
 from devrev_sandbox.dataset import DEMO_CSV
+from merging import field_fill
 from merging.run import MergeSettings, run, run_check
 from merging.status import print_status
 from operator_view import reports
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
                    help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
+    p.add_argument("--fill-blanks", type=_fill_fields, default=(), metavar="FIELDS",
+                   help="fill the primary's empty fields from its newest duplicate that has a value (lists: the "
+                        "union): 'all' or a comma-separated list of " + ", ".join(field_fill.FILLABLE)
+                        + "; nothing the primary has is overwritten, consent/opt-out custom fields never; part of "
+                          "the preview's scope, given back by a restore")
     p.add_argument("--retry-skipped", action="store_true",
                    help="try again the merge sets an earlier run's live checks skipped (by default each run, and "
                         "each --max-merges batch, goes on with sets not tried yet)")
@@ -96,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(once the reason it gave is gone)")
     cli.add_json_option(p)
     return p
+
+
+def _fill_fields(text: str) -> tuple[str, ...]:
+    """argparse type of --fill-blanks (merging.field_fill.parse_fields)."""
+    try:
+        return field_fill.parse_fields(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--fill-blanks ")) from None
 
 
 def _checked(args: argparse.Namespace) -> MergeSettings:

@@ -242,7 +242,28 @@ def build_dataset(sets: int = 12, *, seed: int = 0, tickets: tuple[int, int] = (
     skipped_reasons = _add_skipped_groups(b, acme, globex, agents) if skipped else {}
     if extras and merge_sets:
         _add_contact_page_and_email_tickets(b, merge_sets[0], agents)
+        _add_field_differences(b, merge_sets[:2])
     return Dataset(b.seed, b.rows, merge_sets, skipped_reasons)
+
+
+def _add_field_differences(b: _Builder, merge_sets: list[dict]) -> None:
+    """Contacts of the first sets that differ in a few fields (issue 27), so a rehearsal shows
+    the preview's differences and can try --fill-blanks: a tag on each contact, a phone number
+    and a description on the duplicate only, a longer full name, and custom fields (one a
+    consent flag, which is never widened). Attributes only: no object's number or date moves."""
+    b.seed.setdefault("tags", []).extend([{"name": "vip"}, {"name": "imported"}])
+    users = {u["key"]: u for u in b.seed["rev_users"]}
+    first = merge_sets[0]
+    users[first["primary"]]["tags"] = ["vip"]
+    dup = users[first["duplicates"][0]]
+    dup.update(tags=["imported"], phone_numbers=["+14155550123"],
+               description="Imported from the helpdesk; prefers email")
+    if len(merge_sets) > 1:
+        second = merge_sets[1]
+        users[second["primary"]]["custom_fields"] = {"tnt__account_tier": None}
+        dup = users[second["duplicates"][0]]
+        dup.update(full_name=dup["key"].split("-")[0].title() + " Example-Longer",
+                   custom_fields={"tnt__account_tier": "gold", "tnt__marketing_opt_out": True})
 
 
 def build_demo() -> Dataset:

@@ -6,6 +6,7 @@ server calls it holding the state's lock, and persists the state after a write.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -215,7 +216,8 @@ def _rev_users_scan(state: SandboxState, settings: Settings, body: dict) -> dict
     return _listing("rev_users", [_render_contact(state, settings, u) for u in first], cursor)
 
 
-@route("rev-users.update", fields={"id", "external_ref", "external_refs", "display_name", "description"},
+@route("rev-users.update", fields={"id", "external_ref", "external_refs", "display_name", "description",
+                                   "phone_numbers", "tags", "custom_fields"},
        readonly=False)
 def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> dict:
     _forbid(settings, "rev-users.update")
@@ -233,8 +235,50 @@ def _rev_users_update(state: SandboxState, settings: Settings, body: dict) -> di
     for name in ("display_name", "description"):
         if name in body:
             user[name] = require(body, name)
+    if body.get("description") == "":   # [I] an empty description clears it: answers leave it out
+        user.pop("description", None)
+    if "phone_numbers" in body:
+        user["phone_numbers"] = _phone_numbers(body)
+    if "tags" in body:
+        user["tags"] = _tag_ids(state, body)
+    for name in ("phone_numbers", "tags"):   # [I] an empty list clears the field: answers leave it out
+        if name in body and not user.get(name):
+            user.pop(name, None)
+    if "custom_fields" in body:   # [I] the keys sent are set (null included), the others kept (the tool sends all)
+        fields = body["custom_fields"]
+        if not isinstance(fields, dict):
+            raise ApiError(400, "invalid_field", "custom_fields must be an object", field_name="custom_fields")
+        user["custom_fields"] = dict(user.get("custom_fields") or {}, **fields)
     state.touch(user)
     return {"rev_user": _render_contact(state, settings, user)}
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def _phone_numbers(body: dict) -> list[str]:
+    """rev-users.update's phone_numbers: a list of E.164 numbers (S1: "in E.164 format")."""
+    numbers = body["phone_numbers"]
+    if not isinstance(numbers, list) or not all(isinstance(n, str) and _E164.fullmatch(n) for n in numbers):
+        raise ApiError(400, "invalid_field", "phone_numbers must be a list of E.164 numbers (+14155550100)",
+                       field_name="phone_numbers")
+    return list(numbers)
+
+
+def _tag_ids(state: SandboxState, body: dict) -> list[str]:
+    """rev-users.update's tags ([{"id", "value"?}], set-tag-with-value in the beta spec): tags
+    are sent as ids (a DON or TAG-n) and must exist; answers carry the tag objects (S18)."""
+    tags = body["tags"]
+    if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("id"), str) for t in tags):
+        raise ApiError(400, "invalid_field", "tags must be a list of {\"id\": tag id}", field_name="tags")
+    out = []
+    for tag in tags:
+        don = tag["id"] if tag["id"] in state.tags else state.by_display.get(tag["id"])
+        if don not in state.tags:
+            raise ApiError(400, "invalid_field", f"tag {tag['id']!r} not found", field_name="tags")
+        if don not in out:
+            out.append(don)
+    return out
 
 
 def _free_external_ref(state: SandboxState, settings: Settings, body: dict, user: dict | None) -> str:
@@ -275,8 +319,8 @@ def _set_external_refs(state: SandboxState, settings: Settings, body: dict, user
         user["external_refs_extra"] = list(refs[1:])
 
 
-@route("rev-users.create", fields={"email", "display_name", "external_ref", "rev_org", "description"},
-       readonly=False, status=201)
+@route("rev-users.create", fields={"email", "display_name", "external_ref", "rev_org", "description",
+                                   "phone_numbers", "tags", "custom_fields"}, readonly=False, status=201)
 def _rev_users_create(state: SandboxState, settings: Settings, body: dict) -> dict:
     """A new contact (new id and display id, created now by the token's user); a retired
     contact is never brought back: its external_ref is free, so a new one can take it."""
@@ -288,7 +332,15 @@ def _rev_users_create(state: SandboxState, settings: Settings, body: dict) -> di
         raise ApiError(400, "invalid_field", f"unknown rev_org {body['rev_org']}", field_name="rev_org") from None
     ref = _free_external_ref(state, settings, body, None) if "external_ref" in body else None
     fields = {name: require(body, name) for name in ("email", "display_name", "description") if name in body}
-    user = state.create_rev_user(org["id"], ref, **fields)
+    if "phone_numbers" in body:
+        fields["phone_numbers"] = _phone_numbers(body)
+    if "tags" in body:
+        fields["tags"] = _tag_ids(state, body)
+    if "custom_fields" in body:
+        if not isinstance(body["custom_fields"], dict):
+            raise ApiError(400, "invalid_field", "custom_fields must be an object", field_name="custom_fields")
+        fields["custom_fields"] = dict(body["custom_fields"])
+    user = state.create_rev_user(org["id"], ref, **{k: v for k, v in fields.items() if v not in ([], "")})
     return {"rev_user": _render_contact(state, settings, user)}
 
 

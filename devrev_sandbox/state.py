@@ -64,6 +64,7 @@ class SandboxState:
         self.entries: dict[str, list[dict]] = {}   # parent DON -> entries (oldest first)
         self.artifacts: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}          # merge jobs by DON
+        self.tags: dict[str, dict] = {}          # tags by DON: {"id", "display_id", "name"} (contacts carry ids)
         self.ticks = 0                           # answers given with ticking fields (mode fields_change_by_themselves)
         self.by_display: dict[str, str] = {}
         self.keys: dict[str, str] = {}           # seed key -> DON
@@ -128,6 +129,11 @@ class SandboxState:
                 self.by_display[f"REV-{suffix}"] = don
                 self.by_display[f"ACC-{suffix}"] = self.orgs[don]["account"]
                 self.keys[org["key"]] = don
+            for number, tag in enumerate(seed.get("tags", []), start=1):
+                don = self.don("tag", str(number))
+                self.tags[don] = {"id": don, "display_id": f"TAG-{number}", "name": tag["name"]}
+                self.by_display[f"TAG-{number}"] = don
+                self.keys["tag:" + tag["name"]] = don
             for n, dev in enumerate(seed.get("dev_users", []), start=2):
                 number = dev.get("number", n)
                 self.keys[dev["key"]] = self._add_user(
@@ -144,7 +150,9 @@ class SandboxState:
                                      external_ref=rev.get("external_ref") or display_id,
                                      rev_org=self.keys[rev["workspace"]], created_by=created_by,
                                      modified_by=created_by, is_verified=rev.get("is_verified", True),
-                                     custom_fields=rev.get("custom_fields"))
+                                     custom_fields=rev.get("custom_fields"),
+                                     phone_numbers=rev.get("phone_numbers"), description=rev.get("description"),
+                                     tags=[self.keys["tag:" + t] for t in rev.get("tags") or []] or None)
                 user = self.users[don]
                 user["state"] = rev.get("state", "active")
                 for stamp in ("created_date", "modified_date"):
@@ -491,9 +499,11 @@ class SandboxState:
         rev-user; the public 2026 rev-user does not declare them) as summaries, when it has any."""
         out = self.user_summary(user["id"])
         out.pop("type", None)
-        for key in ("created_date", "modified_date", "is_verified", "custom_fields"):
+        for key in ("created_date", "modified_date", "is_verified", "custom_fields", "phone_numbers", "description"):
             if user.get(key) is not None:
                 out[key] = copy.deepcopy(user[key])
+        if user.get("tags"):   # answers carry tag objects; updates send their ids (S18)
+            out["tags"] = [{"tag": dict(self.tags[t])} for t in user["tags"] if t in self.tags]
         if user.get("artifacts"):
             out["artifacts"] = [self.artifact_summary(a) for a in user["artifacts"]]
         for key in ("created_by", "modified_by"):
@@ -589,7 +599,8 @@ class SandboxState:
             return copy.deepcopy({"devo": self.devo, "seq": self.seq, "orgs": self.orgs, "users": self.users,
                                   "works": self.works, "conversations": self.conversations,
                                   "entries": self.entries, "artifacts": self.artifacts,
-                                  "by_display": self.by_display, "keys": self.keys, "jobs": self.jobs})
+                                  "by_display": self.by_display, "keys": self.keys, "jobs": self.jobs,
+                                  "tags": self.tags})
 
     def load_json(self, data: dict) -> None:
         with self.lock:
@@ -597,6 +608,7 @@ class SandboxState:
                         "by_display", "keys"):
                 setattr(self, key, copy.deepcopy(data[key]))
             self.jobs = copy.deepcopy(data.get("jobs", {}))   # a state saved before jobs had none
+            self.tags = copy.deepcopy(data.get("tags", {}))   # ... or before contacts had tags
 
     def dump(self) -> dict:
         """The state as a client would see it (rendered), for tests to diff."""

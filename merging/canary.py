@@ -2,7 +2,8 @@
 read again and compared with its backup, before any other set starts.
 
 The tool writes one field per object (a ticket's reported_by, a conversation's members),
-and the primary's references (external_ref, and external_refs where DevRev keeps a list).
+and the primary's references (external_ref, and external_refs where DevRev keeps a list),
+and with --fill-blanks the primary's fields it filled.
 If DevRev changed anything else when the tool wrote, or when it merged the contacts (a
 workflow, an automation, a merge that does more than the 2023 internal spec says), the
 first set shows it, and the run stops while only one set is affected. Expected changes
@@ -64,11 +65,13 @@ def changes_by_itself(name: str) -> str | None:
                  if fnmatch.fnmatchcase(name, pattern)), None)
 
 
-def all_changes(kind: str, before: dict, after: dict, renames: dict[str, str]) -> list[dict]:
+def all_changes(kind: str, before: dict, after: dict, renames: dict[str, str],
+                also_written: frozenset[str] | set[str] = frozenset()) -> list[dict]:
     """Every field of one object that changed beyond what the merge is expected to change:
     [{"object", "field", "before", "after"}] (values with users as ids), each with "why" when
-    a server process explains it (changes_by_itself)."""
-    skip = set(STAMPS) | WRITTEN[kind]
+    a server process explains it (changes_by_itself). also_written: fields the tool wrote too
+    (the primary's fields --fill-blanks filled, `custom_fields.<name>` for a custom field)."""
+    skip = set(STAMPS) | WRITTEN[kind] | set(also_written)
     old, new = _fields(_as_ids(before, renames)), _fields(_as_ids(after, renames))
     found = []
     for name in sorted(set(old) | set(new)):
@@ -134,7 +137,8 @@ def check_set(client: DevRevClient, outcome: SetOutcome) -> dict:
             continue
         if kind == "contact":
             before = _with_files_moved(before, after, files)
-        for change in all_changes(kind, before, after, renames):
+        filled = set(outcome.fields_filled or {}) if kind == "contact" else set()
+        for change in all_changes(kind, before, after, renames, filled):
             (by_themselves if "why" in change else found).append(change)
     return {"set": outcome.email, "checked": len(objects), "differences": found,
             "moved_by_themselves": by_themselves}

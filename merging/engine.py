@@ -52,6 +52,7 @@ from devrev_api.errors import (
 from devrev_client import DevRevClient
 from merging.call_estimates import estimate_calls, set_overhead_calls
 from merging.custom_field_moves import CustomFieldRefused, move_custom_fields
+from merging.field_fill import FillPlan, applied, differences, plan_fill, update_body
 from merging.live_checks import (
     SetSkipped,
     frozen_items,
@@ -108,6 +109,7 @@ class MergeOptions:
     merge_note: bool = True        # leave a note on each merged primary's timeline (--no-merge-note: not)
     ask_refused_again: bool = False   # --ask-refused-merges-again: one more request where DevRev refused before
     target: str | None = None      # the DevRev backed up from, in each backup (runs.support.backup_target)
+    fill_blanks: tuple[str, ...] = ()   # --fill-blanks: the primary's blank fields filled (merging.field_fill)
     # whether works.list takes the custom_fields filter: probed once per run (preflight.CustomFieldsFilter)
     custom_fields_filter: CustomFieldsFilter = field(default_factory=CustomFieldsFilter)
 
@@ -136,11 +138,15 @@ def _preview_set(client: DevRevClient, ms: MergeSet, options: MergeOptions) -> d
         return record
     record["primary"] = {"id": primary["id"], "display_id": primary.get("display_id"),
                          "external_ref": primary.get("external_ref")}
+    record["field_differences"] = differences(primary, duplicates)
+    fill = plan_fill(primary, duplicates, options.fill_blanks) if options.fill_blanks else None
+    if fill is not None:
+        record["fills"] = fill.filled   # what --fill-blanks writes to the primary (a run writes no more)
     record["duplicates"] = []
     merging = not options.keep_duplicate
     keeps_refs = isinstance(primary.get(facts.CONTACT_REFS_FIELD), list)
     calls = set_overhead_calls(len(duplicates), merge=merging, keeps_refs=keeps_refs) + \
-        (1 if merging and options.merge_note else 0)   # the merge note on the primary
+        (1 if merging and options.merge_note else 0) + (2 if fill else 0)   # the merge note; a read and the fill
     record["merge_note"] = merging and options.merge_note
     size = 0
     filter_accepted = bool(duplicates) and options.custom_fields_filter.ask(client, duplicates[0]["id"])
@@ -254,6 +260,7 @@ class SetMerger:
                 return outcome
             if ctx is None:
                 ctx = self._start(key, ms)
+                self._check_fills_as_previewed(ms, ctx)   # before the set's first write
             else:
                 self._check_primary_still_active(ctx)
                 self._check_not_recreated(key, ctx)
@@ -283,6 +290,8 @@ class SetMerger:
                 with contextlib.suppress(Exception):  # the journal may be what failed
                     outcome = replace(outcome, **journal_numbers(self.journal.steps(key), ctx["duplicates"],
                                                                  self.journal.run_id))
+                    filled = (self.journal.step(key, step_name("fill_blanks")) or {}).get("data") or {}
+                    outcome.fields_filled = filled.get("filled") or None
         return outcome
 
     def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: SetOutcome) -> bool:
@@ -385,6 +394,7 @@ class SetMerger:
         d = dup["id"]
         if not self.journal.is_done(key, step_name("retired", d)):
             self._clear(key, ms, ctx, dup)
+            self._fill_blanks(key, ctx)   # backed up (the primary's record before is in the backup), not retired
             retire = not (self.options.keep_duplicate or self.merge_denied)
             if not (retire and self._merge_and_retire(key, dup, ctx["primary"])):
                 return
@@ -392,6 +402,55 @@ class SetMerger:
             # Anything filed under the duplicate while DevRev processed the merge would be left
             # on a retired contact: one more look, and the same backup-and-move if needed.
             self.journal.done(key, step_name("swept", d), self._sweep(key, ms, ctx, dup))
+
+    def _fill_plan(self, ctx: dict, primary: dict | None = None) -> FillPlan:
+        """The fill-blanks plan from the contacts as the set's live checks read them (or, given,
+        the primary as it is now): what the preview showed, or less, never more."""
+        return plan_fill(primary or ctx["primary"]["live"], [d["live"] for d in ctx["duplicates"]],
+                         self.options.fill_blanks)
+
+    def _check_fills_as_previewed(self, ms: MergeSet, ctx: dict) -> None:
+        """--fill-blanks writes only what the preview showed for this set: SetFailed (before any
+        write) when the values to fill changed since."""
+        shown = self.previews.get(ms.key)
+        if not self.options.fill_blanks or shown is None:
+            return
+        planned = self._fill_plan(ctx).filled
+        if planned != (shown.get("fills") or {}):
+            changed = sorted(set(planned) ^ set(shown.get("fills") or {}) or
+                             {k for k in planned if planned[k] != (shown.get("fills") or {}).get(k)})
+            raise SetFailed(f"the fields --fill-blanks would fill changed since the preview ({', '.join(changed)}): "
+                            f"nothing was written for this set; preview again")
+
+    def _fill_blanks(self, key: str, ctx: dict) -> None:
+        """--fill-blanks: the primary's blank fields filled from its duplicates (merging.field_fill),
+        journaled, checked in DevRev's answer. Read fresh first: a field filled since is left as
+        it is, and nothing beyond the set's plan is written."""
+        step = step_name("fill_blanks")
+        record = self.journal.step(key, step)
+        if not self.options.fill_blanks or (record and record["status"] == "done"):
+            return
+        primary_id = ctx["primary"]["id"]
+        planned = self._fill_plan(ctx)
+        now = self.client.get_rev_user(primary_id) if planned else {}
+        if record is not None and not applied(record["data"].get("after") or {}, now):
+            self.journal.done(key, step, dict(record["data"], confirmed_by="fresh read"))
+            return
+        fresh = self._fill_plan(ctx, now) if planned else FillPlan()
+        values = {k: v for k, v in fresh.values.items() if k in planned.values}
+        if not values:
+            self.journal.done(key, step, {"filled": {}})
+            return
+        data = {"before": {k: fresh.before.get(k) for k in values}, "after": values,
+                "filled": {k: v for k, v in fresh.filled.items() if k.split(".")[0] in values}}
+        self.journal.intent(key, step, data)
+        answer = self.client.update_rev_user_fields(primary_id, update_body(values))
+        wrong = applied(values, answer)
+        if wrong:
+            raise SetFailed(f"DevRev did not apply {', '.join(wrong)} to the primary's fields (--fill-blanks): "
+                            f"re-run to check again")
+        self.journal.done(key, step, data)
+        log.info("filled the primary's blank fields: %s", ", ".join(sorted(data["filled"])))
 
     def _sweep(self, key: str, ms: MergeSet, ctx: dict, dup: dict) -> dict | None:
         """The look after the merge. A listing filtered by the retired duplicate may be

@@ -32,6 +32,7 @@ class Scope:
     merge_note: bool | None = True   # None: a preview older than the merge note
     retry_skipped: bool | None = False   # sets an earlier run's live checks skipped are tried again
     ask_refused_again: bool | None = False   # merges DevRev refused before are asked again
+    fill_blanks: tuple[str, ...] | list[str] | None = ()   # --fill-blanks: the primary's fields filled
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,6 +62,10 @@ def scope_difference(preview: dict, run: Scope, todo: list[tuple[str, str]]) -> 
     if run.merge_note and not run.keep_duplicate and shown.merge_note is False:
         return ("the preview was made with --no-merge-note; this run would leave a note on each primary: add "
                 "--no-merge-note, or preview without it")
+    more = sorted(set(run.fill_blanks or ()) - set(shown.fill_blanks or ()))
+    if more:
+        return (f"the preview was made without --fill-blanks {','.join(more)}; this run would fill those fields: "
+                f"preview with the same --fill-blanks first")
     if shown.target != run.target:
         return f"the preview was made against {shown.target}, this run goes to {run.target}"
     if preview.get("complete") is not True:

@@ -87,6 +87,7 @@ class MergeSettings:
     merge_timeout: float
     ask_refused_merges_again: bool = False
     retry_skipped: bool = False
+    fill_blanks: tuple[str, ...] = ()
     json: bool = False
     preview_max_age: float = DEFAULT_MAX_AGE_HOURS
     log_format: str = "text"
@@ -202,6 +203,7 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
                                    merge_note=not settings.no_merge_note,
                                    ask_refused_again=settings.ask_refused_merges_again,
                                    target=backup_target(settings.target, client),
+                                   fill_blanks=tuple(settings.fill_blanks),
                                    fanout=stack.enter_context(contextlib.closing(Fanout(settings.workers))))
             common = _report_header(settings, run_id, client, csv_path, index)
             common["actor"] = actor_block(client, ask=bool(plan.todo))   # who ran it (no call when nothing to do)
@@ -242,7 +244,8 @@ def _scope(settings: MergeSettings, csv_sha256: str) -> Scope:
     return Scope(csv_sha256=csv_sha256, target=target_of(settings.target), keep_duplicate=settings.keep_duplicate,
                  allow_cross_org=settings.allow_cross_org, only=email_key(settings.only) if settings.only else None,
                  max_merges=settings.max_merges, merge_note=not settings.no_merge_note,
-                 retry_skipped=settings.retry_skipped, ask_refused_again=settings.ask_refused_merges_again)
+                 retry_skipped=settings.retry_skipped, ask_refused_again=settings.ask_refused_merges_again,
+                 fill_blanks=tuple(settings.fill_blanks))
 
 
 def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:

@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+from collections import Counter
 
 from operator_view import html_page, summary
 from plumbing.csv_files import csv_cell, write_csv
@@ -63,13 +64,13 @@ PREVIEW_COLUMNS = ["email", "status", "reason", "primary", "duplicates", "duplic
                    "messages", "attachments", "attachment_bytes", "estimated_calls", "estimated_backup_bytes",
                    "new_external_ref", "external_refs_kept", "refs_without_contact", "other_works", "frozen",
                    "ticket_ids", "conversation_ids", "custom_field_refs", "custom_field_only", "contact_notes",
-                   "contact_entries", "contact_files", "contact_file_bytes", "detail"]
+                   "contact_entries", "contact_files", "contact_file_bytes", "field_differences", "fills", "detail"]
 
 
 # what the HTML page shows of each row (the CSV keeps every column)
 PREVIEW_HTML_COLUMNS = ["email", "status", "reason", "primary", "duplicate_refs", "tickets", "conversations",
                         "messages", "attachments", "custom_field_refs", "contact_notes", "contact_files",
-                        "estimated_calls", "detail"]
+                        "estimated_calls", "field_differences", "fills", "detail"]
 
 
 def preview_rows(preview: dict) -> list[dict]:
@@ -101,12 +102,23 @@ def preview_rows(preview: dict) -> list[dict]:
             "custom_field_refs": [r for d in dups for r in d.get("custom_field_refs", [])],
             "custom_field_only": [r for d in dups for r in d.get("custom_field_only", [])],
             **{k: sum(d.get(k) or 0 for d in dups) if dups else None
-               for k in ("contact_notes", "contact_entries", "contact_files", "contact_file_bytes")}})
+               for k in ("contact_notes", "contact_entries", "contact_files", "contact_file_bytes")},
+            # per field each contact's value (display_name: REVU-a="Ana" ...), and what --fill-blanks fills
+            "field_differences": [_difference_line(d) for d in record.get("field_differences") or []],
+            "fills": [f"{name}: {json.dumps(value, sort_keys=True, default=str)}"
+                      for name, value in (record.get("fills") or {}).items()]})
     for group in preview["skipped"]:
         rows.append({"email": group["email"], "status": NOT_A_MERGE_SET, "reason": group["reason"],
                      "detail": group["detail"], "duplicates": [r["REV_USER_ID"] for r in group["rows"]],
                      "duplicate_refs": [r.get("EXTERNAL_REF") for r in group["rows"]]})
     return rows
+
+
+def _difference_line(diff: dict) -> str:
+    """One field difference as the CSV and the page show it."""
+    values = " ".join(f"{v.get('contact')}{' (primary)' if v.get('role') == 'primary' else ''}="
+                      f"{json.dumps(v.get('value'), default=str)}" for v in diff.get("values") or [])
+    return f"{diff.get('field')}{' (consent: never filled)' if diff.get('consent') else ''}: {values}"
 
 
 def _distinct(dups: list[dict], ids_key: str, names_key: str) -> set[str]:
@@ -132,6 +144,11 @@ def preview_totals(preview: dict) -> dict:
             "already_done": sum(1 for s in sets if s["status"].startswith("already")),
             "restored": sum(1 for s in sets if s["status"] == "restored"),
             "merge_refused": sum(1 for s in sets if s["status"] == "merge_refused"),
+            # field differences between each primary and its duplicates (issue 27), and the fills --fill-blanks makes
+            "sets_with_differences": sum(1 for s in sets if s.get("field_differences")),
+            "difference_fields": dict(sorted(Counter(d["field"] for s in sets for d in s.get("field_differences") or []
+                                                     ).items())),
+            "sets_filled": sum(1 for s in sets if s.get("fills")),
             "csv_merge_sets": (preview.get("csv") or {}).get("merge_sets"),
             "not_merge_sets": not_merge_sets(preview),
             "tickets": len(_distinct(dups, "ticket_ids", "tickets")),
@@ -193,7 +210,7 @@ def load_previews(report_dir: str, csv_sha256: str, target: str) -> list[tuple[s
 MERGE_COLUMNS = ["email", "status", "reason", "error", "note", "primary", "duplicates", "duplicate_refs",
                  "tickets_moved", "conversations_moved", "messages", "attachments", "backups", "backups_verified",
                  "drift_appeared", "drift_vanished", "custom_field_refs", "custom_fields_moved", "contact_entries",
-                 "contact_files", "external_ref_set", "other_duplicate_refs",
+                 "contact_files", "fields_filled", "external_ref_set", "other_duplicate_refs",
                  "external_refs_kept", "refs_without_contact", "merge_note", "merge_note_refused", "resumed",
                  "duration_s"]
 
@@ -229,6 +246,7 @@ def merge_rows(report: dict) -> list[dict]:
             "other_duplicate_refs": outcome.get("other_duplicate_refs"),
             "external_refs_kept": outcome.get("external_refs_kept"),
             "refs_without_contact": outcome.get("refs_without_contact"),
+            "fields_filled": sorted(outcome.get("fields_filled") or []),
             "merge_note": outcome.get("merge_note"), "merge_note_refused": outcome.get("merge_note_refused"),
             "resumed": outcome.get("resumed"), "duration_s": outcome.get("duration_s")})
     for group in report["skipped"]:

@@ -20,7 +20,8 @@ REPORT_COLUMNS = ["email", "status", "primary", "duplicate", "new_contact", "rec
                   "custom_fields_left", "notes_back", "files_back", "entries_not_writable", "notes_found_on_primary",
                   "backups", "error"]
 # what a restore cannot give back, said in every restore report (the API's limits)
-NOT_GIVEN_BACK = ("a re-created contact has a new id and display id; notes written again have new ids, are "
+NOT_GIVEN_BACK = ("a re-created contact has a new id and display id, and no full_name (rev-users.create takes none); "
+                  "notes written again have new ids, are "
                   "internal, and carry their original author, date and visibility in their text (the API cannot "
                   "set an author or a date); entries other than comments (system events) are not written again "
                   "(entries_not_writable); the notes the merge and the restore leave on the primary stay")

@@ -133,6 +133,15 @@ def describe_preview(totals: dict) -> str:
                   f"{'is' if totals['frozen'] == 1 else 'are'} frozen in DevRev, which may refuse to update "
                   f"{'it' if totals['frozen'] == 1 else 'them'} (frozen in the report).")
     moves += describe_other_references(totals, preview=True)
+    if totals.get("sets_with_differences"):
+        fields = totals.get("difference_fields") or {}
+        named = ", ".join(f"{name} {count}" for name, count in sorted(fields.items(), key=lambda f: (-f[1], f[0]))[:5])
+        more = f" and {len(fields) - 5} more" if len(fields) > 5 else ""
+        filled = totals.get("sets_filled") or 0
+        moves += (f"\n{plural(totals['sets_with_differences'], 'merge set')} differ in contact fields between the "
+                  f"primary and its duplicates ({named}{more}): field_differences in the preview; "
+                  + (f"--fill-blanks fills the blanks of {plural(filled, 'primary', 'primaries')} (fills in the "
+                     f"preview)." if filled else "--fill-blanks FIELDS would fill the primary's blanks."))
     orphans = totals.get("refs_without_contact")
     if orphans:
         moves += (f"\n{plural(orphans, 'user_ reference')} of merged duplicates would belong to no contact: this "

@@ -38,6 +38,9 @@ class FailedFolder:
         return f"FAILED {self.folder}: {self.path}: {self.reason}"
 
 
+PROFILE_FIELDS = ("phone_numbers", "description", "tags", "custom_fields")   # re-created with the contact
+
+
 @dataclass
 class DuplicateBackup:
     """One merged duplicate as its backups recorded it (the contact's record before the merge)."""
@@ -48,6 +51,9 @@ class DuplicateBackup:
     rev_org: str | None          # the workspace's id
     external_ref: str | None     # the duplicate's user_... reference
     primary_original_ref: str | None   # the primary's external_ref before the merge
+    # the rest of the contact a restore creates it again with (as backed up): phone numbers,
+    # description, tags (as DevRev answers them), custom fields; {} for none
+    profile: dict = field(default_factory=dict)
     folders: list[str] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     # objects whose custom fields named it, with those fields before the merge (earliest backup wins)
@@ -83,6 +89,8 @@ class BackupSet:
     # why the merge journal does not allow this set to be restored (restoring.merge_record), or None
     refused: str | None = None
     targets: set[str] = field(default_factory=set)   # the DevRev its backups were read from (metadata "target")
+    # what --fill-blanks wrote to the primary, per the merge journal ({"before", "after"} each): given back
+    fills: list[dict] = field(default_factory=list)
 
     @property
     def all_authentic(self) -> bool:
@@ -172,7 +180,8 @@ def _duplicate(folder: _Folder) -> DuplicateBackup:
         id=dup["id"], display_id=dup.get("display_id") or dup["id"], email=dup.get("email"),
         display_name=dup.get("display_name"), rev_org=(dup.get("rev_org") or {}).get("id"),
         external_ref=refs.get("duplicate", dup.get("external_ref")),
-        primary_original_ref=refs.get("primary", folder.metadata["primary"].get("external_ref")))
+        primary_original_ref=refs.get("primary", folder.metadata["primary"].get("external_ref")),
+        profile={k: dup[k] for k in PROFILE_FIELDS if dup.get(k) not in (None, "", [], {})})
 
 
 def load_backup_sets(backup_dir: str) -> tuple[list[BackupSet], list[FailedFolder]]:

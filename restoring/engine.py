@@ -26,6 +26,7 @@ from typing import Any, Callable
 from backup import CustomFieldMove, Move, ids_of
 from devrev_api import assumptions as facts
 from devrev_api.errors import (
+    BadRequestError,
     ConflictError,
     DevRevError,
     NotFoundError,
@@ -36,12 +37,14 @@ from devrev_api.errors import (
 from devrev_client import DevRevClient
 from merging.custom_field_moves import CustomFieldRefused, holds, read_object, write_fields
 from merging.engine import SetFailed, swap_user
+from merging.field_fill import update_body
 from merging.live_checks import is_retired
 from operator_view.summary import plural
 from plumbing.cli import log_subject
 from plumbing.clock import iso_utc
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from restoring.contact_page import RECORD_FILES, ContactPageError, give_page_back, notes_on, page_counts
+from restoring.fields_back import FieldsBack, plan_fields_back
 from restoring.preview_writes import PlannedWrite, PreviewWrites, WriteNotPreviewed, planned_writes
 from runs.journal import Journal, parse_step, step_name
 from runs.notes import NoteResult, note_ref, restore_note_text, write_note
@@ -250,6 +253,9 @@ def _preview_set(client: DevRevClient, bset: BackupSet, note: bool) -> dict:
         record.update(status="failed", reason="backup_missing", error=str(exc))
         return record
     record["primary"]["external_ref_now"] = primary.get("external_ref")
+    fields_back = plan_fields_back(bset.fills, primary)
+    if fields_back.back or fields_back.left:   # what --fill-blanks wrote to the primary, given back
+        record["primary"]["fields_back"], record["primary"]["fields_left"] = fields_back.back, fields_back.left
     record["duplicates"] = [plan_duplicate(client, bset, d, primary) for d in reversed(bset.duplicates)]
     blocked = [d for d in record["duplicates"] if d.get("blocked_by")]
     if blocked:
@@ -264,8 +270,10 @@ def _preview_set(client: DevRevClient, bset: BackupSet, note: bool) -> dict:
                               f"{'is' if len(lost) == 1 else 'are'} in no backup here (a backup lost and accepted as "
                               f"lost): they stay on the primary")
         fields = {d.id: [(m.id, m.display_id) for m in d.custom_field_moves] for d in bset.duplicates}
-        record["writes"] = [w.to_json() for w in planned_writes(record, fields, primary_refs_wanted(bset, primary),
-                                                                note=note)]
+        writes = planned_writes(record, fields, primary_refs_wanted(bset, primary), note=note)
+        if fields_back.body:
+            writes.insert(0, PlannedWrite("fields_back", primary["id"], primary.get("display_id")))
+        record["writes"] = [w.to_json() for w in writes]
     return record
 
 
@@ -415,6 +423,9 @@ class SetRestorer:
             refs_back = self._references_back(key, bset, primary)
             if refs_back is not None:
                 out.primary["external_refs_back"] = refs_back
+            back = self._fields_back_to_primary(key, bset, primary)
+            if back is not None:
+                out.primary["fields_back"], out.primary["fields_left"] = back.back, back.left
             for dup in reversed(bset.duplicates):
                 result = RestoredDuplicate(dup.id, dup.display_id, dup.external_ref, backups=list(dup.folders))
                 out.duplicates.append(result)
@@ -530,6 +541,35 @@ class SetRestorer:
         self.journal.done(key, step, {"before": current, "after": wanted})
         return wanted
 
+    def _fields_back_to_primary(self, key: str, bset: BackupSet, primary: dict) -> FieldsBack | None:
+        """The primary's fields --fill-blanks filled, given back where the primary still holds
+        what the fill wrote (restoring.fields_back); journaled, checked in DevRev's answer.
+        None when the merge filled nothing."""
+        if not bset.fills:
+            return None
+        step = step_name("fields_back")
+        record = self.journal.step(key, step)
+        if record and record["status"] == "done":
+            data = record["data"] or {}
+            return FieldsBack(back=list(data.get("back") or []), left=list(data.get("left") or []))
+        now = self.client.get_rev_user(primary["id"]) if record else primary
+        plan = plan_fields_back(bset.fills, now)
+        if record is not None and not plan.back and (record["data"] or {}).get("back"):
+            plan = FieldsBack(back=list(record["data"]["back"]), left=list(record["data"].get("left") or []))
+        elif plan.body:
+            self._may(key, PlannedWrite("fields_back", primary["id"], primary.get("display_id")))
+            self.journal.intent(key, step, {"body": plan.body, "back": plan.back, "left": plan.left})
+            answer = self.client.update_rev_user_fields(primary["id"], plan.body)
+            again = plan_fields_back(bset.fills, answer)
+            if again.back:
+                raise SetFailed(f"DevRev did not give the primary's fields back ({', '.join(again.back)}): re-run to "
+                                f"check again")
+        self.journal.done(key, step, {"back": plan.back, "left": plan.left})
+        if plan.left:
+            log.warning("the primary's %s changed since --fill-blanks filled them: left as they are",
+                        ", ".join(plan.left))
+        return plan
+
     def _ref_given_back(self, key: str, dup: DuplicateBackup) -> str | None:
         record = self.journal.step(key, step_name("primary_ref", dup.id))
         return ((record or {}).get("data") or {}).get("after")
@@ -578,10 +618,20 @@ class SetRestorer:
                             f"it cannot be created again")
         self.journal.intent(key, step, {"email": dup.email, "external_ref": dup.external_ref})
         retries = self.client.retry.start()
+        profile = update_body(dup.profile)
         while True:
             try:
                 return self.client.create_rev_user(email=dup.email, display_name=dup.display_name,
-                                                   rev_org=dup.rev_org, external_ref=dup.external_ref)
+                                                   rev_org=dup.rev_org, external_ref=dup.external_ref,
+                                                   profile=profile)
+            except BadRequestError as exc:
+                if not profile:
+                    raise
+                # [I] a tenant whose contacts take none of these fields on create (a custom field
+                # without its schema): nothing was created; the contact comes back without them
+                log.warning("rev-users.create refused %s's other fields (%s): creating it with its email, name, "
+                            "workspace and reference only", dup.display_id, exc)
+                profile = {}
             except ConflictError:
                 if (found := self._adopt(dup)) is not None and asked_before:
                     return found

@@ -28,7 +28,7 @@ from typing import Any
 
 from backup import CustomFieldMove, Move
 from contacts.csv_reader import email_key
-from restoring.backup_sets import BackupSet, DuplicateBackup
+from restoring.backup_sets import PROFILE_FIELDS, BackupSet, DuplicateBackup
 from runs.journal import SavedSet, parse_step, read_savepoint
 
 
@@ -51,6 +51,9 @@ class MergeRecord:
     """Every duplicate the merge journal at `path` records, by id."""
     path: str
     duplicates: dict[str, MergedDuplicate]
+    # primary id -> the fill_blanks step's data ({"before", "after", "filled"}): what --fill-blanks
+    # wrote to that primary, which a restore gives back (the merges of every set into it, in order)
+    fills: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str) -> "MergeRecord | None":
@@ -75,6 +78,10 @@ class MergeRecord:
                 live: dict[str, Any] = ident["live"] if isinstance(ident.get("live"), dict) else ident
                 self.duplicates.setdefault(ident["id"], MergedDuplicate(
                     ident["id"], primary_id, live, primary.get("external_ref")))
+        fill = saved.steps.get("fill_blanks") or {}
+        filled: dict[str, Any] = fill["data"] if isinstance(fill.get("data"), dict) else {}
+        if fill.get("status") == "done" and isinstance(filled.get("after"), dict) and filled["after"]:
+            self.fills.setdefault(primary_id, []).append(filled)
         for name, step in saved.steps.items():
             try:
                 parsed = parse_step(name)
@@ -117,7 +124,7 @@ def hold_to_merge(bset: BackupSet, record: MergeRecord | None, *, authentic: boo
             f"a restore gives back only what a recorded merge did (give --merge-savepoint the merge's savepoint)")
     assert record is not None
     held = [_hold_duplicate(bset, dup, record, where) for dup in bset.duplicates]
-    return replace(bset, duplicates=held)
+    return replace(bset, duplicates=held, fills=list(record.fills.get(str(bset.primary.get("id")), [])))
 
 
 def _hold_duplicate(bset: BackupSet, dup: DuplicateBackup, record: MergeRecord, where: str) -> DuplicateBackup:
@@ -161,6 +168,9 @@ def _same_contact(dup: DuplicateBackup, merged: MergedDuplicate, where: str) -> 
                 "external_ref": live.get("external_ref")}
     claimed = {"email": email_key(dup.email or ""), "display_name": dup.display_name, "workspace": dup.rev_org,
                "external_ref": dup.external_ref}
+    for name in PROFILE_FIELDS:   # the rest it is created again with: as the merge read it, or nothing
+        recorded[name] = live.get(name) if live.get(name) not in (None, "", [], {}) else None
+        claimed[name] = dup.profile.get(name)
     for name, value in claimed.items():
         if value != recorded[name]:
             raise NotWhatTheMergeDid(f"{dup.display_id}: the backup gives its {name} as {value!r}, {where} recorded "

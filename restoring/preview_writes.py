@@ -15,6 +15,7 @@ from typing import Any, Iterable
 # kind of write -> how the preview and the refusal name it
 WRITE_KINDS = {
     "primary_refs": "set the primary's external_refs",
+    "fields_back": "give the primary's fields --fill-blanks filled back",
     "primary_ref": "give the primary its own external_ref back",
     "recreate": "create the contact again",
     "contact_page": "write the contact's notes and files again",

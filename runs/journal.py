@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 # Step kinds, by the parts that follow the duplicate's id in a step name.
-SET_KINDS = ("external_ref", "external_refs", "primary_refs", "merge_note", "restore_note")
+SET_KINDS = ("external_ref", "external_refs", "primary_refs", "merge_note", "restore_note", "fill_blanks",
+             "fields_back")
 DUPLICATE_KINDS = ("merge", "retired", "swept", "primary_ref", "recreate", "verify_back")
 ROUND_KINDS = ("backup", "verify")
 ITEM_KINDS = ("ticket", "conversation", "custom_fields")

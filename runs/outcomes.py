@@ -120,6 +120,7 @@ class SetOutcome:
     merge_note_refused: str | None = None          # why DevRev refused the note (the merge itself is done)
     moved_ticket_ids: list[str] | None = None
     moved_conversation_ids: list[str] | None = None
+    fields_filled: dict[str, Any] | None = None   # --fill-blanks: the primary's fields filled, and from where
     this_run_ticket_ids: list[str] | None = None          # of those, the ones this run moved (set_numbers)
     this_run_conversation_ids: list[str] | None = None
     # the restore's

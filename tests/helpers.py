@@ -120,7 +120,11 @@ def normalized(dump: dict) -> dict:
     for uid, user in dump["rev_users"].items():
         out["rev_users"][uid] = {"email": user.get("email"), "external_ref": user.get("external_ref"),
                                  "retired": user["_retired"], "state": user["_state"],
-                                 "display_name": user.get("display_name")}
+                                 "display_name": user.get("display_name"), "full_name": user.get("full_name"),
+                                 # the fields --fill-blanks may write (issue 27): a merge without it writes none
+                                 "description": user.get("description"), "phone_numbers": user.get("phone_numbers"),
+                                 "tags": sorted(t["tag"]["id"] for t in user.get("tags") or []),
+                                 "custom_fields": user.get("custom_fields")}
         if user.get("_external_refs_extra"):   # the rest of its external_refs (mode contact_external_refs)
             out["rev_users"][uid]["external_refs_extra"] = user["_external_refs_extra"]
     for kind, field in (("works", "reported_by"), ("conversations", "members")):

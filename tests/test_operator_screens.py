@@ -143,16 +143,18 @@ def test_a_merge_log_ends_with_the_summary_the_report_paths_and_the_exit_code(tm
     sandbox = make_sandbox(dataset.seed)
     run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
     assert run.preview() == 0
-    preview_tail = log_messages(run)[-9:]
+    preview_tail = log_messages(run)[-10:]
     assert preview_tail[0].startswith("8 merge sets from the CSV: 3 would be merged")
     assert preview_tail[1].startswith("The 3 merge sets would move")
     # the emulator's default tenant: tickets naming a duplicate only in a custom field cannot be found
     assert preview_tail[2].startswith("This DevRev refuses works.list's custom_fields filter")
+    # the duplicates' display names are their emails (issue 27: the differences, counted)
+    assert preview_tail[3].startswith("3 merge sets differ in contact fields between the primary and its duplicates")
     # the dataset's set with two duplicates: this DevRev keeps one reference per contact
-    assert preview_tail[3].startswith("1 user_ reference of merged duplicates would belong to no contact")
-    assert preview_tail[4] == "Preview written (nothing was changed in DevRev):"
-    assert [os.path.splitext(line.strip())[1] for line in preview_tail[5:8]] == [".html", ".json", ".csv"]
-    assert preview_tail[8] == "exit code 0: every set done or skipped by the live checks"
+    assert preview_tail[4].startswith("1 user_ reference of merged duplicates would belong to no contact")
+    assert preview_tail[5] == "Preview written (nothing was changed in DevRev):"
+    assert [os.path.splitext(line.strip())[1] for line in preview_tail[6:9]] == [".html", ".json", ".csv"]
+    assert preview_tail[9] == "exit code 0: every set done or skipped by the live checks"
     assert run.run() == 0
     tail = log_messages(run)[-8:]
     assert tail[0].startswith("This run: 8 merge sets worked on: 3 merged") and tail[1].startswith("So far: ")

@@ -57,6 +57,9 @@ OVERRIDES = {
     # The public spec's rev-users-update-request has only the single external_ref; the beta one
     # accepts external_refs (a contact's list of external identifiers).
     "rev-users.update": Override(spec="beta", part="request", fields=("external_refs",)),
+    # The public rev-users-create-request has no tags or custom_fields; the beta one (S16/S17) has
+    # both: a restore creates a merged duplicate again with the tags and custom fields it had.
+    "rev-users.create": Override(spec="beta", part="request", fields=("tags", "custom_fields")),
     # The public spec's works-list-request has no custom_fields filter; the beta one (and DevRev's
     # SDK types, S17) has it: the tool asks for tickets naming a contact only in a custom field.
     "works.list": Override(spec="beta", part="request", fields=("custom_fields",)),
