@@ -37,6 +37,7 @@ from plumbing.files import atomic_write_bytes
 from plumbing.version import TOOL_VERSION
 from runs.actor import actor_block
 from runs.journal import earlier_primaries
+from runs.over_sets import is_temporary
 from runs.support import (
     MERGE_SAVEPOINT,
     SANDBOX_MERGE_SAVEPOINT,
@@ -163,7 +164,9 @@ def _scan(args, client, stop: cli.StopSignal, earlier: list[EarlierPrimary]) -> 
             raise UsageError(str(exc)) from None
         except DevRevError as exc:
             log.error("DevRev failed during the scan, nothing written: %s", exc)
-            return ExitCode.FAILED
+            json_summary.note_error(f"DevRev failed during the scan, nothing written: {exc}")
+            # DevRev unreachable or throttling: a later run may get through without a person (75)
+            return ExitCode.TEMPORARY if is_temporary(exc) else ExitCode.FAILED
 
 
 def _write(args, findings: Findings, header: dict) -> None:

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
                    help="process at most N merge sets in this run")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
-    p.add_argument("--fill-blanks", type=_fill_fields, default=(), metavar="FIELDS",
+    p.add_argument("--fill-blanks", type=_fill_fields, action="append", default=[], metavar="FIELDS",
                    help="fill the primary's empty fields from its newest duplicate that has a value (lists: the "
                         "union): 'all' or a comma-separated list of " + ", ".join(field_fill.FILLABLE)
                         + "; nothing the primary has is overwritten, consent/opt-out custom fields never; part of "
@@ -116,11 +116,16 @@ def _checked(args: argparse.Namespace) -> MergeSettings:
     """The parsed options checked together (UsageError for a combination that cannot work)."""
     if args.sandbox_reset and not args.sandbox:
         raise UsageError("--sandbox-reset only goes with --sandbox")
+    if args.sandbox_reset and args.status:
+        raise UsageError("--sandbox-reset does not go with --status (which only reads): run --sandbox --sandbox-reset "
+                         "--preview to start the rehearsal afresh")
     if args.full and not args.preview:
         raise UsageError("--full only goes with --preview")
     if not args.csv and not args.sandbox and not args.status and not args.check:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
-    return MergeSettings(**dict(vars(args), sandbox_mode=tuple(args.sandbox_mode)),
+    fills = {name for given in args.fill_blanks for name in given}   # repeated: the fields of all of them
+    return MergeSettings(**dict(vars(args), sandbox_mode=tuple(args.sandbox_mode),
+                                fill_blanks=tuple(f for f in field_fill.FILLABLE if f in fills)),
                          sandbox_modes=sandbox_modes(args.sandbox_mode, args.sandbox))
 
 

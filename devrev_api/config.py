@@ -88,6 +88,24 @@ def check_api_host(base_url: str, allowed: str | None, *, allowed_from_file: boo
                       f"{ALLOW_HOST_VARIABLE}={clean_text(host, 120)} set in the environment")
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches through a translation: IPv4-mapped (::ffff:a.b.c.d),
+    NAT64 (64:ff9b::/96, 64:ff9b:1::/48: the last 32 bits), 6to4 (2002::/16: bits 16-48) or the
+    deprecated IPv4-compatible form (::a.b.c.d); None for a native IPv6 address."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if int(ip) >> 32 == 0 and int(ip) > 1:   # ::a.b.c.d (not :: or ::1)
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
 def address_refusal(address: str, *, allow_loopback: bool) -> str | None:
     """Why an attachment may not be fetched from IP `address` (loopback, link-local, private or
     any other non-global address; an IPv4-mapped IPv6 address judged as its IPv4), or None when it
@@ -96,8 +114,11 @@ def address_refusal(address: str, *, allow_loopback: bool) -> str | None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{clean_text(address, 60)} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:   # mapped, NAT64, 6to4 or IPv4-compatible: judged as the IPv4 it reaches
+            inner = address_refusal(str(embedded), allow_loopback=allow_loopback)
+            return f"{ip} ({inner})" if inner is not None else None
     if ip.is_loopback:
         return None if allow_loopback else f"{ip} is a loopback address"
     if ip.is_link_local:

@@ -264,6 +264,8 @@ class SetMerger:
             else:
                 self._check_primary_still_active(ctx)
                 self._check_not_recreated(key, ctx)
+                if not self.journal.is_done(key, step_name("fill_blanks")):
+                    self._check_fills_as_previewed(ms, ctx)   # a re-run too: never fills what no preview showed
             outcome.primary = ctx["primary"]["display_id"]
             for dup in ctx["duplicates"]:
                 self._merge_duplicate(key, ms, ctx, dup)
@@ -416,9 +418,11 @@ class SetMerger:
         if not self.options.fill_blanks or shown is None:
             return
         planned = self._fill_plan(ctx).filled
-        if planned != (shown.get("fills") or {}):
-            changed = sorted(set(planned) ^ set(shown.get("fills") or {}) or
-                             {k for k in planned if planned[k] != (shown.get("fills") or {}).get(k)})
+        # the fields this run fills (a narrower --fill-blanks than the preview's is fine)
+        previewed = {k: v for k, v in (shown.get("fills") or {}).items()
+                     if k.split(".")[0] in self.options.fill_blanks}
+        if planned != previewed:
+            changed = sorted(set(planned) ^ set(previewed) or {k for k in planned if planned[k] != previewed.get(k)})
             raise SetFailed(f"the fields --fill-blanks would fill changed since the preview ({', '.join(changed)}): "
                             f"nothing was written for this set; preview again")
 

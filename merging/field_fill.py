@@ -40,8 +40,9 @@ def parse_fields(text: str) -> tuple[str, ...]:
         return FILLABLE
     unknown = [n for n in names if n not in FILLABLE]
     if not names or unknown:
+        why = " (full_name cannot be written through DevRev's API)" if "full_name" in unknown else ""
         raise UsageError(f"--fill-blanks takes 'all' or a list of {', '.join(FILLABLE)}"
-                         + (f", not {', '.join(unknown)}" if unknown else ""))
+                         + (f", not {', '.join(unknown)}{why}" if unknown else ""))
     return tuple(n for n in FILLABLE if n in names)
 
 
@@ -136,7 +137,8 @@ def plan_fill(primary: dict, duplicates: list[dict], fields: tuple[str, ...]) ->
                         union.append(value)
             if len(union) > len(mine or []):
                 plan.values[name], plan.before[name] = union, mine or []
-                plan.filled[name] = shown(name, union)
+                # in the order written, the primary's first (shown() sorts, for comparing)
+                plan.filled[name] = [_tag_id(t, name_first=True) for t in union] if name == "tags" else union
         elif name == "custom_fields":
             _fill_custom_fields(plan, primary, ordered)
         elif blank(mine):

@@ -51,7 +51,10 @@ def plan_run(journal: Journal | None, merge_sets: list[MergeSet], *, max_merges:
     skipped = {} if retry_skipped else {key: r for key, r in records.items() if r and r["status"] == "skipped"}
     # merged, then put back by restore_contacts.py: its duplicate is a new contact, which these rows do not name
     skipped.update({key: r for key, r in records.items() if r and r["status"] == "restored"})
-    todo = [ms for ms in merge_sets if ms.key not in finished and ms.key not in skipped][: max_merges or None]
+    # with --retry-skipped, the sets skipped before come after the untried ones: batches still go on
+    was_skipped = {key for key, r in records.items() if r and r["status"] == "skipped"}
+    todo = [ms for ms in merge_sets if ms.key not in finished and ms.key not in skipped]
+    todo = sorted(todo, key=lambda ms: ms.key in was_skipped)[: max_merges or None]
     chosen = {ms.key for ms in todo} | set(finished) | set(skipped)
     refused = {ms.key: record for ms in todo for record in [records[ms.key]]
                if record is not None and record.get("reason") == "merge_refused"}

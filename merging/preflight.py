@@ -21,6 +21,7 @@ from devrev_api import assumptions as facts
 from devrev_api.errors import AuthError, BadRequestError, DevRevError, NotFoundError, RunInterrupted, RunWideFault
 from devrev_client import DevRevClient
 from merging.live_checks import is_retired
+from plumbing import json_summary
 from plumbing.cli import ExitCode
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | Non
                              or check.name == "token" and isinstance(check.error, NotFoundError)):
             # a refused token, or a base URL where DevRev's API is not: configuration, exit 2
             log.error("%s; stopping the run (no set is started)", check.detail)
+            json_summary.note_error(check.detail)
             return ExitCode.USAGE
         (log.info if check.passed else log.warning if check.ok else log.error)("preflight %s", check.line())
     if all(c.ok for c in checks):
@@ -269,4 +271,6 @@ def at_start(client: DevRevClient, merge_set: MergeSet | None) -> ExitCode | Non
             log.warning("preflight: %s; the run goes on (run with --check to see it alone)", tally(checks))
         return None
     log.error("the preflight failed: nothing was started (run with --check to see it alone)")
+    json_summary.note_error("the preflight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in checks
+                                                                  if not c.ok))
     return ExitCode.FAILED

@@ -126,7 +126,12 @@ def run_check(settings: MergeSettings, savepoint: str | None = None) -> int:
                                          "not_checked": sum(1 for c in checks if c.ok and not c.checked)},
                         checks=[{"name": c.name, "ok": c.ok, "checked": c.checked, "detail": c.detail}
                                 for c in checks])
-    return ExitCode.OK if all(c.ok for c in checks) else ExitCode.FAILED
+    failed = [c for c in checks if not c.ok]
+    for check in failed:
+        json_summary.note_error(f"{check.name}: {check.detail}")
+    if failed and all(is_temporary(c.error) for c in failed):
+        return ExitCode.TEMPORARY   # DevRev unreachable or throttling: nothing proved wrong yet
+    return ExitCode.OK if not failed else ExitCode.FAILED
 
 
 def _check_folders(settings: MergeSettings, savepoint: str) -> None:
@@ -365,7 +370,7 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
     finally:
         problems = journal_problems(merger.journal)
     exit_code = tally.exit_code()
-    _map_ids(settings.report_dir, merger.journal, tally.report_lines(merge_sets))
+    _map_ids(settings.report_dir, merger.journal, tally.report_lines(merge_sets), merger.options.target)
     if merger.merge_denied:  # sets left moved_only that were to be merged: a later run must finish them
         exit_code = exit_code.worse(ExitCode.FAILED)
     interrupted = exit_code == ExitCode.INTERRUPTED
@@ -391,13 +396,13 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
     return exit_code
 
 
-def _map_ids(report_dir: str, journal: Journal, lines: list) -> None:
+def _map_ids(report_dir: str, journal: Journal, lines: list, target: str | None) -> None:
     """The duplicates this run retired, appended to the id map (runs.id_map); a failure to
     write it is said, not fatal (the merges are done and journaled)."""
     contexts = [ctx for line in lines if line.status == SetStatus.MERGED and not line.finished_earlier
                 for ctx in [(journal.set_record(line.set_key) or {}).get("context")] if isinstance(ctx, dict)]
     try:
-        id_map.append(report_dir, id_map.merged_rows(journal.run_id, contexts))
+        id_map.append(report_dir, id_map.merged_rows(journal.run_id, contexts, target))
     except OSError as exc:
         log.error("the id map %s could not be written (%s); the merge report lists the same ids",
                   os.path.join(report_dir, id_map.FILE_NAME), cli.describe_os_error(exc))
@@ -488,6 +493,10 @@ def run_summary(totals: dict) -> list[str]:
         lines.append(f"{plural(count, 'merge note')} {'was' if count == 1 else 'were'} not written: DevRev refused "
                      f"{'it' if count == 1 else 'them'} (merge_note_refused in the report says why); the merges are "
                      f"done. --no-merge-note leaves the notes out.")
+    if totals.get("sets_filled"):
+        primaries = plural(totals["sets_filled"], "primary", "primaries")
+        lines.append(f"--fill-blanks filled the blank fields of {primaries} (fields_filled in the report; a restore "
+                     f"gives them back).")
     if totals.get("retry_later"):
         count = totals["retry_later"]
         lines.append(f"{plural(count, 'merge set')} of the failed {'waits' if count == 1 else 'wait'} on DevRev (a "

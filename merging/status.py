@@ -13,7 +13,7 @@ from merging.plan import set_key
 from merging.progress import resume_point
 from operator_view import screens, summary
 from plumbing import cli, json_summary
-from plumbing.cli import ExitCode
+from plumbing.cli import ExitCode, UsageError
 from runs.journal import Journal, earlier_primaries
 from runs.support import SANDBOX_DIR
 
@@ -50,6 +50,9 @@ def print_status(savepoint: str, csv_path: str | None = None, *, sandbox_hint: b
         if only:
             wanted = [(key, email) for key, email in wanted if email_key(email) == email_key(only)]
             not_merge_sets = 0
+            if not wanted:
+                raise UsageError(f"no merge set with email {only!r} " + (f"in {csv_path}" if csv_path else
+                                                                        f"in the savepoint {savepoint}"))
         rows = [_status_row(journal, key, email, records.get(key), counts) for key, email in wanted]
     finally:
         journal.close()

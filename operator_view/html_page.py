@@ -121,7 +121,9 @@ def describe_actor(actor: dict) -> str:
     person = " ".join(str(p) for p in (who.get("display_id") or who.get("id"),
                                        f"({who['email']})" if who.get("email") else None) if p)
     where = "@".join(str(p) for p in (actor.get("os_user"), actor.get("host")) if p)
-    return ", ".join(p for p in ((person or "DevRev user not asked") + (f" as {where}" if where else ""),
+    unknown = "DevRev user unknown (dev-users.self failed)" if actor.get("devrev_user_error") else \
+        "DevRev user not asked (no call made)"
+    return ", ".join(p for p in ((person or unknown) + (f" as {where}" if where else ""),
                                  f"tool {actor.get('tool_version')}") if p)
 
 

@@ -13,6 +13,7 @@ import os
 from collections import Counter
 
 from operator_view import html_page, summary
+from plumbing import cli
 from plumbing.csv_files import csv_cell, write_csv
 from plumbing.files import atomic_write_json, durable_file, make_private_dir
 
@@ -24,6 +25,7 @@ def write_report(report_dir: str, name: str, data: dict, columns: list[str], row
     make_private_dir(report_dir)
     json_path = os.path.join(report_dir, f"{name}.json")
     csv_path = os.path.join(report_dir, f"{name}.csv")
+    data, rows = cli.scrub(data), cli.scrub(rows)   # no token, no terminal escape from a hostile answer
     atomic_write_json(json_path, data)
     write_csv(csv_path, columns, rows)
     html_page.write(html_path(json_path), data, rows=rows, columns=html_columns or columns)
@@ -114,6 +116,13 @@ def preview_rows(preview: dict) -> list[dict]:
     return rows
 
 
+def _consent_left_behind(diff: dict) -> bool:
+    """A consent field the primary lacks and a duplicate holds (left on the retired duplicate)."""
+    values = diff.get("values") or []
+    return bool(diff.get("consent")) and bool(values) and values[0].get("value") in (None, "") \
+        and any(v.get("value") not in (None, "") for v in values[1:])
+
+
 def _difference_line(diff: dict) -> str:
     """One field difference as the CSV and the page show it."""
     values = " ".join(f"{v.get('contact')}{' (primary)' if v.get('role') == 'primary' else ''}="
@@ -149,6 +158,9 @@ def preview_totals(preview: dict) -> dict:
             "difference_fields": dict(sorted(Counter(d["field"] for s in sets for d in s.get("field_differences") or []
                                                      ).items())),
             "sets_filled": sum(1 for s in sets if s.get("fills")),
+            # a consent/opt-out value only a duplicate holds: the merge retires it, --fill-blanks never copies it
+            "consent_only_on_duplicates": sum(1 for s in sets if any(_consent_left_behind(d)
+                                                                      for d in s.get("field_differences") or [])),
             "csv_merge_sets": (preview.get("csv") or {}).get("merge_sets"),
             "not_merge_sets": not_merge_sets(preview),
             "tickets": len(_distinct(dups, "ticket_ids", "tickets")),
@@ -304,6 +316,7 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     totals["merge_notes_refused"] = sum(1 for s in report["sets"] if s.get("merge_note_refused"))
     # failed sets a later run may finish without a person (a merge job running, DevRev busy): exit 75
     totals["retry_later"] = sum(1 for s in report["sets"] if s.get("retry_later"))
+    totals["sets_filled"] = sum(1 for s in mine if s.get("fields_filled"))   # --fill-blanks, this run
     return totals
 
 

@@ -20,7 +20,8 @@ REPORT_COLUMNS = ["email", "status", "primary", "duplicate", "new_contact", "rec
                   "custom_fields_left", "notes_back", "files_back", "entries_not_writable", "notes_found_on_primary",
                   "backups", "error"]
 # what a restore cannot give back, said in every restore report (the API's limits)
-NOT_GIVEN_BACK = ("a re-created contact has a new id and display id, and no full_name (rev-users.create takes none); "
+NOT_GIVEN_BACK = ("a re-created contact has a new id and display id, no full_name and is_verified false (the API "
+                  "sets neither on a new contact); "
                   "notes written again have new ids, are "
                   "internal, and carry their original author, date and visibility in their text (the API cannot "
                   "set an author or a date); entries other than comments (system events) are not written again "
@@ -82,6 +83,13 @@ def preview_also(preview: dict) -> str:
                    f"{', …' if len(partial) > 3 else ''}): tickets or conversations the merge moved are in no backup "
                    f"here (a backup lost and accepted as lost); they stay on the primary (not_in_backups in the "
                    f"preview).")
+    back = [s["email"] for s in preview["sets"] if s.get("status") == "would_restore"
+            and (s.get("primary") or {}).get("fields_back")]
+    left = sum(len((s.get("primary") or {}).get("fields_left") or []) for s in preview["sets"])
+    if back or left:
+        out.append(f"It would give back the fields --fill-blanks filled on {plural(len(back), 'primary', 'primaries')}"
+                   + (f"; {plural(left, 'field')} changed since the fill would be left as they are" if left else "")
+                   + " (fields_back, fields_left in the preview).")
     if fields:
         items = plural(fields, "ticket or conversation", "tickets and conversations")
         out.append(f"It would also give back the custom fields of {items} (where the primary still holds the "
@@ -119,7 +127,8 @@ def report_rows(report: dict) -> list[dict]:
         for dup in s.get("duplicates") or [{}]:
             rows.append({"email": s["email"], "status": s["status"], "primary": primary,
                          "duplicate": dup.get("display_id"), "new_contact": dup.get("new_display_id"),
-                         "recreated": dup.get("recreated"), "primary_ref_back": dup.get("primary_ref_back"),
+                         "recreated": dup.get("recreated"), "recreated_earlier": dup.get("recreated_earlier"),
+                         "primary_ref_back": dup.get("primary_ref_back"),
                          **{k: dup.get(k, []) for k in ("moved_back", "moved_back_earlier", "already_back",
                                                         "deleted_since", "left_alone",
                                                         "custom_fields_back", "custom_fields_left")},
@@ -138,7 +147,10 @@ def report_totals(report: dict, rows: list[dict]) -> dict:
     return {"sets": len(report["sets"]), "restored": count(SetStatus.RESTORED) - earlier, "restored_earlier": earlier,
             "failed": count("failed"),
             "pending": count("pending") + count("interrupted"), "folders_failed": len(report["failed_folders"]),
-            "contacts_recreated": sum(1 for r in rows if r.get("recreated") and not r.get("earlier")),
+            # this run's; with an interrupted run's before it: contacts_recreated_in_all
+            "contacts_recreated": sum(1 for r in rows if r.get("recreated") and not r.get("earlier")
+                                      and not r.get("recreated_earlier")),
+            "contacts_recreated_in_all": sum(1 for r in rows if r.get("recreated")),
             # what this run gave back (a resumed set's earlier runs' moves apart: "items_moved_back_in_all")
             "items_moved_back": sum(len(r.get("moved_back") or []) - len(r.get("moved_back_earlier") or [])
                                     for r in rows if not r.get("earlier")),

@@ -135,13 +135,18 @@ def describe_preview(totals: dict) -> str:
     moves += describe_other_references(totals, preview=True)
     if totals.get("sets_with_differences"):
         fields = totals.get("difference_fields") or {}
-        named = ", ".join(f"{name} {count}" for name, count in sorted(fields.items(), key=lambda f: (-f[1], f[0]))[:5])
-        more = f" and {len(fields) - 5} more" if len(fields) > 5 else ""
+        named = ", ".join(f"{name} {count}" for name, count in sorted(fields.items(), key=lambda f: (-f[1], f[0]))[:8])
+        more = f" and {len(fields) - 8} more" if len(fields) > 8 else ""
         filled = totals.get("sets_filled") or 0
         moves += (f"\n{plural(totals['sets_with_differences'], 'merge set')} differ in contact fields between the "
                   f"primary and its duplicates ({named}{more}): field_differences in the preview; "
                   + (f"--fill-blanks fills the blanks of {plural(filled, 'primary', 'primaries')} (fills in the "
                      f"preview)." if filled else "--fill-blanks FIELDS would fill the primary's blanks."))
+    if totals.get("consent_only_on_duplicates"):
+        count = totals["consent_only_on_duplicates"]
+        moves += (f"\n{plural(count, 'merge set')}: a consent or opt-out custom field is set on a duplicate only; the "
+                  f"merge retires that duplicate and --fill-blanks never copies consent: check "
+                  f"{'it' if count == 1 else 'them'} by hand (field_differences marked consent).")
     orphans = totals.get("refs_without_contact")
     if orphans:
         moves += (f"\n{plural(orphans, 'user_ reference')} of merged duplicates would belong to no contact: this "

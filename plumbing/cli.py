@@ -46,6 +46,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
@@ -400,6 +401,25 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+_active: list[Redactor] = []   # the running script's redactors (run_logging): reports are scrubbed with them
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def scrub(value: Any) -> Any:
+    """`value` (JSON-like) with the token masked in every string and control characters other
+    than line breaks and tabs escaped: what a report may hold of what DevRev answered (a hostile
+    answer must not put the token or a terminal escape into a report)."""
+    if isinstance(value, str):
+        for redactor in _active:
+            value = redactor.mask_secret(value)
+        return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], value)
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
 @contextlib.contextmanager
 def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | None = None, *,
                 log_format: str = "text") -> Iterator[str | None]:
@@ -413,6 +433,7 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
     if log_format not in LOG_FORMATS:
         raise UsageError(f"--log-format {log_format!r}: must be one of {', '.join(LOG_FORMATS)}")
     redactor = Redactor(secret)
+    _active.append(redactor)
     root = logging.getLogger()
     old_level = root.level
     console = _ConsoleHandler()
@@ -442,6 +463,8 @@ def run_logging(log_dir: str | None, prefix: str, run_id: str, secret: str | Non
             root.removeHandler(handler)
             handler.close()
         root.setLevel(old_level)
+        if redactor in _active:
+            _active.remove(redactor)
 
 
 class _LogFileHandler(logging.FileHandler):
@@ -538,9 +561,13 @@ class StopSignal:
         return self.signal_name or "a stop request"
 
 
+SAME_REQUEST_SECONDS = 1.0   # a second Ctrl-C or SIGTERM sooner than this repeats the first
+
+
 @contextlib.contextmanager
 def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in flight; "
-                  "re-run the same command to resume.") -> Iterator[StopSignal]:
+                  "re-run the same command to resume.", *,
+                  clock: Callable[[], float] = time.monotonic) -> Iterator[StopSignal]:
     """First Ctrl-C or SIGTERM: `stop.event` is set and `message` printed. Second: stop now.
 
     Off the main thread (tests calling main() from a worker) the handlers are not
@@ -550,9 +577,16 @@ def graceful_stop(stop: StopSignal, message: str = "Stopping after the call in f
         yield stop
         return
 
+    first: list[float] = []
+
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.event.is_set():
+            # `timeout -s INT` and a terminal can deliver one request twice (to the process and its
+            # group): a second signal within a second is the same request, not "stop at once"
+            if first and clock() - first[0] < SAME_REQUEST_SECONDS:
+                return
             raise KeyboardInterrupt
+        first.append(clock())
         stop.signal_name = signal.Signals(signum).name
         stop.event.set()
         print(f"\n{stop.reason} received. {stop.message or message}", file=sys.stderr, flush=True)

@@ -184,17 +184,25 @@ def _duplicate(folder: _Folder) -> DuplicateBackup:
         profile={k: dup[k] for k in PROFILE_FIELDS if dup.get(k) not in (None, "", [], {})})
 
 
-def load_backup_sets(backup_dir: str) -> tuple[list[BackupSet], list[FailedFolder]]:
+def load_backup_sets(backup_dir: str, target: str | None = None,
+                     elsewhere: list[str] | None = None) -> tuple[list[BackupSet], list[FailedFolder]]:
     """Every backup folder under `backup_dir`, verified and grouped into merge sets.
 
     Returns (sets in the order of their first backup, every folder that is not used).
-    A set with a failed folder carries it in `failed` and must not be restored. Raises
-    OSError if `backup_dir` cannot be listed.
+    A set with a failed folder carries it in `failed` and must not be restored. Given a
+    `target` (runs.support.backup_target), verified folders made against another DevRev (or an
+    earlier life of the sandbox emulator) belong to no set here: their paths go to `elsewhere`.
+    Raises OSError if `backup_dir` cannot be listed.
     """
     # `--backup-dir backups/<one backup>` means that folder, as for verify_backups.py
     read = [_read_folder(path) for path in verification.backup_folders(backup_dir)]
     failed = [r for r in read if isinstance(r, FailedFolder)]
     good = sorted((r for r in read if isinstance(r, _Folder)), key=lambda f: (f.started_at, f.path))
+    if target is not None:
+        other = [f for f in good if isinstance(f.metadata.get("target"), str) and f.metadata["target"] != target]
+        if elsewhere is not None:
+            elsewhere.extend(f.path for f in other)
+        good = [f for f in good if f not in other]
     sets: dict[tuple[str, str], BackupSet] = {}
     for folder in good:
         email = folder.metadata["merge_set"]["email"]

@@ -488,6 +488,7 @@ class SetRestorer:
         if record and record["status"] == "done":
             data = record["data"]
             result.recreated, result.primary_ref_back = not data.get("kept"), self._ref_given_back(key, dup)
+            result.recreated_earlier = result.recreated and record.get("run_id") != self.journal.run_id
             return {"id": data["id"], "display_id": data.get("display_id")}
         if record is None:
             live = _read_or_none(self.client.get_rev_user, dup.id)
@@ -566,8 +567,9 @@ class SetRestorer:
                                 f"check again")
         self.journal.done(key, step, {"back": plan.back, "left": plan.left})
         if plan.left:
-            log.warning("the primary's %s changed since --fill-blanks filled them: left as they are",
-                        ", ".join(plan.left))
+            log.warning("the primary's %s changed since --fill-blanks filled %s: left as %s",
+                        ", ".join(plan.left), "it" if len(plan.left) == 1 else "them",
+                        "it is" if len(plan.left) == 1 else "they are")
         return plan
 
     def _ref_given_back(self, key: str, dup: DuplicateBackup) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any
 from backup import CustomFieldMove, Move
 from contacts.csv_reader import email_key
 from restoring.backup_sets import PROFILE_FIELDS, BackupSet, DuplicateBackup
-from runs.journal import SavedSet, parse_step, read_savepoint
+from runs.journal import SavedSet, Step, parse_step, read_savepoint
 
 
 @dataclass
@@ -44,6 +44,7 @@ class MergedDuplicate:
     moved: dict[tuple[str, str], Any] = field(default_factory=dict)
     folders: dict[str, str | None] = field(default_factory=dict)   # backup folder name -> manifest sha256
     contact_entries: int = 0             # the most entries of its own page a backup round recorded
+    set_mates: set[str] = field(default_factory=set)   # the other duplicates its merge set merged with it
 
 
 @dataclass
@@ -73,11 +74,16 @@ class MergeRecord:
         primary_id = primary.get("id")
         if not isinstance(primary_id, str):
             return
-        for ident in ctx.get("duplicates") or []:
-            if isinstance(ident, dict) and isinstance(ident.get("id"), str):
-                live: dict[str, Any] = ident["live"] if isinstance(ident.get("live"), dict) else ident
-                self.duplicates.setdefault(ident["id"], MergedDuplicate(
-                    ident["id"], primary_id, live, primary.get("external_ref")))
+        idents = [i for i in ctx.get("duplicates") or [] if isinstance(i, dict) and isinstance(i.get("id"), str)]
+        # the duplicates this set backed up: a restore of one of them needs the others' backups too
+        backed_up = {p.duplicate for n, st in saved.steps.items() if st.get("status") == "done"
+                     for p in [parse_step_or_none(n)] if p is not None and p.kind == "backup"}
+        for ident in idents:
+            live: dict[str, Any] = ident["live"] if isinstance(ident.get("live"), dict) else ident
+            known = self.duplicates.setdefault(ident["id"], MergedDuplicate(
+                ident["id"], primary_id, live, primary.get("external_ref")))
+            if ident["id"] in backed_up:
+                known.set_mates |= {i["id"] for i in idents if i["id"] != ident["id"] and i["id"] in backed_up}
         fill = saved.steps.get("fill_blanks") or {}
         filled: dict[str, Any] = fill["data"] if isinstance(fill.get("data"), dict) else {}
         if fill.get("status") == "done" and isinstance(filled.get("after"), dict) and filled["after"]:
@@ -104,6 +110,14 @@ class MergeRecord:
                     dup.contact_entries = max(dup.contact_entries, entries)
 
 
+def parse_step_or_none(name: str) -> Step | None:
+    """A step name parsed, or None when it is not one."""
+    try:
+        return parse_step(name)
+    except ValueError:
+        return None
+
+
 class NotWhatTheMergeDid(Exception):
     """A backup claims what the merge journal does not record: the set is refused."""
 
@@ -124,7 +138,20 @@ def hold_to_merge(bset: BackupSet, record: MergeRecord | None, *, authentic: boo
             f"a restore gives back only what a recorded merge did (give --merge-savepoint the merge's savepoint)")
     assert record is not None
     held = [_hold_duplicate(bset, dup, record, where) for dup in bset.duplicates]
-    return replace(bset, duplicates=held, fills=list(record.fills.get(str(bset.primary.get("id")), [])))
+    present = {i for d in bset.duplicates for i in [d.id, *d.replaces]}
+    for dup in bset.duplicates:
+        found = record.duplicates.get(dup.id)
+        missing = sorted((found.set_mates if found else set()) - present)
+        said = len(bset.csv_duplicates) > len(bset.duplicates)   # the backups' own rows name it: backup_missing
+        if missing and not said:   # a set is restored whole or not at all, whatever the backups' rows say
+            raise NotWhatTheMergeDid(f"{where} records that {dup.display_id} was merged into "
+                                     f"{bset.primary.get('display_id')} with {', '.join(missing)}, whose backup is "
+                                     f"not here: restore the set from all its backups")
+    # the primary's record as the merge read it decides its original reference, not the backup's
+    first = record.duplicates.get(bset.duplicates[0].id) if bset.duplicates else None
+    primary = dict(bset.primary, external_ref=first.primary_ref) if first is not None else bset.primary
+    return replace(bset, duplicates=held, primary=primary,
+                   fills=list(record.fills.get(str(bset.primary.get("id")), [])))
 
 
 def _hold_duplicate(bset: BackupSet, dup: DuplicateBackup, record: MergeRecord, where: str) -> DuplicateBackup:
@@ -139,9 +166,13 @@ def _hold_duplicate(bset: BackupSet, dup: DuplicateBackup, record: MergeRecord, 
     if (dup.primary_original_ref or None) != (latest.primary_ref or None):
         raise NotWhatTheMergeDid(f"{bset.primary.get('display_id')}: the backup says its reference was "
                                  f"{dup.primary_original_ref!r}, {where} recorded {latest.primary_ref!r}")
+    journaled = {n: sha for m in merged if m is not None for n, sha in m.folders.items()}
+    records_sums = any(sha is not None for sha in journaled.values())   # merges from 1.3.0 on
     for folder in dup.folders:
         name = os.path.basename(folder.rstrip(os.sep))
-        journaled = {n: sha for m in merged if m is not None for n, sha in m.folders.items()}
+        if records_sums and name not in journaled:   # renamed, or added: not a folder the merge made
+            raise NotWhatTheMergeDid(f"{folder}: {where} records no backup folder of that name for "
+                                     f"{dup.display_id} (a folder renamed or added since the merge)")
         if name in journaled and journaled[name] is not None and bset.fingerprints.get(name) != journaled[name]:
             raise NotWhatTheMergeDid(f"{folder}: the backup was changed after the merge made it (its manifest is not "
                                      f"the one {where} recorded)")

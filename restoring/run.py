@@ -74,9 +74,17 @@ def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[Faile
     """The backups' merge sets (narrowed to --only) and the folders that do not verify."""
     if not os.path.isdir(settings.backup_dir):
         raise UsageError(f"--backup-dir {settings.backup_dir}: not a folder (nothing was merged from here?)")
-    sets, failed = load_backup_sets(settings.backup_dir)
+    here, elsewhere = backup_target(settings.target), list[str]()
+    sets, failed = load_backup_sets(settings.backup_dir, here, elsewhere)
+    if elsewhere:   # another DevRev's, or an earlier sandbox emulator's: never restored here
+        log.warning("%s in %s %s made against %s: not used", plural(len(elsewhere), "backup folder"),
+                    settings.backup_dir, "was" if len(elsewhere) == 1 else "were",
+                    "an earlier sandbox emulator (reset since) or another DevRev" if here.startswith("sandbox:")
+                    else "another DevRev (or the sandbox)")
     if not sets and not failed:
-        raise UsageError(f"no backups in {settings.backup_dir}")
+        raise UsageError(f"no backups of this DevRev in {settings.backup_dir}" + (
+            f" ({plural(len(elsewhere), 'folder')} of another DevRev or an earlier sandbox emulator)"
+            if elsewhere else ""))
     if settings.only:
         wanted = email_key(settings.only)
         sets = [s for s in sets if s.email_key == wanted]
@@ -85,7 +93,6 @@ def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[Faile
         if not sets and not failed:
             raise UsageError(f"no backup of a merge set with email {settings.only!r} in {settings.backup_dir}")
     record = MergeRecord.load(settings.merge_savepoint) if settings.merge_savepoint else None
-    here = backup_target(settings.target)
     return [_held(s, record, here) for s in sets], failed
 
 
@@ -212,13 +219,22 @@ def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished:
         return code
     preview = dict(header, kind="restore_preview", created_at=iso_utc(), complete=True,
                    sets=[records[s.key] for s in sets if s.key in records])
+    preview["totals"] = restore_reports.preview_totals(preview)
     paths = restore_reports.write_preview(settings.report_dir, f"restore_preview_{header['run_id']}", preview)
-    json_summary.record("restore_preview", run_id=header["run_id"], totals=restore_reports.preview_totals(preview),
+    json_summary.record("restore_preview", run_id=header["run_id"], totals=preview["totals"],
                         reports={"html": reports.html_path(paths[0]), "json": paths[0], "csv": paths[1]})
     print(screens.format_table(["email", "status", "duplicate", "action", "tickets", "convs", "note"],
                                [[r["email"], r["status"], r.get("duplicate"), r.get("action"),
                                  len(r.get("tickets") or []), len(r.get("conversations") or []), r["detail"]]
                                 for r in restore_reports.preview_rows(preview)], right=(4, 5), caps={0: 30, 2: 16}))
+    t = preview["totals"]
+    print("\n" + screens.wrap_text(
+        f"{plural(t['sets'], 'merge set')} in the backups: {t['would_restore']} would be restored, "
+        f"{t['already_restored']} restored earlier, {t['failed']} failed; "
+        f"{plural(t['folders_failed'], 'backup folder')} not used; "
+        f"{plural(t['contacts_to_recreate'], 'contact')} would be created again, "
+        f"{plural(t['items_to_give_back'], 'ticket or conversation', 'tickets and conversations')} given back "
+        f"({plural(t['writes'], 'write')} listed, per object, in the preview)."))
     also = restore_reports.preview_also(preview)
     if also:
         print("\n" + screens.wrap_text(also))
@@ -243,7 +259,8 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
     marked = mark_restored(settings.merge_savepoint, header["run_id"], lines)
     try:   # downstream systems learn which contact stands for each duplicate again (runs.id_map)
         id_map.append(settings.report_dir, id_map.restored_rows(
-            header["run_id"], [line for line in lines if line.status == SetStatus.RESTORED and not line.earlier]))
+            header["run_id"], [line for line in lines if line.status == SetStatus.RESTORED and not line.earlier],
+            backup_target(settings.target)))
     except OSError as exc:
         log.error("the id map in %s could not be written (%s); the restore report lists the same ids",
                   settings.report_dir, cli.describe_os_error(exc))
@@ -259,7 +276,7 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
     json_summary.record("restore", run_id=header["run_id"], totals=t, preview=preview_path,
                         reports={"html": reports.html_path(paths[0]), "json": paths[0], "csv": paths[1]},
                         interrupted_by=report["interrupted_by"])
-    print(f"This run: {t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, "
+    print(screens.wrap_text(f"This run: {t['restored']} restored, {t['failed']} failed, {t['pending']} not processed, "
           f"{plural(t['folders_failed'], 'backup folder')} not used; "
           f"{plural(t['contacts_recreated'], 'contact')} created again, "
           f"{plural(t['items_moved_back'], 'ticket or conversation', 'tickets and conversations')} given back"
@@ -270,7 +287,7 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
           f"({plural(t['files_back'], 'file')}) written again"
           + (f"; {plural(t['restored_earlier'], 'merge set')} restored by earlier runs" if t["restored_earlier"]
              else "") + ". "
-          f"Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}")
+          f"Report: {reports.html_path(paths[0])}, {paths[0]} and {paths[1]}"))
     if code == ExitCode.INTERRUPTED:
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
     if run.fault is not None:

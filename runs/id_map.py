@@ -13,9 +13,11 @@ leaves at most a last line without its end, which the next append ends first.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
+import stat
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable
 
@@ -44,6 +46,7 @@ class IdMapRow:
     new_contact_id: str | None = None           # restored: the contact created again (or the kept one)
     new_contact_display_id: str | None = None
     tool_version: str = TOOL_VERSION
+    target: str | None = None   # the DevRev (base URL, or sandbox:<id>): rehearsal rows apart from production's
 
 
 COLUMNS = [f.name for f in fields(IdMapRow)]
@@ -58,8 +61,11 @@ def append(report_dir: str, rows: Iterable[IdMapRow]) -> int:
     path = os.path.join(report_dir, FILE_NAME)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_NONBLOCK", 0), 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):   # a FIFO or device planted under its name
+            raise OSError(errno.EINVAL, "not a regular file", path)
         size = os.fstat(fd).st_size
         if size == 0:
             writer.writerow(COLUMNS)
@@ -80,7 +86,7 @@ def _ends_a_line(path: str, size: int) -> bool:
         return fh.read(1) == b"\n"
 
 
-def merged_rows(run_id: str, contexts: Iterable[dict[str, Any]]) -> list[IdMapRow]:
+def merged_rows(run_id: str, contexts: Iterable[dict[str, Any]], target: str | None = None) -> list[IdMapRow]:
     """Rows for the duplicates a merge run retired, from each merged set's journal context
     ({"primary": {"id", "display_id", "external_ref"}, "duplicates": [{"id", ...}],
     "external_ref_set": the reference the primary took})."""
@@ -91,11 +97,11 @@ def merged_rows(run_id: str, contexts: Iterable[dict[str, Any]]) -> list[IdMapRo
         now = ctx.get("external_ref_set") or primary.get("external_ref")
         for dup in ctx.get("duplicates") or []:
             out.append(IdMapRow(when, "merged", run_id, dup["id"], dup.get("display_id"), dup.get("external_ref"),
-                                primary.get("id"), primary.get("display_id"), now))
+                                primary.get("id"), primary.get("display_id"), now, target=target))
     return out
 
 
-def restored_rows(run_id: str, lines: Iterable[Any]) -> list[IdMapRow]:
+def restored_rows(run_id: str, lines: Iterable[Any], target: str | None = None) -> list[IdMapRow]:
     """Rows for the duplicates a restore run gave back (its report lines, status restored,
     not restored by an earlier run)."""
     when = iso_utc()
@@ -105,5 +111,5 @@ def restored_rows(run_id: str, lines: Iterable[Any]) -> list[IdMapRow]:
         for dup in line.duplicates or []:
             out.append(IdMapRow(when, "restored", run_id, dup.id, dup.display_id, dup.external_ref,
                                 primary.get("id"), primary.get("display_id"), None, dup.new_id,
-                                dup.new_display_id))
+                                dup.new_display_id, target=target))
     return out

@@ -69,6 +69,7 @@ class RestoredDuplicate:
     new_id: str | None = None
     new_display_id: str | None = None
     recreated: bool = False
+    recreated_earlier: bool = False   # created again by an earlier run of an interrupted restore
     primary_ref_back: str | None = None
     moved_back: list[str] = field(default_factory=list)
     moved_back_earlier: list[str] = field(default_factory=list)   # of moved_back, those an earlier run gave back

@@ -16,6 +16,7 @@ from plumbing.clock import instant, utc_now
 Preview = tuple[str, dict[str, Any]]   # (path of the JSON report, its data)
 
 DEFAULT_MAX_AGE_HOURS = 24.0    # a preview older than this no longer unlocks a run (--preview-max-age)
+FUTURE_SKEW_HOURS = 5 / 60      # a preview dated later than now by more than this unlocks nothing
 
 
 def too_old(preview: dict[str, Any], max_age_hours: float | None, now: datetime | None = None) -> str | None:
@@ -26,14 +27,17 @@ def too_old(preview: dict[str, Any], max_age_hours: float | None, now: datetime 
         return None
     made = instant(preview.get("created_at"))
     hours = ((now or utc_now()) - made).total_seconds() / 3600
+    if hours < -FUTURE_SKEW_HOURS:   # dated in the future: planted or from a wrong clock, never trusted
+        return "it is dated in the future (a wrong clock, or a file not made by this tool): preview again"
     if hours <= max_age_hours:
         return None
-    age = f"{hours:.1f} hours" if hours < 48 else f"{hours / 24:.1f} days"
+    age = f"{hours * 60:.0f} minutes" if hours < 1 else f"{hours:.1f} hours" if hours < 48 else f"{hours / 24:.1f} days"
     if made.year == 1970:
         age = "of unknown age"
     else:
         age = f"{age} old"
-    return (f"it is {age}, older than the {max_age_hours:g} hours a preview unlocks a run for: preview again "
+    return (f"it is {age}, older than the {max_age_hours:g} hours a preview unlocks a run for "
+            f"(--preview-max-age): preview again "
             f"(or raise --preview-max-age HOURS)")
 
 

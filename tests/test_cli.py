@@ -196,10 +196,13 @@ def test_check_writable_dir_creates_a_private_folder_or_names_the_option(tmp_pat
 def test_graceful_stop_records_which_signal_then_a_second_one_stops_at_once(signum, name, reason, capsys):
     stop = cli.StopSignal()
     before = signal.getsignal(signum)
-    with cli.graceful_stop(stop, "bye"):
+    now = [100.0]
+    with cli.graceful_stop(stop, "bye", clock=lambda: now[0]):
         os.kill(os.getpid(), signum)
         assert stop.event.wait(5)
         assert stop.is_set() and stop.signal_name == name and stop.reason == reason
+        os.kill(os.getpid(), signum)      # the same request delivered twice (`timeout -s INT`): ignored
+        now[0] += 2.0
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signum)
             threading.Event().wait(5)  # the handler raises here

@@ -175,3 +175,44 @@ def test_a_tenant_refusing_a_contacts_other_fields_on_create_gets_it_back_withou
     assert len(creates) == 2 and "custom_fields" in creates[0]["body"] and "custom_fields" not in creates[1]["body"]
     report = max((tmp_path / "reports").glob("restore_report_*.json"), key=lambda p: p.stat().st_mtime)
     assert [s["status"] for s in json.loads(report.read_text(encoding="utf-8"))["sets"]] == ["restored"]
+
+
+def test_a_re_run_never_fills_what_no_preview_showed_and_a_narrower_list_runs(tmp_path, monkeypatch, make_sandbox,
+                                                                              capsys):
+    """The trial's findings: a value changed after the preview failed the set once, then a plain
+    re-run filled it; a run filling fewer fields than the preview showed failed for no reason."""
+    run = _demo(tmp_path, monkeypatch, make_sandbox)
+    ana = "ana@customer0.example"
+    assert run.preview("--only", ana, "--fill-blanks", "tags,description") == 0
+    newest = next(d for d in run.latest_report("preview")["sets"][0]["duplicates"])["id"]
+    with run.sandbox.state.lock:                   # the newest duplicate's description changes after the preview
+        run.sandbox.state.users[newest]["description"] = "changed after the preview"
+    for _ in range(2):                             # the first run, and a re-run of the same command
+        assert run.run("--only", ana, "--fill-blanks", "tags,description") == 1
+        assert "changed since the preview (description)" in run.latest_report()["sets"][0]["error"]
+    primary = run.latest_report("preview")["sets"][0]["primary"]["id"]
+    assert "description" not in run.sandbox.dump()["rev_users"][primary]
+    # a narrower list than the preview's: the tags alone, as that preview showed them
+    assert run.run("--only", ana, "--fill-blanks", "tags") == 0
+    line = run.latest_report()["sets"][0]
+    assert line["status"] == "merged" and set(line["fields_filled"]) == {"tags"}
+    assert line["fields_filled"]["tags"] == ["vip", "imported"]      # in the order written, the primary's first
+    assert "description" not in run.sandbox.dump()["rev_users"][primary]
+
+
+def test_repeating_fill_blanks_fills_the_fields_of_every_one(tmp_path, monkeypatch):
+    import merge_contacts
+    args = merge_contacts.build_parser().parse_args(["--sandbox", "--fill-blanks", "tags", "--fill-blanks",
+                                                     "description"])
+    assert merge_contacts._checked(args).fill_blanks == ("description", "tags")
+    with pytest.raises(UsageError, match="full_name cannot be written"):
+        merge_contacts.build_parser().parse_args(["--sandbox", "--fill-blanks", "full_name"])
+
+
+def test_a_consent_value_held_only_by_a_duplicate_is_said_on_screen(tmp_path, monkeypatch, make_sandbox, capsys):
+    run = _demo(tmp_path, monkeypatch, make_sandbox)
+    capsys.readouterr()
+    assert run.preview() == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 merge set: a consent or opt-out custom field is set on a duplicate only" in out
+    assert run.latest_report("preview")["totals"]["consent_only_on_duplicates"] == 1

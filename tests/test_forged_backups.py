@@ -125,3 +125,55 @@ def test_without_the_merge_journal_only_authentic_backups_are_restored(tmp_path,
     with open(sorted((tmp_path / "reports").glob("restore_preview_*.json"), key=os.path.getmtime)[-1]) as fh:
         line = {s["email"]: s for s in json.load(fh)["sets"]}[first["email"]]
     assert "not authenticated by this installation's key" in line["error"]
+
+
+def _renamed(folder: str) -> str:
+    """The folder under another timestamp (a second earlier), as an attacker can rename it."""
+    head, stamp, tail = folder.rsplit("_", 2)
+    moved = f"{head}_{int(stamp) - 1:06d}_{tail}"
+    os.rename(folder, moved)
+    return moved
+
+
+def test_a_renamed_resealed_backup_folder_is_not_one_the_merge_made(tmp_path, monkeypatch, make_sandbox, capsys):
+    """The trial's hole: a folder renamed after editing (its manifest resealed, no MAC) escaped
+    the journal's checksum, and its notes and the primary's reference were written. A folder
+    whose name the merge journal does not record is refused, the set untouched."""
+    run, sandbox, dataset, first, folder, _foreign = _merged(tmp_path, monkeypatch, make_sandbox)
+    _reseal(folder, lambda m: m["primary"].update(external_ref="user_ATTACKER0000000000000"))
+    moved = _renamed(folder)
+    restore = RestoreRun(run)
+    sandbox.clear_log()
+    capsys.readouterr()
+    restore.run("--preview")
+    restore.run("--skip-preview-check")
+    err = capsys.readouterr().err
+    assert f"{moved}: the merge's savepoint" in err and "records no backup folder of that name" in err
+    line = next(s for s in restore.report()["sets"] if s["email"] == first["email"])
+    assert line["status"] == "failed" and "renamed or added" in line["error"]
+    primary = sandbox.key_id(first["primary"])
+    assert not any(e["body"].get("id") == primary or e["body"].get("object") == primary
+                   for e in sandbox.write_attempts())
+
+
+def test_a_set_is_restored_whole_or_not_at_all_whatever_its_backups_rows_say(tmp_path, monkeypatch, make_sandbox):
+    """A set of two duplicates, one's folder moved away and the other's rows edited to forget it
+    (a journal from before 1.3.0, which records no manifest sums): the merge journal knows both
+    were backed up and merged together, so the set is refused."""
+    dataset = build_dataset(1, seed=62, tickets=(1, 2), conversations=(0, 1), two_duplicate_sets=1, skipped=False)
+    sandbox = make_sandbox(dataset.seed, merge_retire_after_gets=1)
+    run = MergeRun(tmp_path, sandbox, dataset, monkeypatch)
+    assert run.preview() == 0 and run.run() == 0
+    first, second = run.backups()
+    kept_dup = backup.load_metadata(first)["duplicate"]["id"]
+    os.rename(second, tmp_path / "elsewhere")
+    _forget_manifest_sums(tmp_path / "savepoints" / "j.sqlite3")
+    _reseal(first, lambda m: m["merge_set"].update(csv_rows=[r for r in m["merge_set"]["csv_rows"]
+                                                             if not r.get("EXTERNAL_REF", "").startswith("user_")
+                                                             or r.get("REV_USER_ID") in (kept_dup,)]))
+    restore = RestoreRun(run)
+    sandbox.clear_log()
+    restore.run("--skip-preview-check")
+    (line,) = restore.report()["sets"]
+    assert line["status"] == "failed" and "whose backup is not here" in line["error"]
+    assert sandbox.write_attempts() == []

@@ -382,3 +382,12 @@ def test_every_script_that_calls_devrev_names_the_host_before_its_first_call(mak
         first_call = next((i for i, line in enumerate(log_lines) if " -> " in line), len(log_lines))
         assert any(line.endswith(said) for line in log_lines[:first_call]), (name, log_lines[:first_call + 1])
         assert first_call < len(log_lines) or not sb.api_calls(), name
+
+
+@pytest.mark.parametrize("address, kind", [("64:ff9b::a00:1", "private"), ("64:ff9b:1::7f00:1", "loopback"),
+                                           ("2002:c0a8:0101::1", "private"), ("::127.0.0.1", "loopback")])
+def test_ipv6_forms_that_reach_an_inner_ipv4_address_are_refused(address, kind):
+    """NAT64, 6to4 and IPv4-compatible addresses are judged as the IPv4 address they reach."""
+    from devrev_api.config import address_refusal
+    assert kind in (address_refusal(address, allow_loopback=False) or "")
+    assert address_refusal("64:ff9b::5db8:d822", allow_loopback=False) is None   # a public IPv4 through NAT64

@@ -156,3 +156,22 @@ def test_every_report_records_who_ran_it(merged, tmp_path):
     with open(max((tmp_path / "reports").glob("restore_preview_*.json"), key=os.path.getmtime),
               encoding="utf-8") as fh:
         assert json.load(fh)["actor"]["devrev_user"]["display_id"] == "DEVU-1"
+
+
+@pytest.mark.slow
+def test_every_script_says_75_for_an_unreachable_devrev_and_version_is_a_valid_summary(tmp_path, monkeypatch,
+                                                                                      capsys, fast_backoff):
+    import merge_contacts
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEVREV_API_TOKEN", "t" * 40)
+    monkeypatch.setenv("DEVREV_BASE_URL", "http://127.0.0.1:9")   # nothing listens there
+    capsys.readouterr()
+    assert find_duplicates.main(["--output", str(tmp_path / "f.csv"), "--json"]) == 75
+    found, _ = _one_object(capsys)
+    assert found["exit_code"] == 75 and "cannot reach DevRev" in found["error"]
+    assert merge_contacts.main(["--check", "--json"]) == 75
+    check, _ = _one_object(capsys)
+    assert check["kind"] == "check" and "cannot reach DevRev" in check["error"]
+    assert merge_contacts.main(["--version", "--json"]) == 0
+    version, err = _one_object(capsys)      # the version line went to stderr with the human text
+    assert version["exit_code"] == 0 and "devrev-contact-merge" in err

@@ -440,6 +440,8 @@ def test_status_only_and_max_merges(tmp_path, monkeypatch, make_sandbox, capsys)
     out = capsys.readouterr().out                      # --status --only: that set alone, counted alone
     assert "1 merge set of the CSV's 4: 1 merged" in out
     assert [line.split()[0] for line in out.splitlines()[3:]] == [target]
+    assert merge_contacts_main(run, "--status", "--only", "nobody@nowhere.example") == 2   # a typo is one line
+    assert merge_contacts_main(run, "--sandbox", "--sandbox-reset", "--status") == 2     # --status only reads
     assert run.run("--only", "nobody@nowhere.example") == 2
 
 

@@ -9,6 +9,7 @@ from backup_checks import verification
 from devrev_sandbox.dataset import build_dataset
 from helpers import TEST_TOKEN, MergeRun, capture_stop_event, files_a_ticket, ids
 from merging import engine
+from plumbing import cli
 from runs import journal
 
 
@@ -305,6 +306,7 @@ def test_ctrl_c_while_the_preview_writes_its_files_says_it_finishes_them(tmp_pat
     assert "Ctrl-C received. Every set is previewed: finishing the preview's files" in err
     assert "Stopping the preview" not in err and run.latest_report("preview")["complete"] is True
     presses["n"] = 2                                            # the second press abandons them
+    monkeypatch.setattr(cli, "SAME_REQUEST_SECONDS", 0.0)       # (a second apart: not one request repeated)
     before = set(os.listdir(tmp_path / "reports"))
     assert run.preview() == 130
     assert set(os.listdir(tmp_path / "reports")) == before

@@ -151,3 +151,13 @@ def test_a_real_run_refuses_a_preview_older_than_a_day_in_one_line(tmp_path, mon
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert "hours old, older than the 24 hours a preview unlocks a run for" in line
     assert run.run("--preview-max-age", "48") == 0
+
+
+def test_a_preview_dated_in_the_future_unlocks_nothing():
+    """A planted preview dated 2099 would never expire and would hide every real one."""
+    from datetime import datetime, timezone
+
+    from runs.preview_gate import too_old
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    assert "dated in the future" in too_old(dict(_preview(BOTH), created_at="2099-01-01T00:00:00Z"), 24, now)
+    assert too_old(dict(_preview(BOTH), created_at="2026-12-05T12:02:00Z"), 24, now) is None   # a clock skew

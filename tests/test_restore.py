@@ -337,6 +337,8 @@ def test_ctrl_c_stops_after_the_call_in_flight_and_a_rerun_finishes(tmp_path, mo
     writes = [e["endpoint"] for e in sandbox.writes()]
     assert totals["items_moved_back"] == writes.count("works.update") + writes.count("conversations.update")
     assert totals["items_moved_back_in_all"] == totals["items_moved_back"] + first_run and first_run > 0
+    assert totals["contacts_recreated"] == writes.count("rev-users.create")   # this run's creates only
+    assert totals["contacts_recreated_in_all"] == len(recreated(restore.report()))
 
 
 @pytest.mark.parametrize("lag, status", [(2, "restored"), (1000, "failed")])
@@ -509,30 +511,36 @@ def test_backups_of_an_emulator_reset_since_or_of_another_devrev_are_never_resto
                                                                                      make_sandbox, capsys):
     """Issue 24 §3: after --sandbox-reset, `restore_contacts.py --sandbox` read the backups of the
     earlier emulator (the same demo ids, this installation's key) and restored them onto the new
-    one. Each backup records the DevRev it was read from; a restore refuses any other."""
+    one. Each backup records the DevRev it was read from; a restore uses only this one's, and
+    goes on with them when the same set was merged again in the new life."""
     import merge_contacts
     monkeypatch.chdir(tmp_path)
     one = "ben@customer1.example"
     assert merge_contacts.main(["--sandbox", "--preview", "--only", one]) == 0
     assert merge_contacts.main(["--sandbox", "--only", one]) == 0
-    (folder,) = glob.glob(str(tmp_path / "backups" / "*"))
-    assert backup.load_metadata(folder)["target"].startswith("sandbox:")
+    (old,) = glob.glob(str(tmp_path / "backups" / "*"))
+    assert backup.load_metadata(old)["target"].startswith("sandbox:")
     assert merge_contacts.main(["--sandbox", "--sandbox-reset", "--preview"]) == 0   # a new emulator life
     capsys.readouterr()
-    assert restore_contacts.main(["--sandbox", "--preview", "--skip-preview-check"]) == 1
+    assert restore_contacts.main(["--sandbox", "--preview"]) == 2                  # only the earlier life's
     err = capsys.readouterr().err
-    assert "its backups were made against an earlier sandbox emulator, reset since" in err
-    assert restore_contacts.main(["--sandbox", "--skip-preview-check"]) == 1
+    assert "no backups of this DevRev in backups (1 folder of another DevRev or an earlier sandbox" in err
+    assert merge_contacts.main(["--sandbox", "--preview", "--only", one]) == 0    # merged again in this life
+    assert merge_contacts.main(["--sandbox", "--only", one]) == 0
+    capsys.readouterr()
+    assert restore_contacts.main(["--sandbox", "--preview"]) == 0 and restore_contacts.main(["--sandbox"]) == 0
+    assert "1 backup folder in backups was made against an earlier sandbox emulator" in capsys.readouterr().err
     (report,) = glob.glob(str(tmp_path / "reports" / "restore_report_*.json"))
     with open(report, encoding="utf-8") as fh:
-        assert [s["status"] for s in json.load(fh)["sets"]] == ["failed"]
+        line, = json.load(fh)["sets"]
+    assert line["status"] == "restored" and old not in line["backups"]
     # and a production restore never takes a rehearsal's backups
     sandbox = make_sandbox(DEMO_SEED)
     monkeypatch.setenv("DEVREV_API_TOKEN", TEST_TOKEN)
     monkeypatch.setenv("DEVREV_BASE_URL", sandbox.base_url)
     sandbox.clear_log()
-    assert restore_contacts.main(["--skip-preview-check", "--savepoint", str(tmp_path / "r2.sqlite3")]) == 1
-    assert sandbox.write_attempts() == []
+    assert restore_contacts.main(["--skip-preview-check", "--savepoint", str(tmp_path / "r2.sqlite3")]) == 2
+    assert sandbox.api_calls() == []
 
 
 def test_a_set_whose_merged_duplicate_has_no_backup_here_is_held_back_whole(tmp_path, monkeypatch, make_sandbox,
@@ -715,6 +723,7 @@ def test_the_id_map_records_every_retired_contact_and_each_restore_across_runs(t
         assert state["rev_users"][r["duplicate_id"]]["_retired"]
         assert r["duplicate_external_ref"].startswith("user_")
         assert r["primary_external_ref"] == state["rev_users"][primary]["external_ref"]
+        assert r["target"] == sandbox.base_url
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     before = path.read_bytes()
     assert run.run() == 0                                    # a run with nothing to do adds nothing
@@ -740,3 +749,11 @@ def test_an_id_map_whose_last_row_was_cut_gets_its_next_rows_on_lines_of_their_o
     assert id_map.append(str(tmp_path), [row]) == 1
     lines = list(csv.reader(path.open(encoding="utf-8")))
     assert lines[0] == id_map.COLUMNS and lines[1][3] == lines[3][3] == "don:1" and len(lines) == 4
+
+
+def test_an_id_map_planted_as_a_fifo_is_refused_at_once(tmp_path):
+    from runs import id_map
+    os.mkfifo(tmp_path / id_map.FILE_NAME, 0o600)
+    row = id_map.IdMapRow("t", "merged", "r1", "don:1", "REVU-1", "user_1", "don:p", "REVU-p", "user_1")
+    with pytest.raises(OSError):          # at once (no reader: ENXIO; else "not a regular file"), never a hang
+        id_map.append(str(tmp_path), [row])

@@ -84,3 +84,17 @@ def test_an_unknown_format_is_a_usage_error_and_the_option_offers_both():
     assert parser.parse_args(["--log-format", "jsonl"]).log_format == "jsonl"
     with pytest.raises(cli.UsageError):
         parser.parse_args(["--log-format", "xml"])
+
+
+def test_a_report_holds_no_token_and_no_terminal_escape_from_a_hostile_answer(tmp_path):
+    """The trial: a rev-users.create answer whose display_id held the token and an OSC sequence
+    put both into the restore report's JSON and CSV. Reports are scrubbed like the log."""
+    from operator_view import reports
+    token = "tok_" + "s3cr3t" * 8
+    with cli.run_logging(str(tmp_path / "logs"), "t", "run1", token):
+        hostile = f"REVU-{token}\x1b]0;owned\x07"
+        json_path, csv_path = reports.write_report(str(tmp_path / "r"), "x", {"sets": [{"id": hostile}]},
+                                                   ["id"], [{"id": hostile}])
+    for path in (json_path, csv_path, reports.html_path(json_path)):
+        text = open(path, encoding="utf-8").read()
+        assert token not in text and "\x1b" not in text and "\x07" not in text, path

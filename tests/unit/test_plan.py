@@ -34,6 +34,21 @@ def test_plan_skips_finished_sets_and_caps_only_the_unfinished(tmp_path):
     assert fresh.todo == sets == fresh.order and fresh.finished == {}
 
 
+def test_skipped_sets_wait_unless_retried_and_then_come_after_the_untried_ones(tmp_path):
+    """Batches go on: a set the live checks skipped is not tried again; with --retry-skipped it is,
+    after every set not tried yet (a retry loop of --max-merges would otherwise never get past it)."""
+    sets = _sets(tmp_path, 5)
+    journal = Journal(str(tmp_path / "j.sqlite3"), "run0")
+    for ms in sets[:2]:
+        journal.set_status(set_key(ms), ms.email, "skipped", reason="contact_inactive")
+    plan = plan_run(journal, sets, max_merges=2, keep_duplicate=False)
+    assert [ms.email for ms in plan.todo] == ["c2@x.example", "c3@x.example"]
+    assert set(plan.skipped_earlier) == {sets[0].key, sets[1].key}
+    retried = plan_run(journal, sets, max_merges=4, keep_duplicate=False, retry_skipped=True)
+    assert [ms.email for ms in retried.todo] == ["c2@x.example", "c3@x.example", "c4@x.example", "c0@x.example"]
+    journal.close()
+
+
 def test_merge_report_totals_and_csv_come_from_one_set_of_rows(tmp_path):
     dup = {"display_id": "REVU-d0", "tickets_moved": 3, "conversations_moved": 2, "messages": 1, "attachments": 0,
            "backups": ["b"], "backups_verified": True, "drift_appeared": [], "drift_vanished": []}
@@ -45,6 +60,7 @@ def test_merge_report_totals_and_csv_come_from_one_set_of_rows(tmp_path):
                 "tickets_moved": 3, "conversations_moved": 2}
     assert report["totals"] == dict(this_run, not_merge_sets=1, this_run=this_run, custom_field_refs=0,
                                     refs_without_contact=0, merge_notes_refused=0, custom_fields_moved=0,
-                                    contact_entries=0, contact_files=0, csv_merge_sets=None, retry_later=0)
+                                    contact_entries=0, contact_files=0, csv_merge_sets=None, retry_later=0,
+                                    sets_filled=0)
     lines = open(csv_path, encoding="utf-8").read().splitlines()
     assert lines[0].startswith("email,status") and len(lines) == 4
