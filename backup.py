@@ -27,10 +27,9 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from devrev_api import assumptions as facts
 from devrev_api.custom_fields import fields_naming
@@ -39,7 +38,15 @@ from devrev_client import DevRevClient
 from plumbing import manifest_key
 from plumbing.clock import iso_utc, utc_now
 from plumbing.fanout import Fanout, fan_map
-from plumbing.files import durable_file, fsync_dir, json_bytes, make_private_dir, safe_name, write_json_list
+from plumbing.files import (
+    durable_file,
+    fsync_dir,
+    json_bytes,
+    make_private_dir,
+    open_regular,
+    safe_name,
+    write_json_list,
+)
 from plumbing.version import TOOL_NAME, TOOL_VERSION
 
 FORMAT_VERSION = 2          # 2: the contact page and custom-field references (a format-1 folder has neither)
@@ -688,23 +695,6 @@ def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> 
 
 
 # --------------------------------------------------------------------------- typed loaders
-def open_regular(path: str) -> BinaryIO:
-    """A backup file opened for reading, only if it is a regular file: a link is not followed
-    (OSError ELOOP) and a FIFO or device is never waited on or read (OSError EINVAL), whatever was
-    planted under a backup's file name. Every reader of a backup folder opens through it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "not a regular file (a link)", path) from None
-        raise
-    fh = os.fdopen(fd, "rb")
-    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-        fh.close()
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return fh
-
-
 # What a reader of a backup folder reads at most: a JSON file (the manifest included) is read
 # whole and parsed, so it is capped (a real one holds a few MiB: 7,000 tickets are ~35 MiB), and
 # its nesting too (DevRev's objects nest a dozen levels; a file nested deeper than the cap is

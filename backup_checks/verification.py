@@ -35,10 +35,10 @@ from backup import (
     load_json,
     manifest_digest,
     messages_path,
-    open_regular,
 )
 from devrev_api import assumptions as facts
 from plumbing import manifest_key
+from plumbing.files import open_regular
 
 
 @dataclass

@@ -290,10 +290,10 @@ class SetMerger:
             outcome.duration_s = round(self.clock() - started, 3)
             if ctx is not None:
                 with contextlib.suppress(Exception):  # the journal may be what failed
-                    outcome = replace(outcome, **journal_numbers(self.journal.steps(key), ctx["duplicates"],
-                                                                 self.journal.run_id))
-                    filled = (self.journal.step(key, step_name("fill_blanks")) or {}).get("data") or {}
-                    outcome.fields_filled = filled.get("filled") or None
+                    steps = self.journal.steps(key)
+                    outcome = replace(outcome, **journal_numbers(steps, ctx["duplicates"], self.journal.run_id))
+                    outcome.fields_filled = ((steps.get(step_name("fill_blanks")) or {}).get("data") or {}
+                                             ).get("filled") or None
         return outcome
 
     def _skip_as_previewed(self, key: str, ms: MergeSet, outcome: SetOutcome) -> bool:

@@ -129,11 +129,11 @@ def plan_fill(primary: dict, duplicates: list[dict], fields: tuple[str, ...]) ->
         mine = primary.get(name)
         if name in LIST_FIELDS:
             union = list(mine or [])
-            seen = {_key(name, v) for v in union}
+            seen = {item_key(name, v) for v in union}
             for dup in ordered:
                 for value in dup.get(name) or []:
-                    if _key(name, value) not in seen:
-                        seen.add(_key(name, value))
+                    if item_key(name, value) not in seen:
+                        seen.add(item_key(name, value))
                         union.append(value)
             if len(union) > len(mine or []):
                 plan.values[name], plan.before[name] = union, mine or []
@@ -149,7 +149,9 @@ def plan_fill(primary: dict, duplicates: list[dict], fields: tuple[str, ...]) ->
     return plan
 
 
-def _key(name: str, value: Any) -> str:
+def item_key(name: str, value: Any) -> str:
+    """One item of a list field as it is compared: a tag (answered {"tag": {...}}, sent {"id"})
+    by its id, a phone number as itself."""
     return _tag_id(value) if name == "tags" else str(value)
 
 
@@ -181,7 +183,7 @@ def applied(values: dict[str, Any], answer: dict) -> list[str]:
     for name, value in values.items():
         now = answer.get(name)
         if name in LIST_FIELDS:
-            if {_key(name, v) for v in value} - {_key(name, v) for v in now or []}:
+            if {item_key(name, v) for v in value} - {item_key(name, v) for v in now or []}:
                 wrong.append(name)
         elif name == "custom_fields":
             if any((now or {}).get(k) != v for k, v in value.items() if v is not None):

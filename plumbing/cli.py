@@ -402,17 +402,17 @@ class _ConsoleHandler(logging.Handler):
 
 
 _active: list[Redactor] = []   # the running script's redactors (run_logging): reports are scrubbed with them
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def scrub(value: Any) -> Any:
     """`value` (JSON-like) with the token masked in every string and control characters other
-    than line breaks and tabs escaped: what a report may hold of what DevRev answered (a hostile
-    answer must not put the token or a terminal escape into a report)."""
+    than line breaks and tabs escaped (`neutralise`, as for the console and the log): what a
+    report may hold of what DevRev answered (a hostile answer must not put the token or a
+    terminal escape into a report)."""
     if isinstance(value, str):
         for redactor in _active:
             value = redactor.mask_secret(value)
-        return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], value)
+        return neutralise(value)
     if isinstance(value, dict):
         return {scrub(k): scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

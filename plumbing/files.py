@@ -8,10 +8,12 @@ only. Names that come from the CSV or the API go through `safe_name` first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
+import stat
 import unicodedata
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -122,3 +124,21 @@ def safe_name(text: str, *, max_bytes: int = 120, fallback: str = "file") -> str
             stem = stem[:-1]
         out = stem + ext
     return out
+
+
+def open_regular(path: str) -> BinaryIO:
+    """A file opened for reading only if it is a regular file: a link is not followed (OSError
+    ELOOP) and a FIFO or device is never waited on or read (OSError EINVAL), whatever was
+    planted under the name. Every reader of a backup folder, and of the manifest key, opens
+    through it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "not a regular file (a link)", path) from None
+        raise
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fh

@@ -21,9 +21,10 @@ import hmac
 import json
 import os
 import secrets
-import stat
 import threading
 from typing import Any
+
+from plumbing.files import open_regular
 
 KEY_ENV = "DEVREV_MERGE_KEY_FILE"
 APP_DIR = "devrev-contact-merge"
@@ -75,14 +76,14 @@ def load_key(*, create: bool) -> bytes | None:
 
 def _read(path: str) -> bytes:
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fh = open_regular(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ManifestKeyError(errno.ELOOP, "the manifest key is a symbolic link: refused", path) from None
+        if exc.errno == errno.EINVAL:
+            raise ManifestKeyError(errno.EINVAL, "the manifest key is not a regular file", path) from None
         raise
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise ManifestKeyError(errno.EINVAL, "the manifest key is not a regular file", path)
+    with fh:
         text = fh.read(200).strip()
     try:
         key = bytes.fromhex(text.decode("ascii"))

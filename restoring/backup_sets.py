@@ -88,7 +88,6 @@ class BackupSet:
     authentic: set[str] = field(default_factory=set)   # folder names MAC'd with this installation's key
     # why the merge journal does not allow this set to be restored (restoring.merge_record), or None
     refused: str | None = None
-    targets: set[str] = field(default_factory=set)   # the DevRev its backups were read from (metadata "target")
     # what --fill-blanks wrote to the primary, per the merge journal ({"before", "after"} each): given back
     fills: list[dict] = field(default_factory=list)
 
@@ -257,8 +256,6 @@ def _add_folder(bset: BackupSet, folder: _Folder) -> None:
     if folder.contact_page is not None:
         dup.contact_pages.append((folder.path, folder.contact_page))
     bset.fingerprints[os.path.basename(folder.path)] = folder.manifest_sha256
-    if isinstance(folder.metadata.get("target"), str):   # backups from 1.4.0 on say where they were read
-        bset.targets.add(folder.metadata["target"])
     if folder.authentic:
         bset.authentic.add(os.path.basename(folder.path))
     for row in folder.metadata["merge_set"].get("csv_rows") or []:

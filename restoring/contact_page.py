@@ -15,10 +15,11 @@ import hashlib
 import logging
 from typing import Any
 
-from backup import SavedContactPage, SavedFile, file_path, open_regular
+from backup import SavedContactPage, SavedFile, file_path
 from devrev_api import assumptions as facts
 from devrev_client import DevRevClient
 from plumbing.clock import instant
+from plumbing.files import open_regular
 from plumbing.version import TOOL_NAME
 from restoring.backup_sets import DuplicateBackup
 from runs.journal import Journal, step_name

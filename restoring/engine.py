@@ -458,10 +458,9 @@ class SetRestorer:
         new = self._contact_for(key, dup, primary_id, result)
         result.new_id, result.new_display_id = new["id"], new.get("display_id")
         for move in dup.moves:
-            outcome = self._give_back(key, dup, move, new["id"], primary_id)
+            outcome, earlier = self._give_back(key, dup, move, new["id"], primary_id)
             _given_back(result, outcome, move.display_id)
-            done = self.journal.step(key, step_name(f"{move.kind}_back", dup.id, item=move.id)) or {}
-            if outcome == "moved_back" and done.get("run_id") not in (None, self.journal.run_id):
+            if outcome == "moved_back" and earlier:
                 result.moved_back_earlier.append(move.display_id)   # a resumed set: "this run" does not count it
         for field_move in dup.custom_field_moves:
             outcome = self._fields_back(key, dup, field_move, new["id"], primary_id)
@@ -652,30 +651,31 @@ class SetRestorer:
                     return found
 
     # ------------------------------------------------------------------ the items
-    def _give_back(self, key: str, dup: DuplicateBackup, move: Move, new_id: str, primary_id: str) -> str:
-        """Give one item back to the duplicate, journaled; returns what happened to it:
-        moved_back, already_back, deleted_since or left_alone."""
+    def _give_back(self, key: str, dup: DuplicateBackup, move: Move, new_id: str, primary_id: str) -> tuple[str, bool]:
+        """Give one item back to the duplicate, journaled; returns what happened to it
+        (moved_back, already_back, deleted_since or left_alone) and whether an earlier run of
+        an interrupted restore did it ("this run" does not count it)."""
         step = step_name(f"{move.kind}_back", dup.id, item=move.id)
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
-            return (record["data"] or {}).get("outcome", "moved_back")
+            return (record["data"] or {}).get("outcome", "moved_back"), record.get("run_id") != self.journal.run_id
         read, write = _readers(self.client, move.kind)
         with self._item_lock(move.id):
             obj = _read_or_none(read, move.id)
             if obj is None:
                 self.journal.done(key, step, {"outcome": "deleted_since"})
                 log.warning("%s was deleted since the merge: not given back", move.display_id)
-                return "deleted_since"
+                return "deleted_since", False
             current = ids_of(obj.get(move.field_name))
             if new_id in current:
                 outcome = "moved_back" if record else "already_back"
                 self.journal.done(key, step, {"outcome": outcome, "after": current, "confirmed_by": "fresh read"})
-                return outcome
+                return outcome, False
             wanted = restored_users(current, list(move.users), dup.old_id(move), new_id, primary_id)
             if wanted is None:
                 self.journal.done(key, step, {"outcome": "left_alone", "now": current})
                 log.warning("%s: the primary was taken off it since the merge: left as it is", move.display_id)
-                return "left_alone"
+                return "left_alone", False
             self._may(key, PlannedWrite("item_back", move.id, move.display_id))
             self.journal.intent(key, step, {"before": current, "after": wanted})
             try:
@@ -683,12 +683,12 @@ class SetRestorer:
             except NotFoundError as exc:
                 if _read_or_none(read, move.id) is None:
                     self.journal.done(key, step, {"outcome": "deleted_since"})
-                    return "deleted_since"
+                    return "deleted_since", False
                 raise SetFailed(f"{move.display_id}: DevRev refused the new {move.field_name} ({exc})") from None
         if new_id not in updated:   # DevRev's answer is the item as it now stands
             raise SetFailed(f"{move.display_id}: DevRev did not apply the new {move.field_name} ({updated})")
         self.journal.done(key, step, {"outcome": "moved_back", "before": current, "after": updated})
-        return "moved_back"
+        return "moved_back", False
 
     def _fields_back(self, key: str, dup: DuplicateBackup, item: CustomFieldMove, new_id: str,
                      primary_id: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from merging.field_fill import LIST_FIELDS, update_body
+from merging.field_fill import LIST_FIELDS, item_key, update_body
 
 
 @dataclass
@@ -22,17 +22,9 @@ class FieldsBack:
     left: list[str] = field(default_factory=list)
 
 
-def _item_key(value: Any) -> str:
-    """A phone number, or a tag (answered as {"tag": {...}}, sent as {"id"}) by its id."""
-    if isinstance(value, dict):
-        inner: dict[str, Any] = value["tag"] if isinstance(value.get("tag"), dict) else value
-        return str(inner.get("id"))
-    return str(value)
-
-
 def _same(name: str, now: Any, wrote: Any) -> bool:
     if name in LIST_FIELDS:
-        return sorted(map(_item_key, now or [])) == sorted(map(_item_key, wrote or []))
+        return sorted(item_key(name, v) for v in now or []) == sorted(item_key(name, v) for v in wrote or [])
     return bool(now == wrote)
 
 

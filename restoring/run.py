@@ -93,22 +93,13 @@ def _backup_sets(settings: RestoreSettings) -> tuple[list[BackupSet], list[Faile
         if not sets and not failed:
             raise UsageError(f"no backup of a merge set with email {settings.only!r} in {settings.backup_dir}")
     record = MergeRecord.load(settings.merge_savepoint) if settings.merge_savepoint else None
-    return [_held(s, record, here) for s in sets], failed
+    return [_held(s, record) for s in sets], failed
 
 
-def _held(bset: BackupSet, record: MergeRecord | None, here: str) -> BackupSet:
-    """The set as the merge's journal allows it (restoring.merge_record), or marked refused;
-    refused too when its backups were read from another DevRev than `here` (another tenant,
-    production for a sandbox run, or a sandbox emulator reset since)."""
+def _held(bset: BackupSet, record: MergeRecord | None) -> BackupSet:
+    """The set as the merge's journal allows it (restoring.merge_record), or marked refused."""
     if bset.failed:
         return bset
-    other = sorted(t for t in bset.targets if t != here)
-    if other:
-        why = ("an earlier sandbox emulator, reset since" if other[0].startswith("sandbox:") and
-               here.startswith("sandbox:") else other[0])
-        log.error("%s: not restored: its backups were made against %s, and this restore goes to %s",
-                  bset.email, why, "the sandbox" if here.startswith("sandbox:") else here)
-        return replace(bset, refused=f"its backups were made against {why}, not the DevRev this restore goes to")
     try:
         return hold_to_merge(bset, record, authentic=bset.all_authentic)
     except NotWhatTheMergeDid as exc:
