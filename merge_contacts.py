@@ -163,8 +163,9 @@ def _main(argv) -> int:
 def _rehearsal_csv(report_dir: str) -> str:
     """The CSV the newest --sandbox run in `report_dir` used (its merge report or preview
     names it), else the demo CSV: `--sandbox --status` counts against what was rehearsed."""
-    used = [(str(data.get("run_id") or ""), (data.get("csv") or {}).get("path"))
-            for prefix in ("merge_report", "preview") for _, data in reports.load_reports(report_dir, prefix)
+    # newest by when the report was written (run ids of one second do not sort by time)
+    used = [(os.stat(path).st_mtime_ns, (data.get("csv") or {}).get("path"))
+            for prefix in ("merge_report", "preview") for path, data in reports.load_reports(report_dir, prefix)
             if data.get("target") == "sandbox"]
     found = [(run, path) for run, path in used if isinstance(path, str) and os.path.isfile(path)]
     return str(max(found)[1]) if found else DEMO_CSV
