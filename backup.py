@@ -22,14 +22,16 @@ through the typed loaders at the end.
 """
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from devrev_api import assumptions as facts
 from devrev_api.custom_fields import fields_naming
@@ -669,10 +671,7 @@ def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> S
     display id, reporters or members, artifact summaries)."""
     def kept(kind: str, objects: Iterable[dict[str, Any]], into: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for obj in objects:
-            keep = {k: obj[k] for k in ("id", "display_id", Move.FIELDS[kind], "artifacts") if k in obj}
-            if fields_naming(obj, duplicate_id):   # listed in metadata.json (custom_field_moves)
-                keep.update({k: obj[k] for k in ("custom_fields", "subtype") if k in obj})
-            into.append(keep)
+            into.append(_kept_copy(obj, Move.FIELDS[kind], duplicate_id))
             yield obj
 
     snapshot = Snapshot([], [], {}, [])
@@ -680,6 +679,31 @@ def _list_to_disk(client: DevRevClient, writer: _Writer, duplicate_id: str) -> S
     writer.write_json_list(CONVERSATIONS, kept("conversation", client.list_conversations(duplicate_id),
                                                snapshot.conversations))
     return snapshot
+
+
+def _kept_copy(obj: dict[str, Any], users_field: str, duplicate_id: str) -> dict[str, Any]:
+    """What a streamed backup keeps of one listed object until it is sealed: its id, display
+    id, the ids of its reporters or members (as {"id": ...}: all Move.of reads), and copies of
+    its artifact summaries (id, display id, file name, size, type: all read_timelines reads).
+    Copies, never references into DevRev's answer: a reference to the object's user list
+    would keep each whole user record (and its page's JSON) alive, about 2 KiB an object."""
+    keep: dict[str, Any] = {k: obj[k] for k in ("id", "display_id") if k in obj}
+    if users_field in obj:
+        keep[users_field] = [{"id": i} for i in ids_of(obj.get(users_field))]
+    if "artifacts" in obj:
+        keep["artifacts"] = [_artifact_summary(a) for a in obj.get("artifacts") or [] if isinstance(a, dict)]
+    if fields_naming(obj, duplicate_id):   # listed in metadata.json (custom_field_moves)
+        keep.update({k: obj[k] for k in ("custom_fields", "subtype") if k in obj})
+    return keep
+
+
+def _artifact_summary(art: dict[str, Any]) -> dict[str, Any]:
+    """An artifact summary reduced to what naming and sizing its file reads."""
+    out: dict[str, Any] = {k: art[k] for k in ("id", "display_id") if k in art}
+    info = art.get("file")
+    if isinstance(info, dict):
+        out["file"] = {k: info[k] for k in ("name", "size", "type") if k in info}
+    return out
 
 
 def remove_partials(backup_root: str, email: str, duplicate_display_id: str) -> list[str]:
@@ -707,19 +731,41 @@ class JsonLimitError(ValueError):
     """A backup's JSON file nested deeper than MAX_JSON_DEPTH (one line, no traceback)."""
 
 
+def _cap(limit: int | None) -> int:
+    return MAX_JSON_BYTES if limit is None else max(0, min(int(limit), MAX_JSON_BYTES))
+
+
+def _too_large(path: str, limit: int | None, size: int) -> OSError:
+    what = "the size its manifest records" if limit is not None and limit < MAX_JSON_BYTES else \
+        f"the {MAX_JSON_BYTES >> 20} MiB a backup's JSON file may hold"
+    return OSError(errno.EFBIG, f"larger than {what} ({size} bytes)", path)
+
+
 def read_regular(path: str, limit: int | None = None) -> bytes:
     """A backup file's bytes (open_regular), at most `limit` (the size its manifest records,
     where the reader knows it) and never more than MAX_JSON_BYTES: a larger file raises OSError
     (EFBIG) before it is read, whatever its size claims while it is read."""
-    cap = MAX_JSON_BYTES if limit is None else max(0, min(int(limit), MAX_JSON_BYTES))
+    cap = _cap(limit)
     with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
-        data = fh.read(cap + 1) if size <= cap else b""
+        # read(n) allocates n bytes up front: ask for what fstat says (+1 to see a file that grew)
+        data = fh.read(size + 1) if size <= cap else b""
+        if len(data) > size:   # it grew since: the rest, up to the cap (as before)
+            data += fh.read(cap + 1 - len(data))
     if size > cap or len(data) > cap:
-        what = "the size its manifest records" if limit is not None and limit < MAX_JSON_BYTES else \
-            f"the {MAX_JSON_BYTES >> 20} MiB a backup's JSON file may hold"
-        raise OSError(errno.EFBIG, f"larger than {what} ({max(size, len(data))} bytes)", path)
+        raise _too_large(path, limit, max(size, len(data)))
     return data
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    """JsonLimitError if `value` (itself at `depth`) nests deeper than MAX_JSON_DEPTH."""
+    stack: list[tuple[Any, int]] = [(value, depth)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
 
 
 def parse_json(data: bytes, object_hook: Any = None) -> Any:
@@ -729,18 +775,104 @@ def parse_json(data: bytes, object_hook: Any = None) -> Any:
         value = json.loads(data.decode("utf-8"), object_hook=object_hook)
     except RecursionError:
         raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    _check_depth(value, 1)
     return value
 
 
+# A JSON file larger than this that holds a list (tickets.json of a huge duplicate: 7,000
+# tickets are ~35 MiB) is parsed one item at a time: its bytes and text are never whole in
+# memory, only the items as object_hook leaves them (the checks keep a few fields of each).
+STREAM_LIST_BYTES = 1 << 20
+_SLICE = 1 << 20
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _TextSlices:
+    """A backup file's text read in slices and decoded as UTF-8 on the way; never more than
+    `limit` bytes (OSError EFBIG), as read_regular."""
+
+    def __init__(self, fh: BinaryIO, path: str, limit: int | None):
+        self.fh, self.path, self.limit, self.cap = fh, path, limit, _cap(limit)
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.pos, self.read_bytes, self.eof = "", 0, 0, False
+
+    def more(self, size: int) -> None:
+        chunk = self.fh.read(size)
+        self.read_bytes += len(chunk)
+        if self.read_bytes > self.cap:
+            raise _too_large(self.path, self.limit, self.read_bytes)
+        self.eof = not chunk
+        self.text = self.text[self.pos:] + self.utf8.decode(chunk, final=self.eof)
+        self.pos = 0
+
+    def next_char(self) -> str:
+        """The next character after JSON whitespace ("" at the end of the file); not consumed."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()   # type: ignore[union-attr]
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if self.eof:
+                return ""
+            self.more(_SLICE)
+
+    def value(self, decoder: json.JSONDecoder) -> Any:
+        """The JSON value at the position. A value that ends within two characters of the text
+        read so far may be cut short (a number: "1" of "1e5"), so more is read first; an
+        unfinished one reads twice as much each time (linear in the item's size)."""
+        want = _SLICE
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.text, self.pos)
+                if end + 2 < len(self.text) or self.eof:
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError:
+                if self.eof:
+                    raise
+            self.more(want)
+            want *= 2
+
+
+def _parse_list_slices(fh: BinaryIO, path: str, limit: int | None, object_hook: Any) -> list[Any] | None:
+    """The JSON list in `fh`, parsed item by item (json's own scanner, so the same values and
+    errors as json.loads); None when the file does not hold a list (the caller parses it whole)."""
+    text = _TextSlices(fh, path, limit)
+    if text.next_char() != "[":
+        return None
+    text.pos += 1
+    decoder = json.JSONDecoder(object_hook=object_hook)
+    items: list[Any] = []
+    if text.next_char() == "]":
+        text.pos += 1
+    else:
+        while True:
+            text.next_char()
+            item = text.value(decoder)
+            _check_depth(item, 2)
+            items.append(item)
+            delimiter = text.next_char()
+            text.pos += 1
+            if delimiter == "]":
+                break
+            if delimiter != ",":
+                raise ValueError("Expecting ',' delimiter or ']' in a list")
+    if text.next_char() != "":
+        raise ValueError("Extra data after the list")
+    return items
+
+
 def load_json(path: str, limit: int | None = None, object_hook: Any = None) -> Any:
-    """A backup's JSON file read and parsed within the caps (read_regular, parse_json)."""
+    """A backup's JSON file read and parsed within the caps (read_regular, parse_json); a list
+    larger than STREAM_LIST_BYTES item by item (memory: its items, not its text)."""
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if STREAM_LIST_BYTES < size <= _cap(limit):
+            try:
+                items = _parse_list_slices(fh, path, limit, object_hook)
+            except RecursionError:
+                raise JsonLimitError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+            if items is not None:
+                return items
     return parse_json(read_regular(path, limit), object_hook)
 
 

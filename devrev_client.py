@@ -40,7 +40,7 @@ from devrev_api.errors import (
     TransportError,
     clean_text,
 )
-from devrev_api.pacing import ClientPace, ServerPacer
+from devrev_api.pacing import AnswerTimes, ClientPace, ServerPacer
 from devrev_api.retry_policy import (
     Backoff,
     FaultBreaker,
@@ -138,6 +138,7 @@ class DevRevClient:
         self.retry = Backoff(max_retries, backoff_base, backoff_cap, sleep=self.wait)
         self.throttle_retry = self.retry.with_(attempts=max_throttle_retries)
         self.pacer = pacer or ServerPacer()
+        self.answer_times = AnswerTimes()   # recent answers' times: the run sizes its workers by them
         # With no rate given, the pace follows the X-Ratelimit-Limit DevRev announces.
         self.pace_from_server = calls_per_minute is None
         self._set_pace(calls_per_minute or facts.DEFAULT_CALLS_PER_MINUTE)
@@ -303,14 +304,16 @@ class DevRevClient:
                 self._retry_or_raise(endpoint, transient, *outcome)
 
     def _wait_turn(self, endpoint: str) -> None:
-        """Wait until the call may go (DevRev's window, then the client's own pace), then
-        count it as sent. RunInterrupted or RunWideFault instead when the run must stop."""
+        """Wait until the call may go (the client's own pace, then DevRev's window), then
+        count it as sent. RunInterrupted or RunWideFault instead when the run must stop.
+        The call counts as in flight for DevRev's window only once its own slot came: a
+        call queued behind the cap would otherwise hold others back on a short window."""
         self._check_stop()
         self._check_breaker()
+        self._throttle.take()
         delay = self.pacer.reserve()
         try:
             self.wait(delay)
-            self._throttle.take()
             self._check_stop()
         except BaseException:
             self.pacer.release()
@@ -328,10 +331,12 @@ class DevRevClient:
         headers = {"Authorization": f"{facts.AUTH_SCHEME} {self._token}",
                    "Content-Type": "application/json",
                    facts.API_VERSION_HEADER: facts.API_VERSION}
+        sent = time.monotonic()
         try:
             response = self.session.post(url, data=payload, headers=headers, timeout=self.timeout,
                                          allow_redirects=False, stream=True)
             oversized = _read_bounded(response)
+            self.answer_times.add(time.monotonic() - sent)
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:  # the answer broke off mid-body
             self.pacer.release()
@@ -706,3 +711,13 @@ class DevRevClient:
         if not isinstance(data.get("url"), str):
             raise ResponseError("artifacts.locate gave no url", endpoint="artifacts.locate")
         return data
+
+    # ----------------------------------------------------------------- a contact's items, page by page
+    def ticket_pages(self, reported_by: str) -> Iterator[list[JsonObject]]:
+        """The tickets `reported_by` reports, a page at a time as DevRev sends them (walk_pages),
+        for a caller that stops once it has the items it looks for (the restore's paged reads)."""
+        return self.walk_pages("works.list", {"type": ["ticket"], "reported_by": [reported_by]}, "works")
+
+    def conversation_pages(self, member: str) -> Iterator[list[JsonObject]]:
+        """The conversations `member` takes part in, a page at a time (as ticket_pages)."""
+        return self.walk_pages("conversations.list", {"members": [member]}, "conversations")

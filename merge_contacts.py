@@ -27,6 +27,8 @@ from operator_view import reports
 from plumbing import cli
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import new_run_id
+from runs import approval
+from runs.over_sets import parse_until
 from runs.preview_gate import DEFAULT_MAX_AGE_HOURS
 from runs.support import (
     MERGE_SAVEPOINT,
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="with --preview: count every message and attachment (reads every timeline entry) "
                         "instead of estimating them from the first pages")
+    p.add_argument("--list-skipped", action="store_true",
+                   help="with --preview: also write every CSV row that is in no merge set, with its group's "
+                        "reason, to preview_<run>_skipped.csv (by default only counted)")
     p.add_argument("--sandbox", action="store_true",
                    help="run against the local DevRev emulator seeded with its demo data (no token, no network)")
     p.add_argument("--sandbox-reset", action="store_true",
@@ -68,10 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SANDBOX_MERGE_SAVEPOINT}); its merged sets also tell which user_ contacts "
                         f"earlier merges made primary, so their email groups are merge sets again")
     add_rate_limit_option(p)
-    p.add_argument("--workers", type=cli.int_between(1, 64), default=4,
-                   help="API calls made at once: merge sets, or the independent calls of one (default: 4)")
+    p.add_argument("--workers", type=cli.int_between(1, 64), default=None,
+                   help="API calls made at once: merge sets, or the independent calls of one (default: sized from "
+                        "the rate and DevRev's answer time, 4 to 32; the run's first lines say how many and why)")
     p.add_argument("--max-merges", type=cli.int_between(1), metavar="N",
                    help="process at most N merge sets in this run")
+    p.add_argument("--max-calls", type=cli.int_between(1), metavar="N",
+                   help="stop taking new merge sets when the next one would not fit in N API calls (the preflight "
+                        "included); the sets in flight finish, the run exits 75: re-run to go on (docs/scheduling.md)")
+    p.add_argument("--until", type=parse_until, metavar="HH:MM|ISO",
+                   help="stop taking new merge sets that would not finish by then (HH:MM: local time, the next time "
+                        "the clock shows it; or an ISO instant); the run exits 75: re-run to go on")
     p.add_argument("--only", metavar="EMAIL", help="process only the group with this email")
     p.add_argument("--fill-blanks", type=_fill_fields, action="append", default=[], metavar="FIELDS",
                    help="fill the primary's empty fields from its newest duplicate that has a value (lists: the "
@@ -89,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="HOURS", help="a preview older than this no longer unlocks a run (default: 24)")
     p.add_argument("--skip-preview-check", action="store_true",
                    help="run without a preview of this CSV in --report-dir (not recommended)")
+    approval.add_plan_options(p, "merge_contacts.py")
     p.add_argument("--no-canary", action="store_true",
                    help="do not re-read and compare the first merged set's objects before the others start")
     p.add_argument("--no-merge-note", action="store_true",
@@ -121,6 +134,10 @@ def _checked(args: argparse.Namespace) -> MergeSettings:
                          "--preview to start the rehearsal afresh")
     if args.full and not args.preview:
         raise UsageError("--full only goes with --preview")
+    approval.check_plan_options(preview=args.preview, plan=args.plan, plan_out=args.plan_out,
+                                skip_preview_check=args.skip_preview_check)
+    if args.list_skipped and not args.preview:
+        raise UsageError("--list-skipped only goes with --preview")
     if not args.csv and not args.sandbox and not args.status and not args.check:
         raise UsageError("give the contacts CSV with --csv FILE (or rehearse with --sandbox)")
     fills = {name for given in args.fill_blanks for name in given}   # repeated: the fields of all of them
@@ -147,7 +164,8 @@ def _main(argv) -> int:
         return print_status(savepoint, settings.csv or (_rehearsal_csv(settings.report_dir) if settings.sandbox
                                                         else None),
                             sandbox_hint=not settings.sandbox and not settings.savepoint,
-                            csv_is_default=settings.sandbox and not settings.csv, only=settings.only)
+                            csv_is_default=settings.sandbox and not settings.csv, only=settings.only,
+                            sets_in_json=settings.json)
     run_id = new_run_id()
     # a token that cannot be DevRev's or a base URL that is not one stops here, before any call
     secret = None if settings.sandbox else DevRevClient.check_env()[0]

@@ -31,6 +31,7 @@ from plumbing import cli
 from plumbing.clock import new_run_id
 from restoring.run import RestoreSettings, run
 from restoring.status import print_restore_status
+from runs import approval
 from runs.preview_gate import DEFAULT_MAX_AGE_HOURS
 from runs.support import (
     MERGE_SAVEPOINT,
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the merge's savepoint journal: a restore gives back only what it records the merge did "
                         f"(default: {MERGE_SAVEPOINT}; with --sandbox: {SANDBOX_MERGE_SAVEPOINT})")
     add_rate_limit_option(p)
-    p.add_argument("--workers", type=cli.int_between(1, 64), default=4, help="merge sets restored at once (default: 4)")
+    p.add_argument("--workers", type=cli.int_between(1, 64), default=None,
+                   help="merge sets restored at once (default: sized from the rate and DevRev's answer time, 4 to 32)")
     add_sandbox_mode_option(p)
     p.add_argument("--no-restore-note", action="store_true",
                    help="do not leave an internal note on each restored set's primary saying what was given back")
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="HOURS", help="a preview older than this no longer unlocks a run (default: 24)")
     p.add_argument("--skip-preview-check", action="store_true",
                    help="run without a preview of these backups in --report-dir (not recommended)")
+    approval.add_plan_options(p, "restore_contacts.py")
     cli.add_json_option(p)
     return p
 
@@ -88,6 +91,8 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     args = build_parser().parse_args(argv)
+    approval.check_plan_options(preview=args.preview, plan=args.plan, plan_out=args.plan_out,
+                                skip_preview_check=args.skip_preview_check)
     merge_savepoint = args.merge_savepoint or (SANDBOX_MERGE_SAVEPOINT if args.sandbox else MERGE_SAVEPOINT)
     settings = RestoreSettings(**{k: v for k, v in dict(vars(args), sandbox_mode=tuple(args.sandbox_mode),
                                                         merge_savepoint=merge_savepoint).items() if k != "status"},

@@ -5,7 +5,8 @@ One command prints, side by side:
      reaches with 1, 4 and 8 workers at --latency per call, and its calls against the
      minimum (merging.call_estimates.minimum_calls), and the calls per set of --sets ordinary sets;
   2. peak RSS and time of the merge of a huge duplicate (--big objects) at 1x, 2x and 4x
-     a quarter of its size (the tool in a child process, os.wait4; the emulator here);
+     a quarter of its size (the tool in a child process, its own VmHWM; the emulator here),
+     and KiB per object between 1x and 4x;
   3. peak RSS and time to the first API call of a preview of a --rows-row CSV;
   4. the default preview's calls (and --full's) as a share of the merge's, on the demo data.
 Medians of --repeat runs where a run is short (3, 4); one run each for 1 and 2.
@@ -17,14 +18,12 @@ Not a test: a shared 2-core machine is noisy.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -32,6 +31,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 import csv_preview
+import merge_memory
 import throughput
 from devrev_sandbox.dataset import DEMO_CSV, DEMO_SEED, build_dataset
 from devrev_sandbox.server import DevRevSandbox
@@ -48,13 +48,11 @@ def big_duplicate(objects: int, seed: int = 1):
 
 
 def _child(args_list: list[str], base_url: str, cwd: str) -> tuple[int, float, float]:
-    """merge_contacts.py in a child process: (exit code, peak RSS MiB, wall seconds)."""
-    env = dict(os.environ, DEVREV_API_TOKEN=TOKEN, DEVREV_BASE_URL=base_url, DEVREV_RATE_LIMIT="1000000")
-    started = time.monotonic()
-    child = subprocess.Popen([sys.executable, os.path.join(ROOT, "merge_contacts.py"), *args_list], cwd=cwd, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, time.monotonic() - started
+    """merge_contacts.py in a child process: (exit code, the child's own peak RSS MiB, wall seconds).
+    The peak is the child's VmHWM, read by the child at exit (bench/merge_memory.py's wrapper):
+    os.wait4 after Popen would report this parent's peak too (the emulator, section 1's runs)."""
+    env = dict(os.environ, DEVREV_API_TOKEN=TOKEN, DEVREV_BASE_URL=base_url, DEVREV_RATE_LIMIT="100000")
+    return merge_memory.measured(ROOT, "merge_contacts.py", args_list, env, cwd)
 
 
 def _dirs(workdir: str) -> list[str]:
@@ -63,7 +61,7 @@ def _dirs(workdir: str) -> list[str]:
             "--savepoint", os.path.join(workdir, "savepoints", "j.sqlite3")]
 
 
-def merge_memory(objects: int, workers: int) -> dict:
+def merge_memory_of(objects: int, workers: int) -> dict:
     """Peak RSS and wall time of the real merge of one `objects`-object duplicate (no latency)."""
     dataset = big_duplicate(objects)
     workdir = tempfile.mkdtemp(prefix="scale-mem-")
@@ -98,13 +96,40 @@ def preview_share(workers: int) -> dict:
     return out
 
 
-def rate_share(objects: int, workers: list[int], rate: int, window: float, latency: float) -> tuple[list, int]:
+def _minimum(dataset) -> int:
+    """The least calls a careful merge of `dataset` can make (merging.call_estimates.minimum_calls)."""
+    from backup import collect
+    from devrev_client import DevRevClient
+    from merging.call_estimates import minimum_calls, set_overhead_calls
+    with DevRevSandbox(dataset.seed, token=TOKEN) as sandbox:
+        client = DevRevClient(TOKEN, sandbox.base_url, calls_per_minute=1e9)
+        total = 0
+        for ms in dataset.merge_sets:
+            total += set_overhead_calls(len(ms["duplicates"]))
+            for dup in ms["duplicates"]:
+                total += minimum_calls(collect(client, sandbox.key_id(dup)), client.page_limit)
+        client.close()
+    return total
+
+
+def _rate_run(seed_path: str, csv_path: str, workers: int, rate: int, window: float, latency: float) -> dict:
+    """throughput.run_once: the emulator and this checkout's merge in processes of their own."""
+    cap = max(1, int(rate * 60 / window))
+    run = throughput.run_once({"root": ROOT, "seed": seed_path, "csv": csv_path, "rate": rate, "window": window,
+                               "latency": latency, "cap": cap, "workers": workers, "pacing": True})
+    return dict(run, workers=workers)
+
+
+def rate_share(objects: int, workers: list[int], rate: int, window: float, latency: float,
+               folder: str) -> tuple[list, int]:
     """throughput.run_once on one big duplicate for each worker count; with the minimum calls."""
     dataset = big_duplicate(objects)
-    args = SimpleNamespace(rate=rate, window=window, latency=latency)
-    minimum = throughput.minimum_for(dataset)
-    per_minute = rate * 60.0 / window
-    return [throughput.run_once(args, dataset, w, client_cap=per_minute, pacing=True) for w in workers], minimum
+    seed_path, csv_path = os.path.join(folder, "big_seed.json"), os.path.join(folder, "big.csv")
+    with open(seed_path, "w", encoding="utf-8") as fh:
+        json.dump(dataset.seed, fh)
+    with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(dataset.csv_text())
+    return [_rate_run(seed_path, csv_path, w, rate, window, latency) for w in workers], _minimum(dataset)
 
 
 def main(argv=None) -> int:
@@ -125,7 +150,14 @@ def main(argv=None) -> int:
     print(f"command: python bench/scale.py {argv_text}".rstrip())
     per_minute = args.rate * 60 / args.window
 
-    runs, minimum = rate_share(args.objects, [1, 4, 8], args.rate, args.window, args.latency)
+    scratch = tempfile.mkdtemp(prefix="scale-rate-")
+    try:
+        runs, minimum = rate_share(args.objects, [1, 4, 8], args.rate, args.window, args.latency, scratch)
+        seed_path, csv_path, _ = throughput.write_dataset(args.sets, 1, scratch)
+        many_min = throughput.minimum_for(seed_path, args.sets, 1)
+        many = _rate_run(seed_path, csv_path, 4, args.rate, args.window, args.latency)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n1. one duplicate on {args.objects} objects, R = {per_minute:.0f} calls/min, {args.latency * 1000:.0f} ms "
           f"per call; minimum {minimum} calls")
     print(f"{'workers':>7} {'exit':>4} {'calls':>6} {'over min':>8} {'calls/min':>9} {'% of R':>6} {'429s':>5} "
@@ -134,19 +166,19 @@ def main(argv=None) -> int:
         print(f"{r['workers']:>7} {r['exit']:>4} {r['calls']:>6} {r['calls'] - minimum:>8} {r['per_minute']:>9.0f} "
               f"{100 * r['per_minute'] / per_minute:>5.0f}% {r['throttled']:>5} {r['wall']:>7.1f}")
 
-    many = throughput.dataset_for(SimpleNamespace(sets=args.sets, seed=1))
-    many_min = throughput.minimum_for(many)
-    r = throughput.run_once(SimpleNamespace(rate=args.rate, window=args.window, latency=args.latency), many, 4,
-                            client_cap=per_minute, pacing=True)
-    print(f"   and {args.sets} ordinary sets (bench/throughput.py's dataset), 4 workers: exit {r['exit']}, "
-          f"{r['calls']} calls, minimum {many_min}: {(r['calls'] - many_min) / args.sets:.2f} over the minimum "
-          f"per set, {100 * r['per_minute'] / per_minute:.0f}% of R, {r['throttled']} 429s")
+    print(f"   and {args.sets} ordinary sets (bench/throughput.py's dataset), 4 workers: exit {many['exit']}, "
+          f"{many['calls']} calls, minimum {many_min}: {(many['calls'] - many_min) / args.sets:.2f} over the minimum "
+          f"per set, {100 * many['per_minute'] / per_minute:.0f}% of R, {many['throttled']} 429s")
 
-    print("\n2. merge of one huge duplicate, 4 workers, no latency (the tool in a child process)")
+    print("\n2. merge of one huge duplicate, 4 workers, no latency (the tool in a child process: its own VmHWM)")
     print(f"{'size':>5} {'objects':>7} {'exit':>4} {'calls':>6} {'peak RSS MiB':>12} {'wall s':>7}")
+    peaks = []
     for factor in (1, 2, 4):
-        m = merge_memory(args.big * factor // 4, 4)
+        m = merge_memory_of(args.big * factor // 4, 4)
+        peaks.append(m)
         print(f"{factor:>4}x {m['objects']:>7} {m['exit']:>4} {m['calls']:>6} {m['rss']:>12.0f} {m['wall']:>7.1f}")
+    slope = (peaks[-1]["rss"] - peaks[0]["rss"]) * 1024 / max(1, peaks[-1]["objects"] - peaks[0]["objects"])
+    print(f"   {slope:.1f} KiB per object between 1x and 4x")
 
     workdir = tempfile.mkdtemp(prefix="scale-csv-")
     try:
@@ -162,7 +194,11 @@ def main(argv=None) -> int:
     print(f"\n4. demo data: merge {med['merge']:.0f} calls; default preview {med['preview']:.0f} calls = "
           f"{100 * med['preview'] / med['merge']:.0f}% of the merge; --preview --full {med['full']:.0f} calls = "
           f"{100 * med['full'] / med['merge']:.0f}%")
-    return 0
+    failed = [x for x in runs + [many] if x["exit"] != 0] + [m for m in peaks if m["exit"] != 0] + \
+        [s for s in shares if s["merge_exit"] != 0] + ([c] if c["exit"] != 0 else [])
+    if failed:
+        print(f"\n{len(failed)} run(s) failed (see the exit columns)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

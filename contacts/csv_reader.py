@@ -18,6 +18,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import idna
 
@@ -140,9 +141,11 @@ class EarlierPrimaries:
     def __len__(self) -> int:
         return len(set(self._by_key.values()))
 
-    def recognises(self, rev_user_id: str, external_refs: tuple[str, ...] = ()) -> bool:
-        """Whether this contact is an earlier merge's primary (as `of` decides, from its cells)."""
-        return user_id_key(rev_user_id) in self._by_key or keeps_own_reference(rev_user_id, external_refs)
+    def recognises(self, rev_user_id: str, external_refs: tuple[str, ...] = (), id_key: str | None = None) -> bool:
+        """Whether this contact is an earlier merge's primary (as `of` decides, from its cells).
+        id_key: user_id_key(rev_user_id), when the caller has it."""
+        return (user_id_key(rev_user_id) if id_key is None else id_key) in self._by_key or \
+            keeps_own_reference(rev_user_id, external_refs)
 
     def of(self, row: ContactRow) -> EarlierPrimary | None:
         """The record that makes `row` an earlier merge's primary, or None: from the savepoint,
@@ -278,6 +281,14 @@ def keeps_own_reference(rev_user_id: str, external_refs: tuple[str, ...]) -> boo
 
 def is_valid_rev_user_id(value: str) -> bool:
     return bool(_DISPLAY_ID.fullmatch(value) or _DON.fullmatch(value))
+
+
+def _id_key(value: str) -> str | None:
+    """user_id_key of a valid REV_USER_ID (is_valid_rev_user_id), None if it is not one."""
+    if value.startswith(PRIMARY_PREFIX):   # (a DON never starts so: one match, not two)
+        return value[len(PRIMARY_PREFIX):] if _DISPLAY_ID.fullmatch(value) else None
+    match = _DON.fullmatch(value)
+    return match.group(1) if match else None
 
 
 def row_problem(rev_user_id: str, email: str, external_ref: str) -> tuple[str, str] | None:
@@ -427,6 +438,7 @@ def _check_path(path: str) -> None:
 
 
 def _check_columns(path: str, header: list[str] | None, columns: list[str]) -> None:
+    header = header or []
     if not any(columns):
         raise CsvInputError(f"{path} has no header line (expected {', '.join(REQUIRED_COLUMNS)})")
     for name in REQUIRED_COLUMNS:
@@ -480,6 +492,7 @@ class ContactsReader:
         _check_path(path)
         self.path, self.keep_raw = path, keep_raw
         self.scan = scan or _scan(path)
+        self._reading: BinaryIO | None = None   # the binary file under the pass in progress
         self.file = self._header()
 
     def _open(self):
@@ -515,6 +528,7 @@ class ContactsReader:
     def records(self) -> Iterator[tuple[int, list[str], str]]:
         """(line the record starts on, its cells, its raw text or "") for each non-blank record."""
         with self._open() as fh:
+            self._reading = fh.buffer
             tap = _LineTap(fh, keep=False)
             for _ in range(self._header_lines):
                 next(tap)
@@ -538,6 +552,17 @@ class ContactsReader:
                 # the line the broken record starts on (an unclosed quote swallows the rest of the file)
                 raise CsvInputError(f"line {start_line}: malformed CSV ({exc}{_hint(exc)})") from None
 
+    def position(self) -> int:
+        """How many bytes of the file the pass in progress (`records`) has read: for a progress line."""
+        try:
+            return self._reading.tell() if self._reading is not None else 0
+        except (OSError, ValueError):   # the pass is over (its file closed)
+            return self.file_size
+
+    @property
+    def file_size(self) -> int:
+        return self.scan.stamp[0]
+
     def __iter__(self) -> Iterator[ContactRow]:
         for line, record, raw in self.records():
             yield self.row(line, record, raw)
@@ -546,11 +571,18 @@ class ContactsReader:
         """The record's (REV_USER_ID, EMAIL, EXTERNAL_REF), each checked; CsvInputError naming
         the line if the record is not a usable contact. (The plain-ASCII patterns are only a
         fast path: a value they do not match gets every check, and its exact message.)"""
+        rev_user_id, _, email, external_ref = self.check_keyed(start_line, record)
+        return rev_user_id, email, external_ref
+
+    def check_keyed(self, start_line: int, record: list[str]) -> tuple[str, str, str, str]:
+        """`check`'s (REV_USER_ID, its user_id_key, EMAIL, EXTERNAL_REF): the id matched once
+        for both (contacts.index's pass over every row)."""
         if len(record) != len(self.file.columns):
             raise CsvInputError(f"line {start_line}: {len(record)} fields where the header has "
                                 f"{len(self.file.columns)}")
         rev_user_id = record[self._id_at].strip()
-        if not is_valid_rev_user_id(rev_user_id):   # (a valid id passes every _check_value test)
+        id_key = _id_key(rev_user_id)
+        if id_key is None:   # (a valid id passes every _check_value test)
             _check_value(rev_user_id, "REV_USER_ID", start_line)
             raise CsvInputError(f"line {start_line}: REV_USER_ID {rev_user_id[:60]!r} is neither a contact DON "
                                 f"(don:identity:...:revu/...) nor a REVU- display id")
@@ -562,7 +594,7 @@ class ContactsReader:
         external_ref = record[self._ref_at].strip()
         if not _PLAIN_VALUE.fullmatch(external_ref):
             _check_value(external_ref, "EXTERNAL_REF", start_line)
-        return rev_user_id, email, external_ref
+        return rev_user_id, id_key, email, external_ref
 
     def records_at(self, lines: set[int]) -> Iterator[tuple[int, list[str]]]:
         """(line, cells) of the records starting on these lines (from `records`), in file

@@ -5,7 +5,8 @@ every row (and its raw text) costs about 2 KiB a row; this index keeps, per emai
 int per row (its line and whether it is a primary, a copy, or a copy an earlier merge made
 primary: contacts.csv_reader.EarlierPrimaries), groups them exactly as
 contacts.csv_reader.group_contacts does, and re-reads the file for the rows it needs: the merge
-sets' (before any API call), and the skipped groups' (streamed to a report file).
+sets' (before any API call), and, only when asked (--list-skipped), the skipped groups'
+(streamed to a report file). A big file shows its progress while it is read (read_progress).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from contacts.csv_reader import (
     primary_of,
     user_id_key,
 )
+from contacts.read_progress import ReadProgress
 
 EXAMPLES_PER_REASON = 3
 _OTHER, _PRIMARY, _DUPLICATE, _EARLIER = 0, 1, 2, 3   # _EARLIER: a user_ row an earlier merge made primary
@@ -44,7 +46,7 @@ _REASONS = [SKIP_SINGLE_CONTACT, SKIP_UNKNOWN_REFERENCE, SKIP_NO_PRIMARY, SKIP_S
 _INVALID_DOMAIN = _REASONS.index(SKIP_INVALID_DOMAIN)
 
 
-def _kind(reader: ContactsReader, record: list[str], rev_user_id: str, external_ref: str,
+def _kind(reader: ContactsReader, record: list[str], rev_user_id: str, id_key: str, external_ref: str,
           earlier: EarlierPrimaries) -> int:
     """As contacts.csv_reader.primary_of tells them apart (ContactRow.is_primary / is_duplicate,
     and a `user_...` row an earlier merge made primary)."""
@@ -52,7 +54,7 @@ def _kind(reader: ContactsReader, record: list[str], rev_user_id: str, external_
         return _PRIMARY
     if not external_ref.startswith(DUPLICATE_PREFIX):
         return _OTHER
-    return _EARLIER if earlier.recognises(rev_user_id, reader.references(record)) else _DUPLICATE
+    return _EARLIER if earlier.recognises(rev_user_id, reader.references(record), id_key) else _DUPLICATE
 
 
 def _classify(kinds: list[int]) -> int:
@@ -73,6 +75,7 @@ class ContactsIndex:
     merge_sets: every merge set, with its rows, in file order.
     skipped_counts: reason code -> number of skipped groups (every reason, 0 included).
     skipped_examples: the first EXAMPLES_PER_REASON skipped groups of each reason, with rows.
+    skipped_row_counts: reason code -> number of rows in those groups (every reason, 0 included).
     """
     file: ContactsFile
     merge_sets: list[MergeSet]
@@ -82,10 +85,16 @@ class ContactsIndex:
     _fate: dict[str, int] = field(repr=False)      # email key -> _MERGE_SET or an index into _REASONS
     _only: str | None = None
     earlier: EarlierPrimaries = field(default_factory=EarlierPrimaries, repr=False)   # what grouped it
+    skipped_row_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
 
     @property
     def skipped_total(self) -> int:
         return sum(self.skipped_counts.values())
+
+    @property
+    def skipped_rows_total(self) -> int:
+        """The rows of the CSV that are in no merge set (what `skipped_rows` would list)."""
+        return sum(self.skipped_row_counts.values())
 
     @property
     def csv_merge_sets(self) -> int:
@@ -98,13 +107,16 @@ class ContactsIndex:
         key = email_key(email)
         fate = self._fate.get(key)
         counts = dict.fromkeys(_REASONS, 0)
+        row_counts = dict.fromkeys(_REASONS, 0)
         if fate is not None and fate != _MERGE_SET:
             counts[_REASONS[fate]] = 1
         examples = [g for g in self.skipped_examples if g.key == key]
         if fate is not None and fate != _MERGE_SET and not examples:
             examples = [SkippedGroup(g[0].email.strip(), g, _REASONS[fate]) for g in self._rows_of({key}).values()]
+        for group in examples:
+            row_counts[group.reason] += len(group.rows)
         return ContactsIndex(self.file, [m for m in self.merge_sets if m.key == key], counts, examples,
-                             self._reader, self._fate, key, self.earlier)
+                             self._reader, self._fate, key, self.earlier, row_counts)
 
     def skipped_rows(self) -> Iterator[tuple[str, ContactRow]]:
         """(reason code, row) for every row of a skipped group, in file order; re-reads the file
@@ -127,24 +139,42 @@ class ContactsIndex:
         return groups
 
 
-def index_contacts(path: str, earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None = None) -> ContactsIndex:
+def index_contacts(path: str, earlier: Iterable[EarlierPrimary] | EarlierPrimaries | None = None, *,
+                   progress: ReadProgress | None = None) -> ContactsIndex:
     """Validate the whole CSV (every check read_contacts makes, same messages) and group it,
     keeping full rows only for the merge sets and a few skipped groups per reason.
     earlier: the contacts earlier merges made primary (runs.journal.earlier_primaries), as
-    group_contacts takes them. Raises CsvInputError on anything unusable."""
-    lookup = as_earlier_primaries(earlier)
+    group_contacts takes them. progress: what reports the reading (None: on stderr, for a big
+    file or a slow read only). Raises CsvInputError on anything unusable."""
+    progress = ReadProgress(path) if progress is None else progress
+    progress.start()
+    try:
+        index = _index(path, as_earlier_primaries(earlier), progress)
+    finally:
+        progress.close()
+    progress.done(index.file.row_count)
+    return index
+
+
+_TICK = 4096   # rows between two progress updates (a cheap test in the loop)
+
+
+def _index(path: str, lookup: EarlierPrimaries, progress: ReadProgress) -> ContactsIndex:
+    """index_contacts' two passes: every row checked and packed by email, then the rows kept in full."""
     reader = ContactsReader(path)
     groups: dict = {}   # email key -> packed row (line << 2 | kind), or a list of them
     seen: set[int] = set()
     rows = 0
     for line, record, _ in reader.records():
-        rev_user_id, email, external_ref = reader.check(line, record)
+        rev_user_id, id_key, email, external_ref = reader.check_keyed(line, record)
         rows += 1
-        ident = hash(user_id_key(rev_user_id))
+        if not rows % _TICK:
+            progress.update(rows, reader.position())
+        ident = hash(id_key)
         if ident in seen:
             _check_repeat(reader, reader.row(line, record))      # a true repeat, or two ids with one hash
         seen.add(ident)
-        packed = line << 2 | _kind(reader, record, rev_user_id, external_ref, lookup)
+        packed = line << 2 | _kind(reader, record, rev_user_id, id_key, external_ref, lookup)
         key = email_key(email)
         held = groups.get(key)
         if held is None:
@@ -157,25 +187,33 @@ def index_contacts(path: str, earlier: Iterable[EarlierPrimary] | EarlierPrimari
     if not rows:
         raise CsvInputError(f"the contacts CSV has a header but no contacts: {path}")
     reader.file.row_count = rows
+    progress.update(rows, reader.file_size)
     counts = dict.fromkeys(_REASONS, 0)
+    row_counts = dict.fromkeys(_REASONS, 0)
     wanted: set[int] = set()           # the lines of the rows kept in full
     fate: dict[str, int] = groups      # reused in place: each group's rows become its fate
+    invalid: dict[str, bool] = {}      # domain -> not valid IDNA (one check per domain, not per group)
     for key, held in groups.items():
-        packed = [held] if isinstance(held, int) else held
+        members: list[int] = [held] if isinstance(held, int) else held
+        domain = key[key.rfind("@") + 1:]
+        bad = invalid.get(domain)
+        if bad is None:
+            bad = invalid[domain] = email_domain_problem(key) is not None
         # (as group_contacts: a domain that is not valid IDNA is never guessed at)
-        outcome = _INVALID_DOMAIN if email_domain_problem(key) else _classify([p & 3 for p in packed])
+        outcome = _INVALID_DOMAIN if bad else _classify([p & 3 for p in members])
         fate[key] = outcome
         if outcome == _MERGE_SET or counts[_REASONS[outcome]] < EXAMPLES_PER_REASON:
-            wanted.update(p >> 2 for p in packed)
+            wanted.update(p >> 2 for p in members)
         if outcome != _MERGE_SET:
             counts[_REASONS[outcome]] += 1
-    return _build(reader, fate, counts, wanted, lookup)
+            row_counts[_REASONS[outcome]] += len(members)
+    return _build(reader, fate, counts, row_counts, wanted, lookup)
 
 
-def _build(reader: ContactsReader, fate: dict[str, int], counts: dict[str, int], wanted: set[int],
-           earlier: EarlierPrimaries) -> ContactsIndex:
+def _build(reader: ContactsReader, fate: dict[str, int], counts: dict[str, int], row_counts: dict[str, int],
+           wanted: set[int], earlier: EarlierPrimaries) -> ContactsIndex:
     """Second pass: the full rows of the merge sets and of the example skipped groups."""
-    index = ContactsIndex(reader.file, [], counts, [], reader, fate, earlier=earlier)
+    index = ContactsIndex(reader.file, [], counts, [], reader, fate, earlier=earlier, skipped_row_counts=row_counts)
     groups: dict[str, list[ContactRow]] = {}
     for line, record in reader.records_at(wanted):
         row = reader.row(line, record)

@@ -229,3 +229,32 @@ MAX_UNDECLARED_ATTACHMENT_BYTES = 1 << 30
 # objects is at most a few MiB; an answer that has not ended by this size fails its call with
 # one line (an endless JSON body). Not a DevRev limit.
 MAX_API_ANSWER_BYTES = 64 << 20
+
+# --- what a listing returns (the canary, issue 25) --------------------------------
+# [C] S15: works.list's `works` and conversations.list's `conversations` are arrays of the same
+# `work` / `conversation` schemas works.get and conversations.get answer with. [I] that DevRev fills
+# a listing's items as fully as a get's (no summaries). The backups are listing copies, so the
+# canary compares them with the primary's listings now; a listed copy lacking a field its backup
+# has, or whose reported_by / members still names a duplicate (a list lagging behind the write,
+# issue 22, emulator mode listing_lag_seconds), is read with a get instead (merging.canary._usable).
+LISTINGS_CARRY_WHOLE_OBJECTS = True
+
+# --- the restore's paged reads (issue 25) -------------------------------------------
+# [C] S15: works.list and conversations.list answer with the `work` / `conversation` schemas of
+# works.get and conversations.get. [I] a listed item's `reported_by` / `members` is whole, as a
+# get's: the restore reads the items the merge moved from the listings by the primary (a page per
+# 100 items) and gets only those not listed or listed without that list (restoring.live_items,
+# which logs how many). Items whose custom fields go back are read with a get each (fanned out):
+# they may name the primary only in a custom field, which no listing by the primary returns.
+LISTED_USERS_WHOLE = True
+
+# --- pacing on short windows (issue 25) -----------------------------------------------
+# [C] S3 X-Ratelimit-Reset is "Unix epoch seconds". [I] whether DevRev sends whole seconds or a
+# fraction is unknown: the pacer takes either as sent (devrev_api.pacing.ServerPacer); a whole
+# second is read as "the window ends by then". Emulator mode rate_limit_reset (whole, the
+# default: rounded up; fractional). [I] An answer's Date has whole seconds only: where our clock
+# reads within DATE_AGREES_SECONDS after it, the clocks agree and ours places the reset to the
+# fraction (pacing.server_now); else Date is used, as before.
+# [I] X-Ratelimit-Remaining may count calls DevRev received after the one it answers (the
+# emulator's count is taken when it answers): the pacer subtracts every call of ours still in
+# flight, which is then one call too careful per call in flight, never too bold.

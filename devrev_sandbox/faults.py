@@ -241,8 +241,9 @@ class RateLimiter:
             self._window_used += 1
         return None
 
-    def headers(self, skew: float = 0.0) -> dict:
-        """X-Ratelimit-* for an answer; `skew` seconds added to the reset (a clock off from Date's)."""
+    def headers(self, skew: float = 0.0, fractional: bool = False) -> dict:
+        """X-Ratelimit-* for an answer; `skew` seconds added to the reset (a clock off from Date's);
+        the reset in whole epoch seconds rounded up, or to the millisecond (`fractional`)."""
         if not self.limit:
             return {}
         calls, window = self.limit
@@ -251,7 +252,8 @@ class RateLimiter:
                 return {}
             return {"X-Ratelimit-Limit": str(calls),
                     "X-Ratelimit-Remaining": str(max(0, calls - self._window_used)),
-                    "X-Ratelimit-Reset": str(math.ceil(self._window_start + window + skew))}
+                    "X-Ratelimit-Reset": f"{self._window_start + window + skew:.3f}" if fractional
+                    else str(math.ceil(self._window_start + window + skew))}
 
 
 def retry_after_value(seconds: float, form: str, now: float) -> str:

@@ -23,6 +23,7 @@ CONTACT_TIMELINE_ON_MERGE = ("deleted", "moved")
 WORKS_CUSTOM_FIELDS_FILTERS = ("refused", "accepted")
 MERGE_JOBS = ("completed", "failed_first", "in_progress", "refused", "lost_first")
 CONVERSATIONS_MEMBERS_FILTERS = ("applied", "empty")
+RATE_LIMIT_RESETS = ("whole", "fractional")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,12 @@ class BehaviourModes:
     """Seconds DevRev's rate-limit clock is off from the one stamping answers' Date: added to
     X-Ratelimit-Reset (an epoch time on DevRev's clock, [C] S3); 0, the two agree."""
 
+    rate_limit_reset: str = "whole"
+    """How X-Ratelimit-Reset spells the window's end ([C] S3: "Unix epoch seconds"): "whole"
+    (an integer, rounded up: the window ends at most then) or "fractional" (to the
+    millisecond, as some gateways send it). On a short window the two differ by up to a
+    second per window (devrev_api.pacing.ServerPacer reads either)."""
+
     conversations_members_filter: str = "applied"
     """How conversations.list applies its `members` filter: "applied" (the conversations the
     users take part in) or "empty" (no conversation, whoever is named: what 6 of 6 real calls
@@ -160,7 +167,8 @@ class BehaviourModes:
                               ("contact_timeline_on_merge", CONTACT_TIMELINE_ON_MERGE),
                               ("works_custom_fields_filter", WORKS_CUSTOM_FIELDS_FILTERS),
                               ("merge_job", MERGE_JOBS),
-                              ("conversations_members_filter", CONVERSATIONS_MEMBERS_FILTERS)):
+                              ("conversations_members_filter", CONVERSATIONS_MEMBERS_FILTERS),
+                              ("rate_limit_reset", RATE_LIMIT_RESETS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
 
@@ -200,5 +208,5 @@ _PARSERS = {"merge_retire_after_gets": _optional(int), "merge_retire_delay": _op
             "works_custom_fields_filter": str, "timeline_empty_pages": int, "merge_job": str,
             "fields_change_by_themselves": _boolean, "listing_lag_seconds": float,
             "download_url_refused_seconds": float, "server_clock_skew": float,
-            "conversations_members_filter": str}
+            "conversations_members_filter": str, "rate_limit_reset": str}
 MODE_NAMES = tuple(f.name for f in fields(BehaviourModes))

@@ -296,7 +296,8 @@ class DevRevSandbox:
         if self.validator is not None and validate and entry["endpoint"] in ROUTES:
             self.validator(entry["endpoint"], body, status, payload)
         headers = {"Content-Type": JSON}
-        headers.update(self._limiter.headers(self.modes.server_clock_skew))
+        headers.update(self._limiter.headers(self.modes.server_clock_skew,
+                                             fractional=self.modes.rate_limit_reset == "fractional"))
         if status == 429:
             now = self.clock()
             seconds = until - now if until is not None else float(payload.get("retry_after", 1))

@@ -531,25 +531,28 @@ class SetMerger:
                 raise
             self.options.custom_fields_filter.refused_now(exc)
             result = write(False)
-        counts = result.counts
-        check = verify_backup(result.folder)
+        counts, folder, total_bytes = result.counts, result.folder, result.total_bytes
+        refs = [r["object"] for r in custom_field_refs(result.snapshot.objects + result.snapshot.custom_field_tickets,
+                                                       dup["id"])]
+        del result   # what was kept of each object: not held while the backup is read back
+        check = verify_backup(folder)
         if not check.ok:
-            raise RunAborted(f"the backup {result.folder} of {ms.email} does not verify "
+            raise RunAborted(f"the backup {folder} of {ms.email} does not verify "
                              f"({check.problems[0][0]}: {check.problems[0][1]}); nothing was changed for it")
-        data = {"folder": result.folder, "round": round_no, "manifest_sha256": manifest_sha256_of(result.folder),
+        del check
+        data = {"folder": folder, "round": round_no, "manifest_sha256": manifest_sha256_of(folder),
                 "messages": counts["messages"],
-                "attachments": counts["attachments"], "bytes": result.total_bytes,
+                "attachments": counts["attachments"], "bytes": total_bytes,
                 **({"replaces": replaced} if replaced else {})}
         if round_no == 1:
             data.update(self._drift(ms, dup, set(counts["entries"])))
-        data["custom_field_refs"] = [r["object"] for r in custom_field_refs(
-            result.snapshot.objects + result.snapshot.custom_field_tickets, dup["id"])]
+        data["custom_field_refs"] = refs
         data.update(contact_entries=counts["contact_entries"], contact_files=counts["contact_files"])
         self.journal.done(key, step, data)
         log.info("backed up %s: %s, %s, %s, %s -> %s", dup["display_id"], plural(counts["tickets"], "ticket"),
                  plural(counts["conversations"], "conversation"), plural(counts["messages"], "message"),
-                 plural(counts["attachments"], "attachment"), result.folder)
-        return result.folder
+                 plural(counts["attachments"], "attachment"), folder)
+        return folder
 
     def _set_aside(self, key: str, ms: MergeSet, dup: dict, folder: str, problem: str) -> dict:
         """A backup the journal recorded as verified no longer verifies. Before any write for
@@ -592,8 +595,10 @@ class SetMerger:
             if not pending:
                 continue
             listed_at = self.clock()
-            # only the field that moves is kept: a huge duplicate's listing stays small
-            fresh = {obj["id"]: {Move.FIELDS[kind]: obj.get(Move.FIELDS[kind])} for obj in listing(dup["id"])}
+            # only the ids of the field that moves are kept (copies: a reference to DevRev's list would keep
+            # every user record of the page alive), so a huge duplicate's listing stays small
+            fresh = {obj["id"]: {Move.FIELDS[kind]: [{"id": i} for i in ids_of(obj.get(Move.FIELDS[kind]))]}
+                     for obj in listing(dup["id"])}
             earlier = self._moved_earlier(key, kind, dup["id"], round_no)
 
             def move_one(item: Move, read=read, write=write, fresh=fresh, listed_at=listed_at, steps=steps,

@@ -3,7 +3,8 @@
 A real run may only do what an admin has read in a preview: the same CSV bytes, the same
 DevRev, and for every set the run will touch, a preview line that shows that outcome.
 Narrower runs are fine (fewer sets, --keep-duplicate after a merging preview, no
---allow-cross-org after a preview with it): the run then does less than was shown.
+--allow-cross-org after a preview with it): the run then does less than was shown. A plan the
+admin names (--plan, runs.plan_file) is the one exception: the run must be exactly its (plan_difference).
 This module is the whole rule, kept apart from the CLI so it can be tested alone.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import asdict, dataclass
 from contacts.csv_reader import email_key
 from operator_view import reports
 from plumbing.cli import UsageError
+from runs.approval import CheckedPlan
+from runs.plan_file import age_refusal, rows_difference
 from runs.preview_gate import newest_complete
 
 
@@ -33,6 +36,10 @@ class Scope:
     retry_skipped: bool | None = False   # sets an earlier run's live checks skipped are tried again
     ask_refused_again: bool | None = False   # merges DevRev refused before are asked again
     fill_blanks: tuple[str, ...] | list[str] | None = ()   # --fill-blanks: the primary's fields filled
+    # --max-calls / --until: how much one run takes (the job spread over several runs); a run with a
+    # budget does no more than the preview showed, only less per run
+    max_calls: int | None = None
+    until: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,6 +112,71 @@ def choose_preview(previews: list[tuple[str, dict]], run: Scope, todo: list[tupl
     everything the run would do and is at most `max_age_hours` old: (path, data, None); else
     (None, None, its difference) (runs.preview_gate: only the newest counts)."""
     return newest_complete(previews, lambda data: scope_difference(data, run, todo), max_age_hours=max_age_hours)
+
+
+# a scope's field -> the option that sets it, and its value as the plan's reader would say it
+_OPTIONS = {"keep_duplicate": "--keep-duplicate", "allow_cross_org": "--allow-cross-org", "only": "--only",
+            "max_merges": "--max-merges", "merge_note": "--no-merge-note", "retry_skipped": "--retry-skipped",
+            "ask_refused_again": "--ask-refused-merges-again", "fill_blanks": "--fill-blanks",
+            "max_calls": "--max-calls", "until": "--until"}
+
+
+def _with(field: str, value: object) -> str:
+    """How the command line said a normalised value: "with --only a@x", "without --keep-duplicate"."""
+    option = _OPTIONS[field]
+    if field == "merge_note":
+        return f"with {option}" if value is False else f"without {option}"
+    if isinstance(value, bool):
+        return f"{'with' if value else 'without'} {option}"
+    if value is None or value == ():
+        return f"without {option}"
+    return f"with {option} {','.join(map(str, value)) if isinstance(value, tuple) else value}"
+
+
+def _normal(field: str, value: object) -> object:
+    """A recorded value as the run's (None in an older preview: the default of its day)."""
+    if field == "merge_note":
+        return value is not False
+    if field == "fill_blanks":
+        return tuple(value) if isinstance(value, (list, tuple)) else ()
+    if field in ("retry_skipped", "ask_refused_again", "keep_duplicate", "allow_cross_org"):
+        return bool(value)
+    return value
+
+
+def plan_difference(plan: dict, run: Scope) -> str | None:
+    """None when this run is exactly the plan's (the same CSV bytes, DevRev and every option that
+    changes what a run does), else one line naming the first difference. A plan is not a
+    narrower-is-fine preview: the approver signed these options, and the run takes no others."""
+    shown = Scope.of_preview(plan)
+    if shown.csv_sha256 != run.csv_sha256:
+        return (f"the plan was made from other CSV bytes (sha256 {str(shown.csv_sha256)[:16]}…, this CSV "
+                f"{run.csv_sha256[:16]}…)")
+    if shown.target != run.target:
+        return f"the plan was made against {shown.target}, this run goes to {run.target}"
+    for field in _OPTIONS:
+        planned, given = _normal(field, getattr(shown, field)), _normal(field, getattr(run, field))
+        if planned != given:
+            return (f"the plan was made {_with(field, planned)}, this run goes {_with(field, given)}: run with "
+                    f"the plan's options")
+    return None
+
+
+def plan_previews(named: CheckedPlan, scope: Scope, *, rows: int | None = None,
+                  max_age_hours: float | None = None) -> list[tuple[str, dict]]:
+    """The named plan as the one preview this run may follow (no newer preview replaces it);
+    UsageError when the run is not exactly the plan's (`rows`: the CSV's as the run read it), or
+    the plan is older than the age it was made for (`max_age_hours`: the default when it records
+    none). preview_showing then holds each set to it."""
+    difference = plan_difference(named.plan.data, scope)
+    if difference is None and rows is not None:
+        difference = rows_difference(named.plan, rows)
+    if difference is not None:
+        raise UsageError(f"this run is not the plan {named.plan.path}: {difference}")
+    too_old = age_refusal(named.plan, max_age_hours) if max_age_hours is not None else None
+    if too_old is not None:
+        raise UsageError(too_old)
+    return [(named.plan.path, named.plan.data)]
 
 
 def candidate_previews(report_dir: str, scope: Scope) -> list[tuple[str, dict]]:

@@ -20,7 +20,8 @@ from contacts.csv_reader import EarlierPrimary, MergeSet, email_key
 from contacts.index import ContactsIndex, index_contacts
 from devrev_api.errors import DevRevError, RunInterrupted, RunWideFault
 from devrev_sandbox.dataset import DEMO_CSV
-from merging import canary, preflight
+from merging import call_estimates, canary, preflight
+from merging import status as merge_status
 from merging.engine import MergeOptions, RunAborted, SetMerger, preview_set
 from merging.plan import (
     RunPlan,
@@ -34,22 +35,23 @@ from merging.plan import (
     skipped_earlier_outcome,
     skipped_earlier_preview,
 )
-from merging.preview_scope import Scope, candidate_previews, preview_showing
+from merging.preview_scope import Scope, candidate_previews, plan_previews, preview_showing
 from merging.progress import resume_point
 from operator_view import reports, screens, summary
 from operator_view.summary import plural
 from plumbing import cli, json_summary, manifest_key
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
-from plumbing.fanout import Fanout
+from plumbing.fanout import Fanout, workers_of
 from plumbing.version import TOOL_VERSION
-from runs import id_map
+from runs import approval, id_map, plan_file
 from runs.actor import actor_block
 from runs.journal import Journal, earlier_primaries
 from runs.outcomes import SetStatus, to_json
 from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, is_temporary, journal_problems
 from runs.preview_gate import DEFAULT_MAX_AGE_HOURS
 from runs.support import SANDBOX_DIR, RunTarget, backup_target, open_client, sandbox_held, target_of
+from runs.workers import choose_workers
 
 log = logging.getLogger(__name__)
 PREVIEW_STOP = "Stopping the preview after the call in flight; nothing was changed in DevRev."
@@ -76,7 +78,7 @@ class MergeSettings:
     log_dir: str
     savepoint: str | None
     rate_limit: float | None
-    workers: int
+    workers: int | None   # None: sized from the rate and the latency (runs.workers)
     max_merges: int | None
     only: str | None
     keep_duplicate: bool
@@ -88,9 +90,16 @@ class MergeSettings:
     ask_refused_merges_again: bool = False
     retry_skipped: bool = False
     fill_blanks: tuple[str, ...] = ()
+    list_skipped: bool = False   # --list-skipped: the preview writes every row in no merge set
     json: bool = False
     preview_max_age: float = DEFAULT_MAX_AGE_HOURS
+    plan: str | None = None   # --plan: the approved plan this run follows (runs.approval)
+    plan_out: str | None = None   # --plan-out: the preview written there too, to be approved
+    require_approval: bool = False
+    allowed_signers: str | None = None
     log_format: str = "text"
+    max_calls: int | None = None   # --max-calls: stop taking sets before this many calls (exit 75)
+    until: str | None = None       # --until: stop taking sets that would not finish by then (exit 75)
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
     @property
@@ -165,14 +174,21 @@ def run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | No
             log.info("%s: %s is the %s", ms.email, ms.earlier_primary.display_id if ms.earlier_primary else
                      ms.primary.rev_user_id, ms.primary_note)
     scope = _scope(settings, index.file.sha256)
+    named = None if settings.preview else approval.checked_plan(   # refused here: before any call
+        settings.plan, "preview", approval.Policy.of(settings.require_approval, settings.allowed_signers),
+        skip_preview_check=settings.skip_preview_check)
     candidates = None if settings.preview or settings.skip_preview_check else \
-        candidate_previews(settings.report_dir, scope)
+        plan_previews(named, scope, rows=index.file.row_count, max_age_hours=settings.preview_max_age) \
+        if named is not None else candidate_previews(settings.report_dir, scope)
+    if named is not None:
+        json_summary.record("merge", plan=named.to_json())
     with sandbox_held(settings.target):
-        return _run_checked(settings, run_id, savepoint, log_path, csv_path, index, scope, candidates)
+        return _run_checked(settings, run_id, savepoint, log_path, csv_path, index, scope, candidates, named)
 
 
 def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | None, csv_path: str,
-                 index: ContactsIndex, scope: Scope, candidates: list[tuple[str, dict]] | None) -> int:
+                 index: ContactsIndex, scope: Scope, candidates: list[tuple[str, dict]] | None,
+                 named: approval.CheckedPlan | None = None) -> int:
     """Run the checked input: open the savepoint, plan, then preview or merge."""
     merge_sets = index.merge_sets
     _check_folders(settings, savepoint)
@@ -180,8 +196,10 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
     try:
         plan = plan_run(journal, merge_sets, max_merges=settings.max_merges, keep_duplicate=settings.keep_duplicate,
                         retry_skipped=settings.retry_skipped)
+        max_age = plan_file.valid_hours(named.plan, settings.preview_max_age) if named is not None else \
+            settings.preview_max_age   # a plan: the age it was made and approved for
         preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo],
-                                                 max_age_hours=settings.preview_max_age)
+                                                 max_age_hours=max_age)
         log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,
                  "preview of" if settings.preview else "merge of", "the sandbox" if settings.sandbox else "DevRev",
                  plural(len(merge_sets), "merge set"), summary.groups_clause(index.skipped_total), csv_path,
@@ -202,6 +220,8 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
                 raise RunStopped(f"{exc} ({what})", temporary=is_temporary(exc)) from None
             if failed is not None:
                 return failed
+            workers = choose_workers(client, settings.workers)   # sized on the preflight's answer times
+            log.info("%s", workers.line())
             options = MergeOptions(backup_dir=os.path.abspath(settings.backup_dir), run_id=run_id,
                                    keep_duplicate=settings.keep_duplicate, allow_cross_org=settings.allow_cross_org,
                                    merge_timeout=settings.merge_timeout, preview_full=settings.full,
@@ -209,9 +229,14 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
                                    ask_refused_again=settings.ask_refused_merges_again,
                                    target=backup_target(settings.target, client),
                                    fill_blanks=tuple(settings.fill_blanks),
-                                   fanout=stack.enter_context(contextlib.closing(Fanout(settings.workers))))
+                                   fanout=stack.enter_context(contextlib.closing(Fanout(workers.count))))
             common = _report_header(settings, run_id, client, csv_path, index)
+            common["workers"] = workers.to_json()   # how many, and why (the options keep --workers as given)
             common["actor"] = actor_block(client, ask=bool(plan.todo))   # who ran it (no call when nothing to do)
+            if plan.todo and not settings.preview:   # the plan's approver is not who runs it (before any write)
+                approval.check_runner(named, common["actor"])
+            if named is not None:   # the plan it followed, and who approved it
+                common["plan"] = named.to_json()
             if settings.preview:
                 return _preview(settings, client, plan, options, common, stop, index)
             merger = SetMerger(client, journal, options, previews)
@@ -250,7 +275,7 @@ def _scope(settings: MergeSettings, csv_sha256: str) -> Scope:
                  allow_cross_org=settings.allow_cross_org, only=email_key(settings.only) if settings.only else None,
                  max_merges=settings.max_merges, merge_note=not settings.no_merge_note,
                  retry_skipped=settings.retry_skipped, ask_refused_again=settings.ask_refused_merges_again,
-                 fill_blanks=tuple(settings.fill_blanks))
+                 fill_blanks=tuple(settings.fill_blanks), max_calls=settings.max_calls, until=settings.until)
 
 
 def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, index: ContactsIndex) -> dict:
@@ -266,10 +291,20 @@ def _report_header(settings: MergeSettings, run_id: str, client, csv_path: str, 
                          "rows": [r.as_dict() for r in g.rows]} for g in index.skipped_examples]}
 
 
-def _write_skipped(settings: MergeSettings, name: str, common: dict, index: ContactsIndex) -> None:
-    """Every row of the skipped groups to `<name>_skipped.csv`, streamed from the CSV."""
-    if index.skipped_total:
+def _write_skipped(settings: MergeSettings, name: str, common: dict, index: ContactsIndex) -> str | None:
+    """The rows in no merge set, counted by reason (`skipped_row_counts`); with --list-skipped,
+    every one of them to `<name>_skipped.csv`, streamed from the CSV (a re-read of the whole file,
+    so only on request). Returns the screen's line about them (None when there are none)."""
+    if not index.skipped_total:
+        return None
+    common["skipped_row_counts"] = index.skipped_row_counts
+    total = index.skipped_rows_total
+    what = (f"{plural(total, 'row')} of the CSV {'is' if total == 1 else 'are'} in no merge set ("
+            + ", ".join(f"{reason} {n}" for reason, n in index.skipped_row_counts.items() if n) + ")")
+    if settings.list_skipped:
         common["skipped_file"] = reports.write_skipped_rows(settings.report_dir, name, index.skipped_rows())
+        return f"{what}: listed in {common['skipped_file']}"
+    return f"{what}; to list them in a file, preview again with --list-skipped (preview_<run>_skipped.csv)."
 
 
 def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptions, common: dict, stop: cli.StopSignal,
@@ -281,7 +316,7 @@ def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptio
                         if ms.key in plan.finished})
     run.records.update({ms.key: skipped_earlier_preview(ms, plan.skipped_earlier[ms.key]) for ms in plan.order
                         if ms.key in plan.skipped_earlier})
-    run.run(plan.todo, lambda ms: preview_set(client, ms, options), settings.workers)
+    run.run(plan.todo, lambda ms: preview_set(client, ms, options), workers_of(options.fanout))
     for key, earlier in plan.refused_earlier.items():   # the run would fail it again at once, not merge it
         if (run.records.get(key) or {}).get("status") == "would_merge":
             run.records[key] = refused_preview(run.records[key], earlier, ask_again=settings.ask_refused_merges_again)
@@ -295,10 +330,16 @@ def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptio
     interrupted = exit_code == ExitCode.INTERRUPTED
     if not interrupted:   # every set is previewed: a Ctrl-C now lets the files finish (a second abandons them)
         stop.message = PREVIEW_FINISHING
-    _write_skipped(settings, f"preview_{common['run_id']}", common, index)
+    skipped_line = _write_skipped(settings, f"preview_{common['run_id']}", common, index)
     preview = dict(common, kind="preview", created_at=iso_utc(), complete=exit_code == ExitCode.OK,
                    interrupted_by=stop.reason if interrupted else None, exit_code=int(exit_code),
                    sets=[records[m.key] for m in plan.order if m.key in records], **_api_usage(client))
+    estimate = call_estimates.job_estimate(preview["sets"], client.calls_per_minute, workers_of(options.fanout),
+                                           call_estimates.answer_time(client))
+    preview["estimate"] = estimate.to_json()   # the whole job: calls, and time at the rate the run will use
+    if settings.max_calls is not None:   # how many runs of the budget (None: a set no run of it can take)
+        runs, stuck = call_estimates.runs_within(preview["sets"], settings.max_calls)
+        preview["estimate"]["runs_of_max_calls"] = runs if stuck is None else None
     json_path, csv_path = _write(reports.write_preview, settings.report_dir, f"preview_{common['run_id']}", preview)
     if interrupted:
         json_summary.record("preview", run_id=common["run_id"], totals=preview["totals"],
@@ -309,12 +350,23 @@ def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptio
         _say(_written("Incomplete preview written:", json_path, csv_path))
         return exit_code
     json_summary.record("preview", run_id=common["run_id"], totals=preview["totals"],
-                        reports=_report_paths(json_path, csv_path), complete=preview["complete"])
-    print(screens.format_preview(preview, more_in=preview.get("skipped_file") or csv_path))
+                        reports=_report_paths(json_path, csv_path), complete=preview["complete"],
+                        estimate=preview["estimate"])
+    print(screens.format_preview(preview, more_in=preview.get("skipped_file")))
     if preview["totals"].get("estimated_contents"):  # on screen under the summary (the JSON says `estimated`)
         print(screens.wrap_text(ESTIMATE_NOTE))
+    if skipped_line:   # (logged before the summary, which ends the log as it ends the screen)
+        _say(skipped_line)
+    _say(estimate.line())   # on screen under the summary; in the log just before it
+    if settings.max_calls is not None and estimate.sets:
+        too_small = preview["estimate"]["runs_of_max_calls"] is None
+        _say(call_estimates.budget_line(preview["sets"], settings.max_calls), stream=sys.stderr if too_small else None)
     _say(summary.describe_preview(preview["totals"]), printed=True)
     _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
+    if settings.plan_out and preview["complete"]:
+        _say(plan_file.write_plan(json_path, settings.plan_out))
+    elif settings.plan_out:
+        _say(f"No plan written to {settings.plan_out}: the preview is incomplete", stream=sys.stderr)
     return exit_code
 
 
@@ -348,7 +400,8 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
     """Merge the plan's sets on the workers and write the merge report; returns the exit code."""
     started = time.monotonic()
     kind = SetRunKind("merge", blank_line, lambda ms: journal_line(merger.journal, ms), stopping_errors=(RunAborted,))
-    tally = SetRun(kind, stop)
+    tally = SetRun(kind, stop, budget=call_estimates.budget_for(settings.max_calls, settings.until, merger.client,
+                                                                merger.previews, canary=not settings.no_canary))
     tally.lines.update({ms.key: finished_outcome(ms, plan.finished[ms.key], merger.journal.steps(set_key(ms)))
                         for ms in plan.order if ms.key in plan.finished})
     tally.lines.update({ms.key: skipped_earlier_outcome(ms, plan.skipped_earlier[ms.key]) for ms in plan.order
@@ -366,7 +419,7 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
     canary_result = None
     try:
         rest, canary_result = _first_set_alone(settings, merger, plan.todo, tally, stop)
-        tally.run(rest, merger.merge, settings.workers)
+        tally.run(rest, merger.merge, workers_of(merger.options.fanout))
     finally:
         problems = journal_problems(merger.journal)
     exit_code = tally.exit_code()
@@ -380,17 +433,24 @@ def _merge(settings: MergeSettings, merger: SetMerger, merge_sets: list[MergeSet
                   interrupted=interrupted, interrupted_by=stop.reason if interrupted else None,
                   journal_problems=problems, exit_code=int(exit_code),
                   duration_s=round(time.monotonic() - started, 3), **_api_usage(merger.client))
+    report["budget"] = tally.budget.to_json(sum(1 for line in tally.report_lines(merge_sets) if line.not_reached)) \
+        if tally.budget is not None else None
     json_path, csv_path = _write(reports.write_merge_report, settings.report_dir, f"merge_report_{common['run_id']}",
                                  report)
     json_summary.record("merge", run_id=common["run_id"], totals=report["totals"],
                         reports=_report_paths(json_path, csv_path), preview=preview_path,
                         interrupted_by=report["interrupted_by"], retry_later=[
-                            s["email"] for s in report["sets"] if s.get("retry_later")])
+                            s["email"] for s in report["sets"] if s.get("retry_later")], budget=report["budget"])
+    merge_status.record_run(merger.journal, report)
     if interrupted:
         log.warning("interrupted by %s", stop.reason)
         print(f"Interrupted by {stop.reason}: re-run the same command to resume where it stopped.", file=sys.stderr)
-    _say("\n".join(run_summary(report["totals"]) + drift_lines(report["sets"])))
+    too_small = tally.budget is not None and tally.budget.too_small   # exit 2: one error line, as every usage error
+    _say("\n".join(run_summary(report["totals"]) + drift_lines(report["sets"])
+                   + [line for line in [(report["budget"] or {}).get("line")] if line and not too_small]))
     _say(_written("Reports:", json_path, csv_path))
+    if too_small and (report["budget"] or {}).get("line"):
+        cli.error_line(report["budget"]["line"])
     if tally.fault is not None:
         raise RunStopped(str(tally.fault), temporary=is_temporary(tally.fault))
     return exit_code
@@ -409,12 +469,13 @@ def _map_ids(report_dir: str, journal: Journal, lines: list, target: str | None)
 
 
 def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[MergeSet], tally: SetRun[MergeSet],
-                     stop: cli.StopSignal) -> tuple[list[MergeSet], dict | None]:
+                     stop: cli.StopSignal) -> tuple[list[MergeSet], dict | str | None]:
     """Run sets one at a time until one is merged (or moved) in this run: a token that
     may not write stops the run before a second set starts, and, unless --no-canary, the
     objects that set touched are re-read and compared with its backups (canary.py). Any
     change the tool did not make stops the run (exit 1). Returns the sets left to run on
-    the workers, and the canary's result (None when none ran)."""
+    the workers, and the canary's result (None when none ran; canary.SKIPPED when no set
+    followed the first)."""
     todo = list(todo)
     while todo and not stop.is_set():
         ms = todo.pop(0)
@@ -436,8 +497,12 @@ def _first_set_alone(settings: MergeSettings, merger: SetMerger, todo: list[Merg
             continue
         if settings.no_canary:
             return todo, None
+        if not todo:   # the run's last set: no set left for the canary to protect
+            log.info("canary %s: skipped, no set followed it in this run (the next run's first set is its canary)",
+                     ms.email)
+            return todo, canary.SKIPPED
         try:
-            result = canary.check_set(merger.client, outcome)
+            result = canary.check_set(merger, outcome)
         except RunInterrupted:
             # stopped while re-reading: the set is merged; the next run's first set is the canary
             log.info("canary %s: stopped by %s before its re-read ended", ms.email, stop.reason)

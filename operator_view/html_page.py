@@ -179,6 +179,8 @@ def _folders(rows: list[dict], columns: list[str]) -> list[dict]:
 def _canary(result: Any) -> dict | None:
     """The merge report's canary (merging.canary.check_set) for the page: one line, then each
     change the tool did not make (red) and each field DevRev changed by itself (grey)."""
+    if isinstance(result, str) and result:   # "skipped: no set followed" (merging.run)
+        return {"line": result, "rows": []}
     if not isinstance(result, dict):
         return None
     diffs = [d for d in result.get("differences") or [] if isinstance(d, dict)]

@@ -44,7 +44,8 @@ SKIPPED_COLUMNS = ["email", "reason", "line", "REV_USER_ID", "EMAIL", "EXTERNAL_
 
 def write_skipped_rows(report_dir: str, name: str, rows) -> str:
     """Stream every row of the CSV's skipped groups to `<name>_skipped.csv` (one line per
-    contact, its group's reason code first), in flat memory however many there are.
+    contact, its group's reason code first), in flat memory however many there are; written
+    only on request (merge_contacts.py --preview --list-skipped).
     rows: iterable of (reason code, contacts.csv_reader.ContactRow). Returns the path."""
     make_private_dir(report_dir)
     path = os.path.join(report_dir, f"{name}_skipped.csv")
@@ -320,8 +321,19 @@ def merge_totals(report: dict, rows: list[dict]) -> dict:
     return totals
 
 
+def plan_line(report: dict) -> None:
+    """A run that followed a plan (--plan) says which, and who approved it, in one line the page's
+    header shows ("approved plan"); the "plan" block keeps the same in fields."""
+    plan = report.get("plan")
+    if isinstance(plan, dict):
+        report["approved_plan"] = f"{plan.get('path')} (sha256 {str(plan.get('sha256'))[:16]}…), by " \
+            f"{plan.get('author')}, " + (f"approved by {plan['approved_by']}, key {plan.get('key_fingerprint')}"
+                                        if plan.get("approved_by") else "not approved (approval not required)")
+
+
 def write_merge_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:
     """Add the totals to `report` and write `<name>.json` and `.csv` (rows built once)."""
+    plan_line(report)
     rows = merge_rows(report)
     report["totals"] = merge_totals(report, rows)
     return write_report(report_dir, name, report, MERGE_COLUMNS, rows, MERGE_HTML_COLUMNS)

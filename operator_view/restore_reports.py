@@ -167,6 +167,7 @@ def write_preview(report_dir: str, name: str, preview: dict) -> tuple[str, str]:
 
 def write_restore_report(report_dir: str, name: str, report: dict) -> tuple[str, str]:
     """The restore report's files, its "totals" added first; returns (json path, csv path)."""
+    reports.plan_line(report)   # the plan it followed, and who approved it
     rows = report_rows(report)
     report["totals"] = report_totals(report, rows)
     report["not_given_back"] = NOT_GIVEN_BACK

@@ -105,3 +105,8 @@ def slot_of(pool: Fanout | None) -> contextlib.AbstractContextManager[None]:
 def fan_map(pool: Fanout | None, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """pool.map, or a plain loop in the calling thread when there is no pool."""
     return pool.map(fn, items) if pool is not None else [fn(item) for item in items]
+
+
+def workers_of(pool: Fanout | None) -> int:
+    """The pool's slots: the sets a run takes at once (1 without a pool)."""
+    return pool.workers if pool is not None else 1

@@ -27,7 +27,7 @@ from plumbing.version import TOOL_VERSION
 SCHEMA = "devrev-contact-merge/summary"
 SCHEMA_VERSION = 1
 KINDS = ("preview", "merge", "status", "check", "restore_preview", "restore", "find_duplicates", "sample",
-         "verify_backups")
+         "verify_backups", "plan")
 
 _lock = threading.Lock()
 _current: dict[str, Any] = {}

@@ -7,10 +7,12 @@ for each duplicate, latest merged first (so the merge's steps are undone in reve
    external_ref, the primary gets its original one back (from the backup); then the
    contact is created again (`rev-users.create`) with the backed-up email, display name,
    workspace and `user_...` external_ref. A duplicate that was kept is used as is;
-2. every ticket and conversation the merge moved, after a fresh read, gets the
+2. every ticket and conversation the merge moved, after a fresh read (the listings by the
+   primary, a page per 100 items, right before the writes: restoring.live_items), gets the
    (re-created) duplicate in place of the primary in `reported_by` / `members`, order
-   kept; an item the primary was on before the merge keeps it and gets the duplicate
-   back at its old place; any other change made since stays; deleted items are reported;
+   kept (the items' writes in parallel on the --workers slots, each under its own lock);
+   an item the primary was on before the merge keeps it and gets the duplicate back at its
+   old place; any other change made since stays; deleted items are reported;
 3. a listing by the (re-created) duplicate must return every item given back.
 
 Every write is journaled (intent before, done after), as the merge's are.
@@ -21,7 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from backup import CustomFieldMove, Move, ids_of
 from devrev_api import assumptions as facts
@@ -42,9 +44,11 @@ from merging.live_checks import is_retired
 from operator_view.summary import plural
 from plumbing.cli import log_subject
 from plumbing.clock import iso_utc
+from plumbing.fanout import Fanout, fan_map, slot_of
 from restoring.backup_sets import BackupSet, DuplicateBackup
 from restoring.contact_page import RECORD_FILES, ContactPageError, give_page_back, notes_on, page_counts
 from restoring.fields_back import FieldsBack, plan_fields_back
+from restoring.live_items import Users, read_items
 from restoring.preview_writes import PlannedWrite, PreviewWrites, WriteNotPreviewed, planned_writes
 from runs.journal import Journal, parse_step, step_name
 from runs.notes import NoteResult, note_ref, restore_note_text, write_note
@@ -156,8 +160,10 @@ def _holder_of(client: DevRevClient, external_ref: str, *, but: str | None = Non
     return None
 
 
-def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, primary: dict) -> dict:
-    """What restoring one duplicate would do, read live; changes nothing.
+def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, primary: dict,
+                   items_now: Mapping[str, Users]) -> dict:
+    """What restoring one duplicate would do, read live; changes nothing. items_now: each moved
+    item's users now (restoring.live_items.read_items; None: deleted since).
 
     Returns {"id", "display_id", "external_ref", "state": "retired" | "kept", "recreate": bool,
     "primary_ref_back": the primary's original ref when it must give the duplicate's back (else
@@ -180,15 +186,13 @@ def plan_duplicate(client: DevRevClient, bset: BackupSet, dup: DuplicateBackup, 
         holder = _holder_of(client, dup.external_ref, but=primary["id"])
         if holder is not None:
             record["blocked_by"] = holder.get("display_id") or holder["id"]
-    set_dups = {i for d in bset.duplicates for i in [d.id, *d.replaces]}
+    set_dups = _set_duplicates(bset)
     for move in dup.moves:
-        read, _ = _readers(client, move.kind)
-        obj = _read_or_none(read, move.id)
+        current = items_now[move.id]
         item = {"kind": move.kind, "id": move.id, "display_id": move.display_id}
-        if obj is None:
+        if current is None:
             item["action"] = "deleted_since"
         else:
-            current = ids_of(obj.get(move.field_name))
             item["changed_since"] = _changes(current, after_merge(list(move.users), set_dups, primary["id"]))
             if not retired and dup.id in current:
                 item["action"] = "already_back"
@@ -218,13 +222,19 @@ def primary_refs_wanted(bset: BackupSet, primary: dict) -> list[str] | None:
     return wanted if wanted != current else None
 
 
-def preview_set(client: DevRevClient, bset: BackupSet, *, note: bool = True) -> dict:
-    """_preview_set, every line it logs naming the set's email (cli.log_subject)."""
-    with log_subject(bset.email):
-        return _preview_set(client, bset, note)
+def preview_set(client: DevRevClient, bset: BackupSet, *, note: bool = True, pool: Fanout | None = None) -> dict:
+    """_preview_set, every line it logs naming the set's email (cli.log_subject), holding one
+    of the --workers slots (pool: its item reads borrow the free ones, plumbing.fanout)."""
+    with log_subject(bset.email), slot_of(pool):
+        return _preview_set(client, bset, note, pool)
 
 
-def _preview_set(client: DevRevClient, bset: BackupSet, note: bool) -> dict:
+def _set_duplicates(bset: BackupSet) -> set[str]:
+    """Every id the set's duplicates had (a contact merged twice had two)."""
+    return {i for d in bset.duplicates for i in [d.id, *d.replaces]}
+
+
+def _preview_set(client: DevRevClient, bset: BackupSet, note: bool, pool: Fanout | None) -> dict:
     """What a restore of this set would do, read live; changes nothing.
 
     Returns {"email", "set_key", "fingerprint", "primary": {...}, "backups": [folder],
@@ -256,7 +266,11 @@ def _preview_set(client: DevRevClient, bset: BackupSet, note: bool) -> dict:
     fields_back = plan_fields_back(bset.fills, primary)
     if fields_back.back or fields_back.left:   # what --fill-blanks wrote to the primary, given back
         record["primary"]["fields_back"], record["primary"]["fields_left"] = fields_back.back, fields_back.left
-    record["duplicates"] = [plan_duplicate(client, bset, d, primary) for d in reversed(bset.duplicates)]
+    # every item once, from the listings by the primary (the merge left it on them), a get for the rest
+    set_dups = _set_duplicates(bset)
+    live = read_items(client, primary["id"], [m for d in bset.duplicates for m in d.moves], pool,
+                      trust=lambda move, users: not set_dups & set(users))   # a list lagging the merge: get it
+    record["duplicates"] = [plan_duplicate(client, bset, d, primary, live) for d in reversed(bset.duplicates)]
     blocked = [d for d in record["duplicates"] if d.get("blocked_by")]
     if blocked:
         record.update(status="failed", reason="external_ref_taken",
@@ -364,11 +378,15 @@ class SetRestorer:
     """Runs (or resumes) the restore of one merge set, journaling every write."""
 
     def __init__(self, client: DevRevClient, journal: Journal, clock: Callable[[], float] = time.monotonic,
-                 listing_wait: float = 10.0, *, note: bool = True, previewed: PreviewWrites | None = None):
+                 listing_wait: float = 10.0, *, note: bool = True, previewed: PreviewWrites | None = None,
+                 fanout: Fanout | None = None):
         """listing_wait: seconds a listing by the duplicate may take to show what it got back;
         note: leave a note on the primary's timeline once the set is restored (runs.notes);
-        previewed: the writes the run's preview listed (None: --skip-preview-check, no list)."""
+        previewed: the writes the run's preview listed (None: --skip-preview-check, no list);
+        fanout: the --workers slots, shared by the sets and the item reads and writes inside one
+        (plumbing.fanout; None: one call at a time). The run may set it once it holds them."""
         self.previewed = previewed
+        self.fanout = fanout
         self.client = client
         self.journal = journal
         self.note = note
@@ -376,6 +394,7 @@ class SetRestorer:
         self.listing_wait = listing_wait
         self._locks_guard = threading.Lock()
         self._item_locks: dict[str, threading.Lock] = {}   # two sets can share a ticket
+        self._written: set[str] = set()   # items this run wrote: a listing may not show that yet
 
     def _may(self, key: str, write: PlannedWrite) -> None:
         """Raises SetFailed when the run's preview did not list this write (restoring.preview_writes)."""
@@ -390,8 +409,9 @@ class SetRestorer:
             return self._item_locks.setdefault(item_id, threading.Lock())
 
     def restore(self, bset: BackupSet) -> SetOutcome:
-        """_restore, every line it logs naming the set's email (cli.log_subject)."""
-        with log_subject(bset.email):
+        """_restore, every line it logs naming the set's email (cli.log_subject), holding one
+        of the --workers slots for the set (its item calls borrow the free ones)."""
+        with log_subject(bset.email), slot_of(self.fanout):
             return self._restore(bset)
 
     def _restore(self, bset: BackupSet) -> SetOutcome:
@@ -457,13 +477,17 @@ class SetRestorer:
                            result: RestoredDuplicate) -> None:
         new = self._contact_for(key, dup, primary_id, result)
         result.new_id, result.new_display_id = new["id"], new.get("display_id")
-        for move in dup.moves:
-            outcome, earlier = self._give_back(key, dup, move, new["id"], primary_id)
+        live = self._read_items(key, bset, dup, primary_id)
+        # the items are independent (each journaled and locked on its own): their writes in parallel
+        outcomes = fan_map(self.fanout, lambda move: self._give_back(key, dup, move, new["id"], primary_id, live),
+                           dup.moves)
+        for move, (outcome, earlier) in zip(dup.moves, outcomes):
             _given_back(result, outcome, move.display_id)
             if outcome == "moved_back" and earlier:
                 result.moved_back_earlier.append(move.display_id)   # a resumed set: "this run" does not count it
-        for field_move in dup.custom_field_moves:
-            outcome = self._fields_back(key, dup, field_move, new["id"], primary_id)
+        fields = fan_map(self.fanout, lambda item: self._fields_back(key, dup, item, new["id"], primary_id),
+                         dup.custom_field_moves)
+        for field_move, outcome in zip(dup.custom_field_moves, fields):
             back = outcome in ("moved_back", "already_back")
             (result.custom_fields_back if back else result.custom_fields_left).append(field_move.display_id)
         self._verify_back(key, dup, new["id"])
@@ -651,22 +675,39 @@ class SetRestorer:
                     return found
 
     # ------------------------------------------------------------------ the items
-    def _give_back(self, key: str, dup: DuplicateBackup, move: Move, new_id: str, primary_id: str) -> tuple[str, bool]:
+    def _read_items(self, key: str, bset: BackupSet, dup: DuplicateBackup, primary_id: str) -> dict[str, Users]:
+        """The users now of the duplicate's items not yet given back and never started, read right
+        before the writes from the listings by the primary (restoring.live_items: a page per 100
+        items, a get for an item they do not return). An item an interrupted run started, or one
+        this run wrote already, is read by _give_back itself (a fresh get, under its lock)."""
+        steps = self.journal.steps(key)
+        fresh = [m for m in dup.moves if step_name(f"{m.kind}_back", dup.id, item=m.id) not in steps
+                 and m.id not in self._written]
+        set_dups = _set_duplicates(bset)
+        return read_items(self.client, primary_id, fresh, self.fanout,
+                          trust=lambda move, users: not set_dups & set(users) and move.id not in self._written)
+
+    def _give_back(self, key: str, dup: DuplicateBackup, move: Move, new_id: str, primary_id: str,
+                   live: Mapping[str, Users]) -> tuple[str, bool]:
         """Give one item back to the duplicate, journaled; returns what happened to it
         (moved_back, already_back, deleted_since or left_alone) and whether an earlier run of
-        an interrupted restore did it ("this run" does not count it)."""
+        an interrupted restore did it ("this run" does not count it). live: the item's users as
+        read right before the writes (_read_items); an item not in it is read here."""
         step = step_name(f"{move.kind}_back", dup.id, item=move.id)
         record = self.journal.step(key, step)
         if record and record["status"] == "done":
             return (record["data"] or {}).get("outcome", "moved_back"), record.get("run_id") != self.journal.run_id
         read, write = _readers(self.client, move.kind)
         with self._item_lock(move.id):
-            obj = _read_or_none(read, move.id)
-            if obj is None:
+            if record is None and move.id in live and move.id not in self._written:
+                current: list[str] | None = live[move.id]
+            else:   # started by an interrupted run, or written by this one since the listing: read it
+                obj = _read_or_none(read, move.id)
+                current = None if obj is None else ids_of(obj.get(move.field_name))
+            if current is None:
                 self.journal.done(key, step, {"outcome": "deleted_since"})
                 log.warning("%s was deleted since the merge: not given back", move.display_id)
                 return "deleted_since", False
-            current = ids_of(obj.get(move.field_name))
             if new_id in current:
                 outcome = "moved_back" if record else "already_back"
                 self.journal.done(key, step, {"outcome": outcome, "after": current, "confirmed_by": "fresh read"})
@@ -685,6 +726,8 @@ class SetRestorer:
                     self.journal.done(key, step, {"outcome": "deleted_since"})
                     return "deleted_since", False
                 raise SetFailed(f"{move.display_id}: DevRev refused the new {move.field_name} ({exc})") from None
+            finally:
+                self._written.add(move.id)
         if new_id not in updated:   # DevRev's answer is the item as it now stands
             raise SetFailed(f"{move.display_id}: DevRev did not apply the new {move.field_name} ({updated})")
         self.journal.done(key, step, {"outcome": "moved_back", "before": current, "after": updated})
@@ -731,6 +774,8 @@ class SetRestorer:
                 after = write_fields(self.client, item, wanted, obj.get("subtype"), gone=None, present=new_id)
             except CustomFieldRefused as exc:
                 raise SetFailed(str(exc)) from None
+            finally:
+                self._written.add(item.id)
         self.journal.done(key, step, {"outcome": "moved_back", "after": after})
         return "moved_back"
 
@@ -746,10 +791,12 @@ class SetRestorer:
         # DevRev's listings may lag its updates for a moment: look again, backing off, for a while
         waits = self.client.retry.with_(attempts=None, base=0.2, cap=2.0, jitter=False,
                                         clock=self.clock).waits(self.listing_wait)
-        while given:
-            listed = {t["id"] for t in self.client.list_tickets(new_id)}
-            listed |= {c["id"] for c in self.client.list_conversations(new_id)}
-            missing = sorted(name for item_id, name in given.items() if item_id not in listed)
+        def listed(kind: str) -> set[str]:
+            found = self.client.list_tickets(new_id) if kind == "ticket" else self.client.list_conversations(new_id)
+            return {obj["id"] for obj in found}
+        while given:   # tickets and conversations listed at once, on the free slots
+            listed_now = set().union(*fan_map(self.fanout, listed, ("ticket", "conversation")))
+            missing = sorted(name for item_id, name in given.items() if item_id not in listed_now)
             if not missing:
                 break
             if next(waits, None) is None:

@@ -20,19 +20,21 @@ from operator_view.summary import plural
 from plumbing import cli, json_summary
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
+from plumbing.fanout import Fanout
 from plumbing.version import TOOL_VERSION
 from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
 from restoring.engine import FINISHED, SetRestorer, blank_line, finished_record, journal_progress, preview_set
 from restoring.merge_journal_marks import mark_restored
 from restoring.merge_record import MergeRecord, NotWhatTheMergeDid, hold_to_merge
 from restoring.preview_writes import PreviewWrites
-from runs import id_map
+from runs import approval, id_map, plan_file
 from runs.actor import actor_block
 from runs.journal import Journal
 from runs.outcomes import SetStatus, to_json
 from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, is_temporary, journal_problems
 from runs.preview_gate import DEFAULT_MAX_AGE_HOURS, newest_complete
 from runs.support import RunTarget, backup_target, open_client, sandbox_held, target_of
+from runs.workers import FLOOR, choose_workers
 
 PREVIEWABLE = ("would_restore", "already_restored")
 
@@ -51,13 +53,17 @@ class RestoreSettings:
     log_dir: str
     savepoint: str | None
     rate_limit: float | None
-    workers: int
+    workers: int | None   # None: sized from the rate and the latency (runs.workers)
     skip_preview_check: bool
     no_restore_note: bool
     merge_savepoint: str = ""   # the merge's journal: what a restore may give back (restoring.merge_record)
     log_format: str = "text"
     json: bool = False
     preview_max_age: float = DEFAULT_MAX_AGE_HOURS
+    plan: str | None = None   # --plan: the approved restore plan this run follows (runs.approval)
+    plan_out: str | None = None   # --plan-out: the preview written there too, to be approved
+    require_approval: bool = False
+    allowed_signers: str | None = None
     sandbox_mode: tuple[str, ...] = ()
     sandbox_modes: Any = None   # derived: the emulator's BehaviourModes with --sandbox
 
@@ -109,6 +115,11 @@ def _held(bset: BackupSet, record: MergeRecord | None) -> BackupSet:
 
 def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | None) -> int:
     json_summary.record("restore_preview" if settings.preview else "restore", run_id=run_id, log=log_path)
+    named = None if settings.preview else approval.checked_plan(   # refused here: before any call
+        settings.plan, "restore_preview", approval.Policy.of(settings.require_approval, settings.allowed_signers),
+        skip_preview_check=settings.skip_preview_check)
+    if named is not None:
+        json_summary.record("restore", plan=named.to_json())
     sets, failed = _backup_sets(settings)
     cli.check_writable_dir(settings.report_dir, "--report-dir")
     if not settings.preview:
@@ -130,7 +141,8 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
         finished = {s.key: r for s in sets for r in [journal.set_record(s.key) if journal else None]
                     if r and r["status"] == FINISHED}
         todo = [s for s in sets if s.key not in finished and not s.failed and not s.refused]
-        previewed = None if settings.preview or settings.skip_preview_check else _required_preview(settings, todo)
+        previewed = None if settings.preview or settings.skip_preview_check else \
+            _required_preview(settings, todo, named)
         preview_path = previewed.path if previewed is not None else None
         log.info("run %s (%s %s): %s in %s (%d already restored), %s not used; log %s",
                  run_id, "preview of a restore on" if settings.preview else "restore on",
@@ -143,6 +155,14 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
                       "target": target_of(settings.target, client), "backup_dir": os.path.abspath(settings.backup_dir),
                       "options": settings.options(), "actor": actor_block(client, ask=bool(todo) or settings.preview),
                       "failed_folders": [dict(f.__dict__, partly_restored=f.folder in partly) for f in failed]}
+            if todo and not settings.preview:   # the plan's approver is not who runs it (before any write)
+                approval.check_runner(named, header["actor"])
+            if named is not None:   # the plan it followed, and who approved it
+                header["plan"] = named.to_json()
+            workers = choose_workers(client, settings.workers)   # sized on the answer times so far
+            log.info("%s", workers.line())
+            header["workers"] = workers.to_json()   # how many, and why (the options keep --workers as given)
+            settings = replace(settings, workers=workers.count)
             if settings.preview:
                 return _preview(settings, client, sets, finished, header, stop)
             restorer = SetRestorer(client, journal, note=not settings.no_restore_note, previewed=previewed)
@@ -152,15 +172,34 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
             journal.close()
 
 
-def _required_preview(settings: RestoreSettings, todo: list[BackupSet]) -> PreviewWrites:
-    """The writes of the newest complete restore preview against the same DevRev, if it shows
-    every set this run will restore, from these exact backups (runs.preview_gate: only the
-    newest counts); the run makes no write it does not list. UsageError naming what it does not show."""
+def _workers(settings: RestoreSettings) -> int:
+    """The sets taken at once: --workers, or the count run() sized them to (runs.workers)."""
+    return settings.workers or FLOOR
+
+
+def _required_preview(settings: RestoreSettings, todo: list[BackupSet],
+                      named: approval.CheckedPlan | None = None) -> PreviewWrites:
+    """The writes of the newest complete restore preview against the same DevRev (or of the plan
+    `named`, then the run's options must be its), if it shows every set this run will restore,
+    from these exact backups (runs.preview_gate: only the newest counts); the run makes no write
+    it does not list. UsageError naming what it does not show."""
     target = target_of(settings.target)
-    previews = [(path, data) for path, data in reports.load_reports(settings.report_dir, "restore_preview")
-                if data.get("target") == target and isinstance(data.get("sets"), list)]
+    if named is not None:
+        planned = named.plan.data
+        difference = f"the plan was made against {planned.get('target')}, this run goes to {target}" \
+            if planned.get("target") != target else plan_file.options_difference(
+                planned, only=settings.only, no_restore_note=settings.no_restore_note)
+        if difference is not None or not isinstance(planned.get("sets"), list):
+            raise UsageError(f"this run is not the plan {named.plan.path}: {difference or 'it lists no sets'}")
+        too_old = plan_file.age_refusal(named.plan, settings.preview_max_age)
+        if too_old is not None:
+            raise UsageError(too_old)
+    previews = [(named.plan.path, named.plan.data)] if named is not None else \
+        [(path, data) for path, data in reports.load_reports(settings.report_dir, "restore_preview")
+         if data.get("target") == target and isinstance(data.get("sets"), list)]
     path, data, why = newest_complete(previews, lambda data: _not_shown(todo, data, not settings.no_restore_note),
-                                      max_age_hours=settings.preview_max_age)
+                                      max_age_hours=plan_file.valid_hours(named.plan, settings.preview_max_age)
+                                      if named is not None else settings.preview_max_age)
     if path is None or data is None:
         raise UsageError(f"no complete restore preview of these backups against {target} in {settings.report_dir}/ "
                          f"shows this run ({why}): run with --preview first and read it, restore the sets it "
@@ -200,7 +239,12 @@ def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished:
     run.records.update({s.key: to_json(finished_record(s, finished[s.key], preview=True))
                         for s in sets if s.key in finished})
     note = not settings.no_restore_note
-    run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s, note=note), settings.workers)
+    pool = Fanout(_workers(settings))   # the --workers slots: sets, and a set's item reads in parallel
+    try:
+        run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s, note=note, pool=pool),
+                _workers(settings))
+    finally:
+        pool.close()
     records, code = run.records, run.exit_code()
     if run.fault is not None and code != ExitCode.USAGE:
         raise RunStopped(f"{run.fault} (no preview report written)", temporary=is_temporary(run.fault))
@@ -212,6 +256,8 @@ def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished:
                    sets=[records[s.key] for s in sets if s.key in records])
     preview["totals"] = restore_reports.preview_totals(preview)
     paths = restore_reports.write_preview(settings.report_dir, f"restore_preview_{header['run_id']}", preview)
+    if settings.plan_out:   # the preview as a plan, to be approved (runs.plan_file)
+        print(screens.wrap_text(plan_file.write_plan(paths[0], settings.plan_out)))
     json_summary.record("restore_preview", run_id=header["run_id"], totals=preview["totals"],
                         reports={"html": reports.html_path(paths[0]), "json": paths[0], "csv": paths[1]})
     print(screens.format_table(["email", "status", "duplicate", "action", "tickets", "convs", "note"],
@@ -240,9 +286,11 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
     kind = SetRunKind("restore", blank_line, lambda bset: journal_progress(restorer.journal, bset))
     run = SetRun(kind, stop, code=ExitCode.FAILED if header["failed_folders"] else ExitCode.OK)
     run.lines.update({s.key: finished_record(s, finished[s.key], preview=False) for s in sets if s.key in finished})
+    restorer.fanout = Fanout(_workers(settings))   # the --workers slots: sets, and a set's item calls in parallel
     try:
-        run.run([s for s in sets if s.key not in finished], restorer.restore, settings.workers)
+        run.run([s for s in sets if s.key not in finished], restorer.restore, _workers(settings))
     finally:
+        restorer.fanout.close()
         problems = journal_problems(restorer.journal)
     code = run.exit_code()
     lines = run.report_lines(sets)

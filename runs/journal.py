@@ -73,6 +73,16 @@ CREATE TABLE IF NOT EXISTS events (
     status  TEXT NOT NULL,
     data    TEXT
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    seconds     REAL NOT NULL,
+    calls       INTEGER NOT NULL,
+    sets_done   INTEGER NOT NULL,
+    stopped_by  TEXT,
+    exit_code   INTEGER
+);
 """
 
 # Step kinds, by the parts that follow the duplicate's id in a step name.
@@ -332,6 +342,43 @@ class Journal:
         # each key was just read from `sets`, and no row of it is ever deleted: no record is None
         return cast(list[dict[str, Any]], [self.set_record(k) for k in keys])
 
+    def status_rows(self, batch: int = 1000) -> Iterator["StatusRow"]:
+        """Every set as --status shows it, in the order sets were first recorded, streamed: its
+        record without the context (a few KB of JSON a set that the status does not show) and
+        its steps done and open, counted by sqlite (the steps' primary key is by set)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT s.set_key, s.email, s.status, s.reason, s.error, s.updated_at, s.run_id, "
+                "(SELECT COUNT(*) FROM steps t WHERE t.set_key = s.set_key AND t.status = 'done'), "
+                "(SELECT COUNT(*) FROM steps t WHERE t.set_key = s.set_key AND t.status = 'intent') "
+                "FROM sets s ORDER BY s.rowid")
+        shared: dict[str, str] = {}     # statuses and run ids repeat: one string each
+        while True:
+            with self._lock:
+                rows = cursor.fetchmany(batch)
+            if not rows:
+                return
+            for key, email, status, reason, error, updated_at, run_id, done, intents in rows:
+                yield StatusRow(key, email, shared.setdefault(status, status), reason, error, updated_at,
+                                shared.setdefault(run_id, run_id), done, intents)
+
+    def record_run(self, run: "RunRecord") -> None:
+        """What one run did, for --status's rate and estimated finish across runs (not an
+        event: no set changed; a run recorded twice keeps its last record)."""
+        with self._writing():
+            self._db.execute(
+                "INSERT INTO runs (run_id, started_at, finished_at, seconds, calls, sets_done, stopped_by, exit_code) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET finished_at = excluded.finished_at, "
+                "seconds = excluded.seconds, calls = excluded.calls, sets_done = excluded.sets_done, "
+                "stopped_by = excluded.stopped_by, exit_code = excluded.exit_code", tuple(run))
+
+    def runs(self) -> list["RunRecord"]:
+        """The runs recorded, oldest first ([] for a savepoint from before they were)."""
+        with self._lock:
+            rows = self._db.execute("SELECT run_id, started_at, finished_at, seconds, calls, sets_done, stopped_by, "
+                                    "exit_code FROM runs ORDER BY started_at, rowid").fetchall()
+        return [RunRecord(*row) for row in rows]
+
     def step_counts(self) -> dict[str, dict[str, int]]:
         """Per set: how many steps are done and how many are still intents."""
         with self._lock:
@@ -356,6 +403,32 @@ class Journal:
             problems.append(f"{finished_with_intents} intent{'s' if finished_with_intents != 1 else ''} left open in "
                             f"finished sets")
         return problems
+
+
+class StatusRow(NamedTuple):
+    """One set as --status shows it (Journal.status_rows): no context, its steps counted."""
+    set_key: str
+    email: str
+    status: str
+    reason: str | None
+    error: str | None
+    updated_at: str
+    run_id: str
+    done: int
+    intents: int
+
+
+class RunRecord(NamedTuple):
+    """One run of the savepoint (the `runs` table): when, how long, its calls, the sets it
+    finished, and why it stopped taking sets ("max_calls", "until", None)."""
+    run_id: str
+    started_at: str
+    finished_at: str
+    seconds: float
+    calls: int
+    sets_done: int
+    stopped_by: str | None
+    exit_code: int | None
 
 
 def _held_rows(path: str) -> int:

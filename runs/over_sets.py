@@ -8,9 +8,13 @@ drift; what differs on purpose is a `SetRunKind`.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
 from devrev_api.errors import (
@@ -86,22 +90,196 @@ class SetRunKind(Generic[S]):
     stopping_errors: tuple[type[Exception], ...] = ()
 
 
+def wall_clock() -> float:
+    """The clock --until is read against (seconds since the epoch; tests replace it)."""
+    return time.time()
+
+
+def parse_until(text: str) -> str:
+    """argparse type of --until: `HH:MM` (local time, the next time the clock shows it) or an ISO
+    8601 instant (`2026-12-07T06:00`, local time without an offset); kept as given (the reports
+    and the preview's scope record it), checked here."""
+    try:
+        at = until_instant(text, wall_clock())
+    except (ValueError, OverflowError, OSError):
+        raise argparse.ArgumentTypeError(f"takes HH:MM (local time) or an ISO instant such as "
+                                         f"2026-12-07T06:00+01:00, not {text!r}") from None
+    if at <= wall_clock():   # an instant already past would stop every run at once, and cron reads 75 as "go on"
+        shown = datetime.fromtimestamp(at).astimezone().isoformat(timespec="minutes")
+        raise argparse.ArgumentTypeError(f"{text!r} ({shown}) is already past: give a time to come (HH:MM is the "
+                                         f"next time the clock shows it)")
+    return text
+
+
+def until_instant(text: str, now: float) -> float:
+    """--until as seconds since the epoch: an ISO instant as it says (local time without an
+    offset); `HH:MM` the next time the local clock shows it after `now` (within 24 hours).
+    ValueError if it is neither."""
+    hours, colon, minutes = text.strip().partition(":")
+    if colon and len(text.strip()) <= 5 and hours.isdigit() and minutes.isdigit() and len(minutes) == 2:
+        h, m = int(hours), int(minutes)
+        if not (0 <= h <= 23 and 0 <= m <= 59):
+            raise ValueError(text)
+        local = datetime.fromtimestamp(now).astimezone()
+        at = local.replace(hour=h, minute=m, second=0, microsecond=0)
+        if at <= local:
+            at = (at.replace(tzinfo=None) + timedelta(days=1)).astimezone()
+        return at.timestamp()
+    instant = datetime.fromisoformat(text.strip())
+    return (instant if instant.tzinfo else instant.astimezone()).timestamp()
+
+
+@dataclass(frozen=True)
+class SetCost:
+    """What one set is expected to cost: calls (None: unknown), and seconds of wall time when it
+    shares the run's rate with `in_flight` sets (None: unknown)."""
+    calls: int | None
+    seconds: float | None
+
+
+class NotTaken(Exception):
+    """A set the budget did not start (--max-calls, --until): it stays for the next run."""
+
+
+class Budget(Generic[S]):
+    """--max-calls and --until: the run stops taking new sets when the next set would not
+    finish within the calls left or before the deadline; the sets in flight finish.
+
+    `calls()`: the calls this run has made so far (the client's count, preflight included);
+    `cost(set, in_flight)`: the set's expected cost when it runs beside `in_flight` - 1 other
+    sets (its preview line's calls at the run's rate; None fields where unknown). A set of
+    unknown cost is expected to cost what this run's finished sets cost on average. The
+    decision is taken as each set would start, once refused for good (later sets are not
+    taken either: the order of the CSV is kept)."""
+
+    def __init__(self, *, max_calls: int | None, until: float | None, calls: Callable[[], int],
+                 cost: Callable[[S, int], SetCost], clock: Callable[[], float] | None = None):
+        self.max_calls = max_calls
+        self.until = until
+        self._calls = calls
+        self._cost = cost
+        self._clock = clock or (lambda: wall_clock())
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, tuple[int, int, float]] = {}   # key -> (estimated calls, calls then, start)
+        self._done = [0, 0.0]         # sets finished by this run, their seconds
+        self._start_calls = 0
+        self.stopped_by: str | None = None   # "max_calls" or "until" once a set was refused
+        self.refused: S | None = None        # the first set not taken
+        self.needed: SetCost | None = None   # what it was expected to cost
+        self.too_small = False               # the first set of the run alone is over --max-calls
+        self.not_taken = 0
+
+    def gate(self, work: Callable[[S], SetOutcome]) -> Callable[[S], SetOutcome]:
+        """work(set), started only if the budget allows it (NotTaken otherwise)."""
+        def gated(item: S) -> SetOutcome:
+            if not self._take(item):
+                raise NotTaken(item.key)
+            try:
+                return work(item)
+            finally:
+                self._finish(item)
+        return gated
+
+    def _take(self, item: S) -> bool:
+        with self._lock:
+            if self.stopped_by is not None:
+                self.not_taken += 1
+                return False
+            cost = self._cost(item, len(self._in_flight) + 1)
+            seconds = cost.seconds if cost.seconds is not None else self._average_seconds()
+            calls = cost.calls if cost.calls is not None else self._average_calls()
+            now, made = self._clock(), self._calls()
+            reason = None
+            if self.until is not None and now + (seconds or 0.0) > self.until:
+                reason = "until"
+            elif self.max_calls is not None and made + self._in_flight_left(made) + (calls or 0) > self.max_calls:
+                reason = "max_calls"   # with nothing in flight or done, no run of this --max-calls gets past it
+                self.too_small = not self._in_flight and self._done[0] == 0
+            if reason is not None:
+                self.stopped_by, self.refused, self.needed = reason, item, SetCost(calls, seconds)
+                self.not_taken += 1
+                return False
+            self._in_flight[item.key] = (calls or 0, made, now)
+            return True
+
+    def _finish(self, item: S) -> None:
+        with self._lock:
+            _, _, start = self._in_flight.pop(item.key)
+            self._done[0] += 1
+            self._done[1] += max(0.0, self._clock() - start)
+
+    def _in_flight_left(self, made: int) -> int:
+        """Calls the sets in flight are still expected to make: each one's estimate less an
+        equal share of the calls made since it started (the client's count is not per set)."""
+        share = max(1, len(self._in_flight))
+        return sum(max(0, est - (made - then) // share) for est, then, _ in self._in_flight.values())
+
+    def _average_seconds(self) -> float | None:
+        return self._done[1] / self._done[0] if self._done[0] else None
+
+    def _average_calls(self) -> int | None:
+        return round((self._calls() - self._start_calls) / self._done[0]) if self._done[0] else None
+
+    def start(self) -> None:
+        """Count this run's average calls per set from here (after the preflight)."""
+        self._start_calls = self._calls()
+
+    def line(self, left: int) -> str | None:
+        """The one line that says why the run stopped taking sets (None: it did not)."""
+        if self.stopped_by is None or self.refused is None:
+            return None
+        needed = self.needed or SetCost(None, None)
+        if self.stopped_by == "until":
+            when = datetime.fromtimestamp(self.until or 0).astimezone().isoformat(timespec="minutes")
+            about = f" (it needs about {needed.seconds:.0f} s)" if needed.seconds is not None else ""
+            head = f"--until {when}: the next set, {self.refused.email}, would not finish in time{about}"
+        else:
+            about = f" needs about {needed.calls} calls" if needed.calls is not None else " would not fit"
+            head = (f"--max-calls {self.max_calls}: {self._calls()} calls made, the next set, {self.refused.email},"
+                    f"{about}")
+        if self.too_small:
+            least = self._calls() + (needed.calls or 0)
+            return head + f"; no run of this --max-calls can take it: raise --max-calls to at least {least}"
+        return (head + f"; {left} merge set{'s' if left != 1 else ''} left for the next run: re-run the same command "
+                       f"(exit 75)")
+
+    def to_json(self, left: int) -> dict[str, Any]:
+        """The report's and the --json summary's `budget`."""
+        return {"max_calls": self.max_calls,
+                "until": datetime.fromtimestamp(self.until).astimezone().isoformat(timespec="seconds")
+                if self.until is not None else None,
+                "calls": self._calls(), "stopped_by": self.stopped_by,
+                "next_set": self.refused.email if self.refused is not None else None,
+                "next_set_calls": self.needed.calls if self.needed else None,
+                "next_set_seconds": round(self.needed.seconds, 1) if self.needed and self.needed.seconds is not None
+                else None, "sets_left": left if self.stopped_by else 0, "line": self.line(left)}
+
+
 class SetRun(Generic[S]):
     """The sets' report lines as the workers hand results back, and the run's exit code."""
 
-    def __init__(self, kind: SetRunKind[S], stop: cli.StopSignal, *, code: ExitCode = ExitCode.OK):
+    def __init__(self, kind: SetRunKind[S], stop: cli.StopSignal, *, code: ExitCode = ExitCode.OK,
+                 budget: Budget[S] | None = None):
         """`code`: the exit code before any set runs (the restore's is 1 when a backup folder
-        does not verify)."""
+        does not verify). `budget`: --max-calls / --until (None: every set is taken)."""
         self.kind = kind
         self.stop = stop
         self.lines: dict[str, SetOutcome] = {}
         self.code = code
         self.stopped_by: str | None = None   # "auth", "abort", "fault" or "canary" when the tool stopped the run
         self.fault: Exception | None = None  # a run-wide fault (DevRev unreachable, the savepoint unwritable)
+        self.budget = budget
 
     def run(self, sets: Iterable[S], work: Callable[[S], SetOutcome], workers: int, desc: str | None = None) -> None:
-        """work(set) for each set on `workers` threads (none starts once the run stops)."""
+        """work(set) for each set on `workers` threads (none starts once the run stops, or once
+        the budget refuses one: those stay for the next run, as sets not reached)."""
+        if self.budget is not None:
+            if self.budget.stopped_by is not None:
+                return                # refused before: none of these is taken (no pool, no progress bar)
+            work = self.budget.gate(work)
         for item, result in run_sets(sets, work, workers, self.stop, desc or self.kind.name):
+            if isinstance(result, NotTaken):
+                continue
             self.add(item, result)
 
     def add(self, item: S, result: SetOutcome | BaseException) -> None:
@@ -162,9 +340,12 @@ class SetRun(Generic[S]):
         self.stop.set()
 
     def exit_code(self) -> ExitCode:
-        """The run's code: a stop nobody but the admin asked for is an interruption (130)."""
+        """The run's code: a stop nobody but the admin asked for is an interruption (130); a
+        budget that left sets for the next run is 75 (2 when not even one set fits in it)."""
         if self.stop.is_set() and self.stopped_by is None:
             return self.code.worse(ExitCode.INTERRUPTED)
+        if self.budget is not None and self.budget.stopped_by is not None:
+            return self.code.worse(ExitCode.USAGE if self.budget.too_small else ExitCode.TEMPORARY)
         return self.code
 
     def report_lines(self, order: list[S]) -> list[SetOutcome]:

@@ -4,7 +4,8 @@ Only the newest complete preview (of the same input, against the same DevRev) co
 wider preview must not unlock what the admin's latest preview did not show ("preview N sets,
 run N sets"), and an interrupted preview (not complete) unlocks nothing and hides nothing. What
 "shows everything the run would do" means is each run's own (`difference`). A preview older than
-a day (--preview-max-age) unlocks nothing: DevRev has moved on since the admin read it.
+a day (--preview-max-age) unlocks nothing: DevRev has moved on since the admin read it. A plan
+the admin names (--plan, runs.plan_file) is then the only preview considered, under the same rules.
 """
 from __future__ import annotations
 

@@ -250,10 +250,11 @@ def open_client(target: RunTarget, stop: cli.StopSignal) -> Iterator[DevRevClien
     `.sandbox/state.json` (seeded from its demo data, playing `target.sandbox_modes`) and
     stopped on exit; else DevRev from the environment (DEVREV_API_TOKEN, DEVREV_BASE_URL;
     ConfigError when unusable). `target.rate_limit` caps calls per minute; `target.workers`
-    sizes the connection pool (2 per worker, at least 16). `stop` interrupts waits."""
+    sizes the connection pool (2 per worker, at least 16; workers not given: the most the run
+    may size them to, runs.workers.CEILING). `stop` interrupts waits."""
+    from runs.workers import CEILING
     sandbox = None
-    workers = target.workers
-    pool = {"pool_size": max(16, workers * 2)} if workers else {}
+    pool_size = max(16, (target.workers or CEILING) * 2)
     try:
         if target.sandbox:
             from devrev_sandbox.dataset import DEMO_SEED
@@ -265,9 +266,10 @@ def open_client(target: RunTarget, stop: cli.StopSignal) -> Iterator[DevRevClien
             log.info("sandbox DevRev emulator on %s (state in %s/)", sandbox.base_url, SANDBOX_DIR)
             client = DevRevClient(DEFAULT_TOKEN, sandbox.base_url,
                                   calls_per_minute=target.rate_limit or SANDBOX_CALLS_PER_MINUTE,
-                                  stop_event=stop.event, **pool)
+                                  stop_event=stop.event, pool_size=pool_size)
         else:
-            client = DevRevClient.from_env(calls_per_minute=target.rate_limit, stop_event=stop.event, **pool)
+            client = DevRevClient.from_env(calls_per_minute=target.rate_limit, stop_event=stop.event,
+                                           pool_size=pool_size)
         try:
             yield client
         finally:

@@ -761,3 +761,102 @@ def test_layout_paths_are_the_ones_the_writer_uses(small_backup):
     assert backup.is_partial_of(backup.partial_path(name), email, duplicate)
     assert not backup.is_partial_of(name, email, duplicate)                       # complete: not a partial
     assert not backup.is_partial_of(backup.partial_path(name), "other@x.example", duplicate)
+
+
+# --------------------------------------------------------------------------- verify_backups.py --jobs
+def _many_backups(backups_dir: str, copies: int) -> list[str]:
+    """backups_dir's backups copied under new names (a copy verifies as its original)."""
+    originals = verification.find_backups(backups_dir)
+    for n in range(copies):
+        source = originals[n % len(originals)]
+        shutil.copytree(source, f"{source}-copy{n}")
+    return verification.find_backups(backups_dir)
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_cli_jobs_gives_the_same_lines_report_and_exit_code_as_one_job(backups_dir, tmp_path, capsys, monkeypatch,
+                                                                       damaged):
+    folders = _many_backups(backups_dir, 5)
+    if damaged:
+        _flip_byte(folders[1])
+        _delete(folders[4])
+        _truncate(folders[6])
+        shutil.copytree(folders[0], folders[0] + PARTIAL_SUFFIX)
+    pools = []
+    real_pool = verification.ProcessPoolExecutor
+
+    def counted_pool(*args, **kwargs):
+        pools.append(kwargs.get("max_workers"))
+        return real_pool(*args, **kwargs)
+    monkeypatch.setattr(verification, "ProcessPoolExecutor", counted_pool)
+    monkeypatch.setattr(verification, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(verification, "_CHUNK", 1)   # one folder per task: the results come back interleaved
+    runs = {}
+    for jobs in ("1", "3"):
+        reports = str(tmp_path / f"reports{jobs}")
+        code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", reports, "--jobs", jobs)
+        report = load(reports, os.listdir(reports)[0])
+        runs[jobs] = (code, lines[:-1], err, report["totals"], report["backups"])
+    assert pools == [3]   # --jobs 1 checks in this process; --jobs 3 on three worker processes
+    assert runs["1"] == runs["3"]
+    code, lines, _, totals, results = runs["3"]
+    assert [r["folder"] for r in results] == verification.find_backups(backups_dir)
+    if damaged:
+        assert code == 1 and totals == {"backups": 8, "ok": 4, "failed": 4}
+        assert f"FAILED {folders[0] + PARTIAL_SUFFIX}: .: incomplete backup: interrupted before it was finished " \
+               f"(.partial)" in lines
+        assert any(line.startswith(f"FAILED {folders[1]}: ") and "sha256" in line for line in lines)
+    else:
+        assert code == 0 and totals == {"backups": 7, "ok": 7, "failed": 0}
+        assert lines[-1] == "7 backups checked: 7 OK (7 authentic, made by this installation), 0 FAILED"
+
+
+def test_cli_jobs_must_be_a_positive_number(backups_dir, tmp_path, capsys):
+    code, lines, err = run_cli(capsys, "--backup-dir", backups_dir, "--report-dir", str(tmp_path / "r"), "--jobs", "0")
+    assert code == 2 and lines == [] and "--jobs" in err and len(err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- memory of a big backup
+def test_a_list_read_item_by_item_verifies_and_fails_exactly_as_a_list_read_whole(small_backup, monkeypatch):
+    """Every JSON list of the backup read item by item (the way a huge tickets.json is read):
+    the same counts, problems and values as read whole, on a good backup and a damaged one."""
+    def checked():
+        result = verification.verify_backup(small_backup)
+        return result.ok, result.problems, result.counts, backup.load_json(os.path.join(small_backup, backup.TICKETS))
+    whole = checked()
+    monkeypatch.setattr(backup, "STREAM_LIST_BYTES", 0)
+    monkeypatch.setattr(backup, "_SLICE", 7)   # items cut across slices everywhere
+    assert checked() == whole and whole[0]
+    path = os.path.join(small_backup, backup.TICKETS)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with open(path, "wb") as fh:   # one ticket fewer, and the manifest's size and sha256 kept
+        fh.write(data[:data.rindex(b",\n  {")] + b"\n]\n" + b" " * (len(data) - data.rindex(b",\n  {") - 4))
+    streamed = checked()
+    monkeypatch.setattr(backup, "STREAM_LIST_BYTES", 1 << 20)
+    assert checked() == streamed and not streamed[0]
+    assert (backup.TICKETS, f"holds {whole[2]['tickets'] - 1} tickets, the manifest counts {whole[2]['tickets']}") \
+        in streamed[1]
+    with open(path, "wb") as fh:
+        fh.write(data[:-3] + b",]\n")   # not JSON any more: the same problem either way
+    monkeypatch.setattr(backup, "STREAM_LIST_BYTES", 0)
+    assert (backup.TICKETS, "not valid JSON") in verification.verify_backup(small_backup).problems
+
+
+def test_a_streamed_backup_keeps_ids_not_records_of_what_it_listed(make_sandbox, make_client, tmp_path):
+    """What write_backup keeps of each listed object until the backup is sealed: ids and the
+    artifact summaries' names and sizes, never DevRev's user records (memory per object)."""
+    data = small_dataset()
+    sandbox = make_sandbox(data.seed)
+    client = make_client(sandbox)
+    result = run_backup(client, sandbox, str(tmp_path / "backups"), data.merge_sets[0])
+    assert result.snapshot.tickets and result.snapshot.conversations
+    for kind, objects in (("reported_by", result.snapshot.tickets), ("members", result.snapshot.conversations)):
+        for obj in objects:
+            assert set(obj) <= {"id", "display_id", kind, "artifacts", "custom_fields", "subtype"}
+            assert obj[kind] and all(set(user) == {"id"} for user in obj[kind])
+            assert all(set(a) <= {"id", "display_id", "file"} and set(a.get("file", {})) <= {"name", "size", "type"}
+                       for a in obj.get("artifacts", []))
+    listed = load(result.folder, backup.TICKETS)   # the backup itself holds the whole records
+    assert any(len(user) > 1 for ticket in listed for user in ticket["reported_by"])
+    assert verification.verify_backup(result.folder).ok

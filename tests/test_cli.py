@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+import approve_plan
 import create_test_sample
 import devrev_client
 import find_duplicates
@@ -166,7 +167,7 @@ def test_the_sandbox_says_where_its_emulator_listens_on_the_console(tmp_path, mo
 
 
 @pytest.mark.parametrize("script", ["merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample",
-                                    "verify_backups"])
+                                    "verify_backups", "approve_plan"])
 def test_every_script_answers_version_with_the_one_in_pyproject(script, capsys):
     import tomllib
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
@@ -345,6 +346,12 @@ def _restore_real(tmp, case):
     return [*common, "--report-dir", str(tmp / "reports"), "--savepoint", str(tmp / "corrupt.sqlite3")]
 
 
+def _approve(tmp, case):
+    if case == "unwritable folder":   # the plan's folder: its signature cannot be written beside it
+        return [str(tmp / "a-file" / "plan.json"), "--key", str(tmp / "key"), "--identity", "b@x.example", "--yes"]
+    return ["--show", str(tmp / "good.csv")]   # not a preview's JSON
+
+
 def _find(tmp, case):
     if case == "unwritable folder":
         return ["--output", str(tmp / "a-file" / "found.csv"), "--log-dir", str(tmp / "logs")]
@@ -361,6 +368,7 @@ SCRIPTS = {
     "restore_contacts --sandbox --preview": (restore_contacts.main, _restore_preview),
     "restore_contacts real run": (restore_contacts.main, _restore_real),
     "find_duplicates": (find_duplicates.main, _find),
+    "approve_plan": (approve_plan.main, _approve),
 }
 
 

@@ -91,6 +91,7 @@ MODES = {
     "fresh_download_url_refused_for_2_s": dict(download_url_refused_seconds=2.0),
     "rate_limit_reset_on_a_clock_an_hour_ahead": dict(server_clock_skew=3600.0),
     "rate_limit_reset_on_a_clock_an_hour_behind": dict(server_clock_skew=-3600.0),
+    "rate_limit_reset_fractional": dict(rate_limit_reset="fractional"),   # [I] a reset to the millisecond
 }
 
 

@@ -140,3 +140,12 @@ def test_streamed_parallel_backup_holds_exactly_what_the_in_memory_one_holds(tmp
         del m["started_at"], m["finished_at"]
     assert metadata[0] == metadata[1]
     assert all(verification.verify_backup(r.folder).ok for r in results)
+
+
+def test_workers_of_a_pool_is_its_slots_and_one_without_one():
+    from plumbing.fanout import workers_of
+    pool = Fanout(6)
+    try:
+        assert workers_of(pool) == 6 and workers_of(None) == 1
+    finally:
+        pool.close()

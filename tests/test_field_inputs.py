@@ -343,3 +343,19 @@ def test_a_rerun_of_a_finished_run_reports_the_journals_numbers(tmp_path, monkey
 
 def test_the_test_token_constant_is_long_enough_for_the_token_check():
     assert len(TEST_TOKEN) >= 20
+
+
+def test_rows_in_no_merge_set_are_counted_per_reason_with_an_invalid_domain(tmp_path):
+    """contacts.index counts the rows of every group that is not a merge set, by its reason (the
+    preview's skipped_row_counts), the same rows --list-skipped lists."""
+    from contacts.index import index_contacts
+    path = tmp_path / "c.csv"
+    path.write_text("REV_USER_ID,EMAIL,EXTERNAL_REF\r\nREVU-a1,a@xn--zz.example,REVU-a1\r\n"
+                    "REVU-b2,a@xn--zz.example,user_b2\r\nREVU-c3,c@x.example,REVU-c3\r\n"
+                    "REVU-d4,c@x.example,user_d4\r\nREVU-e5,e@x.example,REVU-e5\r\n"
+                    "REVU-f6,f@xn--zz.example,REVU-f6\r\n", encoding="utf-8")
+    index = index_contacts(str(path))
+    assert index.skipped_counts[SKIP_INVALID_DOMAIN] == 2 and index.skipped_row_counts[SKIP_INVALID_DOMAIN] == 3
+    assert index.skipped_row_counts["single_contact"] == 1 and index.skipped_rows_total == 4
+    assert sorted((reason, row.line) for reason, row in index.skipped_rows()) == \
+        [(SKIP_INVALID_DOMAIN, 2), (SKIP_INVALID_DOMAIN, 3), (SKIP_INVALID_DOMAIN, 7), ("single_contact", 6)]

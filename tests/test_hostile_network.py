@@ -270,7 +270,8 @@ def test_control_characters_from_devrev_never_reach_the_terminal_or_the_log(make
 
 
 # --------------------------------------------------------------------------- core dumps
-SCRIPTS = ["merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample", "verify_backups"]
+SCRIPTS = ["merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample", "verify_backups",
+           "approve_plan"]
 _CORE_PROGRAM = ("import resource, sys\n"
                  "soft, hard = resource.getrlimit(resource.RLIMIT_CORE)\n"
                  "if hard == 0:\n"

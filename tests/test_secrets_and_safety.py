@@ -360,9 +360,9 @@ def test_no_option_skips_backup_verification():
                                                               "no-", "trust", "check"))]
     # --check is the read-only preflight; --no-canary skips the re-read after the first set, not a backup check;
     # --no-merge-note skips the note on the primary's timeline (a write fewer); --retry-skipped runs the live
-    # checks again on sets they skipped (they still decide)
-    assert sorted(risky) == ["--backup-dir", "--check", "--no-canary", "--no-merge-note", "--retry-skipped",
-                             "--skip-preview-check"]
+    # checks again on sets they skipped (they still decide); --list-skipped lists the CSV rows in no merge set
+    assert sorted(risky) == ["--backup-dir", "--check", "--list-skipped", "--no-canary", "--no-merge-note",
+                             "--retry-skipped", "--skip-preview-check"]
     for attempt in (["--skip-verify"], ["--no-verify"], ["--skip-backup"], ["--force"], ["--no-backup"]):
         with pytest.raises(cli.UsageError, match="unrecognized arguments"):
             parser.parse_args(["--csv", "x.csv", *attempt])

@@ -21,7 +21,7 @@ LAYERS = [
     ["backup_checks", "operator_view"],
     ["merging"],
     ["restoring"],
-    ["merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample", "verify_backups"],
+    ["merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample", "verify_backups", "approve_plan"],
 ]
 RANK = {name: n for n, layer in enumerate(LAYERS) for name in layer}
 

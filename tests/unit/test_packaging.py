@@ -34,10 +34,10 @@ def test_every_data_file_inside_a_package_travels_with_it():
         assert not missing, f"{package}: add to [tool.setuptools.package-data]: {missing}"
 
 
-def test_the_five_scripts_are_commands_named_as_the_readme_says():
+def test_the_six_scripts_are_commands_named_as_the_readme_says():
     scripts = PROJECT["project"]["scripts"]
     assert scripts == {f"devrev-{name.replace('_', '-')}": f"{name}:main"
                        for name in ("merge_contacts", "restore_contacts", "find_duplicates", "create_test_sample",
-                                    "verify_backups")}
+                                    "verify_backups", "approve_plan")}
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert all(command in readme for command in scripts)
