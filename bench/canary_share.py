@@ -8,7 +8,8 @@ the client spreads DevRev's announced quota over a 5-minute window) and --skip-p
 bench/throughput.py). The baseline (--baseline: a checkout, or a commit, default 8178686) and
 this one run the same dataset, each in a child process whose cwd and sys.path are its own
 checkout (the emulator included), the pairs interleaved; prints calls, % of R, wall and the
-canary's calls for each side, medians of --repeat, and the ratios. Exits 1 if a run fails. Not a test: timings depend on the machine.
+canary's calls for each side, medians of --repeat, and the ratios. Exits 1 if a run fails.
+Not a test: timings depend on the machine.
 
     python bench/canary_share.py                 # 500 objects, 3 runs a side: about 4 minutes here
     python bench/canary_share.py --reference     # and this checkout with --no-canary: about 5 minutes
