@@ -71,7 +71,7 @@ def _status(plan: Plan, signers: str | None) -> tuple[approval.Approval | None, 
     if not signers:
         return None, (f"signed ({signature_path(plan.path)}), not checked: give --allowed-signers FILE "
                       f"(or {approval.SIGNERS_ENV})")
-    try:
+    try:   # checked with the system ssh-keygen, as a run checks it (approval.verify), not the one on PATH
         found = approval.verify(plan, signers)
     except UsageError as exc:
         return None, f"NOT APPROVED: {exc}"
@@ -108,7 +108,8 @@ def _approve(plan: Plan, key: str, identity: str, signers: str | None, *, confir
     if signers:   # the run's own check, now: a signature that approves nothing is not left beside the plan
         found, line = _status(plan, signers)
         if found is not None and not any(approval.names(p, identity) for p in found.principals):
-            found, line = None, (f"NOT APPROVED: the allowed signers give this key to {', '.join(found.principals)}, "
+            given = ", ".join(found.principals)
+            found, line = None, (f"NOT APPROVED: the allowed signers give this key to {given}, "
                                  f"not to --identity {identity}")
         if found is None:
             _put_back(path, earlier)

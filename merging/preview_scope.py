@@ -162,18 +162,17 @@ def plan_difference(plan: dict, run: Scope) -> str | None:
     return None
 
 
-def plan_previews(named: CheckedPlan, scope: Scope, *, rows: int | None = None,
-                  max_age_hours: float | None = None) -> list[tuple[str, dict]]:
+def plan_previews(named: CheckedPlan, scope: Scope, *, rows: int | None = None) -> list[tuple[str, dict]]:
     """The named plan as the one preview this run may follow (no newer preview replaces it);
     UsageError when the run is not exactly the plan's (`rows`: the CSV's as the run read it), or
-    the plan is older than the age it was made for (`max_age_hours`: the default when it records
-    none). preview_showing then holds each set to it."""
+    the plan is older than the age it was made for (runs.plan_file.valid_hours: the fixed default
+    when it records none, never the run's --preview-max-age). preview_showing then holds each set to it."""
     difference = plan_difference(named.plan.data, scope)
     if difference is None and rows is not None:
         difference = rows_difference(named.plan, rows)
     if difference is not None:
         raise UsageError(f"this run is not the plan {named.plan.path}: {difference}")
-    too_old = age_refusal(named.plan, max_age_hours) if max_age_hours is not None else None
+    too_old = age_refusal(named.plan)
     if too_old is not None:
         raise UsageError(too_old)
     return [(named.plan.path, named.plan.data)]

@@ -178,7 +178,7 @@ def run(settings: MergeSettings, run_id: str, savepoint: str, log_path: str | No
         settings.plan, "preview", approval.Policy.of(settings.require_approval, settings.allowed_signers),
         skip_preview_check=settings.skip_preview_check)
     candidates = None if settings.preview or settings.skip_preview_check else \
-        plan_previews(named, scope, rows=index.file.row_count, max_age_hours=settings.preview_max_age) \
+        plan_previews(named, scope, rows=index.file.row_count) \
         if named is not None else candidate_previews(settings.report_dir, scope)
     if named is not None:
         json_summary.record("merge", plan=named.to_json())
@@ -196,8 +196,8 @@ def _run_checked(settings: MergeSettings, run_id: str, savepoint: str, log_path:
     try:
         plan = plan_run(journal, merge_sets, max_merges=settings.max_merges, keep_duplicate=settings.keep_duplicate,
                         retry_skipped=settings.retry_skipped)
-        max_age = plan_file.valid_hours(named.plan, settings.preview_max_age) if named is not None else \
-            settings.preview_max_age   # a plan: the age it was made and approved for
+        max_age = plan_file.valid_hours(named.plan) if named is not None else \
+            settings.preview_max_age   # a plan: the age it was made and approved for, never the run's
         preview_path, previews = preview_showing(candidates, scope, [(m.key, m.email) for m in plan.todo],
                                                  max_age_hours=max_age)
         log.info("run %s (%s %s): %s from the CSV%s; CSV %s; log %s", run_id,

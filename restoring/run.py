@@ -191,14 +191,14 @@ def _required_preview(settings: RestoreSettings, todo: list[BackupSet],
                 planned, only=settings.only, no_restore_note=settings.no_restore_note)
         if difference is not None or not isinstance(planned.get("sets"), list):
             raise UsageError(f"this run is not the plan {named.plan.path}: {difference or 'it lists no sets'}")
-        too_old = plan_file.age_refusal(named.plan, settings.preview_max_age)
+        too_old = plan_file.age_refusal(named.plan)
         if too_old is not None:
             raise UsageError(too_old)
     previews = [(named.plan.path, named.plan.data)] if named is not None else \
         [(path, data) for path, data in reports.load_reports(settings.report_dir, "restore_preview")
          if data.get("target") == target and isinstance(data.get("sets"), list)]
     path, data, why = newest_complete(previews, lambda data: _not_shown(todo, data, not settings.no_restore_note),
-                                      max_age_hours=plan_file.valid_hours(named.plan, settings.preview_max_age)
+                                      max_age_hours=plan_file.valid_hours(named.plan)
                                       if named is not None else settings.preview_max_age)
     if path is None or data is None:
         raise UsageError(f"no complete restore preview of these backups against {target} in {settings.report_dir}/ "

@@ -51,8 +51,9 @@ class Policy:
         """Approval is required when ANY source says so: --require-approval, DEVREV_REQUIRE_APPROVAL
         in the environment, or in the working folder's .env (read directly: an "off" in the
         environment never beats an "on" in .env, nor the other way). The allowed signers:
-        DEVREV_ALLOWED_SIGNERS (environment, else .env) is the permanent setting, and an
-        --allowed-signers naming another file is refused; without it, --allowed-signers."""
+        DEVREV_ALLOWED_SIGNERS (environment or .env; the two naming different files is refused) is
+        the permanent setting, and an --allowed-signers naming another file is refused; without
+        it, --allowed-signers."""
         dotenv = _dotenv()
         required = require_flag
         for where, value in (("the environment", os.environ.get(REQUIRE_ENV)), (".env", dotenv.get(REQUIRE_ENV))):
@@ -60,7 +61,11 @@ class Policy:
             if raw not in _TRUE + _FALSE:
                 raise UsageError(f"{REQUIRE_ENV}={raw!r} (in {where}): write 1 (a run needs an approved plan) or 0")
             required = required or raw in _TRUE
-        permanent = os.environ.get(SIGNERS_ENV) or dotenv.get(SIGNERS_ENV) or None
+        in_env, in_dotenv = os.environ.get(SIGNERS_ENV) or None, dotenv.get(SIGNERS_ENV) or None
+        if in_env and in_dotenv and not _same_file(in_env, in_dotenv):   # as for REQUIRE_ENV: neither beats the other
+            raise UsageError(f"{SIGNERS_ENV} names {in_env} in the environment and {in_dotenv} in .env: two "
+                             f"allowed-signers files, and neither counts over the other; make them the same")
+        permanent = in_env or in_dotenv
         if permanent and signers_option and not _same_file(permanent, signers_option):
             raise UsageError(f"--allowed-signers {signers_option} is not the allowed signers {SIGNERS_ENV} names "
                              f"({permanent}): where {SIGNERS_ENV} is set, no other file counts")
@@ -174,6 +179,11 @@ def _allowed_signers(path: str, *, runner: bool = False) -> str:
     if runner and info.st_uid == os.geteuid() and info.st_mode & stat.S_IWUSR:
         log.warning("the allowed signers %s can be changed by the user running this (%s): whoever can edit it can "
                     "approve any plan; make it belong to someone else (e.g. root)", path, _os_user())
+    folder = os.path.dirname(os.path.abspath(path))
+    if runner and os.access(folder, os.W_OK):
+        log.warning("the folder %s that holds the allowed signers can be written by the user running this (%s): "
+                    "they can put another file in its place and approve any plan; keep it in a folder only "
+                    "someone else can change (e.g. root's)", folder, _os_user())
     return path
 
 
@@ -217,24 +227,60 @@ def fingerprint(key_blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key_blob).digest()).decode().rstrip("=")
 
 
-def _fields(line: str) -> list[str]:
-    """A line's fields split on blanks, a double-quoted stretch kept whole (quotes removed)."""
-    out: list[str] = []
-    cur: list[str] = []
-    quoted = started = False
-    for ch in line:
-        if ch == '"':
-            quoted, started = not quoted, True
-        elif ch in " \t" and not quoted:
-            if started:
-                out.append("".join(cur))
-                cur, started = [], False
-        else:
-            cur.append(ch)
-            started = True
-    if started:
-        out.append("".join(cur))
-    return out
+def _first_field(line: str) -> tuple[str, str] | None:
+    """A line's principals field and the rest, as OpenSSH's strdelimw splits it (a double-quoted
+    stretch kept whole, its quotes removed); None when a quote is not closed."""
+    at = next((i for i, c in enumerate(line) if c in ' \t"'), None)
+    if at is None:
+        return line, ""
+    if line[at] == '"':
+        close = line.find('"', at + 1)
+        if close < 0:
+            return None
+        return line[:at] + line[at + 1:close], line[close + 1:].lstrip(" \t")
+    return line[:at], line[at:].lstrip(" \t")
+
+
+def _past_options(text: str) -> str | None:
+    """What follows the options field (OpenSSH's sshkey_advance_past_options: a `\\"` inside
+    them is an escaped quote, not the end of a quoted stretch); None for an unclosed quote."""
+    quoted, at = False, 0
+    while at < len(text) and (quoted or text[at] not in " \t"):
+        if text[at] == "\\" and text[at + 1:at + 2] == '"':
+            at += 1
+        elif text[at] == '"':
+            quoted = not quoted
+        at += 1
+    if quoted:
+        return None
+    return text[at:].lstrip(" \t")
+
+
+def _key_at(text: str) -> bytes | None:
+    """The key blob when `text` starts with "TYPE BASE64" (None when it does not)."""
+    parts = text.split(None, 2)
+    if len(parts) < 2 or not _key_types().match(parts[0]):
+        return None
+    try:
+        return base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _parsed(line: str) -> tuple[list[str], bytes] | None:
+    """(principals, key blob) of one allowed-signers line as OpenSSH reads it: principals, then
+    the key, or options then the key; None when it does not parse."""
+    first = _first_field(line)
+    if first is None or not first[1]:
+        return None
+    principals, rest = first
+    blob = _key_at(rest)
+    if blob is None:
+        after = _past_options(rest)
+        blob = _key_at(after) if after else None
+    if blob is None:
+        return None
+    return [p for p in principals.split(",") if p], blob
 
 
 def _key_types() -> re.Pattern[str]:
@@ -243,37 +289,43 @@ def _key_types() -> re.Pattern[str]:
 
 def signer_lines(path: str) -> list[tuple[list[str], bytes]]:
     """Every line of an allowed-signers file as (its principals, its key blob), whatever its
-    options (namespaces=, valid-after=, valid-before=, cert-authority). A line whose key cannot
-    be read is left out (ssh-keygen cannot match it either)."""
+    options (namespaces=, valid-after=, valid-before=, cert-authority). A line that does not
+    parse is left out (ssh-keygen cannot match it either); principals_of reads those that hold
+    the signature's key conservatively."""
+    return [parsed for _, raw in _signer_text(path) if (parsed := _parsed(raw)) is not None]
+
+
+def _signer_text(path: str) -> list[tuple[int, str]]:
+    """The allowed-signers file's lines that are not blank or comments, with their numbers."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             text = fh.read()
     except OSError as exc:
         raise UsageError(f"the allowed signers {path} cannot be read ({exc.strerror or exc})") from None
-    kinds, lines = _key_types(), []
-    for raw in text.splitlines():
-        raw = raw.strip()
-        if not raw or raw.startswith("#"):
-            continue
-        parts = _fields(raw)
-        at = next((i for i in range(1, len(parts) - 1) if kinds.match(parts[i])), None)
-        if at is None:
-            continue
-        try:
-            blob = base64.b64decode(parts[at + 1], validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        principals = [p for p in parts[0].split(",") if p]
-        lines.append((principals, blob))
-    return lines
+    return [(n, raw.strip()) for n, raw in enumerate(text.splitlines(), 1)
+            if raw.strip() and not raw.strip().startswith("#")]
 
 
 def principals_of(path: str, key_blob: bytes) -> list[str]:
-    """Every principal the allowed-signers file gives the key (all its lines, not only the first)."""
+    """Every principal the allowed-signers file gives the key (all its lines, not only the first).
+    Conservatively: a line holding the key's base64 as a token also gives it its first field's
+    principals (comma-split, quotes removed), however the rest parses; such a line that does not
+    parse at all is refused (UsageError), as no one can say what ssh-keygen makes of it."""
     found: list[str] = []
-    for principals, blob in signer_lines(path):
-        if blob == key_blob:
-            found += [p for p in principals if p not in found]
+    wanted = base64.b64encode(key_blob).decode()
+    for number, raw in _signer_text(path):
+        parsed = _parsed(raw)
+        names: list[str] = []
+        if parsed is not None and parsed[1] == key_blob:
+            names += parsed[0]
+        if wanted in raw.split():
+            if parsed is None:
+                raise UsageError(f"the allowed signers {path}, line {number}: it holds the plan's signing key but "
+                                 f"cannot be read (an unclosed quote, no key type?): fix the line")
+            names += [p for p in raw.split()[0].replace('"', "").split(",") if p]
+        for principal in names:
+            if principal not in found:
+                found.append(principal)
     return found
 
 
@@ -299,8 +351,8 @@ def verify(plan: Plan, allowed_signers: str, *, runner: bool = False) -> Approva
     none, its key is no allowed signer's, the plan's bytes changed since it was signed, or the
     key belongs to the plan's author (by principal: any line of the file that gives the key a
     principal naming the author, whatever its options) or the plan names no author to tell apart
-    from its approver. `runner`: a run checking it (the system ssh-keygen; a warning for a
-    signers file the runner can change)."""
+    from its approver. Checked with the system ssh-keygen whoever checks (approve_plan.py too);
+    `runner`: a run checking it (warnings for a signers file or folder the runner can change)."""
     sig = signature_path(plan.path)
     name = os.path.basename(plan.path)
     if not os.path.isfile(sig):
@@ -315,7 +367,7 @@ def verify(plan: Plan, allowed_signers: str, *, runner: bool = False) -> Approva
     principals = principals_of(signers, key)
     if not principals:
         raise NotApproved(f"{name} is signed by a key no allowed signer in {signers} holds: not approved")
-    tool = ssh_keygen(checking=runner)
+    tool = ssh_keygen(checking=True)   # the system one, for approve_plan.py --show as for a run
     good, approved_by = None, None
     for principal in principals:   # the one whose line ssh-keygen accepts (namespace, validity)
         checked = subprocess.run([tool, "-Y", "verify", "-f", signers, "-I", principal, "-n", NAMESPACE, "-s", sig],

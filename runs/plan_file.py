@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 PLAN_KINDS = {"preview": "merge_contacts.py", "restore_preview": "restore_contacts.py"}
 MAX_PLAN_BYTES = 1 << 30   # a preview of a million sets is far below; a larger file is not a plan
 MAX_VALID_HOURS = 24 * 365  # the bounds of --preview-max-age
+LONG_VALIDITY_HOURS = 72    # a plan valid for longer is flagged on its own line in the summary
+# every status a preview of this tool writes for a set (merging.engine.preview_set, merging.run._preview,
+# merging.plan: finished / skipped earlier / refused earlier; restoring.engine; runs.over_sets for a stopped
+# preview): a plan with any other is not one this tool wrote, and a run could read it as something to do
+MERGE_PREVIEW_STATUSES = frozenset({"would_merge", "would_move", "skipped", "already_merged", "already_moved_only",
+                                    "restored", "merge_refused", "failed", "interrupted", "pending"})
+RESTORE_PREVIEW_STATUSES = frozenset({"would_restore", "already_restored", "failed", "interrupted", "pending"})
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,53 @@ def load_plan(path: str, kind: str | None = None) -> Plan:
         raise UsageError(f"the plan {path}: not a preview (write one with --preview --plan-out FILE)")
     if kind is not None and data["kind"] != kind:
         raise UsageError(f"the plan {path}: a plan for {PLAN_KINDS[data['kind']]}, not for {PLAN_KINDS[kind]}")
+    malformed = sets_problem(data)
+    if malformed is not None:
+        raise UsageError(f"the plan {path}: {malformed}: not a preview this tool wrote")
     disagreement = summary_disagreement(data)
     if disagreement is not None:
         raise UsageError(f"the plan {path}: the plan's summary disagrees with its sets ({disagreement}): not a "
                          f"preview this tool wrote")
     return Plan(os.path.abspath(path), raw, data)
+
+
+def sets_problem(data: dict[str, Any]) -> str | None:
+    """None when every entry of the plan's `sets` is a JSON object whose status is one this tool's
+    preview writes (MERGE_PREVIEW_STATUSES / RESTORE_PREVIEW_STATUSES); else the first that is
+    not, in a few words. A status the tool never writes is one no count and no check of the run
+    reads the same way (e.g. a would_merge set relabelled merge_refused is still merged)."""
+    sets = data.get("sets")
+    if sets is None:
+        return None
+    if not isinstance(sets, list):
+        return "its sets are not a list"
+    known = RESTORE_PREVIEW_STATUSES if data.get("kind") == "restore_preview" else MERGE_PREVIEW_STATUSES
+    for at, record in enumerate(sets):
+        if not isinstance(record, dict):
+            return f"set {at + 1} is not an object ({neutralise(json.dumps(record))[:40]})"
+        if record.get("status") not in known:
+            said = neutralise(str(record.get("status")))[:40]
+            return f"set {at + 1} has the status {said!r}, which no preview writes"
+    return None
+
+
+def held_back(record: dict[str, Any], *, ask_refused_again: bool) -> bool:
+    """Does a merge run never start this set of its plan, whatever its savepoint says? The run's
+    own rule: a set shown skipped is skipped without a call (merging.engine.SetMerger
+    ._skip_as_previewed); a set shown already_* in the run's todo, or merge_refused when the run
+    asks refused merges again, refuses the whole run (merging.preview_scope.scope_difference).
+    Every other status (would_*, merge_refused, restored, failed, ...) may be started: what the
+    savepoint holds, not the plan, decides those."""
+    status = _status(record)
+    return status == "skipped" or status.startswith("already_") or (status == "merge_refused" and ask_refused_again)
+
+
+def may_start(data: dict[str, Any]) -> int:
+    """How many of a merge plan's sets its run may start (held_back: every other)."""
+    sets = data.get("sets")
+    ask_again = bool(checked_scope(data).get("ask_refused_again"))
+    return len([s for s in (sets if isinstance(sets, list) else []) if isinstance(s, dict)
+                and not held_back(s, ask_refused_again=ask_again)])
 
 
 def checked_scope(data: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +161,10 @@ def _status(s: dict[str, Any]) -> str:
     return str(s.get("status") or "")
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _number(value: Any) -> int | float:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
@@ -130,14 +184,16 @@ def counted_totals(data: dict[str, Any]) -> dict[str, int | float]:
     sets = [s for s in data.get("sets") or [] if isinstance(s, dict)] if isinstance(data.get("sets"), list) else []
     if data.get("kind") == "restore_preview":
         restoring = [s for s in sets if _status(s) == "would_restore"]
-        dups = [d for s in restoring for d in s.get("duplicates") or [] if isinstance(d, dict)]
+        # what the run is held to is each set's `writes` (restoring.preview_writes.PreviewWrites):
+        # the counts come from them, not from the recreate / items fields nothing enforces
+        writes = [w for s in restoring for w in _list(s.get("writes"))]
+        kinds = [str(w.get("write")) if isinstance(w, dict) else "" for w in writes]
         return {"sets": len(sets), "would_restore": len(restoring),
                 "already_restored": sum(1 for s in sets if _status(s) == "already_restored"),
                 "failed": sum(1 for s in sets if _status(s) == "failed"),
-                "contacts_to_recreate": sum(1 for d in dups if d.get("recreate")),
-                "items_to_give_back": sum(1 for d in dups for i in d.get("items") or []
-                                          if isinstance(i, dict) and i.get("action") == "move_back"),
-                "writes": sum(len(s.get("writes") or []) for s in restoring)}
+                "contacts_to_recreate": kinds.count("recreate"),
+                "items_to_give_back": kinds.count("item_back"),
+                "writes": len(writes)}
     dups = [d for s in sets for d in s.get("duplicates") or [] if isinstance(d, dict)]
     return {"merge_sets": len(sets), "would_merge": sum(1 for s in sets if _status(s).startswith("would")),
             "skipped": sum(1 for s in sets if _status(s) == "skipped"),
@@ -206,14 +262,17 @@ def write_plan(report_json: str, plan_out: str) -> str:
             f"{plan_out}")
 
 
-def valid_hours(plan: Plan, default: float) -> float:
+def valid_hours(plan: Plan) -> float:
     """How long the plan unlocks runs, in hours from its preview: the --preview-max-age the preview
     was made with (recorded in its options, so the approver signs it: one plan covers a job of
-    several nights), else `default`. A value outside the option's bounds is not a plan's."""
+    several nights), else the fixed DEFAULT_MAX_AGE_HOURS the summary shows. Never the run's own
+    --preview-max-age: a plan without a valid value (removed, out of bounds, NaN, a string) must
+    not take whatever the runner passes. A value outside the option's bounds is not a plan's."""
+    from runs.preview_gate import DEFAULT_MAX_AGE_HOURS
     hours = _obj(plan.data, "options").get("preview_max_age")
     if isinstance(hours, (int, float)) and not isinstance(hours, bool) and 0.01 <= hours <= MAX_VALID_HOURS:
         return float(hours)
-    return default
+    return DEFAULT_MAX_AGE_HOURS
 
 
 def _valid_until(data: dict[str, Any], hours: Any) -> str:
@@ -221,7 +280,10 @@ def _valid_until(data: dict[str, Any], hours: Any) -> str:
         until = instant(data.get("created_at")) + timedelta(hours=float(hours))
     except (TypeError, ValueError):
         return "unknown"
-    return f"{until.isoformat(timespec='minutes')} ({float(hours):g} hours: the preview's --preview-max-age)"
+    recorded = _obj(data, "options").get("preview_max_age")
+    said = "the preview's --preview-max-age" if recorded == hours else \
+        "the fixed default: the plan records no valid --preview-max-age"
+    return f"{until.isoformat(timespec='minutes')} ({float(hours):g} hours: {said})"
 
 
 def _age(created_at: Any) -> str:
@@ -254,9 +316,12 @@ def summary_lines(plan: Plan) -> list[str]:
     lines = [f"plan      {plan.path}", f"sha256    {plan.sha256}",
              f"kind      {data.get('kind')} (run by {PLAN_KINDS.get(plan.kind, '?')} --plan)",
              f"made      {data.get('created_at')} ({_age(data.get('created_at'))}), run {data.get('run_id')}",
-             f"valid to  {_valid_until(data, valid_hours(plan, 24.0))}",
+             f"valid to  {_valid_until(data, valid_hours(plan))}",
              f"author    {_author_line(data)}", f"target    {target}",
              f"complete  {'yes' if data.get('complete') is True else 'NO: it can never unlock a run'}"]
+    if valid_hours(plan) > LONG_VALIDITY_HOURS:
+        lines.insert(5, f"LONG      valid for {valid_hours(plan) / 24:g} days: longer than {LONG_VALIDITY_HOURS // 24} "
+                        f"days — make sure you mean it")
     if plan.kind == "preview":
         csv = _obj(data, "csv")
         lines += [f"CSV sha256 {scope.get('csv_sha256')} ({csv.get('rows')} rows; checked by the run)",
@@ -265,9 +330,14 @@ def summary_lines(plan: Plan) -> list[str]:
                                            if k not in ("csv_sha256", "target") and v not in (None, False, [], ())
                                            and (k, v) != ("merge_note", True))
                                   or "defaults"),
-                  f"sets      {_counts(totals, _MERGE_COUNTS)}",
-                  f"items     {_counts(totals, _MERGE_ITEMS)}",
-                  f"calls     about {totals['estimated_calls']} API calls for the sets themselves"
+                  f"sets      {totals['merge_sets']} merge sets: the run may start {may_start(data)} (every set not "
+                  f"shown skipped or already done"
+                  + (", nor merge_refused" if scope.get("ask_refused_again") else "") + "); "
+                  + _counts(totals, _MERGE_COUNTS[2:]),
+                  f"items     {_counts(totals, _MERGE_ITEMS)}, as the preview read them; a run moves what the "
+                  f"duplicates own when it runs",
+                  f"calls     about {totals['estimated_calls']} API calls for the sets themselves, as the preview "
+                  f"read them"
                   + (f" (the preview's whole-job estimate, with the runs' preflight and canary: about {job})"
                      if isinstance(job := _obj(data, "estimate").get("calls"), int) else "")]
     else:
@@ -277,9 +347,15 @@ def summary_lines(plan: Plan) -> list[str]:
                                            if k in ("only", "no_restore_note") and v not in (None, False))
                                   or "defaults"),
                   f"sets      {_counts(totals, _RESTORE_COUNTS)}",
-                  f"items     {_counts(totals, _RESTORE_ITEMS)}",
+                  f"items     {_counts(totals, _RESTORE_ITEMS)} (from the writes listed: the run makes no other)",
                   f"calls     {totals['writes']} writes listed"]
-    return [neutralise(line, keep="").replace("\n", "\\n").replace("\t", "\\t") for line in lines]
+    return [_escaped(neutralise(line, keep="").replace("\n", "\\n").replace("\t", "\\t")) for line in lines]
+
+
+def _escaped(line: str) -> str:
+    """`line` with every format character (Unicode category Cf: zero-width spaces and joiners,
+    bidi marks, soft hyphens...) shown as its escape, so what the approver reads is what is there."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cf" else c for c in line)
 
 
 def _with(option: str, value: object) -> str:
@@ -302,12 +378,12 @@ def options_difference(plan: dict[str, Any], *, only: str | None, no_restore_not
     return None
 
 
-def age_refusal(plan: Plan, default_hours: float) -> str | None:
+def age_refusal(plan: Plan) -> str | None:
     """Why the plan is too old (or dated in the future) to unlock a run, in one line; None when it
     is not. Its limit is its own (valid_hours): a run cannot raise it, so the way on is a new
     preview and a new approval."""
     from runs.preview_gate import too_old
-    hours = valid_hours(plan, default_hours)
+    hours = valid_hours(plan)
     why = too_old(plan.data, hours)
     if why is None:
         return None

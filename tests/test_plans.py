@@ -529,8 +529,10 @@ def test_f4_the_summary_counts_the_sets_shows_the_checked_scope_and_escapes_cont
                       csv={"path": "/tmp/\x1b[2Jx.csv", "rows": 9, "sha256": "a" * 64})
     shown = "\n".join(approve_plan.summary_lines(load_plan(plan)))
     assert "\x1b" not in shown and "\\x1b[2Jx.csv (informational" in shown and "\\x1b[31mred" in shown
-    assert "sets      2 merge sets, 1 would merge, 1 skipped" in shown
-    assert "items     2 tickets, 1 conversations, 2 messages, 1 attachments" in shown
+    assert "sets      2 merge sets: the run may start 1 (every set not shown skipped or already done); 1 skipped" \
+        in shown
+    assert "items     2 tickets, 1 conversations, 2 messages, 1 attachments, as the preview read them; a run moves " \
+           "what the duplicates own when it runs" in shown
     assert "about 7 API calls" in shown and f"CSV sha256 {'a' * 64} (9 rows" in shown
 
 
@@ -621,3 +623,197 @@ def test_approving_leaves_no_signature_that_approves_nothing(tmp_path, monkeypat
     approved = open(plan + ".sig", "rb").read()
     assert _approve(plan, keys, who="eve", identity="eve@example.com") == ExitCode.FAILED
     assert open(plan + ".sig", "rb").read() == approved
+
+
+# --------------------------------------------------------------------------- the second attacker trial's findings
+def _rewrite(plan: str, edit) -> dict:
+    data = json.load(open(plan, encoding="utf-8"))
+    edit(data)
+    with open(plan, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+    return data
+
+
+def _refused_run(run: MergeRun, plan: str, keys: Keys, sandbox, monkeypatch, capsys, *args: str) -> str:
+    """The run's one error line; it exits 2 having made no DevRev client and no request."""
+    keys.sign_raw("bob", plan)
+    sandbox.clear_log()
+    made = _no_client(monkeypatch)
+    capsys.readouterr()
+    assert run.run("--plan", plan, "--require-approval", "--allowed-signers", keys.signers, *args) == ExitCode.USAGE
+    line = _one_error_line(capsys)
+    assert made == [] and sandbox.request_log == []
+    return line
+
+
+def test_n1_the_summary_says_how_many_sets_the_run_may_start_and_odd_sets_are_refused(
+        tmp_path, monkeypatch, make_sandbox, small_dataset, keys, capsys):
+    """The author relabels every would_merge set merge_refused (totals.would_merge 0): the run
+    would still start them all, and the summary says so; a status no preview writes, or a set
+    that is not an object (a null gave a traceback), is refused to approver and run alike."""
+    sandbox = make_sandbox(small_dataset.seed)
+    run = MergeRun(tmp_path, sandbox, small_dataset, monkeypatch)
+    plan = str(tmp_path / "PLAN.json")
+    assert run.preview("--plan-out", plan) == 0
+
+    def relabel(data):
+        for s in data["sets"]:
+            s["status"] = "merge_refused"
+        data["totals"]["would_merge"] = 0
+    _rewrite(plan, relabel)
+    capsys.readouterr()
+    assert approve_plan.main(["--show", plan]) == ExitCode.FAILED
+    assert "sets      3 merge sets: the run may start 3 (" in capsys.readouterr().out
+    original = json.load(open(plan, encoding="utf-8"))
+    for bad, said in (("held_back", "set 1 has the status 'held_back', which no preview writes"),
+                      (None, "set 1 is not an object (null)")):
+        def spoil(data, bad=bad):
+            data["sets"][0] = dict(data["sets"][0], status=bad) if bad else None
+        _rewrite(plan, spoil)
+        capsys.readouterr()
+        assert _approve(plan, keys) == ExitCode.USAGE
+        assert said in _one_error_line(capsys) and not os.path.exists(plan + ".sig")
+        assert said in _refused_run(run, plan, keys, sandbox, monkeypatch, capsys)
+        os.unlink(plan + ".sig")
+        _rewrite(plan, lambda data: data.update(original))
+
+
+def test_n1_held_back_is_the_runs_rule():
+    from runs.plan_file import held_back, may_start
+    assert not held_back({"status": "merge_refused"}, ask_refused_again=False)
+    assert held_back({"status": "merge_refused"}, ask_refused_again=True)
+    assert held_back({"status": "skipped"}, ask_refused_again=False)
+    assert held_back({"status": "already_merged"}, ask_refused_again=False)
+    assert not held_back({"status": "restored"}, ask_refused_again=False)
+    plan = {"kind": "preview", "scope": {"ask_refused_again": True},
+            "sets": [{"status": s} for s in ("would_merge", "merge_refused", "skipped", "already_moved_only",
+                                              "restored")]}
+    assert may_start(plan) == 2
+
+
+def test_n2_a_restore_plan_is_counted_from_its_writes_and_refused_when_its_totals_are_not_them(tmp_path):
+    plan = tmp_path / "RESTORE.json"
+    sets = [{"status": "would_restore", "duplicates": [{"recreate": True, "items": [{"action": "move_back"}]}],
+             "writes": [{"write": "item_back", "id": "t1"}, {"write": "item_back", "id": "t2"},
+                        {"write": "recreate", "id": "d1"}]}]
+    plan.write_text(json.dumps({"kind": "restore_preview", "target": "sandbox", "sets": sets,
+                                "totals": {"contacts_to_recreate": 1, "items_to_give_back": 1, "writes": 3}}))
+    with pytest.raises(UsageError, match=r"totals.items_to_give_back 1, its sets 2"):
+        load_plan(str(plan))
+    plan.write_text(json.dumps({"kind": "restore_preview", "target": "sandbox", "sets": sets}))
+    shown = "\n".join(approve_plan.summary_lines(load_plan(str(plan))))
+    assert "items     1 contacts to recreate, 2 items to give back (from the writes listed" in shown
+
+
+@pytest.mark.parametrize("age", ["remove", 0, 1e9, "NaN", "168"])
+def test_n3_a_plan_without_a_valid_age_is_valid_for_the_fixed_default_not_the_runs(
+        age, tmp_path, monkeypatch, make_sandbox, small_dataset, keys, capsys):
+    sandbox = make_sandbox(small_dataset.seed)
+    run = MergeRun(tmp_path, sandbox, small_dataset, monkeypatch)
+    plan = str(tmp_path / "PLAN.json")
+    assert run.preview("--plan-out", plan) == 0
+
+    def spoil(data):
+        if age == "remove":
+            data["options"].pop("preview_max_age", None)
+        else:
+            data["options"]["preview_max_age"] = float("nan") if age == "NaN" else age
+    _rewrite(plan, spoil)
+    capsys.readouterr()
+    assert approve_plan.main(["--show", plan]) == ExitCode.FAILED
+    assert "(24 hours: the fixed default: the plan records no valid --preview-max-age)" in capsys.readouterr().out
+    monkeypatch.setattr("runs.preview_gate.utc_now", lambda: _later(plan, hours=100))
+    line = _refused_run(run, plan, keys, sandbox, monkeypatch, capsys, "--preview-max-age", "1000")
+    assert "older than the 24 hours" in line
+
+
+def test_n3_a_validity_over_three_days_is_flagged_on_its_own_line(tmp_path):
+    plan = _tiny_plan(tmp_path, created_at="2026-01-01T00:00:00Z", options={"preview_max_age": 168})
+    shown = approve_plan.summary_lines(load_plan(plan))
+    assert "LONG      valid for 7 days: longer than 3 days — make sure you mean it" in shown
+    plan = _tiny_plan(tmp_path, created_at="2026-01-01T00:00:00Z", options={"preview_max_age": 72})
+    assert not any(line.startswith("LONG") for line in approve_plan.summary_lines(load_plan(plan)))
+
+
+def test_n4_allowed_signers_named_differently_by_environment_and_dotenv_is_refused(
+        tmp_path, monkeypatch, make_sandbox, small_dataset, keys, capsys, caplog):
+    sandbox = make_sandbox(small_dataset.seed)
+    run = MergeRun(tmp_path, sandbox, small_dataset, monkeypatch)   # (its working folder is tmp_path)
+    plan = str(tmp_path / "PLAN.json")
+    assert run.preview("--plan-out", plan) == 0
+    mine = tmp_path / "mine"
+    mine.write_text(f"approver@example.com {keys.public('eve')}\n")
+    os.chmod(mine, 0o600)
+    (tmp_path / ".env").write_text(f"{approval.SIGNERS_ENV}={keys.signers}\n{approval.REQUIRE_ENV}=1\n")
+    monkeypatch.setenv(approval.SIGNERS_ENV, str(mine))
+    monkeypatch.setenv(approval.REQUIRE_ENV, "1")   # (so that what the run's .env loading sets is undone)
+    keys.sign_raw("eve", plan)
+    sandbox.clear_log()
+    made = _no_client(monkeypatch)
+    capsys.readouterr()
+    assert run.run("--plan", plan) == ExitCode.USAGE
+    assert f"{approval.SIGNERS_ENV} names {mine} in the environment and {keys.signers} in .env" \
+        in _one_error_line(capsys)
+    assert made == [] and sandbox.request_log == []
+    monkeypatch.setenv(approval.SIGNERS_ENV, keys.signers)   # the same file: fine
+    assert approval.Policy.of(False, None).allowed_signers == keys.signers
+    caplog.clear()
+    keys.sign_raw("bob", plan)
+    approval.verify(load_plan(plan), keys.signers, runner=True)
+    assert "that holds the allowed signers can be written by the user running this" in caplog.text
+
+
+@pytest.mark.parametrize("line, counted", [
+    (f'{AUTHOR} namespaces="git\\" x" {{author}}', True),     # OpenSSH: an escaped quote inside the options
+    (f'{AUTHOR} namespaces="git\\" x {{author}}', None),      # the key's line, not readable: refused
+    (f"{AUTHOR} not-a-key-type {{author}}", True),           # holds the key's base64: its principals count
+])
+def test_n5_the_signers_parser_reads_escaped_quotes_and_any_line_holding_the_key(line, counted, tmp_path, keys):
+    with open(keys.signers, "w", encoding="utf-8") as fh:
+        fh.write(f"ops@example.com {keys.public('author')}\n" + line.format(author=keys.public("author")) + "\n")
+    plan = _tiny_plan(tmp_path)
+    keys.sign_raw("author", plan)
+    blob = approval.signature_key(open(plan + ".sig", "rb").read())
+    if counted is None:
+        with pytest.raises(UsageError, match="line 2: it holds the plan's signing key but cannot be read"):
+            approval.principals_of(keys.signers, blob)
+        with pytest.raises(UsageError, match="line 2"):
+            approval.verify(load_plan(plan), keys.signers)
+        return
+    assert AUTHOR in approval.principals_of(keys.signers, blob)
+    with pytest.raises(UsageError, match="its own author's key"):
+        approval.verify(load_plan(plan), keys.signers)
+
+
+def test_n5_the_signers_parser_follows_openssh_on_quotes():
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="
+    assert approval._parsed(f'a@x namespaces="git\\" x" {key}')[0] == ["a@x"]
+    assert approval._parsed(f'"a@x,b@y" {key}')[0] == ["a@x", "b@y"]
+    assert approval._parsed(f'a@x valid-before="2030",namespaces="p" {key}')[0] == ["a@x"]
+    assert approval._parsed(f'a@x namespaces="git {key}') is None
+
+
+def test_n7_show_checks_with_the_system_ssh_keygen(tmp_path, monkeypatch, keys, capsys):
+    if not any(approval._system_tool(p) for p in approval.SYSTEM_SSH_KEYGEN):
+        pytest.skip("no system ssh-keygen owned by root here")
+    plan = _tiny_plan(tmp_path, sets=[], complete=True)
+    keys.sign_raw("bob", plan)
+    with open(plan, "a", encoding="utf-8") as fh:
+        fh.write(" ")   # changed after signing
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ssh-keygen").write_text(f"#!/bin/sh\ncat >/dev/null\necho 'Good \"{approval.NAMESPACE}\" signature "
+                                     f"for bob@example.com with ED25519 key {keys.fingerprint('bob')}'\n")
+    os.chmod(fake / "ssh-keygen", 0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    capsys.readouterr()
+    assert approve_plan.main(["--show", plan, "--allowed-signers", keys.signers]) == ExitCode.FAILED
+    out = capsys.readouterr().out
+    assert "NOT APPROVED" in out and "changed since it was signed" in out
+
+
+def test_the_summary_escapes_zero_width_characters(tmp_path):
+    plan = _tiny_plan(tmp_path, scope={"csv_sha256": "a" * 64, "target": "sand\u200bbox"},
+                      csv={"path": "/data/ok\u2066.csv"})
+    shown = "\n".join(approve_plan.summary_lines(load_plan(plan)))
+    assert "\u200b" not in shown and "\u2066" not in shown and "sand\\u200bbox" in shown
