@@ -1,7 +1,7 @@
 """The code a bench compares this checkout with, side by side in one run.
 
 `--baseline` takes a checkout folder, or a commit of this repository (default: BASELINE_COMMIT,
-release 1.4.0, the code before issues 25 and 26), which is extracted once with `git archive`
+1.4.0 and its fixes at the last commit before issues 25 and 26), which is extracted once with `git archive`
 into `.bench/baseline-<commit>/` beside the benches' checkout and reused. Every bench that
 compares runs both codes in processes of their own, so the two never mix.
 """
@@ -14,13 +14,13 @@ import subprocess
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASELINE_COMMIT = "8178686"   # 1.4.0: the figures of issue 25's table were taken against it
+BASELINE_COMMIT = "8178686"   # 1.4.0 (+ fixes): the figures of issue 25's table were taken against it
 
 
 def add_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", "--base", dest="baseline", default=BASELINE_COMMIT, metavar="DIR|COMMIT",
                         help=f"the code to compare with: a checkout folder, or a commit of this repository "
-                             f"(extracted into .bench/; default {BASELINE_COMMIT}, release 1.4.0)")
+                             f"(extracted into .bench/; default {BASELINE_COMMIT}: 1.4.0 and its fixes)")
 
 
 def checkout(value: str) -> str:
