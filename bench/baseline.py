@@ -44,3 +44,23 @@ def checkout(value: str) -> str:
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(work, dest)
     return dest
+
+
+# ----------------------------------------------------------------------------- shared by the benches' tables
+NOT_COMPUTED = "ratio: not computed, a run failed"
+
+
+def plural(n: int, word: str) -> str:
+    """"1 run", "3 runs": the plural only when n is not 1."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def failed_text(codes) -> str:
+    """"failed (exit 2)", or "failed (exit 2, -9)" for a side whose runs failed differently."""
+    bad = sorted({c for c in codes if c != 0}, key=str)
+    return f"failed (exit {', '.join(str(c) for c in bad)})"
+
+
+def worst(codes) -> int:
+    """The first non-zero exit code of `codes`, else 0 (max() would hide a signal's negative code)."""
+    return next((c for c in codes if c != 0), 0)

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     per_minute = args.rate * 60 / args.window
     print(f"one duplicate on {args.objects} objects, then 2 ordinary sets; R = {args.rate} per {args.window:g} s "
           f"({per_minute:.0f}/min), {args.latency * 1000:.0f} ms per call, default options, --rate-limit "
-          f"{per_minute:.0f}; {args.repeat} runs a side, {args.jobs} at once")
+          f"{per_minute:.0f}; {baseline.plural(args.repeat, 'run')} a side, {args.jobs} at once")
     names = ["base", "new"] + (["new --no-canary"] if args.reference else [])
     sides = {"base": baseline.checkout(args.baseline), "new": ROOT, "new --no-canary": ROOT}
     order = [(i, side) for i in range(args.repeat) for side in names]   # interleaved
@@ -188,10 +188,16 @@ def main(argv=None) -> int:
               f"({n['canary_calls']:.0f} by the canary), {100 * n['share']:.0f}% of R, {n['wall']:.1f} s")
         print(f"new / base: calls {n['calls'] / b['calls']:.2f}, % of R {n['share'] / b['share']:.2f}, "
               f"wall {n['wall'] / b['wall']:.2f}")
+    else:
+        print(f"new / base: {baseline.NOT_COMPUTED}")
     if "new --no-canary" in med:
         r = med["new --no-canary"]
-        print(f"new --no-canary: {r['calls']:.0f} calls, {100 * r['share']:.0f}% of R, {r['wall']:.1f} s: the canary "
-              f"costs {100 * (r['share'] - med['new']['share']):.0f} percentage points of R" if "new" in med else "")
+        cost = ""
+        if "new" in med:   # from the rounded figures shown, so the sentence agrees with the rows
+            points = round(100 * r["share"]) - round(100 * med["new"]["share"])
+            cost = (f": the canary costs {points} percentage point{'' if points == 1 else 's'} of R" if points > 0
+                    else ": the canary costs less than 1 percentage point of R")
+        print(f"new --no-canary: {r['calls']:.0f} calls, {100 * r['share']:.0f}% of R, {r['wall']:.1f} s{cost}")
     return 1 if failed else 0
 
 

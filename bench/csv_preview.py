@@ -112,8 +112,9 @@ def measure(rows: int, sets: int, repeat: int, workdir: str) -> dict:
     csv_path = os.path.join(workdir, f"contacts_{rows}.csv")
     write_big_csv(csv_path, dataset, rows)
     runs = [preview_once(ROOT, csv_path, dataset.seed, workdir, []) for _ in range(repeat)]
-    return {"rows": rows, "sets": sets, "exit": max(r["exit"] for r in runs), "calls": runs[0]["calls"],
-            **{k: statistics.median(r[k] for r in runs) for k in METRICS}}
+    good = [r for r in runs if r["exit"] == 0] or runs   # medians of the successful runs (all failed: exit says so)
+    return {"rows": rows, "sets": sets, "exit": baseline.worst(r["exit"] for r in runs), "calls": good[0]["calls"],
+            **{k: statistics.median(r[k] for r in good) for k in METRICS}}
 
 
 def main(argv=None) -> int:
@@ -138,32 +139,43 @@ def main(argv=None) -> int:
         csv_path = os.path.join(workdir, f"contacts_{rows}.csv")
         write_big_csv(csv_path, dataset, rows)
         size = os.path.getsize(csv_path) / (1 << 20)
-        print(f"{rows:,} rows ({size:.1f} MiB), {args.sets} merge sets; {args.repeat} runs of each, interleaved",
-              flush=True)
+        print(f"{rows:,} rows ({size:.1f} MiB), {args.sets} merge sets; {baseline.plural(args.repeat, 'run')} of each, "
+              f"interleaved", flush=True)
         for n in range(args.repeat):
             for name, checkout, extra in checkouts:
                 r = preview_once(checkout, csv_path, dataset.seed, workdir, extra)
                 results[name].append(r)
+                if r["exit"] != 0:   # a failed run's timings are no figures
+                    print(f"  run {n + 1} {name:<19} {baseline.failed_text([r['exit']])}", flush=True)
+                    print(r.get("console", ""), file=sys.stderr)
+                    continue
                 print(f"  run {n + 1} {name:<19} exit {r['exit']}  first output {r['first_output_s']:5.2f} s  "
                       f"first call {r['first_call_s']:5.2f} s  preview {r['wall_s']:5.1f} s  "
                       f"peak RSS {r['rss_mib']:4.0f} MiB  reports {r['report_mib']:6.1f} MiB", flush=True)
-                if r["exit"] != 0:
-                    print(r.get("console", ""), file=sys.stderr)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    medians = {name: {k: statistics.median(r[k] for r in runs) for k in METRICS} for name, runs in results.items()}
-    print(f"\nmedians of {args.repeat}:")
+    good = {name: [r for r in runs if r["exit"] == 0] for name, runs in results.items()}   # successful runs only
+    medians = {name: {k: statistics.median(r[k] for r in runs) for k in METRICS} for name, runs in good.items() if runs}
+    print(f"\nmedians of the successful runs ({baseline.plural(args.repeat, 'run')} of each):")
     print(f"  {'':<19} {'first output':>12} {'first call':>10} {'preview':>8} {'peak RSS':>9} {'console':>8} "
           f"{'reports':>9}")
-    for name, m in medians.items():
+    for name, runs in results.items():
+        lost = [r["exit"] for r in runs if r["exit"] != 0]
+        if name not in medians:
+            print(f"  {name:<19} {baseline.failed_text(lost)}")
+            continue
+        m = medians[name]
         print(f"  {name:<19} {m['first_output_s']:10.2f} s {m['first_call_s']:8.2f} s {m['wall_s']:6.1f} s "
-              f"{m['rss_mib']:5.0f} MiB {m['console_bytes']:6.0f} B {m['report_mib']:5.1f} MiB")
-    base = medians["baseline"]
-    for name in list(medians)[1:]:
-        new = medians[name]
-        print(f"  {name} / baseline: first output x{new['first_output_s'] / base['first_output_s']:.2f}, "
-              f"first call x{new['first_call_s'] / base['first_call_s']:.2f}, "
-              f"preview x{new['wall_s'] / base['wall_s']:.2f}, peak RSS x{new['rss_mib'] / base['rss_mib']:.2f}")
+              f"{m['rss_mib']:5.0f} MiB {m['console_bytes']:6.0f} B {m['report_mib']:5.1f} MiB"
+              + (f"  ({len(lost)} of {len(runs)} {baseline.failed_text(lost)})" if lost else ""))
+    for name in list(results)[1:]:
+        if name not in medians or "baseline" not in medians:
+            print(f"  {name} / baseline: {baseline.NOT_COMPUTED}")
+            continue
+        new, old = medians[name], medians["baseline"]
+        print(f"  {name} / baseline: first output x{new['first_output_s'] / old['first_output_s']:.2f}, "
+              f"first call x{new['first_call_s'] / old['first_call_s']:.2f}, "
+              f"preview x{new['wall_s'] / old['wall_s']:.2f}, peak RSS x{new['rss_mib'] / old['rss_mib']:.2f}")
     print(json.dumps({"rows": rows, "medians": medians}))
     failed = [name for name, runs in results.items() if any(r["exit"] != 0 for r in runs)]
     if failed:

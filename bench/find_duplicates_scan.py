@@ -51,10 +51,12 @@ else:
 """
 
 
-def run_child(argv: list[str], env: dict) -> tuple[int, float, float, str]:
-    """(exit code, peak RSS MiB, wall seconds, output tail) of `python <argv>` in a child."""
+def run_child(argv: list[str], env: dict, cwd: str) -> tuple[int, float, float, str]:
+    """(exit code, peak RSS MiB, wall seconds, output tail) of `python <argv>` in a child, in `cwd` (a
+    temporary folder: nothing is left in the checkout), with this checkout on PYTHONPATH."""
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *argv], env=env, cwd=ROOT,
+    env = dict(env, PYTHONPATH=os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p))
+    proc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *argv], env=env, cwd=cwd,
                           capture_output=True, text=True)
     wall = time.monotonic() - started
     peaks = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
@@ -84,8 +86,9 @@ def bench_one(contacts: int, sets: int, page_cap: int, folder: str) -> tuple[lis
         env = dict(os.environ, DEVREV_API_TOKEN=TOKEN, DEVREV_BASE_URL=sandbox.base_url)
         output = os.path.join(folder, f"found_{contacts}.csv")
         argv = [os.path.join(ROOT, "find_duplicates.py"), "--output", output,
-                "--rate-limit", "100000", "--log-dir", os.path.join(folder, "logs")]
-        code, peak, wall, tail = run_child(argv, env)
+                "--rate-limit", "100000", "--log-dir", os.path.join(folder, "logs"),
+                "--report-dir", os.path.join(folder, "reports")]
+        code, peak, wall, tail = run_child(argv, env, folder)
         pages = sum(1 for e in sandbox.api_calls() if e["endpoint"] == "rev-users.list")
     finally:
         sandbox.stop()
@@ -104,12 +107,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.contacts.split(",")]
     print(f"$ python3 bench/find_duplicates_scan.py {shlex.join(argv if argv is not None else sys.argv[1:])}")
-    _code, floor, _wall, _tail = run_child(["-c", IMPORTS_ONLY], dict(os.environ))
-    print(f"interpreter + modules only (no scan): peak RSS {floor:.1f} MiB")
-    header = ["contacts", "merge sets", "pages", "min pages", "peak RSS MiB", "scan s", "tenant build s"]
-    print("  ".join(f"{h:>14}" for h in header))
     failed = False
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory(prefix="find-duplicates-scan-") as folder:
+        code, floor, _wall, tail = run_child(["-c", IMPORTS_ONLY], dict(os.environ), folder)
+        if code:
+            failed = True
+            print(f"interpreter + modules only (no scan): failed (exit {code}): {tail.strip()[-300:]}")
+        else:
+            print(f"interpreter + modules only (no scan): peak RSS {floor:.1f} MiB")
+        header = ["contacts", "merge sets", "pages", "min pages", "peak RSS MiB", "scan s", "tenant build s"]
+        print("  ".join(f"{h:>14}" for h in header))
         for contacts in sizes:
             row, problems = bench_one(contacts, args.sets, args.page_cap, folder)
             print("  ".join(f"{v:>14}" for v in row), flush=True)

@@ -107,10 +107,14 @@ def main(argv=None) -> int:
           f"peak RSS = the tool's own VmHWM" + (", --no-canary" if args.no_canary else ""))
     extra = ["--no-canary"] if args.no_canary else []
     failed = False
-    floor = {}
+    floor: dict[str, float | None] = {}
+    floor_text = []
     for side, root in sides.items():   # the interpreter and modules: a 20-object merge
-        floor[side] = merge_once(root, 20, extra)["rss"]
-    print(f"20-object merge (the floor): old {floor['old']:.1f} MiB, new {floor['new']:.1f} MiB")
+        r = merge_once(root, 20, extra)
+        failed |= r["exit"] != 0
+        floor[side] = r["rss"] if r["exit"] == 0 else None
+        floor_text.append(f"{side} " + (f"{r['rss']:.1f} MiB" if r["exit"] == 0 else baseline.failed_text([r["exit"]])))
+    print(f"20-object merge (the floor): {', '.join(floor_text)}")
     print(f"{'objects':>7} {'runs':>4} {'old MiB':>8} {'new MiB':>8} {'new/old':>7} {'old KiB/obj':>11} "
           f"{'new KiB/obj':>11} {'old s':>6} {'new s':>6}")
     for n, objects in enumerate(sizes):
@@ -121,13 +125,22 @@ def main(argv=None) -> int:
                 r = merge_once(root, objects, extra)
                 failed |= r["exit"] != 0
                 got[side].append(r)
-        med = {s: statistics.median(r["rss"] for r in got[s]) for s in got}
-        wall = {s: statistics.median(r["wall"] for r in got[s]) for s in got}
-        per = {s: (med[s] - floor[s]) * 1024 / objects for s in got}
-        exits = {s: [r["exit"] for r in got[s]] for s in got}
-        print(f"{objects:>7} {runs:>4} {med['old']:>8.1f} {med['new']:>8.1f} {med['new'] / med['old']:>7.2f} "
-              f"{per['old']:>11.1f} {per['new']:>11.1f} {wall['old']:>6.1f} {wall['new']:>6.1f}"
-              + ("" if all(e == 0 for e in exits["old"] + exits["new"]) else f"  exits {exits}"))
+        good = {s: [r for r in got[s] if r["exit"] == 0] for s in got}   # medians of the successful runs only
+        med = {s: statistics.median(r["rss"] for r in good[s]) for s in got if good[s]}
+        wall = {s: statistics.median(r["wall"] for r in good[s]) for s in got if good[s]}
+        cell = {s: f"{med[s]:.1f}" if s in med else "failed" for s in got}
+        per = {s: "-" for s in got}
+        for s, base_rss in floor.items():
+            if s in med and base_rss is not None:
+                per[s] = f"{(med[s] - base_rss) * 1024 / objects:.1f}"
+        secs = {s: f"{wall[s]:.1f}" if s in wall else "-" for s in got}
+        ratio = f"{med['new'] / med['old']:.2f}" if "new" in med and "old" in med else "-"
+        lost = {s: [r["exit"] for r in got[s] if r["exit"] != 0] for s in got}
+        notes = [f"{s} {len(lost[s])} of {len(got[s])} {baseline.failed_text(lost[s])}" for s in got if lost[s]]
+        print(f"{objects:>7} {runs:>4} {cell['old']:>8} {cell['new']:>8} {ratio:>7} "
+              f"{per['old']:>11} {per['new']:>11} {secs['old']:>6} {secs['new']:>6}"
+              + (f"  {'; '.join(notes)}; {baseline.NOT_COMPUTED}" if ratio == "-" else
+                 f"  {'; '.join(notes)}" if notes else ""))
         sys.stdout.flush()
     return 1 if failed else 0
 

@@ -69,7 +69,7 @@ class SideRun:
 
     def __init__(self, name: str, checkout: str, dataset, args):
         self.name, self.checkout, self.args = name, checkout, args
-        self.workdir = tempfile.mkdtemp(prefix=f"restore-speed-{name}-")
+        self.workdir = tempfile.mkdtemp(prefix=f"restore-speed-{name.replace(' ', '-')}-")
         self.csv = os.path.join(self.workdir, "contacts.csv")
         with open(self.csv, "w", encoding="utf-8", newline="") as fh:
             fh.write(dataset.csv_text())
@@ -100,20 +100,23 @@ class SideRun:
         items = sum(1 for c in calls if c.get("applied") and ITEM_WRITES.get(c["endpoint"]) in (c.get("body") or {}))
         span = max(c["t"] for c in served) - min(c["t"] for c in served) + a.latency if served else wall
         total = len(served) + sum(1 for c in preview if c.get("status") != 429)
-        return {"side": self.name, "exit": max(preview_code, code), "calls": total, "items": items,
+        return {"side": self.name, "exit": baseline.worst([preview_code, code]), "id": id(self),
+                "workdir": self.workdir, "calls": total, "items": items,
                 "per_item": total / max(1, items), "share": 100 * len(served) / span * 60 / per_minute,
                 "throttled": sum(1 for c in preview + calls if c.get("status") == 429),
                 "wall": preview_wall + wall, "restore_wall": wall}
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """Stop the emulator; remove the folder unless `keep` (a failed run's logs, named on the console)."""
         self.sandbox.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def median_row(runs: list[dict]) -> dict:
     out = {k: statistics.median(r[k] for r in runs) for k in ("calls", "items", "per_item", "share", "throttled",
                                                               "wall", "restore_wall")}
-    return dict(out, side=runs[0]["side"], exit=max(r["exit"] for r in runs))
+    return dict(out, side=runs[0]["side"], exit=baseline.worst(r["exit"] for r in runs))
 
 
 def main(argv=None) -> int:
@@ -134,9 +137,11 @@ def main(argv=None) -> int:
     per_minute = args.rate * 60 / args.window
     print(f"one duplicate on {args.objects} objects merged, then restore --preview and restore with --workers "
           f"{args.workers}; R = {per_minute:.0f} calls/min ({args.rate} per {args.window:g} s), "
-          f"{args.latency * 1000:.0f} ms per call, --rate-limit {per_minute:.0f}; medians of {args.repeat}")
+          f"{args.latency * 1000:.0f} ms per call, --rate-limit {per_minute:.0f}; medians of "
+          f"{baseline.plural(args.repeat, 'repetition')}")
     dataset = big_duplicate(args.objects)
     sides: list[SideRun] = []
+    keep: set[int] = set()   # id() of the runs whose folder is kept: a failed run's
     base = baseline.checkout(args.baseline)
     try:
         for _ in range(args.repeat):
@@ -144,7 +149,9 @@ def main(argv=None) -> int:
                       SideRun("this code", ROOT, dataset, args)]
         merged = [s.merge(base) for s in sides]
         if any(merged):
-            print(f"a merge failed (exit codes {merged}): see {sides[merged.index(max(merged))].workdir}")
+            kept = [s for s, code in zip(sides, merged) if code != 0]
+            keep.update(id(s) for s in kept)   # kept by the cleanup below: the folders named here
+            print(f"a merge failed (exit codes {merged}): see {', '.join(s.workdir for s in kept)}")
             return 1
         lock = threading.Lock()
         results: dict[str, list[dict]] = {"baseline": [], "this code": []}
@@ -160,19 +167,33 @@ def main(argv=None) -> int:
                     one(s)
             for f in futures:
                 f.result()
+        for side_runs in results.values():   # a failed restore's folder stays, named below
+            keep.update(r["id"] for r in side_runs if r["exit"] != 0)
     finally:
         for s in sides:
-            s.close()
-    rows = [median_row(results["baseline"]), median_row(results["this code"])]
+            s.close(keep=id(s) in keep)
     print(f"\n{'code':>10} {'exit':>4} {'calls':>6} {'items':>6} {'calls/item':>10} {'% of R':>6} {'429s':>5} "
           f"{'restore s':>9} {'wall s':>7}")
-    for r in rows:
+    rows = {}
+    for name, side_runs in results.items():
+        good = [r for r in side_runs if r["exit"] == 0]   # medians of the successful runs only
+        lost = [r for r in side_runs if r["exit"] != 0]
+        note = (f"  {len(lost)} of {len(side_runs)} {baseline.failed_text(r['exit'] for r in lost)}: see "
+                f"{', '.join(r['workdir'] for r in lost)}") if lost else ""
+        if not good:
+            print(f"{name:>10} {baseline.failed_text(r['exit'] for r in lost)}: see "
+                  f"{', '.join(r['workdir'] for r in lost)}")
+            continue
+        r = rows[name] = median_row(good)
         print(f"{r['side']:>10} {r['exit']:>4} {r['calls']:>6.0f} {r['items']:>6.0f} {r['per_item']:>10.2f} "
-              f"{r['share']:>5.0f}% {r['throttled']:>5.0f} {r['restore_wall']:>9.1f} {r['wall']:>7.1f}")
-    base, new = rows
-    print(f"\nthis code / baseline: calls {new['calls'] / base['calls']:.2f}x, calls per item "
-          f"{new['per_item'] / base['per_item']:.2f}x, share of R {new['share'] / base['share']:.1f}x, wall "
-          f"{new['wall'] / base['wall']:.2f}x ({base['wall'] / new['wall']:.1f} times as fast)")
+              f"{r['share']:>5.0f}% {r['throttled']:>5.0f} {r['restore_wall']:>9.1f} {r['wall']:>7.1f}{note}")
+    if "baseline" in rows and "this code" in rows:
+        old, new = rows["baseline"], rows["this code"]
+        print(f"\nthis code / baseline: calls {new['calls'] / old['calls']:.2f}x, calls per item "
+              f"{new['per_item'] / old['per_item']:.2f}x, share of R {new['share'] / old['share']:.1f}x, wall "
+              f"{new['wall'] / old['wall']:.2f}x ({old['wall'] / new['wall']:.1f} times as fast)")
+    else:
+        print(f"\nthis code / baseline: {baseline.NOT_COMPUTED}")
     print("(calls: served by the emulator in the preview and the restore; % of R: the restore's calls per minute "
           "over the span of its calls; wall: both child processes, start-up included)")
     return 0 if all(r["exit"] == 0 for rs in results.values() for r in rs) else 1

@@ -194,10 +194,14 @@ def main(argv=None) -> int:
     print(f"\n4. demo data: merge {med['merge']:.0f} calls; default preview {med['preview']:.0f} calls = "
           f"{100 * med['preview'] / med['merge']:.0f}% of the merge; --preview --full {med['full']:.0f} calls = "
           f"{100 * med['full'] / med['merge']:.0f}%")
-    failed = [x for x in runs + [many] if x["exit"] != 0] + [m for m in peaks if m["exit"] != 0] + \
-        [s for s in shares if s["merge_exit"] != 0] + ([c] if c["exit"] != 0 else [])
+    demo_exits = [s[f"{name}_exit"] for s in shares for name in ("preview", "full", "merge")]
+    if any(demo_exits):
+        print(f"   exit codes of those runs (preview, --full, merge each time): {demo_exits}")
+    # every child's exit code counts: section 1's merges, 2's, 3's previews and all three runs of 4 each time
+    failed = [x["exit"] for x in runs + [many] + peaks + [c]] + demo_exits
+    failed = [code for code in failed if code != 0]
     if failed:
-        print(f"\n{len(failed)} run(s) failed (see the exit columns)")
+        print(f"\n{len(failed)} {'run' if len(failed) == 1 else 'runs'} failed (exit codes {failed})")
     return 1 if failed else 0
 
 

@@ -36,14 +36,19 @@ def child(checkout: str, savepoint: str, out_path: str) -> None:
     """In the child: run --status of `checkout` on `savepoint`, then write its own peak RSS."""
     import resource
     sys.path.insert(0, checkout)
-    os.chdir(tempfile.mkdtemp(prefix="status-bench-"))
-    import merge_contacts
-    with open(os.devnull, "w") as devnull:
-        saved, sys.stdout = sys.stdout, devnull
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="status-bench-") as scratch:   # removed when the run ends
+        os.chdir(scratch)
         try:
-            code = merge_contacts.main(["--status", "--savepoint", savepoint])
+            import merge_contacts
+            with open(os.devnull, "w") as devnull:
+                saved, sys.stdout = sys.stdout, devnull
+                try:
+                    code = merge_contacts.main(["--status", "--savepoint", savepoint])
+                finally:
+                    sys.stdout = saved
         finally:
-            sys.stdout = saved
+            os.chdir(here)
     with open("/proc/self/status", encoding="ascii") as fh:
         hwm_kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
     with open(out_path, "w", encoding="utf-8") as fh:
@@ -137,28 +142,37 @@ def main() -> int:
         with sqlite3.connect(source) as db:
             base_sets = db.execute("SELECT COUNT(*) FROM sets").fetchone()[0]
         print(f"source: the demo merge's savepoint ({base_sets} sets); --status in a child process, peak RSS "
-              f"its own VmHWM; medians of {repeat}")
+              f"its own VmHWM; medians of the successful runs of {baseline.plural(repeat, 'run')} a side")
         print(f"{'sets':>8} {'steps':>9} {'events':>9} {'MiB':>7} | " + " | ".join(
-            f"{name:>5} MiB {name:>5} s" for name, _ in sides) + (" | MiB ratio  s ratio" if len(sides) == 2 else ""))
+            f"{name:>5} MiB {name:>5} s" for name, _ in sides) + " | new/base MiB  new/base s")
         for size in sizes:
             path = os.path.join(work, f"journal_{size}.sqlite3")
             counts = big_savepoint(source, path, size)
             results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in sides}
+            lost: dict[str, list[int]] = {name: [] for name, _ in sides}
             for _ in range(repeat):
                 for name, checkout in sides:          # interleaved: the machine's load falls on both
                     mib, wall, code = measure(checkout, path)
-                    if code != 0:
+                    if code != 0:                     # a failed run's figures are no figures
                         print(f"  {name}: --status exited {code} on {size} sets", file=sys.stderr)
                         failed = True
-                    results[name].append((mib, wall))
+                        lost[name].append(code)
+                    else:
+                        results[name].append((mib, wall))
             med = {name: (statistics.median(m for m, _ in r), statistics.median(w for _, w in r))
-                   for name, r in results.items()}
-            row = f"{size:>8} {counts['steps']:>9} {counts['events']:>9} {counts['mib']:>7} | " + " | ".join(
-                f"{med[name][0]:>9.0f} {med[name][1]:>7.2f}" for name, _ in sides)
-            if len(sides) == 2:
-                row += f" | {med['base'][0] / med['new'][0]:>9.1f} {med['base'][1] / med['new'][1]:>8.1f}"
+                   for name, r in results.items() if r}
+            cells = [f"{med[name][0]:>9.0f} {med[name][1]:>7.2f}" if name in med else
+                     f"{baseline.failed_text(lost[name]):>17}" for name, _ in sides]
+            row = f"{size:>8} {counts['steps']:>9} {counts['events']:>9} {counts['mib']:>7} | " + " | ".join(cells)
+            if "base" in med and "new" in med:     # new/old, as every other bench prints
+                row += f" | {med['new'][0] / med['base'][0]:>12.2f} {med['new'][1] / med['base'][1]:>10.2f}"
+            else:
+                row += f" | {baseline.NOT_COMPUTED}"
+            if any(lost[name] and name in med for name, _ in sides):
+                row += "  (" + "; ".join(f"{name} {len(lost[name])} of {repeat} {baseline.failed_text(lost[name])}"
+                                         for name, _ in sides if lost[name]) + ")"
             print(row, flush=True)
-            if size == max(sizes) and med["new"][0] > a.limit_mib:
+            if size == max(sizes) and "new" in med and med["new"][0] > a.limit_mib:
                 print(f"  this checkout's peak {med['new'][0]:.0f} MiB is over {a.limit_mib:.0f} MiB", file=sys.stderr)
                 failed = True
             os.unlink(path)

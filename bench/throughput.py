@@ -136,7 +136,9 @@ def run_once(spec: dict) -> dict:
         with open(spec["calls_out"], encoding="utf-8") as fh:
             calls = json.load(fh)
     except (IndexError, ValueError, OSError):
-        result, calls = {"exit": -1, "wall": 0.0, "workers_line": None, "error": tool.stderr[-2000:]}, []
+        # no JSON line: the child's own exit code (e.g. a checkout whose merge_contacts exits on import), else -1
+        result = {"exit": tool.returncode or -1, "wall": 0.0, "workers_line": None, "error": tool.stderr[-2000:]}
+        calls = []
     if result["exit"] != 0:
         try:
             with open(os.path.join(workdir, "console.txt"), encoding="utf-8") as fh:
@@ -222,6 +224,10 @@ def workers_table(args) -> int:
     for r in runs:
         s = r["spec"]
         cap = "off" if s["cap"] >= CAP_OFF else f"{s['cap']:.0f}"
+        if r["exit"] != 0:   # no figures for a failed run
+            print(f"{s['workers']:>7} {cap:>10} {'on' if s['pacing'] else 'off':>6} "
+                  f"{baseline.failed_text([r['exit']])}")
+            continue
         print(f"{s['workers']:>7} {cap:>10} {'on' if s['pacing'] else 'off':>6} {r['exit']:>4} {r['calls']:>6} "
               f"{minimum:>6} {(r['calls'] - minimum) / sets:>8.2f} {r['per_minute']:>9.0f} {100 * r['share']:>5.0f}% "
               f"{r['throttled']:>5} {1000 * r['throttled'] / max(1, r['calls']):>6.2f} {r['wall']:>7.1f}")
@@ -266,7 +272,7 @@ def issue_rows(args) -> int:
     sides = [("new", MAIN), ("old", baseline.checkout(args.baseline))]
     print(f"command: python3 bench/throughput.py {' '.join(args.argv)}")
     print(f"new: {MAIN}; old: {sides[1][1]}; emulator: this checkout's, in its own process; client cap "
-          f"--rate-limit R on every run; {repeat} run(s) of each, interleaved, {args.jobs} at once")
+          f"--rate-limit R on every run; {baseline.plural(repeat, 'run')} of each, interleaved, {args.jobs} at once")
     folder = tempfile.mkdtemp(prefix="throughput-data-")
     try:
         data = {}
@@ -296,16 +302,25 @@ def issue_rows(args) -> int:
         medians = {}
         for side, _root in sides:
             mine = [r for r in runs if r["spec"]["row"] == name and r["spec"]["side"] == side]
-            shares = [100 * r["share"] for r in mine]
+            good = [r for r in mine if r["exit"] == 0]   # a failed run's figures are no figures
+            lost = [r["exit"] for r in mine if r["exit"] != 0]
+            if not good:
+                print(f"{name:<4} {what:<42} {sizes[size]:>4} {side:<4} {baseline.failed_text(lost)}")
+                continue
+            shares = [100 * r["share"] for r in good]
             medians[side] = statistics.median(shares)
-            said = next((r["workers_line"] for r in mine if r.get("workers_line")), None)
-            said = said.split("] ", 1)[-1] if said else ("--workers 8" if mine[0]["spec"]["workers"] == "8" else
+            said = next((r["workers_line"] for r in good if r.get("workers_line")), None)
+            said = said.split("] ", 1)[-1] if said else ("--workers 8" if good[0]["spec"]["workers"] == "8" else
                                                          "4 (the old default)")
-            steady = statistics.median(100 * r["steady"] for r in mine)
+            steady = statistics.median(100 * r["steady"] for r in good)
+            note = f"; {len(lost)} more {baseline.failed_text(lost)}" if lost else ""
             print(f"{name:<4} {what:<42} {sizes[size]:>4} {side:<4} {' / '.join(f'{s:.0f}' for s in shares):<16} "
-                  f"{medians[side]:>5.0f}% {steady:>5.0f}% {sum(r['throttled'] for r in mine):>5} "
-                  f"{statistics.median(r['wall'] for r in mine):>6.1f}  {said}")
-        print(f"{'':<4} {'':<42} {'':>4} new/old {medians['new'] / max(medians['old'], 1e-9):.2f}x")
+                  f"{medians[side]:>5.0f}% {steady:>5.0f}% {sum(r['throttled'] for r in good):>5} "
+                  f"{statistics.median(r['wall'] for r in good):>6.1f}  {said}{note}")
+        if "new" in medians and "old" in medians:
+            print(f"{'':<4} {'':<42} {'':>4} new/old {medians['new'] / max(medians['old'], 1e-9):.2f}x")
+        else:
+            print(f"{'':<4} {'':<42} {'':>4} {baseline.NOT_COMPUTED}")
     return _failed(runs)
 
 

@@ -4,7 +4,8 @@ Issue 12 measured a 17-set preview with `DEVREV_BASE_URL=http://127.0.0.1:1` (no
 listening): 95 s and 409 error lines before exit 1. This script writes a 17-set contacts
 CSV (the dataset builder's) into a temporary folder, runs `merge_contacts.py --preview`
 on it in a subprocess against --url, and prints the wall time, the exit code and the
-console's lines (all of them, and those that are not INFO).
+console's lines (all of them, and those that are not INFO). Exits 1 unless the preview exited 75
+with exactly one line that is not INFO (README: "the run prints one line ... and exits 75").
 
     python bench/unreachable.py [--url http://127.0.0.1:1] [--sets 17] [--workers 4]
 """
@@ -48,9 +49,18 @@ def main(argv=None) -> int:
     lines = proc.stderr.splitlines()
     others = [line for line in lines if not line.startswith("INFO ")]
     print(f"{args.sets}-set preview against {args.url} with {args.workers} workers: exit {proc.returncode} "
-          f"in {wall:.2f} s; {len(lines)} console lines, {len(others)} not INFO:")
+          f"in {wall:.2f} s; {len(lines)} console line{'' if len(lines) == 1 else 's'}, {len(others)} not INFO:")
     for line in others:
         print(f"  {line}")
+    # README: the run stops with one line (`error: cannot reach DevRev at <url>: ...`) and exits 75
+    problems = []
+    if proc.returncode != 75:
+        problems.append(f"exit {proc.returncode}, not 75")
+    if len(others) != 1:
+        problems.append(f"{len(others)} lines that are not INFO, not exactly one")
+    if problems:
+        print(f"FAILED: {'; '.join(problems)}", file=sys.stderr)
+        return 1
     return 0
 
 

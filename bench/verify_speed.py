@@ -124,6 +124,7 @@ def main(argv=None) -> int:
             ("new", f"threads:{cores}"): f"new, {cores} threads"}
         times: dict[tuple[str, str], list[float]] = {}
         outputs, codes = set(), set()
+        lost: dict[str, list[int]] = {}
         reports = os.path.join(work, "reports")
         for _ in range(args.repeat):
             for (side, jobs), label in runs.items():
@@ -132,23 +133,40 @@ def main(argv=None) -> int:
                     if temperature == "cold":
                         drop_cache(backups)
                     code, wall, lines = verify(root, backups, reports, jobs)
-                    times.setdefault((label, temperature), []).append(wall)
+                    if code == 0:   # a failed run's time is no figure
+                        times.setdefault((label, temperature), []).append(wall)
+                    else:
+                        lost.setdefault(label, []).append(code)
                     outputs.add(tuple(lines))
                     codes.add(code)
-        print(f"{'':>16} {'cold-ish s':>10} {'warm s':>8}   (medians of {args.repeat}; threads: not the tool's way, "
-              f"for comparison)")
+        print(f"{'':>16} {'cold-ish s':>10} {'warm s':>8}   (medians of the successful runs of "
+              f"{baseline.plural(args.repeat, 'run')}; threads: not the tool's way, for comparison)")
         med = {k: statistics.median(v) for k, v in times.items()}
+
+        def cell(label: str, temperature: str) -> str:
+            return f"{med[(label, temperature)]:.2f}" if (label, temperature) in med else "-"
         for label in runs.values():
-            print(f"{label:>16} {med[(label, 'cold')]:>10.2f} {med[(label, 'warm')]:>8.2f}")
-        one, many = runs[("new", 1)], runs[("new", cores)]
+            note = f"  {baseline.failed_text(lost[label])}" if label in lost else ""
+            if (label, "cold") not in med and (label, "warm") not in med:
+                print(f"{label:>16} {baseline.failed_text(lost.get(label, []))}")
+                continue
+            print(f"{label:>16} {cell(label, 'cold'):>10} {cell(label, 'warm'):>8}{note}")
+        one, many, threads = runs[("new", 1)], runs[("new", cores)], runs[("new", f"threads:{cores}")]
+
+        def ratio(slow: str, fast: str, temperature: str) -> str:
+            if (slow, temperature) in med and (fast, temperature) in med:
+                return f"{med[(slow, temperature)] / med[(fast, temperature)]:.2f}x"
+            return f"({baseline.NOT_COMPUTED})"
         for temperature in ("cold", "warm"):
-            print(f"speed-up {temperature}: --jobs {cores} against --jobs 1 "
-                  f"{med[(one, temperature)] / med[(many, temperature)]:.2f}x, against the old code "
-                  f"{med[('old', temperature)] / med[(many, temperature)]:.2f}x; {cores} threads against --jobs 1 "
-                  f"{med[(one, temperature)] / med[(runs[('new', f'threads:{cores}')], temperature)]:.2f}x")
+            print(f"speed-up {temperature}: --jobs {cores} against --jobs 1 {ratio(one, many, temperature)}, "
+                  f"against the old code {ratio('old', many, temperature)}; {cores} threads against --jobs 1 "
+                  f"{ratio(one, threads, temperature)}")
         same = len(outputs) == 1 and codes == {0}
-        print(f"every run printed the same {len(next(iter(outputs)))} lines and exited {sorted(codes)}: "
-              f"{'yes' if same else 'NO'}")
+        if same:
+            print(f"every run printed the same {len(next(iter(outputs)))} lines and exited [0]: yes")
+        else:
+            print(f"the same lines and exit 0 from every run: NO ({len(outputs)} different outputs, exit codes "
+                  f"{sorted(codes)})")
         return 0 if same else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
