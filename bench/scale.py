@@ -96,22 +96,6 @@ def preview_share(workers: int) -> dict:
     return out
 
 
-def _minimum(dataset) -> int:
-    """The least calls a careful merge of `dataset` can make (merging.call_estimates.minimum_calls)."""
-    from backup import collect
-    from devrev_client import DevRevClient
-    from merging.call_estimates import minimum_calls, set_overhead_calls
-    with DevRevSandbox(dataset.seed, token=TOKEN) as sandbox:
-        client = DevRevClient(TOKEN, sandbox.base_url, calls_per_minute=1e9)
-        total = 0
-        for ms in dataset.merge_sets:
-            total += set_overhead_calls(len(ms["duplicates"]))
-            for dup in ms["duplicates"]:
-                total += minimum_calls(collect(client, sandbox.key_id(dup)), client.page_limit)
-        client.close()
-    return total
-
-
 def _rate_run(seed_path: str, csv_path: str, workers: int, rate: int, window: float, latency: float) -> dict:
     """throughput.run_once: the emulator and this checkout's merge in processes of their own."""
     cap = max(1, int(rate * 60 / window))
@@ -129,7 +113,8 @@ def rate_share(objects: int, workers: list[int], rate: int, window: float, laten
         json.dump(dataset.seed, fh)
     with open(csv_path, "w", encoding="utf-8", newline="") as fh:
         fh.write(dataset.csv_text())
-    return [_rate_run(seed_path, csv_path, w, rate, window, latency) for w in workers], _minimum(dataset)
+    runs = [_rate_run(seed_path, csv_path, w, rate, window, latency) for w in workers]
+    return runs, throughput.dataset_minimum(dataset.seed, dataset)
 
 
 def main(argv=None) -> int:

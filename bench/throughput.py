@@ -158,14 +158,20 @@ def run_once(spec: dict) -> dict:
                 share=served / wall * 60 / per_minute_r, steady=steady, spec=spec)
 
 
+def ordinary_sets(sets: int, seed: int):
+    """`sets` ordinary merge sets: 0-4 tickets and 0-2 conversations per duplicate, a tenth of the
+    sets with two duplicates (this checkout's emulator builds them)."""
+    sys.path.insert(0, MAIN)
+    from devrev_sandbox.dataset import build_dataset
+    return build_dataset(sets, seed=seed, tickets=(0, 4), conversations=(0, 2), comments=(0, 3),
+                         attachment_rate=0.25, attachment_size=(500, 20_000), two_duplicate_sets=sets // 10,
+                         skipped=False)
+
+
 def write_dataset(sets: int, seed: int, folder: str) -> tuple[str, str, int]:
     """The dataset of `sets` ordinary sets (0-4 tickets, 0-2 conversations per duplicate) as a
     seed file and a CSV in `folder`: (seed path, CSV path, merge sets)."""
-    sys.path.insert(0, MAIN)
-    from devrev_sandbox.dataset import build_dataset
-    dataset = build_dataset(sets, seed=seed, tickets=(0, 4), conversations=(0, 2), comments=(0, 3),
-                            attachment_rate=0.25, attachment_size=(500, 20_000), two_duplicate_sets=sets // 10,
-                            skipped=False)
+    dataset = ordinary_sets(sets, seed)
     seed_path, csv_path = os.path.join(folder, f"seed{sets}.json"), os.path.join(folder, f"contacts{sets}.csv")
     with open(seed_path, "w", encoding="utf-8") as fh:
         json.dump(dataset.seed, fh)
@@ -176,16 +182,17 @@ def write_dataset(sets: int, seed: int, folder: str) -> tuple[str, str, int]:
 
 def minimum_for(seed_path: str, sets: int, seed: int) -> int:
     """The least calls a careful merge of the dataset can make (merging.call_estimates.minimum_calls)."""
-    sys.path.insert(0, MAIN)
+    return dataset_minimum(seed_path, ordinary_sets(sets, seed))
+
+
+def dataset_minimum(seed, dataset) -> int:
+    """The least calls a careful merge of `dataset` (served from `seed`: a path or the seed itself)
+    can make: each set's overhead and each duplicate's minimum_calls (merging.call_estimates)."""
     from backup import collect
     from devrev_client import DevRevClient
-    from devrev_sandbox.dataset import build_dataset
     from devrev_sandbox.server import DevRevSandbox
     from merging.call_estimates import minimum_calls, set_overhead_calls
-    dataset = build_dataset(sets, seed=seed, tickets=(0, 4), conversations=(0, 2), comments=(0, 3),
-                            attachment_rate=0.25, attachment_size=(500, 20_000), two_duplicate_sets=sets // 10,
-                            skipped=False)
-    with DevRevSandbox(seed_path, token=TOKEN) as sandbox:
+    with DevRevSandbox(seed, token=TOKEN) as sandbox:
         client = DevRevClient(TOKEN, sandbox.base_url, calls_per_minute=1e9)
         total = 0
         for ms in dataset.merge_sets:

@@ -160,9 +160,9 @@ def runs_within(records: list[dict], max_calls: int) -> tuple[int, dict | None]:
     return runs, None
 
 
-def budget_line(records: list[dict], max_calls: int) -> str:
-    """The preview's line for --max-calls: how many runs the job takes, or the set none can take."""
-    runs, stuck = runs_within(records, max_calls)
+def budget_line(max_calls: int, runs: int, stuck: dict | None) -> str:
+    """The preview's line for --max-calls, from runs_within: how many runs the job takes, or the
+    set none can take."""
     if stuck is not None:
         need = PREFLIGHT_CALLS + set_calls(stuck)
         return (f"--max-calls {max_calls} is too small for {stuck.get('email')} (about {need} calls with the "

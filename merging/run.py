@@ -337,9 +337,9 @@ def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptio
     estimate = call_estimates.job_estimate(preview["sets"], client.calls_per_minute, workers_of(options.fanout),
                                            call_estimates.answer_time(client))
     preview["estimate"] = estimate.to_json()   # the whole job: calls, and time at the rate the run will use
-    if settings.max_calls is not None:   # how many runs of the budget (None: a set no run of it can take)
-        runs, stuck = call_estimates.runs_within(preview["sets"], settings.max_calls)
-        preview["estimate"]["runs_of_max_calls"] = runs if stuck is None else None
+    budget = call_estimates.runs_within(preview["sets"], settings.max_calls) if settings.max_calls else None
+    if budget is not None:   # how many runs of the budget (None: a set no run of it can take)
+        preview["estimate"]["runs_of_max_calls"] = budget[0] if budget[1] is None else None
     json_path, csv_path = _write(reports.write_preview, settings.report_dir, f"preview_{common['run_id']}", preview)
     if interrupted:
         json_summary.record("preview", run_id=common["run_id"], totals=preview["totals"],
@@ -358,9 +358,8 @@ def _preview(settings: MergeSettings, client, plan: RunPlan, options: MergeOptio
     if skipped_line:   # (logged before the summary, which ends the log as it ends the screen)
         _say(skipped_line)
     _say(estimate.line())   # on screen under the summary; in the log just before it
-    if settings.max_calls is not None and estimate.sets:
-        too_small = preview["estimate"]["runs_of_max_calls"] is None
-        _say(call_estimates.budget_line(preview["sets"], settings.max_calls), stream=sys.stderr if too_small else None)
+    if settings.max_calls and budget is not None and estimate.sets:
+        _say(call_estimates.budget_line(settings.max_calls, *budget), stream=sys.stderr if budget[1] else None)
     _say(summary.describe_preview(preview["totals"]), printed=True)
     _say(_written("Preview written (nothing was changed in DevRev):", json_path, csv_path))
     if settings.plan_out and preview["complete"]:

@@ -7,6 +7,7 @@ run over sets (runs.over_sets), and writes the report (operator_view.restore_rep
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ from operator_view.summary import plural
 from plumbing import cli, json_summary
 from plumbing.cli import ExitCode, UsageError
 from plumbing.clock import iso_utc
-from plumbing.fanout import Fanout
+from plumbing.fanout import Fanout, workers_of
 from plumbing.version import TOOL_VERSION
 from restoring.backup_sets import BackupSet, FailedFolder, load_backup_sets
 from restoring.engine import FINISHED, SetRestorer, blank_line, finished_record, journal_progress, preview_set
@@ -34,7 +35,7 @@ from runs.outcomes import SetStatus, to_json
 from runs.over_sets import PreviewRun, RunStopped, SetRun, SetRunKind, is_temporary, journal_problems
 from runs.preview_gate import DEFAULT_MAX_AGE_HOURS, newest_complete
 from runs.support import RunTarget, backup_target, open_client, sandbox_held, target_of
-from runs.workers import FLOOR, choose_workers
+from runs.workers import choose_workers
 
 PREVIEWABLE = ("would_restore", "already_restored")
 
@@ -150,7 +151,8 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
                  len(finished), plural(len(failed), "backup folder"), log_path or "off")
         stop = cli.StopSignal()
         # a --sandbox run holds the emulator's lock, as merge_contacts.py's do
-        with sandbox_held(settings.target), open_client(settings.target, stop) as client, cli.graceful_stop(stop):
+        with sandbox_held(settings.target), open_client(settings.target, stop) as client, cli.graceful_stop(stop), \
+                contextlib.ExitStack() as stack:
             header = {"run_id": run_id, "tool_version": TOOL_VERSION, "started_at": iso_utc(),
                       "target": target_of(settings.target, client), "backup_dir": os.path.abspath(settings.backup_dir),
                       "options": settings.options(), "actor": actor_block(client, ask=bool(todo) or settings.preview),
@@ -162,19 +164,15 @@ def run(settings: RestoreSettings, run_id: str, savepoint: str, log_path: str | 
             workers = choose_workers(client, settings.workers)   # sized on the answer times so far
             log.info("%s", workers.line())
             header["workers"] = workers.to_json()   # how many, and why (the options keep --workers as given)
-            settings = replace(settings, workers=workers.count)
+            # the slots of sets, and of a set's item calls in parallel
+            pool = stack.enter_context(contextlib.closing(Fanout(workers.count)))
             if settings.preview:
-                return _preview(settings, client, sets, finished, header, stop)
-            restorer = SetRestorer(client, journal, note=not settings.no_restore_note, previewed=previewed)
+                return _preview(settings, client, sets, finished, header, stop, pool)
+            restorer = SetRestorer(client, journal, note=not settings.no_restore_note, previewed=previewed, fanout=pool)
             return _restore(settings, restorer, sets, finished, header, stop, preview_path)
     finally:
         if journal is not None:
             journal.close()
-
-
-def _workers(settings: RestoreSettings) -> int:
-    """The sets taken at once: --workers, or the count run() sized them to (runs.workers)."""
-    return settings.workers or FLOOR
 
 
 def _required_preview(settings: RestoreSettings, todo: list[BackupSet],
@@ -232,19 +230,15 @@ def _set_not_shown(bset: BackupSet, shown: dict | None) -> str:
 
 
 def _preview(settings: RestoreSettings, client, sets: list[BackupSet], finished: dict, header: dict,
-             stop: cli.StopSignal) -> int:
+             stop: cli.StopSignal, pool: Fanout) -> int:
     run: PreviewRun[BackupSet] = PreviewRun(
         stop, lambda bset, error: to_json(replace(blank_line(bset), status=SetStatus.FAILED, error=error)),
         code=ExitCode.FAILED if header["failed_folders"] else ExitCode.OK)
     run.records.update({s.key: to_json(finished_record(s, finished[s.key], preview=True))
                         for s in sets if s.key in finished})
     note = not settings.no_restore_note
-    pool = Fanout(_workers(settings))   # the --workers slots: sets, and a set's item reads in parallel
-    try:
-        run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s, note=note, pool=pool),
-                _workers(settings))
-    finally:
-        pool.close()
+    run.run([s for s in sets if s.key not in finished], lambda s: preview_set(client, s, note=note, pool=pool),
+            workers_of(pool))
     records, code = run.records, run.exit_code()
     if run.fault is not None and code != ExitCode.USAGE:
         raise RunStopped(f"{run.fault} (no preview report written)", temporary=is_temporary(run.fault))
@@ -286,11 +280,9 @@ def _restore(settings: RestoreSettings, restorer: SetRestorer, sets: list[Backup
     kind = SetRunKind("restore", blank_line, lambda bset: journal_progress(restorer.journal, bset))
     run = SetRun(kind, stop, code=ExitCode.FAILED if header["failed_folders"] else ExitCode.OK)
     run.lines.update({s.key: finished_record(s, finished[s.key], preview=False) for s in sets if s.key in finished})
-    restorer.fanout = Fanout(_workers(settings))   # the --workers slots: sets, and a set's item calls in parallel
     try:
-        run.run([s for s in sets if s.key not in finished], restorer.restore, _workers(settings))
+        run.run([s for s in sets if s.key not in finished], restorer.restore, workers_of(restorer.fanout))
     finally:
-        restorer.fanout.close()
         problems = journal_problems(restorer.journal)
     code = run.exit_code()
     lines = run.report_lines(sets)

@@ -336,11 +336,6 @@ def _pattern(principal: str) -> re.Pattern[str]:
 
 
 def names(principal: str, email: str) -> bool:
-    """Does an allowed-signers principal (a name, or a pattern with * and ?) name `email`?"""
-    return _is(principal, email)
-
-
-def _is(principal: str, email: str) -> bool:
     """Does an allowed-signers principal (a name or a pattern with OpenSSH's * and ?, e.g.
     *@example.com; case-insensitive; !negated counted as naming it) name `email`?"""
     return _pattern(principal).fullmatch(email.strip()) is not None
@@ -384,7 +379,7 @@ def verify(plan: Plan, allowed_signers: str, *, runner: bool = False) -> Approva
         raise NotApproved(f"{name} names no author (its preview had no set to do, or could not ask DevRev who ran "
                           f"it), so its approver "
                           f"cannot be told apart from it: preview again, then approve")
-    mine = [p for p in principals if _is(p, author)]
+    mine = [p for p in principals if names(p, author)]
     if mine:
         raise NotApproved(f"{name} is signed by its own author's key ({author}, allowed signer {mine[0]}): a second "
                           f"person must approve it")
@@ -405,7 +400,7 @@ def check_runner(named: CheckedPlan | None, actor: dict[str, Any]) -> None:
             raise NotApproved("this run cannot tell who it runs as (dev-users.self did not answer an email), so "
                               "its approver cannot be told apart from it: nothing was changed; run again")
         return
-    mine = [p for p in named.approval.principals if _is(p, email)]
+    mine = [p for p in named.approval.principals if names(p, email)]
     if mine:
         raise NotApproved(f"{os.path.basename(named.plan.path)} is approved with a key the allowed signers give "
                           f"to {email}, who runs it (allowed signer {mine[0]}): a second person must approve it; "
